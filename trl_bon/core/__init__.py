@@ -1,0 +1,32 @@
+"""Pure, batched tensor functions for Best-of-N distillation.
+
+Nothing here imports TRL or transformers: every function takes tensors and returns tensors, so the maths can be unit
+tested in milliseconds and shared by the trainers, the evaluation code and the examples. Equation numbers refer to
+BOND (Sessa et al., arXiv 2407.14622 v1) and vBoN (Amini et al., arXiv 2407.06057) unless stated otherwise.
+"""
+
+from .bon_law import bon_probs, bon_probs_binomial, reward_quantiles, tie_correction
+from .divergences import jeffreys, kl_divergence, reverse_kl, total_variation
+from .ema import ema_update_
+from .jbond import batch_loo_baseline, best_anchor_index, jbond_reward, jbond_sequence_weights
+from .quantiles import bond_reward, empirical_quantile, vbon_log_cdf
+
+
+__all__ = [
+    "batch_loo_baseline",
+    "best_anchor_index",
+    "bon_probs",
+    "bon_probs_binomial",
+    "bond_reward",
+    "ema_update_",
+    "empirical_quantile",
+    "jbond_reward",
+    "jbond_sequence_weights",
+    "jeffreys",
+    "kl_divergence",
+    "reverse_kl",
+    "reward_quantiles",
+    "tie_correction",
+    "total_variation",
+    "vbon_log_cdf",
+]

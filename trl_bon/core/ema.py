@@ -1,0 +1,36 @@
+"""Exponential moving average of a set of tensors (J-BOND anchor, BOND arXiv v1 eq. 18)."""
+
+from collections.abc import Sequence
+
+import torch
+
+
+@torch.no_grad()
+def ema_update_(
+    targets: Sequence[torch.Tensor],
+    sources: Sequence[torch.Tensor],
+    rate: float,
+    shadows: Sequence[torch.Tensor] | None = None,
+) -> None:
+    """In place θ_a ← (1 − η)·θ_a + η·θ for each pair (eq. 18).
+
+    With `shadows` (e.g. fp32 copies of bf16 anchor weights) the EMA runs on the shadows, which are the true anchor
+    state, and each target receives a cast copy of its shadow. Without a shadow, an η = 0.02 update of a bf16 tensor
+    mostly rounds away.
+
+    Args:
+        targets: anchor tensors, updated in place.
+        sources: policy tensors θ, same shapes.
+        rate: η ∈ [0, 1]; 0 freezes the anchor, 1 copies the policy.
+        shadows: optional higher-precision copies of `targets`, updated in place and copied into `targets`.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"The EMA rate must lie in [0, 1], got {rate}.")
+    if len(targets) != len(sources) or (shadows is not None and len(shadows) != len(targets)):
+        raise ValueError("ema_update_ needs as many sources (and shadows) as targets.")
+    states = targets if shadows is None else shadows
+    for state, source in zip(states, sources, strict=True):
+        state.lerp_(source.to(state.dtype), rate)
+    if shadows is not None:
+        for target, shadow in zip(targets, shadows, strict=True):
+            target.copy_(shadow)

@@ -1,0 +1,90 @@
+"""Monte-Carlo reward quantiles: BOND's p̂≤ (eq. 10) and vBoN's CDF F̂ (official code, §3.2 of algorithms.md)."""
+
+import torch
+
+
+SMOOTHINGS = ("clamp", "add_one", "none")
+
+
+def _counts(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask: torch.Tensor | None, strict: bool):
+    """Per row: how many valid reference rewards lie below (strict) or at-or-below `rewards`, and how many are valid.
+
+    `rewards` is `(B,)` or `(B, S)` (S samples scored against the same reference group); `ref_rewards` `(B, K)`.
+    """
+    if ref_mask is None:
+        ref_mask = torch.ones_like(ref_rewards, dtype=torch.bool)
+    ref_mask = ref_mask.bool()
+    r = rewards.unsqueeze(-1)  # (B, 1) or (B, S, 1)
+    ref = ref_rewards if rewards.dim() == 1 else ref_rewards.unsqueeze(1)
+    mask = ref_mask if rewards.dim() == 1 else ref_mask.unsqueeze(1)
+    hits = (ref < r) if strict else (ref <= r)
+    count = (hits & mask).sum(-1).to(rewards.dtype)
+    total = mask.sum(-1).to(rewards.dtype)
+    if rewards.dim() == 2:
+        total = total.unsqueeze(-1).expand_as(count)
+    if (total == 0).any():
+        raise ValueError("A prompt has no valid reference rewards (its mask is all False); at least one is needed.")
+    return count, total
+
+
+def empirical_quantile(
+    rewards: torch.Tensor,
+    ref_rewards: torch.Tensor,
+    ref_mask: torch.Tensor | None = None,
+    smoothing: str = "clamp",
+) -> torch.Tensor:
+    """BOND's Monte-Carlo quantile p̂≤(y) = (1/k)·Σ_i 1{r(y'_i) ≤ r(y)} (arXiv v1 eq. 10), ties favouring y.
+
+    Groups may have unequal sizes k: pad `ref_rewards` and pass `ref_mask` (True = valid).
+
+    Args:
+        rewards: `(B,)` rewards of the samples being scored, or `(B, S)` for S samples per prompt.
+        ref_rewards: `(B, K)` rewards of reference samples for the same prompt.
+        ref_mask: optional `(B, K)` boolean validity mask.
+        smoothing: what to do when y is below every reference sample (p̂≤ = 0, log p̂≤ = −∞; the paper is silent):
+            `"clamp"` → max(p̂≤, 1/(2k)); `"add_one"` → (c + 1)/(k + 1) ∈ [1/(k+1), 1]; `"none"` → raw p̂≤.
+
+    Returns:
+        p̂≤ with the shape of `rewards`.
+    """
+    if smoothing not in SMOOTHINGS:
+        raise ValueError(f"Unknown quantile smoothing {smoothing!r}; choose one of {SMOOTHINGS}.")
+    count, k = _counts(rewards, ref_rewards, ref_mask, strict=False)
+    if smoothing == "add_one":
+        return (count + 1) / (k + 1)
+    p_hat = count / k
+    if smoothing == "clamp":
+        return torch.maximum(p_hat, 1 / (2 * k))
+    return p_hat
+
+
+def vbon_log_cdf(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask: torch.Tensor | None = None):
+    """vBoN's smoothed log-CDF log F̂(r) with F̂(r) = (1 + #{m : r_m < r}) / (M + 1).
+
+    Strict: reference rewards tied with r are not below it (F = p<), and the "+1" counts the policy sample as one of
+    M + 1 draws, so log F̂ ∈ [−log(M+1), 0] is always finite (official rycolab/vbon code; vBoN's l1 bound, §3.1).
+    E[F̂] over the M reference draws is (1 + M·p<)/(M + 1).
+
+    Args:
+        rewards: `(B,)` or `(B, S)` policy rewards.
+        ref_rewards: `(B, M)` cached reference rewards (padded when groups differ in size).
+        ref_mask: optional `(B, M)` validity mask.
+
+    Returns:
+        log F̂ with the shape of `rewards`.
+    """
+    count, m = _counts(rewards, ref_rewards, ref_mask, strict=True)
+    return torch.log((count + 1) / (m + 1))
+
+
+def bond_reward(p_le_hat: torch.Tensor, n: int, log_tie_correction: torch.Tensor | None = None) -> torch.Tensor:
+    """BOND's quantile reward (N−1)·log p̂≤(y) [+ log B̂(y)] (arXiv v1 eqs. 8 and 15).
+
+    The KL term −(log π − log π_anchor) is added by the caller. v1's text writes r = p̂≤; that is a typo, eq. 8 and
+    the concavity argument use the log. With N = 2 this is log p̂≤, the target of J-BOND's calibration.
+    """
+    reward = (n - 1) * torch.log(p_le_hat)
+    if log_tie_correction is not None:
+        reward = reward + log_tie_correction
+    return reward
+

@@ -1,0 +1,178 @@
+"""Tiny offline models, tokenizers and tasks built from scratch (no Hub access).
+
+Used by the test-suite, the benchmarks and `trl-bon demo`. Two kinds of kit:
+
+- `build_tiny_kit`: a byte-level BPE tokenizer trained on a few sentences, a 2-layer Llama causal LM and a 2-layer
+  Llama sequence-classification reward model, saved with `save_pretrained` so every trainer takes them by path.
+- `build_one_token_task`: a causal LM whose next-token distribution after a fixed one-token prompt is *exactly* a
+  given π_ref over a V-token vocabulary, plus a reward callable on the sampled token. With one-token completions
+  the policy distribution is the model's softmax, so the exact Best-of-N law (`core.bon_probs`) is the known target
+  and trained policies can be compared with it exactly.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+CORPUS = [
+    "the cat sat on the mat",
+    "tell me a story about a dog",
+    "once upon a time there was a happy robot",
+    "the movie was great and the actors were wonderful",
+    "the food was bad and the service was slow",
+    "a good day starts with a warm cup of tea",
+]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def _llama_config(vocab_size: int, tokenizer, **overrides):
+    from transformers import LlamaConfig
+
+    cfg = dict(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=False,
+    )
+    cfg.update(overrides)
+    return LlamaConfig(**cfg)
+
+
+def build_bpe_tokenizer(vocab_size: int = 320):
+    """A byte-level BPE tokenizer trained on `CORPUS`, left padding, pad/bos/eos specials and a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<bos>", "<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(CORPUS, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", padding_side="left"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_kit(root: str | Path, seed: int = 0) -> dict[str, str]:
+    """Build and save a tiny tokenizer, causal LM (`policy/`) and reward model (`reward/`) under `root`.
+
+    Returns:
+        `{"policy": path, "reward": path}`; both directories also hold the tokenizer.
+    """
+    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+
+    root = Path(root)
+    tokenizer = build_bpe_tokenizer()
+    torch.manual_seed(seed)
+    policy = LlamaForCausalLM(_llama_config(len(tokenizer), tokenizer))
+    reward = LlamaForSequenceClassification(_llama_config(len(tokenizer), tokenizer, num_labels=1))
+    paths = {"policy": root / "policy", "reward": root / "reward"}
+    policy.save_pretrained(paths["policy"])
+    reward.save_pretrained(paths["reward"])
+    for path in paths.values():
+        tokenizer.save_pretrained(path)  # so Auto* classes resolve locally
+    return {name: str(path) for name, path in paths.items()}
+
+
+# The 6-outcome example of algorithms.md §7.2.
+EXAMPLE_REF_PROBS = (0.30, 0.25, 0.20, 0.12, 0.08, 0.05)
+EXAMPLE_REWARDS = (2.0, 5.0, 0.0, 4.0, 1.0, 3.0)
+
+
+@dataclass
+class OneTokenTask:
+    """A task whose completions are one token from a V-token vocabulary, with a known reference distribution.
+
+    Attributes:
+        model_path: directory with the model and tokenizer; `π_ref(·|prompt)` of that model equals `ref_probs`.
+        prompt: the only prompt (one token).
+        ref_probs: `(V,)` float64 reference distribution over the vocabulary.
+        rewards: `(V,)` float64 reward of each token.
+    """
+
+    model_path: str
+    prompt: str
+    ref_probs: torch.Tensor
+    rewards: torch.Tensor
+
+    @property
+    def reward_func(self):
+        """TRL-style reward function: the reward of the (single) completion token."""
+        rewards = self.rewards
+
+        def token_reward(completion_ids, **kwargs) -> list[float]:
+            return [float(rewards[ids[0]]) for ids in completion_ids]
+
+        return token_reward
+
+    def dataset(self, num_rows: int):
+        """A prompt-only `datasets.Dataset` repeating the prompt `num_rows` times."""
+        from datasets import Dataset
+
+        return Dataset.from_dict({"prompt": [self.prompt] * num_rows})
+
+    def policy_probs(self, model) -> torch.Tensor:
+        """Exact next-token distribution of `model` (a causal LM, PEFT or not) after the prompt, as float64."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([[0]], device=device)).logits[0, -1]
+        model.train(was_training)
+        return torch.softmax(logits.double().cpu(), dim=-1)
+
+
+def build_one_token_task(
+    root: str | Path,
+    ref_probs=EXAMPLE_REF_PROBS,
+    rewards=EXAMPLE_REWARDS,
+    seed: int = 0,
+) -> OneTokenTask:
+    """Build a causal LM whose distribution after the prompt token is exactly `ref_probs`.
+
+    The vocabulary is V = len(ref_probs) word-level tokens `t0 … t{V-1}`; the prompt is `t0` and `t{V-1}` doubles as
+    EOS/pad (it is also an ordinary outcome). The LM head is solved so that logits = log π_ref at the prompt, so the
+    model's softmax is π_ref up to float rounding; train with `max_completion_length=1`.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    ref_probs = torch.tensor(ref_probs, dtype=torch.float64)
+    rewards = torch.tensor(rewards, dtype=torch.float64)
+    vocab = {f"t{i}": i for i in range(len(ref_probs))}
+    word_level = Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0"))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    eos = f"t{len(vocab) - 1}"
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level, eos_token=eos, pad_token=eos, unk_token="t0", padding_side="left"
+    )
+    torch.manual_seed(seed)
+    config = _llama_config(len(vocab), tokenizer, bos_token_id=None)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        hidden = model.model(input_ids=torch.tensor([[0]])).last_hidden_state[0, -1].double()
+        # logits = W·h with W = log π_ref ⊗ h / |h|²  ⇒  logits = log π_ref exactly at the prompt.
+        weight = torch.outer(ref_probs.log(), hidden) / hidden.dot(hidden)
+        model.lm_head.weight.copy_(weight.float())
+    path = Path(root) / "one_token_policy"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return OneTokenTask(model_path=str(path), prompt="t0", ref_probs=ref_probs, rewards=rewards)
