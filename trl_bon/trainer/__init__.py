@@ -1,0 +1,1 @@
+"""Trainer/config pairs, one per method (the shape of TRL)."""
