@@ -19,7 +19,7 @@ _LAZY = {
     "best_of_n": "trl_bon.sampling",
     "BestOfNOutput": "trl_bon.sampling",
     "sample_completions": "trl_bon.sampling",
-    "score_completions": "trl_bon.rewards",
+    "RewardScorer": "trl_bon.rewards",
     "build_reference_reward_cache": "trl_bon.ref_cache",
     "evaluate_checkpoints": "trl_bon.evaluation",
 }
