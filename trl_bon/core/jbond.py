@@ -22,7 +22,8 @@ def jbond_reward(
         `(B,)` crude rewards, 0 or −penalty.
     """
     loses_to_all = policy_rewards < anchor_rewards.min(dim=-1).values
-    return torch.where(loses_to_all, -penalty, 0.0).to(policy_rewards.dtype)
+    # built in the rewards' dtype: a Python-scalar `torch.where` would round the penalty to float32 first
+    return torch.zeros_like(policy_rewards).masked_fill(loses_to_all, -penalty)
 
 
 def best_anchor_index(anchor_rewards: torch.Tensor) -> torch.Tensor:

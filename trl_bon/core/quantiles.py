@@ -21,7 +21,7 @@ def _counts(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask: torch.Te
     count = (hits & mask).sum(-1).to(rewards.dtype)
     total = mask.sum(-1).to(rewards.dtype)
     if rewards.dim() == 2:
-        total = total.unsqueeze(-1).expand_as(count)
+        total = total.expand_as(count)  # mask is (B, 1, K), so total is already (B, 1)
     if (total == 0).any():
         raise ValueError("A prompt has no valid reference rewards (its mask is all False); at least one is needed.")
     return count, total

@@ -1,0 +1,281 @@
+"""Contract tests: the TRL 1.16 internals trl-bon wraps (design.md §2.3).
+
+A failure here means TRL changed something a trainer relies on via `trl_bon._trl_compat`: fix the compat layer (and
+the trainers) before raising the TRL cap in pyproject.toml.
+"""
+
+import dataclasses
+import inspect
+import warnings
+
+import pytest
+import torch
+
+from tests.helpers import cpu_args
+
+
+PROMPTS = ["the cat sat", "tell me a story"]
+
+# Exact parameter names of the private TRL callables trl-bon wraps or calls, as found in TRL 1.16.0.
+PINNED_RLOO_HOOKS = {
+    "_generate_single_turn": ["self", "prompt_ids", "images", "multimodal_fields"],
+    "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
+    "_generate_and_score_completions": ["self", "inputs"],
+    "_compute_loss": ["self", "model", "inputs"],
+    "_get_per_token_logps_and_entropies": [
+        "self",
+        "model",
+        "input_ids",
+        "attention_mask",
+        "logits_to_keep",
+        "batch_size",
+        "compute_entropy",
+        "compute_aux_loss",
+        "pixel_values",
+        "image_grid_thw",
+        "num_images",
+        "pixel_attention_mask",
+        "spatial_shapes",
+        "num_tiles",
+        "image_sizes",
+        "token_type_ids",
+        "mm_token_type_ids",
+        "image_position_ids",
+    ],
+}
+
+
+def _params(func) -> list[str]:
+    return list(inspect.signature(func).parameters)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Signatures
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_wrapped_hooks_are_pinned():
+    from trl_bon._trl_compat import WRAPPED_RLOO_HOOKS
+
+    assert set(WRAPPED_RLOO_HOOKS) == set(PINNED_RLOO_HOOKS)
+
+
+@pytest.mark.parametrize("hook", sorted(PINNED_RLOO_HOOKS))
+def test_rloo_hook_signatures(hook):
+    from trl import RLOOTrainer
+
+    assert _params(getattr(RLOOTrainer, hook)) == PINNED_RLOO_HOOKS[hook]
+
+
+def test_public_rloo_signatures():
+    from trl import RLOOTrainer
+
+    assert _params(RLOOTrainer.compute_loss) == ["self", "model", "inputs", "return_outputs", "num_items_in_batch"]
+    init = _params(RLOOTrainer.__init__)
+    for name in ("model", "reward_funcs", "args", "train_dataset", "processing_class", "peft_config"):
+        assert name in init
+
+
+def test_helper_signatures():
+    from trl_bon._trl_compat import VLLMGeneration, add_fused_lm_head, use_adapter
+
+    assert _params(use_adapter) == ["model", "adapter_name"]
+    assert _params(add_fused_lm_head) == ["model", "temperature", "cast_lm_head_to_fp32", "outputs"]
+    assert _params(VLLMGeneration.generate) == ["self", "prompts", "images", "num_generations", "profiler"]
+    assert _params(VLLMGeneration.sync_weights) == ["self"]
+
+
+def test_rloo_config_has_no_importance_sampling_correction():
+    from trl import RLOOConfig
+
+    names = [f.name for f in dataclasses.fields(RLOOConfig)]
+    assert not [n for n in names if "importance" in n or "vllm_importance" in n]
+    # sanity: the scan does see the vLLM and reference-sync fields
+    assert "use_vllm" in names and "sync_ref_model" in names and "beta" in names
+
+
+def test_check_trl_version(monkeypatch):
+    import trl
+
+    from trl_bon._trl_compat import check_trl_version
+
+    assert trl.__version__.startswith("1.16.")
+    monkeypatch.setattr(trl, "__version__", "1.16.0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_trl_version()  # silent
+    for outside in ("1.17.0", "1.15.9"):
+        monkeypatch.setattr(trl, "__version__", outside)
+        with pytest.warns(UserWarning, match=f"trl {outside} is installed"):
+            check_trl_version()
+
+
+def test_use_adapter_disables_and_restores_adapters(tiny_kit):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from trl_bon._trl_compat import use_adapter
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_kit["policy"], local_files_only=True)
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        base_logits = base(input_ids=ids).logits
+    model = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.5)
+        adapted = model(input_ids=ids).logits
+        with use_adapter(model, adapter_name=None):
+            disabled = model(input_ids=ids).logits
+        restored = model(input_ids=ids).logits
+    assert not torch.allclose(adapted, base_logits)
+    torch.testing.assert_close(disabled, base_logits)
+    torch.testing.assert_close(restored, adapted)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Behaviour of a real RLOOTrainer on the tiny kit
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rloo_trainer(tiny_kit, prompt_dataset, tmp_path_factory):
+    from trl import RLOOConfig, RLOOTrainer
+
+    args = RLOOConfig(
+        output_dir=str(tmp_path_factory.mktemp("rloo")),
+        **cpu_args(),
+        max_completion_length=4,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_steps=1,
+    )
+    trainer = RLOOTrainer(
+        model=tiny_kit["policy"], reward_funcs=tiny_kit["reward"], args=args, train_dataset=prompt_dataset
+    )
+    trainer.model.train()
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def generation_output(rloo_trainer):
+    torch.manual_seed(0)
+    batch = [{"prompt": p} for p in PROMPTS for _ in range(2)]  # each prompt num_generations = 2 times, grouped
+    return rloo_trainer._generate_and_score_completions(batch)
+
+
+def test_generation_output_keys_and_shapes(rloo_trainer, generation_output):
+    from trl_bon._trl_compat import GENERATION_OUTPUT_KEYS
+
+    out = generation_output
+    assert rloo_trainer.model.training
+    for key in GENERATION_OUTPUT_KEYS:
+        assert key in out, key
+    b = 2 * len(PROMPTS)
+    assert out["prompt_ids"].dim() == 2 and out["prompt_ids"].shape[0] == b
+    assert out["prompt_mask"].shape == out["prompt_ids"].shape
+    assert out["completion_ids"].dim() == 2 and out["completion_ids"].shape[0] == b
+    assert 1 <= out["completion_ids"].shape[1] <= 4  # max_completion_length
+    assert out["completion_mask"].shape == out["completion_ids"].shape
+    assert out["old_logps"].shape == (b,)  # sequence-level: summed over completion tokens
+    assert out["advantages"].shape == (b,)
+    assert torch.isfinite(out["old_logps"]).all() and (out["old_logps"] <= 0).all()
+    # left-padded prompts: the mask's last column is all ones
+    assert out["prompt_mask"][:, -1].all()
+    # RLOO's leave-one-out advantages sum to zero within each group of num_generations (normalisation is off)
+    assert not rloo_trainer.normalize_advantages
+    torch.testing.assert_close(out["advantages"].view(-1, 2).sum(-1), torch.zeros(len(PROMPTS)), atol=1e-5, rtol=0)
+
+
+def test_old_logps_match_a_fresh_forward(rloo_trainer, generation_output):
+    out = generation_output
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    with torch.no_grad():
+        per_token, _, _ = rloo_trainer._get_per_token_logps_and_entropies(
+            rloo_trainer.model, ids, mask, out["completion_ids"].shape[1]
+        )
+    assert per_token.shape == out["completion_ids"].shape
+    torch.testing.assert_close((per_token * out["completion_mask"]).sum(1), out["old_logps"], atol=1e-5, rtol=1e-5)
+
+
+def test_compute_loss_reaches_private_compute_loss(rloo_trainer, generation_output, monkeypatch):
+    calls = []
+    original = rloo_trainer._compute_loss
+
+    def counting(model, inputs):
+        calls.append(inputs)
+        return original(model, inputs)
+
+    monkeypatch.setattr(rloo_trainer, "_compute_loss", counting)
+    loss = rloo_trainer.compute_loss(rloo_trainer.model, dict(generation_output))
+    assert len(calls) == 1 and torch.isfinite(loss) and loss.dim() == 0
+
+
+def _gradients(trainer, inputs):
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    loss = trainer.compute_loss(trainer.model, inputs)
+    return torch.autograd.grad(loss, params, allow_unused=True)
+
+
+def test_zero_advantages_give_zero_gradient(rloo_trainer, generation_output):
+    inputs = dict(generation_output)
+    inputs["advantages"] = torch.zeros_like(inputs["advantages"])
+    grads = _gradients(rloo_trainer, inputs)
+    assert all(g is None or g.abs().max().item() == 0.0 for g in grads)
+    # control: with non-zero advantages the same call does produce a gradient
+    inputs["advantages"] = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    grads = _gradients(rloo_trainer, inputs)
+    assert any(g is not None and g.abs().max().item() > 0 for g in grads)
+
+
+def test_vllm_weight_sync_contract(rloo_trainer, monkeypatch):
+    """With a mocked vLLM backend: weights sync once per optimiser step (`_last_loaded_step`), then `generate`."""
+    sync_calls, generate_calls = [], []
+
+    class FakeVLLM:
+        def sync_weights(self):
+            sync_calls.append(rloo_trainer.state.global_step)
+
+        def generate(self, prompts, images, num_generations, profiler):
+            generate_calls.append((prompts, num_generations))
+            return prompts, [[7] for _ in prompts], None, None
+
+    monkeypatch.setattr(rloo_trainer, "use_vllm", True)
+    monkeypatch.setattr(rloo_trainer, "vllm_generation", FakeVLLM(), raising=False)
+    monkeypatch.setattr(rloo_trainer, "_last_loaded_step", -1, raising=False)
+    monkeypatch.setattr(rloo_trainer.state, "global_step", 0)
+    prompt_ids = [[5, 6], [7]]
+    assert rloo_trainer._generate_single_turn(prompt_ids, None, {}) == [[7], [7]]
+    rloo_trainer._generate_single_turn(prompt_ids, None, {})  # same step: no second sync
+    assert sync_calls == [0] and rloo_trainer._last_loaded_step == 0
+    rloo_trainer.state.global_step = 1
+    rloo_trainer._generate_single_turn(prompt_ids, None, {})
+    assert sync_calls == [0, 1]
+    assert generate_calls[0] == (prompt_ids, rloo_trainer.num_generations) and len(generate_calls) == 3
+
+
+def test_peft_with_sync_ref_model_still_raises(tiny_kit, prompt_dataset, tmp_path):
+    """If this stops raising, TRL PR #6975 (EMA-synced "ref" adapter) landed: evaluate native anchor sync."""
+    from peft import LoraConfig
+    from trl import RLOOConfig, RLOOTrainer
+
+    args = RLOOConfig(
+        output_dir=str(tmp_path),
+        **cpu_args(),
+        max_completion_length=4,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_steps=1,
+        sync_ref_model=True,
+    )
+    assert args.beta != 0.0  # otherwise the beta = 0 ValueError would fire first
+    with pytest.raises(NotImplementedError, match="sync_ref_model"):
+        RLOOTrainer(
+            model=tiny_kit["policy"],
+            reward_funcs=tiny_kit["reward"],
+            args=args,
+            train_dataset=prompt_dataset,
+            peft_config=LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]),
+        )

@@ -1,0 +1,55 @@
+"""The `trl-bon` command line entry point (`trl_bon.scripts.cli`)."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import trl_bon
+from trl_bon.scripts.cli import main
+
+
+def test_version_subprocess():
+    result = subprocess.run(
+        [sys.executable, "-m", "trl_bon.scripts.cli", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"trl-bon {trl_bon.__version__}"
+
+
+def test_version_in_process(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        main(["--version"])
+    assert excinfo.value.code == 0
+    assert capsys.readouterr().out.strip() == f"trl-bon {trl_bon.__version__}"
+
+
+def test_help_lists_usage(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        main(["--help"])
+    assert excinfo.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: trl-bon")
+    assert "--version" in out and "<command>" in out
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 0
+    assert capsys.readouterr().out.startswith("usage: trl-bon")
+
+
+def test_unknown_command_is_an_error(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        main(["no-such-command"])
+    assert excinfo.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_console_script_installed():
+    exe = shutil.which("trl-bon")
+    if exe is None:
+        pytest.skip("the trl-bon console script is not on PATH (package not installed in this environment)")
+    result = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"trl-bon {trl_bon.__version__}"
