@@ -72,8 +72,8 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None):
     return model, tokenizer
 
 
-def _tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> list[list[int]]:
-    """Token ids of each prompt exactly as `RLOOTrainer._tokenize_prompts` makes them (text-only prompts)."""
+def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> list[list[int]]:
+    """Token ids of each prompt exactly as `RLOOTrainer.tokenize_prompts` makes them (text-only prompts)."""
     from trl import is_conversational
 
     if is_conversational({"prompt": prompts[0]}):
@@ -207,7 +207,7 @@ def sample_completions(
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
-    prompt_ids = _tokenize_prompts(tokenizer, prompts, chat_template_kwargs or {})
+    prompt_ids = tokenize_prompts(tokenizer, prompts, chat_template_kwargs or {})
     repeated_ids = [ids for ids in prompt_ids for _ in range(num_samples)]
     if seed is not None:
         torch.manual_seed(seed)

@@ -1,0 +1,125 @@
+"""Configuration of the [`BoNSFTTrainer`] (Best-of-N distillation by SFT, and its iterative RAFT-style variant)."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import SFTConfig
+
+
+TIE_BREAKS = ("random", "first")
+
+
+@dataclass
+class BoNSFTConfig(SFTConfig):
+    r"""
+    Configuration class for the [`BoNSFTTrainer`]. Only Best-of-N parameters are listed; see [`SFTConfig`] and
+    [`~transformers.TrainingArguments`] for the rest.
+
+    > [!NOTE]
+    > `completion_only_loss` defaults to `True` here (loss on the sampled completion tokens only, EOS included), not
+    > `None` as in [`SFTConfig`]. Set it to `False` to put the prompt in the loss, as the official vBoN baseline does.
+
+    Parameters:
+        > Parameters that control the Best-of-N data
+
+        num_candidates (`int`, *optional*, defaults to `4`):
+            N, the completions sampled per prompt; the one with the highest reward is the SFT target.
+        num_rounds (`int`, *optional*, defaults to `1`):
+            `1` is BoN-SFT (distil Best-of-N of the reference model). With `R > 1`, each round samples N candidates
+            from the current policy, keeps the best and fine-tunes on it (RAFT / ReST-style iterative distillation).
+        tie_break (`str`, *optional*, defaults to `"random"`):
+            How to choose among candidates with the same maximal reward: `"random"` (uniform, seeded: the law of
+            Best-of-N sampling) or `"first"`.
+        reward_weights (`list[float]`, *optional*):
+            Weight of each reward function in the scalar reward used for selection; all `1.0` when `None`.
+
+        > Parameters that control the sampling of the candidates
+
+        max_completion_length (`int`, *optional*, defaults to `256`):
+            Maximum number of tokens per sampled completion.
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature. Best-of-N is defined relative to the reference model at this temperature.
+        top_p (`float`, *optional*, defaults to `1.0`):
+            Nucleus sampling threshold.
+        top_k (`int`, *optional*, defaults to `0`):
+            Top-k sampling; `0` disables it.
+        min_p (`float`, *optional*):
+            Minimum token probability, scaled by the most likely token's probability.
+        repetition_penalty (`float`, *optional*, defaults to `1.0`):
+            Repetition penalty; `1.0` disables it.
+        generation_batch_size (`int`, *optional*, defaults to `64`):
+            Sequences per `generate` call when sampling with transformers.
+        use_vllm (`bool`, *optional*, defaults to `False`):
+            Sample the candidates with an offline vLLM engine built from the model path (needs vLLM and a GPU).
+        vllm_kwargs (`dict[str, Any]`, *optional*):
+            Extra keyword arguments for `vllm.LLM`, e.g. `{"gpu_memory_utilization": 0.5}`.
+    """
+
+    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["vllm_kwargs"]
+
+    # Parameters that control the Best-of-N data
+    num_candidates: int = field(default=4, metadata={"help": "N: completions sampled per prompt; the best is kept."})
+    num_rounds: int = field(
+        default=1,
+        metadata={"help": "1 = BoN-SFT; > 1 = iterative (RAFT-style): each round samples from the current policy."},
+    )
+    tie_break: str = field(
+        default="random",
+        metadata={"help": "Tie-break among maximal candidates: 'random' (seeded, the BoN law) or 'first'."},
+    )
+    reward_weights: list[float] | None = field(
+        default=None, metadata={"help": "Weight of each reward function in the selection reward; all 1.0 if None."}
+    )
+
+    # Parameters that control the sampling of the candidates
+    max_completion_length: int = field(default=256, metadata={"help": "Maximum tokens per sampled completion."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the candidates."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling; 0 disables it."})
+    min_p: float | None = field(default=None, metadata={"help": "Minimum token probability, relative to the top."})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "Repetition penalty; 1.0 disables it."})
+    generation_batch_size: int = field(default=64, metadata={"help": "Sequences per generate call when sampling."})
+    use_vllm: bool = field(default=False, metadata={"help": "Sample the candidates with an offline vLLM engine."})
+    vllm_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Extra keyword arguments for `vllm.LLM` (JSON string on the CLI)."}
+    )
+
+    # Changed parent default
+    completion_only_loss: bool | None = field(
+        default=True,
+        metadata={"help": "Loss on the completion tokens only (default). False also trains on the prompt."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_candidates < 1:
+            raise ValueError(
+                f"Best-of-N needs at least one candidate per prompt, got `num_candidates={self.num_candidates}`. "
+                "Set `num_candidates` to N >= 1 (N = 1 is plain SFT on reference samples)."
+            )
+        if self.num_rounds < 1:
+            raise ValueError(f"`num_rounds` must be at least 1, got {self.num_rounds}. Set `num_rounds=1` (BoN-SFT).")
+        if self.tie_break not in TIE_BREAKS:
+            raise ValueError(f"Unknown `tie_break={self.tie_break!r}`; set it to one of {TIE_BREAKS}.")
+        if self.max_completion_length < 1:
+            raise ValueError(
+                f"`max_completion_length` must be at least 1, got {self.max_completion_length}. Set a positive length."
+            )
+        if self.temperature <= 0:
+            raise ValueError(
+                f"Best-of-N samples candidates, so `temperature` must be > 0, got {self.temperature}. "
+                "Set `temperature=1.0` to distil the reference model's own distribution."
+            )
+        if self.generation_batch_size < 1:
+            raise ValueError(f"`generation_batch_size` must be at least 1, got {self.generation_batch_size}.")
+        if self.completion_only_loss is None:
+            raise ValueError(
+                "BoN-SFT always builds a prompt-completion dataset; set `completion_only_loss=True` (loss on the "
+                "completions) or `False` (prompt included)."
+            )
+        if self.use_vllm and self.num_rounds > 1:
+            # vLLM builds its engine from a path; later rounds sample from the in-memory policy being trained.
+            raise ValueError(
+                "`use_vllm=True` samples from the model path, which only holds the reference model, so it cannot run "
+                f"iterative rounds (`num_rounds={self.num_rounds}`). Set `use_vllm=False` or `num_rounds=1`."
+            )
