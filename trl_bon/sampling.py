@@ -73,7 +73,7 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None):
 
 
 def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> list[list[int]]:
-    """Token ids of each prompt exactly as `RLOOTrainer.tokenize_prompts` makes them (text-only prompts)."""
+    """Token ids of each prompt exactly as `RLOOTrainer._tokenize_prompts` makes them (text-only prompts)."""
     from trl import is_conversational
 
     if is_conversational({"prompt": prompts[0]}):
@@ -81,6 +81,9 @@ def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> li
             prompts, add_generation_prompt=True, tokenize=True, return_dict=True, **chat_template_kwargs
         )["input_ids"]
     return tokenizer(text=prompts)["input_ids"]
+
+
+_tokenize_prompts = tokenize_prompts  # TEMP alias: removed once evaluation.py uses the public name
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
