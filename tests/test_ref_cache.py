@@ -1,0 +1,129 @@
+"""The reference-reward cache (trl_bon.ref_cache): determinism, resuming, validation, the dataset join."""
+
+import json
+
+import pytest
+from datasets import Dataset
+
+from trl_bon.ref_cache import (
+    add_reference_rewards,
+    build_reference_reward_cache,
+    load_reference_reward_cache,
+    prompt_id,
+)
+from trl_bon.sampling import GenerationSettings
+
+
+SETTINGS = GenerationSettings(max_completion_length=4)
+
+
+class CountingReward:
+    """Reward callable (length of the completion ids plus the first id) that counts scored completions and can be
+    told to fail on its k-th call, to simulate a build killed half-way."""
+
+    __name__ = "counting_reward"
+
+    def __init__(self, fail_on_call: int | None = None):
+        self.calls, self.scored, self.fail_on_call = 0, 0, fail_on_call
+
+    def __call__(self, completion_ids, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise KeyboardInterrupt("simulated kill")
+        self.scored += len(completion_ids)
+        return [float(len(ids) + (ids[0] if ids else 0) / 1000) for ids in completion_ids]
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return Dataset.from_dict({"prompt": ["the cat", "tell me", "once upon", "the movie", "the food", "the cat"]})
+
+
+def _build(kit, dataset, out, reward, **kw):
+    kw.setdefault("settings", SETTINGS)
+    return build_reference_reward_cache(
+        kit["policy"], dataset, reward, 3, out, prompts_per_shard=2, progress=False, batch_size=8, **kw
+    )
+
+
+def test_prompt_id_is_canonical_json_hash():
+    assert prompt_id("abc") == prompt_id("abc") != prompt_id("abd")
+    a = [{"role": "user", "content": "hi"}]
+    b = [{"content": "hi", "role": "user"}]  # key order does not matter
+    assert prompt_id(a) == prompt_id(b) != prompt_id("hi")
+
+
+def test_build_layout_and_determinism(tiny_kit, prompts, tmp_path):
+    cache = _build(tiny_kit, prompts, tmp_path / "a", CountingReward())
+    assert len(cache) == 5  # "the cat" appears twice, sampled once
+    assert all(len(r) == 3 for r in cache.rewards.values())
+    meta = json.loads((tmp_path / "a" / "metadata.json").read_text())
+    assert meta["num_samples"] == 3 and meta["seed"] == 0
+    assert meta["generation_settings"]["max_completion_length"] == 4
+    assert meta["reward"] == {"reward_funcs": ["counting_reward"], "reward_weights": [1.0]}
+    assert sorted(p.name for p in (tmp_path / "a" / "shards").iterdir()) == [
+        "shard-00000.jsonl", "shard-00001.jsonl", "shard-00002.jsonl"
+    ]
+    again = _build(tiny_kit, prompts, tmp_path / "b", CountingReward())
+    assert again.rewards == cache.rewards
+    other = _build(tiny_kit, prompts, tmp_path / "c", CountingReward(), seed=1)
+    assert other.rewards != cache.rewards
+
+
+def test_resume_after_kill_recomputes_nothing(tiny_kit, prompts, tmp_path):
+    reference = _build(tiny_kit, prompts, tmp_path / "full", CountingReward())
+    killed = CountingReward(fail_on_call=3)  # shards 0 and 1 finish, shard 2 dies
+    with pytest.raises(KeyboardInterrupt):
+        _build(tiny_kit, prompts, tmp_path / "resumed", killed)
+    assert len(load_reference_reward_cache(tmp_path / "resumed")) == 4
+    assert not list((tmp_path / "resumed" / "shards").glob("*.tmp"))
+    resumed_reward = CountingReward()
+    resumed = _build(tiny_kit, prompts, tmp_path / "resumed", resumed_reward)
+    assert resumed_reward.scored == 1 * 3  # only the last prompt: 1 prompt x M=3
+    assert resumed.rewards == reference.rewards  # equal to the uninterrupted build
+    rerun = CountingReward()
+    _build(tiny_kit, prompts, tmp_path / "resumed", rerun)
+    assert rerun.calls == 0
+
+
+def test_resume_with_other_settings_is_refused(tiny_kit, prompts, tmp_path):
+    _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", CountingReward())
+    with pytest.raises(ValueError, match="temperature: cache has 1.0, expected 0.7"):
+        _build(tiny_kit, prompts, tmp_path / "c", CountingReward(), settings=GenerationSettings(4, temperature=0.7))
+
+
+def test_check_compatible_lists_differences(tiny_kit, prompts, tmp_path):
+    cache = _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", CountingReward())
+    cache.check_compatible(SETTINGS, {"reward_funcs": ["counting_reward"], "reward_weights": [1.0]})
+    with pytest.raises(ValueError) as error:
+        cache.check_compatible(
+            GenerationSettings(max_completion_length=8, top_p=0.9),
+            {"reward_funcs": ["other"], "reward_weights": [2.0]},
+        )
+    message = str(error.value)
+    for part in ("max_completion_length", "top_p", "reward.reward_funcs", "reward.reward_weights"):
+        assert part in message
+    assert "cache-ref-rewards" in message
+
+
+def test_join_and_missing_prompts(tiny_kit, prompts, tmp_path):
+    cache = _build(tiny_kit, prompts.select(range(3)), tmp_path / "c", CountingReward())
+    joined = add_reference_rewards(prompts.select(range(3)), tmp_path / "c")
+    assert joined["ref_rewards"] == [cache.rewards[prompt_id(p)] for p in prompts["prompt"][:3]]
+    with pytest.raises(ValueError, match=r"2 of 5 distinct prompts .*trl-bon cache-ref-rewards"):
+        add_reference_rewards(prompts, cache)
+
+
+def test_prompt_id_column(tiny_kit, prompts, tmp_path):
+    data = prompts.add_column("uid", [f"u{i}" for i in range(len(prompts))])
+    cache = _build(tiny_kit, data, tmp_path / "c", CountingReward(), prompt_id_column="uid")
+    assert sorted(cache.rewards) == [f"u{i}" for i in range(6)]  # user ids: the repeated prompt is a new row
+    assert add_reference_rewards(data, cache)["ref_rewards"][0] == cache.rewards["u0"]
+
+
+def test_non_finite_reward_names_the_function(tiny_kit, prompts, tmp_path):
+    def bad_reward(completions, **kwargs):
+        return [float("inf")] * len(completions)
+
+    with pytest.raises(ValueError, match="bad_reward"):
+        _build(tiny_kit, prompts.select(range(1)), tmp_path / "c", bad_reward)

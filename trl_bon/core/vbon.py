@@ -1,0 +1,137 @@
+"""vBoN scores (Amini et al., arXiv 2407.06057): the l1 log-CDF score and the exact log-ratio log π_BoN − log π_ref.
+
+Everything is computed from a per-prompt cache of M reference rewards (algorithms.md §3.2) and, for the exact score,
+the reference sequence log-probability of the policy sample (completion tokens only, algorithms.md §1.1). Pure
+tensor functions; computations run in float64 and return the dtype of `rewards`.
+"""
+
+import math
+
+import torch
+
+from .quantiles import vbon_log_cdf
+
+
+OBJECTIVES = ("l1", "exact")
+
+
+def cache_statistics(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask: torch.Tensor | None = None):
+    """Per-sample statistics of a policy reward against its prompt's cached reference rewards.
+
+    Args:
+        rewards: `(B,)` scalar rewards of the policy samples.
+        ref_rewards: `(B, M)` cached reference rewards (padded when prompts have different M).
+        ref_mask: optional `(B, M)` validity mask (True = valid); NaN entries are treated as padding either way.
+
+    Returns:
+        `(log_cdf, log_q_hat, at_floor)`, each `(B,)`:
+        - `log_cdf` = log F̂(r), F̂ = (1 + #{r_m < r})/(M + 1) (vBoN's smoothed strict CDF, `core.vbon_log_cdf`);
+        - `log_q_hat` = log(#{r_m = r}/M), the cache's estimate of the mass q of the sample's reward level (−inf when
+          no cached reward ties with r);
+        - `at_floor`: True where no cached reward is strictly below r, i.e. log F̂ sits at its floor −log(M + 1)
+          (the sample is at or below every cached reference reward).
+    """
+    valid = ~torch.isnan(ref_rewards)
+    if ref_mask is not None:
+        valid = valid & ref_mask.bool()
+    ref = torch.where(valid, ref_rewards, torch.zeros_like(ref_rewards))
+    log_cdf = vbon_log_cdf(rewards, ref, valid)
+    r = rewards.unsqueeze(-1)
+    m = valid.sum(-1).to(torch.float64)
+    ties = ((ref == r) & valid).sum(-1).to(torch.float64)
+    below = ((ref < r) & valid).sum(-1)
+    return log_cdf, torch.log(ties / m).to(rewards.dtype), below == 0
+
+
+def _log1mexp_of_log(log_x: torch.Tensor) -> torch.Tensor:
+    """log(1 − e^{−x}) for x = exp(log_x) ≥ 0, accurate when x underflows (then log(1 − e^{−x}) ≈ log x)."""
+    x = torch.exp(log_x)
+    return torch.where(log_x < -30, log_x, torch.log(-torch.expm1(-x)))
+
+
+def exact_log_ratio(log_p_lt: torch.Tensor, log_q: torch.Tensor, n: int) -> torch.Tensor:
+    """Tie-safe log π_BoN(y) − log π_ref(y) = log(p≤^N − p<^N) − log q (BOND Theorem 1, algorithms.md §1.2).
+
+    With p≤ = p< + q. The inputs are estimates: p< is capped at 1 − q so that p≤ ≤ 1 (vBoN's F̂ carries a +1 and
+    reaches 1 for a sample above every cached reward). Stable for q ≪ p< (long texts, where q = π_ref(y) can be
+    e^{−1000}): there log(p≤^N − p<^N) − log q → log N + (N−1)·log p<, vBoN's injective form to first order (§1.3).
+
+    Args:
+        log_p_lt: `(B,)` log p<(y) (e.g. log F̂ from the cache); −inf allowed.
+        log_q: `(B,)` log q(y), the mass of y's reward level (> −inf).
+        n: N ≥ 1.
+
+    Returns:
+        `(B,)` float64 log-ratio; equals (N−1)·log p≤ + log B (BOND eq. 7) with B the tie correction.
+    """
+    a, b = log_p_lt.double(), log_q.double()
+    a = torch.minimum(a, torch.log(-torch.expm1(b)))  # p< ≤ 1 − q
+    t = b - a  # log(q / p<)
+    # δ = log p≤ − log p< = softplus(t) > 0; log δ ≈ t when q ≪ p< (softplus underflows to 0 there).
+    log_delta = torch.where(t < -30, t, torch.log(torch.nn.functional.softplus(t)))
+    log_p_le = torch.logaddexp(a, b).clamp(max=0.0)
+    # log(p≤^N − p<^N) = N·log p≤ + log(1 − e^{−N·δ})
+    return n * log_p_le + _log1mexp_of_log(math.log(n) + log_delta) - b
+
+
+def binomial_log_ratio(log_cdf: torch.Tensor, log_ref: torch.Tensor, n: int) -> torch.Tensor:
+    """vBoN's injective form log Σ_{i=1..N} C(N, i)·π_ref(y)^i·F^(N−i) − log π_ref(y) (vBoN eq. 3, §1.3).
+
+    As the official code computes it (logsumexp over i). Exact only without ties; kept to reproduce the code.
+
+    Args:
+        log_cdf: `(B,)` log F(r(y)) (vBoN's F̂ from the cache).
+        log_ref: `(B,)` log π_ref(y).
+        n: N ≥ 1.
+    """
+    f, p = log_cdf.double(), log_ref.double()
+    i = torch.arange(1, n + 1, dtype=torch.float64, device=f.device)
+    log_binom = math.lgamma(n + 1) - torch.lgamma(i + 1) - torch.lgamma(n - i + 1)
+    terms = log_binom + (n - i) * f.unsqueeze(-1) + i * p.unsqueeze(-1)
+    return torch.logsumexp(terms, dim=-1) - p
+
+
+def vbon_scores(
+    rewards: torch.Tensor,
+    ref_rewards: torch.Tensor,
+    n: int,
+    objective: str = "l1",
+    ref_logps: torch.Tensor | None = None,
+    ref_mask: torch.Tensor | None = None,
+    reproduce_code_scaling: bool = False,
+) -> dict[str, torch.Tensor]:
+    """The vBoN score of each policy sample, to be used as the RL reward with KL coefficient 1/(N−1).
+
+    - `"l1"` (vBoN's l1 bound, algorithms.md §3.1): score = log F̂(r).
+    - `"exact"` (faithful, default): score = (log π_BoN − log π_ref)/(N−1) with the tie-safe law
+      (`exact_log_ratio`), p< = F̂, q = max(q̂, π_ref(y)) where q̂ = #{r_m = r}/M (q ≥ π_ref(y) always holds, and
+      the cache cannot see levels lighter than 1/M). With KL weight 1/(N−1) the optimum is π ∝ π̂_BoN.
+    - `"exact"` with `reproduce_code_scaling=True` (official rycolab/vbon code): score =
+      (binomial_log_ratio(log F̂, log π_ref))/N; its relative KL weight is N/(N−1), so it does not converge to π_BoN.
+
+    Args:
+        rewards: `(B,)` scalar policy rewards.
+        ref_rewards: `(B, M)` cached reference rewards, NaN-padded (or with `ref_mask`).
+        n: N ≥ 2.
+        objective: `"l1"` or `"exact"`.
+        ref_logps: `(B,)` reference sequence log-probabilities of the policy samples (needed for `"exact"`).
+        ref_mask: optional `(B, M)` validity mask.
+        reproduce_code_scaling: see above.
+
+    Returns:
+        dict with `score`, `log_cdf`, `at_floor` (each `(B,)`, `score` and `log_cdf` in the dtype of `rewards`).
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"Unknown vbon_objective {objective!r}; choose one of {OBJECTIVES}.")
+    log_cdf, log_q_hat, at_floor = cache_statistics(rewards, ref_rewards, ref_mask)
+    if objective == "l1":
+        score = log_cdf
+    else:
+        if ref_logps is None:
+            raise ValueError("The exact vBoN score needs the reference log-probabilities `ref_logps` of the samples.")
+        if reproduce_code_scaling:
+            score = binomial_log_ratio(log_cdf, ref_logps, n) / n
+        else:
+            log_q = torch.maximum(log_q_hat.double(), ref_logps.double())
+            score = exact_log_ratio(log_cdf, log_q, n) / (n - 1)
+    return {"score": score.to(rewards.dtype), "log_cdf": log_cdf, "at_floor": at_floor}

@@ -1,0 +1,166 @@
+"""Configuration of the [`VBoNTrainer`] (variational Best-of-N, Amini et al., arXiv 2407.06057)."""
+
+import warnings
+from dataclasses import dataclass, field
+
+from trl import RLOOConfig
+
+
+OBJECTIVES = ("l1", "exact")
+
+
+@dataclass
+class VBoNConfig(RLOOConfig):
+    r"""
+    Configuration class for the [`VBoNTrainer`]. Only vBoN-specific parameters are listed; see [`RLOOConfig`] and
+    [`~transformers.TrainingArguments`] for the rest.
+
+    vBoN fine-tunes π to minimise KL(π‖π_BoN), the reverse KL to the Best-of-N distribution of the reference
+    policy. Divided by N−1 this is KL-regularised RL with KL coefficient 1/(N−1), run here with RLOO (leave-one-out
+    baseline over `num_generations` completions per prompt, sequence-level KL in the reward).
+
+    > [!NOTE]
+    > Defaults that differ from [`RLOOConfig`]:
+    > - `beta` defaults to `None`, resolved to `1/(num_candidates − 1)` (vBoN's KL weight, so RLOO's `0.05` cannot
+    >   leak through). Another explicit value is allowed but warns: it trains towards a different target.
+    > - `normalize_advantages=True` is rejected (it rescales the reward against the KL term), and
+    >   `remove_unused_columns=True` is rejected (it would drop the reference-reward column).
+
+    Parameters:
+        > Parameters that control the objective
+
+        num_candidates (`int`):
+            N of Best-of-N, the distribution being distilled (N ≥ 2). Required. vBoN's paper parametrises runs by
+            β with N = int(1/β) + 1 (truncating); here N is primary and `beta = 1/(N−1)`.
+        vbon_objective (`str`, *optional*, defaults to `"l1"`):
+            `"l1"`: reward log F̂(r(y)), vBoN's l1 lower bound (the paper's main objective). `"exact"`: reward
+            (log π_BoN(y) − log π_ref(y))/(N−1) with the tie-safe Best-of-N law, whose optimum is π_BoN itself; it
+            needs the reference log-probability of each sample (one extra reference forward pass per generation
+            batch).
+        reproduce_vbon_code_scaling (`bool`, *optional*, defaults to `False`):
+            With `vbon_objective="exact"`, use the official rycolab/vbon code's score instead: the injective
+            (binomial) form divided by N rather than N−1. Its optimum is π ∝ π_ref·(π_BoN/π_ref)^((N−1)/N), not
+            π_BoN. For reproducing the paper's numbers only.
+
+        > Parameters that control the reference-reward cache
+
+        reference_rewards_column (`str`, *optional*, defaults to `"ref_rewards"`):
+            Dataset column with the cached reference rewards of each row's prompt (a list of M floats; M may vary
+            between prompts). When it is missing, the trainer joins `reference_cache_dir`, builds the cache
+            (`build_reference_cache=True`), or raises.
+        prompt_id_column (`str`, *optional*):
+            Dataset column with prompt ids to join the cache on. `None` keys prompts by the SHA-256 of their
+            canonical JSON (see `trl_bon.ref_cache.prompt_id`).
+        reference_cache_dir (`str`, *optional*):
+            Directory of a cache written by `trl-bon cache-ref-rewards` / `build_reference_reward_cache`, joined
+            onto the datasets at init. Its generation settings and reward signature must match this run's. With
+            `build_reference_cache=True`, where the cache is built (defaults to `<output_dir>/reference_rewards`).
+        build_reference_cache (`bool`, *optional*, defaults to `False`):
+            Opt-in: when the column is missing, sample `num_reference_samples` completions per prompt from π_ref at
+            init and cache their rewards (resumable). This costs M generations per distinct prompt, paid once.
+        num_reference_samples (`int`, *optional*, defaults to `300`):
+            M, reference completions per prompt when the trainer builds the cache (~300 in vBoN: "F converges after
+            ~300"). log F̂ ≥ −log(M+1), so M also bounds how strongly a bad sample is penalised.
+        reference_cache_batch_size (`int`, *optional*, defaults to `64`):
+            Sequences per `generate` call when the trainer builds the cache.
+    """
+
+    # Parameters whose default values are overridden from RLOOConfig
+    beta: float | None = field(
+        default=None,
+        metadata={
+            "help": "KL coefficient. `None` (default) resolves to 1/(num_candidates - 1), vBoN's value; another "
+            "value changes the target distribution and warns."
+        },
+    )
+
+    # Parameters that control the objective
+    num_candidates: int | None = field(
+        default=None,
+        metadata={"help": "N of Best-of-N (>= 2): the distribution being distilled. Required."},
+    )
+    vbon_objective: str = field(
+        default="l1",
+        metadata={"help": "`l1` (reward log F-hat, vBoN's l1 bound) or `exact` ((log pi_BoN - log pi_ref)/(N-1))."},
+    )
+    reproduce_vbon_code_scaling: bool = field(
+        default=False,
+        metadata={
+            "help": "With `vbon_objective=exact`, use the official vBoN code's binomial score divided by N "
+            "(reproduction only; its optimum is not pi_BoN)."
+        },
+    )
+
+    # Parameters that control the reference-reward cache
+    reference_rewards_column: str = field(
+        default="ref_rewards",
+        metadata={"help": "Dataset column holding each prompt's cached reference rewards (list of floats)."},
+    )
+    prompt_id_column: str | None = field(
+        default=None,
+        metadata={"help": "Dataset column of prompt ids for the cache join; `None` hashes the prompt's JSON."},
+    )
+    reference_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Reference-reward cache to join at init (built by `trl-bon cache-ref-rewards`)."},
+    )
+    build_reference_cache: bool = field(
+        default=False,
+        metadata={"help": "Build the reference-reward cache at init when the column is missing (M samples/prompt)."},
+    )
+    num_reference_samples: int = field(
+        default=300,
+        metadata={"help": "M, reference completions per prompt when the trainer builds the cache."},
+    )
+    reference_cache_batch_size: int = field(
+        default=64,
+        metadata={"help": "Sequences per generate call when the trainer builds the reference-reward cache."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_candidates is None:
+            raise ValueError(
+                "vBoN distils Best-of-N, so `num_candidates` (N) is required; set e.g. `num_candidates=4` "
+                "(`--num_candidates 4`)."
+            )
+        if self.num_candidates < 2:
+            raise ValueError(
+                f"`num_candidates` must be at least 2 (N=1 is the reference policy itself), got {self.num_candidates}."
+            )
+        kl_coef = 1.0 / (self.num_candidates - 1)
+        if self.beta is None:
+            self.beta = kl_coef
+        elif abs(self.beta - kl_coef) > 1e-12:
+            warnings.warn(
+                f"`beta={self.beta}` differs from vBoN's KL coefficient 1/(N-1) = {kl_coef:.6g} for "
+                f"num_candidates={self.num_candidates}: training will not target pi_BoN. Leave `beta` unset to use "
+                "vBoN's value.",
+                stacklevel=3,
+            )
+        if self.vbon_objective not in OBJECTIVES:
+            raise ValueError(f"`vbon_objective` must be one of {OBJECTIVES}, got {self.vbon_objective!r}.")
+        if self.reproduce_vbon_code_scaling and self.vbon_objective != "exact":
+            raise ValueError(
+                "`reproduce_vbon_code_scaling=True` changes the scaling of the exact score only; set "
+                "`vbon_objective='exact'` or leave `reproduce_vbon_code_scaling=False`."
+            )
+        if self.vbon_objective == "exact" and self.beta == 0.0:
+            raise ValueError(
+                "`vbon_objective='exact'` needs the reference model, which `beta=0.0` skips; leave `beta` unset "
+                "(1/(N-1))."
+            )
+        if self.normalize_advantages:
+            raise ValueError(
+                "`normalize_advantages=True` rescales the vBoN reward relative to its KL term and changes the "
+                "objective; set `normalize_advantages=False`."
+            )
+        if self.remove_unused_columns:
+            raise ValueError(
+                f"`remove_unused_columns=True` would drop the reference-reward column "
+                f"{self.reference_rewards_column!r} before it reaches the trainer; set `remove_unused_columns=False`."
+            )
+        if self.num_reference_samples < 1:
+            raise ValueError(
+                f"`num_reference_samples` (M) must be at least 1, got {self.num_reference_samples}; vBoN uses ~300."
+            )

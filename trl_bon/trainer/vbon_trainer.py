@@ -1,0 +1,337 @@
+"""[`VBoNTrainer`]: variational Best-of-N (Amini et al., arXiv 2407.06057) on top of TRL's [`~trl.RLOOTrainer`].
+
+vBoN minimises KL(π‖π_BoN). Divided by N−1 this is KL-regularised RL with KL coefficient 1/(N−1) and a per-sample
+score built from a cache of reference rewards (algorithms.md §3): log F̂(r(y)) for the l1 bound, or
+(log π_BoN(y) − log π_ref(y))/(N−1) for the exact objective. RLOO already puts a sequence-level KL in the reward
+and uses a leave-one-out baseline, so the trainer only replaces the reward: it overrides `_calculate_rewards`
+(via `super()`, no TRL code copied) so that RLOO's weighted reward equals the vBoN score.
+"""
+
+import contextlib
+import os
+import textwrap
+import warnings
+
+import torch
+from accelerate.utils import gather
+from datasets import Dataset
+from peft import PeftModel
+from trl import RLOOTrainer
+
+from .._trl_compat import disable_gradient_checkpointing, get_config_model_id, pad, use_adapter
+from ..core.vbon import vbon_scores
+from ..ref_cache import (
+    CACHE_COMMAND,
+    add_reference_rewards,
+    build_reference_reward_cache,
+    load_reference_reward_cache,
+    reference_reward_tensor,
+)
+from ..rewards import RewardScorer
+from ..sampling import GenerationSettings
+from .vbon_config import VBoNConfig
+
+
+class VBoNTrainer(RLOOTrainer):
+    r"""
+    Trainer for variational Best-of-N (vBoN), introduced in [Variational Best-of-N
+    Alignment](https://huggingface.co/papers/2407.06057). It fine-tunes the policy towards the Best-of-N
+    distribution of the reference policy by minimising KL(π‖π_BoN) with RLOO: the reward of a completion is the vBoN
+    score (log F̂ of its reward under the cached reference rewards of its prompt, or the exact log-ratio), and the KL
+    coefficient is 1/(N−1).
+
+    Each prompt needs M cached reference rewards, in the dataset column `args.reference_rewards_column` or joined
+    from `args.reference_cache_dir` (build them with `trl-bon cache-ref-rewards` or
+    [`~trl_bon.ref_cache.build_reference_reward_cache`], or set `args.build_reference_cache=True`).
+
+    Example:
+
+    ```python
+    >>> from trl_bon import VBoNConfig, VBoNTrainer
+    >>> from trl_bon.toy import build_one_token_task
+    >>> task = build_one_token_task("/tmp/trl_bon_doc_task")
+    >>> args = VBoNConfig(
+    ...     "/tmp/trl_bon_doc_vbon", num_candidates=4, build_reference_cache=True, num_reference_samples=200,
+    ...     max_completion_length=1, num_generations=8, per_device_train_batch_size=8, max_steps=2,
+    ...     use_cpu=True, bf16=False, report_to="none",
+    ... )
+    >>> trainer = VBoNTrainer(task.model_path, task.reward_func, args=args, train_dataset=task.dataset(8))
+    >>> trainer.train()  # doctest: +SKIP
+    ```
+
+    Args:
+        model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
+            Model to train, also the reference policy π_ref (as in [`~trl.RLOOTrainer`]). Pass a path when the
+            model is not PEFT: RLOO loads the reference from it.
+        reward_funcs:
+            Reward functions, as in [`~trl.RLOOTrainer`]; the same (names and weights) as the reference cache's.
+        args ([`VBoNConfig`]):
+            Configuration; `num_candidates` is required.
+        train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
+            Prompt dataset. A `Dataset` without the reference-reward column gets it joined or built at init; an
+            `IterableDataset` must already have it.
+        eval_dataset, processing_class, reward_processing_classes, callbacks, optimizers, quantization_config,
+        peft_config:
+            As in [`~trl.RLOOTrainer`].
+    """
+
+    _tag_names = ["trl", "vbon", "trl-bon"]
+    _name = "vBoN"
+    _paper = {
+        "title": "Variational Best-of-N Alignment",
+        "id": "2407.06057",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @inproceedings{amini2025variational,
+                title        = {{Variational Best-of-N Alignment}},
+                author       = {Afra Amini and Tim Vieira and Elliott Ash and Ryan Cotterell},
+                year         = 2025,
+                booktitle    = {The Thirteenth International Conference on Learning Representations, {ICLR} 2025},
+            }"""),
+    }
+
+    def __init__(
+        self,
+        model,
+        reward_funcs,
+        args: VBoNConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_processing_classes=None,
+        callbacks=None,
+        optimizers=(None, None),
+        quantization_config=None,
+        peft_config=None,
+    ):
+        if args is None or not isinstance(args, VBoNConfig):
+            raise ValueError(
+                "VBoNTrainer needs a `VBoNConfig` with `num_candidates` (N) set, e.g. "
+                "`VBoNConfig('out', num_candidates=4)`; got "
+                + ("None." if args is None else f"{type(args).__name__}.")
+            )
+        super().__init__(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+        )
+        if float((self.reward_weights**2).sum()) == 0.0:
+            raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
+        self.num_candidates = args.num_candidates
+        self._vbon_prompt_ids = None
+        self._vbon_raw_rewards = None
+        self._vbon_cache = None
+        self.train_dataset = self._attach_reference_rewards(self.train_dataset, "train_dataset")
+        if isinstance(self.eval_dataset, dict):
+            self.eval_dataset = {
+                name: self._attach_reference_rewards(ds, f"eval_dataset[{name!r}]")
+                for name, ds in self.eval_dataset.items()
+            }
+        elif self.eval_dataset is not None:
+            self.eval_dataset = self._attach_reference_rewards(self.eval_dataset, "eval_dataset")
+
+    # ------------------------------------------------------------------ reference-reward cache
+
+    def _reward_signature(self) -> dict:
+        return {"reward_funcs": list(self.reward_func_names), "reward_weights": self.reward_weights.tolist()}
+
+    @contextlib.contextmanager
+    def _reference_model(self):
+        """Yield the model to run as π_ref: RLOO's reference model, or the policy with its adapter disabled (PEFT)."""
+        if self.ref_model is not None:
+            yield self.ref_model
+            return
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if not isinstance(unwrapped, PeftModel):  # not PEFT and beta == 0: the policy at init is π_ref
+            yield self.model
+            return
+        with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
+            yield self.model
+
+    def _load_or_build_cache(self):
+        if self._vbon_cache is not None:
+            return self._vbon_cache
+        args = self.args
+        cache_dir = args.reference_cache_dir
+        settings = GenerationSettings.from_trainer_args(args)
+        if args.build_reference_cache:
+            return None  # built per dataset in `_attach_reference_rewards`, resuming into the same directory
+        if cache_dir is None:
+            raise ValueError(
+                f"The training data has no {args.reference_rewards_column!r} column of cached reference rewards. "
+                f"Build the cache with `{CACHE_COMMAND}` (or `trl_bon.build_reference_reward_cache`) and pass "
+                "`reference_cache_dir`, add the column yourself (`trl_bon.ref_cache.add_reference_rewards`), or set "
+                f"`build_reference_cache=True` to sample M={args.num_reference_samples} reference completions per "
+                "prompt at init."
+            )
+        cache = load_reference_reward_cache(cache_dir)
+        self._check_cache(cache, settings)
+        self._vbon_cache = cache
+        return cache
+
+    def _check_cache(self, cache, settings):
+        cache.check_compatible(settings, self._reward_signature())
+        model_id = get_config_model_id(self.accelerator.unwrap_model(self.model).config)
+        if cache.metadata.get("model") != model_id:
+            warnings.warn(
+                f"The reference-reward cache was built with model {cache.metadata.get('model')!r} but the policy "
+                f"is {model_id!r}; make sure they are the same reference policy.",
+                stacklevel=3,
+            )
+
+    def _attach_reference_rewards(self, dataset, name: str):
+        """Return `dataset` with the reference-reward column, joining or building the cache when it is missing."""
+        args = self.args
+        column = args.reference_rewards_column
+        if dataset is None:
+            return None
+        if not isinstance(dataset, Dataset):
+            if column in (dataset.column_names or []):
+                return dataset
+            raise ValueError(
+                f"`{name}` is a {type(dataset).__name__} without a {column!r} column; join the cached reference "
+                "rewards beforehand (`trl_bon.ref_cache.add_reference_rewards`, cache built with "
+                f"`{CACHE_COMMAND}`)."
+            )
+        if column in dataset.column_names:
+            return dataset
+        cache = self._load_or_build_cache()
+        if cache is None:  # build_reference_cache=True
+            cache_dir = args.reference_cache_dir or os.path.join(args.output_dir, "reference_rewards")
+            settings = GenerationSettings.from_trainer_args(args)
+            # The main process builds first; the others then find every shard finished and only load the cache.
+            with self.accelerator.main_process_first(), self._reference_model() as ref_model:
+                cache = build_reference_reward_cache(
+                    self.accelerator.unwrap_model(ref_model),
+                    dataset,
+                    RewardScorer(
+                        self.reward_funcs,
+                        reward_processing_classes=self.reward_processing_classes,
+                        reward_weights=self.reward_weights.tolist(),
+                        chat_template_kwargs=self.chat_template_kwargs,
+                    ),
+                    args.num_reference_samples,
+                    cache_dir,
+                    settings=settings,
+                    prompt_id_column=args.prompt_id_column,
+                    batch_size=args.reference_cache_batch_size,
+                    seed=args.seed,
+                    tokenizer=self._tokenizer,
+                    chat_template_kwargs=self.chat_template_kwargs,
+                    progress=not args.disable_tqdm,
+                )
+            self._check_cache(cache, settings)
+        return add_reference_rewards(dataset, cache, column, prompt_id_column=args.prompt_id_column)
+
+    # ------------------------------------------------------------------ RLOO hooks
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields):
+        # Keep this process's prompt token ids: the exact objective recomputes π_ref(y) on prompt + completion.
+        self._vbon_prompt_ids = prompt_ids
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields)
+
+    def _reference_sequence_logps(self, completion_ids_list) -> torch.Tensor:
+        """log π_ref(y|x) of this process's samples, summed over completion tokens (EOS in, prompt out)."""
+        device = self.accelerator.device
+        pad_id = self._tokenizer.pad_token_id
+        prompts = [torch.tensor(ids) for ids in self._vbon_prompt_ids]
+        completions = [torch.tensor(ids) for ids in completion_ids_list]
+        prompt_ids = pad(prompts, padding_value=pad_id, padding_side="left").to(device)
+        prompt_mask = pad([torch.ones_like(p) for p in prompts], padding_value=0, padding_side="left").to(device)
+        completion_ids = pad(completions, padding_value=pad_id, padding_side="right").to(device)
+        completion_mask = pad([torch.ones_like(c) for c in completions], padding_value=0, padding_side="right")
+        completion_mask = completion_mask.to(device)
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        mode = "train" if self.model.training else "eval"
+        batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+            self._reference_model() as ref_model,
+        ):
+            per_token, _, _ = self._get_per_token_logps_and_entropies(
+                ref_model, input_ids, attention_mask, completion_ids.size(1), batch_size
+            )
+        return (per_token * completion_mask).sum(1)
+
+    def _check_raw_rewards(self, raw: torch.Tensor) -> None:
+        if torch.isinf(raw).any():
+            bad = self.reward_func_names[int(torch.isinf(raw).any(dim=0).nonzero()[0])]
+            raise ValueError(
+                f"The reward function '{bad}' returned an infinite reward; vBoN compares rewards with the cached "
+                "reference rewards and needs finite values."
+            )
+        unscored = torch.isnan(raw).all(dim=1)
+        if unscored.any():
+            raise ValueError(
+                f"{int(unscored.sum())} completion(s) got no reward: every reward function "
+                f"({self.reward_func_names}) returned None or NaN for them. vBoN needs a finite reward for every "
+                "completion to place it in the reference-reward CDF."
+            )
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        """Replace the raw rewards by the vBoN score, so that RLOO's weighted reward sum equals it.
+
+        `super()` returns the raw rewards of all processes, `(B_global, n_funcs)`. The score is computed on this
+        process's rows (whose cached reference rewards are in `inputs`) and gathered in the same order. It is
+        returned spread over the reward columns as `score·w_j/Σ_k w_k²`, so that RLOO's `Σ_j w_j·column_j` is exactly
+        the score for any weights (no division by a zero weight, no NaN column).
+        """
+        raw = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._check_raw_rewards(raw)
+        device = raw.device
+        weights = self.reward_weights.to(device)
+        rewards = (raw * weights).nansum(dim=1)
+        rank = self.accelerator.process_index
+        local = slice(rank * len(prompts), (rank + 1) * len(prompts))
+        column = self.args.reference_rewards_column
+        ref_rewards = reference_reward_tensor([example[column] for example in inputs], device=device)
+        ref_logps = None
+        if self.args.vbon_objective == "exact":
+            ref_logps = self._reference_sequence_logps(completion_ids_list)
+        scores = vbon_scores(
+            rewards[local],
+            ref_rewards,
+            self.num_candidates,
+            self.args.vbon_objective,
+            ref_logps=ref_logps,
+            reproduce_code_scaling=self.args.reproduce_vbon_code_scaling,
+        )
+        score = gather(scores["score"])
+        log_cdf = gather(scores["log_cdf"])
+        at_floor = gather(scores["at_floor"].float())
+
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        metrics["vbon/raw_reward"].append(rewards.mean().item())
+        metrics["vbon/log_cdf"].append(log_cdf.mean().item())
+        metrics["vbon/frac_below_all_ref"].append(at_floor.mean().item())
+        if self.args.vbon_objective == "exact":
+            metrics["vbon/exact_score"].append(score.mean().item())
+        self._vbon_raw_rewards = raw
+        return score.unsqueeze(1) * weights / (weights**2).sum()
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        # RLOO logged the vBoN score under its per-function reward names; restore the raw per-function rewards there
+        # (metrics and the completions table). `reward` / `reward_std` stay the training reward, i.e. the score.
+        mode = "train" if self.model.training else "eval"
+        raw = self._vbon_raw_rewards
+        for i, name in enumerate(self.reward_func_names):
+            values = raw[:, i]
+            self._metrics[mode][f"rewards/{name}/mean"][-1] = torch.nanmean(values).item()
+            self._metrics[mode][f"rewards/{name}/std"][-1] = values[~torch.isnan(values)].std().nan_to_num().item()
+            logged, values = self._logs["rewards"][name], values.tolist()
+            n = min(len(logged), len(values))
+            for j in range(1, n + 1):
+                logged[-j] = values[-j]
+        return output
