@@ -1,0 +1,325 @@
+"""JBondTrainer / JBondConfig on the offline tiny kit (CPU): steps, anchor EMA, γ, quantised bases, resume, errors."""
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from tests.helpers import cpu_args
+
+
+pytestmark = pytest.mark.slow
+
+ETA = 0.3  # a large EMA rate makes the anchor's move easy to check
+
+
+def token_sum_reward(completion_ids, **kwargs):
+    """A deterministic, non-constant reward on the tiny kit."""
+    return [float(sum(ids) % 7) + 0.1 * len(ids) for ids in completion_ids]
+
+
+def _config(tmp_path, **overrides):
+    from trl_bon import JBondConfig
+
+    kwargs = cpu_args(
+        output_dir=str(tmp_path),
+        max_completion_length=6,
+        per_device_train_batch_size=6,
+        max_steps=1,
+        learning_rate=0.1,  # tiny model: gradients are tiny
+        gradient_checkpointing=False,
+    )
+    kwargs.update(overrides)
+    return JBondConfig(**kwargs)
+
+
+def _lora():
+    from peft import LoraConfig
+
+    return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+
+
+def _trainer(tiny_kit, prompt_dataset, args, **kwargs):
+    from trl_bon import JBondTrainer
+
+    return JBondTrainer(
+        model=tiny_kit["policy"], reward_funcs=token_sum_reward, args=args, train_dataset=prompt_dataset, **kwargs
+    )
+
+
+def _lora_tensors(model, adapter):
+    return {name: p.detach().clone() for name, p in model.named_parameters() if f".{adapter}." in name}
+
+
+class TestJBondConfig:
+    def test_defaults(self, tmp_path):
+        from trl_bon import JBondConfig
+
+        args = JBondConfig(**cpu_args(output_dir=str(tmp_path)))
+        assert (args.num_generations, args.per_device_train_batch_size) == (3, 6)
+        assert (args.beta, args.anchor, args.num_candidates, args.jeffreys_beta) == (0.0, "ema", 2, 0.5)
+        assert args.jbond_penalty == pytest.approx(math.log(16))
+        bond = JBondConfig(**cpu_args(output_dir=str(tmp_path), mode="bond", num_candidates=4))
+        assert (bond.num_generations, bond.anchor) == (17, "fixed")
+
+    @pytest.mark.parametrize(
+        ("overrides", "fix"),
+        [
+            ({"jeffreys_beta": 1.5}, "`jeffreys_beta` must lie in [0, 1]"),
+            ({"anchor_ema_rate": -0.1}, "`anchor_ema_rate` (η) must lie in [0, 1]"),
+            ({"anchor_kl_coef": -1.0}, "Set 0 to disable"),
+            ({"beta": 0.05}, "Set `beta=0.0`"),
+            ({"mode": "bond"}, "set e.g. `num_candidates=4`"),
+            ({"mode": "bond", "num_candidates": 1}, "set e.g. `num_candidates=4`"),
+            ({"mode": "bond", "num_candidates": 8, "num_quantile_samples": 4}, "Raise `num_quantile_samples`"),
+            ({"num_candidates": 4}, "set `mode='bond'`"),
+            ({"num_generations": 2}, "Leave `num_generations` unset"),
+            ({"per_device_train_batch_size": 4}, "Set `per_device_train_batch_size` to a multiple of 3"),
+            ({"per_device_train_batch_size": 3}, "at least 6 or `baseline='none'`"),
+            ({"num_iterations": 2}, "Set `num_iterations=1`"),
+            ({"steps_per_generation": 2}, "Leave `steps_per_generation`"),
+            ({"normalize_advantages": True}, "Set `normalize_advantages=False`"),
+            ({"anchor": "slow"}, "set `anchor` to one of"),
+            ({"baseline": "per_prompt_loo"}, "set `baseline` to one of"),
+            ({"loss_normalization": "mean"}, "set it to one of"),
+            ({"mode": "bond", "num_candidates": 2, "quantile_smoothing": "none"}, "set it to one of"),
+            ({"num_generations_eval": 2}, "Leave it unset"),
+            (
+                {"use_vllm": True, "model_init_kwargs": {"quantization_config": {"load_in_8bit": True}}},
+                "Load the base in 4-bit",
+            ),
+        ],
+    )
+    def test_validation_names_the_fix(self, tmp_path, overrides, fix):
+        from trl_bon import JBondConfig
+
+        with pytest.raises(ValueError) as error:
+            JBondConfig(**cpu_args(output_dir=str(tmp_path), **overrides))
+        assert fix in str(error.value)
+
+    def test_batch_loo_can_be_disabled_for_one_prompt(self, tmp_path):
+        from trl_bon import JBondConfig
+
+        assert JBondConfig(**cpu_args(output_dir=str(tmp_path), per_device_train_batch_size=3, baseline="none"))
+
+
+class TestJBondTrainerValidation:
+    """Errors raised by the trainer before any model is loaded (a bogus model path proves nothing was loaded)."""
+
+    def test_dataset_without_prompt_column(self, tmp_path):
+        from datasets import Dataset
+
+        from trl_bon import JBondTrainer
+
+        with pytest.raises(ValueError, match="Rename your prompt column to `prompt`"):
+            JBondTrainer("no/such/model", token_sum_reward, _config(tmp_path), Dataset.from_dict({"text": ["a"]}))
+
+    def test_empty_dataset(self, tmp_path):
+        from datasets import Dataset
+
+        from trl_bon import JBondTrainer
+
+        with pytest.raises(ValueError, match="pass at least one prompt"):
+            JBondTrainer("no/such/model", token_sum_reward, _config(tmp_path), Dataset.from_dict({"prompt": []}))
+
+    def test_8bit_with_vllm(self, tmp_path, prompt_dataset):
+        from transformers import BitsAndBytesConfig
+
+        from trl_bon import JBondTrainer
+
+        args = _config(tmp_path, use_vllm=True)
+        with pytest.raises(ValueError, match="Load the base in 4-bit"):
+            JBondTrainer(
+                "no/such/model",
+                token_sum_reward,
+                args,
+                prompt_dataset,
+                quantization_config=BitsAndBytesConfig(load_in_8bit=True),
+                peft_config=_lora(),
+            )
+
+    def test_full_finetuning_with_vllm(self, tmp_path, prompt_dataset):
+        from trl_bon import JBondTrainer
+
+        with pytest.raises(NotImplementedError, match="peft_config=LoraConfig"):
+            JBondTrainer("no/such/model", token_sum_reward, _config(tmp_path, use_vllm=True), prompt_dataset)
+
+    @pytest.mark.parametrize(("value", "fix"), [(float("nan"), "return a number"), (float("inf"), "clip or fix")])
+    def test_bad_rewards_raise(self, tmp_path, tiny_kit, prompt_dataset, value, fix):
+        from trl_bon import JBondTrainer
+
+        def flaky_reward(completion_ids, **kwargs):
+            return [value if i == 1 else 1.0 for i in range(len(completion_ids))]
+
+        trainer = JBondTrainer(tiny_kit["policy"], flaky_reward, _config(tmp_path), prompt_dataset)
+        with pytest.raises(ValueError, match=fix) as error:
+            trainer.train()
+        assert "flaky_reward" in str(error.value)
+
+
+class TestJBondTrainer:
+    def test_one_step_full_finetuning(self, tmp_path, tiny_kit, prompt_dataset):
+        trainer = _trainer(tiny_kit, prompt_dataset, _config(tmp_path, anchor_ema_rate=ETA))
+        before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+        anchor_before = {name: p.detach().clone() for name, p in trainer._anchor_model.named_parameters()}
+        trainer.train()
+        assert trainer.state.log_history[-1]["train_loss"] is not None
+        metrics = next(log for log in trainer.state.log_history if "jbond/reward/policy" in log)
+        assert 0 < metrics["jbond/time/generation"] < 60 and 0 < metrics["jbond/time/scoring"] < 60
+        assert metrics["jbond/kl_anchor"] == 0.0  # the anchor equals the policy before the first step
+        for name, param in trainer.model.named_parameters():
+            assert not torch.equal(param, before[name]), f"{name} did not change"
+        for name, anchor in trainer._anchor_model.named_parameters():
+            assert not anchor.requires_grad
+            torch.testing.assert_close(anchor_before[name], before[name], rtol=0, atol=0)  # anchor started at π_ref
+            expected = (1 - ETA) * anchor_before[name] + ETA * dict(trainer.model.named_parameters())[name]
+            torch.testing.assert_close(anchor, expected, rtol=1e-6, atol=1e-7)
+
+    def test_one_step_lora(self, tmp_path, tiny_kit, prompt_dataset):
+        trainer = _trainer(tiny_kit, prompt_dataset, _config(tmp_path, anchor_ema_rate=ETA), peft_config=_lora())
+        model = trainer.model
+        base = {name: p.detach().clone() for name, p in model.named_parameters() if "lora_" not in name}
+        policy_before, anchor_before = _lora_tensors(model, "default"), _lora_tensors(model, "anchor")
+        trainer.train()
+        policy_after, anchor_after = _lora_tensors(model, "default"), _lora_tensors(model, "anchor")
+        for name, param in model.named_parameters():
+            if "lora_" not in name:
+                assert torch.equal(param, base[name]), f"base weight {name} changed"
+        changed = [name for name in policy_after if not torch.equal(policy_after[name], policy_before[name])]
+        # A fresh LoRA has B = 0, so one step moves every B but no A (their gradient is ∝ B).
+        assert changed and all("lora_B" in name for name in changed)
+        assert all(name in changed for name in policy_after if "lora_B" in name)
+        for name, anchor in anchor_after.items():
+            policy_name = name.replace(".anchor.", ".default.")
+            torch.testing.assert_close(anchor_before[name], policy_before[policy_name], rtol=0, atol=0)
+            expected = (1 - ETA) * anchor_before[name] + ETA * policy_after[policy_name]
+            torch.testing.assert_close(anchor, expected, rtol=1e-6, atol=1e-7)
+        assert not any(p.requires_grad for n, p in model.named_parameters() if ".anchor." in n)
+
+    def test_weights_layout_and_loss_gradient(self, tmp_path, tiny_kit, prompt_dataset):
+        """Slot layout of the weights, and RLOO's loss at ratio 1 = −mean(w·Σ_t log π) in value *and* gradient."""
+        trainer = _trainer(tiny_kit, prompt_dataset, _config(tmp_path, per_device_train_batch_size=12))
+        trainer.model.train()
+        inputs = [{"prompt": prompt} for prompt in prompt_dataset["prompt"][:4] for _ in range(3)]  # 4 groups of 3
+        out = trainer._generate_and_score_completions(inputs)
+        weights = out["advantages"].view(-1, 3)
+        beta = trainer.args.jeffreys_beta
+        anchor_weights = weights[:, 1:]
+        # Exactly one anchor slot per prompt carries the SFT weight (1 − β)·num_generations, the other 0.
+        assert torch.equal((anchor_weights != 0).sum(1), torch.ones(4, dtype=torch.long))
+        torch.testing.assert_close(anchor_weights.sum(1), torch.full((4,), (1 - beta) * 3))
+        rewards = trainer._stashed_rewards.view(-1, 3)
+        assert torch.equal(anchor_weights.argmax(1), rewards[:, 1:].argmax(1))  # the best anchor sample, ties → first
+        # Batch leave-one-out baseline: the policy weights β·(R − b)·3 sum to 0 over the batch (γ = 0).
+        torch.testing.assert_close(weights[:, 0].sum(), torch.tensor(0.0), atol=1e-5, rtol=0)
+
+        grads = []
+        for use_rloo_loss in (True, False):
+            trainer.model.zero_grad()
+            if use_rloo_loss:
+                loss = trainer._compute_loss(trainer.model, out)
+            else:
+                ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+                mask = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+                per_token, _, _ = trainer._get_per_token_logps_and_entropies(
+                    trainer.model, ids, mask, out["completion_ids"].size(1)
+                )
+                logps = (per_token * out["completion_mask"]).sum(1)
+                torch.testing.assert_close(logps.detach(), out["old_logps"], rtol=1e-5, atol=1e-5)  # ratio 1
+                loss = -(out["advantages"] * logps).mean()
+            loss.backward()
+            grads.append([p.grad.clone() for p in trainer.model.parameters()])
+        for rloo_grad, manual_grad in zip(*grads, strict=True):
+            torch.testing.assert_close(rloo_grad, manual_grad, rtol=1e-4, atol=1e-7)
+
+    def test_gamma_lowers_kl_to_anchor(self, tmp_path, one_token_task):
+        """γ > 0 must *lower* KL(π‖π_a) (algorithms.md §2.4), measured exactly on the one-token task."""
+        from trl_bon import JBondTrainer
+        from trl_bon.core import kl_divergence
+
+        kls = {}
+        for gamma in (0.0, 1.0):
+            args = _config(
+                tmp_path / str(gamma),
+                max_completion_length=1,
+                per_device_train_batch_size=48,
+                max_steps=30,
+                learning_rate=0.01,
+                anchor_ema_rate=0.1,
+                anchor_kl_coef=gamma,
+            )
+            dataset = one_token_task.dataset(480)
+            trainer = JBondTrainer(one_token_task.model_path, one_token_task.reward_func, args, dataset)
+            trainer.train()
+            policy = one_token_task.policy_probs(trainer.model)
+            anchor = one_token_task.policy_probs(trainer._anchor_model)
+            kls[gamma] = kl_divergence(policy, anchor).item()
+        assert kls[1.0] < 0.7 * kls[0.0], kls
+
+    @pytest.mark.parametrize("bits", [8, 4])
+    def test_quantized_base_with_lora(self, tmp_path, tiny_kit, prompt_dataset, bits):
+        pytest.importorskip("bitsandbytes")
+        from transformers import BitsAndBytesConfig
+
+        if bits == 8:
+            quantization, overrides = BitsAndBytesConfig(load_in_8bit=True), {}
+        else:
+            quantization = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+            )
+            overrides = {"bf16": True}  # nf4 matmuls compute in bf16 on CPU
+        args = _config(
+            tmp_path, max_steps=2, anchor_ema_rate=ETA, model_init_kwargs={"device_map": "cpu"}, **overrides
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="MatMul8bitLt")
+            trainer = _trainer(tiny_kit, prompt_dataset, args, quantization_config=quantization, peft_config=_lora())
+            model = trainer.model
+            policy_before, anchor_before = _lora_tensors(model, "default"), _lora_tensors(model, "anchor")
+            trainer.train()
+        policy_after, anchor_after = _lora_tensors(model, "default"), _lora_tensors(model, "anchor")
+        assert any(not torch.equal(policy_after[n], policy_before[n]) for n in policy_after)
+        assert any(not torch.equal(anchor_after[n], anchor_before[n]) for n in anchor_after)
+        assert all(torch.isfinite(t).all() for t in anchor_after.values())
+        assert trainer.state.global_step == 2
+
+    @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+    def test_resume_restores_policy_and_anchor(self, tmp_path, tiny_kit, prompt_dataset, lora):
+        """8 straight steps == 4 steps + checkpoint + resume + 4 steps, tensor-equal (policy and anchor)."""
+        from transformers import TrainerCallback
+
+        class StopAt(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == 4:
+                    control.should_training_stop = True
+
+        def run(output_dir, resume=False, stop=False):
+            args = _config(
+                output_dir, max_steps=8, learning_rate=0.01, save_strategy="steps", save_steps=4, anchor_ema_rate=ETA
+            )
+            trainer = _trainer(
+                tiny_kit,
+                prompt_dataset,
+                args,
+                peft_config=_lora() if lora else None,
+                callbacks=[StopAt()] if stop else None,
+            )
+            trainer.train(resume_from_checkpoint=True if resume else None)
+            return trainer
+
+        def state(trainer):
+            if lora:
+                return _lora_tensors(trainer.model, "default"), _lora_tensors(trainer.model, "anchor")
+            anchor = {n: p.detach().clone() for n, p in trainer._anchor_model.named_parameters()}
+            return {n: p.detach().clone() for n, p in trainer.model.named_parameters()}, anchor
+
+        straight = state(run(tmp_path / "straight"))
+        interrupted = run(tmp_path / "resumed", stop=True)
+        assert interrupted.state.global_step == 4
+        resumed = run(tmp_path / "resumed", resume=True)
+        assert resumed.state.global_step == 8
+        for expected, actual in zip(straight, state(resumed), strict=True):
+            assert expected.keys() == actual.keys()
+            for name in expected:
+                torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)

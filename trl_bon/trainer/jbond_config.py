@@ -1,0 +1,332 @@
+"""Configuration of the [`JBondTrainer`] (J-BOND and BOND, Sessa et al., arXiv 2407.14622 v1)."""
+
+import math
+from dataclasses import dataclass, field
+
+from trl import RLOOConfig
+
+
+MODES = ("jbond", "bond")
+ANCHORS = ("ema", "periodic", "fixed")
+BASELINES = ("batch_loo", "none")
+LOSS_NORMALIZATIONS = ("sequence_sum", "token_mean")
+QUANTILE_SMOOTHINGS = ("clamp", "add_one")
+
+
+def is_8bit(quantization_config) -> bool:
+    """Whether a `BitsAndBytesConfig` (or its dict form) loads the model in 8-bit."""
+    if quantization_config is None:
+        return False
+    if isinstance(quantization_config, dict):
+        return bool(quantization_config.get("load_in_8bit", False))
+    # Other quantisation backends (GPTQ, AWQ, ...) have no `load_in_8bit` attribute.
+    return bool(getattr(quantization_config, "load_in_8bit", False))
+
+
+def vllm_8bit_error() -> ValueError:
+    return ValueError(
+        "vLLM does not support in-flight 8-bit (bitsandbytes `load_in_8bit`) quantization. Load the base in 4-bit "
+        "(`BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4')`) or generate with transformers "
+        "(`use_vllm=False`, optionally `use_transformers_continuous_batching=True`)."
+    )
+
+
+@dataclass
+class JBondConfig(RLOOConfig):
+    r"""
+    Configuration class for the [`JBondTrainer`]. Only J-BOND/BOND-specific parameters are listed; see [`RLOOConfig`]
+    and [`~transformers.TrainingArguments`] for the rest.
+
+    Each prompt gets one group of `num_generations` completions: slot 0 is sampled from the policy π, slots 1..k from
+    the anchor π_a (k = 2 in J-BOND, k = `num_quantile_samples` in BOND). `num_generations` is derived, not set.
+
+    > [!NOTE]
+    > Defaults that differ from [`RLOOConfig`]:
+    > - `beta` defaults to `0.0` and must stay `0.0`: J-BOND regularises towards the anchor (the Δ in the return and
+    >   `anchor_kl_coef`), so RLOO's reference-model KL penalty and its extra reference forward pass are not used.
+    > - `num_generations` is derived: `1 + 2` in J-BOND, `1 + num_quantile_samples` in BOND.
+    > - `per_device_train_batch_size` defaults to `2 * num_generations` (two prompt groups per device), because the
+    >   per-device generation batch must hold whole groups.
+
+    Parameters:
+        > Parameters that control the objective
+
+        mode (`str`, *optional*, defaults to `"jbond"`):
+            `"jbond"`: J-BOND (BOND arXiv v1 §5, Alg. 2): Best-of-2 of a moving anchor with the crude reward r_J.
+            `"bond"`: BOND (§4, eq. 15): Best-of-`num_candidates` of the anchor with the Monte-Carlo log-quantile
+            reward `(N−1)·log p̂≤`; with `anchor="fixed"` the anchor is π_ref (plain BOND), with
+            `anchor="periodic"` it is iterative BOND (Alg. 1).
+        jeffreys_beta (`float`, *optional*, defaults to `0.5`):
+            Jeffreys weight β ∈ [0, 1] (eq. 11): the loss is `(1−β)·(forward KL: SFT on the Best-of-N anchor sample) +
+            β·(backward KL: REINFORCE on the policy sample)`. 0 is online BoN-SFT, 1 the vBoN-style backward KL.
+        anchor_kl_coef (`float`, *optional*, defaults to `0.0`):
+            γ ≥ 0 of eq. 19: adds `γ·sg[log π(y) − log π_a(y)]·log π(y)` to the loss, which lowers KL(π‖π_a)
+            (algorithms.md §2.4; Alg. 2 in arXiv v1 prints the opposite sign).
+        jbond_penalty (`float`, *optional*, defaults to `log(16)`):
+            Penalty of the crude J-BOND reward (eq. 17): `r_J = −jbond_penalty` if the policy sample is strictly
+            worse than both anchor samples, else 0. A tie with an anchor sample earns 0.
+        baseline (`str`, *optional*, defaults to `"batch_loo"`):
+            Baseline subtracted from the policy return: `"batch_loo"`, the mean return of the *other* prompts of the
+            global generation batch (J-BOND Alg. 2), or `"none"`. A per-prompt leave-one-out baseline is not offered:
+            there is only one policy sample per prompt.
+        loss_normalization (`str`, *optional*, defaults to `"sequence_sum"`):
+            `"sequence_sum"`: each weight multiplies the summed completion log-probability (the paper's objective).
+            `"token_mean"`: each weight is divided by its completion length; this changes the objective and the
+            effective β, so it is opt-in only.
+
+        > Parameters that control BOND (`mode="bond"`)
+
+        num_candidates (`int`, *optional*):
+            N of Best-of-N, required in BOND mode (N ≥ 2). J-BOND fixes it to 2 (leave unset or set 2).
+        num_quantile_samples (`int`, *optional*, defaults to `16`):
+            k anchor samples per prompt for the Monte-Carlo quantile p̂≤ (eq. 10); k ≥ N: the Best-of-N target is
+            the best of the first N of them. Ignored in J-BOND mode.
+        quantile_smoothing (`str`, *optional*, defaults to `"clamp"`):
+            What to do when the policy sample is below all k anchor samples (p̂≤ = 0): `"clamp"` → max(p̂≤, 1/(2k)),
+            `"add_one"` → (c + 1)/(k + 1).
+        include_tie_correction (`bool`, *optional*, defaults to `False`):
+            Add log B̂ (BOND eq. 4, estimated from the same anchor samples without smoothing) to the BOND reward.
+            Matters only for rewards with large ties (tiny vocabularies, binary rewards).
+
+        > Parameters that control the anchor
+
+        anchor (`str`, *optional*):
+            How the anchor π_a moves: `"ema"` (θ_a ← (1−η)·θ_a + η·θ after every optimizer step, eq. 18),
+            `"periodic"` (hard copy every `anchor_update_period` optimizer steps, iterative BOND) or `"fixed"` (the
+            anchor stays π_ref). Defaults to `"ema"` in J-BOND mode and `"fixed"` in BOND mode.
+        anchor_ema_rate (`float`, *optional*, defaults to `0.02`):
+            EMA rate η ∈ [0, 1]. η = 0 freezes the anchor (same as `anchor="fixed"`); η = 1 copies the policy.
+        anchor_update_period (`int`, *optional*, defaults to `1000`):
+            Optimizer steps between hard copies when `anchor="periodic"`.
+
+        > Parameters that control logging
+
+        log_ref_kl (`bool`, *optional*):
+            Log KL(π‖π_ref) (k1 and k3, completion tokens of the policy samples). `None` logs it when π_ref is free
+            (LoRA: adapters disabled, one extra forward pass over the policy samples) and not for full fine-tuning,
+            where `True` loads a frozen copy of π_ref (memory of a third model).
+    """
+
+    # Parameters whose default values are overridden from RLOOConfig / TrainingArguments
+    beta: float = field(
+        default=0.0,
+        metadata={
+            "help": "RLOO's KL coefficient towards the reference model. Must stay 0.0: J-BOND regularises towards the "
+            "anchor (see `anchor_kl_coef`)."
+        },
+    )
+    num_generations: int | None = field(
+        default=None,
+        metadata={
+            "help": "Derived: 1 policy + 2 anchor completions per prompt (J-BOND), 1 + `num_quantile_samples` (BOND). "
+            "Leave unset."
+        },
+    )
+    per_device_train_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Completions per device per step; must be a multiple of `num_generations`. Defaults to "
+            "2 * num_generations."
+        },
+    )
+
+    # Parameters that control the objective
+    mode: str = field(default="jbond", metadata={"help": "`jbond` (J-BOND, Alg. 2) or `bond` (BOND, eq. 15)."})
+    jeffreys_beta: float = field(
+        default=0.5,
+        metadata={"help": "Jeffreys weight in [0, 1]: 0 = forward KL (BoN-SFT), 1 = backward KL (eq. 11)."},
+    )
+    anchor_kl_coef: float = field(
+        default=0.0,
+        metadata={"help": "γ >= 0: weight of the KL(π‖anchor) term, which lowers KL to the anchor (eq. 19)."},
+    )
+    jbond_penalty: float = field(
+        default=math.log(16.0),
+        metadata={"help": "Penalty of the J-BOND crude reward when the policy loses to both anchor samples (eq. 17)."},
+    )
+    baseline: str = field(
+        default="batch_loo",
+        metadata={"help": "Baseline of the policy return: `batch_loo` (batch leave-one-out) or `none`."},
+    )
+    loss_normalization: str = field(
+        default="sequence_sum",
+        metadata={"help": "`sequence_sum` (paper) or `token_mean` (divides each weight by its completion length)."},
+    )
+
+    # Parameters that control BOND
+    num_candidates: int | None = field(
+        default=None,
+        metadata={"help": "N of Best-of-N; required in BOND mode, fixed to 2 in J-BOND mode."},
+    )
+    num_quantile_samples: int = field(
+        default=16,
+        metadata={"help": "BOND: anchor samples per prompt for the quantile estimate p̂≤ (k >= N)."},
+    )
+    quantile_smoothing: str = field(
+        default="clamp",
+        metadata={"help": "BOND: `clamp` (max(p̂, 1/(2k))) or `add_one` ((c+1)/(k+1)) when p̂≤ = 0."},
+    )
+    include_tie_correction: bool = field(
+        default=False,
+        metadata={"help": "BOND: add the estimated tie correction log B̂ to the reward (eq. 4)."},
+    )
+
+    # Parameters that control the anchor
+    anchor: str | None = field(
+        default=None,
+        metadata={
+            "help": "`ema`, `periodic` or `fixed`. Defaults to `ema` in J-BOND mode and `fixed` (π_ref) in BOND mode."
+        },
+    )
+    anchor_ema_rate: float = field(
+        default=0.02,
+        metadata={"help": "EMA rate η in [0, 1] of the anchor, applied after every optimizer step (eq. 18)."},
+    )
+    anchor_update_period: int = field(
+        default=1000,
+        metadata={"help": "Optimizer steps between hard anchor copies when `anchor='periodic'`."},
+    )
+
+    # Parameters that control logging
+    log_ref_kl: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Log KL(π‖π_ref). Default: on for LoRA (adapters disabled), off for full fine-tuning (True "
+            "loads a frozen reference model)."
+        },
+    )
+
+    def __post_init__(self):
+        # `num_generations` must be known before RLOOConfig validates the batch layout against it.
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown `mode={self.mode!r}`; set `mode` to one of {MODES}.")
+        if self.mode == "jbond":
+            if self.num_candidates not in (None, 2):
+                raise ValueError(
+                    f"J-BOND distils Best-of-2 of the anchor, so `num_candidates` must be 2 or unset (got "
+                    f"{self.num_candidates}). For Best-of-N with N > 2 set `mode='bond'`."
+                )
+            self.num_candidates = 2
+            num_anchor_samples = 2
+        else:
+            if self.num_candidates is None or self.num_candidates < 2:
+                raise ValueError(
+                    f"BOND needs `num_candidates` N >= 2 (got {self.num_candidates}); set e.g. `num_candidates=4`."
+                )
+            if self.num_quantile_samples < self.num_candidates:
+                raise ValueError(
+                    f"The Best-of-N target is drawn from the first N of the `num_quantile_samples` anchor samples, so "
+                    f"`num_quantile_samples` ({self.num_quantile_samples}) must be >= `num_candidates` "
+                    f"({self.num_candidates}). Raise `num_quantile_samples` or lower `num_candidates`."
+                )
+            num_anchor_samples = self.num_quantile_samples
+        derived = 1 + num_anchor_samples
+        if self.num_generations not in (None, derived):
+            raise ValueError(
+                f"`num_generations` is derived in {self.mode} mode: 1 policy + {num_anchor_samples} anchor samples = "
+                f"{derived} per prompt, but it was set to {self.num_generations}. Leave `num_generations` unset"
+                + (" and set `num_quantile_samples` instead." if self.mode == "bond" else ".")
+            )
+        self.num_generations = derived
+        if self.per_device_train_batch_size is None:
+            self.per_device_train_batch_size = 2 * derived
+        if self.anchor is None:
+            self.anchor = "ema" if self.mode == "jbond" else "fixed"
+        if self.generation_batch_size is None:
+            # Checked before RLOOConfig's global divisibility check so that the message names the per-device fix.
+            self._check_whole_groups(self.steps_per_generation or self.gradient_accumulation_steps)
+
+        super().__post_init__()
+
+        if self.beta != 0.0:
+            raise ValueError(
+                f"`beta` is RLOO's KL coefficient towards a reference model and is not used by J-BOND/BOND (got "
+                f"{self.beta}): the policy is regularised towards the anchor by the −Δ term of the return and by "
+                f"`anchor_kl_coef`. Set `beta=0.0` (and `log_ref_kl=True` to monitor KL(π‖π_ref))."
+            )
+        if not 0.0 <= self.jeffreys_beta <= 1.0:
+            raise ValueError(f"`jeffreys_beta` must lie in [0, 1], got {self.jeffreys_beta}; the paper uses 0.5.")
+        if not 0.0 <= self.anchor_ema_rate <= 1.0:
+            raise ValueError(
+                f"`anchor_ema_rate` (η) must lie in [0, 1], got {self.anchor_ema_rate}; the paper uses 0.02. "
+                "η = 0 freezes the anchor."
+            )
+        if self.anchor_kl_coef < 0.0:
+            raise ValueError(
+                f"`anchor_kl_coef` (γ) must be >= 0, got {self.anchor_kl_coef}: a negative γ pushes the policy away "
+                "from the anchor. Set 0 to disable the term."
+            )
+        if self.jbond_penalty <= 0.0:
+            raise ValueError(f"`jbond_penalty` must be > 0, got {self.jbond_penalty}; the paper uses log(16).")
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"Unknown `anchor={self.anchor!r}`; set `anchor` to one of {ANCHORS}.")
+        if self.anchor_update_period < 1:
+            raise ValueError(f"`anchor_update_period` must be >= 1, got {self.anchor_update_period}.")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"Unknown `baseline={self.baseline!r}`; set `baseline` to one of {BASELINES}.")
+        if self.loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(
+                f"Unknown `loss_normalization={self.loss_normalization!r}`; set it to one of {LOSS_NORMALIZATIONS}."
+            )
+        if self.quantile_smoothing not in QUANTILE_SMOOTHINGS:
+            raise ValueError(
+                f"Unknown `quantile_smoothing={self.quantile_smoothing!r}`; set it to one of {QUANTILE_SMOOTHINGS}."
+            )
+
+        # The loss reuses RLOO's clipped ratio loss at ratio 1, where it is exactly −mean(w·log π). Several policy
+        # updates per generation would move the ratio away from 1, and the clip would then also cap the SFT weights.
+        if self.num_iterations != 1:
+            raise ValueError(
+                f"J-BOND's per-sequence weights assume one policy update per generation batch (ratio 1), but "
+                f"`num_iterations={self.num_iterations}`. Set `num_iterations=1`."
+            )
+        if self.steps_per_generation != self.gradient_accumulation_steps:
+            raise ValueError(
+                f"`steps_per_generation` ({self.steps_per_generation}) differs from `gradient_accumulation_steps` "
+                f"({self.gradient_accumulation_steps}), so one generation batch would feed several optimizer steps "
+                "and the importance ratio would drift from 1. Leave `steps_per_generation` and "
+                "`generation_batch_size` unset (they then follow `gradient_accumulation_steps`)."
+            )
+        if self.normalize_advantages:
+            raise ValueError(
+                "`normalize_advantages=True` would rescale J-BOND's per-sequence loss weights (including the SFT "
+                "weight 1 − jeffreys_beta) and change the objective. Set `normalize_advantages=False`."
+            )
+        if self.sync_ref_model:
+            raise ValueError(
+                "`sync_ref_model` updates RLOO's reference model, which J-BOND does not use. Set "
+                "`sync_ref_model=False` and use `anchor='ema'` with `anchor_ema_rate` instead."
+            )
+
+        # Every device must hold whole prompt groups: the slot of a row is its position in its group, and with
+        # vLLM server mode every rank must hold equally many policy and anchor rows (the server slices the results
+        # back in equal per-rank chunks).
+        self._check_whole_groups(self.steps_per_generation)
+        num_prompts = self.generation_batch_size // self.num_generations
+        if self.baseline == "batch_loo" and num_prompts < 2:
+            raise ValueError(
+                f"The batch leave-one-out baseline needs at least 2 prompts per generation batch, got {num_prompts}. "
+                f"Set `per_device_train_batch_size` to at least {2 * self.num_generations} or `baseline='none'`."
+            )
+        if self.num_generations_eval not in (None, self.num_generations):
+            raise ValueError(
+                f"Evaluation uses the same slot layout as training, so `num_generations_eval` must be unset or "
+                f"{self.num_generations} (got {self.num_generations_eval}). Leave it unset."
+            )
+        if self.do_eval and self.eval_strategy != "no" and self.per_device_eval_batch_size % self.num_generations:
+            raise ValueError(
+                f"`per_device_eval_batch_size` ({self.per_device_eval_batch_size}) must be a multiple of "
+                f"`num_generations` ({self.num_generations}) so that each device holds whole prompt groups."
+            )
+        if self.use_vllm and is_8bit((self.model_init_kwargs or {}).get("quantization_config")):
+            raise vllm_8bit_error()
+
+    def _check_whole_groups(self, steps_per_generation: int) -> None:
+        local_generation_batch = self.per_device_train_batch_size * steps_per_generation
+        if local_generation_batch % self.num_generations != 0:
+            raise ValueError(
+                f"Each device must hold whole prompt groups of {self.num_generations} completions (1 policy + "
+                f"{self.num_generations - 1} anchor), but `per_device_train_batch_size` * `steps_per_generation` = "
+                f"{self.per_device_train_batch_size} * {steps_per_generation} = {local_generation_batch}. Set "
+                f"`per_device_train_batch_size` to a multiple of {self.num_generations}."
+            )
