@@ -83,9 +83,6 @@ def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> li
     return tokenizer(text=prompts)["input_ids"]
 
 
-_tokenize_prompts = tokenize_prompts  # TEMP alias: removed once evaluation.py uses the public name
-
-
 def _eos_ids(model, tokenizer) -> list[int]:
     eos = model.generation_config.eos_token_id
     eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)

@@ -1,0 +1,136 @@
+"""Per-sample evaluation maths (algorithms.md §6): KL estimators on completion tokens, win rates with ties counted ½,
+and Monte-Carlo estimates of the KL divergences to π_BoN.
+
+Pure tensor functions (no TRL, no transformers), used by `trl_bon.evaluation` and unit-tested on exact values.
+"""
+
+import math
+
+import torch
+
+from .bon_law import tie_correction
+from .quantiles import empirical_quantile
+
+
+def kl_k1(policy_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """k1 estimate of KL(π‖π_ref) per sequence: Σ_t (log π(y_t) − log π_ref(y_t)) over completion tokens.
+
+    Unbiased for the sequence-level KL when y ~ π; a single sample may be negative (algorithms.md §6 item 2).
+
+    Args:
+        policy_logps, ref_logps: `(B, T)` per-token log-probs of the *policy's* samples under π and π_ref, at the
+            sampling temperature.
+        mask: `(B, T)` completion mask (1 on completion tokens, EOS included; prompt and padding 0).
+
+    Returns:
+        `(B,)` per-sequence estimates.
+    """
+    return ((policy_logps - ref_logps) * mask).sum(-1)
+
+
+def kl_k3(policy_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """k3 estimate of KL(π‖π_ref) per sequence: Σ_t (e^u − 1 − u), u = log π_ref(y_t) − log π(y_t).
+
+    Each term is ≥ 0 and has expectation KL(π(·|y_<t)‖π_ref(·|y_<t)) under y_t ~ π, so the sum is unbiased for
+    the sequence KL with lower variance than k1 near π = π_ref (algorithms.md §6 item 2; vBoN's evaluation uses it).
+    Same arguments and shape as [`kl_k1`].
+    """
+    u = (ref_logps - policy_logps) * mask
+    return ((torch.expm1(u) - u) * mask).sum(-1)
+
+
+def win_rate(rewards: torch.Tensor, opponent_rewards: torch.Tensor) -> torch.Tensor:
+    """Per-sample win rate P[r > r'] + ½·P[r = r'] against a group of opponents (algorithms.md §6 items 4–5).
+
+    Args:
+        rewards: `(B,)` rewards of the evaluated samples.
+        opponent_rewards: `(B,)` one opponent per sample, or `(B, K)` K opponents (e.g. K reference samples of the
+            same prompt); NaN opponents are ignored.
+
+    Returns:
+        `(B,)` win rates in [0, 1].
+    """
+    if opponent_rewards.dim() == 1:
+        opponent_rewards = opponent_rewards.unsqueeze(-1)
+    r = rewards.unsqueeze(-1)
+    valid = ~torch.isnan(opponent_rewards)
+    score = (r > opponent_rewards).to(rewards.dtype) + 0.5 * (r == opponent_rewards).to(rewards.dtype)
+    return (score * valid).sum(-1) / valid.sum(-1).clamp_min(1)
+
+
+def log_bon_ratio(
+    rewards: torch.Tensor, ref_rewards: torch.Tensor, n: int, smoothing: str = "clamp"
+) -> torch.Tensor:
+    """Monte-Carlo estimate of log π_BoN(y) − log π_ref(y) = (N−1)·log p̂≤(y) + log B̂(y) (BOND eqs. 4, 7).
+
+    p̂≤ is the fraction of reference rewards ≤ r(y) (eq. 10), smoothed as in training (`"clamp"` → max(p̂, 1/(2k)));
+    B̂ = Σ_{i=1..N} (p̂</p̂≤)^(i−1) from the unsmoothed counts (= N when no reference reward ties with y, the
+    continuous case, where log B = log N).
+
+    Args:
+        rewards: `(B,)` rewards of the samples.
+        ref_rewards: `(B, K)` rewards of reference samples of the same prompts, *independent* of the samples.
+        n: N of Best-of-N.
+        smoothing: quantile smoothing, see [`~trl_bon.core.empirical_quantile`].
+
+    Returns:
+        `(B,)` estimates.
+    """
+    p_le = empirical_quantile(rewards, ref_rewards, smoothing=smoothing)
+    raw_le = empirical_quantile(rewards, ref_rewards, smoothing="none")
+    k = ref_rewards.size(-1)
+    raw_lt = (ref_rewards < rewards.unsqueeze(-1)).sum(-1).to(rewards.dtype) / k
+    return (n - 1) * torch.log(p_le) + torch.log(tie_correction(raw_lt, raw_le, n))
+
+
+def backward_kl_to_bon(
+    seq_log_ratio: torch.Tensor, rewards: torch.Tensor, ref_rewards: torch.Tensor, n: int, smoothing: str = "clamp"
+) -> torch.Tensor:
+    """Per-sample estimate of KL(π‖π_BoN): log π(y) − log π_ref(y) − (N−1)·log p̂≤(y) − log B̂(y), y ~ π.
+
+    algorithms.md §6 item 3 / BOND eq. 14; average over policy samples.
+
+    Args:
+        seq_log_ratio: `(B,)` sequence log π(y) − log π_ref(y) over completion tokens (the k1 terms).
+        rewards: `(B,)` rewards of the policy samples.
+        ref_rewards: `(B, K)` reference rewards of the same prompts.
+        n: N of Best-of-N.
+    """
+    return seq_log_ratio - log_bon_ratio(rewards, ref_rewards, n, smoothing)
+
+
+def forward_kl_to_bon(
+    bon_ref_logps: torch.Tensor,
+    bon_policy_logps: torch.Tensor,
+    bon_rewards: torch.Tensor,
+    ref_rewards: torch.Tensor,
+    n: int,
+    smoothing: str = "clamp",
+) -> torch.Tensor:
+    """Per-sample estimate of KL(π_BoN‖π): log π_BoN(y) − log π(y) with y ~ π_BoN (algorithms.md §6 item 3).
+
+    log π_BoN(y) = log π_ref(y) + (N−1)·log p̂≤(y) + log B̂(y) (BOND eqs. 4, 7).
+
+    Args:
+        bon_ref_logps: `(B,)` sequence log π_ref of the Best-of-N samples (completion tokens).
+        bon_policy_logps: `(B,)` sequence log π of the same samples.
+        bon_rewards: `(B,)` their rewards.
+        ref_rewards: `(B, K)` reference rewards independent of the Best-of-N draw (not the N candidates).
+        n: N of Best-of-N.
+    """
+    return bon_ref_logps + log_bon_ratio(bon_rewards, ref_rewards, n, smoothing) - bon_policy_logps
+
+
+def bon_kl_bound(n: int) -> float:
+    """KL(π_BoN‖π_ref) ≤ log N − (N−1)/N, tight for continuous rewards (algorithms.md §1.4)."""
+    return math.log(n) - (n - 1) / n
+
+
+def mean_and_sem(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and its standard error (0 for a single value), ignoring NaNs."""
+    values = values[~torch.isnan(values)].double()
+    if values.numel() == 0:
+        return math.nan, math.nan
+    if values.numel() == 1:
+        return float(values), 0.0
+    return float(values.mean()), float(values.std() / math.sqrt(values.numel()))
