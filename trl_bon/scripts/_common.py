@@ -1,0 +1,199 @@
+"""Pieces shared by the training scripts: script arguments, reward functions, datasets, model-loading kwargs.
+
+They follow TRL's own scripts (`trl/scripts/rloo.py`, `sft.py`): `TrlParser` over `(ScriptArguments subclass,
+XConfig, ModelConfig, DatasetMixtureConfig)`, `get_peft_config` / `get_quantization_config` for LoRA and 8/4-bit,
+`--config recipe.yaml` for everything.
+"""
+
+import importlib
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+
+from trl import ScriptArguments
+
+
+@dataclass
+class BoNScriptArguments(ScriptArguments):
+    """
+    Script arguments shared by the trl-bon training scripts (on top of TRL's [`~trl.ScriptArguments`]).
+
+    Args:
+        reward_model_name_or_path (`list[str]`, *optional*):
+            Reward model id(s) or local path(s), loaded as `num_labels=1` sequence classifiers (TRL convention).
+        reward_funcs (`list[str]`, *optional*):
+            Reward callables: a TRL built-in (`accuracy_reward`, `reasoning_accuracy_reward`, `think_format_reward`)
+            or any dotted import path (`my_lib.rewards.my_reward`, resolved from the current directory too).
+        prompt_column (`str`, *optional*):
+            Build the `prompt` column from this text column (e.g. `text` for `stanfordnlp/imdb`). Without
+            `prompt_min_tokens`/`prompt_max_tokens` the text is copied as is.
+        prompt_min_tokens, prompt_max_tokens (`int`, *optional*):
+            Truncate each prompt to its first L tokens (policy tokenizer), L uniform in [min, max] and fixed per row
+            (seeded by `prompt_seed` and the row index, so every rank and rerun sees the same prompts). IMDB recipes
+            use 2–8-token review prefixes, as in the vBoN and TRL sentiment examples.
+        prompt_seed (`int`, *optional*, defaults to `0`):
+            Seed of the prompt lengths.
+    """
+
+    reward_model_name_or_path: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Reward model id(s) or local path(s), loaded as num_labels=1 sequence classifiers. Several may "
+            "be given; rewards are summed with `reward_weights`."
+        },
+    )
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Reward callables: `accuracy_reward`, `reasoning_accuracy_reward`, `think_format_reward`, or any "
+            "dotted import path (e.g. `my_lib.rewards.my_reward`)."
+        },
+    )
+    prompt_column: str | None = field(
+        default=None,
+        metadata={"help": "Build the `prompt` column from this text column (e.g. `text` for stanfordnlp/imdb)."},
+    )
+    prompt_min_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Truncate prompts to at least this many tokens (with `prompt_max_tokens`; IMDB: 2)."},
+    )
+    prompt_max_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Truncate prompts to at most this many tokens, length uniform in [min, max] (IMDB: 8)."},
+    )
+    prompt_seed: int = field(default=0, metadata={"help": "Seed of the per-row prompt lengths."})
+
+
+def resolve_reward_funcs(script_args, required: bool = True) -> list:
+    """Reward model paths and callables from `--reward_model_name_or_path` / `--reward_funcs` (TRL's resolution)."""
+    from trl.rewards import accuracy_reward, reasoning_accuracy_reward, think_format_reward
+
+    registry = {
+        "accuracy_reward": accuracy_reward,
+        "reasoning_accuracy_reward": reasoning_accuracy_reward,
+        "think_format_reward": think_format_reward,
+    }
+    funcs = list(script_args.reward_model_name_or_path or [])
+    for name in script_args.reward_funcs or []:
+        if name in registry:
+            funcs.append(registry[name])
+        elif "." in name:
+            module_path, attr = name.rsplit(".", 1)
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            try:
+                funcs.append(getattr(importlib.import_module(module_path), attr))
+            except (ImportError, AttributeError) as error:
+                raise ValueError(
+                    f"Could not import the reward function '{name}' ({error}). Pass a dotted path to a callable that "
+                    "is importable from the current directory or the Python path."
+                ) from error
+        else:
+            raise ValueError(
+                f"Unknown reward function '{name}'. Use one of {sorted(registry)} or a dotted import path such as "
+                "`my_lib.rewards.my_reward`."
+            )
+    if required and not funcs:
+        raise ValueError(
+            "No reward given. Pass a reward model with `--reward_model_name_or_path <id or path>` and/or a reward "
+            "callable with `--reward_funcs my_module.my_reward` (or set them in the `--config` YAML)."
+        )
+    return funcs
+
+
+def model_init_kwargs(model_args, training_args) -> dict:
+    """`model_init_kwargs` as TRL's scripts build them from `ModelConfig` (revision, dtype, attention, remote code)."""
+    kwargs = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+    )
+    kwargs.update(training_args.model_init_kwargs or {})
+    return kwargs
+
+
+def make_prompts(dataset, tokenizer, column: str | None, min_tokens: int | None, max_tokens: int | None, seed: int):
+    """Build/truncate the `prompt` column (see [`BoNScriptArguments`]); the source column is dropped."""
+    if column is None and min_tokens is None and max_tokens is None:
+        return dataset
+    column = column or "prompt"
+    if column not in dataset.column_names:
+        raise ValueError(
+            f"`prompt_column={column!r}` is not a column of the dataset (columns: {dataset.column_names}). Set "
+            "`--prompt_column` to the text column to build prompts from."
+        )
+    if (min_tokens is None) != (max_tokens is None):
+        raise ValueError("Set both `prompt_min_tokens` and `prompt_max_tokens` (e.g. 2 and 8), or neither.")
+    if min_tokens is not None and not 1 <= min_tokens <= max_tokens:
+        raise ValueError(f"Need 1 <= prompt_min_tokens <= prompt_max_tokens, got {min_tokens} and {max_tokens}.")
+
+    def build(row, index):
+        text = row[column]
+        if min_tokens is not None:
+            length = random.Random(seed * 1_000_003 + index).randint(min_tokens, max_tokens)
+            text = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:length])
+        return {"prompt": text}
+
+    dataset = dataset.map(build, with_indices=True)
+    return dataset.remove_columns(column) if column != "prompt" else dataset
+
+
+def load_dataset_dict(script_args, dataset_args):
+    """The dataset as TRL's scripts load it: a `datasets:` mixture, else `--dataset_name`/`--dataset_config`."""
+    from datasets import load_dataset
+    from trl import get_dataset
+
+    if dataset_args is not None and dataset_args.datasets:
+        return get_dataset(dataset_args)
+    if script_args.dataset_name:
+        return load_dataset(
+            script_args.dataset_name, name=script_args.dataset_config, streaming=script_args.dataset_streaming
+        )
+    raise ValueError(
+        "No dataset given. Set `--dataset_name <hub id or local path>` (with `--dataset_config` if needed) or a "
+        "`datasets:` list in the `--config` YAML."
+    )
+
+
+def get_split(dataset, split: str, flag: str):
+    if split not in dataset:
+        raise ValueError(f"The dataset has no split {split!r} (splits: {list(dataset)}); set `{flag}`.")
+    return dataset[split]
+
+
+def apply_prompt_transform(dataset, script_args, tokenizer_path: str):
+    """[`make_prompts`] with the script's `prompt_*` options (no-op when none is set)."""
+    if dataset is None or not (script_args.prompt_column or script_args.prompt_min_tokens is not None):
+        return dataset
+    from transformers import AutoTokenizer
+
+    return make_prompts(
+        dataset, AutoTokenizer.from_pretrained(tokenizer_path), column=script_args.prompt_column,
+        min_tokens=script_args.prompt_min_tokens, max_tokens=script_args.prompt_max_tokens,
+        seed=script_args.prompt_seed,
+    )
+
+
+def load_splits(script_args, dataset_args, training_args, tokenizer_path: str | None):
+    """Train and (when evaluating) eval splits, as in TRL's scripts, with the prompt transform applied."""
+    dataset = load_dataset_dict(script_args, dataset_args)
+    train = get_split(dataset, script_args.dataset_train_split, "--dataset_train_split")
+    evaluation = None
+    if training_args.eval_strategy != "no":
+        evaluation = get_split(dataset, script_args.dataset_test_split, "--dataset_test_split")
+    return (
+        apply_prompt_transform(train, script_args, tokenizer_path),
+        apply_prompt_transform(evaluation, script_args, tokenizer_path),
+    )
+
+
+def finish(trainer, training_args, script_args) -> None:
+    """Save, optionally push, and close trackers and the process group, as TRL's scripts do."""
+    trainer.accelerator.print("Training completed.")
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    trainer.end()

@@ -1,0 +1,110 @@
+# /// script
+# dependencies = [
+#     "trl-bon",
+# ]
+# ///
+"""Sample and score M reference completions per prompt for vBoN's reward CDF, the `trl-bon cache-ref-rewards`
+subcommand.
+
+    trl-bon cache-ref-rewards --config recipes/vbon/imdb_gpt2.yaml
+    python -m trl_bon.scripts.cache_ref_rewards --config recipes/vbon/imdb_gpt2.yaml
+
+It takes **the same flags and YAML as `trl-bon vbon`**, so the cache is built with exactly the training's model,
+prompts (dataset, split and prompt transform), reward(s) and sampling settings (`max_completion_length`,
+`temperature`, `top_p`, `top_k`, `min_p`, `repetition_penalty`), which `VBoNTrainer` checks when it joins the cache.
+The cache goes to `--reference_cache_dir` (default `<output_dir>/reference_rewards`), with M =
+`--num_reference_samples` (default 300) samples per distinct prompt, `--reference_cache_batch_size` sequences per
+`generate` call and `--seed`. The build is resumable: re-running skips finished shards. The test split is cached too
+when `--eval_strategy` is not `no`. It runs in one process (no `accelerate launch`); `--use_vllm` samples with an
+offline vLLM engine.
+"""
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from trl_bon.scripts._common import (
+    BoNScriptArguments,
+    load_splits,
+    model_init_kwargs,
+    resolve_reward_funcs,
+)
+
+
+@dataclass
+class CacheScriptArguments(BoNScriptArguments):
+    """
+    Script arguments of `trl-bon cache-ref-rewards` (the `trl-bon vbon` ones, plus the shard size).
+
+    Args:
+        prompts_per_shard (`int`, *optional*, defaults to `64`):
+            Prompts per shard, the unit of saving and resuming.
+    """
+
+    prompts_per_shard: int = field(default=64, metadata={"help": "Prompts per cache shard (unit of resuming)."})
+
+
+def run(script_args, training_args, model_args, dataset_args):
+    from trl import get_quantization_config
+
+    from trl_bon.ref_cache import build_reference_reward_cache
+    from trl_bon.sampling import GenerationSettings
+
+    reward_funcs = resolve_reward_funcs(script_args)
+    if model_args.model_name_or_path is None:
+        raise ValueError("No reference model given. Set `--model_name_or_path` to π_ref (the model vBoN starts from).")
+    output_dir = training_args.reference_cache_dir or os.path.join(training_args.output_dir, "reference_rewards")
+    kwargs = model_init_kwargs(model_args, training_args)
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    train, evaluation = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
+    cache = None
+    for name, split in (("train", train), ("eval", evaluation)):
+        if split is None:
+            continue
+        print(f"Caching {training_args.num_reference_samples} reference rewards per prompt for the {name} split "
+              f"({split.num_rows} rows) in {output_dir}")
+        cache = build_reference_reward_cache(
+            model_args.model_name_or_path,
+            split,
+            reward_funcs,
+            training_args.num_reference_samples,
+            output_dir,
+            settings=GenerationSettings.from_trainer_args(training_args),
+            prompt_id_column=training_args.prompt_id_column,
+            reward_weights=training_args.reward_weights,
+            batch_size=training_args.reference_cache_batch_size,
+            prompts_per_shard=script_args.prompts_per_shard,
+            seed=training_args.seed,
+            use_vllm=training_args.use_vllm,
+            model_init_kwargs=kwargs,
+            progress=not training_args.disable_tqdm,
+        )
+    print(f"Reference-reward cache: {len(cache.rewards)} prompts in {output_dir}. Train with "
+          f"`trl-bon vbon ... --reference_cache_dir {output_dir}`.")
+    return cache
+
+
+def make_parser(prog: str | None = None):
+    from trl import DatasetMixtureConfig, ModelConfig, TrlParser
+
+    from trl_bon import VBoNConfig
+
+    parser = TrlParser((CacheScriptArguments, VBoNConfig, ModelConfig, DatasetMixtureConfig), prog=prog)
+    # The cache does not depend on N; a default lets the command run without the vBoN-only `--num_candidates`.
+    parser.set_defaults(num_candidates=2)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(
+        argv, fail_with_unknown_args=False
+    )
+    run(script_args, training_args, model_args, dataset_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+# /// script
+# dependencies = [
+#     "trl-bon[plot]",
+# ]
+# ///
+"""Evaluate checkpoints against π_ref and Best-of-N, the `trl-bon eval` subcommand (algorithms.md §6).
+
+    trl-bon eval --model_name_or_path lvwerra/gpt2-imdb --reward_model_name_or_path lvwerra/distilbert-imdb \\
+        --dataset_name stanfordnlp/imdb --prompt_column text --prompt_min_tokens 2 --prompt_max_tokens 8 \\
+        --checkpoints jbond=outputs/jbond-imdb vbon=outputs/vbon-imdb --output_dir eval-imdb
+    trl-bon eval --config recipes/eval/imdb.yaml --checkpoints jbond=outputs/jbond-imdb
+
+`--model_name_or_path` is π_ref. Each `--checkpoints` entry is `NAME=PATH` (or just `PATH`, named after its folder);
+a training `output_dir` holding `checkpoint-*` folders expands to `NAME@<step>` for each of them (plus `NAME@final`
+when the folder also holds the final model), drawn as one line per method. Paths may be full models or LoRA adapter
+folders. Runs in one process on one device (`accelerate launch` is not needed).
+
+Writes `results.json`, `results.csv`, `reward_vs_kl.png` and `win_rate_vs_kl.png` to `--output_dir`.
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl_bon.scripts._common import (
+    BoNScriptArguments,
+    apply_prompt_transform,
+    get_split,
+    load_dataset_dict,
+    resolve_reward_funcs,
+)
+
+
+@dataclass
+class EvalScriptArguments(BoNScriptArguments):
+    """
+    Arguments of `trl-bon eval` (dataset, rewards and prompt transform as in the training scripts).
+
+    Args:
+        checkpoints (`list[str]`):
+            `NAME=PATH` or `PATH` entries; training output folders expand to their `checkpoint-*` subfolders.
+        output_dir (`str`, *optional*, defaults to `"trl_bon_eval"`):
+            Where results and plots are written.
+        num_prompts (`int`, *optional*, defaults to `64`):
+            Held-out prompts taken from the start of `dataset_test_split`.
+    """
+
+    checkpoints: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Checkpoints to evaluate: `NAME=PATH` or `PATH` (full model or LoRA adapter folder). A training "
+            "output_dir with `checkpoint-*` subfolders expands to `NAME@<step>` entries."
+        },
+    )
+    output_dir: str = field(default="trl_bon_eval", metadata={"help": "Where results.json/csv and the PNGs go."})
+    num_prompts: int = field(default=64, metadata={"help": "Held-out prompts (first rows of `dataset_test_split`)."})
+    bon_ns: list[int] = field(
+        default_factory=lambda: [2, 4, 8, 16], metadata={"help": "N of the Best-of-N points and metrics."}
+    )
+    num_reference_samples: int = field(
+        default=32, metadata={"help": "Reference samples per prompt (BOND: 32); must exceed max(bon_ns)."}
+    )
+    num_policy_samples: int = field(default=1, metadata={"help": "Samples per prompt from each checkpoint."})
+    max_completion_length: int = field(default=64, metadata={"help": "Max new tokens (use the training value)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (use the training value)."})
+    top_p: float = field(default=1.0, metadata={"help": "Top-p of sampling (use the training value)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k of sampling, 0 = off (use the training value)."})
+    reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
+    quantile_smoothing: str = field(default="clamp", metadata={"help": "p̂≤ smoothing: `clamp` or `add_one`."})
+    kl_metric: str = field(default="kl_k1", metadata={"help": "KL on the plots' x axis: `kl_k1` or `kl_k3`."})
+    batch_size: int = field(default=64, metadata={"help": "Sequences per generate/forward call."})
+    seed: int = field(default=0, metadata={"help": "Seed of every sampling call."})
+    no_plot: bool = field(default=False, metadata={"help": "Skip the PNGs (no matplotlib needed)."})
+    no_progress: bool = field(default=False, metadata={"help": "Hide progress bars."})
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
+
+
+def expand_checkpoints(entries: list[str]) -> dict[str, str]:
+    """`NAME=PATH` / `PATH` entries → `{name: path}`, expanding training folders into `NAME@<step>` checkpoints."""
+    checkpoints = {}
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep:
+            name, path = Path(entry).name, entry
+        root = Path(path)
+        steps = sorted(
+            (p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+            key=lambda p: int(p.name.split("-")[-1]),
+        )
+        if steps:
+            for step_dir in steps:
+                checkpoints[f"{name}@{step_dir.name.split('-')[-1]}"] = str(step_dir)
+            if _is_model_dir(root):
+                checkpoints[f"{name}@final"] = str(root)
+        elif _is_model_dir(root) or not root.exists() and "/" in path and not path.startswith((".", "/")):
+            checkpoints[name] = path  # a local model folder, or a Hub id
+        else:
+            raise ValueError(
+                f"Checkpoint '{entry}': {path} holds no model (config.json / adapter_config.json) and no "
+                "checkpoint-* folders. Pass a model folder, a training output_dir, or a Hub id."
+            )
+    return checkpoints
+
+
+def run(script_args, model_args, dataset_args):
+    from trl import get_quantization_config
+
+    from trl_bon.evaluation import evaluate_checkpoints
+    from trl_bon.sampling import GenerationSettings
+
+    if model_args.model_name_or_path is None:
+        raise ValueError("No reference model given. Set `--model_name_or_path` to π_ref (the SFT model trained from).")
+    if not script_args.checkpoints:
+        raise ValueError("No checkpoints given. Pass `--checkpoints NAME=PATH [NAME=PATH ...]`.")
+    reward_funcs = resolve_reward_funcs(script_args)
+    checkpoints = expand_checkpoints(script_args.checkpoints)
+    dataset = load_dataset_dict(script_args, dataset_args)
+    split = get_split(dataset, script_args.dataset_test_split, "--dataset_test_split")
+    split = split.select(range(min(script_args.num_prompts, len(split))))
+    split = apply_prompt_transform(split, script_args, model_args.model_name_or_path)
+    if "prompt" not in split.column_names:
+        raise ValueError(
+            f"The evaluation split has no `prompt` column (columns: {split.column_names}); set `--prompt_column`."
+        )
+    model_init_kwargs = {"dtype": model_args.dtype, "revision": model_args.model_revision}
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is not None:
+        model_init_kwargs["quantization_config"] = quantization_config
+    columns = {c: split[c] for c in split.column_names if c != "prompt"}
+    results = evaluate_checkpoints(
+        checkpoints,
+        split["prompt"],
+        reward_funcs,
+        model_args.model_name_or_path,
+        bon_ns=script_args.bon_ns,
+        num_reference_samples=script_args.num_reference_samples,
+        num_policy_samples=script_args.num_policy_samples,
+        settings=GenerationSettings(
+            max_completion_length=script_args.max_completion_length,
+            temperature=script_args.temperature,
+            top_p=script_args.top_p,
+            top_k=script_args.top_k,
+        ),
+        output_dir=script_args.output_dir,
+        seed=script_args.seed,
+        progress=not script_args.no_progress,
+        reward_weights=script_args.reward_weights,
+        columns=columns,
+        quantile_smoothing=script_args.quantile_smoothing,
+        batch_size=script_args.batch_size,
+        model_init_kwargs=model_init_kwargs,
+        plot=not script_args.no_plot,
+        kl_metric=script_args.kl_metric,
+    )
+    print(format_table(results))
+    for kind, path in results.files.items():
+        print(f"{kind:>15}: {path}")
+    return results
+
+
+def format_table(results) -> str:
+    """A plain-text summary: one line per checkpoint, then the Best-of-N points."""
+    ns = results.settings["bon_ns"]
+    lines = [f"{'name':<24}{'reward':>9}{'KL k1':>9}{'KL k3':>9}{'win/ref':>9}"
+             + "".join(f"{f'win/BoN{n}':>11}" for n in ns)]
+    for row in results.checkpoints:
+        lines.append(f"{row['name']:<24}{row['reward']:>9.3f}{row['kl_k1']:>9.3f}{row['kl_k3']:>9.3f}"
+                     f"{row['win_rate_vs_ref']:>9.3f}" + "".join(f"{row[f'win_rate_vs_bon{n}']:>11.3f}" for n in ns))
+    lines.append(f"{'π_ref':<24}{results.reference['reward']:>9.3f}{0:>9.3f}{0:>9.3f}"
+                 f"{results.reference['win_rate_vs_ref']:>9.3f}")
+    for b in results.bon:
+        lines.append(f"{'BoN-' + str(b['n']):<24}{b['reward']:>9.3f}{b['kl_bound']:>9.3f}{b['kl_estimate']:>9.3f}"
+                     f"{b['win_rate_vs_ref']:>9.3f}   (KL columns: bound, estimate)")
+    return "\n".join(lines)
+
+
+def make_parser(prog: str | None = None):
+    from trl import DatasetMixtureConfig, ModelConfig, TrlParser
+
+    return TrlParser((EvalScriptArguments, ModelConfig, DatasetMixtureConfig), prog=prog)
+
+
+def main(argv: list[str] | None = None) -> int:
+    script_args, model_args, dataset_args = make_parser().parse_args_and_config(argv, fail_with_unknown_args=False)
+    run(script_args, model_args, dataset_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

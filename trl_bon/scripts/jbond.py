@@ -1,0 +1,76 @@
+# /// script
+# dependencies = [
+#     "trl-bon",
+#     "peft",
+# ]
+# ///
+"""Train with J-BOND / BOND (`JBondTrainer`), the `trl-bon jbond` subcommand.
+
+    accelerate launch --config_file recipes/accelerate/single_gpu.yaml -m trl_bon.scripts.jbond \\
+        --config recipes/jbond/imdb_gpt2.yaml
+
+    trl-bon jbond --config recipes/jbond/imdb_gpt2.yaml               # same, launched through accelerate
+    trl-bon jbond --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name trl-lib/tldr \\
+        --reward_model_name_or_path <reward model> --use_peft --load_in_8bit --output_dir qwen-jbond
+
+Every `JBondConfig` / `RLOOConfig` / `TrainingArguments` field is a flag (`--mode bond --num_candidates 8`,
+`--anchor_ema_rate 0.02`, …); `ModelConfig` gives `--use_peft --lora_r … --load_in_8bit/--load_in_4bit`;
+`--config recipe.yaml` sets any of them. `trl-bon jbond --help` lists them all.
+"""
+
+import sys
+from dataclasses import dataclass
+
+from trl_bon.scripts._common import BoNScriptArguments, finish, load_splits, model_init_kwargs, resolve_reward_funcs
+
+
+@dataclass
+class JBondScriptArguments(BoNScriptArguments):
+    """Script arguments of `trl-bon jbond`: the dataset ([`~trl.ScriptArguments`]), the reward(s) and the prompt
+    transform (see `BoNScriptArguments`)."""
+
+
+def run(script_args, training_args, model_args, dataset_args):
+    """Build a `JBondTrainer` from parsed arguments, train, save to `output_dir`."""
+    from trl import get_peft_config, get_quantization_config
+
+    from trl_bon import JBondTrainer
+
+    reward_funcs = resolve_reward_funcs(script_args)
+    if model_args.model_name_or_path is None:
+        raise ValueError("No policy given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
+    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
+    train_dataset, eval_dataset = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
+    trainer = JBondTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        quantization_config=get_quantization_config(model_args),
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finish(trainer, training_args, script_args)
+    return trainer
+
+
+def make_parser(prog: str | None = None):
+    from trl import DatasetMixtureConfig, ModelConfig, TrlParser
+
+    from trl_bon import JBondConfig
+
+    return TrlParser((JBondScriptArguments, JBondConfig, ModelConfig, DatasetMixtureConfig), prog=prog)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(
+        argv, fail_with_unknown_args=False
+    )
+    run(script_args, training_args, model_args, dataset_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
