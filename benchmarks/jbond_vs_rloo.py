@@ -9,7 +9,7 @@ policy + 2 anchor samples; RLOO: `num_generations=3`), batch, completion length 
 mean optimizer-step time excluding warm-up steps (TRL's `step_time`, generation included), J-BOND's generation time,
 and the peak memory of the run: on CUDA `torch.cuda.max_memory_allocated`, on CPU the peak resident set size (RSS)
 above the RSS at the start of that run, sampled every 2 ms. J-BOND's extra cost is the anchor (a second LoRA adapter
-with an fp32 shadow, or a second model for full fine-tuning), one anchor log-prob forward pass over all completions,
+with an fp32 shadow, or a second model for full fine-tuning), one anchor log-prob forward pass over the policy completions,
 and, with LoRA, a KL(π‖π_ref) logging forward pass over the policy completions.
 
     OMP_NUM_THREADS=1 python benchmarks/jbond_vs_rloo.py                  # offline tiny kit, full fine-tuning

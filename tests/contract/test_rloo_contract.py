@@ -279,3 +279,32 @@ def test_peft_with_sync_ref_model_still_raises(tiny_kit, prompt_dataset, tmp_pat
             train_dataset=prompt_dataset,
             peft_config=LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]),
         )
+
+
+def test_scoring_makes_one_policy_forward_at_beta_zero(tiny_kit, prompt_dataset, tmp_path, monkeypatch):
+    """JBondTrainer keeps the per-token log-probs of the first `_get_per_token_logps_and_entropies` call made inside
+    `_generate_and_score_completions` as the policy's: at beta = 0 RLOO must make exactly that one call, with the
+    policy, and its masked sum must be `old_logps`."""
+    from trl import RLOOConfig, RLOOTrainer
+
+    args = RLOOConfig(
+        output_dir=str(tmp_path), **cpu_args(), max_completion_length=4, per_device_train_batch_size=4,
+        num_generations=2, max_steps=1, beta=0.0,
+    )
+    trainer = RLOOTrainer(model=tiny_kit["policy"], reward_funcs=tiny_kit["reward"], args=args,
+                          train_dataset=prompt_dataset)
+    trainer.model.train()
+    calls = []
+    original = trainer._get_per_token_logps_and_entropies
+
+    def recording(model, *call_args, **kwargs):
+        output = original(model, *call_args, **kwargs)
+        calls.append((model, output[0]))
+        return output
+
+    monkeypatch.setattr(trainer, "_get_per_token_logps_and_entropies", recording)
+    out = trainer._generate_and_score_completions([{"prompt": p} for p in PROMPTS for _ in range(2)])
+    assert len(calls) == 1
+    model, per_token = calls[0]
+    assert model is trainer.model
+    torch.testing.assert_close((per_token * out["completion_mask"]).sum(1), out["old_logps"])

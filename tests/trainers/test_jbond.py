@@ -323,3 +323,45 @@ class TestJBondTrainer:
             assert expected.keys() == actual.keys()
             for name in expected:
                 torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
+
+
+def test_lora_rows_come_from_their_own_adapter_and_kl_metrics_are_exact(one_token_task, tmp_path):
+    """Policy rows are drawn from the policy adapter and anchor rows from the anchor adapter, in one mixed-adapter
+    `generate` call; the KL metrics (reusing RLOO's per-token policy log-probs) estimate the exact KLs."""
+    from peft import LoraConfig
+
+    from trl_bon import JBondTrainer
+    from trl_bon.core import kl_divergence
+
+    groups = 400
+    args = _config(tmp_path, max_completion_length=1, per_device_train_batch_size=3 * groups)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"], lora_dropout=0.0)
+    trainer = JBondTrainer(
+        model=one_token_task.model_path, reward_funcs=one_token_task.reward_func, args=args,
+        train_dataset=one_token_task.dataset(3 * groups), peft_config=lora,
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():  # move the policy adapter away from the anchor (= π_ref: fresh LoRA has B = 0)
+        for name, param in trainer.model.named_parameters():
+            if ".default." in name and "lora_B" in name:
+                param.normal_(0, 3.0)
+    policy_probs = one_token_task.policy_probs(trainer.model)
+    with trainer.anchor.active():
+        anchor_probs = one_token_task.policy_probs(trainer.model)
+    torch.testing.assert_close(anchor_probs, one_token_task.ref_probs, atol=1e-6, rtol=0)
+    assert 0.5 * (policy_probs - anchor_probs).abs().sum() > 0.2  # the test has power
+
+    trainer.model.train()
+    out = trainer._generate_and_score_completions([{"prompt": one_token_task.prompt}] * (3 * groups))
+    tokens = out["completion_ids"][:, 0].view(groups, 3)
+    policy_freq = torch.bincount(tokens[:, 0], minlength=6).double() / groups
+    anchor_freq = torch.bincount(tokens[:, 1:].reshape(-1), minlength=6).double() / (2 * groups)
+    assert 0.5 * (policy_freq - policy_probs).abs().sum() < 0.08
+    assert 0.5 * (anchor_freq - anchor_probs).abs().sum() < 0.06
+    assert trainer.model.training  # generation ran in eval mode and restored the mode
+
+    metrics = trainer._metrics["train"]
+    exact_kl = kl_divergence(policy_probs, one_token_task.ref_probs).item()
+    assert metrics["jbond/kl_ref/k1"][-1] == pytest.approx(exact_kl, abs=0.15)
+    assert metrics["jbond/kl_ref/k3"][-1] == pytest.approx(exact_kl, abs=0.15)
+    assert metrics["jbond/kl_anchor"][-1] == pytest.approx(metrics["jbond/kl_ref/k1"][-1], abs=1e-5)  # anchor = ref
