@@ -197,3 +197,51 @@ def finish(trainer, training_args, script_args) -> None:
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     trainer.end()
+
+
+def train_from_args(trainer_name: str, script_args, training_args, model_args, dataset_args):
+    """The body of every training script: build `trl_bon.<trainer_name>` from parsed arguments, train, save.
+
+    All three trainers take the same arguments (TRL's trainer shape plus `reward_funcs`), so one function serves
+    `trl-bon jbond`, `vbon` and `bon-sft`.
+    """
+    from trl import get_peft_config, get_quantization_config
+
+    import trl_bon
+
+    reward_funcs = resolve_reward_funcs(script_args)
+    if model_args.model_name_or_path is None:
+        raise ValueError("No model given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
+    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
+    train_dataset, eval_dataset = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
+    trainer = getattr(trl_bon, trainer_name)(
+        model=model_args.model_name_or_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        quantization_config=get_quantization_config(model_args),
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finish(trainer, training_args, script_args)
+    return trainer
+
+
+def training_parser(script_arguments_class, config_name: str, prog: str | None = None):
+    """`TrlParser((script arguments, trl_bon.<config_name>, ModelConfig, DatasetMixtureConfig))`, as TRL's scripts."""
+    from trl import DatasetMixtureConfig, ModelConfig, TrlParser
+
+    import trl_bon
+
+    config_class = getattr(trl_bon, config_name)
+    return TrlParser((script_arguments_class, config_class, ModelConfig, DatasetMixtureConfig), prog=prog)
+
+
+def run_main(parser, run, argv: list[str] | None) -> int:
+    """Parse `argv` (and `--config`) with `parser`, then `run(script_args, training_args, model_args, dataset_args)`."""
+    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(
+        argv, fail_with_unknown_args=False
+    )
+    run(script_args, training_args, model_args, dataset_args)
+    return 0

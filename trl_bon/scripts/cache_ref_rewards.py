@@ -28,6 +28,8 @@ from trl_bon.scripts._common import (
     load_splits,
     model_init_kwargs,
     resolve_reward_funcs,
+    run_main,
+    training_parser,
 )
 
 
@@ -87,23 +89,14 @@ def run(script_args, training_args, model_args, dataset_args):
 
 
 def make_parser(prog: str | None = None):
-    from trl import DatasetMixtureConfig, ModelConfig, TrlParser
-
-    from trl_bon import VBoNConfig
-
-    parser = TrlParser((CacheScriptArguments, VBoNConfig, ModelConfig, DatasetMixtureConfig), prog=prog)
+    parser = training_parser(CacheScriptArguments, "VBoNConfig", prog)
     # The cache does not depend on N; a default lets the command run without the vBoN-only `--num_candidates`.
     parser.set_defaults(num_candidates=2)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
-    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(
-        argv, fail_with_unknown_args=False
-    )
-    run(script_args, training_args, model_args, dataset_args)
-    return 0
+    return run_main(make_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ instead. Every `VBoNConfig` / `RLOOConfig` / `TrainingArguments` field is a flag
 import sys
 from dataclasses import dataclass
 
-from trl_bon.scripts._common import BoNScriptArguments, finish, load_splits, model_init_kwargs, resolve_reward_funcs
+from trl_bon.scripts._common import BoNScriptArguments, run_main, train_from_args, training_parser
 
 
 @dataclass
@@ -32,44 +32,15 @@ class VBoNScriptArguments(BoNScriptArguments):
 
 def run(script_args, training_args, model_args, dataset_args):
     """Build a `VBoNTrainer` from parsed arguments, train, save to `output_dir`."""
-    from trl import get_peft_config, get_quantization_config
-
-    from trl_bon import VBoNTrainer
-
-    reward_funcs = resolve_reward_funcs(script_args)
-    if model_args.model_name_or_path is None:
-        raise ValueError("No policy given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
-    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
-    train_dataset, eval_dataset = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
-    trainer = VBoNTrainer(
-        model=model_args.model_name_or_path,
-        reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        quantization_config=get_quantization_config(model_args),
-        peft_config=get_peft_config(model_args),
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    finish(trainer, training_args, script_args)
-    return trainer
+    return train_from_args("VBoNTrainer", script_args, training_args, model_args, dataset_args)
 
 
 def make_parser(prog: str | None = None):
-    from trl import DatasetMixtureConfig, ModelConfig, TrlParser
-
-    from trl_bon import VBoNConfig
-
-    return TrlParser((VBoNScriptArguments, VBoNConfig, ModelConfig, DatasetMixtureConfig), prog=prog)
+    return training_parser(VBoNScriptArguments, "VBoNConfig", prog)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
-    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(
-        argv, fail_with_unknown_args=False
-    )
-    run(script_args, training_args, model_args, dataset_args)
-    return 0
+    return run_main(make_parser(), run, argv)
 
 
 if __name__ == "__main__":
