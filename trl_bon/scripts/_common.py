@@ -239,7 +239,7 @@ def training_parser(script_arguments_class, config_name: str, prog: str | None =
 
 
 def run_main(parser, run, argv: list[str] | None) -> int:
-    """Parse `argv` (and `--config`) with `parser`, then `run(script_args, training_args, model_args, dataset_args)`."""
+    """Parse `argv` with `parser`; call `run(script_args, training_args, model_args, dataset_args)`."""
     script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(
         argv, fail_with_unknown_args=False
     )
