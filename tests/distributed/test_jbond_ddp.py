@@ -1,13 +1,11 @@
 """J-BOND LoRA under two CPU processes (torchrun, gloo): the anchors of both ranks must stay identical."""
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.helpers import run_torchrun
 
 
 SCRIPT = Path(__file__).with_name("jbond_ddp_script.py")
@@ -16,23 +14,8 @@ SCRIPT = Path(__file__).with_name("jbond_ddp_script.py")
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_jbond_lora_anchor_identical_across_ranks(tmp_path, tiny_kit):
-    with socket.socket() as sock:  # a free port: torchrun's `--master_port 0` hangs
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(port),
-        str(SCRIPT),
-        tiny_kit["policy"],
-        str(tmp_path),
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    env = {"PYTHONPATH": str(Path(__file__).parents[2])}
+    result = run_torchrun(SCRIPT, [tiny_kit["policy"], str(tmp_path)], env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
 
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]

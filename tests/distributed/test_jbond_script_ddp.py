@@ -3,13 +3,11 @@ world size 2 and both ranks end with identical policy and anchor weights (LoRA: 
 the same model, so one state dict holds both)."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
+
+from tests.helpers import run_torchrun
 
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
@@ -79,22 +77,7 @@ def test_jbond_script_torchrun_two_ranks_agree(tiny_kit, tmp_path):
         "--logging_steps",
         "1",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DUMP_DIR": str(tmp_path)}
-    with socket.socket() as sock:  # a free local port: other test runs may hold the default one
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(port),
-        str(wrapper),
-        *args,
-    ]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=420)
+    result = run_torchrun(wrapper, args, env={"DUMP_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-4000:]
     dumps = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert [d["world_size"] for d in dumps] == [2, 2]
