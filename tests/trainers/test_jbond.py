@@ -365,3 +365,49 @@ def test_lora_rows_come_from_their_own_adapter_and_kl_metrics_are_exact(one_toke
     assert metrics["jbond/kl_ref/k1"][-1] == pytest.approx(exact_kl, abs=0.15)
     assert metrics["jbond/kl_ref/k3"][-1] == pytest.approx(exact_kl, abs=0.15)
     assert metrics["jbond/kl_anchor"][-1] == pytest.approx(metrics["jbond/kl_ref/k1"][-1], abs=1e-5)  # anchor = ref
+
+
+class TestWeightOptions:
+    """`loss_normalization="token_mean"` and BOND's quantile reward (with and without the tie correction)."""
+
+    @staticmethod
+    def _score(tmp_path, tiny_kit, prompt_dataset, groups, **overrides):
+        num_generations = 1 + overrides.get("num_quantile_samples", 2)
+        args = _config(
+            tmp_path / str(sorted(overrides.items())), per_device_train_batch_size=num_generations * groups, **overrides
+        )
+        trainer = _trainer(tiny_kit, prompt_dataset, args)
+        trainer.model.train()
+        torch.manual_seed(0)
+        inputs = [{"prompt": p} for p in prompt_dataset["prompt"][:groups] for _ in range(num_generations)]
+        return trainer, trainer._generate_and_score_completions(inputs)
+
+    def test_token_mean_divides_each_weight_by_its_length(self, tmp_path, tiny_kit, prompt_dataset):
+        _, summed = self._score(tmp_path, tiny_kit, prompt_dataset, 4, loss_normalization="sequence_sum")
+        _, averaged = self._score(tmp_path, tiny_kit, prompt_dataset, 4, loss_normalization="token_mean")
+        assert torch.equal(summed["completion_ids"], averaged["completion_ids"])  # same seed, same samples
+        lengths = summed["completion_mask"].sum(1).float()
+        torch.testing.assert_close(averaged["advantages"], summed["advantages"] / lengths)
+
+    @pytest.mark.parametrize("tie_correction", [False, True])
+    def test_bond_policy_weight_is_the_quantile_return(self, tmp_path, tiny_kit, prompt_dataset, tie_correction):
+        from trl_bon.core import batch_loo_baseline, empirical_quantile, tie_correction as tie_b
+
+        n, k, groups = 2, 4, 4
+        trainer, out = self._score(
+            tmp_path, tiny_kit, prompt_dataset, groups, mode="bond", num_candidates=n, num_quantile_samples=k,
+            include_tie_correction=tie_correction,
+        )
+        rewards = trainer._stashed_rewards.view(groups, k + 1)
+        policy, anchor = rewards[:, 0], rewards[:, 1:]
+        # Fixed anchor = π_ref = the untrained policy, so Δ = log π − log π_a = 0 on the first batch.
+        returns = (n - 1) * empirical_quantile(policy, anchor, smoothing="clamp").log()
+        if tie_correction:
+            p_lt = (anchor < policy[:, None]).double().mean(1)
+            p_le = (anchor <= policy[:, None]).double().mean(1)
+            returns = returns + tie_b(p_lt, p_le, n).log().float()
+        expected = trainer.args.jeffreys_beta * (returns - batch_loo_baseline(returns)) * (k + 1)
+        torch.testing.assert_close(out["advantages"].view(groups, k + 1)[:, 0], expected, atol=1e-4, rtol=1e-4)
+        # The SFT target is the best of the first N anchor samples.
+        target = out["advantages"].view(groups, k + 1)[:, 1 : n + 1].argmax(1)
+        assert torch.equal(target, anchor[:, :n].argmax(1))
