@@ -288,11 +288,17 @@ def test_scoring_makes_one_policy_forward_at_beta_zero(tiny_kit, prompt_dataset,
     from trl import RLOOConfig, RLOOTrainer
 
     args = RLOOConfig(
-        output_dir=str(tmp_path), **cpu_args(), max_completion_length=4, per_device_train_batch_size=4,
-        num_generations=2, max_steps=1, beta=0.0,
+        output_dir=str(tmp_path),
+        **cpu_args(),
+        max_completion_length=4,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_steps=1,
+        beta=0.0,
     )
-    trainer = RLOOTrainer(model=tiny_kit["policy"], reward_funcs=tiny_kit["reward"], args=args,
-                          train_dataset=prompt_dataset)
+    trainer = RLOOTrainer(
+        model=tiny_kit["policy"], reward_funcs=tiny_kit["reward"], args=args, train_dataset=prompt_dataset
+    )
     trainer.model.train()
     calls = []
     original = trainer._get_per_token_logps_and_entropies
@@ -308,3 +314,25 @@ def test_scoring_makes_one_policy_forward_at_beta_zero(tiny_kit, prompt_dataset,
     model, per_token = calls[0]
     assert model is trainer.model
     torch.testing.assert_close((per_token * out["completion_mask"]).sum(1), out["old_logps"])
+
+
+def test_scoring_forwards_are_policy_then_reference_before_rewards(rloo_trainer, monkeypatch):
+    """VBoNTrainer ("exact") reads the reference log-probs from the second scoring forward: at beta != 0 RLOO must
+    run the policy forward, then the reference forward, both before `_calculate_rewards`."""
+    assert rloo_trainer.beta != 0 and rloo_trainer.ref_model is not None
+    events = []
+    forward, rewards = rloo_trainer._get_per_token_logps_and_entropies, rloo_trainer._calculate_rewards
+
+    def recording_forward(model, *call_args, **kwargs):
+        events.append(("forward", model))
+        return forward(model, *call_args, **kwargs)
+
+    def recording_rewards(*call_args, **kwargs):
+        events.append(("rewards", None))
+        return rewards(*call_args, **kwargs)
+
+    monkeypatch.setattr(rloo_trainer, "_get_per_token_logps_and_entropies", recording_forward)
+    monkeypatch.setattr(rloo_trainer, "_calculate_rewards", recording_rewards)
+    rloo_trainer._generate_and_score_completions([{"prompt": p} for p in PROMPTS for _ in range(2)])
+    assert [kind for kind, _ in events] == ["forward", "forward", "rewards"]
+    assert events[0][1] is rloo_trainer.model and events[1][1] is rloo_trainer.ref_model

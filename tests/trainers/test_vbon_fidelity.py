@@ -36,8 +36,14 @@ def cache_dir(one_token_task, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("vbon_cache")
     build_reference_reward_cache(
-        one_token_task.model_path, one_token_task.dataset(1), one_token_task.reward_func, M, out,
-        settings=GenerationSettings(max_completion_length=1), batch_size=500, progress=False,
+        one_token_task.model_path,
+        one_token_task.dataset(1),
+        one_token_task.reward_func,
+        M,
+        out,
+        settings=GenerationSettings(max_completion_length=1),
+        batch_size=500,
+        progress=False,
     )
     return out
 
@@ -71,10 +77,22 @@ def test_exact_reaches_bon(one_token_task, cache_dir, tmp_path):
     kl = kl_divergence(policy, target).item()
     print(f"exact: KL(pi || pi_BoN) = {kl:.4f}, policy = {policy.numpy().round(4)}")
     assert kl <= 0.02
-    # The reference log-probs behind the exact score are π_ref's, not the trained policy's.
-    trainer._vbon_prompt_ids = [trainer._tokenizer(task.prompt)["input_ids"]] * len(task.ref_probs)
-    ref_logps = trainer._reference_sequence_logps([[i] for i in range(len(task.ref_probs))])
-    torch.testing.assert_close(ref_logps.double(), task.ref_probs.log(), atol=1e-5, rtol=0)
+    # The reference log-probs behind the exact score are π_ref's, not the trained policy's: they come from RLOO's
+    # own reference forward, recorded during a real scoring pass.
+    seen = []
+    original = trainer._reference_sequence_logps
+
+    def recording(completion_ids_list):
+        seen.append((completion_ids_list, original(completion_ids_list)))
+        return seen[-1][1]
+
+    trainer._reference_sequence_logps = recording
+    trainer.model.train()
+    row = {"prompt": task.prompt, **{k: v for k, v in trainer.train_dataset[0].items() if k != "prompt"}}
+    trainer._generate_and_score_completions([row] * 32)
+    ((completion_ids, ref_logps),) = seen
+    expected = task.ref_probs.log()[[ids[0] for ids in completion_ids]]
+    torch.testing.assert_close(ref_logps.double(), expected, atol=1e-5, rtol=0)
 
 
 def test_l1_reaches_its_optimum(one_token_task, cache_dir, tmp_path):

@@ -8,8 +8,8 @@ The trainer wraps four RLOO hooks via `super()` and copies none of their bodies:
 - `_generate_and_score_completions` adds the anchor log-probabilities and replaces RLOO's advantages by J-BOND's
   per-sequence loss weights. RLOO's loss is kept: at importance ratio 1 its gradient is −mean(w·∇Σ_t log π), so the
   "advantages" act as per-sequence weights of a weighted log-likelihood.
-- `_get_per_token_logps_and_entropies` keeps the per-token policy log-probs RLOO computes for `old_logps`, so the
-  KL metrics do not pay a second policy forward.
+- `_get_per_token_logps_and_entropies` (via `ScoringForwardsMixin`) keeps the per-token policy log-probs RLOO computes
+  for `old_logps`, so the KL metrics do not pay a second policy forward.
 """
 
 import copy
@@ -36,6 +36,7 @@ from .._trl_compat import (
     use_adapter,
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor
+from ._scoring_forwards import ScoringForwardsMixin
 from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
 
 
@@ -55,7 +56,7 @@ class _AnchorResumeCallback(TrainerCallback):
             self.trainer.anchor_callback.load_from_checkpoint(self.trainer._resume_checkpoint)
 
 
-class JBondTrainer(RLOOTrainer):
+class JBondTrainer(ScoringForwardsMixin, RLOOTrainer):
     r"""
     Trainer for J-BOND and BOND (Best-of-N distillation), proposed in [BOND: Aligning LLMs with Best-of-N
     Distillation](https://huggingface.co/papers/2407.14622).
@@ -212,8 +213,6 @@ class JBondTrainer(RLOOTrainer):
         self._resume_checkpoint = None
         self._stashed_rewards = None
         self._generation_time = 0.0
-        self._capture_policy_logps = False
-        self._captured_policy_logps = None
 
     def _load_frozen_copy(self, model, initial_model):
         """A frozen, prepared copy of π_ref (the policy's starting weights) with the fused LM head."""
@@ -376,15 +375,6 @@ class JBondTrainer(RLOOTrainer):
     # ------------------------------------------------------------------------------------------------------------
     # Hook 3: anchor scoring and per-sequence weights
 
-    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
-        output = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
-        if self._capture_policy_logps:
-            # The first call inside RLOO's `_generate_and_score_completions` (beta = 0, so the only one) is the
-            # policy's no-grad forward behind `old_logps`; keep its per-token values for the KL metrics.
-            self._captured_policy_logps = output[0]
-            self._capture_policy_logps = False
-        return output
-
     def _sequence_logps(self, model, out, rows=None):
         """Per-token log-probs of completion tokens (no grad) for all local rows or a subset."""
         input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
@@ -404,12 +394,9 @@ class JBondTrainer(RLOOTrainer):
         mode = "train" if self.model.training else "eval"
         start = time.perf_counter()
         self._generation_time = 0.0
-        self._capture_policy_logps = True
-        try:
+        with self._record_scoring_forwards() as forwards:
             out = super()._generate_and_score_completions(inputs)
-        finally:
-            self._capture_policy_logps = False
-        policy_token_logps, self._captured_policy_logps = self._captured_policy_logps, None
+        policy_token_logps = forwards[0]  # beta = 0: RLOO's only scoring forward is the policy's
         gather = self.accelerator.gather
         num_generations = self.num_generations
         completion_mask = out["completion_mask"]

@@ -18,7 +18,7 @@ from datasets import Dataset
 from peft import PeftModel
 from trl import RLOOTrainer
 
-from .._trl_compat import disable_gradient_checkpointing, get_config_model_id, pad, use_adapter
+from .._trl_compat import get_config_model_id, use_adapter
 from ..core.vbon import vbon_scores
 from ..ref_cache import (
     CACHE_COMMAND,
@@ -29,10 +29,11 @@ from ..ref_cache import (
 )
 from ..rewards import RewardScorer
 from ..sampling import GenerationSettings
+from ._scoring_forwards import ScoringForwardsMixin
 from .vbon_config import VBoNConfig
 
 
-class VBoNTrainer(RLOOTrainer):
+class VBoNTrainer(ScoringForwardsMixin, RLOOTrainer):
     r"""
     Trainer for variational Best-of-N (vBoN), introduced in [Variational Best-of-N
     Alignment](https://huggingface.co/papers/2407.06057). It fine-tunes the policy towards the Best-of-N
@@ -126,7 +127,6 @@ class VBoNTrainer(RLOOTrainer):
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
         self.num_candidates = args.num_candidates
-        self._vbon_prompt_ids = None
         self._vbon_raw_rewards = None
         self._vbon_cache = None
         self.train_dataset = self._attach_reference_rewards(self.train_dataset, "train_dataset")
@@ -233,35 +233,16 @@ class VBoNTrainer(RLOOTrainer):
 
     # ------------------------------------------------------------------ RLOO hooks
 
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields):
-        # Keep this process's prompt token ids: the exact objective recomputes π_ref(y) on prompt + completion.
-        self._vbon_prompt_ids = prompt_ids
-        return super()._generate_single_turn(prompt_ids, images, multimodal_fields)
-
     def _reference_sequence_logps(self, completion_ids_list) -> torch.Tensor:
-        """log π_ref(y|x) of this process's samples, summed over completion tokens (EOS in, prompt out)."""
-        device = self.accelerator.device
-        pad_id = self._tokenizer.pad_token_id
-        prompts = [torch.tensor(ids) for ids in self._vbon_prompt_ids]
-        completions = [torch.tensor(ids) for ids in completion_ids_list]
-        prompt_ids = pad(prompts, padding_value=pad_id, padding_side="left").to(device)
-        prompt_mask = pad([torch.ones_like(p) for p in prompts], padding_value=0, padding_side="left").to(device)
-        completion_ids = pad(completions, padding_value=pad_id, padding_side="right").to(device)
-        completion_mask = pad([torch.ones_like(c) for c in completions], padding_value=0, padding_side="right")
-        completion_mask = completion_mask.to(device)
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-        mode = "train" if self.model.training else "eval"
-        batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
-        with (
-            torch.no_grad(),
-            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
-            self._reference_model() as ref_model,
-        ):
-            per_token, _, _ = self._get_per_token_logps_and_entropies(
-                ref_model, input_ids, attention_mask, completion_ids.size(1), batch_size
-            )
-        return (per_token * completion_mask).sum(1)
+        """log π_ref(y|x) of this process's samples, summed over completion tokens (EOS in, prompt out).
+
+        Read from the reference forward RLOO has just run for its KL penalty (β = 1/(N−1) ≠ 0), recorded by
+        `ScoringForwardsMixin`, rather than computed again.
+        """
+        ref_per_token = self._scoring_forwards[1]
+        lengths = torch.tensor([len(ids) for ids in completion_ids_list], device=ref_per_token.device)
+        mask = torch.arange(ref_per_token.size(1), device=ref_per_token.device) < lengths.unsqueeze(1)
+        return (ref_per_token * mask).sum(1)
 
     def _check_raw_rewards(self, raw: torch.Tensor) -> None:
         if torch.isinf(raw).any():
@@ -321,7 +302,8 @@ class VBoNTrainer(RLOOTrainer):
         return score.unsqueeze(1) * weights / (weights**2).sum()
 
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        with self._record_scoring_forwards():  # `_calculate_rewards` reads the reference forward ("exact")
+            output = super()._generate_and_score_completions(inputs)
         # RLOO logged the vBoN score under its per-function reward names; restore the raw per-function rewards there
         # (metrics and the completions table). `reward` / `reward_std` stay the training reward, i.e. the score.
         mode = "train" if self.model.training else "eval"
