@@ -25,8 +25,12 @@ import time
 
 
 os.environ.update(
-    HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TRANSFORMERS_OFFLINE="1", CI="true",
-    TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error",
+    HF_HUB_OFFLINE="1",
+    HF_HUB_DISABLE_TELEMETRY="1",
+    TRANSFORMERS_OFFLINE="1",
+    CI="true",
+    TOKENIZERS_PARALLELISM="false",
+    TRANSFORMERS_VERBOSITY="error",
 )
 
 
@@ -95,14 +99,22 @@ def main():
     )
     seconds = time.perf_counter() - start
     n_prompts = len(set(dataset["prompt"]))
-    print(f"cache build, tiny kit: {n_prompts} prompts x M={m} = {n_prompts * m} completions "
-          f"(<= {cli.max_completion_length} tokens) + RM scoring in {seconds:.2f} s -> "
-          f"{n_prompts * m / seconds:.0f} completions/s")
+    print(
+        f"cache build, tiny kit: {n_prompts} prompts x M={m} = {n_prompts * m} completions "
+        f"(<= {cli.max_completion_length} tokens) + RM scoring in {seconds:.2f} s -> "
+        f"{n_prompts * m / seconds:.0f} completions/s"
+    )
     task = build_one_token_task(os.path.join(root, "one_token"))
     start = time.perf_counter()
     build_reference_reward_cache(
-        task.model_path, task.dataset(1), task.reward_func, 2000, os.path.join(root, "cache_1tok"),
-        settings=GenerationSettings(max_completion_length=1), batch_size=500, progress=False,
+        task.model_path,
+        task.dataset(1),
+        task.reward_func,
+        2000,
+        os.path.join(root, "cache_1tok"),
+        settings=GenerationSettings(max_completion_length=1),
+        batch_size=500,
+        progress=False,
     )
     seconds = time.perf_counter() - start
     print(f"cache build, one-token task: 1 prompt x M=2000 in {seconds:.2f} s -> {2000 / seconds:.0f} completions/s")
@@ -112,12 +124,27 @@ def main():
     results = {}
     runs = [
         ("RLOOTrainer", RLOOTrainer, RLOOConfig(os.path.join(root, "rloo"), beta=beta, **common)),
-        ("VBoNTrainer l1", VBoNTrainer, VBoNConfig(
-            os.path.join(root, "vbon_l1"), num_candidates=cli.num_candidates,
-            reference_cache_dir=os.path.join(root, "cache"), **common)),
-        ("VBoNTrainer exact", VBoNTrainer, VBoNConfig(
-            os.path.join(root, "vbon_exact"), num_candidates=cli.num_candidates, vbon_objective="exact",
-            reference_cache_dir=os.path.join(root, "cache"), **common)),
+        (
+            "VBoNTrainer l1",
+            VBoNTrainer,
+            VBoNConfig(
+                os.path.join(root, "vbon_l1"),
+                num_candidates=cli.num_candidates,
+                reference_cache_dir=os.path.join(root, "cache"),
+                **common,
+            ),
+        ),
+        (
+            "VBoNTrainer exact",
+            VBoNTrainer,
+            VBoNConfig(
+                os.path.join(root, "vbon_exact"),
+                num_candidates=cli.num_candidates,
+                vbon_objective="exact",
+                reference_cache_dir=os.path.join(root, "cache"),
+                **common,
+            ),
+        ),
     ]
     for name, trainer_cls, args in runs:
         timer = StepTimer()
@@ -125,8 +152,10 @@ def main():
         trainer.train()
         steady = timer.times[cli.warmup :]
         results[name] = sum(steady) / len(steady)
-        print(f"{name:18s} mean step {1000 * results[name]:7.1f} ms over {len(steady)} steps "
-              f"({cli.batch_size} completions/step, {cli.num_generations}/prompt)")
+        print(
+            f"{name:18s} mean step {1000 * results[name]:7.1f} ms over {len(steady)} steps "
+            f"({cli.batch_size} completions/step, {cli.num_generations}/prompt)"
+        )
     base = results["RLOOTrainer"]
     for name in ("VBoNTrainer l1", "VBoNTrainer exact"):
         print(f"ratio {name} / RLOOTrainer: {results[name] / base:.3f}")

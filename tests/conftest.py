@@ -69,4 +69,3 @@ def prompt_dataset():
 
     prompts = ["the cat", "tell me", "once upon", "the movie", "the food", "a good day", "the dog", "a robot"]
     return Dataset.from_dict({"prompt": prompts * 4})
-

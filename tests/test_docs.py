@@ -14,8 +14,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "<!-- runnable -->"
 DOC_FILES = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
-OFFLINE_ENV = dict(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                   TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", CI="true", TRANSFORMERS_VERBOSITY="error")
+OFFLINE_ENV = dict(
+    HF_HUB_OFFLINE="1",
+    HF_HUB_DISABLE_TELEMETRY="1",
+    HF_DATASETS_OFFLINE="1",
+    TRANSFORMERS_OFFLINE="1",
+    TOKENIZERS_PARALLELISM="false",
+    OMP_NUM_THREADS="1",
+    CI="true",
+    TRANSFORMERS_VERBOSITY="error",
+)
 
 
 def runnable_blocks(path: Path) -> list[tuple[int, str]]:
@@ -45,15 +53,14 @@ def test_there_are_runnable_blocks():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "path,line,code", BLOCKS, ids=[f"{p.relative_to(REPO)}:{line}" for p, line, _ in BLOCKS]
-)
+@pytest.mark.parametrize("path,line,code", BLOCKS, ids=[f"{p.relative_to(REPO)}:{line}" for p, line, _ in BLOCKS])
 def test_runnable_block(path, line, code, tmp_path):
     script = tmp_path / "block.py"
     script.write_text(code, encoding="utf-8")
     env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, f"{path.name}:{line} failed:\n{result.stderr[-3000:]}"
 
 
@@ -62,9 +69,22 @@ def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings")
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(REPO / "mkdocs.yml"),
-         "-d", str(tmp_path / "site")],
-        cwd=REPO, env={**os.environ, **OFFLINE_ENV}, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-f",
+            str(REPO / "mkdocs.yml"),
+            "-d",
+            str(tmp_path / "site"),
+        ],
+        cwd=REPO,
+        env={**os.environ, **OFFLINE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "index.html").is_file()

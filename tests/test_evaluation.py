@@ -135,8 +135,14 @@ def test_evaluate_checkpoints_rejects_too_few_reference_samples(one_token_task):
     from trl_bon.evaluation import evaluate_checkpoints
 
     with pytest.raises(ValueError, match="must exceed the largest N"):
-        evaluate_checkpoints({"ref": one_token_task.model_path}, ["t0"], one_token_task.reward_func,
-                             one_token_task.model_path, bon_ns=(2, 16), num_reference_samples=16)
+        evaluate_checkpoints(
+            {"ref": one_token_task.model_path},
+            ["t0"],
+            one_token_task.reward_func,
+            one_token_task.model_path,
+            bon_ns=(2, 16),
+            num_reference_samples=16,
+        )
     with pytest.raises(ValueError, match="checkpoints` is empty"):
         evaluate_checkpoints({}, ["t0"], one_token_task.reward_func, one_token_task.model_path)
 

@@ -32,11 +32,21 @@ def _parser(kind: str):
 
 def test_recipes_exist():
     names = {p.relative_to(RECIPES).as_posix() for p in METHOD_YAMLS + ACCELERATE_YAMLS}
-    for required in ("jbond/imdb_gpt2.yaml", "vbon/imdb_gpt2.yaml", "bon_sft/imdb_gpt2.yaml", "rloo/imdb_gpt2.yaml",
-                     "jbond/tldr_pythia1b.yaml", "jbond/qwen2.5-7b-lora-8bit.yaml"):
+    for required in (
+        "jbond/imdb_gpt2.yaml",
+        "vbon/imdb_gpt2.yaml",
+        "bon_sft/imdb_gpt2.yaml",
+        "rloo/imdb_gpt2.yaml",
+        "jbond/tldr_pythia1b.yaml",
+        "jbond/qwen2.5-7b-lora-8bit.yaml",
+    ):
         assert required in names
     assert {p.stem for p in ACCELERATE_YAMLS} == {
-        "single_gpu", "multi_gpu", "deepspeed_zero2", "deepspeed_zero3", "fsdp2"
+        "single_gpu",
+        "multi_gpu",
+        "deepspeed_zero2",
+        "deepspeed_zero3",
+        "fsdp2",
     }
 
 
@@ -81,8 +91,11 @@ def test_accelerate_recipe_parses(path):
 
     config = load_config_from_file(str(path))
     expected = {
-        "single_gpu": ("NO", 1), "multi_gpu": ("MULTI_GPU", 8), "deepspeed_zero2": ("DEEPSPEED", 8),
-        "deepspeed_zero3": ("DEEPSPEED", 8), "fsdp2": ("FSDP", 8),
+        "single_gpu": ("NO", 1),
+        "multi_gpu": ("MULTI_GPU", 8),
+        "deepspeed_zero2": ("DEEPSPEED", 8),
+        "deepspeed_zero3": ("DEEPSPEED", 8),
+        "fsdp2": ("FSDP", 8),
     }[path.stem]
     assert (str(config.distributed_type).split(".")[-1], config.num_processes) == expected
     if path.stem.startswith("deepspeed"):

@@ -62,7 +62,9 @@ def test_build_layout_and_determinism(tiny_kit, prompts, tmp_path):
     assert meta["generation_settings"]["max_completion_length"] == 4
     assert meta["reward"] == {"reward_funcs": ["counting_reward"], "reward_weights": [1.0]}
     assert sorted(p.name for p in (tmp_path / "a" / "shards").iterdir()) == [
-        "shard-00000.jsonl", "shard-00001.jsonl", "shard-00002.jsonl"
+        "shard-00000.jsonl",
+        "shard-00001.jsonl",
+        "shard-00002.jsonl",
     ]
     again = _build(tiny_kit, prompts, tmp_path / "b", CountingReward())
     assert again.rewards == cache.rewards

@@ -12,11 +12,34 @@ import pytest
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--max_steps", "2", "--logging_steps", "1",
-         "--max_completion_length", "4", "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--seed", "0"]
-TEXTS = ["the cat sat on the mat today", "tell me a story about a dog please", "once upon a time there was a robot",
-         "the movie was great and the actors were wonderful", "the food was bad and the service was slow",
-         "a good day starts with a warm cup of tea"]
+TRAIN = [
+    "--use_cpu",
+    "true",
+    "--bf16",
+    "false",
+    "--report_to",
+    "none",
+    "--max_steps",
+    "2",
+    "--logging_steps",
+    "1",
+    "--max_completion_length",
+    "4",
+    "--disable_tqdm",
+    "true",
+    "--dataloader_num_workers",
+    "0",
+    "--seed",
+    "0",
+]
+TEXTS = [
+    "the cat sat on the mat today",
+    "tell me a story about a dog please",
+    "once upon a time there was a robot",
+    "the movie was great and the actors were wonderful",
+    "the food was bad and the service was slow",
+    "a good day starts with a warm cup of tea",
+]
 
 
 def length_reward(completions, **kwargs):
@@ -37,9 +60,20 @@ def text_dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def common(tiny_kit, text_dataset):
-    return ["--model_name_or_path", tiny_kit["policy"], "--reward_model_name_or_path", tiny_kit["reward"],
-            "--dataset_name", text_dataset, "--prompt_column", "text", "--prompt_min_tokens", "2",
-            "--prompt_max_tokens", "4"]
+    return [
+        "--model_name_or_path",
+        tiny_kit["policy"],
+        "--reward_model_name_or_path",
+        tiny_kit["reward"],
+        "--dataset_name",
+        text_dataset,
+        "--prompt_column",
+        "text",
+        "--prompt_min_tokens",
+        "2",
+        "--prompt_max_tokens",
+        "4",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +82,29 @@ def jbond_run(common, tmp_path_factory):
     from trl_bon.scripts.cli import main
 
     out = tmp_path_factory.mktemp("jbond")
-    argv = ["jbond", *common, *TRAIN, "--reward_funcs", "tests.test_scripts.length_reward", "--output_dir", str(out),
-            "--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj", "--save_strategy", "steps",
-            "--save_steps", "1", "--per_device_train_batch_size", "6", "--learning_rate", "0.05"]
+    argv = [
+        "jbond",
+        *common,
+        *TRAIN,
+        "--reward_funcs",
+        "tests.test_scripts.length_reward",
+        "--output_dir",
+        str(out),
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "6",
+        "--learning_rate",
+        "0.05",
+    ]
     assert main(argv, launch=False) == 0
     return out
 
@@ -66,16 +120,42 @@ def test_jbond_in_process(jbond_run):
 def test_eval_on_trained_checkpoints(jbond_run, common, tiny_kit, tmp_path, capsys):
     from trl_bon.scripts.cli import main
 
-    argv = ["eval", *common, "--checkpoints", f"jbond={jbond_run}", f"base={tiny_kit['policy']}",
-            "--dataset_test_split", "test", "--num_prompts", "3", "--num_reference_samples", "6", "--bon_ns", "2", "4",
-            "--max_completion_length", "4", "--output_dir", str(tmp_path), "--no_progress", "true"]
+    argv = [
+        "eval",
+        *common,
+        "--checkpoints",
+        f"jbond={jbond_run}",
+        f"base={tiny_kit['policy']}",
+        "--dataset_test_split",
+        "test",
+        "--num_prompts",
+        "3",
+        "--num_reference_samples",
+        "6",
+        "--bon_ns",
+        "2",
+        "4",
+        "--max_completion_length",
+        "4",
+        "--output_dir",
+        str(tmp_path),
+        "--no_progress",
+        "true",
+    ]
     assert main(argv) == 0
     data = json.loads((tmp_path / "results.json").read_text())
     names = [c["name"] for c in data["checkpoints"]]
     assert names == ["jbond@1", "jbond@2", "jbond@final", "base"]
     for row in data["checkpoints"]:
-        for key in ("reward", "kl_k1", "kl_k3", "win_rate_vs_ref", "win_rate_vs_bon2", "kl_to_bon4_backward",
-                    "kl_to_bon4_forward"):
+        for key in (
+            "reward",
+            "kl_k1",
+            "kl_k3",
+            "win_rate_vs_ref",
+            "win_rate_vs_bon2",
+            "kl_to_bon4_backward",
+            "kl_to_bon4_forward",
+        ):
             assert isinstance(row[key], float), key
     assert data["checkpoints"][-1]["kl_k1"] == 0.0  # π_ref evaluated against itself
     assert [b["n"] for b in data["bon"]] == [2, 4]
@@ -91,8 +171,20 @@ def test_cache_ref_rewards_then_vbon(common, tmp_path):
     shared = [*common, *TRAIN, "--reference_cache_dir", str(cache), "--num_reference_samples", "6"]
     assert main(["cache-ref-rewards", *shared, "--output_dir", str(tmp_path / "vbon")]) == 0
     assert (cache / "metadata.json").is_file()
-    argv = ["vbon", *shared, "--output_dir", str(tmp_path / "vbon"), "--num_candidates", "4", "--num_generations",
-            "2", "--per_device_train_batch_size", "4", "--save_strategy", "no"]
+    argv = [
+        "vbon",
+        *shared,
+        "--output_dir",
+        str(tmp_path / "vbon"),
+        "--num_candidates",
+        "4",
+        "--num_generations",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--save_strategy",
+        "no",
+    ]
     assert main(argv, launch=False) == 0
     assert (tmp_path / "vbon" / "model.safetensors").is_file()
 
@@ -100,8 +192,19 @@ def test_cache_ref_rewards_then_vbon(common, tmp_path):
 def test_bon_sft(common, tmp_path):
     from trl_bon.scripts.cli import main
 
-    argv = ["bon-sft", *common, *TRAIN, "--output_dir", str(tmp_path), "--num_candidates", "2",
-            "--per_device_train_batch_size", "4", "--save_strategy", "no"]
+    argv = [
+        "bon-sft",
+        *common,
+        *TRAIN,
+        "--output_dir",
+        str(tmp_path),
+        "--num_candidates",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--save_strategy",
+        "no",
+    ]
     assert main(argv, launch=False) == 0
     assert (tmp_path / "model.safetensors").is_file()
 
@@ -119,8 +222,17 @@ def test_missing_dataset_names_the_fix(tiny_kit, tmp_path):
     from trl_bon.scripts.jbond import main
 
     with pytest.raises(ValueError, match="--dataset_name"):
-        main(["--model_name_or_path", tiny_kit["policy"], "--reward_model_name_or_path", tiny_kit["reward"], *TRAIN,
-              "--output_dir", str(tmp_path)])
+        main(
+            [
+                "--model_name_or_path",
+                tiny_kit["policy"],
+                "--reward_model_name_or_path",
+                tiny_kit["reward"],
+                *TRAIN,
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )
 
 
 @pytest.mark.parametrize("command", ["jbond", "vbon", "bon-sft", "cache-ref-rewards", "eval", "demo"])
@@ -132,12 +244,14 @@ def test_help(command, capsys):
     assert excinfo.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: trl-bon {command}")
-    expected = {"jbond": ["--anchor_ema_rate", "--use_peft", "--load_in_8bit", "--reward_funcs", "--prompt_column"],
-                "vbon": ["--reference_cache_dir", "--num_candidates", "--lora_r"],
-                "bon-sft": ["--num_candidates", "--load_in_4bit"],
-                "cache-ref-rewards": ["--num_reference_samples", "--prompts_per_shard"],
-                "eval": ["--checkpoints", "--bon_ns", "--num_reference_samples"],
-                "demo": ["--steps", "--quick", "--output-dir", "--seed"]}[command]
+    expected = {
+        "jbond": ["--anchor_ema_rate", "--use_peft", "--load_in_8bit", "--reward_funcs", "--prompt_column"],
+        "vbon": ["--reference_cache_dir", "--num_candidates", "--lora_r"],
+        "bon-sft": ["--num_candidates", "--load_in_4bit"],
+        "cache-ref-rewards": ["--num_reference_samples", "--prompts_per_shard"],
+        "eval": ["--checkpoints", "--bon_ns", "--num_reference_samples"],
+        "demo": ["--steps", "--quick", "--output-dir", "--seed"],
+    }[command]
     for flag in expected:
         assert flag in out
 
@@ -179,9 +293,28 @@ def test_demo_quick(tmp_path, capsys):
 def test_jbond_through_accelerate_launch(common, tmp_path):
     """`trl-bon jbond` re-launches `-m trl_bon.scripts.jbond` under `accelerate launch` (unknown flags go there)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRL_BON_LAUNCH": "1"}
-    argv = [sys.executable, "-m", "trl_bon.scripts.cli", "jbond", *common, *TRAIN, "--max_steps", "1",
-            "--output_dir", str(tmp_path), "--save_strategy", "no", "--num_processes", "1", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no"]
+    argv = [
+        sys.executable,
+        "-m",
+        "trl_bon.scripts.cli",
+        "jbond",
+        *common,
+        *TRAIN,
+        "--max_steps",
+        "1",
+        "--output_dir",
+        str(tmp_path),
+        "--save_strategy",
+        "no",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "model.safetensors").is_file()

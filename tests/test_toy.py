@@ -77,5 +77,6 @@ def test_one_token_task_custom_distribution(tmp_path, ref_probs):
 
     task = build_one_token_task(tmp_path, ref_probs=ref_probs, rewards=tuple(range(len(ref_probs))))
     model = AutoModelForCausalLM.from_pretrained(task.model_path, local_files_only=True)
-    torch.testing.assert_close(task.policy_probs(model), torch.tensor(ref_probs, dtype=torch.float64), atol=1e-6,
-                               rtol=0)
+    torch.testing.assert_close(
+        task.policy_probs(model), torch.tensor(ref_probs, dtype=torch.float64), atol=1e-6, rtol=0
+    )

@@ -8,7 +8,12 @@ this file and a red contract test rather than a silent change in a trainer.
 import trl
 from packaging.version import Version
 from trl.generation.vllm_generation import VLLMGeneration
-from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed, prepare_fsdp, unwrap_model_for_generation
+from trl.models.utils import (
+    disable_gradient_checkpointing,
+    prepare_deepspeed,
+    prepare_fsdp,
+    unwrap_model_for_generation,
+)
 from trl.trainer.utils import (
     RepeatSampler,
     add_fused_lm_head,

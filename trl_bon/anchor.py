@@ -100,8 +100,8 @@ class LoraAnchor:
 
     The anchor adapter reuses the policy adapter's config and starts as a copy of it (a fresh LoRA has B = 0, so the
     anchor then starts at π_ref). It is frozen and takes the policy adapter's dtype, so that an anchor equal to the
-    policy computes the same log-probabilities. Its fp32 shadow is the true EMA state; the compute adapter receives a cast copy after
-    every update, and checkpoints store the shadow.
+    policy computes the same log-probabilities. Its fp32 shadow is the true EMA state; the compute adapter receives a
+    cast copy after every update, and checkpoints store the shadow.
 
     Args:
         model ([`~peft.PeftModel`]):

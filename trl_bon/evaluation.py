@@ -41,7 +41,7 @@ from .core.metrics import (
 )
 from .core.quantiles import empirical_quantile
 from .rewards import RewardScorer
-from .sampling import GenerationSettings, load_causal_lm, tokenize_prompts, sample_completions, select_best
+from .sampling import GenerationSettings, load_causal_lm, sample_completions, select_best, tokenize_prompts
 
 
 @dataclass
@@ -81,7 +81,11 @@ def _load_policy(model, model_init_kwargs: dict | None):
 
 @torch.no_grad()
 def completion_logps(
-    model, prompt_ids: list[list[int]], completion_ids: list[list[int]], temperature: float, pad_token_id: int,
+    model,
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    temperature: float,
+    pad_token_id: int,
     batch_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of each completion given its prompt, at the sampling temperature (logits / T, as TRL).
@@ -218,8 +222,10 @@ def evaluate_checkpoints(
         raise ValueError(f"`kl_metric` must be 'kl_k1' or 'kl_k3', got {kl_metric!r}.")
     prompts = list(prompts)
     settings = settings or GenerationSettings()
-    scorer = reward_funcs if isinstance(reward_funcs, RewardScorer) else RewardScorer(
-        reward_funcs, reward_weights=reward_weights
+    scorer = (
+        reward_funcs
+        if isinstance(reward_funcs, RewardScorer)
+        else RewardScorer(reward_funcs, reward_weights=reward_weights)
     )
     num_prompts, m = len(prompts), num_reference_samples
     sample_kwargs = dict(batch_size=batch_size, progress=progress, model_init_kwargs=model_init_kwargs)
@@ -306,7 +312,11 @@ def evaluate_checkpoints(
             policy_bon_logps = _sequence_logps(policy, prompt_ids, bon_ids[n], settings, pad_id, batch_size).double()
             metrics[f"kl_to_bon{n}_forward"] = mean_and_sem(
                 forward_kl_to_bon(
-                    bon_ref_logps[n].double(), policy_bon_logps, bon_rewards[n], ref_rewards[:, n:], n,
+                    bon_ref_logps[n].double(),
+                    policy_bon_logps,
+                    bon_rewards[n],
+                    ref_rewards[:, n:],
+                    n,
                     quantile_smoothing,
                 )
             )[0]

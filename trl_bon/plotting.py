@@ -58,8 +58,9 @@ def plot_pareto(results: dict, output_dir: str | Path, kl_metric: str = "kl_k1")
             ax.plot([0.0] + [b["kl_bound"] for b in bon], ys, "k-o", ms=4, label="Best-of-N (KL bound)")
             ax.plot([0.0] + [b["kl_estimate"] for b in bon], ys, "k--", alpha=0.5, label="Best-of-N (KL estimate)")
             for b in bon:
-                ax.annotate(f"N={b['n']}", (b["kl_bound"], b[key]), textcoords="offset points", xytext=(4, -10),
-                            fontsize=8)
+                ax.annotate(
+                    f"N={b['n']}", (b["kl_bound"], b[key]), textcoords="offset points", xytext=(4, -10), fontsize=8
+                )
         ax.plot([0.0], [reference[key]], "ks", ms=7, label="π_ref")
         for method, points in groups.items():
             points.sort(key=lambda p: p[0])
@@ -89,14 +90,27 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
     """
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    left.plot([0.0] + [b["kl_ref"] for b in bon_points], [reference["reward"]] + [b["reward"] for b in bon_points],
-              "k-o", ms=4, label="exact Best-of-N")
+    left.plot(
+        [0.0] + [b["kl_ref"] for b in bon_points],
+        [reference["reward"]] + [b["reward"] for b in bon_points],
+        "k-o",
+        ms=4,
+        label="exact Best-of-N",
+    )
     for b in bon_points:
-        left.annotate(f"N={b['n']}", (b["kl_ref"], b["reward"]), textcoords="offset points", xytext=(4, -10),
-                      fontsize=8)
+        left.annotate(
+            f"N={b['n']}", (b["kl_ref"], b["reward"]), textcoords="offset points", xytext=(4, -10), fontsize=8
+        )
     left.plot([0.0], [reference["reward"]], "ks", ms=7, label="π_ref")
-    scatter = left.scatter([h["kl_ref"] for h in history], [h["reward"] for h in history],
-                           c=[h["step"] for h in history], cmap="viridis", s=14, zorder=3, label="J-BOND policy")
+    scatter = left.scatter(
+        [h["kl_ref"] for h in history],
+        [h["reward"] for h in history],
+        c=[h["step"] for h in history],
+        cmap="viridis",
+        s=14,
+        zorder=3,
+        label="J-BOND policy",
+    )
     fig.colorbar(scatter, ax=left, label="step")
     left.set_xlabel("exact KL(π‖π_ref)")
     left.set_ylabel("exact expected reward")

@@ -86,8 +86,11 @@ def _differences(expected: dict, found: dict, keys: Sequence[str], prefix: str =
         elif isinstance(a, float) or isinstance(b, float):
             if a is None or b is None or abs(a - b) > 1e-9 * max(1.0, abs(a)):
                 diffs.append(f"{prefix}{key}: cache has {b!r}, expected {a!r}")
-        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(
-            isinstance(x, float | int) for x in a + b
+        elif (
+            isinstance(a, list)
+            and isinstance(b, list)
+            and len(a) == len(b)
+            and all(isinstance(x, float | int) for x in a + b)
         ):
             if any(abs(x - y) > 1e-9 * max(1.0, abs(x)) for x, y in zip(a, b, strict=True)):
                 diffs.append(f"{prefix}{key}: cache has {b!r}, expected {a!r}")
@@ -279,8 +282,12 @@ def build_reference_reward_cache(
     settings = settings or GenerationSettings()
     output_dir = Path(output_dir)
     model_init_kwargs = dict(model_init_kwargs or {})
-    scorer = reward_funcs if isinstance(reward_funcs, RewardScorer) else RewardScorer(
-        reward_funcs, reward_processing_classes=reward_processing_classes, reward_weights=reward_weights
+    scorer = (
+        reward_funcs
+        if isinstance(reward_funcs, RewardScorer)
+        else RewardScorer(
+            reward_funcs, reward_processing_classes=reward_processing_classes, reward_weights=reward_weights
+        )
     )
     if isinstance(model, str):
         model_name = model

@@ -88,7 +88,9 @@ class RewardScorer:
         self.funcs, self.tokenizers = [], []
         for func, tokenizer in zip(funcs, reward_processing_classes, strict=True):
             if isinstance(func, str):
-                func = AutoModelForSequenceClassification.from_pretrained(func, num_labels=1, **(model_init_kwargs or {}))
+                func = AutoModelForSequenceClassification.from_pretrained(
+                    func, num_labels=1, **(model_init_kwargs or {})
+                )
             if isinstance(func, PreTrainedModel):
                 func.eval()
                 if self.device is not None:
@@ -135,13 +137,17 @@ class RewardScorer:
             scores.append(model(**inputs).logits[:, 0].float().cpu())
         return torch.cat(scores)
 
-    def __call__(self, prompts: list, completions: list, completion_ids: list | None = None, **columns) -> torch.Tensor:
+    def __call__(
+        self, prompts: list, completions: list, completion_ids: list | None = None, **columns
+    ) -> torch.Tensor:
         """Rewards per function, `(len(prompts), num_funcs)` float32; `None` outputs become NaN.
 
         Extra keyword arguments are dataset columns (one value per sample), forwarded to callables as TRL does.
         """
         if len(prompts) != len(completions):
-            raise ValueError(f"Got {len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion.")
+            raise ValueError(
+                f"Got {len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion."
+            )
         rewards = torch.empty(len(prompts), len(self.funcs))
         for i, (func, tokenizer) in enumerate(zip(self.funcs, self.tokenizers, strict=True)):
             if isinstance(func, nn.Module):

@@ -138,7 +138,9 @@ def _generate_vllm(model_path: str, prompt_ids, settings, seed, vllm_kwargs) -> 
     try:
         from vllm import LLM, SamplingParams
     except ImportError as error:
-        raise ImportError("`use_vllm=True` needs vLLM: `pip install 'trl-bon[vllm]'`, or set `use_vllm=False`.") from error
+        raise ImportError(
+            "`use_vllm=True` needs vLLM: `pip install 'trl-bon[vllm]'`, or set `use_vllm=False`."
+        ) from error
     engine = LLM(model=model_path, seed=seed, **(vllm_kwargs or {}))
     params = SamplingParams(
         n=1,
@@ -307,8 +309,12 @@ def best_of_n(
     """
     if n < 1:
         raise ValueError(f"Best-of-N needs n >= 1 candidates per prompt, got n={n}.")
-    scorer = reward_funcs if isinstance(reward_funcs, RewardScorer) else RewardScorer(
-        reward_funcs, reward_processing_classes=reward_processing_classes, reward_weights=reward_weights
+    scorer = (
+        reward_funcs
+        if isinstance(reward_funcs, RewardScorer)
+        else RewardScorer(
+            reward_funcs, reward_processing_classes=reward_processing_classes, reward_weights=reward_weights
+        )
     )
     prompts = list(prompts)
     samples = sample_completions(model, prompts, n, settings, seed=seed, **sampling_kwargs)

@@ -78,8 +78,9 @@ def test_reference_expected_reward():
 def test_regression_tie_correction_n4():
     p_lt, p_le = reward_quantiles(REF, DISTINCT)
     b = tie_correction(p_lt, p_le, 4)
-    torch.testing.assert_close(b, torch.tensor([1.8283, 2.7344, 1.0, 3.1383, 2.5889, 3.5485], dtype=DT), atol=5e-5,
-                               rtol=0)
+    torch.testing.assert_close(
+        b, torch.tensor([1.8283, 2.7344, 1.0, 3.1383, 2.5889, 3.5485], dtype=DT), atol=5e-5, rtol=0
+    )
     # log π_BoN = log π_ref + (N−1)·log p≤ + log B (§1.5), and B ∈ [1, N] with B = 1 at the unique worst outcome.
     bon = bon_probs(REF, DISTINCT, 4)
     torch.testing.assert_close(bon.log(), REF.log() + 3 * p_le.log() + b.log(), atol=1e-12, rtol=0)
@@ -255,8 +256,9 @@ def test_leading_batch_dims_match_a_loop():
                 torch.testing.assert_close(p_le[i, j], le, atol=0, rtol=0)
                 torch.testing.assert_close(b[i, j], tie_correction(lt, le, n))
         torch.testing.assert_close(batched.sum(-1), torch.ones(2, 3, dtype=DT), atol=1e-12, rtol=0)
-    torch.testing.assert_close(bon_probs(ref, rewards, 4)[0, 0], torch.tensor(DISTINCT_TABLE[4][0], dtype=DT),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        bon_probs(ref, rewards, 4)[0, 0], torch.tensor(DISTINCT_TABLE[4][0], dtype=DT), atol=1e-6, rtol=0
+    )
 
 
 def test_float32_input_keeps_dtype():
@@ -272,8 +274,12 @@ def test_kl_bound(n):
     ref = ref / ref.sum(-1, keepdim=True)
     rewards = torch.randint(0, 4, (20, 6), generator=gen).to(DT)
     ref, rewards = torch.cat([ref, REF[None], REF[None]]), torch.cat([rewards, DISTINCT[None], TIED[None]])
-    kl = torch.cat([kl_divergence(bon_probs(ref, rewards, n), ref),
-                    kl_divergence(bon_probs(TWO_REF, TWO_REWARDS, n), TWO_REF)[None]])
+    kl = torch.cat(
+        [
+            kl_divergence(bon_probs(ref, rewards, n), ref),
+            kl_divergence(bon_probs(TWO_REF, TWO_REWARDS, n), TWO_REF)[None],
+        ]
+    )
     bound = math.log(n) - (n - 1) / n
     assert (kl <= bound + 1e-12).all()
     assert (kl >= -1e-12).all()

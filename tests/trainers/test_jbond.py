@@ -337,8 +337,11 @@ def test_lora_rows_come_from_their_own_adapter_and_kl_metrics_are_exact(one_toke
     args = _config(tmp_path, max_completion_length=1, per_device_train_batch_size=3 * groups)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"], lora_dropout=0.0)
     trainer = JBondTrainer(
-        model=one_token_task.model_path, reward_funcs=one_token_task.reward_func, args=args,
-        train_dataset=one_token_task.dataset(3 * groups), peft_config=lora,
+        model=one_token_task.model_path,
+        reward_funcs=one_token_task.reward_func,
+        args=args,
+        train_dataset=one_token_task.dataset(3 * groups),
+        peft_config=lora,
     )
     torch.manual_seed(0)
     with torch.no_grad():  # move the policy adapter away from the anchor (= π_ref: fresh LoRA has B = 0)
@@ -374,7 +377,9 @@ class TestWeightOptions:
     def _score(tmp_path, tiny_kit, prompt_dataset, groups, **overrides):
         num_generations = 1 + overrides.get("num_quantile_samples", 2)
         args = _config(
-            tmp_path / str(sorted(overrides.items())), per_device_train_batch_size=num_generations * groups, **overrides
+            tmp_path / str(sorted(overrides.items())),
+            per_device_train_batch_size=num_generations * groups,
+            **overrides,
         )
         trainer = _trainer(tiny_kit, prompt_dataset, args)
         trainer.model.train()
@@ -391,11 +396,18 @@ class TestWeightOptions:
 
     @pytest.mark.parametrize("tie_correction", [False, True])
     def test_bond_policy_weight_is_the_quantile_return(self, tmp_path, tiny_kit, prompt_dataset, tie_correction):
-        from trl_bon.core import batch_loo_baseline, empirical_quantile, tie_correction as tie_b
+        from trl_bon.core import batch_loo_baseline, empirical_quantile
+        from trl_bon.core import tie_correction as tie_b
 
         n, k, groups = 2, 4, 4
         trainer, out = self._score(
-            tmp_path, tiny_kit, prompt_dataset, groups, mode="bond", num_candidates=n, num_quantile_samples=k,
+            tmp_path,
+            tiny_kit,
+            prompt_dataset,
+            groups,
+            mode="bond",
+            num_candidates=n,
+            num_quantile_samples=k,
             include_tie_correction=tie_correction,
         )
         rewards = trainer._stashed_rewards.view(groups, k + 1)

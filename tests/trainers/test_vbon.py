@@ -165,12 +165,19 @@ class TestVBoNTrainer:
         from trl_bon.sampling import GenerationSettings
 
         build_reference_reward_cache(
-            tiny_kit["policy"], prompt_dataset, length_reward, 2, tmp_path / "cache",
-            settings=GenerationSettings(max_completion_length=4, temperature=0.7), progress=False,
+            tiny_kit["policy"],
+            prompt_dataset,
+            length_reward,
+            2,
+            tmp_path / "cache",
+            settings=GenerationSettings(max_completion_length=4, temperature=0.7),
+            progress=False,
         )
         with pytest.raises(ValueError, match=r"temperature: cache has 0.7, expected 1.0"):
             VBoNTrainer(
-                tiny_kit["policy"], length_reward, train_dataset=prompt_dataset,
+                tiny_kit["policy"],
+                length_reward,
+                train_dataset=prompt_dataset,
                 args=_args(tmp_path, reference_cache_dir=str(tmp_path / "cache")),
             )
 
@@ -185,7 +192,10 @@ class TestVBoNTrainer:
             tmp_path, build_reference_cache=True, num_reference_samples=4, reward_weights=[0.5, 3.0], logging_steps=1
         )
         trainer = VBoNTrainer(
-            tiny_kit["policy"], [length_reward, zero_reward], args=args, train_dataset=prompt_dataset,
+            tiny_kit["policy"],
+            [length_reward, zero_reward],
+            args=args,
+            train_dataset=prompt_dataset,
             peft_config=_lora(),
         )
         assert len(trainer.train_dataset[0]["ref_rewards"]) == 4
@@ -209,11 +219,18 @@ class TestVBoNTrainer:
 
         pytest.importorskip("bitsandbytes")
         args = _args(
-            tmp_path, vbon_objective="exact", build_reference_cache=True, num_reference_samples=4,
+            tmp_path,
+            vbon_objective="exact",
+            build_reference_cache=True,
+            num_reference_samples=4,
             model_init_kwargs={"device_map": "cpu"},
         )
         trainer = VBoNTrainer(
-            tiny_kit["policy"], length_reward, args=args, train_dataset=prompt_dataset, peft_config=_lora(),
+            tiny_kit["policy"],
+            length_reward,
+            args=args,
+            train_dataset=prompt_dataset,
+            peft_config=_lora(),
             quantization_config=BitsAndBytesConfig(load_in_8bit=True),
         )
         assert trainer.model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.__class__.__name__ == (

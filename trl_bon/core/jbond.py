@@ -27,7 +27,8 @@ def jbond_reward(
 
 
 def best_anchor_index(anchor_rewards: torch.Tensor) -> torch.Tensor:
-    """Index of the best anchor sample per prompt, the Best-of-n target y_bo2; ties take the first (algorithms §2.3)."""
+    """Index of the best anchor sample per prompt, the Best-of-n target y_bo2; ties take the first (algorithms §2.3).
+    """
     return anchor_rewards.argmax(dim=-1)  # torch.argmax returns the first maximal index
 
 

@@ -58,9 +58,7 @@ def win_rate(rewards: torch.Tensor, opponent_rewards: torch.Tensor) -> torch.Ten
     return (score * valid).sum(-1) / valid.sum(-1).clamp_min(1)
 
 
-def log_bon_ratio(
-    rewards: torch.Tensor, ref_rewards: torch.Tensor, n: int, smoothing: str = "clamp"
-) -> torch.Tensor:
+def log_bon_ratio(rewards: torch.Tensor, ref_rewards: torch.Tensor, n: int, smoothing: str = "clamp") -> torch.Tensor:
     """Monte-Carlo estimate of log π_BoN(y) − log π_ref(y) = (N−1)·log p̂≤(y) + log B̂(y) (BOND eqs. 4, 7).
 
     p̂≤ is the fraction of reference rewards ≤ r(y) (eq. 10), smoothed as in training (`"clamp"` → max(p̂, 1/(2k)));

@@ -87,4 +87,3 @@ def bond_reward(p_le_hat: torch.Tensor, n: int, log_tie_correction: torch.Tensor
     if log_tie_correction is not None:
         reward = reward + log_tie_correction
     return reward
-

@@ -170,8 +170,11 @@ def apply_prompt_transform(dataset, script_args, tokenizer_path: str):
     from transformers import AutoTokenizer
 
     return make_prompts(
-        dataset, AutoTokenizer.from_pretrained(tokenizer_path), column=script_args.prompt_column,
-        min_tokens=script_args.prompt_min_tokens, max_tokens=script_args.prompt_max_tokens,
+        dataset,
+        AutoTokenizer.from_pretrained(tokenizer_path),
+        column=script_args.prompt_column,
+        min_tokens=script_args.prompt_min_tokens,
+        max_tokens=script_args.prompt_max_tokens,
         seed=script_args.prompt_seed,
     )
 

@@ -65,8 +65,10 @@ def run(script_args, training_args, model_args, dataset_args):
     for name, split in (("train", train), ("eval", evaluation)):
         if split is None:
             continue
-        print(f"Caching {training_args.num_reference_samples} reference rewards per prompt for the {name} split "
-              f"({split.num_rows} rows) in {output_dir}")
+        print(
+            f"Caching {training_args.num_reference_samples} reference rewards per prompt for the {name} split "
+            f"({split.num_rows} rows) in {output_dir}"
+        )
         cache = build_reference_reward_cache(
             model_args.model_name_or_path,
             split,
@@ -83,8 +85,10 @@ def run(script_args, training_args, model_args, dataset_args):
             model_init_kwargs=kwargs,
             progress=not training_args.disable_tqdm,
         )
-    print(f"Reference-reward cache: {len(cache.rewards)} prompts in {output_dir}. Train with "
-          f"`trl-bon vbon ... --reference_cache_dir {output_dir}`.")
+    print(
+        f"Reference-reward cache: {len(cache.rewards)} prompts in {output_dir}. Train with "
+        f"`trl-bon vbon ... --reference_cache_dir {output_dir}`."
+    )
     return cache
 
 

@@ -44,7 +44,10 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--steps", type=int, default=None, help="Optimizer steps (default 300, or 40 with --quick).")
     parser.add_argument(
-        "--output-dir", "--output_dir", dest="output_dir", default="trl_bon_demo",
+        "--output-dir",
+        "--output_dir",
+        dest="output_dir",
+        default="trl_bon_demo",
         help="Directory for demo.json, demo.png and the trained model (default: ./trl_bon_demo).",
     )
     parser.add_argument("--seed", type=int, default=0, help="Random seed of the model build and of training.")
@@ -52,10 +55,22 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--quick", action="store_true", help="Reduced size for tests: 40 steps, 8 prompts per step, no model saving."
     )
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3).")
-    parser.add_argument("--anchor-ema-rate", "--anchor_ema_rate", dest="anchor_ema_rate", type=float, default=0.02,
-                        help="Anchor EMA rate η (default 0.02, the paper's value).")
-    parser.add_argument("--prompts-per-step", "--prompts_per_step", dest="prompts_per_step", type=int, default=None,
-                        help="Prompts per optimizer step, 3 completions each (default 16, or 8 with --quick).")
+    parser.add_argument(
+        "--anchor-ema-rate",
+        "--anchor_ema_rate",
+        dest="anchor_ema_rate",
+        type=float,
+        default=0.02,
+        help="Anchor EMA rate η (default 0.02, the paper's value).",
+    )
+    parser.add_argument(
+        "--prompts-per-step",
+        "--prompts_per_step",
+        dest="prompts_per_step",
+        type=int,
+        default=None,
+        help="Prompts per optimizer step, 3 completions each (default 16, or 8 with --quick).",
+    )
     parser.add_argument("--no-plot", "--no_plot", dest="plot", action="store_false", help="Skip the PNG.")
     return parser
 
@@ -130,8 +145,10 @@ def run(
             history.append(row)
             if step % (eval_every * 5) == 0 or step == steps:
                 kls = "  ".join(f"N={n}: {row[f'kl_to_bon{n}']:.4f}" for n in BON_NS)
-                print(f"step {step:4d}  reward {row['reward']:.3f}  KL(π‖π_ref) {row['kl_ref']:.3f}  "
-                      f"KL(π‖π_BoN) {kls}", flush=True)
+                print(
+                    f"step {step:4d}  reward {row['reward']:.3f}  KL(π‖π_ref) {row['kl_ref']:.3f}  KL(π‖π_BoN) {kls}",
+                    flush=True,
+                )
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.record(0)
@@ -167,10 +184,16 @@ def run(
     )
     trainer_ref.append(trainer)
     trainer.remove_callback(PrinterCallback)  # the exact-metric lines above replace the raw log dicts
-    print(f"J-BOND on the 6-outcome toy task: {steps} steps, {prompts_per_step} prompts/step, lr {lr}, "
-          f"anchor EMA η = {anchor_ema_rate}", flush=True)
-    print("exact Best-of-N points: " + "  ".join(
-        f"N={b['n']}: reward {b['reward']:.3f} KL {b['kl_ref']:.3f}" for b in bon_points), flush=True)
+    print(
+        f"J-BOND on the 6-outcome toy task: {steps} steps, {prompts_per_step} prompts/step, lr {lr}, "
+        f"anchor EMA η = {anchor_ema_rate}",
+        flush=True,
+    )
+    print(
+        "exact Best-of-N points: "
+        + "  ".join(f"N={b['n']}: reward {b['reward']:.3f} KL {b['kl_ref']:.3f}" for b in bon_points),
+        flush=True,
+    )
     torch.manual_seed(seed)
     trainer.train()
     final = history[-1]
@@ -185,11 +208,23 @@ def run(
         "reference": reference,
         "bon": bon_points,
         "history": history,
-        "final": {**{k: v for k, v in final.items() if k != "probs"}, "nearest_bon_n": nearest,
-                  "probs": final["probs"]},
-        "settings": {"steps": steps, "prompts_per_step": prompts_per_step, "lr": lr,
-                     "anchor_ema_rate": anchor_ema_rate, "seed": seed, "quick": quick, "trainer": "JBondTrainer",
-                     "mode": "jbond", "jeffreys_beta": args.jeffreys_beta, "fine_tuning": "full"},
+        "final": {
+            **{k: v for k, v in final.items() if k != "probs"},
+            "nearest_bon_n": nearest,
+            "probs": final["probs"],
+        },
+        "settings": {
+            "steps": steps,
+            "prompts_per_step": prompts_per_step,
+            "lr": lr,
+            "anchor_ema_rate": anchor_ema_rate,
+            "seed": seed,
+            "quick": quick,
+            "trainer": "JBondTrainer",
+            "mode": "jbond",
+            "jeffreys_beta": args.jeffreys_beta,
+            "fine_tuning": "full",
+        },
         "files": {},
         "wall_time_s": None,
     }
@@ -200,7 +235,10 @@ def run(
         from trl_bon.plotting import plot_demo
 
         results["files"]["png"] = plot_demo(
-            history, bon_points, reference, output_dir / "demo.png",
+            history,
+            bon_points,
+            reference,
+            output_dir / "demo.png",
             title=f"J-BOND (EMA anchor η={anchor_ema_rate}) vs exact Best-of-N, 6-outcome toy task",
         )
     results["files"]["json"] = str(output_dir / "demo.json")
@@ -215,8 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (40 if args.quick else 300)
     if steps < 1:
         raise SystemExit(f"--steps must be >= 1, got {steps}.")
-    results = run(steps, args.output_dir, seed=args.seed, quick=args.quick, lr=args.lr,
-                  anchor_ema_rate=args.anchor_ema_rate, prompts_per_step=args.prompts_per_step, plot=args.plot)
+    results = run(
+        steps,
+        args.output_dir,
+        seed=args.seed,
+        quick=args.quick,
+        lr=args.lr,
+        anchor_ema_rate=args.anchor_ema_rate,
+        prompts_per_step=args.prompts_per_step,
+        plot=args.plot,
+    )
     final = results["final"]
     n = final["nearest_bon_n"]
     bon_n = next(b for b in results["bon"] if b["n"] == n)

@@ -14,14 +14,13 @@ import textwrap
 import time
 from pathlib import Path
 
-import torch
 from datasets import Dataset, IterableDataset, load_from_disk
 from transformers import AutoProcessor, PreTrainedTokenizerBase
 from trl import SFTTrainer
 
 from .._trl_compat import create_model_from_path, get_config_model_id
 from ..rewards import RewardScorer
-from ..sampling import GenerationSettings, tokenize_prompts, best_of_n
+from ..sampling import GenerationSettings, best_of_n, tokenize_prompts
 from .bon_sft_config import BoNSFTConfig
 
 
@@ -129,7 +128,7 @@ class BoNSFTTrainer(SFTTrainer):
         "citation": textwrap.dedent("""\
             @article{sessa2024bond,
                 title        = {{BOND: Aligning LLMs with Best-of-N Distillation}},
-                author       = {Pier Giuseppe Sessa and Robert Dadashi and L{\\'{e}}onard Hussenot and Johan Ferret and Nino Vieillard and Alexandre Ram{\\'{e}} and Bobak Shahriari and Sarah Perrin and Abe Friesen and Geoffrey Cideron and others},
+                author       = {Pier Giuseppe Sessa and Robert Dadashi and L{\\'{e}}onard Hussenot and others},
                 year         = 2024,
                 journal      = {arXiv preprint arXiv:2407.14622},
                 eprint       = {2407.14622},
