@@ -423,3 +423,39 @@ class TestWeightOptions:
         # The SFT target is the best of the first N anchor samples.
         target = out["advantages"].view(groups, k + 1)[:, 1 : n + 1].argmax(1)
         assert torch.equal(target, anchor[:, :n].argmax(1))
+
+
+def test_vllm_routing_with_a_mocked_engine(tiny_kit, prompt_dataset, tmp_path, monkeypatch):
+    """vLLM cannot run here (no GPU), so its engine is mocked: policy rows go to one `generate` call with groups of 1,
+    anchor rows to a second call with groups of 2, weights are synced with the anchor adapter active before the anchor
+    call and again (policy active) at the next generation, and the completions come back in slot order."""
+    trainer = _trainer(tiny_kit, prompt_dataset, _config(tmp_path, per_device_train_batch_size=6), peft_config=_lora())
+    model = trainer.model
+    calls = []
+
+    class FakeVLLM:
+        def sync_weights(self):
+            calls.append(("sync", model.active_adapter))
+
+        def generate(self, prompts, images, num_generations, profiler):
+            calls.append(("generate", model.active_adapter, num_generations, [ids[0] for ids in prompts]))
+            # completion = the prompt's first token id + (100 for the anchor adapter), to check the merge order
+            offset = 100 if model.active_adapter == "anchor" else 0
+            return prompts, [[ids[0] + offset] for ids in prompts], None, None
+
+    monkeypatch.setattr(trainer, "use_vllm", True)
+    monkeypatch.setattr(trainer, "vllm_generation", FakeVLLM(), raising=False)
+    monkeypatch.setattr(trainer, "_last_loaded_step", 0, raising=False)
+    prompt_ids = [[1], [1], [1], [2], [2], [2]]  # 2 prompt groups of 3 rows: slots 0, 1, 2
+    completions = trainer._generate_single_turn(prompt_ids, None, {})
+    assert completions == [[1], [101], [101], [2], [102], [102]]
+    assert calls == [
+        ("generate", "default", 1, [1, 2]),  # same step: no sync before the policy call
+        ("sync", "anchor"),  # forced sync of the anchor adapter's weights
+        ("generate", "anchor", 2, [1, 1, 2, 2]),
+    ]
+    assert model.active_adapter == "default" and trainer._last_loaded_step == -1  # the policy re-syncs next time
+    assert trainer.num_generations == 3  # the group size presented to vLLM is restored
+    calls.clear()
+    trainer._generate_single_turn(prompt_ids, None, {})
+    assert calls[0] == ("sync", "default")
