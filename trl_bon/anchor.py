@@ -100,8 +100,9 @@ class LoraAnchor:
 
     The anchor adapter reuses the policy adapter's config and starts as a copy of it (a fresh LoRA has B = 0, so the
     anchor then starts at π_ref). It is frozen and takes the policy adapter's dtype, so that an anchor equal to the
-    policy computes the same log-probabilities. Its fp32 shadow is the true EMA state; the compute adapter receives a
-    cast copy after every update, and checkpoints store the shadow.
+    policy computes the same log-probabilities. When the adapter is not fp32 (bf16, or cast to bf16 on a quantised
+    base), an fp32 shadow is the true EMA state and the compute adapter receives a cast copy after every update; an
+    fp32 adapter is its own EMA state, so it costs no shadow. Checkpoints store the fp32 state.
 
     Args:
         model ([`~peft.PeftModel`]):
@@ -167,7 +168,9 @@ class LoraAnchor:
             with _gathered([anchor_param, policy_param]), torch.no_grad():
                 anchor_param.data = anchor_param.data.to(policy_param.dtype)
                 anchor_param.copy_(policy_param)
-                self._shadows[name] = anchor_param.detach().float().clone()
+                # An fp32 adapter is its own EMA state; a lower-precision one (or a ZeRO-3 partition) needs a shadow.
+                if anchor_param.dtype != torch.float32 or hasattr(anchor_param, "ds_id"):
+                    self._shadows[name] = anchor_param.detach().float().clone()
 
     def _pairs(self) -> Iterator[tuple[str, torch.nn.Parameter, torch.nn.Parameter]]:
         """Yield `(anchor name, anchor param, policy param)`, pairing the names that differ in the adapter part."""
@@ -187,8 +190,10 @@ class LoraAnchor:
         if not found:
             raise RuntimeError(f"The model has no parameters of the adapter {self.policy_adapter!r}.")
 
-    def _shadow(self, name: str, device: torch.device) -> torch.Tensor:
+    def _shadow(self, name: str, device: torch.device) -> torch.Tensor | None:
         # Shadows follow the model when it moves after construction (DeepSpeed moves it to the GPU in `train()`).
+        if name not in self._shadows:
+            return None  # an fp32 adapter tensor is its own EMA state
         if self._shadows[name].device != device:
             self._shadows[name] = self._shadows[name].to(device)
         return self._shadows[name]
@@ -203,16 +208,18 @@ class LoraAnchor:
         """
         for name, anchor_param, policy_param in self._pairs():
             with _gathered([anchor_param, policy_param]):
-                ema_update_([anchor_param], [policy_param], rate, [self._shadow(name, anchor_param.device)])
+                shadow = self._shadow(name, anchor_param.device)
+                ema_update_([anchor_param], [policy_param], rate, None if shadow is None else [shadow])
 
     @torch.no_grad()
     def hard_update(self) -> None:
         """Copy the policy into the anchor (θ_a ← θ), as iterative BOND does every `period` steps."""
         for name, anchor_param, policy_param in self._pairs():
             with _gathered([anchor_param, policy_param]):
-                shadow = self._shadow(name, anchor_param.device)
-                shadow.copy_(policy_param)
-                anchor_param.copy_(shadow)
+                state = self._shadow(name, anchor_param.device)
+                state = anchor_param if state is None else state
+                state.copy_(policy_param)
+                anchor_param.copy_(state)
 
     @contextlib.contextmanager
     def active(self) -> Iterator["PeftModel"]:
@@ -236,8 +243,9 @@ class LoraAnchor:
                 param.requires_grad_(flag)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The fp32 shadow tensors (the live tensors, not copies), keyed by anchor parameter name."""
-        return dict(self._shadows)
+        """The fp32 EMA state (live tensors, not copies) keyed by anchor parameter name: the shadow, or the fp32
+        adapter tensor itself when it needs none."""
+        return {name: self._shadows.get(name, anchor_param) for name, anchor_param, _ in self._pairs()}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -248,21 +256,23 @@ class LoraAnchor:
             state (`dict[str, torch.Tensor]`):
                 One tensor per anchor parameter name, any floating dtype and device.
         """
-        missing, unexpected = self._shadows.keys() - state.keys(), state.keys() - self._shadows.keys()
+        names = {name for name, _, _ in self._pairs()}
+        missing, unexpected = names - state.keys(), state.keys() - names
         if missing or unexpected:
             raise KeyError(
                 f"The anchor state does not match adapter {self.adapter_name!r}: missing {sorted(missing)[:3]}, "
                 f"unexpected {sorted(unexpected)[:3]} ({len(missing)} missing, {len(unexpected)} unexpected)."
             )
         for name, anchor_param, policy_param in self._pairs():
-            shadow = self._shadow(name, anchor_param.device)
-            if state[name].shape != shadow.shape:
-                raise ValueError(
-                    f"Anchor tensor {name!r} has shape {tuple(state[name].shape)}, expected {tuple(shadow.shape)}."
-                )
             with _gathered([anchor_param, policy_param]):
-                shadow.copy_(state[name])
-                anchor_param.copy_(shadow)
+                target = self._shadow(name, anchor_param.device)
+                target = anchor_param if target is None else target
+                if state[name].shape != target.shape:
+                    raise ValueError(
+                        f"Anchor tensor {name!r} has shape {tuple(state[name].shape)}, expected {tuple(target.shape)}."
+                    )
+                target.copy_(state[name])
+                anchor_param.copy_(target)
 
     def save(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
         """
@@ -276,7 +286,7 @@ class LoraAnchor:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        shadows = {name: shadow.detach().cpu().contiguous() for name, shadow in self._shadows.items()}
+        shadows = {name: tensor.detach().float().cpu().contiguous() for name, tensor in self.state_dict().items()}
         save_file(shadows, directory / ANCHOR_WEIGHTS_NAME)
         compute_dtype = next(param.dtype for _, param, _ in self._pairs())
         config = {
