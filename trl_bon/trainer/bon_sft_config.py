@@ -5,6 +5,8 @@ from typing import Any
 
 from trl import SFTConfig
 
+from ._config_checks import warn_if_bf16_on_cpu
+
 
 TIE_BREAKS = ("random", "first")
 
@@ -92,6 +94,7 @@ class BoNSFTConfig(SFTConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        warn_if_bf16_on_cpu(self)
         if self.num_candidates < 1:
             raise ValueError(
                 f"Best-of-N needs at least one candidate per prompt, got `num_candidates={self.num_candidates}`. "

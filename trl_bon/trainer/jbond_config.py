@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
+from ._config_checks import warn_if_bf16_on_cpu
+
 
 MODES = ("jbond", "bond")
 ANCHORS = ("ema", "periodic", "fixed")
@@ -237,6 +239,7 @@ class JBondConfig(RLOOConfig):
             self._check_whole_groups(self.steps_per_generation or self.gradient_accumulation_steps)
 
         super().__post_init__()
+        warn_if_bf16_on_cpu(self)
 
         if self.beta != 0.0:
             raise ValueError(

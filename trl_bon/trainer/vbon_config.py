@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
+from ._config_checks import warn_if_bf16_on_cpu
+
 
 OBJECTIVES = ("l1", "exact")
 
@@ -119,6 +121,7 @@ class VBoNConfig(RLOOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        warn_if_bf16_on_cpu(self)
         if self.num_candidates is None:
             raise ValueError(
                 "vBoN distils Best-of-N, so `num_candidates` (N) is required; set e.g. `num_candidates=4` "

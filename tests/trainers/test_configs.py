@@ -1,0 +1,21 @@
+"""Checks shared by the three configs."""
+
+import warnings
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    "name, extra",
+    [("JBondConfig", {}), ("VBoNConfig", {"num_candidates": 4}), ("BoNSFTConfig", {"num_candidates": 4})],
+)
+def test_bf16_on_cpu_warns_with_the_fix(tmp_path, name, extra):
+    import trl_bon
+
+    config = getattr(trl_bon, name)
+    with pytest.warns(UserWarning, match="Pass `bf16=False`"):
+        config(output_dir=str(tmp_path), use_cpu=True, bf16=True, report_to="none", **extra)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", **extra)
+    assert not [w for w in caught if "bf16" in str(w.message)]
