@@ -10,7 +10,6 @@ import copy
 import hashlib
 import json
 import os
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from trl import SFTTrainer
 from .._trl_compat import create_model_from_path, get_config_model_id
 from ..rewards import RewardScorer
 from ..sampling import GenerationSettings, best_of_n, tokenize_prompts
+from ._papers import BOND_PAPER
 from .bon_sft_config import BoNSFTConfig
 
 
@@ -121,20 +121,7 @@ class BoNSFTTrainer(SFTTrainer):
 
     _tag_names = ["trl", "trl-bon", "sft", "bon-sft"]
     _name = "BoN-SFT"
-    _paper = {
-        "title": "BOND: Aligning LLMs with Best-of-N Distillation",
-        "id": "2407.14622",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @article{sessa2024bond,
-                title        = {{BOND: Aligning LLMs with Best-of-N Distillation}},
-                author       = {Pier Giuseppe Sessa and Robert Dadashi and L{\\'{e}}onard Hussenot and others},
-                year         = 2024,
-                journal      = {arXiv preprint arXiv:2407.14622},
-                eprint       = {2407.14622},
-                archivePrefix= {arXiv},
-            }"""),
-    }
+    _paper = BOND_PAPER  # BoN-SFT is the forward-KL (β = 0) baseline of BOND
 
     def __init__(
         self,

@@ -13,7 +13,6 @@ The trainer wraps four RLOO hooks via `super()` and copies none of their bodies:
 """
 
 import copy
-import textwrap
 import time
 from contextlib import contextmanager
 
@@ -36,6 +35,7 @@ from .._trl_compat import (
     use_adapter,
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor
+from ._papers import BOND_PAPER
 from ._scoring_forwards import ScoringForwardsMixin
 from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
 
@@ -125,20 +125,7 @@ class JBondTrainer(ScoringForwardsMixin, RLOOTrainer):
 
     _tag_names = ["trl", "trl-bon", "j-bond", "bond"]
     _name = "J-BOND"
-    _paper = {
-        "title": "BOND: Aligning LLMs with Best-of-N Distillation",
-        "id": "2407.14622",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @article{sessa2024bond,
-                title        = {{BOND: Aligning LLMs with Best-of-N Distillation}},
-                author       = {Pier Giuseppe Sessa and Robert Dadashi and L{\\'{e}}onard Hussenot and others},
-                year         = 2024,
-                journal      = {arXiv preprint arXiv:2407.14622},
-                eprint       = {2407.14622},
-                archivePrefix= {arXiv},
-            }"""),
-    }
+    _paper = BOND_PAPER
 
     def __init__(
         self,

@@ -1,0 +1,19 @@
+"""Paper metadata for the model cards (TRL's `_paper` class attribute)."""
+
+import textwrap
+
+
+BOND_PAPER = {
+    "title": "BOND: Aligning LLMs with Best-of-N Distillation",
+    "id": "2407.14622",
+    # docstyle-ignore
+    "citation": textwrap.dedent("""\
+        @article{sessa2024bond,
+            title        = {{BOND: Aligning LLMs with Best-of-N Distillation}},
+            author       = {Pier Giuseppe Sessa and Robert Dadashi and L{\\'{e}}onard Hussenot and others},
+            year         = 2024,
+            journal      = {arXiv preprint arXiv:2407.14622},
+            eprint       = {2407.14622},
+            archivePrefix= {arXiv},
+        }"""),
+}
