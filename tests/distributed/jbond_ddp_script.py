@@ -13,6 +13,7 @@ import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from peft import LoraConfig  # noqa: E402
 
+from tests.helpers import cpu_args  # noqa: E402  (the test puts the repository root on PYTHONPATH)
 from trl_bon import JBondConfig, JBondTrainer  # noqa: E402
 
 
@@ -22,14 +23,7 @@ def token_sum_reward(completion_ids, **kwargs):
 
 def main(policy_path: str, output_dir: str) -> None:
     args = JBondConfig(
-        output_dir=output_dir,
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        disable_tqdm=True,
-        seed=0,
+        **cpu_args(output_dir=output_dir),
         max_steps=3,
         max_completion_length=6,
         per_device_train_batch_size=6,
