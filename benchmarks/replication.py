@@ -543,40 +543,12 @@ def evaluate(cfg, cli, paths, test_prompts, checkpoints: dict) -> dict:
 
 
 def plot_extra(results: dict, out: Path) -> dict:
-    from trl_bon.plotting import _method_and_step, _pyplot
+    from trl_bon.plotting import _pyplot, plot_pareto
 
     plt = _pyplot()
-    files = {}
-    # judge vs KL, same layout as trl_bon.plotting.plot_pareto
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    bon, ref = results["bon"], results["reference"]
-    ax.plot(
-        [0.0] + [b["kl_bound"] for b in bon],
-        [ref["judge"]] + [b["judge"] for b in bon],
-        "k-o",
-        ms=4,
-        label="Best-of-N (KL bound)",
-    )
-    for b in bon:
-        ax.annotate(
-            f"N={b['n']}", (b["kl_bound"], b["judge"]), textcoords="offset points", xytext=(4, -10), fontsize=8
-        )
-    ax.plot([0.0], [ref["judge"]], "ks", ms=7, label="π_ref")
-    groups = {}
-    for row in results["checkpoints"]:
-        method, step = _method_and_step(row["name"])
-        groups.setdefault(method, []).append((step, row))
-    for method, rows in groups.items():
-        rows.sort(key=lambda r: r[0])
-        ax.plot([r["kl_k1"] for _, r in rows], [r["judge"] for _, r in rows], "-o", ms=5, label=method)
-    ax.set_xlabel("KL(π‖π_ref) [kl_k1, completion tokens]")
-    ax.set_ylabel("VADER compound (independent judge)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    files["judge_vs_kl"] = str(out / "judge_vs_kl.png")
-    fig.savefig(files["judge_vs_kl"], dpi=120)
-    plt.close(fig)
+    judge = (("judge", "VADER compound (independent judge)", "judge_vs_kl.png"),)
+    files = plot_pareto(results, out, metrics=judge)
+    bon = results["bon"]
 
     # win rate against BoN_N, per checkpoint and N (0.5 = matches BoN_N; π_ref ≈ 1/(N+1))
     ns = [b["n"] for b in bon]

@@ -29,15 +29,26 @@ def _method_and_step(name: str) -> tuple[str, float]:
         return (method if step else name), float("inf")
 
 
-def plot_pareto(results: dict, output_dir: str | Path, kl_metric: str = "kl_k1") -> dict:
-    """Draw `reward_vs_kl.png` and `win_rate_vs_kl.png` from an evaluation result dict.
+PARETO_METRICS = (
+    ("reward", "mean reward", "reward_vs_kl.png"),
+    ("win_rate_vs_ref", "win rate vs π_ref (ties ½)", "win_rate_vs_kl.png"),
+)
+
+
+def plot_pareto(
+    results: dict, output_dir: str | Path, kl_metric: str = "kl_k1", metrics: tuple = PARETO_METRICS
+) -> dict:
+    """Draw one metric-vs-KL figure per `(key, y label, file name)` in `metrics` from an evaluation result dict.
+
+    By default `reward_vs_kl.png` and `win_rate_vs_kl.png`; any key present in the checkpoint rows, the Best-of-N
+    points and the reference works (e.g. an independent judge's score).
 
     Checkpoints named `method@step` are joined in step order, one line per method. The Best-of-N curve is drawn at
     the bound log N − (N−1)/N (solid, the papers' convention) and at the Monte-Carlo estimate (dashed); π_ref sits at
     KL 0.
 
     Returns:
-        `{"reward_vs_kl": path, "win_rate_vs_kl": path}`.
+        `{file name without .png: path}`, e.g. `{"reward_vs_kl": path, "win_rate_vs_kl": path}`.
     """
     plt = _pyplot()
     output_dir = Path(output_dir)
@@ -48,10 +59,7 @@ def plot_pareto(results: dict, output_dir: str | Path, kl_metric: str = "kl_k1")
         groups.setdefault(method, []).append((step, row))
     bon, reference = results["bon"], results["reference"]
     files = {}
-    for key, ylabel, filename in (
-        ("reward", "mean reward", "reward_vs_kl.png"),
-        ("win_rate_vs_ref", "win rate vs π_ref (ties ½)", "win_rate_vs_kl.png"),
-    ):
+    for key, ylabel, filename in metrics:
         fig, ax = plt.subplots(figsize=(6, 4.5))
         if bon:
             ys = [reference[key]] + [b[key] for b in bon]
