@@ -14,16 +14,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "<!-- runnable -->"
 DOC_FILES = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
-OFFLINE_ENV = dict(
-    HF_HUB_OFFLINE="1",
-    HF_HUB_DISABLE_TELEMETRY="1",
-    HF_DATASETS_OFFLINE="1",
-    TRANSFORMERS_OFFLINE="1",
-    TOKENIZERS_PARALLELISM="false",
-    OMP_NUM_THREADS="1",
-    CI="true",
-    TRANSFORMERS_VERBOSITY="error",
-)
 
 
 def runnable_blocks(path: Path) -> list[tuple[int, str]]:
@@ -57,7 +47,7 @@ def test_there_are_runnable_blocks():
 def test_runnable_block(path, line, code, tmp_path):
     script = tmp_path / "block.py"
     script.write_text(code, encoding="utf-8")
-    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # conftest set the offline variables
     result = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
@@ -81,7 +71,7 @@ def test_mkdocs_build_strict(tmp_path):
             str(tmp_path / "site"),
         ],
         cwd=REPO,
-        env={**os.environ, **OFFLINE_ENV},
+        env=dict(os.environ),
         capture_output=True,
         text=True,
         timeout=300,
