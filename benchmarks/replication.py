@@ -145,7 +145,50 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--force", action="store_true", help="retrain and re-evaluate everything")
     parser.add_argument("--skip-eval", action="store_true", help="only train (split a long run over invocations)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting of the size, e.g. --set lr=1e-3 --set rloo_betas=0.05,0.2 (repeatable)",
+    )
+    parser.add_argument(
+        "--tag",
+        default="",
+        help="suffix for the run and checkpoint names of this invocation (e.g. lr1e-3 with --set lr=1e-3), so "
+        "variants train next to the default runs and are evaluated and plotted as their own methods",
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="only print the table of the finished run's replication.json again"
+    )
     return parser.parse_args(argv)
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """`--set KEY=VALUE` over a size: VALUE is a Python literal; a scalar for a tuple setting becomes (VALUE,)."""
+    import ast
+
+    cfg = dict(cfg)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or key not in cfg:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(cfg)}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise SystemExit(f"--set {item!r}: {text!r} is not a number, tuple or string literal") from None
+        if isinstance(cfg[key], tuple):
+            value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+        elif not isinstance(value, type(cfg[key])) and not (isinstance(cfg[key], float) and isinstance(value, int)):
+            raise SystemExit(f"--set {item!r}: {key} takes a {type(cfg[key]).__name__}")
+        cfg[key] = value
+    return cfg
+
+
+def named(cli, base: str) -> str:
+    """Run / method name with this invocation's `--tag`."""
+    return f"{base}-{cli.tag}" if cli.tag else base
 
 
 def log(message: str) -> None:
@@ -254,7 +297,7 @@ def finish_run(trainer, run_dir: Path, checkpoints: dict, seconds: float, extra:
 def train_jbond(cfg, cli, paths, train_ds) -> dict:
     from trl_bon import JBondConfig, JBondTrainer
 
-    run_dir = paths["out"] / "train" / "jbond"
+    run_dir = paths["out"] / "train" / named(cli, "jbond")
     steps = set(cfg["jbond_checkpoints"])
     args = JBondConfig(
         **rl_args(cfg, cli, run_dir),
@@ -270,12 +313,12 @@ def train_jbond(cfg, cli, paths, train_ds) -> dict:
         peft_config=lora_config(),
         callbacks=[SaveAdapterAt(steps, run_dir)],
     )
-    quiet(trainer, "jbond")
+    quiet(trainer, named(cli, "jbond"))
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    checkpoints = {f"jbond@{s}": run_dir / f"step-{s}" for s in sorted(steps)}
-    return {"jbond": finish_run(trainer, run_dir, checkpoints, seconds)}
+    checkpoints = {f"{named(cli, 'jbond')}@{s}": run_dir / f"step-{s}" for s in sorted(steps)}
+    return {named(cli, "jbond"): finish_run(trainer, run_dir, checkpoints, seconds)}
 
 
 def build_vbon_cache(cfg, cli, paths, train_ds) -> tuple[str, dict]:
@@ -310,9 +353,9 @@ def train_vbon(cfg, cli, paths, train_ds) -> dict:
     out = {}
     cache_dir, cache_info = None, None
     for n in cfg["vbon_ns"]:
-        run_dir = paths["out"] / "train" / f"vbon_n{n}"
+        run_dir = paths["out"] / "train" / named(cli, f"vbon_n{n}")
         if (run_dir / "done.json").is_file() and not cli.force:
-            out[f"vbon_n{n}"] = json.loads((run_dir / "done.json").read_text())
+            out[run_dir.name] = json.loads((run_dir / "done.json").read_text())
             continue
         if cache_dir is None:
             log(f"vBoN: reference-reward cache, {cfg['vbon_reference_samples']} samples x {len(train_ds)} prompts")
@@ -333,8 +376,12 @@ def train_vbon(cfg, cli, paths, train_ds) -> dict:
         trainer.train()
         seconds = time.perf_counter() - start
         trainer.model.save_pretrained(str(run_dir / "final"), selected_adapters=["default"])
-        out[f"vbon_n{n}"] = finish_run(
-            trainer, run_dir, {f"vbon@{n}": run_dir / "final"}, seconds, {"reference_cache": cache_info}
+        out[run_dir.name] = finish_run(
+            trainer,
+            run_dir,
+            {f"{named(cli, 'vbon')}@{n}": run_dir / "final"},
+            seconds,
+            {"reference_cache": cache_info},
         )
         log(f"vBoN N={n}: {seconds:.0f}s")
         del trainer
@@ -347,9 +394,9 @@ def train_bon_sft(cfg, cli, paths, train_ds) -> dict:
 
     out = {}
     for n in cfg["bon_sft_ns"]:
-        run_dir = paths["out"] / "train" / f"bon_sft_n{n}"
+        run_dir = paths["out"] / "train" / named(cli, f"bon_sft_n{n}")
         if (run_dir / "done.json").is_file() and not cli.force:
-            out[f"bon_sft_n{n}"] = json.loads((run_dir / "done.json").read_text())
+            out[run_dir.name] = json.loads((run_dir / "done.json").read_text())
             continue
         args = BoNSFTConfig(
             **common_args(cfg, cli, run_dir),
@@ -372,7 +419,7 @@ def train_bon_sft(cfg, cli, paths, train_ds) -> dict:
         trainer.train()
         seconds = time.perf_counter() - start
         trainer.model.save_pretrained(str(run_dir / "final"), selected_adapters=["default"])
-        out[f"bon_sft_n{n}"] = finish_run(trainer, run_dir, {f"bon_sft@{n}": run_dir / "final"}, seconds)
+        out[run_dir.name] = finish_run(trainer, run_dir, {f"{named(cli, 'bon_sft')}@{n}": run_dir / "final"}, seconds)
         log(f"BoN-SFT N={n}: {seconds:.0f}s (sampling included)")
         del trainer
         gc.collect()
@@ -384,9 +431,9 @@ def train_rloo(cfg, cli, paths, train_ds) -> dict:
 
     out = {}
     for beta in cfg["rloo_betas"]:
-        run_dir = paths["out"] / "train" / f"rloo_beta{beta:g}"
+        run_dir = paths["out"] / "train" / named(cli, f"rloo_beta{beta:g}")
         if (run_dir / "done.json").is_file() and not cli.force:
-            out[f"rloo_beta{beta:g}"] = json.loads((run_dir / "done.json").read_text())
+            out[run_dir.name] = json.loads((run_dir / "done.json").read_text())
             continue
         args = RLOOConfig(
             **rl_args(cfg, cli, run_dir),
@@ -403,7 +450,9 @@ def train_rloo(cfg, cli, paths, train_ds) -> dict:
         trainer.train()
         seconds = time.perf_counter() - start
         trainer.model.save_pretrained(str(run_dir / "final"), selected_adapters=["default"])
-        out[f"rloo_beta{beta:g}"] = finish_run(trainer, run_dir, {f"rloo@{beta:g}": run_dir / "final"}, seconds)
+        out[run_dir.name] = finish_run(
+            trainer, run_dir, {f"{named(cli, 'rloo')}@{beta:g}": run_dir / "final"}, seconds
+        )
         log(f"RLOO beta={beta:g}: {seconds:.0f}s")
         del trainer
         gc.collect()
@@ -576,32 +625,34 @@ def plot_extra(results: dict, out: Path) -> dict:
 
 
 def summary_table(results: dict, bon_ns) -> str:
-    header = f"{'point':16} {'KL k1':>7} {'reward':>7} {'win/ref':>7} " + " ".join(
+    """The printed table: one row per point, with standard errors over held-out prompts (± columns)."""
+    header = f"{'point':16} {'KL k1':>7} {'±':>5} {'reward':>7} {'±':>5} {'win/ref':>7} " + " ".join(
         f"{'w/B' + str(n):>6}" for n in bon_ns
     )
     header += f" {'judge':>6} {'j.win':>6}"
     lines = [header]
+    blank = " ".join(f"{'':>6}" for _ in bon_ns)
     ref = results["reference"]
     lines.append(
-        f"{'π_ref':16} {0.0:7.3f} {ref['reward']:7.3f} {ref['win_rate_vs_ref']:7.3f} "
-        + " ".join(f"{'':>6}" for _ in bon_ns)
-        + f" {ref['judge']:6.3f} {ref['judge_win_rate_vs_ref']:6.3f}"
+        f"{'π_ref':16} {0.0:7.3f} {'':>5} {ref['reward']:7.3f} {ref['reward_sem']:5.3f} {ref['win_rate_vs_ref']:7.3f} "
+        f"{blank} {ref['judge']:6.3f} {ref['judge_win_rate_vs_ref']:6.3f}"
     )
     for b in results["bon"]:
         lines.append(
-            f"{'BoN-' + str(b['n']):16} {b['kl_bound']:7.3f} {b['reward']:7.3f} {b['win_rate_vs_ref']:7.3f} "
-            + " ".join(f"{'':>6}" for _ in bon_ns)
-            + f" {b['judge']:6.3f} {b['judge_win_rate_vs_ref']:6.3f}"
+            f"{'BoN-' + str(b['n']):16} {b['kl_bound']:7.3f} {'':>5} {b['reward']:7.3f} {b['reward_sem']:5.3f} "
+            f"{b['win_rate_vs_ref']:7.3f} {blank} {b['judge']:6.3f} {b['judge_win_rate_vs_ref']:6.3f}"
         )
     for c in results["checkpoints"]:
         lines.append(
-            f"{c['name']:16} {c['kl_k1']:7.3f} {c['reward']:7.3f} {c['win_rate_vs_ref']:7.3f} "
+            f"{c['name']:16} {c['kl_k1']:7.3f} {c['kl_k1_sem']:5.3f} {c['reward']:7.3f} {c['reward_sem']:5.3f} "
+            f"{c['win_rate_vs_ref']:7.3f} "
             + " ".join(f"{c[f'win_rate_vs_bon{n}']:6.3f}" for n in bon_ns)
             + f" {c['judge']:6.3f} {c['judge_win_rate_vs_ref']:6.3f}"
         )
     lines.append(
-        "(KL of BoN-N: the bound log N − (N−1)/N; win/ref: vs the π_ref samples of the prompt; w/BN: vs the "
-        "BoN_N sample, 0.5 = as good as BoN_N; judge: VADER compound; j.win: judge win rate vs π_ref)"
+        "(KL of BoN-N: the bound log N − (N−1)/N; ±: standard error over held-out prompts; win/ref: vs the π_ref "
+        "samples of the prompt; w/BN: vs the BoN_N sample, 0.5 = as good as BoN_N; judge: VADER compound; j.win: "
+        "judge win rate vs π_ref)"
     )
     lines.append(
         "Pareto front (lower KL, higher y): "
@@ -619,12 +670,18 @@ def summary_table(results: dict, bon_ns) -> str:
 
 def main(argv=None):
     cli = parse_args(argv)
-    cfg = SIZES[cli.size]
+    cfg = apply_overrides(SIZES[cli.size], cli.overrides)
     cache = Path(cli.cache_dir).expanduser().resolve()
     out = Path(cli.output_dir).expanduser().resolve() if cli.output_dir else cache / "runs" / cli.size
     repo = Path(__file__).resolve().parents[1]
     if out == repo or repo in out.parents:
         raise SystemExit(f"--output-dir {out} is inside the repository; choose a directory outside it.")
+    if cli.report:
+        if not (out / "replication.json").is_file():
+            raise SystemExit(f"no {out / 'replication.json'} yet: run without --report first.")
+        report = json.loads((out / "replication.json").read_text())
+        print(summary_table(report["results"], report["config"]["bon_ns"]))
+        return
     for step in ("policy", "prompts", "reward", "judge"):
         if not (cache / "steps" / f"{step}.json").is_file():
             raise SystemExit(f"{cache} is not prepared (step {step!r} missing): run benchmarks/replication_setup.py.")
@@ -657,7 +714,7 @@ def main(argv=None):
     stages = {}
     trainers = {"jbond": train_jbond, "vbon": train_vbon, "bon_sft": train_bon_sft, "rloo": train_rloo}
     for method in methods:
-        marker = out / "train" / method / "done.json"
+        marker = out / "train" / named(cli, method) / "done.json"
         if method == "jbond" and marker.is_file() and not cli.force:
             log("jbond: done before, skipped")
             continue
