@@ -28,7 +28,7 @@ samples), the Pareto front of the pooled points (which method is non-dominated h
 
     python benchmarks/replication_setup.py                  # once (~16 min)
     python benchmarks/replication.py --size smoke           # minutes: proves the pipeline end to end
-    python benchmarks/replication.py --size cpu             # ~1 h 45 min on 2 idle CPU cores
+    python benchmarks/replication.py --size cpu             # ~1 h 40 min on 2 idle CPU cores
     python benchmarks/replication.py --size gpu --device cuda   # paper-size protocol, for one H100/H200 (untested)
 
 Outputs go to `<cache-dir>/runs/<size>/` (or `--output-dir`), outside the repository: `replication.json` (all
