@@ -297,7 +297,7 @@ def finish_run(trainer, run_dir: Path, checkpoints: dict, seconds: float, extra:
 def train_jbond(cfg, cli, paths, train_ds) -> dict:
     from trl_bon import JBondConfig, JBondTrainer
 
-    run_dir = paths["out"] / "train" / named(cli, "jbond")
+    run_dir = run_dir_of(cli, paths, "jbond")
     steps = set(cfg["jbond_checkpoints"])
     args = JBondConfig(
         **rl_args(cfg, cli, run_dir),
@@ -347,116 +347,113 @@ def build_vbon_cache(cfg, cli, paths, train_ds) -> tuple[str, dict]:
     }
 
 
+def run_dir_of(cli, paths, run: str) -> Path:
+    return paths["out"] / "train" / named(cli, run)
+
+
+def is_done(cli, paths, run: str) -> bool:
+    return (run_dir_of(cli, paths, run) / "done.json").is_file() and not cli.force
+
+
+def train_final(cli, paths, run: str, method: str, value, build, extra: dict | None = None) -> tuple[str, dict]:
+    """Build (construction included in the time: BoN-SFT samples there), train and keep the final adapter of one run;
+    a finished run (`done.json`) is read back instead of retrained. Its checkpoint is `<method>[-tag]@<value>`."""
+    run_dir = run_dir_of(cli, paths, run)
+    if is_done(cli, paths, run):
+        return run_dir.name, json.loads((run_dir / "done.json").read_text())
+    start = time.perf_counter()
+    trainer = build(run_dir)
+    trainer.train()
+    seconds = time.perf_counter() - start
+    trainer.model.save_pretrained(str(run_dir / "final"), selected_adapters=["default"])
+    info = finish_run(trainer, run_dir, {f"{named(cli, method)}@{value}": run_dir / "final"}, seconds, extra)
+    log(f"{run_dir.name}: {seconds:.0f}s")
+    del trainer
+    gc.collect()
+    return run_dir.name, info
+
+
 def train_vbon(cfg, cli, paths, train_ds) -> dict:
     from trl_bon import VBoNConfig, VBoNTrainer
 
-    out = {}
     cache_dir, cache_info = None, None
-    for n in cfg["vbon_ns"]:
-        run_dir = paths["out"] / "train" / named(cli, f"vbon_n{n}")
-        if (run_dir / "done.json").is_file() and not cli.force:
-            out[run_dir.name] = json.loads((run_dir / "done.json").read_text())
-            continue
-        if cache_dir is None:
-            log(f"vBoN: reference-reward cache, {cfg['vbon_reference_samples']} samples x {len(train_ds)} prompts")
-            cache_dir, cache_info = build_vbon_cache(cfg, cli, paths, train_ds)
-            log(f"vBoN: cache built in {cache_info['seconds']:.0f}s")
-        args = VBoNConfig(
-            **rl_args(cfg, cli, run_dir),
-            max_steps=cfg["rl_steps"],
-            num_candidates=n,
-            num_generations=2,
-            per_device_train_batch_size=2 * cfg["rl_prompts"],
-            reference_cache_dir=cache_dir,
-        )
-        trainer = quiet(
-            VBoNTrainer(paths["policy"], paths["reward"], args, train_ds, peft_config=lora_config()), f"vbon N={n}"
-        )
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-        trainer.model.save_pretrained(str(run_dir / "final"), selected_adapters=["default"])
-        out[run_dir.name] = finish_run(
-            trainer,
-            run_dir,
-            {f"{named(cli, 'vbon')}@{n}": run_dir / "final"},
-            seconds,
-            {"reference_cache": cache_info},
-        )
-        log(f"vBoN N={n}: {seconds:.0f}s")
-        del trainer
-        gc.collect()
-    return out
+    if not all(is_done(cli, paths, f"vbon_n{n}") for n in cfg["vbon_ns"]):
+        log(f"vBoN: reference-reward cache, {cfg['vbon_reference_samples']} samples x {len(train_ds)} prompts")
+        cache_dir, cache_info = build_vbon_cache(cfg, cli, paths, train_ds)
+        log(f"vBoN: cache built in {cache_info['seconds']:.0f}s")
+
+    def build(n):
+        def trainer(run_dir):
+            args = VBoNConfig(
+                **rl_args(cfg, cli, run_dir),
+                max_steps=cfg["rl_steps"],
+                num_candidates=n,
+                num_generations=2,
+                per_device_train_batch_size=2 * cfg["rl_prompts"],
+                reference_cache_dir=cache_dir,
+            )
+            return quiet(
+                VBoNTrainer(paths["policy"], paths["reward"], args, train_ds, peft_config=lora_config()), f"vbon N={n}"
+            )
+
+        return trainer
+
+    return dict(
+        train_final(cli, paths, f"vbon_n{n}", "vbon", n, build(n), {"reference_cache": cache_info})
+        for n in cfg["vbon_ns"]
+    )
 
 
 def train_bon_sft(cfg, cli, paths, train_ds) -> dict:
     from trl_bon import BoNSFTConfig, BoNSFTTrainer
 
-    out = {}
-    for n in cfg["bon_sft_ns"]:
-        run_dir = paths["out"] / "train" / named(cli, f"bon_sft_n{n}")
-        if (run_dir / "done.json").is_file() and not cli.force:
-            out[run_dir.name] = json.loads((run_dir / "done.json").read_text())
-            continue
-        args = BoNSFTConfig(
-            **common_args(cfg, cli, run_dir),
-            num_candidates=n,
-            max_completion_length=cfg["max_completion_length"],
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            num_train_epochs=cfg["bon_sft_epochs"],
-            per_device_train_batch_size=cfg["bon_sft_batch"],
-            generation_batch_size=cfg["batch_size"],
-        )
-        start = time.perf_counter()
-        trainer = quiet(
-            BoNSFTTrainer(
-                paths["policy"], paths["reward"], args=args, train_dataset=train_ds, peft_config=lora_config()
-            ),
-            f"bon_sft N={n}",
-        )
-        trainer.train()
-        seconds = time.perf_counter() - start
-        trainer.model.save_pretrained(str(run_dir / "final"), selected_adapters=["default"])
-        out[run_dir.name] = finish_run(trainer, run_dir, {f"{named(cli, 'bon_sft')}@{n}": run_dir / "final"}, seconds)
-        log(f"BoN-SFT N={n}: {seconds:.0f}s (sampling included)")
-        del trainer
-        gc.collect()
-    return out
+    def build(n):
+        def trainer(run_dir):
+            args = BoNSFTConfig(
+                **common_args(cfg, cli, run_dir),
+                num_candidates=n,
+                max_completion_length=cfg["max_completion_length"],
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                num_train_epochs=cfg["bon_sft_epochs"],
+                per_device_train_batch_size=cfg["bon_sft_batch"],
+                generation_batch_size=cfg["batch_size"],
+            )
+            return quiet(
+                BoNSFTTrainer(
+                    paths["policy"], paths["reward"], args=args, train_dataset=train_ds, peft_config=lora_config()
+                ),
+                f"bon_sft N={n}",
+            )
+
+        return trainer
+
+    return dict(train_final(cli, paths, f"bon_sft_n{n}", "bon_sft", n, build(n)) for n in cfg["bon_sft_ns"])
 
 
 def train_rloo(cfg, cli, paths, train_ds) -> dict:
     from trl import RLOOConfig, RLOOTrainer
 
-    out = {}
-    for beta in cfg["rloo_betas"]:
-        run_dir = paths["out"] / "train" / named(cli, f"rloo_beta{beta:g}")
-        if (run_dir / "done.json").is_file() and not cli.force:
-            out[run_dir.name] = json.loads((run_dir / "done.json").read_text())
-            continue
-        args = RLOOConfig(
-            **rl_args(cfg, cli, run_dir),
-            max_steps=cfg["rl_steps"],
-            num_generations=2,
-            beta=beta,
-            per_device_train_batch_size=2 * cfg["rl_prompts"],
-        )
-        trainer = quiet(
-            RLOOTrainer(paths["policy"], paths["reward"], args, train_ds, peft_config=lora_config()),
-            f"rloo beta={beta:g}",
-        )
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-        trainer.model.save_pretrained(str(run_dir / "final"), selected_adapters=["default"])
-        out[run_dir.name] = finish_run(
-            trainer, run_dir, {f"{named(cli, 'rloo')}@{beta:g}": run_dir / "final"}, seconds
-        )
-        log(f"RLOO beta={beta:g}: {seconds:.0f}s")
-        del trainer
-        gc.collect()
-    return out
+    def build(beta):
+        def trainer(run_dir):
+            args = RLOOConfig(
+                **rl_args(cfg, cli, run_dir),
+                max_steps=cfg["rl_steps"],
+                num_generations=2,
+                beta=beta,
+                per_device_train_batch_size=2 * cfg["rl_prompts"],
+            )
+            return quiet(
+                RLOOTrainer(paths["policy"], paths["reward"], args, train_ds, peft_config=lora_config()),
+                f"rloo beta={beta:g}",
+            )
+
+        return trainer
+
+    return dict(
+        train_final(cli, paths, f"rloo_beta{beta:g}", "rloo", f"{beta:g}", build(beta)) for beta in cfg["rloo_betas"]
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
