@@ -8,11 +8,20 @@ BOND (Sessa et al., arXiv 2407.14622 v1) and vBoN (Amini et al., arXiv 2407.0605
 from .bon_law import bon_probs, bon_probs_binomial, reward_quantiles, tie_correction
 from .divergences import jeffreys, kl_divergence, reverse_kl, total_variation
 from .ema import ema_update_
-from .jbond import batch_loo_baseline, best_anchor_index, jbond_reward, jbond_sequence_weights
-from .quantiles import bond_reward, empirical_quantile, vbon_log_cdf
+from .jbond import (
+    JBondWeights,
+    batch_loo_baseline,
+    best_anchor_index,
+    jbond_reward,
+    jbond_sequence_weights,
+    jbond_weights,
+)
+from .metrics import kl_k1, kl_k3, win_rate
+from .quantiles import bond_reward, empirical_quantile, log_bon_ratio, vbon_log_cdf
 
 
 __all__ = [
+    "JBondWeights",
     "batch_loo_baseline",
     "best_anchor_index",
     "bon_probs",
@@ -22,11 +31,16 @@ __all__ = [
     "empirical_quantile",
     "jbond_reward",
     "jbond_sequence_weights",
+    "jbond_weights",
     "jeffreys",
     "kl_divergence",
+    "kl_k1",
+    "kl_k3",
+    "log_bon_ratio",
     "reverse_kl",
     "reward_quantiles",
     "tie_correction",
     "total_variation",
     "vbon_log_cdf",
+    "win_rate",
 ]

@@ -1,8 +1,22 @@
-"""J-BOND's crude reward, batch baseline and per-sequence loss weights (BOND arXiv v1 §5, eq. 17, Alg. 2)."""
+"""J-BOND's crude reward, batch baseline and per-sequence loss weights (BOND arXiv 2407.14622 v1 §5, eq. 17, Alg. 2).
+
+[`jbond_weights`] is the whole J-BOND/BOND objective of one generation batch as one pure function: rewards, the
+policy's log-ratio to the anchor and the completion lengths in; per-row loss weights and the logged statistics out.
+`JBondTrainer` and `examples/minimal_jbond.py` both call it. docs/maths.md §3–§4 derive it.
+"""
 
 import math
+from typing import NamedTuple
 
 import torch
+
+from .metrics import win_rate
+from .quantiles import empirical_quantile, log_bon_ratio
+
+
+MODES = ("jbond", "bond")
+BASELINES = ("batch_loo", "none")
+LOSS_NORMALIZATIONS = ("sequence_sum", "token_mean")
 
 
 def jbond_reward(
@@ -27,7 +41,11 @@ def jbond_reward(
 
 
 def best_anchor_index(anchor_rewards: torch.Tensor) -> torch.Tensor:
-    """Index of the best anchor sample per prompt, the Best-of-n target y_bo2; ties take the first (algorithms §2.3).
+    """Index of the best anchor sample per prompt, the Best-of-n target y_bo2; ties take the first.
+
+    J-BOND distils Best-of-2 (Alg. 2): the SFT target is the better of the two anchor samples. A tie between them
+    has no preferred side; taking the first keeps the choice deterministic and unbiased, as the anchor samples are
+    exchangeable.
     """
     return anchor_rewards.argmax(dim=-1)  # torch.argmax returns the first maximal index
 
@@ -77,3 +95,110 @@ def jbond_sequence_weights(
     w_policy = jeffreys_beta * (returns - baseline) - anchor_kl_coef * log_ratio
     w_target = torch.full_like(w_policy, 1.0 - jeffreys_beta)
     return w_policy, w_target
+
+
+class JBondWeights(NamedTuple):
+    """Output of [`jbond_weights`]."""
+
+    weights: torch.Tensor
+    """`(P, 1 + k)` per-row loss weights ("advantages"): slot 0 the policy sample, slots 1..k the anchor samples."""
+    target: torch.Tensor
+    """`(P,)` slot (1..k) of the Best-of-N target of each prompt, the row that gets the SFT weight."""
+    stats: dict[str, torch.Tensor]
+    """0-d statistics of the batch, keyed by the trainer's metric names without the `jbond/` prefix."""
+
+
+def jbond_weights(
+    policy_rewards: torch.Tensor,
+    anchor_rewards: torch.Tensor,
+    log_ratio: torch.Tensor,
+    lengths: torch.Tensor,
+    *,
+    mode: str = "jbond",
+    jbond_penalty: float = math.log(16.0),
+    num_candidates: int | None = None,
+    quantile_smoothing: str = "clamp",
+    include_tie_correction: bool = False,
+    baseline: str = "batch_loo",
+    jeffreys_beta: float = 0.5,
+    anchor_kl_coef: float = 0.0,
+    loss_normalization: str = "sequence_sum",
+) -> JBondWeights:
+    """Per-row loss weights of one J-BOND/BOND batch (BOND arXiv v1 Alg. 2; eqs. 11, 15, 17, 19).
+
+    Each prompt has one policy sample y (slot 0) and k anchor samples y'_1..y'_k (slots 1..k). The return of the
+    policy sample is R = r(y) − Δ with Δ = log π(y) − log π_a(y) (eq. 15), where r is
+
+    - `mode="jbond"`: J-BOND's crude reward r_J = −penalty if y loses to both anchor samples, else 0 (eq. 17);
+      the target is the better of the k = 2 anchor samples;
+    - `mode="bond"`: BOND's quantile reward (N−1)·log p̂≤(y) [+ log B̂(y)] estimated from the k anchor samples
+      (eqs. 8, 10; [`~trl_bon.core.log_bon_ratio`]); the target is the best of the first N anchor samples.
+
+    The weights are those of [`jbond_sequence_weights`] (w_policy = β·(R − b) − γ·Δ on slot 0, 1 − β on the target,
+    0 elsewhere), then multiplied by the group size 1 + k, because TRL's RLOO loss averages over every row of a
+    prompt group while the objective averages over prompts; with `loss_normalization="token_mean"` each weight is
+    divided by its completion length (a departure from the paper's sequence sums).
+
+    Args:
+        policy_rewards: `(P,)` rewards of the policy samples, finite.
+        anchor_rewards: `(P, k)` rewards of the anchor samples of the same prompts, finite.
+        log_ratio: `(P,)` detached Δ = Σ_t log π(y_t) − log π_a(y_t) over the policy sample's completion tokens.
+        lengths: `(P, 1 + k)` completion lengths of all rows (used by `"token_mean"` only).
+        mode: `"jbond"` or `"bond"`.
+        jbond_penalty: penalty of the crude reward (`"jbond"`), log 16 in the paper.
+        num_candidates: N of Best-of-N (`"bond"`; at most k).
+        quantile_smoothing: smoothing of p̂≤ (`"bond"`), see [`~trl_bon.core.empirical_quantile`].
+        include_tie_correction: add log B̂ to BOND's reward (eq. 4).
+        baseline: `"batch_loo"` (leave-one-out over the prompts; none with a single prompt) or `"none"`.
+        jeffreys_beta: β ∈ [0, 1] of the Jeffreys divergence (eq. 11).
+        anchor_kl_coef: γ ≥ 0 of the anchor-KL term (eq. 19).
+        loss_normalization: `"sequence_sum"` (paper) or `"token_mean"`.
+
+    Returns:
+        [`JBondWeights`]: `weights` `(P, 1 + k)` in the dtype of the rewards, `target` `(P,)`, and `stats`:
+        `reward/policy`, `reward/anchor`, `win_rate_vs_anchor` (ties ½), `kl_anchor` (mean Δ), `return`, plus
+        `frac_rJ_nonzero` (`"jbond"`) or `frac_quantile_clamped` and `log_quantile` (`"bond"`).
+    """
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; choose one of {MODES}.")
+    if baseline not in BASELINES:
+        raise ValueError(f"Unknown baseline {baseline!r}; choose one of {BASELINES}.")
+    if loss_normalization not in LOSS_NORMALIZATIONS:
+        raise ValueError(f"Unknown loss_normalization {loss_normalization!r}; choose one of {LOSS_NORMALIZATIONS}.")
+    num_prompts, k = anchor_rewards.shape
+    if lengths.shape != (num_prompts, 1 + k):
+        raise ValueError(f"`lengths` must have shape (P, 1 + k) = {(num_prompts, 1 + k)}, got {tuple(lengths.shape)}.")
+    stats = {}
+    if mode == "jbond":
+        reward = jbond_reward(policy_rewards, anchor_rewards, jbond_penalty)
+        target = best_anchor_index(anchor_rewards) + 1
+        stats["frac_rJ_nonzero"] = (reward != 0).float().mean()
+    else:
+        if num_candidates is None or not 2 <= num_candidates <= k:
+            raise ValueError(f"BOND needs 2 <= num_candidates <= k = {k} anchor samples, got {num_candidates}.")
+        n = num_candidates
+        reward = log_bon_ratio(policy_rewards, anchor_rewards, n, quantile_smoothing, include_tie_correction)
+        target = best_anchor_index(anchor_rewards[:, :n]) + 1
+        p_le = empirical_quantile(policy_rewards, anchor_rewards, smoothing=quantile_smoothing)
+        stats["frac_quantile_clamped"] = (policy_rewards < anchor_rewards.min(dim=-1).values).float().mean()
+        stats["log_quantile"] = p_le.log().mean()
+
+    returns = reward - log_ratio
+    if baseline == "batch_loo" and returns.numel() >= 2:
+        loo = batch_loo_baseline(returns)
+    else:  # "none", or a single-prompt (evaluation) batch
+        loo = torch.zeros_like(returns)
+    w_policy, w_target = jbond_sequence_weights(returns, log_ratio, loo, jeffreys_beta, anchor_kl_coef)
+    weights = torch.zeros(num_prompts, 1 + k, dtype=policy_rewards.dtype, device=policy_rewards.device)
+    weights[:, 0] = w_policy
+    weights.scatter_(1, target[:, None], w_target[:, None])
+    weights = weights * (1 + k)  # RLOO averages over the 1 + k rows of a group; the objective over prompts
+    if loss_normalization == "token_mean":
+        weights = weights / lengths.clamp(min=1.0)
+
+    stats["reward/policy"] = policy_rewards.mean()
+    stats["reward/anchor"] = anchor_rewards.mean()
+    stats["win_rate_vs_anchor"] = win_rate(policy_rewards, anchor_rewards).mean()
+    stats["kl_anchor"] = log_ratio.mean()
+    stats["return"] = returns.mean()
+    return JBondWeights(weights, target, stats)

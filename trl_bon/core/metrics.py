@@ -8,8 +8,7 @@ import math
 
 import torch
 
-from .bon_law import tie_correction
-from .quantiles import empirical_quantile
+from .quantiles import log_bon_ratio
 
 
 def kl_k1(policy_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -56,29 +55,6 @@ def win_rate(rewards: torch.Tensor, opponent_rewards: torch.Tensor) -> torch.Ten
     valid = ~torch.isnan(opponent_rewards)
     score = (r > opponent_rewards).to(rewards.dtype) + 0.5 * (r == opponent_rewards).to(rewards.dtype)
     return (score * valid).sum(-1) / valid.sum(-1).clamp_min(1)
-
-
-def log_bon_ratio(rewards: torch.Tensor, ref_rewards: torch.Tensor, n: int, smoothing: str = "clamp") -> torch.Tensor:
-    """Monte-Carlo estimate of log π_BoN(y) − log π_ref(y) = (N−1)·log p̂≤(y) + log B̂(y) (BOND eqs. 4, 7).
-
-    p̂≤ is the fraction of reference rewards ≤ r(y) (eq. 10), smoothed as in training (`"clamp"` → max(p̂, 1/(2k)));
-    B̂ = Σ_{i=1..N} (p̂</p̂≤)^(i−1) from the unsmoothed counts (= N when no reference reward ties with y, the
-    continuous case, where log B = log N).
-
-    Args:
-        rewards: `(B,)` rewards of the samples.
-        ref_rewards: `(B, K)` rewards of reference samples of the same prompts, *independent* of the samples.
-        n: N of Best-of-N.
-        smoothing: quantile smoothing, see [`~trl_bon.core.empirical_quantile`].
-
-    Returns:
-        `(B,)` estimates.
-    """
-    p_le = empirical_quantile(rewards, ref_rewards, smoothing=smoothing)
-    raw_le = empirical_quantile(rewards, ref_rewards, smoothing="none")
-    k = ref_rewards.size(-1)
-    raw_lt = (ref_rewards < rewards.unsqueeze(-1)).sum(-1).to(rewards.dtype) / k
-    return (n - 1) * torch.log(p_le) + torch.log(tie_correction(raw_lt, raw_le, n))
 
 
 def backward_kl_to_bon(

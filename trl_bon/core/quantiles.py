@@ -1,6 +1,12 @@
-"""Monte-Carlo reward quantiles: BOND's p̂≤ (eq. 10) and vBoN's CDF F̂ (official code, §3.2 of algorithms.md)."""
+"""Monte-Carlo reward quantiles and the estimators built on them.
+
+BOND's quantile p̂≤ (arXiv 2407.14622 v1, eq. 10), its quantile reward and log-ratio estimator (eqs. 4, 7, 8), and
+vBoN's smoothed CDF F̂ (arXiv 2407.06057, §4 and the authors' code). docs/maths.md §2 derives them.
+"""
 
 import torch
+
+from .bon_law import tie_correction
 
 
 SMOOTHINGS = ("clamp", "add_one", "none")
@@ -62,7 +68,8 @@ def vbon_log_cdf(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask: tor
     """vBoN's smoothed log-CDF log F̂(r) with F̂(r) = (1 + #{m : r_m < r}) / (M + 1).
 
     Strict: reference rewards tied with r are not below it (F = p<), and the "+1" counts the policy sample as one of
-    M + 1 draws, so log F̂ ∈ [−log(M+1), 0] is always finite (official rycolab/vbon code; vBoN's l1 bound, §3.1).
+    M + 1 draws, so log F̂ ∈ [−log(M+1), 0] is always finite (official rycolab/vbon code; vBoN's l1 bound,
+    docs/maths.md §5).
     E[F̂] over the M reference draws is (1 + M·p<)/(M + 1).
 
     Args:
@@ -87,3 +94,35 @@ def bond_reward(p_le_hat: torch.Tensor, n: int, log_tie_correction: torch.Tensor
     if log_tie_correction is not None:
         reward = reward + log_tie_correction
     return reward
+
+
+def log_bon_ratio(
+    rewards: torch.Tensor,
+    ref_rewards: torch.Tensor,
+    n: int,
+    smoothing: str = "clamp",
+    include_tie_correction: bool = True,
+) -> torch.Tensor:
+    """BOND's estimate of log π_BoN(y) − log π_ref(y) = (N−1)·log p̂≤(y) + log B̂(y) (arXiv v1 eqs. 4, 7, 10).
+
+    The one implementation of this estimator: BOND's training reward (eq. 15, with `π_ref` the anchor) and the
+    evaluation's KL-to-π_BoN estimates both call it. p̂≤ is smoothed (see [`empirical_quantile`]); the tie correction
+    B̂ = Σ_{i=1..N} (p̂</p̂≤)^(i−1) uses the unsmoothed counts (B̂ = N when no reference reward ties with y).
+
+    Args:
+        rewards: `(B,)` rewards of the samples.
+        ref_rewards: `(B, K)` rewards of reference (anchor) samples of the same prompts, independent of the samples.
+        n: N of Best-of-N.
+        smoothing: quantile smoothing, see [`empirical_quantile`].
+        include_tie_correction: add log B̂; without it the estimate is BOND's reward (N−1)·log p̂≤ (eq. 8).
+
+    Returns:
+        `(B,)` estimates, in the dtype of `rewards`.
+    """
+    p_le = empirical_quantile(rewards, ref_rewards, smoothing=smoothing)
+    log_tie = None
+    if include_tie_correction:
+        raw_lt, k = _counts(rewards, ref_rewards, None, strict=True)
+        raw_le, _ = _counts(rewards, ref_rewards, None, strict=False)
+        log_tie = torch.log(tie_correction(raw_lt / k, raw_le / k, n))
+    return bond_reward(p_le, n, log_tie)
