@@ -20,7 +20,7 @@ completion length, temperature 1, top-k 0, and the same number of completions pe
 | `bon_sft@N` | `BoNSFTTrainer` (one round, N candidates per training prompt) | one per N |
 | `rloo@β` | `trl.RLOOTrainer` on the raw reward, KL coef β, 6 prompts × 2 completions per step | one per β |
 
-Evaluation (`trl_bon.evaluation.evaluate_checkpoints`, algorithms.md §6) on held-out prompts (other movies than
+Evaluation (`trl_bon.evaluation.evaluate_checkpoints`, docs/maths.md §7) on held-out prompts (other movies than
 training): mean reward, KL(π‖π_ref) (k1 and k3, completion tokens), win rate vs π_ref samples and vs BoN_N (ties ½),
 KL to π_BoN; plus, here, the VADER judge (mean compound score of prompt + completion, and its win rate vs the π_ref
 samples), the Pareto front of the pooled points (which method is non-dominated how often), and the figures

@@ -56,7 +56,7 @@ def tiny_kit(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def one_token_task(tmp_path_factory):
-    """The 6-outcome task of algorithms.md §7.2 as a real tiny transformer (see `trl_bon.toy.OneTokenTask`)."""
+    """The 6-outcome task of docs/maths.md §1 as a real tiny transformer (see `trl_bon.toy.OneTokenTask`)."""
     from trl_bon.toy import build_one_token_task
 
     return build_one_token_task(tmp_path_factory.mktemp("one_token"))

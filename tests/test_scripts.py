@@ -284,7 +284,7 @@ def test_demo_quick(tmp_path, capsys):
     assert history[-1]["reward"] > history[0]["reward"] + 0.5  # J-BOND moves towards Best-of-N
     assert history[-1]["kl_to_bon2"] < history[0]["kl_to_bon2"]
     assert [b["n"] for b in data["bon"]] == [2, 4, 8, 16]
-    assert data["bon"][1]["kl_ref"] == pytest.approx(0.595834, abs=1e-5)  # exact, algorithms.md §7.2
+    assert data["bon"][1]["kl_ref"] == pytest.approx(0.595834, abs=1e-5)  # exact: KL(Bo4‖π_ref) of the toy task
     assert (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
     assert str(tmp_path / "demo.json") in out and "closest Best-of-N" in out

@@ -1,4 +1,4 @@
-"""Evaluate Best-of-N distillation checkpoints against π_ref and Best-of-N (algorithms.md §6).
+"""Evaluate Best-of-N distillation checkpoints against π_ref and Best-of-N (docs/maths.md §7).
 
 For every checkpoint, on held-out prompts and at the training temperature:
 
@@ -92,7 +92,7 @@ def completion_logps(
 
     Returns:
         `(logps, mask)`, both `(B, T_max)` float32 on CPU; `mask` is 1 on completion tokens, 0 on padding. The prompt
-        never enters the sums (algorithms.md §1.1).
+        never enters the sums (docs/maths.md, notation).
     """
     device = next(model.parameters()).device
     width = max(len(c) for c in completion_ids)
@@ -154,7 +154,7 @@ def evaluate_checkpoints(
     plot: bool = True,
     kl_metric: str = "kl_k1",
 ) -> EvaluationResults:
-    """Evaluate checkpoints on held-out prompts against π_ref and Best-of-N (algorithms.md §6).
+    """Evaluate checkpoints on held-out prompts against π_ref and Best-of-N (docs/maths.md §7).
 
     Args:
         checkpoints (`dict[str, str | PreTrainedModel]`):

@@ -1,7 +1,7 @@
 """vBoN's reference-reward cache: M scored π_ref completions per prompt, computed once, keyed by a stable prompt id.
 
 The reference policy is frozen, so the reward distribution of its completions for a prompt, which gives vBoN's CDF
-F̂ (algorithms.md §3.2), is computed once, offline, and joined onto the training dataset as a list column
+F̂ (docs/maths.md §2), is computed once, offline, and joined onto the training dataset as a list column
 (`ref_rewards` by default) that reaches `VBoNTrainer` with each prompt.
 
 **Prompt ids.** A prompt is keyed by `prompt_id(prompt)`: the SHA-256 of its canonical JSON (sorted keys, no
@@ -117,7 +117,7 @@ class ReferenceRewardCache:
 
         The CDF F̂ is the reward distribution of π_ref's completions *under these sampling settings and this
         reward*: with another temperature, completion length or reward weight it is simply a different
-        distribution (algorithms.md §3.6, pitfall 3).
+        distribution (docs/maths.md §2).
         """
         expected, keys = {}, []
         if settings is not None:

@@ -3,8 +3,8 @@
 `lvwerra/distilbert-imdb` is a 2-label classifier, while TRL loads a reward model given by id with `num_labels=1`
 (which would not match its head), so the IMDB recipes pass this callable instead:
 `--reward_funcs recipes.rewards.imdb_sentiment.positive_logit` (run from the repository root; it is importable as a
-namespace package). The vBoN paper's IMDB reward is this logit (algorithms.md §3.2); BoN-SFT in the official code
-ranks by the softmax probability instead (§4), a monotone transform for fixed text, so the Best-of-N choice is the
+namespace package). The vBoN paper's IMDB reward is this logit (the authors' code, `rycolab/vbon`); BoN-SFT in that
+code ranks by the softmax probability instead, a monotone transform for fixed text, so the Best-of-N choice is the
 same up to the NEGATIVE logit.
 
 Environment: `IMDB_REWARD_MODEL` (default `lvwerra/distilbert-imdb`), `IMDB_REWARD_BATCH_SIZE` (default 64).

@@ -1,4 +1,4 @@
-"""Contract tests: the TRL 1.16 internals trl-bon wraps (design.md §2.3).
+"""Contract tests: the TRL 1.16 internals trl-bon wraps (`trl_bon/_trl_compat.py`).
 
 A failure here means TRL changed something a trainer relies on via `trl_bon._trl_compat`: fix the compat layer (and
 the trainers) before raising the TRL cap in pyproject.toml.

@@ -1,4 +1,4 @@
-"""The exact Best-of-N law (algorithms.md §1.2–§1.4, §7.1–§7.2): regression values, brute force, Monte Carlo."""
+"""The exact Best-of-N law (BOND Theorem 1, eq. 4; vBoN eq. 3): regression values, brute force, Monte Carlo."""
 
 import itertools
 import math
@@ -15,7 +15,7 @@ REF = torch.tensor([0.30, 0.25, 0.20, 0.12, 0.08, 0.05], dtype=DT)
 DISTINCT = torch.tensor([2.0, 5.0, 0.0, 4.0, 1.0, 3.0], dtype=DT)
 TIED = torch.tensor([1.0, 2.0, 0.0, 2.0, 0.0, 1.0], dtype=DT)
 
-# algorithms.md §7.2, distinct rewards: N -> (π_BoN, KL(π_BoN‖π_ref), log N − (N−1)/N, E_BoN[r], win rate vs ref)
+# docs/maths.md §1 example, distinct rewards: N -> (π_BoN, KL(π_BoN‖π_ref), log N − (N−1)/N, E_BoN[r], win rate vs ref)
 DISTINCT_TABLE = {
     2: ([0.258000, 0.437500, 0.040000, 0.165600, 0.038400, 0.060500], 0.178227, 0.193147, 3.585800, 0.657835),
     4: ([0.107018, 0.683594, 0.001600, 0.158877, 0.004547, 0.044365], 0.595834, 0.636294, 4.405153, 0.781879),

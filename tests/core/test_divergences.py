@@ -1,4 +1,4 @@
-"""Divergences between finite distributions (algorithms.md §1.6, §7.4)."""
+"""Divergences between finite distributions (BOND eqs. 11–14)."""
 
 import math
 

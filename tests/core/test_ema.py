@@ -1,4 +1,4 @@
-"""The anchor EMA θ_a ← (1 − η)·θ_a + η·θ (BOND arXiv v1 eq. 18; algorithms.md §2.1)."""
+"""The anchor EMA θ_a ← (1 − η)·θ_a + η·θ (BOND arXiv v1 eq. 18)."""
 
 import math
 

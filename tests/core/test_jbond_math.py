@@ -1,4 +1,4 @@
-"""J-BOND's crude reward, baseline, target index and loss weights (algorithms.md §2.3–§2.5, §7.3)."""
+"""J-BOND's crude reward, baseline, target index and loss weights (BOND eqs. 17–19, Alg. 2)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Monte-Carlo reward quantiles: BOND's p̂≤ (algorithms.md §2.2) and vBoN's F̂ (§3.2)."""
+"""Monte-Carlo reward quantiles: BOND's p̂≤ (eq. 10) and vBoN's F̂ (docs/maths.md §2)."""
 
 import math
 

@@ -234,7 +234,7 @@ class TestJBondTrainer:
             torch.testing.assert_close(rloo_grad, manual_grad, rtol=1e-4, atol=1e-7)
 
     def test_gamma_lowers_kl_to_anchor(self, tmp_path, one_token_task):
-        """γ > 0 must *lower* KL(π‖π_a) (algorithms.md §2.4), measured exactly on the one-token task."""
+        """γ > 0 must *lower* KL(π‖π_a) (BOND eq. 19, docs/maths.md §3), measured exactly on the one-token task."""
         from trl_bon import JBondTrainer
         from trl_bon.core import kl_divergence
 

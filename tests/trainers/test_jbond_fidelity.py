@@ -1,4 +1,4 @@
-"""Fidelity of JBondTrainer through its public API on the one-token task (algorithms.md §7.3).
+"""Fidelity of JBondTrainer through its public API on the one-token task (BOND eq. 16, docs/maths.md §3).
 
 With one-token completions the policy's distribution is the model's softmax after the prompt, so the distance to the
 exact Best-of-N law (`core.bon_probs`) is computed exactly. The policy is a whole tiny transformer trained with Adam

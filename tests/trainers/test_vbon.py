@@ -75,7 +75,7 @@ def test_code_scaling_hand_computed():
 
 @pytest.mark.parametrize("rewards", [[2, 5, 0, 4, 1, 3], [1, 2, 0, 2, 0, 1]])
 def test_exact_log_ratio_matches_bon_law_with_ties(rewards):
-    """With the true p< and q, exp(log-ratio)·π_ref is the exact tie-safe Best-of-N law (algorithms.md §7.2)."""
+    """With the true p< and q, exp(log-ratio)·π_ref is the exact tie-safe Best-of-N law (BOND eq. 4)."""
     ref = torch.tensor([0.30, 0.25, 0.20, 0.12, 0.08, 0.05], dtype=torch.float64)
     r = torch.tensor(rewards, dtype=torch.float64)
     p_lt, p_le = reward_quantiles(ref, r)

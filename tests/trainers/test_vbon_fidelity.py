@@ -1,4 +1,4 @@
-"""Fidelity of VBoNTrainer through its public API on the one-token task (algorithms.md §7).
+"""Fidelity of VBoNTrainer through its public API on the one-token task (docs/maths.md §5).
 
 The policy is a whole tiny transformer whose next-token softmax after the prompt is π_ref =
 [0.30, 0.25, 0.20, 0.12, 0.08, 0.05] with rewards [2, 5, 0, 4, 1, 3]; completions are one token, so the trained

@@ -1,4 +1,4 @@
-"""Per-sample evaluation maths (algorithms.md §6): KL estimators on completion tokens, win rates with ties counted ½,
+"""Per-sample evaluation maths (docs/maths.md §7): KL estimators on completion tokens, win rates with ties counted ½,
 and Monte-Carlo estimates of the KL divergences to π_BoN.
 
 Pure tensor functions (no TRL, no transformers), used by `trl_bon.evaluation` and unit-tested on exact values.
@@ -14,7 +14,7 @@ from .quantiles import log_bon_ratio
 def kl_k1(policy_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """k1 estimate of KL(π‖π_ref) per sequence: Σ_t (log π(y_t) − log π_ref(y_t)) over completion tokens.
 
-    Unbiased for the sequence-level KL when y ~ π; a single sample may be negative (algorithms.md §6 item 2).
+    Unbiased for the sequence-level KL when y ~ π; a single sample may be negative (docs/maths.md §7).
 
     Args:
         policy_logps, ref_logps: `(B, T)` per-token log-probs of the *policy's* samples under π and π_ref, at the
@@ -31,7 +31,7 @@ def kl_k3(policy_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tenso
     """k3 estimate of KL(π‖π_ref) per sequence: Σ_t (e^u − 1 − u), u = log π_ref(y_t) − log π(y_t).
 
     Each term is ≥ 0 and has expectation KL(π(·|y_<t)‖π_ref(·|y_<t)) under y_t ~ π, so the sum is unbiased for
-    the sequence KL with lower variance than k1 near π = π_ref (algorithms.md §6 item 2; vBoN's evaluation uses it).
+    the sequence KL with lower variance than k1 near π = π_ref (docs/maths.md §7; vBoN's evaluation uses it).
     Same arguments and shape as [`kl_k1`].
     """
     u = (ref_logps - policy_logps) * mask
@@ -39,7 +39,7 @@ def kl_k3(policy_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tenso
 
 
 def win_rate(rewards: torch.Tensor, opponent_rewards: torch.Tensor) -> torch.Tensor:
-    """Per-sample win rate P[r > r'] + ½·P[r = r'] against a group of opponents (algorithms.md §6 items 4–5).
+    """Per-sample win rate P[r > r'] + ½·P[r = r'] against a group of opponents (docs/maths.md §7).
 
     Args:
         rewards: `(B,)` rewards of the evaluated samples.
@@ -62,7 +62,7 @@ def backward_kl_to_bon(
 ) -> torch.Tensor:
     """Per-sample estimate of KL(π‖π_BoN): log π(y) − log π_ref(y) − (N−1)·log p̂≤(y) − log B̂(y), y ~ π.
 
-    algorithms.md §6 item 3 / BOND eq. 14; average over policy samples.
+    BOND eq. 14, docs/maths.md §7; average over policy samples.
 
     Args:
         seq_log_ratio: `(B,)` sequence log π(y) − log π_ref(y) over completion tokens (the k1 terms).
@@ -81,7 +81,7 @@ def forward_kl_to_bon(
     n: int,
     smoothing: str = "clamp",
 ) -> torch.Tensor:
-    """Per-sample estimate of KL(π_BoN‖π): log π_BoN(y) − log π(y) with y ~ π_BoN (algorithms.md §6 item 3).
+    """Per-sample estimate of KL(π_BoN‖π): log π_BoN(y) − log π(y) with y ~ π_BoN (BOND eqs. 12–13, docs/maths.md §7).
 
     log π_BoN(y) = log π_ref(y) + (N−1)·log p̂≤(y) + log B̂(y) (BOND eqs. 4, 7).
 
@@ -96,7 +96,7 @@ def forward_kl_to_bon(
 
 
 def bon_kl_bound(n: int) -> float:
-    """KL(π_BoN‖π_ref) ≤ log N − (N−1)/N, tight for continuous rewards (algorithms.md §1.4)."""
+    """KL(π_BoN‖π_ref) ≤ log N − (N−1)/N, tight for continuous rewards (docs/maths.md §1)."""
     return math.log(n) - (n - 1) / n
 
 

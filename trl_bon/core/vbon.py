@@ -1,7 +1,7 @@
 """vBoN scores (Amini et al., arXiv 2407.06057): the l1 log-CDF score and the exact log-ratio log π_BoN − log π_ref.
 
-Everything is computed from a per-prompt cache of M reference rewards (algorithms.md §3.2) and, for the exact score,
-the reference sequence log-probability of the policy sample (completion tokens only, algorithms.md §1.1). Pure
+Everything is computed from a per-prompt cache of M reference rewards (docs/maths.md §2) and, for the exact score,
+the reference sequence log-probability of the policy sample (completion tokens only, docs/maths.md). Pure
 tensor functions; computations run in float64 and return the dtype of `rewards`.
 """
 
@@ -50,11 +50,11 @@ def _log1mexp_of_log(log_x: torch.Tensor) -> torch.Tensor:
 
 
 def exact_log_ratio(log_p_lt: torch.Tensor, log_q: torch.Tensor, n: int) -> torch.Tensor:
-    """Tie-safe log π_BoN(y) − log π_ref(y) = log(p≤^N − p<^N) − log q (BOND Theorem 1, algorithms.md §1.2).
+    """Tie-safe log π_BoN(y) − log π_ref(y) = log(p≤^N − p<^N) − log q (BOND Theorem 1, eq. 4).
 
     With p≤ = p< + q. The inputs are estimates: p< is capped at 1 − q so that p≤ ≤ 1 (vBoN's F̂ carries a +1 and
     reaches 1 for a sample above every cached reward). Stable for q ≪ p< (long texts, where q = π_ref(y) can be
-    e^{−1000}): there log(p≤^N − p<^N) − log q → log N + (N−1)·log p<, vBoN's injective form to first order (§1.3).
+    e^{−1000}): there log(p≤^N − p<^N) − log q → log N + (N−1)·log p<, the injective form (vBoN eq. 3) to first order.
 
     Args:
         log_p_lt: `(B,)` log p<(y) (e.g. log F̂ from the cache); −inf allowed.
@@ -75,7 +75,7 @@ def exact_log_ratio(log_p_lt: torch.Tensor, log_q: torch.Tensor, n: int) -> torc
 
 
 def binomial_log_ratio(log_cdf: torch.Tensor, log_ref: torch.Tensor, n: int) -> torch.Tensor:
-    """vBoN's injective form log Σ_{i=1..N} C(N, i)·π_ref(y)^i·F^(N−i) − log π_ref(y) (vBoN eq. 3, §1.3).
+    """vBoN's injective form log Σ_{i=1..N} C(N, i)·π_ref(y)^i·F^(N−i) − log π_ref(y) (vBoN eq. 3).
 
     As the official code computes it (logsumexp over i). Exact only without ties; kept to reproduce the code.
 
@@ -102,7 +102,7 @@ def vbon_scores(
 ) -> dict[str, torch.Tensor]:
     """The vBoN score of each policy sample, to be used as the RL reward with KL coefficient 1/(N−1).
 
-    - `"l1"` (vBoN's l1 bound, algorithms.md §3.1): score = log F̂(r).
+    - `"l1"` (vBoN's l1 bound, docs/maths.md §5): score = log F̂(r).
     - `"exact"` (faithful, default): score = (log π_BoN − log π_ref)/(N−1) with the tie-safe law
       (`exact_log_ratio`), p< = F̂, q = max(q̂, π_ref(y)) where q̂ = #{r_m = r}/M (q ≥ π_ref(y) always holds, and
       the cache cannot see levels lighter than 1/M). With KL weight 1/(N−1) the optimum is π ∝ π̂_BoN.

@@ -3,7 +3,7 @@
 #     "trl-bon[plot]",
 # ]
 # ///
-"""Evaluate checkpoints against π_ref and Best-of-N, the `trl-bon eval` subcommand (algorithms.md §6).
+"""Evaluate checkpoints against π_ref and Best-of-N, the `trl-bon eval` subcommand (docs/maths.md §7).
 
     trl-bon eval --model_name_or_path lvwerra/gpt2-imdb --reward_model_name_or_path lvwerra/distilbert-imdb \\
         --dataset_name stanfordnlp/imdb --prompt_column text --prompt_min_tokens 2 --prompt_max_tokens 8 \\

@@ -63,7 +63,7 @@ class JBondConfig(RLOOConfig):
             β·(backward KL: REINFORCE on the policy sample)`. 0 is online BoN-SFT, 1 the vBoN-style backward KL.
         anchor_kl_coef (`float`, *optional*, defaults to `0.0`):
             γ ≥ 0 of eq. 19: adds `γ·sg[log π(y) − log π_a(y)]·log π(y)` to the loss, which lowers KL(π‖π_a)
-            (algorithms.md §2.4; Alg. 2 in arXiv v1 prints the opposite sign).
+            (docs/maths.md §3; Alg. 2 in arXiv v1 prints the opposite sign).
         jbond_penalty (`float`, *optional*, defaults to `log(16)`):
             Penalty of the crude J-BOND reward (eq. 17): `r_J = −jbond_penalty` if the policy sample is strictly
             worse than both anchor samples, else 0. A tie with an anchor sample earns 0.

@@ -1,4 +1,4 @@
-"""J-BOND and BOND on top of TRL's `RLOOTrainer` (Sessa et al., arXiv 2407.14622 v1; design.md §2.2).
+"""J-BOND and BOND on top of TRL's `RLOOTrainer` (Sessa et al., arXiv 2407.14622 v1).
 
 The trainer wraps four RLOO hooks via `super()` and copies none of their bodies:
 
