@@ -8,14 +8,8 @@ this file and a red contract test rather than a silent change in a trainer.
 import trl
 from packaging.version import Version
 from trl.generation.vllm_generation import VLLMGeneration
-from trl.models.utils import (
-    disable_gradient_checkpointing,
-    prepare_deepspeed,
-    prepare_fsdp,
-    unwrap_model_for_generation,
-)
+from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed, prepare_fsdp
 from trl.trainer.utils import (
-    RepeatSampler,
     add_fused_lm_head,
     create_model_from_path,
     disable_dropout_in_model,
@@ -53,9 +47,13 @@ def check_trl_version() -> None:
         )
 
 
+# Every trainer (and the sampler) imports this module, so an untested TRL is reported once, when trl-bon first
+# touches TRL's internals.
+check_trl_version()
+
+
 __all__ = [
     "GENERATION_OUTPUT_KEYS",
-    "RepeatSampler",
     "VLLMGeneration",
     "WRAPPED_RLOO_HOOKS",
     "add_fused_lm_head",
@@ -67,6 +65,5 @@ __all__ = [
     "pad",
     "prepare_deepspeed",
     "prepare_fsdp",
-    "unwrap_model_for_generation",
     "use_adapter",
 ]
