@@ -405,7 +405,10 @@ def train_vbon(cfg, cli, paths, train_ds) -> dict:
 
 
 def train_bon_sft(cfg, cli, paths, train_ds) -> dict:
-    from trl_bon import BoNSFTConfig, BoNSFTTrainer
+    from transformers import AutoTokenizer
+
+    from trl_bon import BoNSFTConfig, BoNSFTTrainer, RewardScorer, best_of_n, bon_sft_dataset
+    from trl_bon.sampling import GenerationSettings
 
     def build(n):
         def trainer(run_dir):
@@ -420,12 +423,23 @@ def train_bon_sft(cfg, cli, paths, train_ds) -> dict:
                 per_device_train_batch_size=cfg["bon_sft_batch"],
                 generation_batch_size=cfg["batch_size"],
             )
-            return quiet(
-                BoNSFTTrainer(
-                    paths["policy"], paths["reward"], args=args, train_dataset=train_ds, peft_config=lora_config()
-                ),
-                f"bon_sft N={n}",
+            tokenizer = AutoTokenizer.from_pretrained(paths["policy"])
+            settings = GenerationSettings.from_trainer_args(args)
+            scorer = RewardScorer(paths["reward"], device=args.device)
+            bon = best_of_n(
+                paths["policy"],
+                train_ds["prompt"],
+                scorer,
+                n,
+                settings,
+                seed=args.seed,
+                tokenizer=tokenizer,
+                batch_size=args.generation_batch_size,
+                progress=False,
             )
+            data = bon_sft_dataset(bon, tokenizer)
+            trainer = BoNSFTTrainer(paths["policy"], args=args, train_dataset=data, peft_config=lora_config())
+            return quiet(trainer, f"bon_sft N={n}")
 
         return trainer
 

@@ -16,6 +16,7 @@ _LAZY = {
     "VBoNTrainer": "trl_bon.trainer.vbon_trainer",
     "BoNSFTConfig": "trl_bon.trainer.bon_sft_config",
     "BoNSFTTrainer": "trl_bon.trainer.bon_sft_trainer",
+    "bon_sft_dataset": "trl_bon.trainer.bon_sft_trainer",
     "best_of_n": "trl_bon.sampling",
     "BestOfNOutput": "trl_bon.sampling",
     "sample_completions": "trl_bon.sampling",

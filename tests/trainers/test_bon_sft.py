@@ -1,17 +1,21 @@
-"""BoNSFTTrainer on the offline tiny kit: training (full, LoRA, 8-bit + LoRA), completion-only loss, fidelity to the
-exact Best-of-N law on the one-token task, iterative rounds with resume, and validation."""
+"""BoN-SFT on the offline tiny kit: `bon_sft_dataset(best_of_n(...))` then `BoNSFTTrainer` (full, LoRA, 8-bit + LoRA),
+completion-only loss, fidelity to the exact Best-of-N law on the one-token task, and validation; the rounds of
+`trl-bon bon-sft` (RAFT/ReST: an outer loop in the script) with their saved data and resume."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from datasets import Dataset
-from transformers import TrainerCallback
+from transformers import AutoTokenizer, TrainerCallback
 
+import trl_bon.sampling
 from tests.helpers import cpu_args
-from trl_bon import BoNSFTConfig, BoNSFTTrainer
+from trl_bon import BoNSFTConfig, BoNSFTTrainer, best_of_n, bon_sft_dataset
 from trl_bon.core import bon_probs, kl_divergence
+from trl_bon.rewards import RewardScorer
+from trl_bon.sampling import GenerationSettings
+from trl_bon.scripts import bon_sft as script
 from trl_bon.trainer import bon_sft_trainer
 
 
@@ -31,6 +35,14 @@ def small_args(output_dir, **overrides) -> BoNSFTConfig:
     return BoNSFTConfig(str(output_dir), **args)
 
 
+def bon_data(model_path, prompts, reward_funcs, args, **kwargs) -> Dataset:
+    """The data step the user (or the script) runs before the trainer: one `best_of_n` call."""
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    settings = GenerationSettings.from_trainer_args(args)
+    bon = best_of_n(model_path, list(prompts), reward_funcs, args.num_candidates, settings, progress=False, **kwargs)
+    return bon_sft_dataset(bon, tokenizer)
+
+
 def trainable_snapshot(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -41,70 +53,37 @@ def assert_all_changed(before, model):
         assert not torch.equal(tensor, after[name].detach()), f"{name} did not change"
 
 
-class CountTrainBegins(TrainerCallback):
-    """Counts `train()` starts (one per trained round) and records the first trainable tensor at each start."""
-
-    def __init__(self, crash_at: int | None = None):
-        self.begins, self.first_tensor, self.crash_at = 0, [], crash_at
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.begins += 1
-        self.first_tensor.append(next(p.detach().clone() for p in model.parameters() if p.requires_grad))
-        if self.begins == self.crash_at:
-            raise RuntimeError("simulated crash")
-
-
-@pytest.fixture
-def count_sampler_calls(monkeypatch):
-    """Counts `best_of_n` calls made by the trainer."""
-    calls = []
-    real = bon_sft_trainer.best_of_n
-
-    def counting(*args, **kwargs):
-        calls.append(kwargs["seed"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(bon_sft_trainer, "best_of_n", counting)
-    return calls
-
-
 class TestBoNSFTTrainer:
     @pytest.mark.parametrize("conversational", [False, True])
     def test_train_full_fine_tuning(self, tiny_kit, prompt_dataset, tmp_path, conversational):
-        dataset = prompt_dataset.select(range(8))
+        prompts = prompt_dataset["prompt"][:8]
         if conversational:
-            dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in dataset["prompt"]]})
+            prompts = [[{"role": "user", "content": p}] for p in prompts]
+        args = small_args(tmp_path)
         # A reward model and a callable, weighted: the selection uses exactly this scalar reward.
-        trainer = BoNSFTTrainer(
-            tiny_kit["policy"],
-            [tiny_kit["reward"], token_sum_reward],
-            args=small_args(tmp_path, reward_weights=[1.0, 0.5]),
-            train_dataset=dataset,
+        data = bon_data(
+            tiny_kit["policy"], prompts, [tiny_kit["reward"], token_sum_reward], args, reward_weights=[1.0, 0.5]
         )
+        # Every kept completion is the best of its candidates under the weighted reward.
+        assert data["reward"] == [max(row) for row in data["candidate_rewards"]]
+        assert all(len(row) == 2 for row in data["candidate_rewards"])
+        trainer = BoNSFTTrainer(tiny_kit["policy"], args=args, train_dataset=data)
         before = trainable_snapshot(trainer.model)
         trainer.train()
         assert trainer.state.log_history[-1]["train_loss"] is not None
         assert_all_changed(before, trainer.model)
         logged = trainer.state.log_history[0]
-        assert logged["bon_sft/round"] == 1
         assert logged["bon_sft/chosen_reward_mean"] >= logged["bon_sft/candidate_reward_mean"]
-        # Every kept completion is the best of its candidates under the weighted reward.
-        saved = json.loads((tmp_path / "bon_data" / "round-1" / "metadata.json").read_text())
-        assert saved["num_candidates"] == 2 and saved["seed"] == 0
-        assert saved["reward_signature"] == {
-            "reward_funcs": ["reward", "token_sum_reward"],
-            "reward_weights": [1.0, 0.5],
-        }
-        assert saved["generation_settings"]["max_completion_length"] == 4
+        assert logged["bon_sft/chosen_reward_mean"] == pytest.approx(sum(data["reward"]) / 8)
 
     def test_train_lora(self, tiny_kit, prompt_dataset, tmp_path):
         from peft import LoraConfig
 
+        args = small_args(tmp_path)
         trainer = BoNSFTTrainer(
             tiny_kit["policy"],
-            token_sum_reward,
-            args=small_args(tmp_path),
-            train_dataset=prompt_dataset.select(range(8)),
+            args=args,
+            train_dataset=bon_data(tiny_kit["policy"], prompt_dataset["prompt"][:8], token_sum_reward, args),
             peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
         )
         before = trainable_snapshot(trainer.model)
@@ -118,12 +97,20 @@ class TestBoNSFTTrainer:
         from peft import LoraConfig
         from transformers import BitsAndBytesConfig
 
+        args = small_args(tmp_path, model_init_kwargs={"device_map": "cpu"})
+        quantization = BitsAndBytesConfig(load_in_8bit=True)
+        data = bon_data(
+            tiny_kit["policy"],
+            prompt_dataset["prompt"][:8],
+            token_sum_reward,
+            args,
+            model_init_kwargs={"device_map": "cpu", "quantization_config": quantization},
+        )
         trainer = BoNSFTTrainer(
             tiny_kit["policy"],
-            token_sum_reward,
-            args=small_args(tmp_path, model_init_kwargs={"device_map": "cpu"}),
-            train_dataset=prompt_dataset.select(range(8)),
-            quantization_config=BitsAndBytesConfig(load_in_8bit=True),
+            args=args,
+            train_dataset=data,
+            quantization_config=quantization,
             peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
         )
         assert trainer.model.is_loaded_in_8bit
@@ -132,17 +119,11 @@ class TestBoNSFTTrainer:
         assert_all_changed(before, trainer.model)
 
     def test_loss_covers_completion_tokens_only(self, tiny_kit, prompt_dataset, tmp_path):
-        from transformers import AutoTokenizer
-
         tokenizer = AutoTokenizer.from_pretrained(tiny_kit["policy"])
-        trainer = BoNSFTTrainer(
-            tiny_kit["policy"],
-            token_sum_reward,
-            args=small_args(tmp_path),
-            train_dataset=prompt_dataset.select(range(8)),
-        )
-        saved = Dataset.load_from_disk(str(tmp_path / "bon_data" / "round-1" / "dataset"))
-        by_prompt = dict(zip(saved["prompt"], saved["input_ids"], strict=True))
+        args = small_args(tmp_path)
+        data = bon_data(tiny_kit["policy"], prompt_dataset["prompt"][:8], token_sum_reward, args)
+        trainer = BoNSFTTrainer(tiny_kit["policy"], args=args, train_dataset=data)
+        by_prompt = dict(zip(data["prompt"], data["input_ids"], strict=True))
         batch = next(iter(trainer.get_train_dataloader()))
         assert set(batch) >= {"input_ids", "labels", "attention_mask"}
         for input_ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
@@ -169,118 +150,171 @@ class TestBoNSFTTrainer:
                 logging_steps=50,
             ),
         )
-        trainer = BoNSFTTrainer(
+        data = bon_data(
             one_token_task.model_path,
+            [one_token_task.prompt] * 2000,
             one_token_task.reward_func,
-            args=args,
-            train_dataset=one_token_task.dataset(2000),
+            args,
+            batch_size=args.generation_batch_size,
         )
+        trainer = BoNSFTTrainer(one_token_task.model_path, args=args, train_dataset=data)
         target = bon_probs(one_token_task.ref_probs, one_token_task.rewards, 4)
         assert kl_divergence(target, one_token_task.policy_probs(trainer.model)) > 0.5  # starts at π_ref (0.596)
         trainer.train()
         policy = one_token_task.policy_probs(trainer.model)
         assert kl_divergence(target, policy) <= 0.02
 
-    def test_iterative_rounds_and_resume(self, tiny_kit, prompt_dataset, tmp_path, count_sampler_calls):
-        from safetensors.torch import load_file
+    def test_data_validation(self, tiny_kit, prompt_dataset, tmp_path):
+        args = small_args(tmp_path)
+        for dataset, match in [
+            (None, "required"),
+            (prompt_dataset, "not Best-of-N data"),  # prompts only: the trainer never samples
+            (Dataset.from_dict({"prompt": ["a"], "completion": ["b"]}), "not Best-of-N data"),
+        ]:
+            with pytest.raises(ValueError, match=match):
+                BoNSFTTrainer(tiny_kit["policy"], args=args, train_dataset=dataset)
+        data = bon_data(tiny_kit["policy"], prompt_dataset["prompt"][:4], token_sum_reward, args)
+        with pytest.raises(ValueError, match="Best-of-2 data, but `args.num_candidates=3`"):
+            BoNSFTTrainer(tiny_kit["policy"], args=small_args(tmp_path, num_candidates=3), train_dataset=data)
+        with pytest.raises(ValueError, match="empty"):
+            BoNSFTTrainer(tiny_kit["policy"], args=args, train_dataset=data.select([]))
+        from trl import SFTConfig
 
-        dataset = prompt_dataset.select(range(8))
-        crash = CountTrainBegins(crash_at=2)
-        trainer = BoNSFTTrainer(
-            tiny_kit["policy"],
-            token_sum_reward,
-            args=small_args(tmp_path, num_rounds=2),
-            train_dataset=dataset,
-            callbacks=[crash],
-        )
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            trainer.train()  # round 1 trains, round 2's data is sampled, then its training "crashes"
-        assert count_sampler_calls == [0, 1]  # one call per round, seeded seed + round − 1
-        round_1 = tmp_path / "bon_data" / "round-1"
-        assert (round_1 / "trainable.safetensors").exists()
-        assert (tmp_path / "bon_data" / "round-2" / "metadata.json").exists()
-        # Round 2 started from round 1's weights.
-        first_name = next(n for n, p in trainer.model.named_parameters() if p.requires_grad)
-        round_1_weights = load_file(str(round_1 / "trainable.safetensors"))
-        assert torch.equal(crash.first_tensor[1], round_1_weights[first_name])
-
-        # Re-run: no data is sampled again, round 1 is not retrained, round 2 starts from round 1's weights.
-        count_sampler_calls.clear()
-        counter = CountTrainBegins()
-        trainer = BoNSFTTrainer(
-            tiny_kit["policy"],
-            token_sum_reward,
-            args=small_args(tmp_path, num_rounds=2),
-            train_dataset=dataset,
-            callbacks=[counter],
-        )
-        trainer.train()
-        assert count_sampler_calls == []
-        assert counter.begins == 1
-        assert torch.equal(counter.first_tensor[0], round_1_weights[first_name])
-        assert any(log.get("bon_sft/round") == 2 for log in trainer.state.log_history)
-        assert (tmp_path / "round-2").is_dir()  # round ≥ 2 trains in its own output directory
-
-    def test_saved_data_with_other_settings_is_rejected(self, tiny_kit, prompt_dataset, tmp_path):
-        dataset = prompt_dataset.select(range(4))
-        BoNSFTTrainer(tiny_kit["policy"], token_sum_reward, args=small_args(tmp_path), train_dataset=dataset)
-        with pytest.raises(ValueError, match="other settings.*num_candidates"):
-            BoNSFTTrainer(
-                tiny_kit["policy"],
-                token_sum_reward,
-                args=small_args(tmp_path, num_candidates=3),
-                train_dataset=dataset,
-            )
+        with pytest.raises(TypeError, match="BoNSFTConfig"):
+            BoNSFTTrainer(tiny_kit["policy"], args=SFTConfig(str(tmp_path), **cpu_args()), train_dataset=data)
 
     @pytest.mark.parametrize(
         ("overrides", "match"),
         [
             ({"num_candidates": 0}, "num_candidates"),
-            ({"num_rounds": 0}, "num_rounds"),
             ({"tie_break": "last"}, "tie_break"),
             ({"temperature": 0.0}, "temperature"),
-            ({"use_vllm": True, "num_rounds": 2}, "use_vllm=False"),
         ],
     )
     def test_config_validation(self, tmp_path, overrides, match):
         with pytest.raises(ValueError, match=match):
             small_args(tmp_path, **overrides)
 
-    @pytest.mark.parametrize(
-        ("dataset", "match"),
-        [
-            (None, "required"),
-            (Dataset.from_dict({"question": ["a"]}), "no `prompt` column"),
-            (Dataset.from_dict({"prompt": ["a"], "completion": ["b"]}), "already holds completions"),
-            (Dataset.from_dict({"prompt": ["a"], "messages": [[{"role": "user", "content": "b"}]]}), "messages"),
-            (Dataset.from_dict({"prompt": []}), "empty"),
-        ],
-    )
-    def test_dataset_validation(self, tiny_kit, tmp_path, count_sampler_calls, dataset, match):
+
+# ------------------------------------------------------------------------------------------------ the script's rounds
+class CountTrainBegins(TrainerCallback):
+    """Counts `train()` starts (one per trained round) and records the first trainable tensor at each start."""
+
+    def __init__(self, crash_at: int | None = None):
+        self.begins, self.first_tensor, self.crash_at = 0, [], crash_at
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.begins += 1
+        self.first_tensor.append(next(p.detach().clone() for p in model.parameters() if p.requires_grad))
+        if self.begins == self.crash_at:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.fixture
+def count_sampler_calls(monkeypatch):
+    """Counts `best_of_n` calls made by the script (it imports `trl_bon.best_of_n` when it runs)."""
+    calls = []
+    real = trl_bon.sampling.best_of_n
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trl_bon.sampling, "best_of_n", counting)
+    return calls
+
+
+@pytest.fixture
+def prompt_folder(tmp_path_factory, prompt_dataset):
+    root = tmp_path_factory.mktemp("prompts")
+    with open(root / "train.jsonl", "w") as f:
+        for prompt in prompt_dataset["prompt"][:8]:
+            f.write(json.dumps({"prompt": prompt}) + "\n")
+    return str(root)
+
+
+def run_script(tiny_kit, prompt_folder, output_dir, monkeypatch, callback, *extra):
+    """`trl-bon bon-sft` in-process, with `callback` added to every round's trainer."""
+
+    class WithCallback(BoNSFTTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(callback)
+
+    monkeypatch.setattr(bon_sft_trainer, "BoNSFTTrainer", WithCallback)
+    argv = ["--model_name_or_path", tiny_kit["policy"], "--reward_funcs", f"{__name__}.token_sum_reward"]
+    argv += ["--dataset_name", prompt_folder, "--output_dir", str(output_dir), "--num_candidates", "2"]
+    argv += ["--max_completion_length", "4", "--per_device_train_batch_size", "4", "--max_steps", "3"]
+    argv += ["--learning_rate", "0.1", "--use_cpu", "true", "--bf16", "false", "--report_to", "none"]
+    argv += ["--save_strategy", "no", "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--seed", "0"]
+    argv += extra
+    return script.cli(argv)
+
+
+def test_script_rounds_and_resume(tiny_kit, prompt_folder, tmp_path, count_sampler_calls, monkeypatch):
+    from safetensors.torch import load_file
+
+    crash = CountTrainBegins(crash_at=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        # round 1 trains, round 2's data is sampled from round 1's policy, then its training "crashes"
+        run_script(tiny_kit, prompt_folder, tmp_path, monkeypatch, crash, "--num_rounds", "2")
+    assert count_sampler_calls == [0, 1]  # one call per round, seeded seed + round − 1
+    round_1 = tmp_path / "_bon_data" / "round-1"
+    saved = json.loads((round_1 / "metadata.json").read_text())
+    assert saved["num_candidates"] == 2 and saved["seed"] == 0
+    assert saved["reward_signature"]["reward_funcs"] == ["token_sum_reward"]
+    assert saved["generation_settings"]["max_completion_length"] == 4
+    assert (round_1 / "trainable.safetensors").exists()
+    assert (tmp_path / "_bon_data" / "round-2" / "metadata.json").exists()
+    # Round 2 started from round 1's weights.
+    from transformers import AutoModelForCausalLM
+
+    round_1_weights = load_file(str(round_1 / "trainable.safetensors"))
+    first_name = next(name for name, _ in AutoModelForCausalLM.from_pretrained(tiny_kit["policy"]).named_parameters())
+    assert torch.equal(crash.first_tensor[1], round_1_weights[first_name])
+
+    # Re-run: no data is sampled again, round 1 is not retrained, round 2 starts from round 1's weights.
+    count_sampler_calls.clear()
+    counter = CountTrainBegins()
+    assert run_script(tiny_kit, prompt_folder, tmp_path, monkeypatch, counter, "--num_rounds", "2") == 0
+    assert count_sampler_calls == []
+    assert counter.begins == 1
+    assert torch.equal(counter.first_tensor[0], round_1_weights[first_name])
+    assert (tmp_path / "round-2").is_dir()  # round ≥ 2 trains in its own output directory
+    assert (tmp_path / "model.safetensors").is_file()  # the final policy is saved to output_dir
+
+    # Data made with other settings is refused, before any sampling.
+    with pytest.raises(ValueError, match="other settings.*num_candidates"):
+        run_script(tiny_kit, prompt_folder, tmp_path, monkeypatch, counter, "--num_candidates", "3")
+    assert count_sampler_calls == []
+
+
+def test_script_validation(tiny_kit, prompt_folder, tmp_path, count_sampler_calls, monkeypatch):
+    with pytest.raises(ValueError, match="num_rounds"):
+        script.BoNSFTScriptArguments(num_rounds=0)
+    with pytest.raises(ValueError, match="use_vllm=False"):
+        run_script(tiny_kit, prompt_folder, tmp_path, monkeypatch, None, "--use_vllm", "true", "--num_rounds", "2")
+    for dataset, match in [
+        (None, "required"),
+        (Dataset.from_dict({"question": ["a"]}), "no `prompt` column"),
+        (Dataset.from_dict({"prompt": ["a"], "completion": ["b"]}), "already holds completions"),
+        (Dataset.from_dict({"prompt": ["a"], "messages": [[{"role": "user", "content": "b"}]]}), "messages"),
+        (Dataset.from_dict({"prompt": []}), "empty"),
+    ]:
         with pytest.raises(ValueError, match=match):
-            BoNSFTTrainer(tiny_kit["policy"], token_sum_reward, args=small_args(tmp_path), train_dataset=dataset)
-        assert count_sampler_calls == []  # failed before any sampling
+            script.check_prompt_dataset(dataset)
+    assert count_sampler_calls == []  # failed before any sampling
 
-    def test_non_finite_reward_is_rejected(self, tiny_kit, prompt_dataset, tmp_path):
-        def broken(completions, **kwargs):
-            return [float("inf")] * len(completions)
 
-        with pytest.raises(ValueError, match="infinite"):
-            BoNSFTTrainer(tiny_kit["policy"], broken, args=small_args(tmp_path), train_dataset=prompt_dataset)
-        assert not (tmp_path / "bon_data" / "round-1" / "metadata.json").exists()
+def test_non_finite_reward_is_rejected(tiny_kit, prompt_dataset, tmp_path):
+    def broken(completions, **kwargs):
+        return [float("inf")] * len(completions)
 
-    def test_other_errors(self, tiny_kit, prompt_dataset, tmp_path):
-        with pytest.raises(ValueError, match="optimizer_cls_and_kwargs"):
-            BoNSFTTrainer(
-                tiny_kit["policy"],
-                token_sum_reward,
-                args=small_args(tmp_path, num_rounds=2),
-                train_dataset=prompt_dataset,
-                optimizers=(object(), None),
-            )
-        from trl import SFTConfig
-
-        with pytest.raises(TypeError, match="BoNSFTConfig"):
-            args = SFTConfig(str(tmp_path), **cpu_args())
-            BoNSFTTrainer(tiny_kit["policy"], token_sum_reward, args=args, train_dataset=prompt_dataset)
-        assert not Path(tmp_path, "bon_data").exists()
+    args = small_args(tmp_path)
+    scorer = RewardScorer(broken)
+    metadata = script.round_metadata(1, prompt_dataset["prompt"], scorer, args)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_kit["policy"])
+    directory = tmp_path / "_bon_data" / "round-1"
+    with pytest.raises(ValueError, match="infinite"):
+        script.round_data(directory, metadata, tiny_kit["policy"], prompt_dataset, scorer, tokenizer, args)
+    assert not (directory / "metadata.json").exists()

@@ -11,41 +11,233 @@
 
     trl-bon bon-sft --config recipes/bon_sft/imdb_gpt2.yaml           # same, launched through accelerate
 
-The dataset is prompt-only: N completions per prompt are sampled from the model (π_ref), scored with the reward(s),
-and the best one becomes the SFT target (`--num_candidates`, `--num_rounds` > 1 for RAFT-style rounds). Every
-`BoNSFTConfig` / `SFTConfig` / `TrainingArguments` field is a flag; `ModelConfig` gives `--use_peft --lora_r …
---load_in_8bit/--load_in_4bit`; `--config recipe.yaml` sets any of them. `trl-bon bon-sft --help` lists them all.
+The dataset is prompt-only: N completions per prompt are sampled from the model (π_ref) with `best_of_n`, scored
+with the reward(s), and the best one becomes the SFT target (`--num_candidates`). `--num_rounds R > 1` repeats
+sample-then-train R times, each round sampling from the policy the previous round trained (RAFT / ReST-style). Each
+round's data is saved under `output_dir/_bon_data/round-k/` (the leading underscore keeps it out of `push_to_hub`),
+with the weights of every finished non-final round: a re-run with the same settings samples and trains nothing twice,
+and data made with other settings is refused. Every `BoNSFTConfig` / `SFTConfig` / `TrainingArguments` field is a
+flag; `ModelConfig` gives `--use_peft --lora_r … --load_in_8bit/--load_in_4bit`; `--config recipe.yaml` sets any of
+them. `trl-bon bon-sft --help` lists them all.
 """
 
+import copy
+import hashlib
+import json
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from trl_bon.scripts._common import BoNScriptArguments, run_main, train_from_args, training_parser
+from trl_bon.scripts._common import (
+    BoNScriptArguments,
+    finish,
+    load_splits,
+    model_init_kwargs,
+    resolve_reward_funcs,
+    run_main,
+    training_parser,
+)
 
 
 @dataclass
 class BoNSFTScriptArguments(BoNScriptArguments):
     """Script arguments of `trl-bon bon-sft`: the prompt dataset ([`~trl.ScriptArguments`]), the reward(s) that pick
-    the best candidate and the prompt transform (see `BoNScriptArguments`)."""
+    the best candidate, the prompt transform (see `BoNScriptArguments`) and the number of rounds.
+
+    Args:
+        num_rounds (`int`, *optional*, defaults to `1`):
+            `1` is BoN-SFT (distil Best-of-N of the reference model). With `R > 1`, each round samples N candidates
+            from the current policy, keeps the best and fine-tunes on it (RAFT / ReST-style iterative distillation).
+    """
+
+    num_rounds: int = field(
+        default=1,
+        metadata={"help": "1 = BoN-SFT; > 1 = iterative (RAFT-style): each round samples from the current policy."},
+    )
+
+    def __post_init__(self):  # TRL's ScriptArguments has no __post_init__ of its own
+        if self.num_rounds < 1:
+            raise ValueError(f"`num_rounds` must be at least 1, got {self.num_rounds}. Set `num_rounds=1` (BoN-SFT).")
 
 
-def run(script_args, training_args, model_args, dataset_args):
-    """Build a `BoNSFTTrainer` from parsed arguments (sampling the Best-of-N data), train, save to `output_dir`."""
+def check_prompt_dataset(dataset, name: str = "train_dataset") -> None:
+    """Fail before any sampling if `dataset` is not a non-empty, prompt-only `Dataset`."""
+    from datasets import IterableDataset
+
+    if dataset is None:
+        raise ValueError(f"`{name}` is required: pass a prompt-only dataset with a `prompt` column.")
+    if isinstance(dataset, IterableDataset):
+        raise TypeError(
+            f"`{name}` is an `IterableDataset`; BoN-SFT samples every prompt up front. Materialise it first, e.g. "
+            "`Dataset.from_list(list(dataset.take(num_prompts)))`."
+        )
+    columns = dataset.column_names
+    if "prompt" not in columns:
+        raise ValueError(
+            f"`{name}` has no `prompt` column (columns: {columns}). BoN-SFT generates the completions itself: pass a "
+            "prompt-only dataset, e.g. `dataset.rename_column('question', 'prompt')`."
+        )
+    given = [c for c in ("completion", "messages", "chosen", "text") if c in columns]
+    if given:
+        raise ValueError(
+            f"`{name}` already holds completions (column(s) {given}), but BoN-SFT expects prompts only and samples "
+            f"the completions itself. Drop them (`dataset.remove_columns({given})`), or train on fixed completions "
+            "with `trl.SFTTrainer`."
+        )
+    if len(dataset) == 0:
+        raise ValueError(f"`{name}` is empty: BoN-SFT needs at least one prompt.")
+
+
+def round_metadata(round_index: int, prompts, scorer, training_args) -> dict:
+    """What a round's data depends on; saved data is reused only when this matches."""
+    from trl_bon.sampling import GenerationSettings
+
+    encoded = json.dumps(list(prompts), sort_keys=True, default=str).encode()
+    return {
+        "round": round_index,
+        "num_candidates": training_args.num_candidates,
+        "seed": training_args.seed + round_index - 1,
+        "tie_break": training_args.tie_break,
+        "generation_settings": GenerationSettings.from_trainer_args(training_args).to_dict(),
+        "reward_signature": scorer.signature(),
+        "num_prompts": len(prompts),
+        "prompts_sha256": hashlib.sha256(encoded).hexdigest(),
+    }
+
+
+def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, tokenizer, training_args):
+    """The round's Best-of-N training set: loaded when saved with the same `metadata`, else one `best_of_n` call."""
+    from datasets import load_from_disk
+
+    from trl_bon import best_of_n
+    from trl_bon.sampling import GenerationSettings
+    from trl_bon.trainer.bon_sft_trainer import bon_sft_dataset
+
+    with training_args.main_process_first(local=False, desc=f"Best-of-N data, round {metadata['round']}"):
+        if (directory / "metadata.json").exists():
+            saved = json.loads((directory / "metadata.json").read_text())
+            stale = {key: (saved.get(key), value) for key, value in metadata.items() if saved.get(key) != value}
+            if stale:
+                raise ValueError(
+                    f"{directory} holds Best-of-N data made with other settings (saved vs now: {stale}). Delete that "
+                    "directory to sample again, or use another `output_dir`."
+                )
+            return load_from_disk(str(directory / "dataset"))
+        prompts = list(prompt_dataset["prompt"])
+        columns = {c: list(prompt_dataset[c]) for c in prompt_dataset.column_names if c != "prompt"}
+        bon = best_of_n(
+            policy,
+            prompts,
+            scorer,
+            training_args.num_candidates,
+            GenerationSettings.from_trainer_args(training_args),
+            columns=columns,
+            tie_break=training_args.tie_break,
+            seed=metadata["seed"],
+            tokenizer=tokenizer,
+            batch_size=training_args.generation_batch_size,
+            use_vllm=training_args.use_vllm,
+            vllm_kwargs=training_args.vllm_kwargs,
+            progress=not training_args.disable_tqdm,
+        )
+        dataset = bon_sft_dataset(bon, tokenizer)
+        if training_args.process_index == 0:
+            dataset.save_to_disk(str(directory / "dataset"))
+            # metadata.json is written last (atomically): its presence marks the round's data as complete.
+            (directory / "metadata.json.tmp").write_text(json.dumps(metadata, indent=2))
+            os.replace(directory / "metadata.json.tmp", directory / "metadata.json")
+    return dataset
+
+
+def save_trainable(model, path: Path, training_args) -> None:
+    from safetensors.torch import save_file
+
+    if training_args.process_index == 0:
+        weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(weights, str(path.with_suffix(".tmp")))
+        os.replace(path.with_suffix(".tmp"), path)
+
+
+def load_trainable(model, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    unexpected = model.load_state_dict(load_file(str(path)), strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(
+            f"{path} holds weights of another model ({unexpected[:3]}…). Delete `_bon_data/` to start over, or use "
+            "another `output_dir`."
+        )
+
+
+def main(script_args, training_args, model_args, dataset_args):
+    """Sample Best-of-N data, train a `BoNSFTTrainer` on it, and repeat for `num_rounds`; save to `output_dir`."""
+    from transformers import AutoTokenizer
+    from trl import get_peft_config, get_quantization_config
+
+    from trl_bon import BoNSFTTrainer, RewardScorer
+
     if training_args.eval_strategy != "no":
         raise ValueError(
             "`trl-bon bon-sft` trains on prompt-only data and has no held-out prompt–completion set to evaluate on. "
             "Set `--eval_strategy no` and evaluate the saved model with `trl-bon eval`."
         )
-    return train_from_args("BoNSFTTrainer", script_args, training_args, model_args, dataset_args)
+    if training_args.use_vllm and script_args.num_rounds > 1:
+        raise ValueError(
+            "`use_vllm=True` samples from the model path, which only holds the reference model, so it cannot run "
+            f"iterative rounds (`num_rounds={script_args.num_rounds}`). Set `use_vllm=False` or `num_rounds=1`."
+        )
+    if model_args.model_name_or_path is None:
+        raise ValueError("No model given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
+    scorer = RewardScorer(
+        resolve_reward_funcs(script_args), reward_weights=training_args.reward_weights, device=training_args.device
+    )
+    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
+    prompt_dataset, _ = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
+    check_prompt_dataset(prompt_dataset)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    if tokenizer.pad_token is None:  # what SFTTrainer would set; the sampler needs it first
+        tokenizer.pad_token = training_args.pad_token or tokenizer.eos_token
+
+    data_dir = Path(training_args.output_dir) / "_bon_data"
+    policy, trainer, resume = model_args.model_name_or_path, None, training_args.resume_from_checkpoint
+    for round_index in range(1, script_args.num_rounds + 1):
+        directory = data_dir / f"round-{round_index}"
+        metadata = round_metadata(round_index, prompt_dataset["prompt"], scorer, training_args)
+        dataset = round_data(directory, metadata, policy, prompt_dataset, scorer, tokenizer, training_args)
+        round_args = copy.copy(training_args)  # rounds >= 2 keep their checkpoints in output_dir/round-k
+        if round_index > 1:  # and fine-tune the policy instance trained so far
+            round_args.output_dir = os.path.join(training_args.output_dir, f"round-{round_index}")
+            round_args.model_init_kwargs = None
+        trainer = BoNSFTTrainer(
+            model=policy,
+            args=round_args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            quantization_config=get_quantization_config(model_args) if round_index == 1 else None,
+            peft_config=get_peft_config(model_args) if round_index == 1 else None,
+        )
+        weights = directory / "trainable.safetensors"
+        if round_index < script_args.num_rounds and weights.exists():
+            load_trainable(trainer.model, weights)  # finished in an earlier run
+        else:
+            trainer.train(resume_from_checkpoint=resume)
+            resume = None  # a checkpoint belongs to the first round that trains
+            if round_index < script_args.num_rounds:
+                save_trainable(trainer.model, weights, training_args)
+        policy = trainer.model  # the next round samples from, and fine-tunes, the policy trained so far
+    finish(trainer, training_args, script_args)
+    return trainer
 
 
 def make_parser(prog: str | None = None):
     return training_parser(BoNSFTScriptArguments, "BoNSFTConfig", prog)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_main(make_parser(), run, argv)
+def cli(argv: list[str] | None = None) -> int:
+    """`trl-bon bon-sft`: parse `argv` (flags and `--config`) and run [`main`]."""
+    return run_main(make_parser(), main, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None, launch: bool | None = None) -> int:
     module = importlib.import_module(f"trl_bon.scripts.{SUBCOMMANDS[args.command][0]}")
     if "-h" in rest or "--help" in rest:
         module.make_parser(prog=f"trl-bon {args.command}").parse_args(["--help"])
-    return module.main(rest) or 0
+    return getattr(module, "cli", module.main)(rest) or 0  # `cli(argv)` where `main` takes parsed arguments
 
 
 if __name__ == "__main__":

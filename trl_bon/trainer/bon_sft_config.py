@@ -1,4 +1,4 @@
-"""Configuration of the [`BoNSFTTrainer`] (Best-of-N distillation by SFT, and its iterative RAFT-style variant)."""
+"""Configuration of the [`BoNSFTTrainer`] (Best-of-N distillation by SFT) and of the `best_of_n` call feeding it."""
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +15,9 @@ TIE_BREAKS = ("random", "first")
 class BoNSFTConfig(SFTConfig):
     r"""
     Configuration class for the [`BoNSFTTrainer`]. Only Best-of-N parameters are listed; see [`SFTConfig`] and
-    [`~transformers.TrainingArguments`] for the rest.
+    [`~transformers.TrainingArguments`] for the rest. The trainer itself only trains: the Best-of-N and sampling
+    parameters describe the [`~trl_bon.best_of_n`] call that makes its data (`trl-bon bon-sft` makes it from them),
+    and the trainer checks that the data's N equals `num_candidates`.
 
     > [!NOTE]
     > `completion_only_loss` defaults to `True` here (loss on the sampled completion tokens only, EOS included), not
@@ -26,9 +28,6 @@ class BoNSFTConfig(SFTConfig):
 
         num_candidates (`int`, *optional*, defaults to `4`):
             N, the completions sampled per prompt; the one with the highest reward is the SFT target.
-        num_rounds (`int`, *optional*, defaults to `1`):
-            `1` is BoN-SFT (distil Best-of-N of the reference model). With `R > 1`, each round samples N candidates
-            from the current policy, keeps the best and fine-tunes on it (RAFT / ReST-style iterative distillation).
         tie_break (`str`, *optional*, defaults to `"random"`):
             How to choose among candidates with the same maximal reward: `"random"` (uniform, seeded: the law of
             Best-of-N sampling) or `"first"`.
@@ -61,10 +60,6 @@ class BoNSFTConfig(SFTConfig):
 
     # Parameters that control the Best-of-N data
     num_candidates: int = field(default=4, metadata={"help": "N: completions sampled per prompt; the best is kept."})
-    num_rounds: int = field(
-        default=1,
-        metadata={"help": "1 = BoN-SFT; > 1 = iterative (RAFT-style): each round samples from the current policy."},
-    )
     tie_break: str = field(
         default="random",
         metadata={"help": "Tie-break among maximal candidates: 'random' (seeded, the BoN law) or 'first'."},
@@ -100,8 +95,6 @@ class BoNSFTConfig(SFTConfig):
                 f"Best-of-N needs at least one candidate per prompt, got `num_candidates={self.num_candidates}`. "
                 "Set `num_candidates` to N >= 1 (N = 1 is plain SFT on reference samples)."
             )
-        if self.num_rounds < 1:
-            raise ValueError(f"`num_rounds` must be at least 1, got {self.num_rounds}. Set `num_rounds=1` (BoN-SFT).")
         if self.tie_break not in TIE_BREAKS:
             raise ValueError(f"Unknown `tie_break={self.tie_break!r}`; set it to one of {TIE_BREAKS}.")
         if self.max_completion_length < 1:
@@ -119,10 +112,4 @@ class BoNSFTConfig(SFTConfig):
             raise ValueError(
                 "BoN-SFT always builds a prompt-completion dataset; set `completion_only_loss=True` (loss on the "
                 "completions) or `False` (prompt included)."
-            )
-        if self.use_vllm and self.num_rounds > 1:
-            # vLLM builds its engine from a path; later rounds sample from the in-memory policy being trained.
-            raise ValueError(
-                "`use_vllm=True` samples from the model path, which only holds the reference model, so it cannot run "
-                f"iterative rounds (`num_rounds={self.num_rounds}`). Set `use_vllm=False` or `num_rounds=1`."
             )
