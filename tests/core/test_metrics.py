@@ -5,16 +5,8 @@ import math
 import pytest
 import torch
 
-from trl_bon.core.metrics import (
-    backward_kl_to_bon,
-    bon_kl_bound,
-    forward_kl_to_bon,
-    kl_k1,
-    kl_k3,
-    log_bon_ratio,
-    mean_and_sem,
-    win_rate,
-)
+from trl_bon.core import kl_k1, kl_k3, log_bon_ratio, win_rate
+from trl_bon.core.metrics import backward_kl_to_bon, bon_kl_bound, forward_kl_to_bon, mean_and_sem
 
 
 class TestMetrics:
