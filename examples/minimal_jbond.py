@@ -56,7 +56,7 @@ def forward_logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 
 @torch.no_grad()
 def sample(model, prompt_ids, prompt_mask, max_new_tokens: int, eos_id: int, temperature: float = 1.0):
-    """Ancestral sampling; returns `(completion_ids, completion_mask)`, the mask covering tokens up to the first EOS."""
+    """Ancestral sampling: `(completion_ids, completion_mask)`, the mask covering tokens up to the first EOS."""
     ids, mask, tokens = prompt_ids, prompt_mask, []
     done = torch.zeros(ids.size(0), dtype=torch.bool)
     for _ in range(max_new_tokens):
