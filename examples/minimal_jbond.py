@@ -51,7 +51,9 @@ NUM_ANCHOR_SAMPLES = 2  # J-BOND: Best-of-2 of the anchor
 
 
 def forward_logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return model(input_ids=ids, attention_mask=mask).logits
+    """Logits of a left-padded batch; positions count real tokens only, as `generate` numbers them."""
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
 
 
 @torch.no_grad()
