@@ -46,7 +46,7 @@ def test_evaluate_checkpoints_on_the_one_token_task(one_token_task, tmp_path):
     assert ref_row["kl_k1"] == 0.0 and ref_row["kl_k3"] == 0.0
     assert ref_row["win_rate_vs_ref"] == pytest.approx(0.5, abs=0.04)
     assert ref_row["win_rate_vs_bon2"] < 0.45
-    # A policy equal to π_BoN2: KL to π_ref ≈ 0.178 (§7.2), reward ≈ 3.586, win rate vs BoN2 ≈ 1/2,
+    # A policy equal to π_BoN2: KL to π_ref ≈ 0.178, reward ≈ 3.586, win rate vs BoN2 ≈ 1/2,
     # win rate vs π_ref ≈ 0.658, and a small KL to π_BoN2 in both directions (MC-estimated quantiles).
     assert bon_row["kl_k1"] == pytest.approx(0.178227, abs=0.08)
     assert bon_row["kl_k3"] == pytest.approx(0.178227, abs=0.08)

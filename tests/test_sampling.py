@@ -109,7 +109,7 @@ class TestBestOfN:
     @pytest.mark.parametrize("rewards", [(2.0, 5.0, 0.0, 4.0, 1.0, 3.0), (1.0, 2.0, 0.0, 2.0, 0.0, 1.0)])
     def test_matches_the_exact_bon_law(self, one_token_task, rewards):
         # One-token completions from a model whose softmax is exactly π_ref: the chosen tokens must follow
-        # bon_probs(π_ref, r, 4), ties included (the second reward vector is the tied example of §7.2).
+        # bon_probs(π_ref, r, 4), ties included (the second reward vector is the tied example of docs/maths.md §1).
         reward_table = torch.tensor(rewards, dtype=torch.float64)
 
         def token_reward(completion_ids, **kwargs):

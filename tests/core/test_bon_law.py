@@ -22,7 +22,7 @@ DISTINCT_TABLE = {
     8: ([0.012769, 0.899887, 0.0000026, 0.075297, 0.0000352, 0.012009], 1.059753, 1.204442, 4.862225, 0.852121),
 }
 
-# Two-token example of §7.2: V = {0, 1, 2}, r(y1, y2) = y1 + y2, N = 3, lexicographic order 00, 01, …, 22.
+# Two-token example: V = {0, 1, 2}, r(y1, y2) = y1 + y2, N = 3, lexicographic order 00, 01, …, 22.
 P1 = torch.tensor([0.5, 0.3, 0.2], dtype=DT)
 P2 = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7]], dtype=DT)
 TWO_REF = (P1[:, None] * P2).reshape(-1)
@@ -30,7 +30,7 @@ TWO_REWARDS = torch.tensor([a + b for a in range(3) for b in range(3)], dtype=DT
 
 
 def win_rate(bon: torch.Tensor, ref: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
-    """P[r(BoN sample) > r(ref sample)] + ½·P[tie] = E_BoN[(p< + p≤)/2] (§1.4)."""
+    """P[r(BoN sample) > r(ref sample)] + ½·P[tie] = E_BoN[(p< + p≤)/2] (docs/maths.md §7)."""
     p_lt, p_le = reward_quantiles(ref, rewards)
     return (bon * (p_lt + p_le) / 2).sum(-1)
 
@@ -52,7 +52,7 @@ def brute_force_bon(ref, rewards, n: int, tie_break: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Regression values (§7.2)
+# Regression values (the example of docs/maths.md §1)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -81,7 +81,7 @@ def test_regression_tie_correction_n4():
     torch.testing.assert_close(
         b, torch.tensor([1.8283, 2.7344, 1.0, 3.1383, 2.5889, 3.5485], dtype=DT), atol=5e-5, rtol=0
     )
-    # log π_BoN = log π_ref + (N−1)·log p≤ + log B (§1.5), and B ∈ [1, N] with B = 1 at the unique worst outcome.
+    # log π_BoN = log π_ref + (N−1)·log p≤ + log B (BOND eq. 7), B ∈ [1, N], B = 1 at the unique worst outcome.
     bon = bon_probs(REF, DISTINCT, 4)
     torch.testing.assert_close(bon.log(), REF.log() + 3 * p_le.log() + b.log(), atol=1e-12, rtol=0)
     assert b[2].item() == 1.0 and bool((b >= 1).all()) and bool((b <= 4).all())
@@ -112,7 +112,7 @@ def test_regression_two_token_sequences():
     # The law is a polynomial in the (2-decimal) probabilities, so these 6-decimal values are exact ...
     exact = [0.027, 0.075465, 0.058265, 0.030186, 0.174795, 0.171027, 0.023306, 0.076012, 0.363944]
     torch.testing.assert_close(bon, torch.tensor(exact, dtype=DT), atol=1e-12, rtol=0)
-    # ... and round to the 5-decimal values printed in §7.2.
+    # ... and round to the 5-decimal regression values.
     printed = [0.02700, 0.07546, 0.05826, 0.03019, 0.17479, 0.17103, 0.02331, 0.07601, 0.36394]
     torch.testing.assert_close(bon, torch.tensor(printed, dtype=DT), atol=5.01e-6, rtol=0)
     marginal = bon.reshape(3, 3).sum(-1)
@@ -132,7 +132,7 @@ def test_two_token_marginal_is_not_per_token_bon():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Brute force (§7.1 a) and the binomial form (§1.3, §7.1 c)
+# Brute force and the binomial form (vBoN eq. 3)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -169,7 +169,7 @@ def test_binomial_form_agrees_with_distinct_rewards(n):
 
 def test_binomial_form_loses_mass_with_ties():
     binomial = bon_probs_binomial(REF, TIED, 4)
-    assert binomial.sum().item() == pytest.approx(0.7154, abs=5e-5)  # not a distribution: §1.3's failure
+    assert binomial.sum().item() == pytest.approx(0.7154, abs=5e-5)  # not a distribution: it fails with ties
     assert bon_probs(REF, TIED, 4).sum().item() == pytest.approx(1.0, abs=1e-12)
     # It matches the brute force only where a reward level holds a single outcome (here: none is unique).
     brute = brute_force_bon(REF.numpy(), TIED.numpy(), 4, "uniform")
@@ -182,7 +182,7 @@ def test_invalid_n():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Monte Carlo (§7.1 b)
+# Monte Carlo
 # ---------------------------------------------------------------------------------------------------------------------
 
 # 0.999 quantile of χ² with 5 degrees of freedom (scipy.stats.chi2.ppf(0.999, 5)); used when scipy is absent.
@@ -230,7 +230,7 @@ def test_monte_carlo_goodness_of_fit(rewards):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Batching and the KL bound (§1.4)
+# Batching and the KL bound (docs/maths.md §1)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
