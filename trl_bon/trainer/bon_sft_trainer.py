@@ -20,6 +20,7 @@ from trl import SFTTrainer
 from .._trl_compat import create_model_from_path, get_config_model_id
 from ..rewards import RewardScorer
 from ..sampling import GenerationSettings, best_of_n, tokenize_prompts
+from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._papers import BOND_PAPER
 from .bon_sft_config import BoNSFTConfig
 
@@ -50,7 +51,7 @@ def _check_prompt_dataset(dataset, name: str) -> None:
         raise ValueError(f"`{name}` is empty: BoN-SFT needs at least one prompt.")
 
 
-class BoNSFTTrainer(SFTTrainer):
+class BoNSFTTrainer(CheckpointMixin, SFTTrainer):
     r"""
     Trainer for Best-of-N distillation by supervised fine-tuning (BoN-SFT) and its iterative variant (RAFT-style).
 
@@ -151,6 +152,8 @@ class BoNSFTTrainer(SFTTrainer):
 
         # Everything that can fail cheaply fails before any model is loaded or sampled.
         _check_prompt_dataset(train_dataset, "train_dataset")
+        settings = {"method": "bon_sft", "num_candidates": args.num_candidates, "num_rounds": args.num_rounds}
+        self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
         if args.num_rounds > 1 and optimizers != (None, None):
             raise ValueError(
                 "`optimizers` holds one optimizer/scheduler, but each of the `num_rounds` rounds needs a fresh one. "

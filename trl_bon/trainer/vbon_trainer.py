@@ -29,11 +29,12 @@ from ..ref_cache import (
 )
 from ..rewards import RewardScorer
 from ..sampling import GenerationSettings
+from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._scoring_forwards import ScoringForwardsMixin
 from .vbon_config import VBoNConfig
 
 
-class VBoNTrainer(ScoringForwardsMixin, RLOOTrainer):
+class VBoNTrainer(CheckpointMixin, ScoringForwardsMixin, RLOOTrainer):
     r"""
     Trainer for variational Best-of-N (vBoN), introduced in [Variational Best-of-N
     Alignment](https://huggingface.co/papers/2407.06057). It fine-tunes the policy towards the Best-of-N
@@ -111,6 +112,8 @@ class VBoNTrainer(ScoringForwardsMixin, RLOOTrainer):
                 "`VBoNConfig('out', num_candidates=4)`; got "
                 + ("None." if args is None else f"{type(args).__name__}.")
             )
+        settings = {"method": "vbon", "num_candidates": args.num_candidates, "vbon_objective": args.vbon_objective}
+        self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
