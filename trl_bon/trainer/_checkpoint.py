@@ -21,6 +21,8 @@ from typing import Any
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 
+from ._config_checks import check_writable_dir
+
 
 MANIFEST_NAME = "trl_bon_checkpoint.json"
 MANIFEST_FORMAT = 1
@@ -158,11 +160,14 @@ class CheckpointMixin:
     def _init_checkpointing(self, args, settings: dict[str, Any]) -> None:
         """Record the run's settings and refuse, before any model loads, an `output_dir` or a resume that cannot work.
 
-        Refused: an `output_dir` holding complete checkpoints of another trainer, method or setting (they would mix
-        with this run's), and a `resume_from_checkpoint` path in `args` that is incomplete or of other settings.
+        Refused: an unwritable `output_dir` (rather than at the first save); an `output_dir` holding complete
+        checkpoints of another trainer, method or setting (they would mix with this run's); a `resume_from_checkpoint`
+        path in `args` that is incomplete or of other settings.
         """
         self._checkpoint_settings = {"trainer": type(self).__name__, **settings}
         self._resume_checkpoint = None
+        if args.should_save:
+            check_writable_dir(args.output_dir)
         if args.save_strategy != SaveStrategy.NO:
             for checkpoint in list_checkpoints(args.output_dir):
                 manifest, _ = read_manifest(checkpoint)

@@ -21,6 +21,7 @@ from .._trl_compat import create_model_from_path, get_config_model_id
 from ..rewards import RewardScorer
 from ..sampling import GenerationSettings, best_of_n, tokenize_prompts
 from ._checkpoint import CheckpointMixin, finetuning_settings
+from ._config_checks import check_prompt_lengths, check_prompts
 from ._papers import BOND_PAPER
 from .bon_sft_config import BoNSFTConfig
 
@@ -154,6 +155,7 @@ class BoNSFTTrainer(CheckpointMixin, SFTTrainer):
         _check_prompt_dataset(train_dataset, "train_dataset")
         settings = {"method": "bon_sft", "num_candidates": args.num_candidates, "num_rounds": args.num_rounds}
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
+        check_prompts(train_dataset, "train_dataset")
         if args.num_rounds > 1 and optimizers != (None, None):
             raise ValueError(
                 "`optimizers` holds one optimizer/scheduler, but each of the `num_rounds` rounds needs a fresh one. "
@@ -216,6 +218,7 @@ class BoNSFTTrainer(CheckpointMixin, SFTTrainer):
             sampler = create_model_from_path(model, **{"trust_remote_code": args.trust_remote_code, **init_kwargs})
         else:
             sampler = model
+        check_prompt_lengths(train_dataset, processing_class, sampler, args.max_completion_length, "train_dataset")
         bon_dataset, round_metrics = self._round_dataset(1, sampler, args, processing_class)
         del sampler
 

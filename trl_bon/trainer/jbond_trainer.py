@@ -34,6 +34,7 @@ from .._trl_compat import (
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor
 from ._checkpoint import CheckpointMixin, finetuning_settings
+from ._config_checks import RewardOutputChecksMixin, check_prompt_lengths, check_prompts
 from ._papers import BOND_PAPER
 from ._scoring_forwards import ScoringForwardsMixin
 from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
@@ -44,7 +45,7 @@ _FORWARD_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attentio
 _FORWARD_KEYS += ("num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
 
 
-class JBondTrainer(CheckpointMixin, ScoringForwardsMixin, RLOOTrainer):
+class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
     r"""
     Trainer for J-BOND and BOND (Best-of-N distillation), proposed in [BOND: Aligning LLMs with Best-of-N
     Distillation](https://huggingface.co/papers/2407.14622).
@@ -142,6 +143,7 @@ class JBondTrainer(CheckpointMixin, ScoringForwardsMixin, RLOOTrainer):
                 _check_prompt_dataset(dataset, f"eval_dataset[{name!r}]")
         elif eval_dataset is not None:
             _check_prompt_dataset(eval_dataset, "eval_dataset")
+        check_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
         use_lora = peft_config is not None or (not isinstance(model, str) and is_peft_model(model))
         self._init_checkpointing(
             args,
@@ -179,6 +181,14 @@ class JBondTrainer(CheckpointMixin, ScoringForwardsMixin, RLOOTrainer):
             peft_config=peft_config,
         )
 
+        check_prompt_lengths(
+            self.train_dataset,
+            self._tokenizer,
+            self.model,
+            args.max_completion_length,
+            "train_dataset",
+            **self.chat_template_kwargs,
+        )
         # Anchor: a second LoRA adapter (fp32 shadow) or a second full model.
         self._anchor_model = None
         self._ref_model = None

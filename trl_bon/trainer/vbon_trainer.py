@@ -30,11 +30,12 @@ from ..ref_cache import (
 from ..rewards import RewardScorer
 from ..sampling import GenerationSettings
 from ._checkpoint import CheckpointMixin, finetuning_settings
+from ._config_checks import RewardOutputChecksMixin, check_prompt_lengths, check_prompts
 from ._scoring_forwards import ScoringForwardsMixin
 from .vbon_config import VBoNConfig
 
 
-class VBoNTrainer(CheckpointMixin, ScoringForwardsMixin, RLOOTrainer):
+class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
     r"""
     Trainer for variational Best-of-N (vBoN), introduced in [Variational Best-of-N
     Alignment](https://huggingface.co/papers/2407.06057). It fine-tunes the policy towards the Best-of-N
@@ -114,6 +115,7 @@ class VBoNTrainer(CheckpointMixin, ScoringForwardsMixin, RLOOTrainer):
             )
         settings = {"method": "vbon", "num_candidates": args.num_candidates, "vbon_objective": args.vbon_objective}
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
+        check_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
@@ -129,6 +131,14 @@ class VBoNTrainer(CheckpointMixin, ScoringForwardsMixin, RLOOTrainer):
         )
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
+        check_prompt_lengths(
+            self.train_dataset,
+            self._tokenizer,
+            self.model,
+            args.max_completion_length,
+            "train_dataset",
+            **self.chat_template_kwargs,
+        )
         self.num_candidates = args.num_candidates
         self._vbon_raw_rewards = None
         self._vbon_cache = None
