@@ -131,6 +131,19 @@ def check_prompt_lengths(dataset, tokenizer, model, max_completion_length: int, 
         )
 
 
+def check_train_prompt_lengths(trainer) -> None:
+    """[`check_prompt_lengths`] on an `RLOOTrainer`'s training prompts, tokenised as it will tokenise them."""
+    args = trainer.args
+    check_prompt_lengths(
+        trainer.train_dataset,
+        trainer._tokenizer,
+        trainer.model,
+        args.max_completion_length,
+        "train_dataset",
+        **trainer.chat_template_kwargs,
+    )
+
+
 def _checked_rewards(output, name: str, expected: int) -> list:
     """`output` of the reward callable `name` as a list of numbers/None, or an error naming the function and fix."""
     import numbers

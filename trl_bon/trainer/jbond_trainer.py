@@ -34,7 +34,7 @@ from .._trl_compat import (
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor
 from ._checkpoint import CheckpointMixin, finetuning_settings
-from ._config_checks import RewardOutputChecksMixin, check_prompt_lengths, check_prompts
+from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
 from ._papers import BOND_PAPER
 from ._scoring_forwards import ScoringForwardsMixin
 from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
@@ -181,14 +181,7 @@ class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixi
             peft_config=peft_config,
         )
 
-        check_prompt_lengths(
-            self.train_dataset,
-            self._tokenizer,
-            self.model,
-            args.max_completion_length,
-            "train_dataset",
-            **self.chat_template_kwargs,
-        )
+        check_train_prompt_lengths(self)
         # Anchor: a second LoRA adapter (fp32 shadow) or a second full model.
         self._anchor_model = None
         self._ref_model = None

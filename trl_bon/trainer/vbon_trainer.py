@@ -30,7 +30,7 @@ from ..ref_cache import (
 from ..rewards import RewardScorer
 from ..sampling import GenerationSettings
 from ._checkpoint import CheckpointMixin, finetuning_settings
-from ._config_checks import RewardOutputChecksMixin, check_prompt_lengths, check_prompts
+from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
 from ._scoring_forwards import ScoringForwardsMixin
 from .vbon_config import VBoNConfig
 
@@ -131,14 +131,7 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
         )
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
-        check_prompt_lengths(
-            self.train_dataset,
-            self._tokenizer,
-            self.model,
-            args.max_completion_length,
-            "train_dataset",
-            **self.chat_template_kwargs,
-        )
+        check_train_prompt_lengths(self)
         self.num_candidates = args.num_candidates
         self._vbon_raw_rewards = None
         self._vbon_cache = None
