@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from transformers import Trainer, TrainerCallback
+from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 
 from ._config_checks import check_writable_dir
@@ -286,7 +286,7 @@ class CheckpointMixin:
 
     def _save_checkpoint(self, model, trial) -> None:
         """Stage the checkpoint, add the resume state and manifest, then publish it by a rename and rotate."""
-        run_dir = Path(Trainer._get_output_dir(self, trial))
+        run_dir = Path(self._get_output_dir(trial))  # not staging yet: the real run folder
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging_root = run_dir / f"{STAGING_PREFIX}{name}"
         staged, final = staging_root / name, run_dir / name
