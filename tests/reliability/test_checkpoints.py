@@ -191,6 +191,15 @@ def test_reused_output_dir_fresh_start_is_refused(tiny_kit, prompt_dataset, stra
     assert trainer.state.global_step == 0
 
 
+def test_resuming_a_finished_run_is_refused(tiny_kit, prompt_dataset, straight_run, tmp_path):
+    """Transformers would run one step past `max_steps` when resuming the final checkpoint: refused instead."""
+    shutil.copytree(straight_run[0] / f"checkpoint-{MAX_STEPS}", tmp_path / f"checkpoint-{MAX_STEPS}")
+    trainer = _jbond(tiny_kit, prompt_dataset, _jbond_args(tmp_path))
+    with pytest.raises(ValueError, match=f"at step {MAX_STEPS}, which already reaches `max_steps`.*Raise `max_steps`"):
+        trainer.train(resume_from_checkpoint=True)
+    assert trainer.state.global_step == 0
+
+
 def test_no_checkpoint_to_resume(tiny_kit, prompt_dataset, tmp_path):
     trainer = _jbond(tiny_kit, prompt_dataset, _jbond_args(tmp_path))
     with pytest.raises(ValueError, match="No complete checkpoint in `output_dir`"):
@@ -270,3 +279,25 @@ def test_resume_onto_another_base_model_is_refused(straight_run, one_token_task,
     with pytest.raises(ValueError, match=r"Cannot resume .*model: checkpoint '.*', this run '.*'"):
         trainer.train(resume_from_checkpoint=True)
     assert trainer.state.global_step == 0
+
+
+def test_bon_sft_checkpoints_are_atomic_and_self_describing(tiny_kit, prompt_dataset, tmp_path):
+    """BoN-SFT goes through the same save path: a manifest naming the trainer, and a J-BOND resume of it refused."""
+    from trl_bon import BoNSFTConfig, BoNSFTTrainer, JBondTrainer
+
+    overrides = dict(save_strategy="steps", save_steps=1, save_total_limit=1, max_steps=2)
+    args = BoNSFTConfig(**cpu_args(output_dir=str(tmp_path), num_candidates=2, max_completion_length=4, **overrides))
+    BoNSFTTrainer(tiny_kit["policy"], token_sum_reward, args=args, train_dataset=prompt_dataset).train()
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".partial")] == []
+    manifest = json.loads((tmp_path / "checkpoint-2" / "trl_bon_checkpoint.json").read_text())
+    assert manifest["settings"] == {
+        "trainer": "BoNSFTTrainer",
+        "method": "bon_sft",
+        "num_candidates": 2,
+        "num_rounds": 1,
+        "finetuning": "full",
+    }
+    jbond_args = _jbond_args(tmp_path / "jbond", resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    with pytest.raises(ValueError, match="trainer: checkpoint 'BoNSFTTrainer', this run 'JBondTrainer'"):
+        JBondTrainer(MISSING_MODEL, token_sum_reward, jbond_args, prompt_dataset)

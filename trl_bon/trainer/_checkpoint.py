@@ -231,7 +231,14 @@ class CheckpointMixin:
                 )
             resume_from_checkpoint = str(complete[-1])
         if resume_from_checkpoint:
-            self._check_resumable(resume_from_checkpoint, self.accelerator.unwrap_model(self.model))
+            manifest = self._check_resumable(resume_from_checkpoint, self.accelerator.unwrap_model(self.model))
+            if 0 < self.args.max_steps <= manifest["global_step"]:
+                # Transformers would still run one more step past `max_steps`, silently changing the final weights.
+                raise ValueError(
+                    f"{resume_from_checkpoint} is at step {manifest['global_step']}, which already reaches "
+                    f"`max_steps` ({self.args.max_steps}): that run finished; its final weights are in it. "
+                    "Raise `max_steps` to train further."
+                )
             return str(resume_from_checkpoint)
         if self.args.save_strategy != SaveStrategy.NO:
             existing = list_checkpoints(run_dir)
