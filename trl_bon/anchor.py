@@ -540,9 +540,19 @@ class AnchorCallback(TrainerCallback):
             EMA rate η ∈ [0, 1], used when `mode="ema"`.
         period (`int`, *optional*, defaults to `1000`):
             Optimizer steps between hard copies, used when `mode="periodic"`.
+        save_with_checkpoints (`bool`, *optional*, defaults to `True`):
+            Whether `on_save` writes the anchor into `checkpoint-N/`. The trl-bon trainers set `False`: they write it
+            into the checkpoint before the checkpoint becomes visible (atomic checkpoints).
     """
 
-    def __init__(self, anchor: LoraAnchor | ModelAnchor, mode: str = "ema", rate: float = 0.02, period: int = 1000):
+    def __init__(
+        self,
+        anchor: LoraAnchor | ModelAnchor,
+        mode: str = "ema",
+        rate: float = 0.02,
+        period: int = 1000,
+        save_with_checkpoints: bool = True,
+    ):
         if mode not in ("ema", "periodic", "fixed"):
             raise ValueError(f"`mode` must be 'ema', 'periodic' or 'fixed', got {mode!r}.")
         if not 0.0 <= rate <= 1.0:
@@ -553,6 +563,7 @@ class AnchorCallback(TrainerCallback):
         self.mode = mode
         self.rate = rate
         self.period = period
+        self.save_with_checkpoints = save_with_checkpoints
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.mode == "ema":
@@ -562,10 +573,21 @@ class AnchorCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         # Every rank holds the same anchor, so only the saving process writes it.
-        if args.should_save:
-            directory = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}" / ANCHOR_SUBFOLDER
-            metadata = {"mode": self.mode, "rate": self.rate, "period": self.period, "global_step": state.global_step}
-            self.anchor.save(directory, metadata=metadata)
+        if args.should_save and self.save_with_checkpoints:
+            self.save_to_checkpoint(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}", state)
+
+    def save_to_checkpoint(self, checkpoint_dir: str | os.PathLike, state) -> None:
+        """
+        Write the anchor to `checkpoint_dir/anchor/` with its update rule and `state.global_step`.
+
+        Args:
+            checkpoint_dir (`str` or `os.PathLike`):
+                A `checkpoint-N` directory (or its staging copy).
+            state ([`~transformers.TrainerState`]):
+                The trainer state of the checkpoint.
+        """
+        metadata = {"mode": self.mode, "rate": self.rate, "period": self.period, "global_step": state.global_step}
+        self.anchor.save(Path(checkpoint_dir) / ANCHOR_SUBFOLDER, metadata=metadata)
 
     def load_from_checkpoint(self, checkpoint_dir: str | os.PathLike) -> None:
         """

@@ -16,3 +16,182 @@ def warn_if_bf16_on_cpu(args) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checks run by the configs' `__post_init__` and the trainers' `__init__`, before any model loads or any sampling.
+
+
+def check_sampling_settings(args) -> None:
+    """Reject settings under which sampling cannot produce Best-of-N candidates."""
+    if args.temperature is not None and args.temperature <= 0:
+        raise ValueError(
+            f"`temperature` must be > 0, got {args.temperature}: the methods compare several *sampled* completions "
+            "per prompt, and a temperature of 0 (greedy decoding) makes them identical. Set `temperature=1.0` to "
+            "sample from the reference policy itself."
+        )
+    if args.max_completion_length is not None and args.max_completion_length < 1:
+        raise ValueError(
+            f"`max_completion_length` must be at least 1 token, got {args.max_completion_length}. Set the longest "
+            "completion to sample, e.g. `max_completion_length=256`."
+        )
+
+
+def check_kl_coefficient(beta: float | None) -> None:
+    """vBoN's KL coefficient must be >= 0: a negative one rewards moving away from the reference policy."""
+    if beta is not None and beta < 0:
+        raise ValueError(
+            f"`beta` must be >= 0, got {beta}: a negative KL coefficient rewards moving away from the reference "
+            "policy. Leave `beta` unset to use vBoN's 1/(num_candidates − 1)."
+        )
+
+
+def check_writable_dir(directory: str, name: str = "output_dir") -> None:
+    """Create `directory` and write a probe file in it, so that an unwritable folder fails now, not at the first
+    save (after all the sampling and training before it)."""
+    import os
+    import tempfile
+
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"`{name}` ({directory}) is not writable ({error.strerror or error}); checkpoints and results go there. "
+            f"Pass a writable `{name}`, or fix the folder's permissions / free disk space."
+        ) from error
+
+
+def check_prompts(dataset, name: str, prompts_per_batch: int | None = None) -> None:
+    """Fail before any model loads on prompt data that would crash or silently not train.
+
+    - an `IterableDataset` whose first example has no `prompt` (its columns are unknown until read);
+    - empty text prompts (`generate` gets no input token);
+    - fewer prompts than one generation batch takes (`prompts_per_batch`): the trainer would run 0 steps.
+    """
+    from datasets import Dataset, IterableDataset
+
+    if dataset is None:
+        return
+    if isinstance(dataset, IterableDataset) and dataset.column_names is None:
+        first = next(iter(dataset), None)
+        if first is None:
+            raise ValueError(f"`{name}` is an empty IterableDataset; pass at least one prompt.")
+        if "prompt" not in first:
+            raise ValueError(
+                f"`{name}`'s examples have no `prompt` (keys: {sorted(first)}). Rename your prompt column to "
+                "`prompt`, e.g. `dataset.rename_column('question', 'prompt')`."
+            )
+    if not isinstance(dataset, Dataset) or "prompt" not in dataset.column_names:
+        return
+    empty = [i for i, prompt in enumerate(dataset["prompt"]) if isinstance(prompt, str) and not prompt.strip()]
+    if empty:
+        raise ValueError(
+            f"`{name}` has {len(empty)} empty prompt(s) (rows {empty[:5]}); generation needs at least one prompt "
+            "token. Drop them, e.g. `dataset.filter(lambda x: x['prompt'].strip() != '')`."
+        )
+    if prompts_per_batch is not None and len(dataset) < prompts_per_batch:
+        raise ValueError(
+            f"`{name}` has {len(dataset)} prompt(s), fewer than the {prompts_per_batch} unique prompts one generation "
+            "batch takes (generation_batch_size / num_generations), so training would run 0 steps. Add prompts, or "
+            "lower `per_device_train_batch_size` / `steps_per_generation`."
+        )
+
+
+def context_window(config) -> int | None:
+    """The positions a model config supports, if it says (`max_position_embeddings`, GPT-2's `n_positions`)."""
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_prompt_lengths(dataset, tokenizer, model, max_completion_length: int, name: str, **template_kwargs) -> None:
+    """Reject prompts that, with `max_completion_length` new tokens, exceed the context window of `model` (an
+    instance or a path): GPT-2's absolute positions crash, rotary models silently degrade past their trained length."""
+    from datasets import Dataset
+    from transformers import AutoConfig
+
+    from ..sampling import tokenize_prompts
+
+    config = AutoConfig.from_pretrained(model) if isinstance(model, str) else model.config
+    window = context_window(config)
+    if window is None or not isinstance(dataset, Dataset) or "prompt" not in dataset.column_names or not len(dataset):
+        return
+    lengths = [len(ids) for ids in tokenize_prompts(tokenizer, list(dataset["prompt"]), template_kwargs)]
+    too_long = [i for i, length in enumerate(lengths) if length + max_completion_length > window]
+    if too_long:
+        raise ValueError(
+            f"`{name}` has {len(too_long)} prompt(s) (rows {too_long[:5]}, longest {max(lengths)} tokens) that leave "
+            f"no room for `max_completion_length={max_completion_length}` in the model's context window of {window} "
+            f"positions. Drop or shorten prompts longer than {window - max_completion_length} tokens, or lower "
+            "`max_completion_length`."
+        )
+
+
+def check_train_prompt_lengths(trainer) -> None:
+    """[`check_prompt_lengths`] on an `RLOOTrainer`'s training prompts, tokenised as it will tokenise them."""
+    args = trainer.args
+    check_prompt_lengths(
+        trainer.train_dataset,
+        trainer._tokenizer,
+        trainer.model,
+        args.max_completion_length,
+        "train_dataset",
+        **trainer.chat_template_kwargs,
+    )
+
+
+def _checked_rewards(output, name: str, expected: int) -> list:
+    """`output` of the reward callable `name` as a list of numbers/None, or an error naming the function and fix."""
+    import numbers
+
+    import torch
+
+    fix = f"Return one number (or None) per completion, e.g. a list of {expected} floats."
+    if hasattr(output, "ndim") and hasattr(output, "tolist"):  # torch / numpy arrays
+        if output.ndim != 1:
+            raise ValueError(
+                f"The reward function '{name}' returned a {output.ndim}-D array of shape {tuple(output.shape)}; {fix}"
+            )
+        output = output.tolist()
+    if isinstance(output, str | bytes | numbers.Number) or not isinstance(output, list | tuple):
+        raise ValueError(f"The reward function '{name}' returned a single {type(output).__name__}; {fix}")
+    for value in output:
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            continue
+        if value is not None and not isinstance(value, numbers.Real):
+            raise ValueError(
+                f"The reward function '{name}' returned a {type(value).__name__} ({value!r}) among its rewards; {fix}"
+            )
+    return [value.item() if isinstance(value, torch.Tensor) else value for value in output]
+
+
+class RewardOutputChecksMixin:
+    """Check what each reward callable returns, so that a string, a scalar or a 2-D tensor is an error that names
+    the function (RLOO would fail inside `torch.tensor` or on a shape mismatch, without saying which function)."""
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        import functools
+        import inspect
+
+        from torch import nn
+
+        def checked(func, name):
+            if isinstance(func, nn.Module) or inspect.iscoroutinefunction(func):
+                return func
+
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                return _checked_rewards(func(*args, **kwargs), name, len(prompts))
+
+            return wrapper
+
+        originals = self.reward_funcs
+        self.reward_funcs = [checked(f, n) for f, n in zip(originals, self.reward_func_names, strict=True)]
+        try:
+            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        finally:
+            self.reward_funcs = originals

@@ -14,6 +14,7 @@ from trl import SFTTrainer
 
 from .._trl_compat import get_config_model_id
 from ..sampling import BestOfNOutput, tokenize_prompts
+from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._papers import BOND_PAPER
 from .bon_sft_config import BoNSFTConfig
 
@@ -90,7 +91,7 @@ def _check_bon_dataset(dataset, args: BoNSFTConfig, name: str) -> None:
         )
 
 
-class BoNSFTTrainer(SFTTrainer):
+class BoNSFTTrainer(CheckpointMixin, SFTTrainer):
     r"""
     Trainer for Best-of-N distillation by supervised fine-tuning (BoN-SFT).
 
@@ -171,6 +172,8 @@ class BoNSFTTrainer(SFTTrainer):
                 f"`args` must be a `BoNSFTConfig`, got `{type(args).__name__}`; build one with the same fields."
             )
         _check_bon_dataset(train_dataset, args, "train_dataset")
+        settings = {"method": "bon_sft", "num_candidates": args.num_candidates}
+        self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
         super().__init__(
             model=model,
             args=args,

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from ._config_checks import warn_if_bf16_on_cpu
+from ._config_checks import check_sampling_settings, warn_if_bf16_on_cpu
 
 
 MODES = ("jbond", "bond")
@@ -240,6 +240,7 @@ class JBondConfig(RLOOConfig):
 
         super().__post_init__()
         warn_if_bf16_on_cpu(self)
+        check_sampling_settings(self)
 
         if self.beta != 0.0:
             raise ValueError(

@@ -19,8 +19,6 @@ from contextlib import contextmanager
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
-from transformers import TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 from trl import RLOOTrainer
 
 from .. import core
@@ -35,6 +33,8 @@ from .._trl_compat import (
     use_adapter,
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor
+from ._checkpoint import CheckpointMixin, finetuning_settings
+from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
 from ._papers import BOND_PAPER
 from ._scoring_forwards import ScoringForwardsMixin
 from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
@@ -45,18 +45,7 @@ _FORWARD_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attentio
 _FORWARD_KEYS += ("num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
 
 
-class _AnchorResumeCallback(TrainerCallback):
-    """Reload the anchor from `checkpoint-N/` at `on_train_begin`, i.e. after `Trainer` restored the policy."""
-
-    def __init__(self, trainer: "JBondTrainer"):
-        self.trainer = trainer
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if self.trainer._resume_checkpoint is not None:
-            self.trainer.anchor_callback.load_from_checkpoint(self.trainer._resume_checkpoint)
-
-
-class JBondTrainer(ScoringForwardsMixin, RLOOTrainer):
+class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
     r"""
     Trainer for J-BOND and BOND (Best-of-N distillation), proposed in [BOND: Aligning LLMs with Best-of-N
     Distillation](https://huggingface.co/papers/2407.14622).
@@ -154,7 +143,18 @@ class JBondTrainer(ScoringForwardsMixin, RLOOTrainer):
                 _check_prompt_dataset(dataset, f"eval_dataset[{name!r}]")
         elif eval_dataset is not None:
             _check_prompt_dataset(eval_dataset, "eval_dataset")
+        check_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
         use_lora = peft_config is not None or (not isinstance(model, str) and is_peft_model(model))
+        self._init_checkpointing(
+            args,
+            {
+                "method": args.mode,
+                "anchor": args.anchor,
+                "num_candidates": args.num_candidates,
+                "num_generations": args.num_generations,
+                **finetuning_settings(model, peft_config),
+            },
+        )
         if args.use_vllm and (is_8bit(quantization_config) or getattr(model, "is_loaded_in_8bit", False)):
             raise vllm_8bit_error()
         if args.use_vllm and not use_lora:
@@ -181,6 +181,7 @@ class JBondTrainer(ScoringForwardsMixin, RLOOTrainer):
             peft_config=peft_config,
         )
 
+        check_train_prompt_lengths(self)
         # Anchor: a second LoRA adapter (fp32 shadow) or a second full model.
         self._anchor_model = None
         self._ref_model = None
@@ -193,11 +194,13 @@ class JBondTrainer(ScoringForwardsMixin, RLOOTrainer):
                 self._ref_model = self._load_frozen_copy(model, initial_model)
         self.log_ref_kl = args.log_ref_kl if args.log_ref_kl is not None else is_peft_model(self.model)
         self.anchor_callback = AnchorCallback(
-            self.anchor, mode=args.anchor, rate=args.anchor_ema_rate, period=args.anchor_update_period
+            self.anchor,
+            mode=args.anchor,
+            rate=args.anchor_ema_rate,
+            period=args.anchor_update_period,
+            save_with_checkpoints=False,  # `_save_resume_state` puts it in the checkpoint before it becomes visible
         )
         self.add_callback(self.anchor_callback)
-        self.add_callback(_AnchorResumeCallback(self))
-        self._resume_checkpoint = None
         self._stashed_rewards = None
         self._generation_time = 0.0
 
@@ -224,24 +227,14 @@ class JBondTrainer(ScoringForwardsMixin, RLOOTrainer):
         return self.accelerator.prepare_model(frozen, evaluation_mode=True)
 
     # ------------------------------------------------------------------------------------------------------------
-    # Resume
+    # Checkpoints: the anchor is saved into each checkpoint before it becomes visible, and read back only from it
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """[`~transformers.Trainer.train`], plus restoring the anchor from `checkpoint-N/` when resuming."""
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(
-                    f"No checkpoint found in `output_dir` ({self.args.output_dir}) to resume from; pass a checkpoint "
-                    "path or `resume_from_checkpoint=None`."
-                )
-        self._resume_checkpoint = resume_from_checkpoint or None
-        return super().train(
-            resume_from_checkpoint=resume_from_checkpoint,
-            trial=trial,
-            ignore_keys_for_eval=ignore_keys_for_eval,
-            **kwargs,
-        )
+    def _save_resume_state(self, checkpoint_dir):
+        if self.args.should_save:
+            self.anchor_callback.save_to_checkpoint(checkpoint_dir, self.state)
+
+    def _load_resume_state(self, checkpoint_dir):
+        self.anchor_callback.load_from_checkpoint(checkpoint_dir)
 
     # ------------------------------------------------------------------------------------------------------------
     # Hook 1: slot routing

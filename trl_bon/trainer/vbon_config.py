@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from ._config_checks import warn_if_bf16_on_cpu
+from ._config_checks import check_kl_coefficient, check_sampling_settings, warn_if_bf16_on_cpu
 
 
 OBJECTIVES = ("l1", "exact")
@@ -122,6 +122,8 @@ class VBoNConfig(RLOOConfig):
     def __post_init__(self):
         super().__post_init__()
         warn_if_bf16_on_cpu(self)
+        check_sampling_settings(self)
+        check_kl_coefficient(self.beta)
         if self.num_candidates is None:
             raise ValueError(
                 "vBoN distils Best-of-N, so `num_candidates` (N) is required; set e.g. `num_candidates=4` "

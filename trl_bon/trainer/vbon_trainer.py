@@ -29,11 +29,13 @@ from ..ref_cache import (
 )
 from ..rewards import RewardScorer
 from ..sampling import GenerationSettings
+from ._checkpoint import CheckpointMixin, finetuning_settings
+from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
 from ._scoring_forwards import ScoringForwardsMixin
 from .vbon_config import VBoNConfig
 
 
-class VBoNTrainer(ScoringForwardsMixin, RLOOTrainer):
+class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
     r"""
     Trainer for variational Best-of-N (vBoN), introduced in [Variational Best-of-N
     Alignment](https://huggingface.co/papers/2407.06057). It fine-tunes the policy towards the Best-of-N
@@ -111,6 +113,9 @@ class VBoNTrainer(ScoringForwardsMixin, RLOOTrainer):
                 "`VBoNConfig('out', num_candidates=4)`; got "
                 + ("None." if args is None else f"{type(args).__name__}.")
             )
+        settings = {"method": "vbon", "num_candidates": args.num_candidates, "vbon_objective": args.vbon_objective}
+        self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
+        check_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
@@ -126,6 +131,7 @@ class VBoNTrainer(ScoringForwardsMixin, RLOOTrainer):
         )
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
+        check_train_prompt_lengths(self)
         self.num_candidates = args.num_candidates
         self._vbon_raw_rewards = None
         self._vbon_cache = None

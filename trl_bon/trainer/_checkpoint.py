@@ -1,0 +1,356 @@
+"""Atomic, self-describing checkpoints for the trl-bon trainers.
+
+`Trainer._save_checkpoint` writes `checkpoint-N/` file by file, rotates old checkpoints away, and only then runs the
+`on_save` callbacks. A kill in between leaves a `checkpoint-N/` that looks resumable but lacks part of its state (the
+J-BOND anchor, say) while the previous checkpoint is already deleted under `save_total_limit=1`. [`CheckpointMixin`]
+instead lets `Trainer` write into a hidden staging directory, adds the trainer's own resume state and a manifest
+(`trl_bon_checkpoint.json`: trainer, method, key settings, model fingerprint, every file with its size), and only
+then renames the staged directory to `checkpoint-N/` and rotates. A `checkpoint-N/` with a valid manifest is
+therefore complete, and `resume_from_checkpoint=True` resumes the newest such checkpoint, refusing one written by
+another trainer, method or setting.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
+
+from ._config_checks import check_writable_dir
+
+
+MANIFEST_NAME = "trl_bon_checkpoint.json"
+MANIFEST_FORMAT = 1
+STAGING_PREFIX = ".partial-"  # not matched by Trainer's `checkpoint-*` glob nor by `get_last_checkpoint`
+_IGNORED_CONFIG_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache")
+
+
+def model_fingerprint(model) -> dict[str, str]:
+    """Name and config hash of `model` (a PeftModel is described by its base model's config)."""
+    config = model.config.to_dict()
+    name = str(config.get("_name_or_path", ""))
+    described = {key: value for key, value in config.items() if key not in _IGNORED_CONFIG_KEYS}
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+    return {"name_or_path": name, "config_sha256": digest}
+
+
+def finetuning_settings(model, peft_config) -> dict[str, Any]:
+    """What a resume must match of the fine-tuning layout: full, or the adapter type, rank and target modules.
+
+    `model` is the trainer's `model` argument (a path or an instance, possibly already a PeftModel).
+    """
+    if peft_config is None and hasattr(model, "peft_config") and not isinstance(model, str):
+        peft_config = model.peft_config[model.active_adapter]
+    if peft_config is None:
+        return {"finetuning": "full"}
+    targets = peft_config.target_modules
+    targets = sorted(targets) if isinstance(targets, set | list | tuple) else targets
+    return {
+        "finetuning": str(getattr(peft_config.peft_type, "value", peft_config.peft_type)).lower(),
+        "adapter_rank": getattr(peft_config, "r", None),
+        "adapter_target_modules": targets,
+    }
+
+
+def _differences(saved: dict, current: dict) -> dict[str, tuple]:
+    return {key: (saved.get(key), value) for key, value in current.items() if saved.get(key) != value}
+
+
+def _describe(differences: dict[str, tuple]) -> str:
+    return "; ".join(f"{key}: checkpoint {saved!r}, this run {now!r}" for key, (saved, now) in differences.items())
+
+
+def read_manifest(checkpoint: str | os.PathLike) -> tuple[dict | None, str | None]:
+    """`(manifest, None)` for a complete checkpoint, `(None, why)` otherwise (missing, unreadable or truncated)."""
+    checkpoint = Path(checkpoint)
+    path = checkpoint / MANIFEST_NAME
+    if not checkpoint.is_dir():
+        return None, f"{checkpoint} is not a directory"
+    if not path.is_file():
+        return None, f"it has no `{MANIFEST_NAME}` (a save that was interrupted, or not written by trl-bon)"
+    try:
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError) as error:
+        return None, f"its `{MANIFEST_NAME}` is unreadable ({error})"
+    for name, size in files.items():
+        file = checkpoint / name
+        if not file.is_file():
+            return None, f"`{name}` is missing"
+        if file.stat().st_size != size:
+            return None, f"`{name}` has {file.stat().st_size} bytes instead of {size} (truncated or overwritten)"
+    return manifest, None
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """`checkpoint-N` directories of `run_dir`, oldest step first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for path in run_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        suffix = path.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
+        if suffix.isdigit() and path.is_dir():
+            found.append((int(suffix), path))
+    return [path for _, path in sorted(found)]
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Flush every file of `directory` (and the directories themselves) to disk before it is made visible."""
+    for root, _, files in os.walk(directory):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(root))
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories; the rename stays atomic, only its durability is lost
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _ResumeStateCallback(TrainerCallback):
+    """Restore the trainer's own state (e.g. the anchor) at `on_train_begin`, i.e. after `Trainer` restored the
+    policy, optimizer and RNG from the same checkpoint."""
+
+    def __init__(self, trainer: "CheckpointMixin"):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.trainer._resume_checkpoint is not None:
+            self.trainer._load_resume_state(Path(self.trainer._resume_checkpoint))
+
+
+class CheckpointMixin:
+    """
+    Atomic checkpoints and checked resumes for a `Trainer` subclass.
+
+    A trainer calls [`~CheckpointMixin._init_checkpointing`] early in `__init__` (before loading or sampling
+    anything) with the settings a resume must match, and may override `_save_resume_state` / `_load_resume_state`
+    to put its own state (e.g. the J-BOND anchor) into each checkpoint.
+    """
+
+    _checkpoint_settings: dict[str, Any] = {}
+    _checkpoint_staging: str | None = None
+    _resume_checkpoint: str | None = None
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Hooks for the trainers
+
+    def _save_resume_state(self, checkpoint_dir: Path) -> None:
+        """Write the trainer's own resume state into the staged `checkpoint_dir` (all processes call it)."""
+
+    def _load_resume_state(self, checkpoint_dir: Path) -> None:
+        """Restore what `_save_resume_state` wrote, after `Trainer` restored the model from `checkpoint_dir`."""
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Before anything is loaded
+
+    def _init_checkpointing(self, args, settings: dict[str, Any]) -> None:
+        """Record the run's settings and refuse, before any model loads, an `output_dir` or a resume that cannot work.
+
+        Refused: an unwritable `output_dir` (rather than at the first save); an `output_dir` holding complete
+        checkpoints of another trainer, method or setting (they would mix with this run's); a `resume_from_checkpoint`
+        path in `args` that is incomplete or of other settings.
+        """
+        self._checkpoint_settings = {"trainer": type(self).__name__, **settings}
+        self._resume_checkpoint = None
+        if args.should_save:
+            check_writable_dir(args.output_dir)
+        if args.save_strategy != SaveStrategy.NO:
+            for checkpoint in list_checkpoints(args.output_dir):
+                manifest, _ = read_manifest(checkpoint)
+                if manifest is not None:
+                    differences = _differences(manifest.get("settings", {}), self._checkpoint_settings)
+                    if differences:
+                        raise ValueError(
+                            f"`output_dir` ({args.output_dir}) holds checkpoints of another run ({checkpoint.name}: "
+                            f"{_describe(differences)}); this run's checkpoints would mix with them. Use a new "
+                            f"`output_dir`, or delete `{Path(args.output_dir) / PREFIX_CHECKPOINT_DIR}-*` if that "
+                            "run is no longer needed."
+                        )
+        if isinstance(args.resume_from_checkpoint, str) and args.resume_from_checkpoint:
+            self._check_resumable(args.resume_from_checkpoint)
+
+    def _check_resumable(self, checkpoint: str | os.PathLike, model=None) -> dict:
+        """The manifest of `checkpoint`, or an error naming what is incomplete or which setting differs."""
+        manifest, why = read_manifest(checkpoint)
+        if manifest is None:
+            complete = self._complete_checkpoints(Path(checkpoint).parent)
+            alternative = f" The newest complete one there is {complete[-1]}." if complete else ""
+            raise ValueError(
+                f"Cannot resume from {checkpoint}: {why}, so it may lack part of the state needed to resume (policy, "
+                f"optimizer, RNG, anchor).{alternative} Pass a complete checkpoint, `resume_from_checkpoint=True` "
+                "for the newest complete one, or start a new run in a new `output_dir`."
+            )
+        differences = _differences(manifest.get("settings", {}), self._checkpoint_settings)
+        if model is not None:
+            saved_model = manifest.get("model", {})
+            current = model_fingerprint(model)
+            if saved_model.get("config_sha256") != current["config_sha256"]:
+                differences["model"] = (saved_model.get("name_or_path"), current["name_or_path"])
+        if differences:
+            raise ValueError(
+                f"Cannot resume from {checkpoint}: it was written with other settings ({_describe(differences)}). "
+                "Resume with the same trainer, method and settings, or start a new run in a new `output_dir`."
+            )
+        return manifest
+
+    def _complete_checkpoints(self, run_dir: str | os.PathLike) -> list[Path]:
+        return [checkpoint for checkpoint in list_checkpoints(run_dir) if read_manifest(checkpoint)[0] is not None]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Resume
+
+    def _resolve_resume(self, resume_from_checkpoint: str | bool | None) -> str | None:
+        """The checkpoint to resume (checked), or `None` for a fresh start into an `output_dir` without checkpoints."""
+        run_dir = Path(self.args.output_dir)
+        if resume_from_checkpoint is True:
+            complete = []
+            for checkpoint in list_checkpoints(run_dir):
+                manifest, why = read_manifest(checkpoint)
+                if manifest is None:
+                    warnings.warn(f"Skipping {checkpoint} when resuming: {why}.", UserWarning, stacklevel=3)
+                else:
+                    complete.append(checkpoint)
+            if not complete:
+                raise ValueError(
+                    f"No complete checkpoint in `output_dir` ({run_dir}) to resume from; pass a checkpoint path, or "
+                    "`resume_from_checkpoint=None` to start from scratch."
+                )
+            resume_from_checkpoint = str(complete[-1])
+        if resume_from_checkpoint:
+            manifest = self._check_resumable(resume_from_checkpoint, self.accelerator.unwrap_model(self.model))
+            if 0 < self.args.max_steps <= manifest["global_step"]:
+                # Transformers would still run one more step past `max_steps`, silently changing the final weights.
+                raise ValueError(
+                    f"{resume_from_checkpoint} is at step {manifest['global_step']}, which already reaches "
+                    f"`max_steps` ({self.args.max_steps}): that run finished; its final weights are in it. "
+                    "Raise `max_steps` to train further."
+                )
+            return str(resume_from_checkpoint)
+        if self.args.save_strategy != SaveStrategy.NO:
+            existing = list_checkpoints(run_dir)
+            if existing:
+                raise ValueError(
+                    f"`output_dir` ({run_dir}) already holds checkpoints ({', '.join(p.name for p in existing)}) from "
+                    "an earlier run, and this run starts from scratch: `resume_from_checkpoint=True` would later mix "
+                    "the two. Continue that run with `resume_from_checkpoint=True`, use a new `output_dir`, or delete "
+                    f"`{run_dir / PREFIX_CHECKPOINT_DIR}-*`."
+                )
+        return None
+
+    def _clean_staging(self, run_dir: Path) -> None:
+        """Delete staging directories left by a save that was killed: they never became checkpoints."""
+        if not self.args.should_save or not run_dir.is_dir():
+            return
+        for leftover in sorted(run_dir.glob(f"{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-*")):
+            name = leftover.name.removeprefix(STAGING_PREFIX)
+            staged, final = leftover / name, run_dir / name
+            if read_manifest(staged)[0] is not None and not final.exists():
+                # Killed after the staged checkpoint was complete but before its rename: publish it now.
+                warnings.warn(f"Publishing {final}: its save was complete but killed before the rename.", stacklevel=4)
+                self._publish(staged, final)
+                continue
+            warnings.warn(f"Removing {leftover}, left by an interrupted checkpoint save.", UserWarning, stacklevel=4)
+            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in run_dir.glob(f"{STAGING_PREFIX}replaced-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """`Trainer.train`, resuming only a complete checkpoint of the same trainer and settings (then restoring the
+        trainer's own state from that same checkpoint)."""
+        self._clean_staging(Path(self.args.output_dir))
+        self.accelerator.wait_for_everyone()
+        resume_from_checkpoint = self._resolve_resume(resume_from_checkpoint)
+        if not any(isinstance(callback, _ResumeStateCallback) for callback in self.callback_handler.callbacks):
+            self.add_callback(_ResumeStateCallback(self))
+        self._resume_checkpoint = resume_from_checkpoint
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint,
+            trial=trial,
+            ignore_keys_for_eval=ignore_keys_for_eval,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Save
+
+    def _get_output_dir(self, trial) -> str:
+        # While a checkpoint is being saved, `Trainer._save_checkpoint` writes (and rotates) inside the staging root.
+        return self._checkpoint_staging or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Stage the checkpoint, add the resume state and manifest, then publish it by a rename and rotate."""
+        run_dir = Path(self._get_output_dir(trial))  # not staging yet: the real run folder
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging_root = run_dir / f"{STAGING_PREFIX}{name}"
+        staged, final = staging_root / name, run_dir / name
+        should_save = self.args.should_save
+        if should_save and staging_root.exists():
+            shutil.rmtree(staging_root)
+        self.accelerator.wait_for_everyone()
+        self._checkpoint_staging = str(staging_root)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._checkpoint_staging = None
+        if self.state.best_model_checkpoint == str(staged):
+            self.state.best_model_checkpoint = str(final)
+            if should_save:
+                self.state.save_to_json(str(staged / "trainer_state.json"))
+        self._save_resume_state(staged)
+        if should_save:
+            self._write_manifest(staged, model)
+            _fsync_tree(staged)
+        self.accelerator.wait_for_everyone()
+        if should_save:
+            self._publish(staged, final)
+            rotate_checkpoints(
+                output_dir=str(run_dir),
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        self.accelerator.wait_for_everyone()
+
+    def _write_manifest(self, staged: Path, model) -> None:
+        files = {
+            str(path.relative_to(staged)): path.stat().st_size
+            for path in sorted(staged.rglob("*"))
+            if path.is_file() and path.name != MANIFEST_NAME
+        }
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "global_step": self.state.global_step,
+            "settings": self._checkpoint_settings,
+            "model": model_fingerprint(self.accelerator.unwrap_model(model)),
+            "files": files,
+        }
+        (staged / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+
+    @staticmethod
+    def _publish(staged: Path, final: Path) -> None:
+        """Rename `staged` to `final` (replacing an older `final` of the same step), then drop the staging root."""
+        replaced = final.parent / f"{STAGING_PREFIX}replaced-{final.name}"
+        if final.exists():
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.replace(final, replaced)
+        os.replace(staged, final)
+        _fsync_dir(final.parent)
+        shutil.rmtree(staged.parent, ignore_errors=True)
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
+__all__ = ["MANIFEST_NAME", "CheckpointMixin", "list_checkpoints", "read_manifest"]
