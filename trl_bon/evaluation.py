@@ -41,7 +41,14 @@ from .core.metrics import (
 )
 from .core.quantiles import empirical_quantile
 from .rewards import RewardScorer
-from .sampling import GenerationSettings, load_causal_lm, sample_completions, select_best, tokenize_prompts
+from .sampling import (
+    GenerationSettings,
+    completion_logps,
+    load_causal_lm,
+    sample_completions,
+    select_best,
+    tokenize_prompts,
+)
 
 
 @dataclass
@@ -76,49 +83,7 @@ def _load_policy(model, model_init_kwargs: dict | None):
             model = AutoPeftModelForCausalLM.from_pretrained(str(path), **(model_init_kwargs or {}))
         else:
             model, _ = load_causal_lm(str(path), model_init_kwargs)
-    return model.eval()
-
-
-@torch.no_grad()
-def completion_logps(
-    model,
-    prompt_ids: list[list[int]],
-    completion_ids: list[list[int]],
-    temperature: float,
-    pad_token_id: int,
-    batch_size: int = 64,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of each completion given its prompt, at the sampling temperature (logits / T, as TRL).
-
-    Returns:
-        `(logps, mask)`, both `(B, T_max)` float32 on CPU; `mask` is 1 on completion tokens, 0 on padding. The prompt
-        never enters the sums (algorithms.md §1.1).
-    """
-    device = next(model.parameters()).device
-    width = max(len(c) for c in completion_ids)
-    all_logps = torch.zeros(len(completion_ids), width)
-    mask = torch.zeros(len(completion_ids), width)
-    for start in range(0, len(completion_ids), batch_size):
-        prompts, completions = prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size]
-        seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
-        length = max(len(s) for s in seqs)
-        # Left-pad so every completion ends at the same position; an explicit attention mask hides the padding.
-        input_ids = torch.full((len(seqs), length), pad_token_id, dtype=torch.long)
-        attention = torch.zeros(len(seqs), length, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            input_ids[i, length - len(s) :] = torch.tensor(s)
-            attention[i, length - len(s) :] = 1
-        position_ids = (attention.cumsum(-1) - 1).clamp_min(0)
-        logits = model(
-            input_ids=input_ids.to(device), attention_mask=attention.to(device), position_ids=position_ids.to(device)
-        ).logits.float()
-        logps = torch.log_softmax(logits[:, :-1] / temperature, dim=-1)
-        token_logps = logps.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
-        for i, c in enumerate(completions):
-            if c:
-                all_logps[start + i, : len(c)] = token_logps[i, -len(c) :]
-                mask[start + i, : len(c)] = 1
-    return all_logps, mask
+    return model
 
 
 def _sequence_logps(model, prompt_ids, completion_ids, settings, pad_id, batch_size) -> torch.Tensor:

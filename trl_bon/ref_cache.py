@@ -331,8 +331,7 @@ def build_reference_reward_cache(
     shards = [todo[i : i + prompts_per_shard] for i in range(0, len(todo), prompts_per_shard)]
     next_index = max(shard_indices, default=-1) + 1
     if shards and not use_vllm:
-        model, loaded_tokenizer = load_causal_lm(model, model_init_kwargs)
-        tokenizer = tokenizer or loaded_tokenizer
+        model, tokenizer = load_causal_lm(model, model_init_kwargs, tokenizer)
     extra_columns = [c for c in dataset.column_names if c not in (prompt_column,)]
     (output_dir / "shards").mkdir(exist_ok=True)
     bar = tqdm(total=len(shards), desc=f"reference rewards (M={num_samples})", unit="shard", disable=not progress)

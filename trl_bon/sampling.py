@@ -7,6 +7,7 @@ here come from the same distribution the trainers train against (algorithms.md Â
 everywhere).
 """
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -54,11 +55,12 @@ class Samples:
     num_samples: int
 
 
-def load_causal_lm(model, model_init_kwargs: dict | None = None):
+def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None):
     """Return `(model, tokenizer)` for a model id/path or an instance (PEFT and quantised models included).
 
     Strings are loaded with TRL's own loader (fp32 unless `model_init_kwargs["dtype"]` says otherwise), so
-    `quantization_config` and `device_map` in `model_init_kwargs` work as in the trainers.
+    `quantization_config` and `device_map` in `model_init_kwargs` work as in the trainers. The tokenizer is loaded
+    from the model's path unless given.
     """
     from transformers import AutoTokenizer
 
@@ -66,6 +68,8 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None):
 
     if isinstance(model, str):
         model = create_model_from_path(model, **(model_init_kwargs or {}))
+    if tokenizer is not None:
+        return model, tokenizer
     tokenizer = AutoTokenizer.from_pretrained(get_config_model_id(model.config), padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -98,6 +102,22 @@ def _decode(tokenizer, prompts: list, completion_ids: list[list[int]]) -> list:
     return texts
 
 
+@contextlib.contextmanager
+def eval_mode(model):
+    """Run `model` with dropout off (eval mode), restoring its mode after.
+
+    Every offline forward samples or scores the distribution the trainers define, which is the model *without*
+    dropout: GPT-2 checkpoints ship `resid/embd/attn_pdrop=0.1`, and a model left in train mode would draw and score
+    from a different, noisy distribution at each call.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size, progress, desc) -> list[list[int]]:
     from transformers import GenerationConfig
@@ -117,20 +137,69 @@ def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size, p
         eos_token_id=eos_ids,
         disable_compile=True,
     )
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     completions = []
-    for start in tqdm(range(0, len(prompt_ids), batch_size), desc=desc, disable=not progress, unit="batch"):
-        rows = [torch.tensor(ids) for ids in prompt_ids[start : start + batch_size]]
-        input_ids = pad(rows, padding_value=tokenizer.pad_token_id, padding_side="left").to(device)
-        attention_mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="left").to(device)
-        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
-        for row in output[:, input_ids.size(1) :].tolist():
-            cut = next((i for i, t in enumerate(row) if t in eos_ids), None)  # keep the first EOS, drop the rest
-            completions.append(row if cut is None else row[: cut + 1])
-    model.train(was_training)
+    with eval_mode(model):
+        for start in tqdm(range(0, len(prompt_ids), batch_size), desc=desc, disable=not progress, unit="batch"):
+            rows = [torch.tensor(ids) for ids in prompt_ids[start : start + batch_size]]
+            input_ids = pad(rows, padding_value=tokenizer.pad_token_id, padding_side="left").to(device)
+            attention_mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="left").to(device)
+            # `generate` derives position ids from the attention mask, so left padding does not shift absolute
+            # positions (GPT-2); `completion_logps` scores with the same positions.
+            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+            for row in output[:, input_ids.size(1) :].tolist():
+                cut = next((i for i, t in enumerate(row) if t in eos_ids), None)  # keep the first EOS, drop the rest
+                completions.append(row if cut is None else row[: cut + 1])
     return completions
+
+
+@torch.inference_mode()
+def completion_logps(
+    model,
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    temperature: float,
+    pad_token_id: int,
+    batch_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of each completion given its prompt, at the sampling temperature (logits / T, as TRL).
+
+    Returns:
+        `(logps, mask)`, both `(B, T_max)` float32 on CPU; `mask` is 1 on completion tokens, 0 on padding. The prompt
+        never enters the sums.
+
+    Rows are left-padded with position ids taken from the attention mask (as `generate` assigns them) and the model
+    runs with dropout off, so a GPT-2-style model (learned absolute positions, dropout in its config) scores each
+    completion exactly as it would unpadded.
+    """
+    device = next(model.parameters()).device
+    width = max(len(c) for c in completion_ids)
+    all_logps = torch.zeros(len(completion_ids), width)
+    mask = torch.zeros(len(completion_ids), width)
+    for start in range(0, len(completion_ids), batch_size):
+        prompts, completions = prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size]
+        seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
+        length = max(len(s) for s in seqs)
+        # Left-pad so every completion ends at the same position; an explicit attention mask hides the padding.
+        input_ids = torch.full((len(seqs), length), pad_token_id, dtype=torch.long)
+        attention = torch.zeros(len(seqs), length, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            input_ids[i, length - len(s) :] = torch.tensor(s)
+            attention[i, length - len(s) :] = 1
+        position_ids = (attention.cumsum(-1) - 1).clamp_min(0)
+        with eval_mode(model):
+            logits = model(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                position_ids=position_ids.to(device),
+            ).logits.float()
+        logps = torch.log_softmax(logits[:, :-1] / temperature, dim=-1)
+        token_logps = logps.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
+        for i, c in enumerate(completions):
+            if c:
+                all_logps[start + i, : len(c)] = token_logps[i, -len(c) :]
+                mask[start + i, : len(c)] = 1
+    return all_logps, mask
 
 
 def _generate_vllm(model_path: str, prompt_ids, settings, seed, vllm_kwargs) -> list[list[int]]:
@@ -203,8 +272,7 @@ def sample_completions(
         raise ValueError("`use_vllm=True` builds its own engine from a model path: pass the model as a path or id.")
     model_path = model if isinstance(model, str) else None
     if not use_vllm:
-        model, loaded_tokenizer = load_causal_lm(model, model_init_kwargs)
-        tokenizer = tokenizer or loaded_tokenizer
+        model, tokenizer = load_causal_lm(model, model_init_kwargs, tokenizer)
     elif tokenizer is None:
         from transformers import AutoTokenizer
 

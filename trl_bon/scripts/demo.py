@@ -250,7 +250,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    steps = args.steps or (40 if args.quick else 300)
+    steps = args.steps if args.steps is not None else (40 if args.quick else 300)
     if steps < 1:
         raise SystemExit(f"--steps must be >= 1, got {steps}.")
     results = run(
