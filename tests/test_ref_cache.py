@@ -11,7 +11,8 @@ from trl_bon.ref_cache import (
     load_reference_reward_cache,
     prompt_id,
 )
-from trl_bon.sampling import GenerationSettings
+from trl_bon.rewards import RewardScorer
+from trl_bon.sampling import GenerationSettings, Sampler
 
 
 SETTINGS = GenerationSettings(max_completion_length=4)
@@ -39,11 +40,16 @@ def prompts():
     return Dataset.from_dict({"prompt": ["the cat", "tell me", "once upon", "the movie", "the food", "the cat"]})
 
 
-def _build(kit, dataset, out, reward, **kw):
-    kw.setdefault("settings", SETTINGS)
-    return build_reference_reward_cache(
-        kit["policy"], dataset, reward, 3, out, prompts_per_shard=2, progress=False, batch_size=8, **kw
-    )
+@pytest.fixture(autouse=True)
+def two_prompts_per_shard(monkeypatch):
+    import trl_bon.ref_cache
+
+    monkeypatch.setattr(trl_bon.ref_cache, "SHARD_SAMPLES", 6)  # M = 3: shards of 2 prompts
+
+
+def _build(kit, dataset, out, reward, settings=SETTINGS, seed=0, **kw):
+    sampler = Sampler(kit["policy"], settings, batch_size=8, seed=seed, progress=False)
+    return build_reference_reward_cache(sampler, dataset, reward, 3, out, **kw)
 
 
 def test_prompt_id_is_canonical_json_hash():
@@ -60,7 +66,9 @@ def test_build_layout_and_determinism(tiny_kit, prompts, tmp_path):
     meta = json.loads((tmp_path / "a" / "metadata.json").read_text())
     assert meta["num_samples"] == 3 and meta["seed"] == 0
     assert meta["generation_settings"]["max_completion_length"] == 4
-    assert meta["reward"] == {"reward_funcs": ["counting_reward"], "reward_weights": [1.0]}
+    assert meta["reward"]["reward_funcs"] == ["counting_reward"] and meta["reward"]["reward_weights"] == [1.0]
+    assert meta["reward"]["identities"][0].startswith("tests.test_ref_cache.CountingReward:")
+    assert set(meta["model"]) == {"config", "weights"} and meta["model_name"] == tiny_kit["policy"]
     assert sorted(p.name for p in (tmp_path / "a" / "shards").iterdir()) == [
         "shard-00000.jsonl",
         "shard-00001.jsonl",
@@ -96,11 +104,12 @@ def test_resume_with_other_settings_is_refused(tiny_kit, prompts, tmp_path):
 
 def test_check_compatible_lists_differences(tiny_kit, prompts, tmp_path):
     cache = _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", CountingReward())
-    cache.check_compatible(SETTINGS, {"reward_funcs": ["counting_reward"], "reward_weights": [1.0]})
+    signature = RewardScorer(CountingReward()).signature()
+    cache.check_compatible(SETTINGS, signature)
     with pytest.raises(ValueError) as error:
         cache.check_compatible(
             GenerationSettings(max_completion_length=8, top_p=0.9),
-            {"reward_funcs": ["other"], "reward_weights": [2.0]},
+            {**signature, "reward_funcs": ["other"], "reward_weights": [2.0]},
         )
     message = str(error.value)
     for part in ("max_completion_length", "top_p", "reward.reward_funcs", "reward.reward_weights"):

@@ -91,10 +91,8 @@ class TestBoNSFTTrainer:
         # Every kept completion is the best of its candidates under the weighted reward.
         saved = json.loads((tmp_path / "bon_data" / "round-1" / "metadata.json").read_text())
         assert saved["num_candidates"] == 2 and saved["seed"] == 0
-        assert saved["reward_signature"] == {
-            "reward_funcs": ["reward", "token_sum_reward"],
-            "reward_weights": [1.0, 0.5],
-        }
+        assert saved["reward_signature"]["reward_funcs"] == ["reward", "token_sum_reward"]
+        assert saved["reward_signature"]["reward_weights"] == [1.0, 0.5]
         assert saved["generation_settings"]["max_completion_length"] == 4
 
     def test_train_lora(self, tiny_kit, prompt_dataset, tmp_path):

@@ -19,7 +19,7 @@ from trl import SFTTrainer
 
 from .._trl_compat import create_model_from_path, get_config_model_id
 from ..rewards import RewardScorer
-from ..sampling import GenerationSettings, best_of_n, tokenize_prompts
+from ..sampling import GenerationSettings, Sampler, best_of_n, tokenize_prompts
 from ._papers import BOND_PAPER
 from .bon_sft_config import BoNSFTConfig
 
@@ -287,20 +287,18 @@ class BoNSFTTrainer(SFTTrainer):
         prompts = list(self.prompt_dataset["prompt"])
         columns = {c: list(self.prompt_dataset[c]) for c in self.prompt_dataset.column_names if c != "prompt"}
         start = time.perf_counter()
-        output = best_of_n(
+        sampler = Sampler(
             policy,
-            prompts,
-            self.reward_scorer,
-            args.num_candidates,
             GenerationSettings.from_trainer_args(args),
-            columns=columns,
-            tie_break=args.tie_break,
-            seed=seed,
             tokenizer=tokenizer,
             batch_size=args.generation_batch_size,
-            use_vllm=args.use_vllm,
+            backend="vllm" if args.use_vllm else "transformers",
+            seed=seed,
             vllm_kwargs=args.vllm_kwargs,
             progress=not args.disable_tqdm,
+        )
+        output = best_of_n(
+            sampler, {"prompt": prompts, **columns}, self.reward_scorer, args.num_candidates, tie_break=args.tie_break
         )
         elapsed = time.perf_counter() - start
         # Train on the exact sampled token ids: re-tokenising decoded text can change the tokens, and SFTTrainer
