@@ -12,11 +12,12 @@ run or a different function keeps the same `__name__`. The offline layer keys it
   fresh (every LoRA B matrix zero, so the model computes exactly the base model).
 - **a reward model**: the same fingerprint;
 - **a reward callable**: its qualified name plus a SHA-256 of its source code and of the values it closes over. When
-  the source is not available (a built-in, a `functools.partial`, code typed in a REPL) or does not say everything
+  the source is not available (a built-in, a lambda built by `eval`, code typed in a REPL) or does not say everything
   (the callable reads a file), set an attribute `trl_bon_identity = "<any version string>"` on the function (or its
   class): it replaces the source hash, and changing it invalidates the caches built with it.
 """
 
+import functools
 import hashlib
 import inspect
 import json
@@ -96,7 +97,9 @@ def model_identity(model: nn.Module) -> dict:
         identity = {"weights": _weights_fingerprint(base)}
         # Adapters whose B matrices are all zero (a fresh LoRA) leave the function unchanged: the base model's
         # identity then stands for the model, so a trainer's fresh LoRA policy matches a cache built on the base.
-        if any(("lora_B" in name or "lora_embedding_B" in name) and p.detach().abs().sum() > 0 for name, p in adapters):
+        if any(
+            ("lora_B" in name or "lora_embedding_B" in name) and p.detach().abs().sum() > 0 for name, p in adapters
+        ):
             identity["adapters"] = _weights_fingerprint(adapters)
         config = model.get_base_model().config
     else:
@@ -121,10 +124,17 @@ def _closure_hash(func) -> str:
 
 
 def callable_identity(func) -> str:
-    """`"module.qualname:sha256"` of a reward callable: its source and closure, or its `trl_bon_identity`."""
+    """`"module.qualname:sha256"` of a reward callable: its source and closure, or its `trl_bon_identity`.
+
+    A `functools.partial` is its function's identity plus its bound arguments; a callable object is its class's
+    source (instance attributes are not read: declare `trl_bon_identity` when they change the rewards).
+    """
+    declared = getattr(func, IDENTITY_ATTRIBUTE, None)
+    if isinstance(func, functools.partial) and declared is None:
+        bound = _sha256(repr((func.args, sorted(func.keywords.items()))).encode())[:16]
+        return f"partial({callable_identity(func.func)}):{bound}"
     owner = func if inspect.isfunction(func) or inspect.ismethod(func) else type(func)
     name = f"{getattr(owner, '__module__', '?')}.{getattr(owner, '__qualname__', type(func).__name__)}"
-    declared = getattr(func, IDENTITY_ATTRIBUTE, None)
     if declared is not None:
         return f"{name}:declared:{declared}"
     try:
