@@ -138,3 +138,114 @@ def test_non_finite_reward_names_the_function(tiny_kit, prompts, tmp_path):
 
     with pytest.raises(ValueError, match="bad_reward"):
         _build(tiny_kit, prompts.select(range(1)), tmp_path / "c", bad_reward)
+
+
+class TestContentKeys:
+    def test_same_name_other_reward_is_refused(self, tiny_kit, prompts, tmp_path):
+        _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", CountingReward())
+
+        class CountingReward2(CountingReward):  # another function that reports the same __name__
+            def __call__(self, completion_ids, **kwargs):
+                return [0.0] * len(completion_ids)
+
+        with pytest.raises(ValueError, match=r"reward\.identities"):
+            _build(tiny_kit, prompts, tmp_path / "c", CountingReward2())
+
+    def test_model_is_keyed_by_content_not_path(self, tiny_kit, prompts, tmp_path):
+        import shutil
+
+        from trl_bon.toy import build_tiny_kit
+
+        _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", CountingReward())
+        moved = shutil.copytree(tiny_kit["policy"], tmp_path / "moved_policy")
+        resumed = CountingReward()
+        _build({"policy": str(moved)}, prompts, tmp_path / "c", resumed)  # same weights elsewhere: resumes
+        assert resumed.scored == 3 * 3
+        other = build_tiny_kit(tmp_path / "other", seed=1)  # same path layout, other weights
+        with pytest.raises(ValueError, match=r"model\.weights"):
+            _build(other, prompts, tmp_path / "c", CountingReward())
+
+    def test_generation_kwargs_and_chat_template_args_are_keys(self, tiny_kit, prompts, tmp_path):
+        cache = _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", CountingReward())
+        other = GenerationSettings(4, generation_kwargs={"no_repeat_ngram_size": 2})
+        with pytest.raises(ValueError, match="generation_kwargs"):
+            cache.check_compatible(other)
+        with pytest.raises(ValueError, match="chat_template_kwargs"):
+            _build(
+                tiny_kit,
+                prompts,
+                tmp_path / "c",
+                CountingReward(),
+                GenerationSettings(4, chat_template_kwargs={"x": 1}),
+            )
+
+
+class TestDamagedCaches:
+    @pytest.fixture
+    def cache_dir(self, tiny_kit, prompts, tmp_path):
+        _build(tiny_kit, prompts, tmp_path / "c", CountingReward())
+        return tmp_path / "c"
+
+    @pytest.mark.parametrize(
+        "line, message",
+        [
+            (None, "damaged at line 2"),  # truncated mid-line
+            ('{"prompt_id": "a", "ref_rewards": [NaN, 1.0, 2.0]}', "holds nan"),
+            ('{"prompt_id": "a", "ref_rewards": []}', "non-empty list"),
+            ('{"prompt_id": "a", "ref_rewards": ["1.0", 2.0, 3.0]}', "holds '1.0'"),
+            ('{"prompt_id": "a", "ref_rewards": [1.0]}', "holds 1 rewards, not M = 3"),
+            ('["not", "a", "row"]', "is not a cache row"),
+        ],
+    )
+    def test_bad_shard_is_named(self, cache_dir, line, message):
+        shard = cache_dir / "shards" / "shard-00001.jsonl"
+        text = shard.read_text()
+        shard.write_text(text[: len(text) - 20] if line is None else text.splitlines()[0] + "\n" + line + "\n")
+        with pytest.raises(ValueError, match=message) as error:
+            load_reference_reward_cache(cache_dir)
+        assert str(shard) in str(error.value) and "Delete that file" in str(error.value)
+
+    def test_garbage_metadata_is_named(self, cache_dir, tiny_kit, prompts):
+        (cache_dir / "metadata.json").write_text('{"format_version": 2, "mod')
+        with pytest.raises(ValueError, match="metadata.json is damaged"):
+            load_reference_reward_cache(cache_dir)
+        with pytest.raises(ValueError, match="metadata.json is damaged"):
+            _build(tiny_kit, prompts, cache_dir, CountingReward())
+
+    def test_deleted_shard_is_resampled_identically(self, cache_dir, tiny_kit, prompts):
+        before = load_reference_reward_cache(cache_dir).rewards
+        (cache_dir / "shards" / "shard-00001.jsonl").unlink()
+        again = _build(tiny_kit, prompts, cache_dir, CountingReward())
+        assert again.rewards.keys() == before.keys()
+
+
+def test_vbon_trainer_refuses_a_cache_of_another_reward_or_model(tiny_kit, tmp_path):
+    """The join in `VBoNTrainer`: a reward with the same name but other code, or another π_ref, is refused."""
+    from datasets import Dataset
+
+    from tests.helpers import cpu_args
+    from trl_bon import VBoNConfig, VBoNTrainer
+    from trl_bon.toy import build_tiny_kit
+
+    data = Dataset.from_dict({"prompt": ["the cat", "tell me"]})
+    _build(tiny_kit, data, tmp_path / "cache", CountingReward(), GenerationSettings(4))
+    args = VBoNConfig(
+        str(tmp_path / "out"),
+        **cpu_args(
+            num_candidates=4,
+            max_completion_length=4,
+            num_generations=2,
+            per_device_train_batch_size=2,
+            reference_cache_dir=str(tmp_path / "cache"),
+        ),
+    )
+
+    def counting_reward(completion_ids, **kwargs):  # same __name__ as the cache's reward, other rewards
+        return [0.0] * len(completion_ids)
+
+    with pytest.raises(ValueError, match=r"reward\.identities"):
+        VBoNTrainer(tiny_kit["policy"], counting_reward, args=args, train_dataset=data)
+    other = build_tiny_kit(tmp_path / "other", seed=1)
+    with pytest.raises(ValueError, match=r"model\.weights"):
+        VBoNTrainer(other["policy"], CountingReward(), args=args, train_dataset=data)
+    VBoNTrainer(tiny_kit["policy"], CountingReward(), args=args, train_dataset=data)  # the cache's own: accepted
