@@ -325,6 +325,7 @@ def evaluate_checkpoints(
             "win_rate_vs_ref": mean_and_sem(win_rate(rewards, refs_per_sample))[0],
             "win_rate_vs_ref_strict_first": float((rewards > refs_per_sample[:, 0]).double().mean()),
             "completion_length": float(mask.sum(-1).mean()),
+            "example": {"prompt": samples.prompts[0], "completion": samples.completions[0]},
         }
         for judge_name, judge in judges.items():
             values = _scores(judge, samples, columns)
