@@ -61,7 +61,7 @@ def count_sampler_calls(monkeypatch):
     real = bon_sft_trainer.best_of_n
 
     def counting(*args, **kwargs):
-        calls.append(kwargs["seed"])
+        calls.append(args[0].seed)  # the Sampler carries the round's seed
         return real(*args, **kwargs)
 
     monkeypatch.setattr(bon_sft_trainer, "best_of_n", counting)

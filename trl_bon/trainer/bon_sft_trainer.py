@@ -18,6 +18,7 @@ from transformers import AutoProcessor, PreTrainedTokenizerBase
 from trl import SFTTrainer
 
 from .._trl_compat import create_model_from_path, get_config_model_id
+from ..identity import model_identity
 from ..rewards import RewardScorer
 from ..sampling import GenerationSettings, Sampler, best_of_n, tokenize_prompts
 from ._papers import BOND_PAPER
@@ -258,6 +259,8 @@ class BoNSFTTrainer(SFTTrainer):
         """Load the round's Best-of-N data if it was saved with the same settings, else sample and save it."""
         directory = self._round_dir(round_index, args)
         metadata = self._round_metadata(round_index, args)
+        # The model by content, not path: another model run in the same output_dir must not reuse this data.
+        metadata["model"] = {"path": policy} if isinstance(policy, str) else model_identity(policy)
         with args.main_process_first(local=False, desc=f"Best-of-N data, round {round_index}"):
             if (directory / "metadata.json").exists():
                 saved = json.loads((directory / "metadata.json").read_text())
@@ -273,7 +276,7 @@ class BoNSFTTrainer(SFTTrainer):
                 dataset.save_to_disk(str(directory / "dataset"))
                 # metadata.json is written last (atomically): its presence marks the round's data as complete.
                 tmp = directory / "metadata.json.tmp"
-                saved = {**metadata, "model": self._model_name(policy), "metrics": metrics}
+                saved = {**metadata, "model_name": self._model_name(policy), "metrics": metrics}
                 tmp.write_text(json.dumps(saved, indent=2))
                 os.replace(tmp, directory / "metadata.json")
         return dataset, metrics
