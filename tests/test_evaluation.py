@@ -1,4 +1,4 @@
-"""Evaluation (algorithms.md §6): exact per-sample maths, then `evaluate_checkpoints` on the one-token task, where the
+"""Evaluation: exact per-sample maths, then `evaluate_checkpoints` on the one-token task, where the
 exact values are known (a policy set to π_BoN2 must look like Best-of-2)."""
 
 import csv
@@ -65,7 +65,7 @@ class TestMetrics:
         assert float(forward_kl_to_bon(torch.tensor([-1.0]), torch.tensor([-0.5]), r, refs, 2)) == pytest.approx(
             -1.0 + math.log(0.75) + math.log(2) + 0.5
         )
-        assert bon_kl_bound(4) == pytest.approx(0.636294, abs=1e-6)  # algorithms.md §7.2
+        assert bon_kl_bound(4) == pytest.approx(0.636294, abs=1e-6)  # log 4 − 3/4
         assert mean_and_sem(torch.tensor([1.0, 3.0])) == pytest.approx((2.0, 1.0))
         assert math.isnan(mean_and_sem(torch.tensor([float("nan")]))[0])
 

@@ -1,5 +1,5 @@
 """The Best-of-N sampler (`trl_bon.sampling`): argmax selection, seeded random tie-breaks, the exact BoN law on the
-one-token task (algorithms.md §1.2, §7.2), LoRA and 8-bit instances, EOS handling and input validation."""
+one-token task (the exact law with ties, `core.bon_probs`), LoRA and 8-bit instances, EOS handling and input validation."""
 
 import pytest
 import torch

@@ -3,8 +3,9 @@ BOND's reference quantiles and the evaluation.
 
 Generation matches what TRL's trainers do with the same settings (`do_sample=True`, temperature / top-p / top-k /
 min-p, completions cut after the first EOS and keeping it, decoded with `skip_special_tokens=True`), so samples drawn
-here come from the same distribution the trainers train against (algorithms.md §2.8 item 8: one temperature
-everywhere).
+here come from the same distribution the trainers train against: Best-of-N is defined relative to π_ref at one
+temperature, so the same settings must be used everywhere. Every forward runs with dropout off, and left-padded rows
+get position ids from the attention mask, so models with learned absolute positions (GPT-2) are exact too.
 """
 
 import contextlib
@@ -533,8 +534,8 @@ class BestOfNOutput:
 def select_best(rewards: torch.Tensor, tie_break: str = "random", generator: torch.Generator | None = None):
     """Index of the best candidate per row of `(P, N)` rewards.
 
-    `tie_break="random"` picks uniformly among the maximal candidates (the law of Best-of-N sampling, algorithms.md
-    §1.2); `"first"` takes the first maximal one (the same law by exchangeability, but not per draw).
+    `tie_break="random"` picks uniformly among the maximal candidates (the law of Best-of-N sampling with
+    ties, BOND paper, Sessa et al., arXiv 2407.14622); `"first"` takes the first maximal one (the same law by exchangeability, but not per draw).
     """
     if tie_break == "first":
         return rewards.argmax(dim=1)

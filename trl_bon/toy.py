@@ -158,7 +158,7 @@ def build_tiny_kit(
     return {name: str(path) for name, path in paths.items()}
 
 
-# The 6-outcome example of algorithms.md §7.2.
+# A 6-outcome example with a known exact Best-of-N law (see `trl_bon.core.bon_probs`).
 EXAMPLE_REF_PROBS = (0.30, 0.25, 0.20, 0.12, 0.08, 0.05)
 EXAMPLE_REWARDS = (2.0, 5.0, 0.0, 4.0, 1.0, 3.0)
 

@@ -10,13 +10,13 @@
 
 No network and no GPU: the task is `trl_bon.toy.build_one_token_task`, a tiny Llama whose next-token distribution after
 the prompt `t0` is exactly π_ref = [0.30, 0.25, 0.20, 0.12, 0.08, 0.05] over six one-token completions with rewards
-[2, 5, 0, 4, 1, 3] (algorithms.md §7.2). Because a completion is one token, the policy's distribution is its softmax,
+[2, 5, 0, 4, 1, 3]. Because a completion is one token, the policy's distribution is its softmax,
 so reward, KL(π‖π_ref) and KL(π‖π_BoN) are computed **exactly** along training and compared with the exact Best-of-N
 law (`trl_bon.core.bon_probs`) for N = 2, 4, 8, 16.
 
 `JBondTrainer` trains the full model (J-BOND: Best-of-2 of an EMA anchor, crude reward −log 16, Jeffreys β = 0.5,
 batch leave-one-out baseline). The anchor moves towards the policy, so the target climbs Bo_2 → Bo_4 → Bo_8 …; the
-(KL, reward) trajectory should track the Best-of-N frontier (algorithms.md §7.3). Departures from the paper's LLM
+(KL, reward) trajectory should track the Best-of-N frontier (BOND paper, Sessa et al., arXiv 2407.14622). Departures from the paper's LLM
 settings, chosen so that it finishes in minutes on 2 CPU cores: Adam with lr 3e-3 instead of 3e-6, 16 prompts per step
 instead of 128 and a constant learning rate; the anchor EMA rate is the paper's η = 0.02.
 
