@@ -534,8 +534,9 @@ class BestOfNOutput:
 def select_best(rewards: torch.Tensor, tie_break: str = "random", generator: torch.Generator | None = None):
     """Index of the best candidate per row of `(P, N)` rewards.
 
-    `tie_break="random"` picks uniformly among the maximal candidates (the law of Best-of-N sampling with
-    ties, BOND paper, Sessa et al., arXiv 2407.14622); `"first"` takes the first maximal one (the same law by exchangeability, but not per draw).
+    `tie_break="random"` picks uniformly among the maximal candidates (the law of Best-of-N sampling with ties,
+    BOND paper, Sessa et al., arXiv 2407.14622); `"first"` takes the first maximal one (the same law by
+    exchangeability, but not per draw).
     """
     if tie_break == "first":
         return rewards.argmax(dim=1)
