@@ -83,3 +83,29 @@ def test_eval(config, tiny_kit, tmp_path):
     ]  # fmt: skip
     assert main(argv) == 0
     assert json.loads((tmp_path / "results.json").read_text())["checkpoints"][0]["name"] == "base"
+
+
+def test_eval_reference_alone_with_every_sampling_setting(config, tmp_path):
+    """No `--checkpoints`: π_ref and Best-of-N alone; min_p and repetition_penalty reach the sampler."""
+    from trl_bon.scripts.cli import main
+
+    argv = [
+        "eval", "--config", str(config), "--num_prompts", "2", "--num_reference_samples", "3", "--bon_ns", "2",
+        "--min_p", "0.05", "--repetition_penalty", "1.3", "--generation_kwargs", '{"no_repeat_ngram_size": 2}',
+        "--output_dir", str(tmp_path), "--no_plot", "true", "--no_progress", "true",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["checkpoints"] == [] and [b["n"] for b in data["bon"]] == [2]
+    generation = data["settings"]["generation"]
+    assert generation["min_p"] == 0.05 and generation["repetition_penalty"] == 1.3
+    assert generation["generation_kwargs"] == {"no_repeat_ngram_size": 2}
+    assert generation["max_completion_length"] == 3  # from the YAML
+
+
+def test_eval_refuses_zero_policy_samples_before_loading(config, tmp_path):
+    from trl_bon.scripts.cli import main
+
+    argv = ["eval", "--config", str(config), "--num_policy_samples", "0", "--output_dir", str(tmp_path)]
+    with pytest.raises(ValueError, match="`num_policy_samples` must be at least 1, got 0"):
+        main(argv)

@@ -239,6 +239,11 @@ def evaluate_checkpoints(
 
     options = options or EvalOptions()
     reference = reference if isinstance(reference, Sampler) else Sampler(reference)
+    if reference.backend != "transformers":
+        raise ValueError(
+            "The evaluation scores every sample with the models' own log-probs, so it samples with transformers: "
+            "pass a `Sampler` with `backend='transformers'`."
+        )
     prompts, columns = prompts_and_columns(prompts)
     check_prompts(prompts)
     scorer = as_scorer(reward)

@@ -9,6 +9,7 @@ get position ids from the attention mask, so models with learned absolute positi
 """
 
 import contextlib
+import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -407,17 +408,11 @@ class Sampler:
 
     def with_model(self, model) -> "Sampler":
         """A sampler for another model with the same tokenizer, settings, batch size, backend and seed."""
-        return Sampler(
-            model,
-            self.settings,
-            tokenizer=self.tokenizer,
-            batch_size=self.batch_size,
-            backend=self.backend,
-            seed=self.seed,
-            model_init_kwargs=self.model_init_kwargs,
-            vllm_kwargs=self.vllm_kwargs,
-            progress=self.progress,
-        )
+        if isinstance(model, str):
+            check_model_path(model)
+        other = copy.copy(self)
+        other._model, other._tokenizer = model, self.tokenizer
+        return other
 
     def identity(self) -> dict:
         """What decides the samples' law, for caches: model identity (config + weights fingerprint, not the path),
