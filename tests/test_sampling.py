@@ -1,5 +1,6 @@
-"""The Best-of-N sampler (`trl_bon.sampling`): argmax selection, seeded random tie-breaks, the exact BoN law on the
-one-token task (the exact law with ties, `core.bon_probs`), LoRA and 8-bit instances, EOS handling and input validation."""
+"""The Best-of-N sampler (`trl_bon.sampling`): argmax selection, seeded random tie-breaks, the exact BoN law with
+ties (`core.bon_probs`) on the one-token task, LoRA and 8-bit instances, EOS handling, input validation, and the
+vLLM backend's plumbing."""
 
 import pytest
 import torch
@@ -215,3 +216,43 @@ class TestSampleCompletions:
             sample_completions(tiny_kit["policy"], prompts, 0)
         with pytest.raises(ValueError, match="empty"):
             sample_completions(tiny_kit["policy"], [], 2)
+
+
+def test_vllm_backend_builds_one_engine_and_seeds_each_row(tiny_kit, monkeypatch):
+    """The vLLM plumbing against a stand-in module (vLLM itself needs a GPU): one engine for every call, one
+    seeded `SamplingParams` per row with every generation setting, reproducible seeds."""
+    import sys
+    import types
+
+    built, calls = [], []
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class LLM:
+        def __init__(self, model, **kwargs):
+            built.append((model, kwargs))
+
+        def generate(self, prompts, sampling_params):
+            calls.append(sampling_params)
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=[5, 6])]) for _ in prompts]
+
+    settings = GenerationSettings(max_completion_length=3, min_p=0.1, generation_kwargs={"stop": ["x"]})
+    sampler = Sampler(tiny_kit["policy"], settings, backend="vllm", vllm_kwargs={"gpu_memory_utilization": 0.3})
+    import trl  # noqa: F401 - imported before the stand-in module exists (TRL probes for vLLM at import)
+
+    assert sampler.tokenizer is not None
+    stand_in = types.ModuleType("vllm")
+    stand_in.LLM, stand_in.SamplingParams = LLM, SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", stand_in)
+    first = sampler.sample(["the cat", "tell me"], 2, seed=7)
+    sampler.sample(["the cat", "tell me"], 2, seed=7)
+    assert built == [(tiny_kit["policy"], {"gpu_memory_utilization": 0.3})]  # one engine
+    assert first.completion_ids == [[5, 6]] * 4 and first.prompt_index == [0, 0, 1, 1]
+    params = [p.kwargs for p in calls[0]]
+    assert len({p["seed"] for p in params}) == 4  # rows differ
+    assert [p["seed"] for p in params] == [p.kwargs["seed"] for p in calls[1]]  # same call seed, same row seeds
+    assert params[0]["min_p"] == 0.1 and params[0]["stop"] == ["x"] and params[0]["max_tokens"] == 3
+    with pytest.raises(ValueError, match="builds its own engine from a model path"):
+        Sampler(object(), backend="vllm")

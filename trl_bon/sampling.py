@@ -10,6 +10,7 @@ get position ids from the attention mask, so models with learned absolute positi
 
 import contextlib
 import copy
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -280,25 +281,40 @@ def completion_logps(
     return all_logps, mask
 
 
-def _generate_vllm(model_path: str, prompt_ids, settings, seed, vllm_kwargs) -> list[list[int]]:
-    """Sample with an offline vLLM engine; one engine per call, built from the model path. Not CPU-testable."""
+def _vllm_engine(model_path: str, vllm_kwargs: dict | None):
+    """An offline vLLM engine for `model_path`, built once per [`Sampler`]. Not CPU-testable."""
     try:
-        from vllm import LLM, SamplingParams
+        from vllm import LLM
     except ImportError as error:
         raise ImportError(
-            "`use_vllm=True` needs vLLM: `pip install 'trl-bon[vllm]'`, or set `use_vllm=False`."
+            "The vLLM backend needs vLLM: `pip install 'trl-bon[vllm]'`, or use `backend='transformers'`."
         ) from error
-    engine = LLM(model=model_path, seed=seed, **(vllm_kwargs or {}))
-    params = SamplingParams(
-        n=1,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        top_k=settings.top_k if settings.top_k > 0 else -1,
-        min_p=settings.min_p or 0.0,
-        repetition_penalty=settings.repetition_penalty,
-        max_tokens=settings.max_completion_length,
-        **settings.generation_kwargs,
-    )
+    return LLM(model=model_path, **(vllm_kwargs or {}))
+
+
+def _row_seed(seed: int, row: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{row}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def _generate_vllm(engine, prompt_ids, settings, seed: int) -> list[list[int]]:
+    """Sample one completion per row with vLLM; row i is seeded by `(seed, i)`, so a call is reproducible whatever
+    the engine did before (the reference cache's shards stay resumable with one engine for the whole build)."""
+    from vllm import SamplingParams
+
+    params = [
+        SamplingParams(
+            n=1,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            top_k=settings.top_k if settings.top_k > 0 else -1,
+            min_p=settings.min_p or 0.0,
+            repetition_penalty=settings.repetition_penalty,
+            max_tokens=settings.max_completion_length,
+            seed=_row_seed(seed, row),
+            **settings.generation_kwargs,
+        )
+        for row in range(len(prompt_ids))
+    ]
     outputs = engine.generate([{"prompt_token_ids": ids} for ids in prompt_ids], sampling_params=params)
     return [list(out.outputs[0].token_ids) for out in outputs]
 
@@ -343,7 +359,7 @@ class Sampler:
         batch_size (`int`, *optional*, defaults to `64`):
             Sequences per `generate` call; rewards are computed after each call, so a broken reward fails at once.
         backend (`str`, *optional*, defaults to `"transformers"`):
-            `"transformers"` or `"vllm"` (an offline vLLM engine per call, built from the model path; needs a GPU).
+            `"transformers"` or `"vllm"` (an offline vLLM engine built once from the model path; needs a GPU).
         seed (`int` or `None`, *optional*, defaults to `0`):
             Seeds torch before each sampling call, so a call is reproducible; `None` leaves the RNG alone.
         model_init_kwargs, vllm_kwargs (`dict`, *optional*):
@@ -379,6 +395,7 @@ class Sampler:
         self.settings = settings or GenerationSettings()
         self.batch_size, self.backend, self.seed, self.progress = batch_size, backend, seed, progress
         self.model_init_kwargs, self.vllm_kwargs = dict(model_init_kwargs or {}), vllm_kwargs
+        self._engine = None  # the vLLM engine, built on first use and kept for every call
 
     @property
     def model(self):
@@ -411,7 +428,7 @@ class Sampler:
         if isinstance(model, str):
             check_model_path(model)
         other = copy.copy(self)
-        other._model, other._tokenizer = model, self.tokenizer
+        other._model, other._tokenizer, other._engine = model, self.tokenizer, None
         return other
 
     def identity(self) -> dict:
@@ -434,7 +451,9 @@ class Sampler:
         if seed is not None:
             torch.manual_seed(seed)
         if self.backend == "vllm":
-            yield 0, _generate_vllm(self._model, repeated, self.settings, seed or 0, self.vllm_kwargs)
+            if self._engine is None:
+                self._engine = _vllm_engine(self._model, self.vllm_kwargs)
+            yield 0, _generate_vllm(self._engine, repeated, self.settings, seed or 0)
             return
         bar = tqdm(total=len(repeated), desc=desc, disable=not self.progress, unit="sample")
         first = 0
