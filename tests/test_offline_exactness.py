@@ -118,3 +118,15 @@ def test_reward_model_scores_a_padded_batch_like_single_texts(tokenizer):
         alone = torch.cat([scorer([p], [c])[:, 0] for p, c in zip(PROMPTS, completions, strict=True)])
         torch.testing.assert_close(batch, alone, atol=1e-5, rtol=0)
         assert not reward_model.training
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_prompts_past_the_context_window_are_refused(tokenizer, architecture):
+    from trl_bon.sampling import Sampler
+
+    overrides = {"n_positions": 8} if architecture == "gpt2" else {"max_position_embeddings": 8}
+    model = tiny_causal_lm(tokenizer, architecture, **overrides)
+    sampler = Sampler(model, GenerationSettings(max_completion_length=3), tokenizer=tokenizer, progress=False)
+    with pytest.raises(ValueError, match="Prompt 2 has 6 tokens; with max_completion_length=3 it exceeds"):
+        sampler.sample(PROMPTS, 1)
+    assert len(sampler.sample(PROMPTS[:2], 1).completion_ids) == 2  # 3 + 3 tokens fit in 8 positions

@@ -442,11 +442,32 @@ class Sampler:
     def prompt_ids(self, prompts: list) -> list[list[int]]:
         return tokenize_prompts(self.tokenizer, prompts, self.settings.chat_template_kwargs)
 
+    def _check_context(self, prompt_ids: list[list[int]]) -> None:
+        """Refuse prompts that leave no room for `max_completion_length` tokens in the model's context window:
+        a GPT-2-style model would crash inside `generate`, a rotary one would silently go past what it was trained
+        on."""
+        config = self.model.config
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        window = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        rope = getattr(config, "rope_scaling", None) or {}
+        if not isinstance(window, int) or rope.get("rope_type", rope.get("type", "default")) != "default":
+            return  # scaled rotary positions are meant to run past `max_position_embeddings`
+        longest = max(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        if len(prompt_ids[longest]) + self.settings.max_completion_length > window:
+            raise ValueError(
+                f"Prompt {longest} has {len(prompt_ids[longest])} tokens; with max_completion_length="
+                f"{self.settings.max_completion_length} it exceeds the model's context window of {window} positions. "
+                "Truncate or drop long prompts, or lower `max_completion_length`."
+            )
+
     def _batches(self, prompts: list, n: int, seed: int | None, desc: str):
         """Yield `(first_row, completion_ids)` per `generate` batch, rows grouped by prompt."""
         if n < 1:
             raise ValueError(f"The number of samples per prompt must be at least 1, got {n}.")
-        repeated = [ids for ids in self.prompt_ids(prompts) for _ in range(n)]
+        prompt_ids = self.prompt_ids(prompts)
+        if self.backend == "transformers":
+            self._check_context(prompt_ids)
+        repeated = [ids for ids in prompt_ids for _ in range(n)]
         seed = self.seed if seed is None else seed
         if seed is not None:
             torch.manual_seed(seed)
