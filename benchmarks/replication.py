@@ -323,22 +323,19 @@ def train_jbond(cfg, cli, paths, train_ds) -> dict:
 
 def build_vbon_cache(cfg, cli, paths, train_ds) -> tuple[str, dict]:
     from trl_bon.ref_cache import build_reference_reward_cache
-    from trl_bon.sampling import GenerationSettings
+    from trl_bon.sampling import GenerationSettings, Sampler
 
     cache_dir = paths["out"] / "train" / "vbon_reference_cache"
     start = time.perf_counter()
-    cache = build_reference_reward_cache(
+    sampler = Sampler(
         paths["policy"],
-        train_ds,
-        paths["reward"],
-        cfg["vbon_reference_samples"],
-        cache_dir,
-        settings=GenerationSettings(max_completion_length=cfg["max_completion_length"]),
-        seed=cli.seed,
+        GenerationSettings(max_completion_length=cfg["max_completion_length"]),
         batch_size=cfg["batch_size"],
-        progress=False,
+        seed=cli.seed,
         model_init_kwargs=model_init_kwargs(cli),
+        progress=False,
     )
+    cache = build_reference_reward_cache(sampler, train_ds, paths["reward"], cfg["vbon_reference_samples"], cache_dir)
     seconds = time.perf_counter() - start
     return str(cache_dir), {
         "prompts": len(cache),
@@ -408,7 +405,7 @@ def train_bon_sft(cfg, cli, paths, train_ds) -> dict:
     from transformers import AutoTokenizer
 
     from trl_bon import BoNSFTConfig, BoNSFTTrainer, RewardScorer, best_of_n, bon_sft_dataset
-    from trl_bon.sampling import GenerationSettings
+    from trl_bon.sampling import GenerationSettings, Sampler
 
     def build(n):
         def trainer(run_dir):
@@ -426,17 +423,15 @@ def train_bon_sft(cfg, cli, paths, train_ds) -> dict:
             tokenizer = AutoTokenizer.from_pretrained(paths["policy"])
             settings = GenerationSettings.from_trainer_args(args)
             scorer = RewardScorer(paths["reward"], device=args.device)
-            bon = best_of_n(
+            sampler = Sampler(
                 paths["policy"],
-                train_ds["prompt"],
-                scorer,
-                n,
                 settings,
-                seed=args.seed,
                 tokenizer=tokenizer,
                 batch_size=args.generation_batch_size,
+                seed=args.seed,
                 progress=False,
             )
+            bon = best_of_n(sampler, train_ds["prompt"], scorer, n)
             data = bon_sft_dataset(bon, tokenizer)
             trainer = BoNSFTTrainer(paths["policy"], args=args, train_dataset=data, peft_config=lora_config())
             return quiet(trainer, f"bon_sft N={n}")
@@ -474,29 +469,6 @@ def train_rloo(cfg, cli, paths, train_ds) -> dict:
 # Evaluation, judge, Pareto front, figures
 
 
-def recording_scorer(reward_path: str, device: str):
-    """A RewardScorer that also keeps every (prompt, completion, reward) it scores, call by call."""
-    from trl_bon.rewards import RewardScorer
-
-    class Recording(RewardScorer):
-        calls: list = []
-
-        def __call__(self, prompts, completions, completion_ids=None, **columns):
-            rewards = super().__call__(prompts, completions, completion_ids, **columns)
-            self.calls.append(
-                {
-                    "prompts": list(prompts),
-                    "completions": list(completions),
-                    "rewards": self.weighted(rewards).double(),
-                }
-            )
-            return rewards
-
-    scorer = Recording(reward_path, device=device)
-    scorer.calls = []
-    return scorer
-
-
 def pareto_front(points: list[dict], key: str) -> list[dict]:
     """Points not dominated in (lower KL, higher `key`)."""
     front = []
@@ -511,68 +483,38 @@ def pareto_front(points: list[dict], key: str) -> list[dict]:
 
 
 def evaluate(cfg, cli, paths, test_prompts, checkpoints: dict) -> dict:
-    import torch
-
-    from trl_bon.core.metrics import mean_and_sem, win_rate
-    from trl_bon.evaluation import evaluate_checkpoints
-    from trl_bon.sampling import GenerationSettings, select_best
+    from trl_bon.evaluation import EvalOptions, evaluate_checkpoints
+    from trl_bon.rewards import RewardScorer
+    from trl_bon.sampling import GenerationSettings, Sampler
 
     sys.path.insert(0, str(paths["site"]))
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-    scorer = recording_scorer(paths["reward"], cli.device)
+    analyzer = SentimentIntensityAnalyzer()
+
+    def judge(prompts, completions, **kwargs):
+        """VADER compound score of prompt + completion: an independent judge of the very samples evaluated."""
+        return [analyzer.polarity_scores(p + c)["compound"] for p, c in zip(prompts, completions, strict=True)]
+
     eval_dir = paths["out"] / "eval"
-    results = evaluate_checkpoints(
-        checkpoints,
-        test_prompts,
-        scorer,
+    reference = Sampler(
         paths["policy"],
+        GenerationSettings(max_completion_length=cfg["max_completion_length"]),
+        batch_size=cfg["batch_size"],
+        seed=cli.seed,
+        model_init_kwargs=model_init_kwargs(cli),
+        progress=False,
+    )
+    options = EvalOptions(
         bon_ns=cfg["bon_ns"],
         num_reference_samples=cfg["eval_reference_samples"],
         num_policy_samples=cfg["policy_samples"],
-        settings=GenerationSettings(max_completion_length=cfg["max_completion_length"]),
         output_dir=eval_dir,
-        seed=cli.seed,
-        progress=False,
-        batch_size=cfg["batch_size"],
-        model_init_kwargs=model_init_kwargs(cli),
+    )
+    reward = RewardScorer(paths["reward"], device=cli.device)
+    results = evaluate_checkpoints(
+        checkpoints, test_prompts, reward, reference, options, judges={"judge": judge}
     ).to_dict()
-    calls = scorer.calls
-    if len(calls) != 1 + len(checkpoints):
-        raise RuntimeError(
-            f"expected {1 + len(checkpoints)} scoring calls from evaluate_checkpoints, got {len(calls)}; "
-            "the judge cannot be aligned with the checkpoints"
-        )
-
-    # ---- VADER judge on the very samples the evaluation scored
-    analyzer = SentimentIntensityAnalyzer()
-
-    def judge(call) -> torch.Tensor:
-        return torch.tensor(
-            [
-                analyzer.polarity_scores(p + c)["compound"]
-                for p, c in zip(call["prompts"], call["completions"], strict=True)
-            ],
-            dtype=torch.float64,
-        )
-
-    num_prompts, m = len(test_prompts), cfg["eval_reference_samples"]
-    ref_judge = judge(calls[0]).view(num_prompts, m)
-    ref_rewards = calls[0]["rewards"].view(num_prompts, m)
-    results["reference"]["judge"] = float(ref_judge.mean())
-    results["reference"]["judge_win_rate_vs_ref"] = mean_and_sem(win_rate(ref_judge[:, 0], ref_judge[:, 1:]))[0]
-    for row in results["bon"]:
-        n = row["n"]  # the same draw as evaluate_checkpoints: best of the first n, ties at random with seed + n
-        chosen = select_best(ref_rewards[:, :n], "random", torch.Generator().manual_seed(cli.seed + n))
-        bon_judge = ref_judge.gather(1, chosen.unsqueeze(1)).squeeze(1)
-        row["judge"] = float(bon_judge.mean())
-        row["judge_win_rate_vs_ref"] = mean_and_sem(win_rate(bon_judge, ref_judge[:, n:]))[0]
-    row_of = torch.arange(num_prompts).repeat_interleave(cfg["policy_samples"])
-    for row, call in zip(results["checkpoints"], calls[1:], strict=True):
-        scores = judge(call)
-        row["judge"] = float(scores.mean())
-        row["judge_win_rate_vs_ref"] = mean_and_sem(win_rate(scores, ref_judge[row_of]))[0]
-        row["example"] = {"prompt": call["prompts"][0], "completion": call["completions"][0]}
 
     # ---- Pareto front over the pooled points (BoN at its KL bound, the papers' convention; π_ref at 0)
     points = [{"method": "reference", "name": "reference", "kl": 0.0, **results["reference"]}]

@@ -224,7 +224,7 @@ def run_one(name: str, spec: dict) -> dict:
     from trl_bon import BoNSFTConfig, BoNSFTTrainer, JBondConfig, JBondTrainer, VBoNConfig, VBoNTrainer
     from trl_bon.anchor import anchor_memory_bytes
     from trl_bon.ref_cache import build_reference_reward_cache
-    from trl_bon.sampling import GenerationSettings
+    from trl_bon.sampling import GenerationSettings, Sampler
 
     steps, p, k = spec["steps"], spec["prompts_per_step"], spec["completions_per_prompt"]
     root = spec["workdir"]
@@ -269,13 +269,11 @@ def run_one(name: str, spec: dict) -> dict:
         settings = GenerationSettings(max_completion_length=spec["max_completion_length"])
         start = time.perf_counter()
         cache = build_reference_reward_cache(
-            model,
+            Sampler(model, settings, progress=False),
             Dataset.from_dict({"prompt": prompts}),
             reward,
             spec["reference_samples"],
             os.path.join(root, "vbon_cache"),
-            settings=settings,
-            progress=False,
         )
         seconds = time.perf_counter() - start
         completions = len(cache) * spec["reference_samples"]

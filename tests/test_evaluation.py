@@ -23,8 +23,8 @@ def _policy_with_probs(task, probs):
 
 @pytest.mark.slow
 def test_evaluate_checkpoints_on_the_one_token_task(one_token_task, tmp_path):
-    from trl_bon.evaluation import evaluate_checkpoints
-    from trl_bon.sampling import GenerationSettings
+    from trl_bon.evaluation import EvalOptions, evaluate_checkpoints
+    from trl_bon.sampling import GenerationSettings, Sampler
 
     task = one_token_task
     bon2 = bon_probs(task.ref_probs, task.rewards, 2)
@@ -34,12 +34,8 @@ def test_evaluate_checkpoints_on_the_one_token_task(one_token_task, tmp_path):
         {"reference": task.model_path, "bon2@1": policy},
         [task.prompt] * 400,
         task.reward_func,
-        task.model_path,
-        bon_ns=(2, 4),
-        num_reference_samples=24,
-        settings=GenerationSettings(max_completion_length=1),
-        output_dir=tmp_path,
-        progress=False,
+        Sampler(task.model_path, GenerationSettings(max_completion_length=1), progress=False),
+        EvalOptions(bon_ns=(2, 4), num_reference_samples=24, output_dir=tmp_path),
     )
     ref_row, bon_row = results.checkpoints
     # π_ref evaluated against itself: exactly zero KL, win rate 1/2 and BoN_N win rates below 1/2.
@@ -71,20 +67,15 @@ def test_evaluate_checkpoints_on_the_one_token_task(one_token_task, tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_checkpoints_rejects_too_few_reference_samples(one_token_task):
-    from trl_bon.evaluation import evaluate_checkpoints
+def test_eval_options_reject_bad_counts():
+    from trl_bon.evaluation import EvalOptions
 
     with pytest.raises(ValueError, match="must exceed the largest N"):
-        evaluate_checkpoints(
-            {"ref": one_token_task.model_path},
-            ["t0"],
-            one_token_task.reward_func,
-            one_token_task.model_path,
-            bon_ns=(2, 16),
-            num_reference_samples=16,
-        )
-    with pytest.raises(ValueError, match="checkpoints` is empty"):
-        evaluate_checkpoints({}, ["t0"], one_token_task.reward_func, one_token_task.model_path)
+        EvalOptions(bon_ns=(2, 16), num_reference_samples=16)
+    with pytest.raises(ValueError, match="`num_policy_samples` must be at least 1, got 0"):
+        EvalOptions(num_policy_samples=0)
+    with pytest.raises(ValueError, match="N >= 2"):
+        EvalOptions(bon_ns=(1, 4))
 
 
 def test_plotting_import_error_names_the_fix(monkeypatch):
@@ -102,3 +93,114 @@ def test_plotting_import_error_names_the_fix(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(ImportError, match=r"trl-bon\[plot\]"):
         plotting._pyplot()
+
+
+class CountingJudge:
+    """A reward callable that records how often it is called (to show errors come before any sampling)."""
+
+    def __init__(self, scale: float, table):
+        self.scale, self.table, self.calls = scale, table, 0
+
+    def __call__(self, completion_ids, **kwargs):
+        self.calls += 1
+        return [self.scale * float(self.table[ids[0]]) for ids in completion_ids]
+
+
+@pytest.fixture(scope="module")
+def one_token_sampler(one_token_task):
+    from trl_bon.sampling import GenerationSettings, Sampler
+
+    return Sampler(one_token_task.model_path, GenerationSettings(max_completion_length=1), progress=False)
+
+
+def test_reference_and_bon_alone_with_a_judge(one_token_task, one_token_sampler, tmp_path):
+    from trl_bon.evaluation import EvalOptions, evaluate_checkpoints
+
+    task = one_token_task
+    judge = CountingJudge(2.0, task.rewards)  # twice the reward: its numbers are the reward's, doubled
+    results = evaluate_checkpoints(
+        {},
+        [task.prompt] * 64,
+        task.reward_func,
+        one_token_sampler,
+        EvalOptions(bon_ns=(2, 4), num_reference_samples=8, output_dir=tmp_path, plot=False),
+        judges={"double": judge},
+    )
+    assert results.checkpoints == []
+    assert results.reference["double"] == pytest.approx(2 * results.reference["reward"])
+    assert results.reference["double_win_rate_vs_ref"] == pytest.approx(results.reference["win_rate_vs_ref"])
+    for point in results.bon:
+        assert point["double"] == pytest.approx(2 * point["reward"])
+        assert point["double_win_rate_vs_ref"] == pytest.approx(point["win_rate_vs_ref"])
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["reference"]["path"] == task.model_path and data["settings"]["judges"] == ["double"]
+
+
+def test_judges_and_paths_on_checkpoints(one_token_task, one_token_sampler):
+    from trl_bon.evaluation import EvalOptions, evaluate_checkpoints
+
+    task = one_token_task
+    policy = _policy_with_probs(task, bon_probs(task.ref_probs, task.rewards, 2))
+    results = evaluate_checkpoints(
+        {"path": task.model_path, "instance": policy},
+        {"prompt": [task.prompt] * 32},
+        task.reward_func,
+        one_token_sampler,
+        EvalOptions(bon_ns=(2,), num_reference_samples=4, num_policy_samples=2),
+        judges={"double": CountingJudge(2.0, task.rewards), "negated": CountingJudge(-1.0, task.rewards)},
+    )
+    for row in results.checkpoints:
+        assert row["double"] == pytest.approx(2 * row["reward"])
+        assert row["double_win_rate_vs_ref"] == pytest.approx(row["win_rate_vs_ref"])
+        assert row["negated_win_rate_vs_ref"] == pytest.approx(1 - row["win_rate_vs_ref"])
+    assert [row["path"] for row in results.checkpoints] == [task.model_path, "<instance>"]
+
+
+def test_bad_checkpoints_fail_before_any_sampling(one_token_task, one_token_sampler, tiny_kit, tmp_path, monkeypatch):
+    from trl_bon.evaluation import evaluate_checkpoints
+
+    task = one_token_task
+    judge = CountingJudge(1.0, task.rewards)
+
+    def run(checkpoints, reference=one_token_sampler):
+        return evaluate_checkpoints(checkpoints, [task.prompt], judge, reference)
+
+    with pytest.raises(FileNotFoundError, match="checkpoint 'gone'.*does not exist"):
+        run({"gone": str(tmp_path / "no_such_run")})
+    (tmp_path / "outputs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    # A relative path next to a local `outputs/` folder is a path, not a Hub id.
+    with pytest.raises(FileNotFoundError, match="'outputs/jbond-run' does not exist"):
+        run({"rel": "outputs/jbond-run"})
+    with pytest.raises(ValueError, match="holds no model"):
+        run({"empty": str(tmp_path / "outputs")})
+    # Another tokenizer: the tiny BPE kit (≈300 tokens) against the 6-token π_ref, both ways round.
+    with pytest.raises(ValueError, match="ships a tokenizer with another vocabulary"):
+        run({"kit": tiny_kit["policy"]})
+    with pytest.raises(ValueError, match="6-token vocabulary"):
+        run({"small": task.model_path}, reference=tiny_kit["policy"])
+    assert judge.calls == 0  # nothing was sampled or scored
+
+
+def _fake_model_dir(path, weights: bytes):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(weights)
+
+
+def test_expand_checkpoints_names_and_final(tmp_path):
+    from trl_bon.scripts.evaluate import expand_checkpoints
+
+    run = tmp_path / "jbond-run"
+    _fake_model_dir(run / "checkpoint-1", b"one")
+    _fake_model_dir(run / "checkpoint-2", b"two")
+    (run / "config.json").write_text("{}")
+    (run / "model.safetensors").write_bytes(b"two")  # the final save is the last checkpoint: no duplicate row
+    assert list(expand_checkpoints([f"jbond={run}"])) == ["jbond@1", "jbond@2"]
+    (run / "model.safetensors").write_bytes(b"three")  # trained past the last checkpoint: a row of its own
+    assert expand_checkpoints([f"jbond={run}"])["jbond@final"] == str(run)
+    # A bare path is named meaningfully; a string is one entry (TRL-style YAML), not a list of characters.
+    assert list(expand_checkpoints(str(run / "checkpoint-2"))) == ["jbond-run@2"]
+    assert list(expand_checkpoints([str(run)])) == ["jbond-run@1", "jbond-run@2", "jbond-run@final"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        expand_checkpoints([f"x={tmp_path / 'missing'}"])

@@ -11,7 +11,8 @@ from trl_bon.ref_cache import (
     load_reference_reward_cache,
     prompt_id,
 )
-from trl_bon.sampling import GenerationSettings
+from trl_bon.rewards import RewardScorer
+from trl_bon.sampling import GenerationSettings, Sampler
 
 
 SETTINGS = GenerationSettings(max_completion_length=4)
@@ -39,11 +40,16 @@ def prompts():
     return Dataset.from_dict({"prompt": ["the cat", "tell me", "once upon", "the movie", "the food", "the cat"]})
 
 
-def _build(kit, dataset, out, reward, **kw):
-    kw.setdefault("settings", SETTINGS)
-    return build_reference_reward_cache(
-        kit["policy"], dataset, reward, 3, out, prompts_per_shard=2, progress=False, batch_size=8, **kw
-    )
+@pytest.fixture(autouse=True)
+def two_prompts_per_shard(monkeypatch):
+    import trl_bon.ref_cache
+
+    monkeypatch.setattr(trl_bon.ref_cache, "SHARD_SAMPLES", 6)  # M = 3: shards of 2 prompts
+
+
+def _build(kit, dataset, out, reward, settings=SETTINGS, seed=0, **kw):
+    sampler = Sampler(kit["policy"], settings, batch_size=8, seed=seed, progress=False)
+    return build_reference_reward_cache(sampler, dataset, reward, 3, out, **kw)
 
 
 def test_prompt_id_is_canonical_json_hash():
@@ -60,7 +66,9 @@ def test_build_layout_and_determinism(tiny_kit, prompts, tmp_path):
     meta = json.loads((tmp_path / "a" / "metadata.json").read_text())
     assert meta["num_samples"] == 3 and meta["seed"] == 0
     assert meta["generation_settings"]["max_completion_length"] == 4
-    assert meta["reward"] == {"reward_funcs": ["counting_reward"], "reward_weights": [1.0]}
+    assert meta["reward"]["reward_funcs"] == ["counting_reward"] and meta["reward"]["reward_weights"] == [1.0]
+    assert meta["reward"]["identities"][0].startswith("tests.test_ref_cache.CountingReward:")
+    assert set(meta["model"]) == {"config", "weights"} and meta["model_name"] == tiny_kit["policy"]
     assert sorted(p.name for p in (tmp_path / "a" / "shards").iterdir()) == [
         "shard-00000.jsonl",
         "shard-00001.jsonl",
@@ -96,11 +104,12 @@ def test_resume_with_other_settings_is_refused(tiny_kit, prompts, tmp_path):
 
 def test_check_compatible_lists_differences(tiny_kit, prompts, tmp_path):
     cache = _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", CountingReward())
-    cache.check_compatible(SETTINGS, {"reward_funcs": ["counting_reward"], "reward_weights": [1.0]})
+    signature = RewardScorer(CountingReward()).signature()
+    cache.check_compatible(SETTINGS, signature)
     with pytest.raises(ValueError) as error:
         cache.check_compatible(
             GenerationSettings(max_completion_length=8, top_p=0.9),
-            {"reward_funcs": ["other"], "reward_weights": [2.0]},
+            {**signature, "reward_funcs": ["other"], "reward_weights": [2.0]},
         )
     message = str(error.value)
     for part in ("max_completion_length", "top_p", "reward.reward_funcs", "reward.reward_weights"):
@@ -129,3 +138,141 @@ def test_non_finite_reward_names_the_function(tiny_kit, prompts, tmp_path):
 
     with pytest.raises(ValueError, match="bad_reward"):
         _build(tiny_kit, prompts.select(range(1)), tmp_path / "c", bad_reward)
+
+
+class TestContentKeys:
+    def test_same_name_other_reward_is_refused(self, tiny_kit, prompts, tmp_path):
+        _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", CountingReward())
+
+        class CountingReward2(CountingReward):  # another function that reports the same __name__
+            def __call__(self, completion_ids, **kwargs):
+                return [0.0] * len(completion_ids)
+
+        with pytest.raises(ValueError, match=r"reward\.identities"):
+            _build(tiny_kit, prompts, tmp_path / "c", CountingReward2())
+
+    def test_model_is_keyed_by_content_not_path(self, tiny_kit, prompts, tmp_path):
+        import shutil
+
+        from trl_bon.toy import build_tiny_kit
+
+        _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", CountingReward())
+        moved = shutil.copytree(tiny_kit["policy"], tmp_path / "moved_policy")
+        resumed = CountingReward()
+        _build({"policy": str(moved)}, prompts, tmp_path / "c", resumed)  # same weights elsewhere: resumes
+        assert resumed.scored == 3 * 3
+        other = build_tiny_kit(tmp_path / "other", seed=1)  # same path layout, other weights
+        with pytest.raises(ValueError, match=r"model\.weights"):
+            _build(other, prompts, tmp_path / "c", CountingReward())
+
+    def test_generation_kwargs_and_chat_template_args_are_keys(self, tiny_kit, prompts, tmp_path):
+        cache = _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", CountingReward())
+        other = GenerationSettings(4, generation_kwargs={"no_repeat_ngram_size": 2})
+        with pytest.raises(ValueError, match="generation_kwargs"):
+            cache.check_compatible(other)
+        with pytest.raises(ValueError, match="chat_template_kwargs"):
+            _build(
+                tiny_kit,
+                prompts,
+                tmp_path / "c",
+                CountingReward(),
+                GenerationSettings(4, chat_template_kwargs={"x": 1}),
+            )
+
+
+class TestDamagedCaches:
+    @pytest.fixture
+    def cache_dir(self, tiny_kit, prompts, tmp_path):
+        _build(tiny_kit, prompts, tmp_path / "c", CountingReward())
+        return tmp_path / "c"
+
+    @pytest.mark.parametrize(
+        "line, message",
+        [
+            (None, "damaged at line 2"),  # truncated mid-line
+            ('{"prompt_id": "a", "ref_rewards": [NaN, 1.0, 2.0]}', "holds nan"),
+            ('{"prompt_id": "a", "ref_rewards": []}', "non-empty list"),
+            ('{"prompt_id": "a", "ref_rewards": ["1.0", 2.0, 3.0]}', "holds '1.0'"),
+            ('{"prompt_id": "a", "ref_rewards": [1.0]}', "holds 1 rewards, not M = 3"),
+            ('["not", "a", "row"]', "is not a cache row"),
+        ],
+    )
+    def test_bad_shard_is_named(self, cache_dir, line, message):
+        shard = cache_dir / "shards" / "shard-00001.jsonl"
+        text = shard.read_text()
+        shard.write_text(text[: len(text) - 20] if line is None else text.splitlines()[0] + "\n" + line + "\n")
+        with pytest.raises(ValueError, match=message) as error:
+            load_reference_reward_cache(cache_dir)
+        assert str(shard) in str(error.value) and "Delete that file" in str(error.value)
+
+    def test_garbage_metadata_is_named(self, cache_dir, tiny_kit, prompts):
+        (cache_dir / "metadata.json").write_text('{"format_version": 2, "mod')
+        with pytest.raises(ValueError, match="metadata.json is damaged"):
+            load_reference_reward_cache(cache_dir)
+        with pytest.raises(ValueError, match="metadata.json is damaged"):
+            _build(tiny_kit, prompts, cache_dir, CountingReward())
+
+    def test_deleted_shard_is_resampled_identically(self, cache_dir, tiny_kit, prompts):
+        before = load_reference_reward_cache(cache_dir).rewards
+        (cache_dir / "shards" / "shard-00001.jsonl").unlink()
+        again = _build(tiny_kit, prompts, cache_dir, CountingReward())
+        assert again.rewards.keys() == before.keys()
+
+
+def test_vbon_trainer_refuses_a_cache_of_another_reward_or_model(tiny_kit, tmp_path):
+    """The join in `VBoNTrainer`: a reward with the same name but other code, or another π_ref, is refused."""
+    from datasets import Dataset
+
+    from tests.helpers import cpu_args
+    from trl_bon import VBoNConfig, VBoNTrainer
+    from trl_bon.toy import build_tiny_kit
+
+    data = Dataset.from_dict({"prompt": ["the cat", "tell me"]})
+    _build(tiny_kit, data, tmp_path / "cache", CountingReward(), GenerationSettings(4))
+    args = VBoNConfig(
+        str(tmp_path / "out"),
+        **cpu_args(
+            num_candidates=4,
+            max_completion_length=4,
+            num_generations=2,
+            per_device_train_batch_size=2,
+            reference_cache_dir=str(tmp_path / "cache"),
+        ),
+    )
+
+    def counting_reward(completion_ids, **kwargs):  # same __name__ as the cache's reward, other rewards
+        return [0.0] * len(completion_ids)
+
+    with pytest.raises(ValueError, match=r"reward\.identities"):
+        VBoNTrainer(tiny_kit["policy"], counting_reward, args=args, train_dataset=data)
+    other = build_tiny_kit(tmp_path / "other", seed=1)
+    with pytest.raises(ValueError, match=r"model\.weights"):
+        VBoNTrainer(other["policy"], CountingReward(), args=args, train_dataset=data)
+    VBoNTrainer(tiny_kit["policy"], CountingReward(), args=args, train_dataset=data)  # the cache's own: accepted
+
+
+def test_bon_sft_data_is_keyed_by_model_and_reward_content(tiny_kit, tmp_path):
+    """BoN-SFT's saved Best-of-N data (same output_dir) is reused only for the same model and reward content."""
+    from datasets import Dataset
+
+    from tests.helpers import cpu_args
+    from trl_bon import BoNSFTConfig, BoNSFTTrainer
+    from trl_bon.toy import build_tiny_kit
+
+    data = Dataset.from_dict({"prompt": ["the cat", "tell me"]})
+    kw = cpu_args(num_candidates=2, max_completion_length=3, per_device_train_batch_size=2, max_steps=1)
+    args = BoNSFTConfig(str(tmp_path / "out"), **kw)
+    BoNSFTTrainer(tiny_kit["policy"], CountingReward(), args=args, train_dataset=data)  # samples, saves round 1
+    again = CountingReward()
+    BoNSFTTrainer(tiny_kit["policy"], again, args=args, train_dataset=data)
+    assert again.calls == 0  # same model, same reward: the saved data is reused
+
+    class CountingReward2(CountingReward):  # same __name__, other rewards
+        def __call__(self, completion_ids, **kwargs):
+            return [0.0] * len(completion_ids)
+
+    with pytest.raises(ValueError, match="other settings.*reward_signature"):
+        BoNSFTTrainer(tiny_kit["policy"], CountingReward2(), args=args, train_dataset=data)
+    other = build_tiny_kit(tmp_path / "other", seed=1)
+    with pytest.raises(ValueError, match="other settings.*'model'"):
+        BoNSFTTrainer(other["policy"], CountingReward(), args=args, train_dataset=data)

@@ -1,5 +1,7 @@
 """`RewardScorer` (offline reward scoring) against TRL's own `RLOOTrainer._calculate_rewards`, plus its conventions:
-None → NaN, weighted nansum, async callables, extra columns, wrong lengths and non-finite rewards."""
+None → NaN, weighted nansum, async callables, extra columns, wrong lengths and non-finite rewards; and the early,
+named errors for what TRL leaves to a crash: rewards of the wrong type, causal LMs as reward models, missing paths,
+another model's tokenizer."""
 
 import asyncio
 
@@ -144,4 +146,193 @@ class TestRewardScorer:
 
     def test_signature(self, tiny_kit):
         scorer = RewardScorer([tiny_kit["reward"], length_reward], reward_weights=[1.0, 0.5])
-        assert scorer.signature() == {"reward_funcs": ["reward", "length_reward"], "reward_weights": [1.0, 0.5]}
+        signature = scorer.signature()
+        assert signature["reward_funcs"] == ["reward", "length_reward"] and signature["reward_weights"] == [1.0, 0.5]
+        model_id, func_id = signature["identities"]
+        assert set(model_id) == {"config", "weights"}
+        assert func_id.startswith("tests.test_rewards.length_reward:")
+
+
+class TestBadRewardsFailEarly:
+    @pytest.mark.parametrize(
+        "output, message",
+        [
+            (["good", "bad"], "returned str 'good' for completion 0"),
+            (3.0, "returned float 3.0; it must return a list"),
+            ("0.5", "returned str"),
+            (torch.ones(2, 2), r"of shape \(2, 2\)"),
+            ([1.0, [2.0]], "returned list"),
+        ],
+    )
+    def test_wrong_types_are_named(self, output, message):
+        def odd(completions, **kwargs):
+            return output
+
+        with pytest.raises(ValueError, match=message):
+            RewardScorer(odd)(["a", "b"], ["x", "y"])
+
+    def test_tensors_and_numpy_of_the_right_shape_are_fine(self):
+        import numpy as np
+
+        for output in (torch.tensor([1.0, 2.0]), np.array([1.0, 2.0]), [torch.tensor(1.0), 2]):
+            rewards = RewardScorer(lambda completions, out=output, **kw: out)(["a", "b"], ["x", "y"])
+            assert rewards[:, 0].tolist() == [1.0, 2.0]
+
+    def test_best_of_n_fails_after_the_first_batch(self, tiny_kit, prompt_dataset):
+        from trl_bon.sampling import GenerationSettings, Sampler, best_of_n
+
+        calls = []
+
+        def strings(completions, **kwargs):
+            calls.append(len(completions))
+            return [str(len(c)) for c in completions]
+
+        sampler = Sampler(
+            tiny_kit["policy"], GenerationSettings(max_completion_length=2), batch_size=4, progress=False
+        )
+        with pytest.raises(ValueError, match="'strings' returned str"):
+            best_of_n(sampler, list(prompt_dataset["prompt"]), strings, n=2)  # 32 prompts x 2 = 16 batches
+        assert calls == [4]  # one generate batch sampled, not the whole data set
+
+    def test_causal_lm_as_reward_model_is_refused(self, tiny_kit):
+        from transformers import AutoModelForCausalLM
+
+        with pytest.raises(ValueError, match="not a sequence classifier.*randomly initialised head"):
+            RewardScorer(tiny_kit["policy"])  # a path: refused from its config, before loading weights
+        with pytest.raises(ValueError, match="not a sequence classifier"):
+            RewardScorer(AutoModelForCausalLM.from_pretrained(tiny_kit["policy"]))
+
+    def test_missing_local_paths_are_named(self, tmp_path):
+        from trl_bon.sampling import Sampler
+
+        missing = str(tmp_path / "no_such_rm")
+        with pytest.raises(FileNotFoundError, match="reward model .*no_such_rm' does not exist"):
+            RewardScorer(missing)
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            Sampler("./no_such_policy")
+
+    def test_another_models_tokenizer(self, tiny_kit, one_token_task):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from trl_bon.toy import _model_config, word_level_tokenizer
+
+        small = word_level_tokenizer(6)
+        small_model = AutoModelForSequenceClassification.from_config(_model_config("llama", small, 0.0, num_labels=1))
+        with pytest.raises(ValueError, match="has .* tokens but the model embeds only 6"):
+            RewardScorer(small_model, reward_processing_classes=AutoTokenizer.from_pretrained(tiny_kit["reward"]))
+        other = AutoTokenizer.from_pretrained(one_token_task.model_path)  # 6 tokens: fits, but not this model's
+        with pytest.warns(UserWarning, match="may be another model's: it was loaded from"):
+            RewardScorer(tiny_kit["reward"], reward_processing_classes=other)
+
+
+class TestIdentity:
+    def test_same_name_other_function_differs(self):
+        from trl_bon.identity import callable_identity
+
+        def reward(completions, **kwargs):
+            return [1.0] * len(completions)
+
+        first = callable_identity(reward)
+
+        def reward(completions, **kwargs):  # noqa: F811 - same name, other behaviour
+            return [2.0] * len(completions)
+
+        assert callable_identity(reward) != first
+        assert RewardScorer(reward).signature()["reward_funcs"] == ["reward"]
+
+    def test_closures_and_the_escape_hatch(self, one_token_task):
+        import functools
+
+        from trl_bon.identity import callable_identity
+
+        def make(scale):
+            def scaled(completions, **kwargs):
+                return [scale] * len(completions)
+
+            return scaled
+
+        assert callable_identity(make(1.0)) == callable_identity(make(1.0)) != callable_identity(make(2.0))
+        assert callable_identity(one_token_task.reward_func) == callable_identity(one_token_task.reward_func)
+        one, two = functools.partial(make(1.0)), functools.partial(make(1.0), completions=["a"])
+        assert callable_identity(one) != callable_identity(two)
+        generated = eval("lambda completions, **kwargs: [1.0] * len(completions)")  # no source file
+        with pytest.raises(ValueError, match="trl_bon_identity"):
+            callable_identity(generated)
+        generated.trl_bon_identity = "v1"
+        assert callable_identity(generated).endswith(":declared:v1")
+
+    def test_model_fingerprint_is_content_not_path(self, tiny_kit, tmp_path):
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        from trl_bon.identity import model_identity
+
+        model = AutoModelForCausalLM.from_pretrained(tiny_kit["policy"])
+        model.save_pretrained(tmp_path / "copy")
+        reference = model_identity(model)
+        assert model_identity(AutoModelForCausalLM.from_pretrained(tmp_path / "copy")) == reference
+        assert model_identity(model.to(torch.bfloat16)) == reference  # dtype does not change the fingerprint
+        model = model.float()
+        fresh = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+        assert model_identity(fresh) == reference  # a fresh LoRA computes the base model
+        with torch.no_grad():
+            next(p for n, p in fresh.named_parameters() if "lora_B" in n).fill_(0.1)
+        assert "adapters" in model_identity(fresh)
+        other = AutoModelForCausalLM.from_pretrained(tiny_kit["policy"])
+        with torch.no_grad():
+            other.lm_head.weight.add_(1e-2)
+        assert model_identity(other)["weights"] != reference["weights"]
+
+
+class TestPromptsAndSettings:
+    def test_mixed_and_empty_prompts(self, tiny_kit):
+        from trl_bon.sampling import Sampler, best_of_n
+
+        sampler = Sampler(tiny_kit["policy"], progress=False)
+        chat = [{"role": "user", "content": "hi"}]
+        with pytest.raises(ValueError, match=r"mix plain text \(e.g. row 0\) and conversations \(e.g. row 1\)"):
+            best_of_n(sampler, ["the cat", chat], length_reward, n=2)
+        with pytest.raises(ValueError, match="Prompt 1 is the empty string"):
+            best_of_n(sampler, ["the cat", ""], length_reward, n=2)
+
+    @pytest.mark.parametrize(
+        "kwargs, message",
+        [
+            ({"temperature": 0.0}, "`temperature` must be > 0"),
+            ({"max_completion_length": 0}, "`max_completion_length` must be at least 1"),
+            ({"top_p": 0.0}, "top_p"),
+            ({"generation_kwargs": "{bad json"}, "JSON"),
+        ],
+    )
+    def test_generation_settings_validation(self, kwargs, message):
+        from trl_bon.sampling import GenerationSettings
+
+        with pytest.raises(ValueError, match=message):
+            GenerationSettings(**kwargs)
+
+    def test_settings_read_from_any_config(self):
+        from types import SimpleNamespace
+
+        from trl_bon.sampling import GenerationSettings
+
+        args = SimpleNamespace(
+            max_completion_length=8,
+            temperature=0.7,
+            top_p=0.9,
+            top_k=None,
+            min_p=0.05,
+            repetition_penalty=1.1,
+            generation_kwargs='{"no_repeat_ngram_size": 2}',
+            unrelated=1,
+        )
+        settings = GenerationSettings.from_trainer_args(args)
+        assert settings.to_dict() == {
+            "max_completion_length": 8,
+            "temperature": 0.7,
+            "top_p": 0.9,
+            "top_k": 0,
+            "min_p": 0.05,
+            "repetition_penalty": 1.1,
+            "generation_kwargs": {"no_repeat_ngram_size": 2},
+            "chat_template_kwargs": {},
+        }

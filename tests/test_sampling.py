@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from trl_bon.core import bon_probs, kl_divergence
-from trl_bon.sampling import GenerationSettings, best_of_n, sample_completions, select_best
+from trl_bon.rewards import RewardScorer
+from trl_bon.sampling import GenerationSettings, Sampler, best_of_n, sample_completions, select_best
 
 
 SHORT = GenerationSettings(max_completion_length=6)  # tiny model: short completions keep sampling fast
@@ -55,7 +56,7 @@ class TestSelectBest:
 
 class TestBestOfN:
     def test_picks_the_argmax(self, tiny_kit, prompts):
-        out = best_of_n(tiny_kit["policy"], prompts, token_sum_reward, n=4, settings=SHORT, progress=False)
+        out = best_of_n(Sampler(tiny_kit["policy"], SHORT, progress=False), prompts, token_sum_reward, n=4)
         assert out.candidate_rewards.shape == (len(prompts), 4)
         for i in range(len(prompts)):
             # Rewards recomputed independently from the candidates.
@@ -77,29 +78,25 @@ class TestBestOfN:
             return [0.0] * len(completion_ids)
 
         out = best_of_n(
-            tiny_kit["policy"],
-            prompts,
-            [token_sum_reward, tagged_reward],
+            Sampler(tiny_kit["policy"], SHORT, progress=False),
+            {"prompt": prompts, "tag": list(range(len(prompts)))},
+            RewardScorer([token_sum_reward, tagged_reward], reward_weights=[-1.0, 1.0]),
             n=4,
-            settings=SHORT,
-            reward_weights=[-1.0, 1.0],
-            columns={"tag": list(range(len(prompts)))},
-            progress=False,
         )
         sums = torch.tensor([token_sum_reward(c) for c in out.candidate_ids])
         assert torch.equal(out.rewards, -sums.min(dim=1).values)
         assert seen["tag"] == [i for i in range(len(prompts)) for _ in range(4)]
-        assert out.reward_signature == {
-            "reward_funcs": ["token_sum_reward", "tagged_reward"],
-            "reward_weights": [-1.0, 1.0],
-        }
+        assert out.reward_signature["reward_funcs"] == ["token_sum_reward", "tagged_reward"]
+        assert out.reward_signature["reward_weights"] == [-1.0, 1.0]
 
     def test_ties_are_random_and_reproducible(self, tiny_kit, prompt_dataset):
         many = list(prompt_dataset["prompt"])  # 32 prompts, every candidate tied at reward 1
 
         def chosen(seed):
-            kwargs = dict(settings=GenerationSettings(max_completion_length=2), seed=seed, progress=False)
-            return best_of_n(tiny_kit["policy"], many, constant_reward, n=4, **kwargs).chosen_index
+            sampler = Sampler(
+                tiny_kit["policy"], GenerationSettings(max_completion_length=2), seed=seed, progress=False
+            )
+            return best_of_n(sampler, many, constant_reward, n=4).chosen_index
 
         first, again, other = chosen(0), chosen(0), chosen(1)
         assert len(set(first.tolist())) > 1  # varies across prompts: not "always the first"
@@ -116,16 +113,10 @@ class TestBestOfN:
             return [float(reward_table[ids[0]]) for ids in completion_ids]
 
         draws = 4000  # E[KL(π_BoN‖empirical)] ≈ (V−1)/(2·draws) ≈ 0.0006
-        out = best_of_n(
-            one_token_task.model_path,
-            [one_token_task.prompt] * draws,
-            token_reward,
-            n=4,
-            settings=GenerationSettings(max_completion_length=1),
-            batch_size=2000,
-            seed=0,
-            progress=False,
+        sampler = Sampler(
+            one_token_task.model_path, GenerationSettings(max_completion_length=1), batch_size=2000, progress=False
         )
+        out = best_of_n(sampler, [one_token_task.prompt] * draws, token_reward, n=4)
         tokens = torch.tensor([ids[0] for ids in out.completion_ids])
         empirical = torch.bincount(tokens, minlength=6).double() / draws
         target = bon_probs(one_token_task.ref_probs, reward_table, 4)
@@ -141,11 +132,11 @@ class TestBestOfN:
 
         base = AutoModelForCausalLM.from_pretrained(tiny_kit["policy"])
         lora = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
-        out = best_of_n(lora, prompts, token_sum_reward, n=2, settings=SHORT, seed=5, progress=False)
+        out = best_of_n(Sampler(lora, SHORT, seed=5, progress=False), prompts, token_sum_reward, n=2)
         assert out.candidate_rewards.shape == (len(prompts), 2)
         # A fresh LoRA (B = 0) is the base model: same seed, same samples.
         with lora.disable_adapter():
-            plain = best_of_n(lora, prompts, token_sum_reward, n=2, settings=SHORT, seed=5, progress=False)
+            plain = best_of_n(Sampler(lora, SHORT, seed=5, progress=False), prompts, token_sum_reward, n=2)
         assert out.candidate_ids == plain.candidate_ids
 
     @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -156,7 +147,7 @@ class TestBestOfN:
             tiny_kit["policy"], quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map="cpu"
         )
         assert quantized.is_loaded_in_8bit
-        out = best_of_n(quantized, prompts, token_sum_reward, n=2, settings=SHORT, progress=False)
+        out = best_of_n(Sampler(quantized, SHORT, progress=False), prompts, token_sum_reward, n=2)
         assert out.candidate_rewards.shape == (len(prompts), 2)
         assert all(1 <= len(ids) <= SHORT.max_completion_length for ids in out.completion_ids)
 
@@ -173,10 +164,11 @@ class TestBestOfN:
         def skipped(completions, **kwargs):
             return [None] * len(completions)
 
+        sampler = Sampler(tiny_kit["policy"], SHORT, progress=False)
         with pytest.raises(ValueError, match="infinite"):
-            best_of_n(tiny_kit["policy"], prompts[:2], infinite, n=2, settings=SHORT, progress=False)
+            best_of_n(sampler, prompts[:2], infinite, n=2)
         with pytest.raises(ValueError, match="got no reward"):
-            best_of_n(tiny_kit["policy"], prompts[:2], skipped, n=2, settings=SHORT, progress=False)
+            best_of_n(sampler, prompts[:2], skipped, n=2)
 
 
 class TestSampleCompletions:
@@ -223,3 +215,43 @@ class TestSampleCompletions:
             sample_completions(tiny_kit["policy"], prompts, 0)
         with pytest.raises(ValueError, match="empty"):
             sample_completions(tiny_kit["policy"], [], 2)
+
+
+def test_vllm_backend_builds_one_engine_and_seeds_each_row(tiny_kit, monkeypatch):
+    """The vLLM plumbing against a stand-in module (vLLM itself needs a GPU): one engine for every call, one
+    seeded `SamplingParams` per row with every generation setting, reproducible seeds."""
+    import sys
+    import types
+
+    built, calls = [], []
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class LLM:
+        def __init__(self, model, **kwargs):
+            built.append((model, kwargs))
+
+        def generate(self, prompts, sampling_params):
+            calls.append(sampling_params)
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=[5, 6])]) for _ in prompts]
+
+    settings = GenerationSettings(max_completion_length=3, min_p=0.1, generation_kwargs={"stop": ["x"]})
+    sampler = Sampler(tiny_kit["policy"], settings, backend="vllm", vllm_kwargs={"gpu_memory_utilization": 0.3})
+    import trl  # noqa: F401 - imported before the stand-in module exists (TRL probes for vLLM at import)
+
+    assert sampler.tokenizer is not None
+    stand_in = types.ModuleType("vllm")
+    stand_in.LLM, stand_in.SamplingParams = LLM, SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", stand_in)
+    first = sampler.sample(["the cat", "tell me"], 2, seed=7)
+    sampler.sample(["the cat", "tell me"], 2, seed=7)
+    assert built == [(tiny_kit["policy"], {"gpu_memory_utilization": 0.3})]  # one engine
+    assert first.completion_ids == [[5, 6]] * 4 and first.prompt_index == [0, 0, 1, 1]
+    params = [p.kwargs for p in calls[0]]
+    assert len({p["seed"] for p in params}) == 4  # rows differ
+    assert [p["seed"] for p in params] == [p.kwargs["seed"] for p in calls[1]]  # same call seed, same row seeds
+    assert params[0]["min_p"] == 0.1 and params[0]["stop"] == ["x"] and params[0]["max_tokens"] == 3
+    with pytest.raises(ValueError, match="builds its own engine from a model path"):
+        Sampler(object(), backend="vllm")

@@ -145,7 +145,7 @@ def test_eval_on_trained_checkpoints(jbond_run, common, tiny_kit, tmp_path, caps
     assert main(argv) == 0
     data = json.loads((tmp_path / "results.json").read_text())
     names = [c["name"] for c in data["checkpoints"]]
-    assert names == ["jbond@1", "jbond@2", "jbond@final", "base"]
+    assert names == ["jbond@1", "jbond@2", "base"]  # the final save equals checkpoint-2: no duplicate `@final`
     for row in data["checkpoints"]:
         for key in (
             "reward",
@@ -161,7 +161,7 @@ def test_eval_on_trained_checkpoints(jbond_run, common, tiny_kit, tmp_path, caps
     assert [b["n"] for b in data["bon"]] == [2, 4]
     for name in ("reward_vs_kl.png", "win_rate_vs_kl.png", "results.csv"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "jbond@final" in capsys.readouterr().out
+    assert "jbond@2" in capsys.readouterr().out
 
 
 def test_cache_ref_rewards_then_vbon(common, tmp_path):
@@ -248,8 +248,8 @@ def test_help(command, capsys):
         "jbond": ["--anchor_ema_rate", "--use_peft", "--load_in_8bit", "--reward_funcs", "--prompt_column"],
         "vbon": ["--reference_cache_dir", "--num_candidates", "--lora_r"],
         "bon-sft": ["--num_candidates", "--load_in_4bit"],
-        "cache-ref-rewards": ["--num_reference_samples", "--prompts_per_shard"],
-        "eval": ["--checkpoints", "--bon_ns", "--num_reference_samples"],
+        "cache-ref-rewards": ["--num_reference_samples", "--reference_cache_batch_size"],
+        "eval": ["--checkpoints", "--bon_ns", "--num_reference_samples", "--min_p", "--repetition_penalty"],
         "demo": ["--steps", "--quick", "--output-dir", "--seed"],
     }[command]
     for flag in expected:

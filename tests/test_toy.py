@@ -80,3 +80,28 @@ def test_one_token_task_custom_distribution(tmp_path, ref_probs):
     torch.testing.assert_close(
         task.policy_probs(model), torch.tensor(ref_probs, dtype=torch.float64), atol=1e-6, rtol=0
     )
+
+
+def test_demo_refuses_zero_steps():
+    from trl_bon.scripts.demo import main
+
+    with pytest.raises(SystemExit, match="--steps must be >= 1, got 0"):
+        main(["--steps", "0", "--no-plot"])
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_tiny_kit_architectures_with_dropout(tmp_path, architecture):
+    from transformers import AutoConfig
+
+    from trl_bon.toy import build_tiny_kit
+
+    paths = build_tiny_kit(tmp_path, architecture=architecture, dropout=0.1)
+    config = AutoConfig.from_pretrained(paths["policy"])
+    assert config.model_type == architecture
+    dropouts = (
+        [config.resid_pdrop, config.embd_pdrop, config.attn_pdrop]
+        if architecture == "gpt2"
+        else [config.attention_dropout]
+    )
+    assert dropouts == [0.1] * len(dropouts)
+    assert AutoConfig.from_pretrained(paths["reward"]).num_labels == 1

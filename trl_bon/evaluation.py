@@ -40,8 +40,9 @@ from .core.metrics import (
     win_rate,
 )
 from .core.quantiles import empirical_quantile
+from .identity import check_model_path
 from .rewards import RewardScorer
-from .sampling import GenerationSettings, load_causal_lm, sample_completions, select_best, tokenize_prompts
+from .sampling import Sampler, check_prompts, load_causal_lm, prompts_and_columns, select_best
 
 
 @dataclass
@@ -66,8 +67,106 @@ class EvaluationResults:
         return asdict(self)
 
 
+@dataclass
+class EvalOptions:
+    """What [`evaluate_checkpoints`] measures and writes (the sampling itself is set by the reference [`Sampler`]).
+
+    Args:
+        bon_ns (`tuple[int]`, *optional*, defaults to `(2, 4, 8, 16)`):
+            The N of the Best-of-N reference points and of the KL-to-π_BoN / win-rate-vs-BoN metrics (N ≥ 2).
+        num_reference_samples (`int`, *optional*, defaults to `32`):
+            M reference samples per prompt (BOND evaluates with 32); must exceed `max(bon_ns)`.
+        num_policy_samples (`int`, *optional*, defaults to `1`):
+            Samples per prompt from each checkpoint (more lowers the variance), at least 1.
+        quantile_smoothing (`str`, *optional*, defaults to `"clamp"`):
+            Smoothing of p̂≤ when a sample is below every reference sample (see `core.empirical_quantile`).
+        kl_metric (`str`, *optional*, defaults to `"kl_k1"`):
+            Checkpoint KL drawn on the plots' x axis (`"kl_k1"` or `"kl_k3"`).
+        output_dir (`str`, *optional*):
+            Where to write `results.json`, `results.csv` and the plots; nothing is written when `None`.
+        plot (`bool`, *optional*, defaults to `True`):
+            Write `reward_vs_kl.png` and `win_rate_vs_kl.png` (needs matplotlib) when `output_dir` is set.
+    """
+
+    bon_ns: Sequence[int] = (2, 4, 8, 16)
+    num_reference_samples: int = 32
+    num_policy_samples: int = 1
+    quantile_smoothing: str = "clamp"
+    kl_metric: str = "kl_k1"
+    output_dir: str | Path | None = None
+    plot: bool = True
+
+    def __post_init__(self):
+        from .core.quantiles import SMOOTHINGS
+
+        self.bon_ns = sorted(set(int(n) for n in self.bon_ns))
+        if self.bon_ns and self.bon_ns[0] < 2:
+            raise ValueError(f"Best-of-N needs N >= 2 for the reference points, got bon_ns={self.bon_ns}.")
+        if self.num_reference_samples < 2 or self.bon_ns and self.num_reference_samples <= self.bon_ns[-1]:
+            largest = self.bon_ns[-1] if self.bon_ns else 1
+            raise ValueError(
+                f"`num_reference_samples` ({self.num_reference_samples}) must exceed the largest N ({largest}) and "
+                "be at least 2: Best-of-N draws use the first N reference samples and p̂≤ the other M − N. Set "
+                f"`num_reference_samples` to at least {max(2, 2 * largest)} or drop the large N from `bon_ns`."
+            )
+        if self.num_policy_samples < 1:
+            raise ValueError(
+                f"`num_policy_samples` must be at least 1, got {self.num_policy_samples}: every checkpoint is "
+                "measured on its own samples."
+            )
+        if self.kl_metric not in ("kl_k1", "kl_k3"):
+            raise ValueError(f"`kl_metric` must be 'kl_k1' or 'kl_k3', got {self.kl_metric!r}.")
+        if self.quantile_smoothing not in SMOOTHINGS:
+            raise ValueError(f"Unknown quantile smoothing {self.quantile_smoothing!r}; choose one of {SMOOTHINGS}.")
+
+
+def _vocab_size(config) -> int | None:
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(config, "vocab_size", None)
+
+
+def _check_checkpoint(name: str, checkpoint, tokenizer) -> None:
+    """Fail before any sampling if a checkpoint cannot be loaded or cannot share π_ref's tokenizer."""
+    if not isinstance(checkpoint, (str, Path)):
+        rows = checkpoint.get_input_embeddings().num_embeddings
+        if rows < len(tokenizer):
+            raise ValueError(
+                f"Checkpoint '{name}' embeds {rows} tokens but π_ref's tokenizer has {len(tokenizer)}: every model is "
+                "sampled and scored with π_ref's tokenizer, so they must share its vocabulary."
+            )
+        return
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = str(checkpoint)
+    check_model_path(path, f"checkpoint '{name}'")
+    local = Path(path)
+    if local.exists() and not (local / "config.json").is_file() and not (local / "adapter_config.json").is_file():
+        raise ValueError(
+            f"Checkpoint '{name}': {path} holds no model (no config.json or adapter_config.json). Pass a folder "
+            "written by `save_pretrained` or a training output_dir with `checkpoint-*` folders."
+        )
+    if not (local / "adapter_config.json").is_file():
+        try:
+            vocab = _vocab_size(AutoConfig.from_pretrained(path))
+        except OSError as error:
+            raise ValueError(f"Checkpoint '{name}': cannot load a model config from {path!r} ({error}).") from error
+        if vocab is not None and vocab < len(tokenizer):
+            raise ValueError(
+                f"Checkpoint '{name}' has a {vocab}-token vocabulary but π_ref's tokenizer has {len(tokenizer)}: "
+                "every model is sampled and scored with π_ref's tokenizer, so they must share its vocabulary."
+            )
+    if local.is_dir() and any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        own = AutoTokenizer.from_pretrained(path)
+        if own.get_vocab() != tokenizer.get_vocab():
+            raise ValueError(
+                f"Checkpoint '{name}' ships a tokenizer with another vocabulary than π_ref's ({len(own)} vs "
+                f"{len(tokenizer)} tokens); every model is sampled and scored with π_ref's tokenizer. Evaluate "
+                "checkpoints trained from this π_ref."
+            )
+
+
 def _load_policy(model, model_init_kwargs: dict | None):
-    """A causal LM from a path (full model or PEFT adapter directory) or an instance, in eval mode."""
+    """A causal LM from a path (full model or PEFT adapter directory) or an instance."""
     if isinstance(model, (str, Path)):
         path = Path(model)
         if (path / "adapter_config.json").is_file():
@@ -75,59 +174,13 @@ def _load_policy(model, model_init_kwargs: dict | None):
 
             model = AutoPeftModelForCausalLM.from_pretrained(str(path), **(model_init_kwargs or {}))
         else:
-            model, _ = load_causal_lm(str(path), model_init_kwargs)
-    return model.eval()
+            model, _ = load_causal_lm(str(model), model_init_kwargs)
+    return model
 
 
-@torch.no_grad()
-def completion_logps(
-    model,
-    prompt_ids: list[list[int]],
-    completion_ids: list[list[int]],
-    temperature: float,
-    pad_token_id: int,
-    batch_size: int = 64,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of each completion given its prompt, at the sampling temperature (logits / T, as TRL).
-
-    Returns:
-        `(logps, mask)`, both `(B, T_max)` float32 on CPU; `mask` is 1 on completion tokens, 0 on padding. The prompt
-        never enters the sums (docs/maths.md, notation).
-    """
-    device = next(model.parameters()).device
-    width = max(len(c) for c in completion_ids)
-    all_logps = torch.zeros(len(completion_ids), width)
-    mask = torch.zeros(len(completion_ids), width)
-    for start in range(0, len(completion_ids), batch_size):
-        prompts, completions = prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size]
-        seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
-        length = max(len(s) for s in seqs)
-        # Left-pad so every completion ends at the same position; an explicit attention mask hides the padding.
-        input_ids = torch.full((len(seqs), length), pad_token_id, dtype=torch.long)
-        attention = torch.zeros(len(seqs), length, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            input_ids[i, length - len(s) :] = torch.tensor(s)
-            attention[i, length - len(s) :] = 1
-        position_ids = (attention.cumsum(-1) - 1).clamp_min(0)
-        logits = model(
-            input_ids=input_ids.to(device), attention_mask=attention.to(device), position_ids=position_ids.to(device)
-        ).logits.float()
-        logps = torch.log_softmax(logits[:, :-1] / temperature, dim=-1)
-        token_logps = logps.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
-        for i, c in enumerate(completions):
-            if c:
-                all_logps[start + i, : len(c)] = token_logps[i, -len(c) :]
-                mask[start + i, : len(c)] = 1
-    return all_logps, mask
-
-
-def _sequence_logps(model, prompt_ids, completion_ids, settings, pad_id, batch_size) -> torch.Tensor:
-    logps, mask = completion_logps(model, prompt_ids, completion_ids, settings.temperature, pad_id, batch_size)
-    return (logps * mask).sum(-1)
-
-
-def _scalar_rewards(scorer: RewardScorer, samples, columns) -> torch.Tensor:
-    repeated = {key: [values[i] for i in samples.prompt_index] for key, values in (columns or {}).items()}
+def _scores(scorer: RewardScorer, samples, columns: dict) -> torch.Tensor:
+    """Weighted rewards of `samples` (a judge's scores), float64."""
+    repeated = {key: [values[i] for i in samples.prompt_index] for key, values in columns.items()}
     per_func = scorer(samples.prompts, samples.completions, samples.completion_ids, **repeated)
     scorer.check_finite(per_func)
     return scorer.weighted(per_func).double()
@@ -135,60 +188,35 @@ def _scalar_rewards(scorer: RewardScorer, samples, columns) -> torch.Tensor:
 
 def evaluate_checkpoints(
     checkpoints: Mapping[str, object],
-    prompts: Sequence,
-    reward_funcs,
-    reference_model,
-    *,
-    bon_ns: Sequence[int] = (2, 4, 8, 16),
-    num_reference_samples: int = 32,
-    num_policy_samples: int = 1,
-    settings: GenerationSettings | None = None,
-    output_dir: str | Path | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    reward_weights: Sequence[float] | None = None,
-    columns: dict[str, Sequence] | None = None,
-    quantile_smoothing: str = "clamp",
-    batch_size: int = 64,
-    model_init_kwargs: dict | None = None,
-    plot: bool = True,
-    kl_metric: str = "kl_k1",
+    prompts,
+    reward,
+    reference,
+    options: EvalOptions | None = None,
+    judges: Mapping[str, object] | None = None,
 ) -> EvaluationResults:
     """Evaluate checkpoints on held-out prompts against π_ref and Best-of-N (docs/maths.md §7).
 
     Args:
         checkpoints (`dict[str, str | PreTrainedModel]`):
             Name → model path (full model or LoRA adapter directory) or instance. Names of the form
-            `"method@step"` are drawn as one line per method in the plots (e.g. `"jbond@100"`, `"jbond@200"`).
-        prompts (`list[str]` or `list[list[dict]]`):
-            Held-out prompts (standard or conversational).
-        reward_funcs:
+            `"method@step"` are drawn as one line per method in the plots (e.g. `"jbond@100"`, `"jbond@200"`). May
+            be empty: π_ref and its Best-of-N points alone are then evaluated. Every entry is checked (it exists,
+            it loads, it shares π_ref's vocabulary) before any sampling.
+        prompts (`list` or `datasets.Dataset`):
+            Held-out prompts (standard or conversational); a dataset's other columns reach reward callables.
+        reward:
             TRL-style reward functions (model paths, sequence classifiers or callables) or a ready
-            [`~trl_bon.rewards.RewardScorer`].
-        reference_model (`str` or [`~transformers.PreTrainedModel`]):
-            π_ref; its tokenizer is used for every model (they must share the vocabulary).
-        bon_ns (`tuple[int]`, *optional*, defaults to `(2, 4, 8, 16)`):
-            The N of the Best-of-N reference points and of the KL-to-π_BoN / win-rate-vs-BoN metrics.
-        num_reference_samples (`int`, *optional*, defaults to `32`):
-            M reference samples per prompt (BOND evaluates with 32); must exceed `max(bon_ns)`.
-        num_policy_samples (`int`, *optional*, defaults to `1`):
-            Samples per prompt from each checkpoint (more lowers the variance).
-        settings ([`~trl_bon.sampling.GenerationSettings`], *optional*):
-            Sampling settings, the training ones (same temperature and `max_completion_length`).
-        output_dir (`str`, *optional*):
-            Where to write `results.json`, `results.csv` and the plots; nothing is written when `None`.
-        seed (`int`, *optional*, defaults to `0`):
-            Seeds every sampling call.
-        progress (`bool`, *optional*, defaults to `True`):
-            Show progress bars.
-        reward_weights, columns:
-            Weights of the reward functions; extra per-prompt columns passed to reward callables.
-        quantile_smoothing (`str`, *optional*, defaults to `"clamp"`):
-            Smoothing of p̂≤ when a sample is below every reference sample (see `core.empirical_quantile`).
-        plot (`bool`, *optional*, defaults to `True`):
-            Write `reward_vs_kl.png` and `win_rate_vs_kl.png` (needs matplotlib) when `output_dir` is set.
-        kl_metric (`str`, *optional*, defaults to `"kl_k1"`):
-            Checkpoint KL drawn on the plots' x axis (`"kl_k1"` or `"kl_k3"`).
+            [`~trl_bon.rewards.RewardScorer`] (for weights).
+        reference ([`~trl_bon.sampling.Sampler`], `str` or model):
+            π_ref with the sampling settings (the training ones: same temperature and `max_completion_length`),
+            batch size, seed and progress bar used for every model; its tokenizer is used for every model. A path or
+            instance is wrapped in `Sampler(reference)`.
+        options ([`EvalOptions`], *optional*):
+            N values, sample counts, smoothing, output directory and plots.
+        judges (`dict[str, reward]`, *optional*):
+            Extra scorers (e.g. `{"vader": vader_reward}`, TRL-style callables or reward models) applied to the
+            very samples the reward scored: each adds `<name>` (mean) and `<name>_win_rate_vs_ref` to every
+            checkpoint row, Best-of-N point and π_ref.
 
     Returns:
         [`EvaluationResults`].
@@ -196,49 +224,45 @@ def evaluate_checkpoints(
     Example:
 
     ```python
-    >>> from trl_bon.evaluation import evaluate_checkpoints
+    >>> from trl_bon.evaluation import EvalOptions, evaluate_checkpoints
+    >>> from trl_bon.sampling import GenerationSettings, Sampler
     >>> from trl_bon.toy import build_one_token_task
-    >>> from trl_bon.sampling import GenerationSettings
     >>> task = build_one_token_task("/tmp/trl_bon_doc_eval")
-    >>> res = evaluate_checkpoints({"ref": task.model_path}, [task.prompt] * 8, task.reward_func, task.model_path,
-    ...                            bon_ns=(2, 4), num_reference_samples=16, plot=False, progress=False,
-    ...                            settings=GenerationSettings(max_completion_length=1))
+    >>> ref = Sampler(task.model_path, GenerationSettings(max_completion_length=1), progress=False)
+    >>> res = evaluate_checkpoints({"ref": task.model_path}, [task.prompt] * 8, task.reward_func, ref,
+    ...                            EvalOptions(bon_ns=(2, 4), num_reference_samples=16, plot=False))
     >>> round(res.checkpoints[0]["kl_k1"], 6)
     0.0
     ```
     """
-    bon_ns = sorted(set(int(n) for n in bon_ns))
-    if not checkpoints:
-        raise ValueError("`checkpoints` is empty: pass at least one `{name: path_or_model}`.")
-    if bon_ns and bon_ns[0] < 2:
-        raise ValueError(f"Best-of-N needs N >= 2 for the reference points, got bon_ns={bon_ns}.")
-    if bon_ns and num_reference_samples <= bon_ns[-1]:
+    from .rewards import as_scorer
+
+    options = options or EvalOptions()
+    reference = reference if isinstance(reference, Sampler) else Sampler(reference)
+    if reference.backend != "transformers":
         raise ValueError(
-            f"`num_reference_samples` ({num_reference_samples}) must exceed the largest N ({bon_ns[-1]}): Best-of-N "
-            f"draws use the first N reference samples and p̂≤ the other M − N. Set `num_reference_samples` to at least "
-            f"{2 * bon_ns[-1]} or drop the large N from `bon_ns`."
+            "The evaluation scores every sample with the models' own log-probs, so it samples with transformers: "
+            "pass a `Sampler` with `backend='transformers'`."
         )
-    if kl_metric not in ("kl_k1", "kl_k3"):
-        raise ValueError(f"`kl_metric` must be 'kl_k1' or 'kl_k3', got {kl_metric!r}.")
-    prompts = list(prompts)
-    settings = settings or GenerationSettings()
-    scorer = (
-        reward_funcs
-        if isinstance(reward_funcs, RewardScorer)
-        else RewardScorer(reward_funcs, reward_weights=reward_weights)
-    )
-    num_prompts, m = len(prompts), num_reference_samples
-    sample_kwargs = dict(batch_size=batch_size, progress=progress, model_init_kwargs=model_init_kwargs)
+    prompts, columns = prompts_and_columns(prompts)
+    check_prompts(prompts)
+    scorer = as_scorer(reward)
+    judges = {name: as_scorer(judge) for name, judge in (judges or {}).items()}
+    tokenizer = reference.tokenizer
+    for name, checkpoint in checkpoints.items():  # before any sampling
+        _check_checkpoint(name, checkpoint, tokenizer)
+    bon_ns, m, k = options.bon_ns, options.num_reference_samples, options.num_policy_samples
+    smoothing, num_prompts, progress = options.quantile_smoothing, len(prompts), reference.progress
+    dataset = {"prompt": prompts, **columns}
 
     # ---- reference samples: drawn once, reused for quantiles, win rates and Best-of-N ---------------------------
-    ref_model, tokenizer = load_causal_lm(reference_model, model_init_kwargs)
-    ref_model.eval()
-    prompt_ids = tokenize_prompts(tokenizer, prompts, {})
-    pad_id = tokenizer.pad_token_id
-    ref = sample_completions(ref_model, prompts, m, settings, tokenizer=tokenizer, seed=seed, **sample_kwargs)
-    ref_rewards = _scalar_rewards(scorer, ref, columns).view(num_prompts, m)
+    scored = reference.score(dataset, m, scorer)
+    ref, ref_rewards = scored.samples, scored.rewards.double()
+    ref_judges = {name: _scores(judge, ref, columns).view(num_prompts, m) for name, judge in judges.items()}
+    prompt_ids = reference.prompt_ids(prompts)
 
     # Best-of-N draws: best of the first N reference samples per prompt (ties at random, seeded).
+    seed = reference.seed or 0
     bon_index, bon_ids, bon_rewards, bon_ref_logps = {}, {}, {}, {}
     for n in bon_ns:
         chosen = select_best(ref_rewards[:, :n], "random", torch.Generator().manual_seed(seed + n))
@@ -246,56 +270,59 @@ def evaluate_checkpoints(
         bon_ids[n] = [ref.completion_ids[i * m + int(c)] for i, c in enumerate(chosen)]
         bon_rewards[n] = ref_rewards.gather(1, chosen.unsqueeze(1)).squeeze(1)
     for n in tqdm(bon_ns, desc="π_ref log-probs of BoN samples", disable=not progress):
-        bon_ref_logps[n] = _sequence_logps(ref_model, prompt_ids, bon_ids[n], settings, pad_id, batch_size)
+        logps, mask = reference.logps(prompt_ids, bon_ids[n])
+        bon_ref_logps[n] = (logps * mask).sum(-1)
 
-    reference = {
+    reference_row = {
         "name": "reference",
+        "path": reference.model_name,
         "reward": mean_and_sem(ref_rewards.flatten())[0],
         "reward_sem": mean_and_sem(ref_rewards.mean(1))[1],
         # first reference sample vs the other M − 1: 0.5 in expectation, a sanity check of the win-rate code
         "win_rate_vs_ref": mean_and_sem(win_rate(ref_rewards[:, 0], ref_rewards[:, 1:]))[0],
         "kl": 0.0,
     }
+    for name, values in ref_judges.items():
+        reference_row[name] = mean_and_sem(values.flatten())[0]
+        reference_row[f"{name}_win_rate_vs_ref"] = mean_and_sem(win_rate(values[:, 0], values[:, 1:]))[0]
     bon = []
     for n in bon_ns:
         held_out = ref_rewards[:, n:]  # independent of the BoN_n draw
-        bon.append(
-            {
-                "n": n,
-                "reward": mean_and_sem(bon_rewards[n])[0],
-                "reward_sem": mean_and_sem(bon_rewards[n])[1],
-                "win_rate_vs_ref": mean_and_sem(win_rate(bon_rewards[n], held_out))[0],
-                "kl_bound": bon_kl_bound(n),
-                "kl_estimate": mean_and_sem(log_bon_ratio(bon_rewards[n], held_out, n, quantile_smoothing))[0],
-            }
-        )
+        point = {
+            "n": n,
+            "reward": mean_and_sem(bon_rewards[n])[0],
+            "reward_sem": mean_and_sem(bon_rewards[n])[1],
+            "win_rate_vs_ref": mean_and_sem(win_rate(bon_rewards[n], held_out))[0],
+            "kl_bound": bon_kl_bound(n),
+            "kl_estimate": mean_and_sem(log_bon_ratio(bon_rewards[n], held_out, n, smoothing))[0],
+        }
+        for name, values in ref_judges.items():
+            chosen_values = values.gather(1, bon_index[n].unsqueeze(1)).squeeze(1)
+            point[name] = mean_and_sem(chosen_values)[0]
+            point[f"{name}_win_rate_vs_ref"] = mean_and_sem(win_rate(chosen_values, values[:, n:]))[0]
+        bon.append(point)
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
     rows = []
-    policy_prompt_ids = [ids for ids in prompt_ids for _ in range(num_policy_samples)]
-    row_of = torch.arange(num_prompts).repeat_interleave(num_policy_samples)
+    policy_prompt_ids = [ids for ids in prompt_ids for _ in range(k)]
+    row_of = torch.arange(num_prompts).repeat_interleave(k)
     for name, checkpoint in tqdm(list(checkpoints.items()), desc="checkpoints", disable=not progress):
-        policy = _load_policy(checkpoint, model_init_kwargs)
-        samples = sample_completions(
-            policy, prompts, num_policy_samples, settings, tokenizer=tokenizer, seed=seed + 1, **sample_kwargs
-        )
-        rewards = _scalar_rewards(scorer, samples, columns)
-        pol_logps, mask = completion_logps(
-            policy, policy_prompt_ids, samples.completion_ids, settings.temperature, pad_id, batch_size
-        )
-        ref_logps, _ = completion_logps(
-            ref_model, policy_prompt_ids, samples.completion_ids, settings.temperature, pad_id, batch_size
-        )
+        sampler = reference.with_model(_load_policy(checkpoint, reference.model_init_kwargs))
+        policy_scored = sampler.score(dataset, k, scorer, seed=seed + 1)
+        samples, rewards = policy_scored.samples, policy_scored.rewards.double().flatten()
+        pol_logps, mask = sampler.logps(policy_prompt_ids, samples.completion_ids)
+        ref_logps, _ = reference.logps(policy_prompt_ids, samples.completion_ids)
         seq_log_ratio = kl_k1(pol_logps, ref_logps, mask).double()
         k3 = kl_k3(pol_logps, ref_logps, mask).double()
         refs_per_sample = ref_rewards[row_of]
         metrics = {
             "name": name,
+            "path": str(checkpoint) if isinstance(checkpoint, (str, Path)) else "<instance>",
             "reward": mean_and_sem(rewards)[0],
             "reward_sem": mean_and_sem(rewards)[1],
-            "log_quantile": mean_and_sem(
-                torch.log(empirical_quantile(rewards, refs_per_sample, smoothing=quantile_smoothing))
-            )[0],
+            "log_quantile": mean_and_sem(torch.log(empirical_quantile(rewards, refs_per_sample, smoothing=smoothing)))[
+                0
+            ],
             "kl_k1": mean_and_sem(seq_log_ratio)[0],
             "kl_k1_sem": mean_and_sem(seq_log_ratio)[1],
             "kl_k3": mean_and_sem(k3)[0],
@@ -303,46 +330,53 @@ def evaluate_checkpoints(
             "win_rate_vs_ref": mean_and_sem(win_rate(rewards, refs_per_sample))[0],
             "win_rate_vs_ref_strict_first": float((rewards > refs_per_sample[:, 0]).double().mean()),
             "completion_length": float(mask.sum(-1).mean()),
+            "example": {"prompt": samples.prompts[0], "completion": samples.completions[0]},
         }
+        for judge_name, judge in judges.items():
+            values = _scores(judge, samples, columns)
+            metrics[judge_name] = mean_and_sem(values)[0]
+            metrics[f"{judge_name}_win_rate_vs_ref"] = mean_and_sem(win_rate(values, ref_judges[judge_name][row_of]))[
+                0
+            ]
         for n in bon_ns:
             metrics[f"win_rate_vs_bon{n}"] = mean_and_sem(win_rate(rewards, bon_rewards[n][row_of]))[0]
             metrics[f"kl_to_bon{n}_backward"] = mean_and_sem(
-                backward_kl_to_bon(seq_log_ratio, rewards, refs_per_sample, n, quantile_smoothing)
+                backward_kl_to_bon(seq_log_ratio, rewards, refs_per_sample, n, smoothing)
             )[0]
-            policy_bon_logps = _sequence_logps(policy, prompt_ids, bon_ids[n], settings, pad_id, batch_size).double()
+            logps, bon_mask = sampler.logps(prompt_ids, bon_ids[n])
             metrics[f"kl_to_bon{n}_forward"] = mean_and_sem(
                 forward_kl_to_bon(
                     bon_ref_logps[n].double(),
-                    policy_bon_logps,
+                    (logps * bon_mask).sum(-1).double(),
                     bon_rewards[n],
                     ref_rewards[:, n:],
                     n,
-                    quantile_smoothing,
+                    smoothing,
                 )
             )[0]
         rows.append(metrics)
-        if policy is not ref_model and isinstance(checkpoint, (str, Path)):
-            del policy
+        del sampler
 
     results = EvaluationResults(
         checkpoints=rows,
         bon=bon,
-        reference=reference,
+        reference=reference_row,
         settings={
             "num_prompts": num_prompts,
             "num_reference_samples": m,
-            "num_policy_samples": num_policy_samples,
+            "num_policy_samples": k,
             "bon_ns": bon_ns,
-            "generation": settings.to_dict(),
+            "generation": reference.settings.to_dict(),
             "seed": seed,
-            "quantile_smoothing": quantile_smoothing,
+            "quantile_smoothing": smoothing,
             "reward": scorer.signature(),
-            "reference_model": reference_model if isinstance(reference_model, str) else "<instance>",
-            "kl_metric": kl_metric,
+            "judges": list(judges),
+            "reference_model": reference.model_name,
+            "kl_metric": options.kl_metric,
         },
     )
-    if output_dir is not None:
-        results.files = write_results(results, output_dir, plot=plot, kl_metric=kl_metric)
+    if options.output_dir is not None:
+        results.files = write_results(results, options.output_dir, plot=options.plot, kl_metric=options.kl_metric)
     return results
 
 

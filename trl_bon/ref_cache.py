@@ -1,8 +1,8 @@
 """vBoN's reference-reward cache: M scored π_ref completions per prompt, computed once, keyed by a stable prompt id.
 
 The reference policy is frozen, so the reward distribution of its completions for a prompt, which gives vBoN's CDF
-F̂ (docs/maths.md §2), is computed once, offline, and joined onto the training dataset as a list column
-(`ref_rewards` by default) that reaches `VBoNTrainer` with each prompt.
+F̂ (Amini et al., arXiv 2407.06057), is computed once, offline, and joined onto the training dataset as a list
+column (`ref_rewards` by default) that reaches `VBoNTrainer` with each prompt.
 
 **Prompt ids.** A prompt is keyed by `prompt_id(prompt)`: the SHA-256 of its canonical JSON (sorted keys, no
 whitespace, UTF-8), so plain-text and conversational prompts both work, the key does not depend on a tokenizer, and
@@ -11,11 +11,16 @@ keys). A dataset column of your own ids (e.g. a dataset index) can be used inste
 
 **Layout** of `output_dir`:
 
-- `metadata.json`: what the rewards hold for: the model (name/path, revision), the generation settings, the reward
-  signature (function names and weights), M, the seed, the prompt-id scheme and the format version. The CDF is only
-  valid for these settings, so trainers refuse a cache whose settings differ from theirs.
+- `metadata.json`: what the rewards depend on, keyed by content (see `trl_bon.identity`): the model (config hash and
+  weights fingerprint, not its path, which is kept only for information), every generation setting (including
+  `generation_kwargs` and the chat-template arguments) and the backend, the reward (names, weights, and each
+  function's identity: weights fingerprint of a reward model, source hash of a callable), M, the seed, the
+  prompt-id scheme and the format version. The CDF is only valid for all of these, so resuming, extending or joining
+  a cache whose entries differ is refused with the list of differences.
 - `shards/shard-00000.jsonl`, …: one JSON line per prompt, `{"prompt_id": str, "ref_rewards": [M floats]}`, the
-  weighted scalar rewards in sampling order. Shards are written atomically as they finish.
+  weighted scalar rewards in sampling order. Shards hold about `SHARD_SAMPLES` completions each (at least one
+  prompt) and are written atomically as they finish. Loading checks every line (finite numbers, M of them) and names
+  the file of any damaged shard or `metadata.json`.
 
 **Resuming.** Re-running the build with the same arguments skips every prompt already in a finished shard and
 samples only the rest. Shard `k` is sampled with its own seed derived from `(seed, k)`, so an interrupted and resumed
@@ -24,6 +29,7 @@ build produces exactly the shards an uninterrupted one would. Extending a cache 
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,24 +38,25 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .rewards import RewardScorer
-from .sampling import GenerationSettings, load_causal_lm, sample_completions
+from .rewards import as_scorer
+from .sampling import GenerationSettings, Sampler
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PROMPT_ID_SCHEME = "sha256(canonical-json(prompt))"
 CACHE_COMMAND = "trl-bon cache-ref-rewards"
+#: Completions per shard (the unit of saving and resuming): a shard holds max(1, SHARD_SAMPLES // M) prompts.
+SHARD_SAMPLES = 4096
 # Metadata entries that must match for a cache to be resumed or reused.
 _IDENTITY_KEYS = (
     "format_version",
     "model",
-    "revision",
     "generation_settings",
+    "backend",
     "reward",
     "num_samples",
     "seed",
     "prompt_id",
-    "use_vllm",
 )
 
 
@@ -111,13 +118,17 @@ class ReferenceRewardCache:
         return len(self.rewards)
 
     def check_compatible(
-        self, settings: GenerationSettings | None = None, reward_signature: dict | None = None
+        self,
+        settings: GenerationSettings | None = None,
+        reward_signature: dict | None = None,
+        model_identity: dict | None = None,
     ) -> None:
-        """Raise if the cache was built with other generation settings or another reward, listing the differences.
+        """Raise if the cache was built with other generation settings, another reward or another model, listing
+        the differences.
 
         The CDF F̂ is the reward distribution of π_ref's completions *under these sampling settings and this
-        reward*: with another temperature, completion length or reward weight it is simply a different
-        distribution (docs/maths.md §2).
+        reward*: with another temperature, completion length, reward weight or reference model it is simply a
+        different distribution. `model_identity` is `trl_bon.identity.model_identity(π_ref)`.
         """
         expected, keys = {}, []
         if settings is not None:
@@ -125,6 +136,9 @@ class ReferenceRewardCache:
         if reward_signature is not None:
             expected["reward"] = reward_signature
             keys.append("reward")
+        if model_identity is not None:
+            expected["model"] = model_identity
+            keys.append("model")
         diffs = _differences(expected, self.metadata, keys)
         if diffs:
             raise ValueError(
@@ -134,22 +148,57 @@ class ReferenceRewardCache:
                 "new directory, or change the run's settings to the cache's."
             )
 
-    def to_column(self, dataset, column: str = "ref_rewards", prompt_column: str = "prompt", prompt_id_column=None):
-        """Alias of [`add_reference_rewards`] with this cache."""
-        return add_reference_rewards(dataset, self, column, prompt_column, prompt_id_column)
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"The {what} {path} is damaged ({error}). {_DAMAGED_FIX}") from error
 
 
-def _read_shards(output_dir: Path) -> tuple[dict[str, list[float]], list[int]]:
+_DAMAGED_FIX = (
+    "Delete that file: a deleted shard is re-sampled by re-running the build with the same arguments; without "
+    "metadata.json the cache cannot be trusted, so rebuild it into a new directory."
+)
+
+
+def _check_row(row, path: Path, line_number: int, num_samples: int | None) -> None:
+    where = f"{path}, line {line_number}"
+    if not isinstance(row, dict) or not isinstance(row.get("prompt_id"), str) or "ref_rewards" not in row:
+        raise ValueError(f"{where} is not a cache row (`{{'prompt_id': str, 'ref_rewards': [...]}}`). {_DAMAGED_FIX}")
+    values = row["ref_rewards"]
+    if not isinstance(values, list) or not values:
+        raise ValueError(
+            f"{where}: `ref_rewards` must be a non-empty list of numbers, got {values!r:.60}. {_DAMAGED_FIX}"
+        )
+    bad = next(
+        (v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)), None
+    )
+    if bad is not None or (num_samples is not None and len(values) != num_samples):
+        problem = f"holds {bad!r}" if bad is not None else f"holds {len(values)} rewards, not M = {num_samples}"
+        raise ValueError(f"{where}: `ref_rewards` {problem}; every value must be a finite number. {_DAMAGED_FIX}")
+
+
+def _read_shards(output_dir: Path, num_samples: int | None) -> tuple[dict[str, list[float]], list[int]]:
     rewards, indices = {}, []
     shard_dir = output_dir / "shards"
     if not shard_dir.is_dir():
         return rewards, indices
     for path in sorted(shard_dir.glob("shard-*.jsonl")):
         indices.append(int(path.stem.split("-")[1]))
-        with path.open(encoding="utf-8") as f:
-            for line in f:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            raise ValueError(f"The cache shard {path} is damaged ({error}). {_DAMAGED_FIX}") from error
+        for number, line in enumerate(lines, start=1):
+            try:
                 row = json.loads(line)
-                rewards[row["prompt_id"]] = row["ref_rewards"]
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"The cache shard {path} is damaged at line {number} ({error}). {_DAMAGED_FIX}"
+                ) from error
+            _check_row(row, path, number, num_samples)
+            rewards[row["prompt_id"]] = row["ref_rewards"]
     return rewards, indices
 
 
@@ -162,8 +211,10 @@ def load_reference_reward_cache(path: str | os.PathLike) -> ReferenceRewardCache
             f"No reference-reward cache at {path} (missing metadata.json). Build one with `{CACHE_COMMAND}` or "
             "`trl_bon.build_reference_reward_cache`."
         )
-    metadata = json.loads(meta_path.read_text(encoding="utf-8"))
-    rewards, _ = _read_shards(path)
+    metadata = _read_json(meta_path, "cache metadata")
+    if not isinstance(metadata, dict) or "num_samples" not in metadata:
+        raise ValueError(f"The cache metadata {meta_path} has no `num_samples`: it is damaged. {_DAMAGED_FIX}")
+    rewards, _ = _read_shards(path, metadata["num_samples"])
     return ReferenceRewardCache(path=str(path), metadata=metadata, rewards=rewards)
 
 
@@ -198,66 +249,30 @@ def add_reference_rewards(
 
 
 def build_reference_reward_cache(
-    model,
-    dataset,
-    reward_funcs,
-    num_samples: int,
-    output_dir: str | os.PathLike,
-    *,
-    settings: GenerationSettings | None = None,
-    prompt_column: str = "prompt",
-    prompt_id_column: str | None = None,
-    reward_processing_classes=None,
-    reward_weights: Sequence[float] | None = None,
-    batch_size: int = 64,
-    prompts_per_shard: int = 64,
-    seed: int = 0,
-    use_vllm: bool = False,
-    model_init_kwargs: dict | None = None,
-    tokenizer=None,
-    chat_template_kwargs: dict | None = None,
-    progress: bool = True,
+    sampler, dataset, reward, num_samples: int, output_dir, *, prompt_id_column: str | None = None
 ) -> ReferenceRewardCache:
     """Sample `num_samples` (M) completions per distinct prompt from the reference model, score them, and cache the
     rewards under `output_dir`, resumably.
 
     Args:
-        model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
-            The reference policy π_ref (the model you will start training from), as a path/id or an instance; LoRA
-            and 8/4-bit work (pass `quantization_config` in `model_init_kwargs`).
+        sampler ([`~trl_bon.sampling.Sampler`], `str` or model):
+            The reference policy π_ref (the model you will start training from) with the training's generation
+            settings (`GenerationSettings.from_trainer_args(training_args)`), batch size, backend and base seed. A
+            path or instance is wrapped in `Sampler(model)`.
         dataset ([`~datasets.Dataset`]):
-            Dataset with a prompt column (standard or conversational prompts). Repeated prompts are sampled once.
+            Dataset with a `prompt` column (standard or conversational prompts). Repeated prompts are sampled once.
             Its other columns are passed to reward callables, as in TRL's trainers.
-        reward_funcs:
-            TRL-style reward functions (model ids/paths, sequence classifiers, callables) — the same as the trainer's.
+        reward:
+            TRL-style reward functions (model ids/paths, sequence classifiers, callables) — the same as the
+            trainer's — or a [`~trl_bon.rewards.RewardScorer`] (for weights and tokenizers).
         num_samples (`int`):
             M, reference completions per prompt (the vBoN paper uses ~300).
         output_dir (`str` or `os.PathLike`):
-            Cache directory (created). Re-running with the same arguments resumes.
-        settings ([`~trl_bon.sampling.GenerationSettings`], *optional*):
-            Sampling settings; must be those of training (`GenerationSettings.from_trainer_args(training_args)`).
-        prompt_column (`str`, *optional*, defaults to `"prompt"`):
-            Column holding the prompts.
+            Cache directory (created). Re-running with the same arguments resumes; other arguments are refused.
         prompt_id_column (`str`, *optional*):
             Column of user ids to key prompts by; `None` keys by `prompt_id(prompt)` (hash of the canonical JSON).
-        reward_processing_classes, reward_weights:
-            As in TRL's trainers.
-        batch_size (`int`, *optional*, defaults to `64`):
-            Sequences per `generate` call.
-        prompts_per_shard (`int`, *optional*, defaults to `64`):
-            Prompts per shard: the unit of saving and resuming.
-        seed (`int`, *optional*, defaults to `0`):
-            Base seed; shard k is sampled with a seed derived from `(seed, k)`.
-        use_vllm (`bool`, *optional*, defaults to `False`):
-            Sample with an offline vLLM engine (needs a model path; one engine per shard, so use large shards).
-        model_init_kwargs (`dict`, *optional*):
-            Keyword arguments for loading `model` when it is a path (`revision` is recorded in the metadata).
-        tokenizer (*optional*):
-            Tokenizer of `model`; loaded from the model when `None`.
-        chat_template_kwargs (`dict`, *optional*):
-            Extra arguments for the chat template of conversational prompts.
-        progress (`bool`, *optional*, defaults to `True`):
-            Show a progress bar over shards.
+
+    Shard k is sampled with a seed derived from `(sampler.seed, k)`, so a resumed build equals an uninterrupted one.
 
     Returns:
         [`ReferenceRewardCache`]: the complete cache (also loadable later with [`load_reference_reward_cache`]).
@@ -266,51 +281,39 @@ def build_reference_reward_cache(
 
     ```python
     >>> from trl_bon.ref_cache import build_reference_reward_cache
+    >>> from trl_bon.sampling import Sampler
     >>> from trl_bon.toy import build_one_token_task
     >>> task = build_one_token_task("/tmp/trl_bon_doc_task")
-    >>> cache = build_reference_reward_cache(
-    ...     task.model_path, task.dataset(1), task.reward_func, 100, "/tmp/trl_bon_doc_cache", progress=False
-    ... )
+    >>> sampler = Sampler(task.model_path, progress=False)
+    >>> cache = build_reference_reward_cache(sampler, task.dataset(1), task.reward_func, 100, "/tmp/trl_bon_doc_cache")
     >>> len(cache.rewards[next(iter(cache.rewards))])
     100
     ```
     """
     if num_samples < 1:
         raise ValueError(f"`num_samples` (M) must be at least 1, got {num_samples}.")
-    if prompts_per_shard < 1:
-        raise ValueError(f"`prompts_per_shard` must be at least 1, got {prompts_per_shard}.")
-    settings = settings or GenerationSettings()
+    sampler = sampler if isinstance(sampler, Sampler) else Sampler(sampler)
+    scorer = as_scorer(reward)
     output_dir = Path(output_dir)
-    model_init_kwargs = dict(model_init_kwargs or {})
-    scorer = (
-        reward_funcs
-        if isinstance(reward_funcs, RewardScorer)
-        else RewardScorer(
-            reward_funcs, reward_processing_classes=reward_processing_classes, reward_weights=reward_weights
-        )
-    )
-    if isinstance(model, str):
-        model_name = model
-    else:
-        from ._trl_compat import get_config_model_id
-
-        model_name = get_config_model_id(model.config)
+    ids = _row_ids(dataset, "prompt", prompt_id_column)  # fails on a missing column before any model loads
+    seed = sampler.seed or 0
+    identity = sampler.identity()
     metadata = {
         "format_version": FORMAT_VERSION,
-        "model": model_name,
-        "revision": model_init_kwargs.get("revision"),
-        "generation_settings": settings.to_dict(),
+        "model": identity["model"],
+        "model_name": sampler.model_name,
+        "generation_settings": identity["generation_settings"],
+        "backend": identity["backend"],
         "reward": scorer.signature(),
         "num_samples": num_samples,
         "seed": seed,
         "prompt_id": PROMPT_ID_SCHEME if prompt_id_column is None else f"column:{prompt_id_column}",
-        "use_vllm": use_vllm,
     }
     from . import __version__
 
     meta_path = output_dir / "metadata.json"
     if meta_path.is_file():
-        existing = json.loads(meta_path.read_text(encoding="utf-8"))
+        existing = _read_json(meta_path, "cache metadata")
         diffs = _differences(metadata, existing, _IDENTITY_KEYS)
         if diffs:
             raise ValueError(
@@ -319,43 +322,27 @@ def build_reference_reward_cache(
             )
     else:
         output_dir.mkdir(parents=True, exist_ok=True)
-        meta_path.write_text(json.dumps({**metadata, "trl_bon_version": __version__}, indent=2), encoding="utf-8")
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**metadata, "trl_bon_version": __version__}, indent=2), encoding="utf-8")
+        os.replace(tmp, meta_path)
 
     # Distinct prompts in order of first appearance, minus those already cached.
-    ids = _row_ids(dataset, prompt_column, prompt_id_column)
     first_row: dict[str, int] = {}
     for row, pid in enumerate(ids):
         first_row.setdefault(pid, row)
-    done, shard_indices = _read_shards(output_dir)
+    done, shard_indices = _read_shards(output_dir, num_samples)
     todo = [pid for pid in first_row if pid not in done]
+    prompts_per_shard = max(1, SHARD_SAMPLES // num_samples)
     shards = [todo[i : i + prompts_per_shard] for i in range(0, len(todo), prompts_per_shard)]
     next_index = max(shard_indices, default=-1) + 1
-    if shards and not use_vllm:
-        model, loaded_tokenizer = load_causal_lm(model, model_init_kwargs)
-        tokenizer = tokenizer or loaded_tokenizer
-    extra_columns = [c for c in dataset.column_names if c not in (prompt_column,)]
     (output_dir / "shards").mkdir(exist_ok=True)
-    bar = tqdm(total=len(shards), desc=f"reference rewards (M={num_samples})", unit="shard", disable=not progress)
+    bar = tqdm(
+        total=len(shards), desc=f"reference rewards (M={num_samples})", unit="shard", disable=not sampler.progress
+    )
     for offset, shard in enumerate(shards):
         index = next_index + offset
         rows = dataset.select([first_row[pid] for pid in shard])
-        samples = sample_completions(
-            model,
-            rows[prompt_column],
-            num_samples,
-            settings,
-            tokenizer=tokenizer,
-            batch_size=batch_size,
-            seed=_shard_seed(seed, index),
-            use_vllm=use_vllm,
-            model_init_kwargs=model_init_kwargs,
-            chat_template_kwargs=chat_template_kwargs,
-            progress=False,
-        )
-        columns = {c: [rows[c][i] for i in samples.prompt_index] for c in extra_columns}
-        per_func = scorer(samples.prompts, samples.completions, samples.completion_ids, **columns)
-        scorer.check_finite(per_func)
-        rewards = scorer.weighted(per_func).view(len(shard), num_samples).tolist()
+        rewards = sampler.score(rows, num_samples, scorer, seed=_shard_seed(seed, index)).rewards.tolist()
         lines = [json.dumps({"prompt_id": pid, "ref_rewards": r}) for pid, r in zip(shard, rewards, strict=True)]
         path = output_dir / "shards" / f"shard-{index:05d}.jsonl"
         tmp = path.with_suffix(".tmp")

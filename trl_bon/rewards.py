@@ -9,14 +9,22 @@ evaluation score completions here instead. The conventions are TRL's (a parity t
 - a callable gets `prompts=`, `completions=`, `completion_ids=` and every extra dataset column as keyword arguments,
   may be `async`, and may return `None` for a sample, which becomes NaN (that function is skipped for that sample);
 - the scalar reward is the weighted `nansum` over functions; a sample every function skipped is NaN.
+
+What TRL leaves to a crash deep inside a library is checked here, before any sampling where possible: a reward that
+is not one number (or `None`) per completion, a causal LM given as a reward model (its classification head would be
+random), a local reward-model path that does not exist, and a tokenizer that cannot belong to the reward model.
 """
 
 import asyncio
 import inspect
+import numbers
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+
+from .identity import callable_identity, check_model_path, model_identity
 
 
 RewardFunc = str | nn.Module | Callable[..., list[float | None]]
@@ -27,6 +35,113 @@ def reward_func_name(func: RewardFunc) -> str:
     if isinstance(func, nn.Module):
         return func.config._name_or_path.rstrip("/").split("/")[-1]
     return getattr(func, "__name__", type(func).__name__)
+
+
+def _check_is_reward_model(name: str, architectures) -> None:
+    """Refuse a causal LM given as a reward model: it would get a randomly initialised classification head."""
+    architectures = list(architectures or [])
+    generative = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+    if architectures and all(any(a.endswith(g) for g in generative) for a in architectures):
+        raise ValueError(
+            f"The reward model {name!r} is a {', '.join(architectures)}, not a sequence classifier: loading it with "
+            "`AutoModelForSequenceClassification(num_labels=1)` would add a randomly initialised head, and its "
+            "rewards would be noise. Pass a reward model trained as a `num_labels=1` sequence classifier (e.g. with "
+            "TRL's `RewardTrainer`), or score with a reward callable."
+        )
+
+
+def _load_reward_model(path: str, model_init_kwargs: dict | None):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    check_model_path(path, "reward model")
+    kwargs = dict(model_init_kwargs or {})
+    config = AutoConfig.from_pretrained(
+        path, revision=kwargs.get("revision"), trust_remote_code=kwargs.get("trust_remote_code", False)
+    )
+    _check_is_reward_model(path, config.architectures)
+    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+
+
+def _check_tokenizer(model, tokenizer, loaded_from_model: bool) -> None:
+    """Fail when `tokenizer` cannot be the reward model's; warn when it looks like another model's."""
+    name = model.config._name_or_path
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab:
+        raise ValueError(
+            f"The tokenizer given for the reward model {name!r} has {len(tokenizer)} tokens but the model embeds only "
+            f"{vocab}: it is another model's tokenizer. Pass the reward model's own tokenizer in "
+            "`reward_processing_classes` (or None to load it from the model's folder)."
+        )
+    if loaded_from_model:
+        return
+    mismatches = []
+    tokenizer_name = (tokenizer.name_or_path or "").rstrip("/")
+    if tokenizer_name and name and tokenizer_name != name.rstrip("/"):
+        mismatches.append(f"it was loaded from {tokenizer_name!r}")
+    for special in ("eos_token_id", "bos_token_id"):
+        expected, got = getattr(model.config, special, None), getattr(tokenizer, special, None)
+        if isinstance(expected, int) and got is not None and expected != got:
+            mismatches.append(f"its {special} is {got}, the model's {expected}")
+    if mismatches:
+        warnings.warn(
+            f"The tokenizer given for the reward model {name!r} may be another model's: {'; '.join(mismatches)}. "
+            "Rewards computed with the wrong tokenizer are meaningless.",
+            stacklevel=4,
+        )
+
+
+def _rewards_from_output(output, name: str, count: int) -> torch.Tensor:
+    """A reward callable's output as a `(count,)` float tensor (None → NaN), or a clear error naming `name`."""
+    if isinstance(output, torch.Tensor) or type(output).__module__.startswith("numpy"):
+        shape = tuple(output.shape)
+        if len(shape) != 1:
+            raise ValueError(
+                f"The reward function '{name}' returned a {type(output).__name__} of shape {shape}; it must return "
+                f"one reward per completion: a list (or 1-D tensor) of {count} floats."
+            )
+        output = output.tolist()
+    if isinstance(output, (str, bytes)) or not isinstance(output, Sequence):
+        raise ValueError(
+            f"The reward function '{name}' returned {type(output).__name__} {output!r:.60}; it must return a list of "
+            f"{count} floats (or None), one per completion."
+        )
+    if len(output) != count:
+        raise ValueError(
+            f"The reward function '{name}' returned {len(output)} rewards for {count} completions; it must return "
+            "exactly one reward (or None) per completion."
+        )
+    for i, value in enumerate(output):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                continue
+            raise ValueError(
+                f"The reward function '{name}' returned {type(value).__name__} {value!r:.60} for completion {i}; "
+                "each reward must be a number (int or float) or None."
+            )
+    return torch.tensor([torch.nan if r is None else float(r) for r in output])
+
+
+def reward_signature(funcs: Sequence, weights: Sequence[float]) -> dict:
+    """What identifies a weighted set of reward functions for caches: names, weights and content identities
+    (weights fingerprint for a model, source hash for a callable; see `trl_bon.identity`)."""
+    identities = []
+    for func in funcs:
+        if isinstance(func, nn.Module):
+            identities.append(model_identity(func))
+        elif isinstance(func, str):
+            identities.append(func)
+        else:
+            identities.append(callable_identity(func))
+    return {
+        "reward_funcs": [reward_func_name(f) for f in funcs],
+        "reward_weights": [float(w) for w in weights],
+        "identities": identities,
+    }
+
+
+def as_scorer(reward, **scorer_kwargs) -> "RewardScorer":
+    """`reward` if it is a [`RewardScorer`], else a `RewardScorer(reward, **scorer_kwargs)`."""
+    return reward if isinstance(reward, RewardScorer) else RewardScorer(reward, **scorer_kwargs)
 
 
 class RewardScorer:
@@ -68,7 +183,7 @@ class RewardScorer:
         chat_template_kwargs: dict | None = None,
         device: str | torch.device | None = None,
     ):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+        from transformers import AutoTokenizer, PreTrainedModel
 
         funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
         if not funcs:
@@ -88,15 +203,16 @@ class RewardScorer:
         self.funcs, self.tokenizers = [], []
         for func, tokenizer in zip(funcs, reward_processing_classes, strict=True):
             if isinstance(func, str):
-                func = AutoModelForSequenceClassification.from_pretrained(
-                    func, num_labels=1, **(model_init_kwargs or {})
-                )
+                func = _load_reward_model(func, model_init_kwargs)
             if isinstance(func, PreTrainedModel):
+                _check_is_reward_model(func.config._name_or_path, [type(func).__name__])
                 func.eval()
                 if self.device is not None:
                     func.to(self.device)
+                loaded_from_model = tokenizer is None
                 if tokenizer is None:
                     tokenizer = AutoTokenizer.from_pretrained(func.config._name_or_path)
+                _check_tokenizer(func, tokenizer, loaded_from_model)
                 if tokenizer.pad_token_id is None:
                     tokenizer.pad_token = tokenizer.eos_token
                 # The reward is read at the last non-pad token, so the model must know the tokenizer's pad id.
@@ -107,10 +223,13 @@ class RewardScorer:
         self.weights = torch.tensor(reward_weights if reward_weights is not None else [1.0] * len(funcs))
         self.batch_size = batch_size
         self.chat_template_kwargs = chat_template_kwargs or {}
+        self._signature = None
 
     def signature(self) -> dict:
-        """What identifies this reward for caches: function names and weights."""
-        return {"reward_funcs": list(self.names), "reward_weights": self.weights.tolist()}
+        """What identifies this reward for caches: names, weights and content identities ([`reward_signature`])."""
+        if self._signature is None:
+            self._signature = reward_signature(self.funcs, self.weights.tolist())
+        return self._signature
 
     def _texts(self, prompts, completions, tokenizer) -> list[str]:
         from trl import apply_chat_template, is_conversational
@@ -156,12 +275,7 @@ class RewardScorer:
             output = func(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
             if inspect.isawaitable(output):
                 output = asyncio.run(output)
-            if len(output) != len(prompts):
-                raise ValueError(
-                    f"The reward function '{self.names[i]}' returned {len(output)} rewards for {len(prompts)} "
-                    "completions; it must return exactly one reward (or None) per completion."
-                )
-            rewards[:, i] = torch.tensor([torch.nan if r is None else float(r) for r in output])
+            rewards[:, i] = _rewards_from_output(output, self.names[i], len(prompts))
         return rewards
 
     def weighted(self, rewards_per_func: torch.Tensor) -> torch.Tensor:

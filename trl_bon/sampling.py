@@ -3,43 +3,90 @@ BOND's reference quantiles and the evaluation.
 
 Generation matches what TRL's trainers do with the same settings (`do_sample=True`, temperature / top-p / top-k /
 min-p, completions cut after the first EOS and keeping it, decoded with `skip_special_tokens=True`), so samples drawn
-here come from the same distribution the trainers train against (one temperature everywhere, as
-the Best-of-N law is defined at it: docs/maths.md §1).
+here come from the same distribution the trainers train against: Best-of-N is defined relative to π_ref at one
+temperature, so the same settings must be used everywhere. Every forward runs with dropout off, and left-padded rows
+get position ids from the attention mask, so models with learned absolute positions (GPT-2) are exact too.
 """
 
+import contextlib
+import copy
+import hashlib
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from tqdm.auto import tqdm
 
-from .rewards import RewardFunc, RewardScorer
+from .identity import check_model_path
+
+
+def _parse_dict(value, name: str) -> dict:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"`{name}` must be a dict or a JSON object string, got {value!r} ({error}).") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"`{name}` must be a dict, got {type(value).__name__}.")
+    return dict(value)
 
 
 @dataclass
 class GenerationSettings:
-    """Sampling settings; part of every cache's metadata, because a reward CDF holds only for its own settings."""
+    """Everything that decides which completions are drawn: the one declaration of the sampling settings.
 
-    max_completion_length: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float | None = None
-    repetition_penalty: float = 1.0
+    Shared by the trainers' configs (read with [`from_trainer_args`]), every cache's metadata (a reward CDF or a
+    Best-of-N data set holds only for its own settings) and `trl-bon eval`, whose options are these fields.
+    """
+
+    max_completion_length: int = field(default=64, metadata={"help": "Max new tokens (use the training value)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (use the training value)."})
+    top_p: float = field(default=1.0, metadata={"help": "Top-p of sampling (use the training value)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k of sampling, 0 = off (use the training value)."})
+    min_p: float | None = field(default=None, metadata={"help": "Min-p of sampling (use the training value)."})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "Repetition penalty (use the training value)."})
+    generation_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "Extra `GenerationConfig` (vLLM: `SamplingParams`) arguments, as a dict or JSON string."},
+    )
+    chat_template_kwargs: dict | str | None = field(
+        default=None, metadata={"help": "Extra `apply_chat_template` arguments for conversational prompts."}
+    )
+
+    def __post_init__(self):
+        self.generation_kwargs = _parse_dict(self.generation_kwargs, "generation_kwargs")
+        self.chat_template_kwargs = _parse_dict(self.chat_template_kwargs, "chat_template_kwargs")
+        self.top_k = self.top_k or 0
+        if not self.max_completion_length or self.max_completion_length < 1:
+            raise ValueError(
+                f"`max_completion_length` must be at least 1, got {self.max_completion_length}: set the number of "
+                "tokens each completion may have."
+            )
+        if not self.temperature or self.temperature <= 0:
+            raise ValueError(
+                f"`temperature` must be > 0, got {self.temperature}: Best-of-N compares *sampled* completions, and "
+                "greedy decoding has no distribution to distil. Use the training temperature (1.0 by default)."
+            )
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"`top_p` must be in (0, 1], got {self.top_p}.")
+        if self.top_k < 0:
+            raise ValueError(f"`top_k` must be >= 0 (0 turns it off), got {self.top_k}.")
+        if self.min_p is not None and not 0 <= self.min_p <= 1:
+            raise ValueError(f"`min_p` must be in [0, 1] or None, got {self.min_p}.")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"`repetition_penalty` must be > 0 (1.0 turns it off), got {self.repetition_penalty}.")
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {f.name: getattr(self, f.name) for f in fields(GenerationSettings)}
 
     @classmethod
     def from_trainer_args(cls, args) -> "GenerationSettings":
-        """The settings a TRL `RLOOConfig`/`GRPOConfig` (or subclass) samples with."""
-        return cls(
-            max_completion_length=args.max_completion_length,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k or 0,
-            min_p=args.min_p,
-            repetition_penalty=args.repetition_penalty,
+        """The settings a TRL `RLOOConfig`/`GRPOConfig`, a trl-bon config or `trl-bon eval`'s arguments sample with."""
+        return GenerationSettings(
+            **{f.name: getattr(args, f.name) for f in fields(GenerationSettings) if hasattr(args, f.name)}
         )
 
 
@@ -54,18 +101,22 @@ class Samples:
     num_samples: int
 
 
-def load_causal_lm(model, model_init_kwargs: dict | None = None):
+def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None):
     """Return `(model, tokenizer)` for a model id/path or an instance (PEFT and quantised models included).
 
     Strings are loaded with TRL's own loader (fp32 unless `model_init_kwargs["dtype"]` says otherwise), so
-    `quantization_config` and `device_map` in `model_init_kwargs` work as in the trainers.
+    `quantization_config` and `device_map` in `model_init_kwargs` work as in the trainers. The tokenizer is loaded
+    from the model's path unless given.
     """
     from transformers import AutoTokenizer
 
     from ._trl_compat import create_model_from_path, get_config_model_id
 
     if isinstance(model, str):
+        check_model_path(model)
         model = create_model_from_path(model, **(model_init_kwargs or {}))
+    if tokenizer is not None:
+        return model, tokenizer
     tokenizer = AutoTokenizer.from_pretrained(get_config_model_id(model.config), padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -73,14 +124,44 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None):
 
 
 def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> list[list[int]]:
-    """Token ids of each prompt exactly as `RLOOTrainer._tokenize_prompts` makes them (text-only prompts)."""
+    """Token ids of each prompt exactly as `RLOOTrainer._tokenize_prompts` makes them (text-only prompts).
+
+    Raises a clear error for an empty list, a mix of text and conversational prompts, or an empty prompt (which
+    would leave nothing to condition on and crash inside `generate`).
+    """
     from trl import is_conversational
 
+    check_prompts(prompts)
     if is_conversational({"prompt": prompts[0]}):
         return tokenizer.apply_chat_template(
             prompts, add_generation_prompt=True, tokenize=True, return_dict=True, **chat_template_kwargs
         )["input_ids"]
     return tokenizer(text=prompts)["input_ids"]
+
+
+def check_prompts(prompts: list) -> None:
+    """Refuse an empty prompt list, mixed text/chat prompts and empty prompts, naming the first offending row."""
+    if not prompts:
+        raise ValueError("No prompts to sample from: the prompt list is empty.")
+    kinds = [isinstance(p, str) for p in prompts]
+    if not all(kinds) and any(kinds):
+        first_text, first_chat = kinds.index(True), kinds.index(False)
+        raise ValueError(
+            f"The prompts mix plain text (e.g. row {first_text}) and conversations (e.g. row {first_chat}); use one "
+            "format for all rows: strings, or lists of `{'role', 'content'}` messages."
+        )
+    for i, prompt in enumerate(prompts):
+        if isinstance(prompt, str) and not prompt:
+            raise ValueError(f"Prompt {i} is the empty string; remove empty prompts from the data.")
+        if (
+            not isinstance(prompt, (str, list))
+            or isinstance(prompt, list)
+            and not all(isinstance(m, dict) and "role" in m for m in prompt)
+        ):
+            raise ValueError(
+                f"Prompt {i} is neither a string nor a list of chat messages (dicts with 'role' and 'content'): "
+                f"{prompt!r:.80}"
+            )
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -98,8 +179,25 @@ def _decode(tokenizer, prompts: list, completion_ids: list[list[int]]) -> list:
     return texts
 
 
+@contextlib.contextmanager
+def eval_mode(model):
+    """Run `model` with dropout off (eval mode), restoring its mode after.
+
+    Every offline forward samples or scores the distribution the trainers define, which is the model *without*
+    dropout: GPT-2 checkpoints ship `resid/embd/attn_pdrop=0.1`, and a model left in train mode would draw and score
+    from a different, noisy distribution at each call.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
-def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size, progress, desc) -> list[list[int]]:
+def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size):
+    """Yield the completions of `prompt_ids`, one `generate` batch (`batch_size` rows) at a time."""
     from transformers import GenerationConfig
 
     from ._trl_compat import pad
@@ -116,118 +214,335 @@ def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size, p
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=eos_ids,
         disable_compile=True,
+        **settings.generation_kwargs,
     )
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    completions = []
-    for start in tqdm(range(0, len(prompt_ids), batch_size), desc=desc, disable=not progress, unit="batch"):
-        rows = [torch.tensor(ids) for ids in prompt_ids[start : start + batch_size]]
-        input_ids = pad(rows, padding_value=tokenizer.pad_token_id, padding_side="left").to(device)
-        attention_mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="left").to(device)
-        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
-        for row in output[:, input_ids.size(1) :].tolist():
-            cut = next((i for i, t in enumerate(row) if t in eos_ids), None)  # keep the first EOS, drop the rest
-            completions.append(row if cut is None else row[: cut + 1])
-    model.train(was_training)
-    return completions
+    with eval_mode(model):
+        for start in range(0, len(prompt_ids), batch_size):
+            rows = [torch.tensor(ids) for ids in prompt_ids[start : start + batch_size]]
+            input_ids = pad(rows, padding_value=tokenizer.pad_token_id, padding_side="left").to(device)
+            attention_mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="left").to(device)
+            # `generate` derives position ids from the attention mask, so left padding does not shift absolute
+            # positions (GPT-2); `completion_logps` scores with the same positions.
+            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+            completions = []
+            for row in output[:, input_ids.size(1) :].tolist():
+                cut = next((i for i, t in enumerate(row) if t in eos_ids), None)  # keep the first EOS, drop the rest
+                completions.append(row if cut is None else row[: cut + 1])
+            yield completions
 
 
-def _generate_vllm(model_path: str, prompt_ids, settings, seed, vllm_kwargs) -> list[list[int]]:
-    """Sample with an offline vLLM engine; one engine per call, built from the model path. Not CPU-testable."""
+@torch.inference_mode()
+def completion_logps(
+    model,
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    temperature: float,
+    pad_token_id: int,
+    batch_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of each completion given its prompt, at the sampling temperature (logits / T, as TRL).
+
+    Returns:
+        `(logps, mask)`, both `(B, T_max)` float32 on CPU; `mask` is 1 on completion tokens, 0 on padding. The prompt
+        never enters the sums.
+
+    Rows are left-padded with position ids taken from the attention mask (as `generate` assigns them) and the model
+    runs with dropout off, so a GPT-2-style model (learned absolute positions, dropout in its config) scores each
+    completion exactly as it would unpadded.
+    """
+    device = next(model.parameters()).device
+    width = max(len(c) for c in completion_ids)
+    all_logps = torch.zeros(len(completion_ids), width)
+    mask = torch.zeros(len(completion_ids), width)
+    for start in range(0, len(completion_ids), batch_size):
+        prompts, completions = prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size]
+        seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
+        length = max(len(s) for s in seqs)
+        # Left-pad so every completion ends at the same position; an explicit attention mask hides the padding.
+        input_ids = torch.full((len(seqs), length), pad_token_id, dtype=torch.long)
+        attention = torch.zeros(len(seqs), length, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            input_ids[i, length - len(s) :] = torch.tensor(s)
+            attention[i, length - len(s) :] = 1
+        position_ids = (attention.cumsum(-1) - 1).clamp_min(0)
+        with eval_mode(model):
+            logits = model(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                position_ids=position_ids.to(device),
+            ).logits.float()
+        logps = torch.log_softmax(logits[:, :-1] / temperature, dim=-1)
+        token_logps = logps.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
+        for i, c in enumerate(completions):
+            if c:
+                all_logps[start + i, : len(c)] = token_logps[i, -len(c) :]
+                mask[start + i, : len(c)] = 1
+    return all_logps, mask
+
+
+def _vllm_engine(model_path: str, vllm_kwargs: dict | None):
+    """An offline vLLM engine for `model_path`, built once per [`Sampler`]. Not CPU-testable."""
     try:
-        from vllm import LLM, SamplingParams
+        from vllm import LLM
     except ImportError as error:
         raise ImportError(
-            "`use_vllm=True` needs vLLM: `pip install 'trl-bon[vllm]'`, or set `use_vllm=False`."
+            "The vLLM backend needs vLLM: `pip install 'trl-bon[vllm]'`, or use `backend='transformers'`."
         ) from error
-    engine = LLM(model=model_path, seed=seed, **(vllm_kwargs or {}))
-    params = SamplingParams(
-        n=1,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        top_k=settings.top_k if settings.top_k > 0 else -1,
-        min_p=settings.min_p or 0.0,
-        repetition_penalty=settings.repetition_penalty,
-        max_tokens=settings.max_completion_length,
-    )
+    return LLM(model=model_path, **(vllm_kwargs or {}))
+
+
+def _row_seed(seed: int, row: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{row}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def _generate_vllm(engine, prompt_ids, settings, seed: int) -> list[list[int]]:
+    """Sample one completion per row with vLLM; row i is seeded by `(seed, i)`, so a call is reproducible whatever
+    the engine did before (the reference cache's shards stay resumable with one engine for the whole build)."""
+    from vllm import SamplingParams
+
+    params = [
+        SamplingParams(
+            n=1,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            top_k=settings.top_k if settings.top_k > 0 else -1,
+            min_p=settings.min_p or 0.0,
+            repetition_penalty=settings.repetition_penalty,
+            max_tokens=settings.max_completion_length,
+            seed=_row_seed(seed, row),
+            **settings.generation_kwargs,
+        )
+        for row in range(len(prompt_ids))
+    ]
     outputs = engine.generate([{"prompt_token_ids": ids} for ids in prompt_ids], sampling_params=params)
     return [list(out.outputs[0].token_ids) for out in outputs]
 
 
-def sample_completions(
-    model,
-    prompts: Sequence,
-    num_samples: int,
-    settings: GenerationSettings | None = None,
-    *,
-    tokenizer=None,
-    batch_size: int = 64,
-    seed: int | None = 0,
-    use_vllm: bool = False,
-    vllm_kwargs: dict | None = None,
-    model_init_kwargs: dict | None = None,
-    chat_template_kwargs: dict | None = None,
-    progress: bool = True,
-) -> Samples:
-    """Sample `num_samples` completions for each prompt.
+BACKENDS = ("transformers", "vllm")
+
+
+@dataclass
+class ScoredSamples:
+    """What [`Sampler.score`] returns: the samples and their `(prompts, n)` reward matrix."""
+
+    samples: Samples
+    rewards: torch.Tensor  # (P, n) float32 weighted rewards, row i = prompt i in sampling order
+
+
+def prompts_and_columns(prompts) -> tuple[list, dict[str, list]]:
+    """Prompts and extra per-prompt columns from a list of prompts, or a `datasets.Dataset` / dict with a `prompt`
+    column (its other columns reach reward callables, as a dataset's extra columns do in TRL)."""
+    if hasattr(prompts, "column_names") or isinstance(prompts, dict):
+        columns = {
+            c: list(prompts[c]) for c in (prompts.column_names if hasattr(prompts, "column_names") else prompts)
+        }
+        if "prompt" not in columns:
+            raise ValueError(f"The prompts have no `prompt` column (columns: {list(columns)}).")
+        return columns.pop("prompt"), columns
+    return list(prompts), {}
+
+
+class Sampler:
+    """The one offline sample-and-score path: a model, its tokenizer, the generation settings, a batch size and a
+    backend. [`best_of_n`], [`~trl_bon.ref_cache.build_reference_reward_cache`] and
+    [`~trl_bon.evaluation.evaluate_checkpoints`] are thin functions on top of it.
 
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
-            Model id/path or instance (LoRA and 8/4-bit included; pass `quantization_config` in `model_init_kwargs`).
-        prompts (`list[str]` or `list[list[dict]]`):
-            Standard or conversational prompts.
-        num_samples (`int`):
-            Completions per prompt.
+            Model path/id or instance (LoRA and 8/4-bit included; pass `quantization_config` in `model_init_kwargs`).
+            A path is loaded on first use; a missing local path fails here, before anything else.
         settings ([`GenerationSettings`], *optional*):
             Sampling settings; defaults to `GenerationSettings()`.
         tokenizer (*optional*):
             Left-padding tokenizer; loaded from the model when `None`.
         batch_size (`int`, *optional*, defaults to `64`):
-            Sequences per `generate` call (transformers backend).
+            Sequences per `generate` call; rewards are computed after each call, so a broken reward fails at once.
+        backend (`str`, *optional*, defaults to `"transformers"`):
+            `"transformers"` or `"vllm"` (an offline vLLM engine built once from the model path; needs a GPU).
         seed (`int` or `None`, *optional*, defaults to `0`):
-            Seeds torch before sampling, so a call is reproducible; `None` leaves the RNG alone.
-        use_vllm (`bool`, *optional*, defaults to `False`):
-            Sample with an offline vLLM engine (needs a model path and a GPU).
-
-    Returns:
-        [`Samples`] grouped by prompt: rows `i * num_samples … (i + 1) * num_samples − 1` belong to prompt `i`.
+            Seeds torch before each sampling call, so a call is reproducible; `None` leaves the RNG alone.
+        model_init_kwargs, vllm_kwargs (`dict`, *optional*):
+            Keyword arguments for loading a model path / building the vLLM engine.
+        progress (`bool`, *optional*, defaults to `True`):
+            Show a progress bar over `generate` batches.
     """
-    if num_samples < 1:
-        raise ValueError(f"`num_samples` must be at least 1, got {num_samples}.")
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("No prompts to sample from: the prompt list is empty.")
-    settings = settings or GenerationSettings()
-    if use_vllm and not isinstance(model, str):
-        raise ValueError("`use_vllm=True` builds its own engine from a model path: pass the model as a path or id.")
-    model_path = model if isinstance(model, str) else None
-    if not use_vllm:
-        model, loaded_tokenizer = load_causal_lm(model, model_init_kwargs)
-        tokenizer = tokenizer or loaded_tokenizer
-    elif tokenizer is None:
-        from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
-    prompt_ids = tokenize_prompts(tokenizer, prompts, chat_template_kwargs or {})
-    repeated_ids = [ids for ids in prompt_ids for _ in range(num_samples)]
-    if seed is not None:
-        torch.manual_seed(seed)
-    if use_vllm:
-        completion_ids = _generate_vllm(model_path, repeated_ids, settings, seed or 0, vllm_kwargs)
-    else:
-        completion_ids = _generate_transformers(
-            model, tokenizer, repeated_ids, settings, batch_size, progress, desc=f"sampling {num_samples}/prompt"
+    def __init__(
+        self,
+        model,
+        settings: GenerationSettings | None = None,
+        *,
+        tokenizer=None,
+        batch_size: int = 64,
+        backend: str = "transformers",
+        seed: int | None = 0,
+        model_init_kwargs: dict | None = None,
+        vllm_kwargs: dict | None = None,
+        progress: bool = True,
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown backend {backend!r}; use one of {BACKENDS}.")
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
+        if backend == "vllm" and not isinstance(model, str):
+            raise ValueError(
+                "The vLLM backend builds its own engine from a model path: pass the model as a path or id."
+            )
+        if isinstance(model, str):
+            check_model_path(model)
+        self._model, self._tokenizer = model, tokenizer
+        self.settings = settings or GenerationSettings()
+        self.batch_size, self.backend, self.seed, self.progress = batch_size, backend, seed, progress
+        self.model_init_kwargs, self.vllm_kwargs = dict(model_init_kwargs or {}), vllm_kwargs
+        self._engine = None  # the vLLM engine, built on first use and kept for every call
+
+    @property
+    def model(self):
+        """The model instance (loaded from its path on first use)."""
+        if isinstance(self._model, str):
+            self._model, self._tokenizer = load_causal_lm(self._model, self.model_init_kwargs, self._tokenizer)
+        return self._model
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            if isinstance(self._model, str) and self.backend == "vllm":
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(self._model, padding_side="left")
+            else:
+                self._model, self._tokenizer = load_causal_lm(self.model, self.model_init_kwargs)
+        return self._tokenizer
+
+    @property
+    def model_name(self) -> str:
+        if isinstance(self._model, str):
+            return self._model
+        from ._trl_compat import get_config_model_id
+
+        return get_config_model_id(self._model.config)
+
+    def with_model(self, model) -> "Sampler":
+        """A sampler for another model with the same tokenizer, settings, batch size, backend and seed."""
+        if isinstance(model, str):
+            check_model_path(model)
+        other = copy.copy(self)
+        other._model, other._tokenizer, other._engine = model, self.tokenizer, None
+        return other
+
+    def identity(self) -> dict:
+        """What decides the samples' law, for caches: model identity (config + weights fingerprint, not the path),
+        every generation setting and the backend (the vLLM backend is keyed by the model path)."""
+        from .identity import model_identity
+
+        model = {"path": self._model} if self.backend == "vllm" else model_identity(self.model)
+        return {"model": model, "generation_settings": self.settings.to_dict(), "backend": self.backend}
+
+    def prompt_ids(self, prompts: list) -> list[list[int]]:
+        return tokenize_prompts(self.tokenizer, prompts, self.settings.chat_template_kwargs)
+
+    def _check_context(self, prompt_ids: list[list[int]]) -> None:
+        """Refuse prompts that leave no room for `max_completion_length` tokens in the model's context window:
+        a GPT-2-style model would crash inside `generate`, a rotary one would silently go past what it was trained
+        on."""
+        config = self.model.config
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        window = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        rope = getattr(config, "rope_scaling", None) or {}
+        if not isinstance(window, int) or rope.get("rope_type", rope.get("type", "default")) != "default":
+            return  # scaled rotary positions are meant to run past `max_position_embeddings`
+        longest = max(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        if len(prompt_ids[longest]) + self.settings.max_completion_length > window:
+            raise ValueError(
+                f"Prompt {longest} has {len(prompt_ids[longest])} tokens; with max_completion_length="
+                f"{self.settings.max_completion_length} it exceeds the model's context window of {window} positions. "
+                "Truncate or drop long prompts, or lower `max_completion_length`."
+            )
+
+    def _batches(self, prompts: list, n: int, seed: int | None, desc: str):
+        """Yield `(first_row, completion_ids)` per `generate` batch, rows grouped by prompt."""
+        if n < 1:
+            raise ValueError(f"The number of samples per prompt must be at least 1, got {n}.")
+        prompt_ids = self.prompt_ids(prompts)
+        if self.backend == "transformers":
+            self._check_context(prompt_ids)
+        repeated = [ids for ids in prompt_ids for _ in range(n)]
+        seed = self.seed if seed is None else seed
+        if seed is not None:
+            torch.manual_seed(seed)
+        if self.backend == "vllm":
+            if self._engine is None:
+                self._engine = _vllm_engine(self._model, self.vllm_kwargs)
+            yield 0, _generate_vllm(self._engine, repeated, self.settings, seed or 0)
+            return
+        bar = tqdm(total=len(repeated), desc=desc, disable=not self.progress, unit="sample")
+        first = 0
+        for batch in _generate_transformers(self.model, self.tokenizer, repeated, self.settings, self.batch_size):
+            yield first, batch
+            first += len(batch)
+            bar.update(len(batch))
+        bar.close()
+
+    def _samples(self, prompts: list, n: int, completion_ids: list[list[int]]) -> Samples:
+        prompt_index = [i for i in range(len(prompts)) for _ in range(n)]
+        repeated = [prompts[i] for i in prompt_index]
+        return Samples(
+            prompt_index=prompt_index,
+            prompts=repeated,
+            completions=_decode(self.tokenizer, repeated, completion_ids),
+            completion_ids=completion_ids,
+            num_samples=n,
         )
-    prompt_index = [i for i in range(len(prompts)) for _ in range(num_samples)]
-    repeated_prompts = [prompts[i] for i in prompt_index]
-    return Samples(
-        prompt_index=prompt_index,
-        prompts=repeated_prompts,
-        completions=_decode(tokenizer, repeated_prompts, completion_ids),
-        completion_ids=completion_ids,
-        num_samples=num_samples,
-    )
+
+    def sample(self, prompts: Sequence, n: int, seed: int | None = None) -> Samples:
+        """`n` completions per prompt, grouped by prompt; `seed` overrides the sampler's seed for this call."""
+        prompts = list(prompts)
+        completion_ids = [ids for _, batch in self._batches(prompts, n, seed, f"sampling {n}/prompt") for ids in batch]
+        return self._samples(prompts, n, completion_ids)
+
+    def score(self, prompts, n: int, reward, seed: int | None = None) -> ScoredSamples:
+        """Sample `n` completions per prompt and score them: the `(prompts, n)` reward matrix.
+
+        `prompts` is a list or a dataset with a `prompt` column (other columns reach reward callables); `reward` is
+        a [`~trl_bon.rewards.RewardScorer`] or TRL-style reward functions. Each `generate` batch is scored as soon as
+        it is drawn, so a reward that returns the wrong thing fails after one batch, not after all the sampling.
+        """
+        from .rewards import as_scorer
+
+        prompts, columns = prompts_and_columns(prompts)
+        scorer = as_scorer(reward)
+        completion_ids, rewards = [], []
+        for first, batch in self._batches(prompts, n, seed, f"sampling {n}/prompt"):
+            index = [(first + j) // n for j in range(len(batch))]
+            batch_prompts = [prompts[i] for i in index]
+            per_func = scorer(
+                batch_prompts,
+                _decode(self.tokenizer, batch_prompts, batch),
+                batch,
+                **{key: [values[i] for i in index] for key, values in columns.items()},
+            )
+            scorer.check_finite(per_func)
+            rewards.append(scorer.weighted(per_func))
+            completion_ids += batch
+        return ScoredSamples(self._samples(prompts, n, completion_ids), torch.cat(rewards).view(len(prompts), n))
+
+    def logps(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs of completions at the sampling temperature ([`completion_logps`])."""
+        return completion_logps(
+            self.model,
+            prompt_ids,
+            completion_ids,
+            self.settings.temperature,
+            self.tokenizer.pad_token_id,
+            self.batch_size,
+        )
+
+
+def sample_completions(model, prompts: Sequence, num_samples: int, settings=None, **sampler_kwargs) -> Samples:
+    """`Sampler(model, settings, **sampler_kwargs).sample(prompts, num_samples)`: `num_samples` completions per
+    prompt, grouped by prompt (rows `i·n … (i+1)·n − 1` belong to prompt `i`)."""
+    return Sampler(model, settings, **sampler_kwargs).sample(prompts, num_samples)
 
 
 @dataclass
@@ -266,72 +581,58 @@ def select_best(rewards: torch.Tensor, tie_break: str = "random", generator: tor
     return torch.where(is_max, noise, -1.0).argmax(dim=1)
 
 
-def best_of_n(
-    model,
-    prompts: Sequence,
-    reward_funcs: RewardFunc | Sequence[RewardFunc] | RewardScorer,
-    n: int,
-    settings: GenerationSettings | None = None,
-    *,
-    reward_processing_classes=None,
-    reward_weights: Sequence[float] | None = None,
-    columns: dict[str, Sequence] | None = None,
-    tie_break: str = "random",
-    seed: int = 0,
-    **sampling_kwargs,
-) -> BestOfNOutput:
+def best_of_n(sampler, prompts, reward, n: int, *, tie_break: str = "random") -> BestOfNOutput:
     """Best-of-N sampling: draw `n` completions per prompt, score them, keep the best (ties at random, seeded).
 
     This is the inference-time target every trainer in trl-bon distils.
 
     Args:
-        model: model id/path or instance (LoRA and 8/4-bit included), as in [`sample_completions`].
-        prompts: standard or conversational prompts.
-        reward_funcs: TRL-style reward functions (or a ready [`~trl_bon.rewards.RewardScorer`]).
-        n (`int`): candidates per prompt, n ≥ 1.
-        settings ([`GenerationSettings`], *optional*): sampling settings.
-        columns (`dict[str, list]`, *optional*): extra per-prompt columns passed to reward callables (repeated per
-            candidate), like a dataset's extra columns in TRL.
-        tie_break (`str`, *optional*, defaults to `"random"`): `"random"` or `"first"`.
-        seed (`int`, *optional*, defaults to `0`): seeds sampling and the tie-break.
-        **sampling_kwargs: forwarded to [`sample_completions`] (`batch_size`, `use_vllm`, `model_init_kwargs`, …).
+        sampler ([`Sampler`], `str` or model):
+            What to sample from and how (settings, batch size, backend, seed). A model path or instance is wrapped
+            in `Sampler(model)` (default settings, seed 0).
+        prompts (`list` or `datasets.Dataset`):
+            Standard or conversational prompts; a dataset's columns other than `prompt` reach reward callables.
+        reward:
+            TRL-style reward functions (model paths, sequence classifiers, callables) or a
+            [`~trl_bon.rewards.RewardScorer`] (for weights, tokenizers, devices).
+        n (`int`):
+            Candidates per prompt, n ≥ 1.
+        tie_break (`str`, *optional*, defaults to `"random"`):
+            `"random"` (the law of Best-of-N sampling) or `"first"`; the random tie-break is seeded by the sampler.
 
     Example:
 
     ```python
     >>> from trl_bon import best_of_n
+    >>> from trl_bon.sampling import Sampler
     >>> from trl_bon.toy import build_one_token_task
     >>> task = build_one_token_task("/tmp/trl_bon_doc_task")
-    >>> out = best_of_n(task.model_path, [task.prompt] * 4, task.reward_func, n=8, progress=False)
+    >>> out = best_of_n(Sampler(task.model_path, progress=False), [task.prompt] * 4, task.reward_func, n=8)
     >>> out.candidate_rewards.shape
     torch.Size([4, 8])
     ```
     """
+    from .rewards import as_scorer
+
     if n < 1:
         raise ValueError(f"Best-of-N needs n >= 1 candidates per prompt, got n={n}.")
-    scorer = (
-        reward_funcs
-        if isinstance(reward_funcs, RewardScorer)
-        else RewardScorer(
-            reward_funcs, reward_processing_classes=reward_processing_classes, reward_weights=reward_weights
-        )
-    )
-    prompts = list(prompts)
-    samples = sample_completions(model, prompts, n, settings, seed=seed, **sampling_kwargs)
-    repeated_columns = {key: [values[i] for i in samples.prompt_index] for key, values in (columns or {}).items()}
-    per_func = scorer(samples.prompts, samples.completions, samples.completion_ids, **repeated_columns)
-    scorer.check_finite(per_func)
-    rewards = scorer.weighted(per_func).view(len(prompts), n)
-    chosen = select_best(rewards, tie_break, torch.Generator().manual_seed(seed))
+    if tie_break not in ("random", "first"):
+        raise ValueError(f"Unknown tie_break {tie_break!r}; use 'random' or 'first'.")
+    sampler = sampler if isinstance(sampler, Sampler) else Sampler(sampler)
+    scorer = as_scorer(reward)
+    scored = sampler.score(prompts, n, scorer)
+    samples, rewards = scored.samples, scored.rewards
+    num_prompts = rewards.size(0)
+    chosen = select_best(rewards, tie_break, torch.Generator().manual_seed(sampler.seed or 0))
     flat = [i * n + int(c) for i, c in enumerate(chosen)]
     return BestOfNOutput(
-        prompts=prompts,
+        prompts=[samples.prompts[i * n] for i in range(num_prompts)],
         completions=[samples.completions[j] for j in flat],
         completion_ids=[samples.completion_ids[j] for j in flat],
         rewards=rewards.gather(1, chosen.unsqueeze(1)).squeeze(1),
         chosen_index=chosen,
-        candidates=[samples.completions[i * n : (i + 1) * n] for i in range(len(prompts))],
-        candidate_ids=[samples.completion_ids[i * n : (i + 1) * n] for i in range(len(prompts))],
+        candidates=[samples.completions[i * n : (i + 1) * n] for i in range(num_prompts)],
+        candidate_ids=[samples.completion_ids[i * n : (i + 1) * n] for i in range(num_prompts)],
         candidate_rewards=rewards,
         reward_signature=scorer.signature(),
     )

@@ -2,8 +2,11 @@
 
 Used by the test-suite, the benchmarks and `trl-bon demo`. Two kinds of kit:
 
-- `build_tiny_kit`: a byte-level BPE tokenizer trained on a few sentences, a 2-layer Llama causal LM and a 2-layer
-  Llama sequence-classification reward model, saved with `save_pretrained` so every trainer takes them by path.
+- `build_tiny_kit`: a byte-level BPE tokenizer trained on a few sentences, a 2-layer causal LM and a 2-layer
+  sequence-classification reward model (Llama, rotary positions, or GPT-2, learned absolute positions, with dropout in
+  its config if asked), saved with `save_pretrained` so every trainer takes them by path.
+- `tiny_causal_lm` / `word_level_tokenizer`: the same small models as instances, over a V-token word-level vocabulary
+  small enough to enumerate every multi-token completion (the exactness tests of positions and dropout use them).
 - `build_one_token_task`: a causal LM whose next-token distribution after a fixed one-token prompt is *exactly* a
   given π_ref over a V-token vocabulary, plus a reward callable on the sampled token. With one-token completions
   the policy distribution is the model's softmax, so the exact Best-of-N law (`core.bon_probs`) is the known target
@@ -50,6 +53,62 @@ def _llama_config(vocab_size: int, tokenizer, **overrides):
     return LlamaConfig(**cfg)
 
 
+def _gpt2_config(vocab_size: int, tokenizer, dropout: float = 0.0, **overrides):
+    from transformers import GPT2Config
+
+    cfg = dict(
+        vocab_size=vocab_size,
+        n_positions=256,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        summary_first_dropout=dropout,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
+    )
+    cfg.update(overrides)
+    return GPT2Config(**cfg)
+
+
+ARCHITECTURES = ("llama", "gpt2")
+
+
+def _model_config(architecture: str, tokenizer, dropout: float, **overrides):
+    """Config of a 2-layer model: `"llama"` (rotary positions) or `"gpt2"` (learned absolute positions)."""
+    if architecture == "llama":
+        return _llama_config(len(tokenizer), tokenizer, attention_dropout=dropout, **overrides)
+    if architecture == "gpt2":
+        return _gpt2_config(len(tokenizer), tokenizer, dropout=dropout, **overrides)
+    raise ValueError(f"Unknown architecture {architecture!r}; use one of {ARCHITECTURES}.")
+
+
+def tiny_causal_lm(tokenizer, architecture: str = "llama", dropout: float = 0.0, seed: int = 0, **overrides):
+    """A freshly initialised 2-layer causal LM over `tokenizer`'s vocabulary (`architecture`: `"llama"` or
+    `"gpt2"`), with `dropout` written into every dropout probability of its config. Returned in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(_model_config(architecture, tokenizer, dropout, **overrides)).eval()
+
+
+def word_level_tokenizer(vocab_size: int):
+    """A word-level tokenizer over `t0 … t{V-1}`, left padding; `t{V-1}` doubles as EOS and pad."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"t{i}": i for i in range(vocab_size)}
+    word_level = Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0"))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    eos = f"t{vocab_size - 1}"
+    return PreTrainedTokenizerFast(
+        tokenizer_object=word_level, eos_token=eos, pad_token=eos, unk_token="t0", padding_side="left"
+    )
+
+
 def build_bpe_tokenizer(vocab_size: int = 320):
     """A byte-level BPE tokenizer trained on `CORPUS`, left padding, pad/bos/eos specials and a chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -71,19 +130,26 @@ def build_bpe_tokenizer(vocab_size: int = 320):
     return tokenizer
 
 
-def build_tiny_kit(root: str | Path, seed: int = 0) -> dict[str, str]:
+def build_tiny_kit(
+    root: str | Path, seed: int = 0, architecture: str = "llama", dropout: float = 0.0
+) -> dict[str, str]:
     """Build and save a tiny tokenizer, causal LM (`policy/`) and reward model (`reward/`) under `root`.
+
+    `architecture` is `"llama"` (rotary positions) or `"gpt2"` (learned absolute positions, the shape of GPT-2
+    recipes); `dropout` goes into every dropout probability of both configs (GPT-2 checkpoints ship 0.1).
 
     Returns:
         `{"policy": path, "reward": path}`; both directories also hold the tokenizer.
     """
-    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     root = Path(root)
     tokenizer = build_bpe_tokenizer()
     torch.manual_seed(seed)
-    policy = LlamaForCausalLM(_llama_config(len(tokenizer), tokenizer))
-    reward = LlamaForSequenceClassification(_llama_config(len(tokenizer), tokenizer, num_labels=1))
+    policy = AutoModelForCausalLM.from_config(_model_config(architecture, tokenizer, dropout))
+    reward = AutoModelForSequenceClassification.from_config(
+        _model_config(architecture, tokenizer, dropout, num_labels=1)
+    )
     paths = {"policy": root / "policy", "reward": root / "reward"}
     policy.save_pretrained(paths["policy"])
     reward.save_pretrained(paths["reward"])
@@ -152,20 +218,13 @@ def build_one_token_task(
     EOS/pad (it is also an ordinary outcome). The LM head is solved so that logits = log π_ref at the prompt, so the
     model's softmax is π_ref up to float rounding; train with `max_completion_length=1`.
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaForCausalLM
 
     ref_probs = torch.tensor(ref_probs, dtype=torch.float64)
     rewards = torch.tensor(rewards, dtype=torch.float64)
-    vocab = {f"t{i}": i for i in range(len(ref_probs))}
-    word_level = Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0"))
-    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    eos = f"t{len(vocab) - 1}"
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=word_level, eos_token=eos, pad_token=eos, unk_token="t0", padding_side="left"
-    )
+    tokenizer = word_level_tokenizer(len(ref_probs))
     torch.manual_seed(seed)
-    config = _llama_config(len(vocab), tokenizer, bos_token_id=None)
+    config = _llama_config(len(ref_probs), tokenizer, bos_token_id=None)
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():
         hidden = model.model(input_ids=torch.tensor([[0]])).last_hidden_state[0, -1].double()

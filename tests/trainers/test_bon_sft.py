@@ -14,7 +14,7 @@ from tests.helpers import cpu_args
 from trl_bon import BoNSFTConfig, BoNSFTTrainer, best_of_n, bon_sft_dataset
 from trl_bon.core import bon_probs, kl_divergence
 from trl_bon.rewards import RewardScorer
-from trl_bon.sampling import GenerationSettings
+from trl_bon.sampling import GenerationSettings, Sampler
 from trl_bon.scripts import bon_sft as script
 from trl_bon.trainer import bon_sft_trainer
 
@@ -35,12 +35,13 @@ def small_args(output_dir, **overrides) -> BoNSFTConfig:
     return BoNSFTConfig(str(output_dir), **args)
 
 
-def bon_data(model_path, prompts, reward_funcs, args, **kwargs) -> Dataset:
+def bon_data(model_path, prompts, reward_funcs, args, reward_weights=None, **sampler_kwargs) -> Dataset:
     """The data step the user (or the script) runs before the trainer: one `best_of_n` call."""
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     settings = GenerationSettings.from_trainer_args(args)
-    bon = best_of_n(model_path, list(prompts), reward_funcs, args.num_candidates, settings, progress=False, **kwargs)
-    return bon_sft_dataset(bon, tokenizer)
+    sampler = Sampler(model_path, settings, tokenizer=tokenizer, progress=False, **sampler_kwargs)
+    reward = RewardScorer(reward_funcs, reward_weights=reward_weights)
+    return bon_sft_dataset(best_of_n(sampler, list(prompts), reward, args.num_candidates), tokenizer)
 
 
 def trainable_snapshot(model) -> dict[str, torch.Tensor]:
@@ -217,7 +218,7 @@ def count_sampler_calls(monkeypatch):
     real = trl_bon.sampling.best_of_n
 
     def counting(*args, **kwargs):
-        calls.append(kwargs["seed"])
+        calls.append(args[0].seed)  # the Sampler carries the round's seed
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trl_bon.sampling, "best_of_n", counting)

@@ -73,17 +73,11 @@ class TestVBoNTrainer:
     def test_mismatched_cache_is_refused(self, tiny_kit, prompt_dataset, tmp_path):
         from trl_bon import VBoNTrainer
         from trl_bon.ref_cache import build_reference_reward_cache
-        from trl_bon.sampling import GenerationSettings
+        from trl_bon.sampling import GenerationSettings, Sampler
 
-        build_reference_reward_cache(
-            tiny_kit["policy"],
-            prompt_dataset,
-            length_reward,
-            2,
-            tmp_path / "cache",
-            settings=GenerationSettings(max_completion_length=4, temperature=0.7),
-            progress=False,
-        )
+        settings = GenerationSettings(max_completion_length=4, temperature=0.7)
+        sampler = Sampler(tiny_kit["policy"], settings, progress=False)
+        build_reference_reward_cache(sampler, prompt_dataset, length_reward, 2, tmp_path / "cache")
         with pytest.raises(ValueError, match=r"temperature: cache has 0.7, expected 1.0"):
             VBoNTrainer(
                 tiny_kit["policy"],

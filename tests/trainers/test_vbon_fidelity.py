@@ -32,19 +32,13 @@ M = 2000
 @pytest.fixture(scope="module")
 def cache_dir(one_token_task, tmp_path_factory):
     from trl_bon.ref_cache import build_reference_reward_cache
-    from trl_bon.sampling import GenerationSettings
+    from trl_bon.sampling import GenerationSettings, Sampler
 
     out = tmp_path_factory.mktemp("vbon_cache")
-    build_reference_reward_cache(
-        one_token_task.model_path,
-        one_token_task.dataset(1),
-        one_token_task.reward_func,
-        M,
-        out,
-        settings=GenerationSettings(max_completion_length=1),
-        batch_size=500,
-        progress=False,
+    sampler = Sampler(
+        one_token_task.model_path, GenerationSettings(max_completion_length=1), batch_size=500, progress=False
     )
+    build_reference_reward_cache(sampler, one_token_task.dataset(1), one_token_task.reward_func, M, out)
     return out
 
 

@@ -65,6 +65,14 @@ class BoNScriptArguments(ScriptArguments):
     prompt_seed: int = field(default=0, metadata={"help": "Seed of the per-row prompt lengths."})
 
 
+def as_list(value) -> list:
+    """A YAML/CLI value of a list option as a list: TRL's configs give one reward model as a plain string
+    (`reward_model_name_or_path: /path/to/rm`), which must not be iterated character by character."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 def resolve_reward_funcs(script_args, required: bool = True) -> list:
     """Reward model paths and callables from `--reward_model_name_or_path` / `--reward_funcs` (TRL's resolution)."""
     from trl.rewards import accuracy_reward, reasoning_accuracy_reward, think_format_reward
@@ -74,8 +82,8 @@ def resolve_reward_funcs(script_args, required: bool = True) -> list:
         "reasoning_accuracy_reward": reasoning_accuracy_reward,
         "think_format_reward": think_format_reward,
     }
-    funcs = list(script_args.reward_model_name_or_path or [])
-    for name in script_args.reward_funcs or []:
+    funcs = as_list(script_args.reward_model_name_or_path)
+    for name in as_list(script_args.reward_funcs):
         if name in registry:
             funcs.append(registry[name])
         elif "." in name:

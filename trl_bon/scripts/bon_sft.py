@@ -106,41 +106,44 @@ def round_metadata(round_index: int, prompts, scorer, training_args) -> dict:
     }
 
 
-def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, tokenizer, training_args):
-    """The round's Best-of-N training set: loaded when saved with the same `metadata`, else one `best_of_n` call."""
+def _load_round(directory: Path, metadata: dict):
+    """The saved round's data, refused with the differences when it was made with other settings."""
     from datasets import load_from_disk
 
+    saved = json.loads((directory / "metadata.json").read_text())
+    stale = {key: (saved.get(key), value) for key, value in metadata.items() if saved.get(key) != value}
+    if stale:
+        raise ValueError(
+            f"{directory} holds Best-of-N data made with other settings (saved vs now: {stale}). Delete that "
+            "directory to sample again, or use another `output_dir`."
+        )
+    return load_from_disk(str(directory / "dataset"))
+
+
+def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, tokenizer, training_args):
+    """The round's Best-of-N training set: loaded when saved with the same `metadata`, else one `best_of_n` call."""
     from trl_bon import best_of_n
-    from trl_bon.sampling import GenerationSettings
+    from trl_bon.sampling import GenerationSettings, Sampler
     from trl_bon.trainer.bon_sft_trainer import bon_sft_dataset
 
     with training_args.main_process_first(local=False, desc=f"Best-of-N data, round {metadata['round']}"):
-        if (directory / "metadata.json").exists():
-            saved = json.loads((directory / "metadata.json").read_text())
-            stale = {key: (saved.get(key), value) for key, value in metadata.items() if saved.get(key) != value}
-            if stale:
-                raise ValueError(
-                    f"{directory} holds Best-of-N data made with other settings (saved vs now: {stale}). Delete that "
-                    "directory to sample again, or use another `output_dir`."
-                )
-            return load_from_disk(str(directory / "dataset"))
-        prompts = list(prompt_dataset["prompt"])
-        columns = {c: list(prompt_dataset[c]) for c in prompt_dataset.column_names if c != "prompt"}
-        bon = best_of_n(
+        sampler = Sampler(
             policy,
-            prompts,
-            scorer,
-            training_args.num_candidates,
             GenerationSettings.from_trainer_args(training_args),
-            columns=columns,
-            tie_break=training_args.tie_break,
-            seed=metadata["seed"],
             tokenizer=tokenizer,
             batch_size=training_args.generation_batch_size,
-            use_vllm=training_args.use_vllm,
+            backend="vllm" if training_args.use_vllm else "transformers",
+            seed=metadata["seed"],
+            model_init_kwargs=training_args.model_init_kwargs,
             vllm_kwargs=training_args.vllm_kwargs,
             progress=not training_args.disable_tqdm,
         )
+        # The model by content, not path: another model run in the same output_dir must not reuse this data.
+        metadata = {**metadata, "model": sampler.identity()}
+        if (directory / "metadata.json").exists():
+            return _load_round(directory, metadata)
+        num_candidates, tie_break = training_args.num_candidates, training_args.tie_break
+        bon = best_of_n(sampler, prompt_dataset, scorer, num_candidates, tie_break=tie_break)
         dataset = bon_sft_dataset(bon, tokenizer)
         if training_args.process_index == 0:
             dataset.save_to_disk(str(directory / "dataset"))

@@ -11,17 +11,17 @@ subcommand.
 
 It takes **the same flags and YAML as `trl-bon vbon`**, so the cache is built with exactly the training's model,
 prompts (dataset, split and prompt transform), reward(s) and sampling settings (`max_completion_length`,
-`temperature`, `top_p`, `top_k`, `min_p`, `repetition_penalty`), which `VBoNTrainer` checks when it joins the cache.
-The cache goes to `--reference_cache_dir` (default `<output_dir>/reference_rewards`), with M =
+`temperature`, `top_p`, `top_k`, `min_p`, `repetition_penalty`, `generation_kwargs`, `chat_template_kwargs`), which
+`VBoNTrainer` checks when it joins the cache, together with the reference model's and the reward's content
+fingerprints. The cache goes to `--reference_cache_dir` (default `<output_dir>/reference_rewards`), with M =
 `--num_reference_samples` (default 300) samples per distinct prompt, `--reference_cache_batch_size` sequences per
-`generate` call and `--seed`. The build is resumable: re-running skips finished shards. The test split is cached too
-when `--eval_strategy` is not `no`. It runs in one process (no `accelerate launch`); `--use_vllm` samples with an
-offline vLLM engine.
+`generate` call and `--seed`. The build is resumable: re-running skips finished shards (about 4,096 completions
+each). The test split is cached too when `--eval_strategy` is not `no`. It runs in one process (no
+`accelerate launch`); `--use_vllm` samples with an offline vLLM engine.
 """
 
 import os
 import sys
-from dataclasses import dataclass, field
 
 from trl_bon.scripts._common import (
     BoNScriptArguments,
@@ -33,24 +33,12 @@ from trl_bon.scripts._common import (
 )
 
 
-@dataclass
-class CacheScriptArguments(BoNScriptArguments):
-    """
-    Script arguments of `trl-bon cache-ref-rewards` (the `trl-bon vbon` ones, plus the shard size).
-
-    Args:
-        prompts_per_shard (`int`, *optional*, defaults to `64`):
-            Prompts per shard, the unit of saving and resuming.
-    """
-
-    prompts_per_shard: int = field(default=64, metadata={"help": "Prompts per cache shard (unit of resuming)."})
-
-
 def run(script_args, training_args, model_args, dataset_args):
     from trl import get_quantization_config
 
     from trl_bon.ref_cache import build_reference_reward_cache
-    from trl_bon.sampling import GenerationSettings
+    from trl_bon.rewards import RewardScorer
+    from trl_bon.sampling import GenerationSettings, Sampler
 
     reward_funcs = resolve_reward_funcs(script_args)
     if model_args.model_name_or_path is None:
@@ -60,6 +48,16 @@ def run(script_args, training_args, model_args, dataset_args):
     quantization_config = get_quantization_config(model_args)
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
+    sampler = Sampler(
+        model_args.model_name_or_path,
+        GenerationSettings.from_trainer_args(training_args),
+        batch_size=training_args.reference_cache_batch_size,
+        backend="vllm" if training_args.use_vllm else "transformers",
+        seed=training_args.seed,
+        model_init_kwargs=kwargs,
+        progress=not training_args.disable_tqdm,
+    )
+    reward = RewardScorer(reward_funcs, reward_weights=training_args.reward_weights)
     train, evaluation = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
     cache = None
     for name, split in (("train", train), ("eval", evaluation)):
@@ -70,20 +68,12 @@ def run(script_args, training_args, model_args, dataset_args):
             f"({split.num_rows} rows) in {output_dir}"
         )
         cache = build_reference_reward_cache(
-            model_args.model_name_or_path,
+            sampler,
             split,
-            reward_funcs,
+            reward,
             training_args.num_reference_samples,
             output_dir,
-            settings=GenerationSettings.from_trainer_args(training_args),
             prompt_id_column=training_args.prompt_id_column,
-            reward_weights=training_args.reward_weights,
-            batch_size=training_args.reference_cache_batch_size,
-            prompts_per_shard=script_args.prompts_per_shard,
-            seed=training_args.seed,
-            use_vllm=training_args.use_vllm,
-            model_init_kwargs=kwargs,
-            progress=not training_args.disable_tqdm,
         )
     print(
         f"Reference-reward cache: {len(cache.rewards)} prompts in {output_dir}. Train with "
@@ -93,7 +83,7 @@ def run(script_args, training_args, model_args, dataset_args):
 
 
 def make_parser(prog: str | None = None):
-    parser = training_parser(CacheScriptArguments, "VBoNConfig", prog)
+    parser = training_parser(BoNScriptArguments, "VBoNConfig", prog)
     # The cache does not depend on N; a default lets the command run without the vBoN-only `--num_candidates`.
     parser.set_defaults(num_candidates=2)
     return parser

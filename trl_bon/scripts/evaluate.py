@@ -10,21 +10,29 @@
         --checkpoints jbond=outputs/jbond-imdb vbon=outputs/vbon-imdb --output_dir eval-imdb
     trl-bon eval --config recipes/eval/imdb.yaml --checkpoints jbond=outputs/jbond-imdb
 
-`--model_name_or_path` is π_ref. Each `--checkpoints` entry is `NAME=PATH` (or just `PATH`, named after its folder);
-a training `output_dir` holding `checkpoint-*` folders expands to `NAME@<step>` for each of them (plus `NAME@final`
-when the folder also holds the final model), drawn as one line per method. Paths may be full models or LoRA adapter
-folders. Runs in one process on one device (`accelerate launch` is not needed).
+`--model_name_or_path` is π_ref. Each `--checkpoints` entry is `NAME=PATH` (or just `PATH`, named after its folder,
+`run@3` for `run/checkpoint-3`); a training `output_dir` holding `checkpoint-*` folders expands to `NAME@<step>` for
+each of them, plus `NAME@final` when the folder also holds a final model that differs from the last checkpoint.
+Paths may be full models or LoRA adapter folders; a missing path fails before anything is sampled. Without
+`--checkpoints`, π_ref and its Best-of-N points alone are evaluated. The sampling options (`--max_completion_length`,
+`--temperature`, `--top_p`, `--top_k`, `--min_p`, `--repetition_penalty`, `--generation_kwargs`,
+`--chat_template_kwargs`) are those of training. Runs in one process on one device (`accelerate launch` is not
+needed).
 
 Writes `results.json`, `results.csv`, `reward_vs_kl.png` and `win_rate_vs_kl.png` to `--output_dir`.
 """
 
+import filecmp
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trl_bon.sampling import GenerationSettings
 from trl_bon.scripts._common import (
     BoNScriptArguments,
     apply_prompt_transform,
+    as_list,
     get_split,
     load_dataset_dict,
     resolve_reward_funcs,
@@ -32,13 +40,15 @@ from trl_bon.scripts._common import (
 
 
 @dataclass
-class EvalScriptArguments(BoNScriptArguments):
+class EvalScriptArguments(BoNScriptArguments, GenerationSettings):
     """
-    Arguments of `trl-bon eval` (dataset, rewards and prompt transform as in the training scripts).
+    Arguments of `trl-bon eval` (dataset, rewards and prompt transform as in the training scripts, sampling settings
+    as [`~trl_bon.sampling.GenerationSettings`] declares them).
 
     Args:
-        checkpoints (`list[str]`):
-            `NAME=PATH` or `PATH` entries; training output folders expand to their `checkpoint-*` subfolders.
+        checkpoints (`list[str]`, *optional*):
+            `NAME=PATH` or `PATH` entries; training output folders expand to their `checkpoint-*` subfolders. None:
+            evaluate π_ref and Best-of-N alone.
         output_dir (`str`, *optional*, defaults to `"trl_bon_eval"`):
             Where results and plots are written.
         num_prompts (`int`, *optional*, defaults to `64`):
@@ -49,7 +59,8 @@ class EvalScriptArguments(BoNScriptArguments):
         default_factory=list,
         metadata={
             "help": "Checkpoints to evaluate: `NAME=PATH` or `PATH` (full model or LoRA adapter folder). A training "
-            "output_dir with `checkpoint-*` subfolders expands to `NAME@<step>` entries."
+            "output_dir with `checkpoint-*` subfolders expands to `NAME@<step>` entries. None: π_ref and Best-of-N "
+            "alone."
         },
     )
     output_dir: str = field(default="trl_bon_eval", metadata={"help": "Where results.json/csv and the PNGs go."})
@@ -61,10 +72,6 @@ class EvalScriptArguments(BoNScriptArguments):
         default=32, metadata={"help": "Reference samples per prompt (BOND: 32); must exceed max(bon_ns)."}
     )
     num_policy_samples: int = field(default=1, metadata={"help": "Samples per prompt from each checkpoint."})
-    max_completion_length: int = field(default=64, metadata={"help": "Max new tokens (use the training value)."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (use the training value)."})
-    top_p: float = field(default=1.0, metadata={"help": "Top-p of sampling (use the training value)."})
-    top_k: int = field(default=0, metadata={"help": "Top-k of sampling, 0 = off (use the training value)."})
     reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
     quantile_smoothing: str = field(default="clamp", metadata={"help": "p̂≤ smoothing: `clamp` or `add_one`."})
     kl_metric: str = field(default="kl_k1", metadata={"help": "KL on the plots' x axis: `kl_k1` or `kl_k3`."})
@@ -78,13 +85,40 @@ def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
 
 
-def expand_checkpoints(entries: list[str]) -> dict[str, str]:
-    """`NAME=PATH` / `PATH` entries → `{name: path}`, expanding training folders into `NAME@<step>` checkpoints."""
+_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "adapter_config.json", "config.json")
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    """True if two model folders hold byte-identical weight and config files (the final save of a run whose last
+    checkpoint was written at its last step)."""
+    names = sorted({p.name for pattern in _WEIGHT_PATTERNS for p in a.glob(pattern)})
+    if not names or names != sorted({p.name for pattern in _WEIGHT_PATTERNS for p in b.glob(pattern)}):
+        return False
+    weights = [n for n in names if not n.endswith(".json")]
+    return bool(weights) and all(filecmp.cmp(a / n, b / n, shallow=False) for n in weights)
+
+
+def _default_name(path: Path) -> str:
+    """`run@3` for `.../run/checkpoint-3` (a bare `checkpoint-3` says nothing), else the folder name."""
+    resolved = path.expanduser().resolve()
+    match = re.fullmatch(r"checkpoint-(\d+)", resolved.name)
+    return f"{resolved.parent.name}@{match.group(1)}" if match else resolved.name
+
+
+def expand_checkpoints(entries) -> dict[str, str]:
+    """`NAME=PATH` / `PATH` entries → `{name: path}`, expanding training folders into `NAME@<step>` checkpoints.
+
+    A missing local path is an error here, before any model loads; a string that can only be a Hub id
+    (`owner/name`, no such local folder) is kept and checked when the evaluation loads configs.
+    """
+    from trl_bon.identity import check_model_path
+
     checkpoints = {}
-    for entry in entries:
+    for entry in as_list(entries):
         name, sep, path = entry.partition("=")
         if not sep:
-            name, path = Path(entry).name, entry
+            name, path = _default_name(Path(entry)), entry
+        check_model_path(path, f"checkpoint '{name}'")
         root = Path(path)
         steps = sorted(
             (p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
@@ -93,9 +127,9 @@ def expand_checkpoints(entries: list[str]) -> dict[str, str]:
         if steps:
             for step_dir in steps:
                 checkpoints[f"{name}@{step_dir.name.split('-')[-1]}"] = str(step_dir)
-            if _is_model_dir(root):
+            if _is_model_dir(root) and not _same_weights(root, steps[-1]):
                 checkpoints[f"{name}@final"] = str(root)
-        elif _is_model_dir(root) or not root.exists() and "/" in path and not path.startswith((".", "/")):
+        elif _is_model_dir(root) or not root.exists():
             checkpoints[name] = path  # a local model folder, or a Hub id
         else:
             raise ValueError(
@@ -108,15 +142,34 @@ def expand_checkpoints(entries: list[str]) -> dict[str, str]:
 def run(script_args, model_args, dataset_args):
     from trl import get_quantization_config
 
-    from trl_bon.evaluation import evaluate_checkpoints
-    from trl_bon.sampling import GenerationSettings
+    from trl_bon.evaluation import EvalOptions, evaluate_checkpoints
+    from trl_bon.sampling import Sampler
 
     if model_args.model_name_or_path is None:
         raise ValueError("No reference model given. Set `--model_name_or_path` to π_ref (the SFT model trained from).")
-    if not script_args.checkpoints:
-        raise ValueError("No checkpoints given. Pass `--checkpoints NAME=PATH [NAME=PATH ...]`.")
+    options = EvalOptions(
+        bon_ns=as_list(script_args.bon_ns),
+        num_reference_samples=script_args.num_reference_samples,
+        num_policy_samples=script_args.num_policy_samples,
+        quantile_smoothing=script_args.quantile_smoothing,
+        kl_metric=script_args.kl_metric,
+        output_dir=script_args.output_dir,
+        plot=not script_args.no_plot,
+    )
     reward_funcs = resolve_reward_funcs(script_args)
     checkpoints = expand_checkpoints(script_args.checkpoints)
+    model_init_kwargs = {"dtype": model_args.dtype, "revision": model_args.model_revision}
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is not None:
+        model_init_kwargs["quantization_config"] = quantization_config
+    reference = Sampler(
+        model_args.model_name_or_path,
+        GenerationSettings.from_trainer_args(script_args),
+        batch_size=script_args.batch_size,
+        seed=script_args.seed,
+        model_init_kwargs=model_init_kwargs,
+        progress=not script_args.no_progress,
+    )
     dataset = load_dataset_dict(script_args, dataset_args)
     split = get_split(dataset, script_args.dataset_test_split, "--dataset_test_split")
     split = split.select(range(min(script_args.num_prompts, len(split))))
@@ -125,36 +178,12 @@ def run(script_args, model_args, dataset_args):
         raise ValueError(
             f"The evaluation split has no `prompt` column (columns: {split.column_names}); set `--prompt_column`."
         )
-    model_init_kwargs = {"dtype": model_args.dtype, "revision": model_args.model_revision}
-    quantization_config = get_quantization_config(model_args)
-    if quantization_config is not None:
-        model_init_kwargs["quantization_config"] = quantization_config
-    columns = {c: split[c] for c in split.column_names if c != "prompt"}
-    results = evaluate_checkpoints(
-        checkpoints,
-        split["prompt"],
-        reward_funcs,
-        model_args.model_name_or_path,
-        bon_ns=script_args.bon_ns,
-        num_reference_samples=script_args.num_reference_samples,
-        num_policy_samples=script_args.num_policy_samples,
-        settings=GenerationSettings(
-            max_completion_length=script_args.max_completion_length,
-            temperature=script_args.temperature,
-            top_p=script_args.top_p,
-            top_k=script_args.top_k,
-        ),
-        output_dir=script_args.output_dir,
-        seed=script_args.seed,
-        progress=not script_args.no_progress,
-        reward_weights=script_args.reward_weights,
-        columns=columns,
-        quantile_smoothing=script_args.quantile_smoothing,
-        batch_size=script_args.batch_size,
-        model_init_kwargs=model_init_kwargs,
-        plot=not script_args.no_plot,
-        kl_metric=script_args.kl_metric,
-    )
+    reward = reward_funcs
+    if script_args.reward_weights is not None:
+        from trl_bon.rewards import RewardScorer
+
+        reward = RewardScorer(reward_funcs, reward_weights=script_args.reward_weights)
+    results = evaluate_checkpoints(checkpoints, split, reward, reference, options)
     print(format_table(results))
     for kind, path in results.files.items():
         print(f"{kind:>15}: {path}")

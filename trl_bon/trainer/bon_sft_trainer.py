@@ -72,7 +72,7 @@ def _check_bon_dataset(dataset, args: BoNSFTConfig, name: str) -> None:
     if dataset is None or isinstance(dataset, IterableDataset):
         raise ValueError(
             f"`{name}` is required and must be a `Dataset`: sample it first with "
-            "`bon_sft_dataset(best_of_n(model, prompts, reward_funcs, args.num_candidates, ...), tokenizer)`."
+            "`bon_sft_dataset(best_of_n(Sampler(model), prompts, reward_funcs, args.num_candidates), tokenizer)`."
         )
     missing = [column for column in BON_COLUMNS if column not in dataset.column_names]
     if missing:
@@ -127,7 +127,7 @@ class BoNSFTTrainer(CheckpointMixin, SFTTrainer):
     ```python
     >>> from transformers import AutoTokenizer
     >>> from trl_bon import BoNSFTConfig, BoNSFTTrainer, best_of_n, bon_sft_dataset
-    >>> from trl_bon.sampling import GenerationSettings
+    >>> from trl_bon.sampling import GenerationSettings, Sampler
     >>> from trl_bon.toy import build_one_token_task
     >>> task = build_one_token_task("/tmp/trl_bon_doc_bon_sft")
     >>> args = BoNSFTConfig(
@@ -135,8 +135,9 @@ class BoNSFTTrainer(CheckpointMixin, SFTTrainer):
     ...     report_to="none", save_strategy="no", max_steps=2, disable_tqdm=True,
     ... )
     >>> tokenizer = AutoTokenizer.from_pretrained(task.model_path)
-    >>> bon = best_of_n(task.model_path, [task.prompt] * 16, task.reward_func, args.num_candidates,
-    ...                 GenerationSettings.from_trainer_args(args), tokenizer=tokenizer, progress=False)
+    >>> sampler = Sampler(task.model_path, GenerationSettings.from_trainer_args(args), tokenizer=tokenizer,
+    ...                   progress=False)
+    >>> bon = best_of_n(sampler, [task.prompt] * 16, task.reward_func, args.num_candidates)
     >>> trainer = BoNSFTTrainer(task.model_path, args, train_dataset=bon_sft_dataset(bon, tokenizer))
     >>> trainer.train_dataset.num_rows
     16

@@ -10,7 +10,6 @@ and uses a leave-one-out baseline, so the trainer only replaces the reward: it o
 import contextlib
 import os
 import textwrap
-import warnings
 
 import torch
 from accelerate.utils import gather
@@ -18,8 +17,9 @@ from datasets import Dataset
 from peft import PeftModel
 from trl import RLOOTrainer
 
-from .._trl_compat import get_config_model_id, use_adapter
+from .._trl_compat import use_adapter
 from ..core.vbon import vbon_scores
+from ..identity import model_identity
 from ..ref_cache import (
     CACHE_COMMAND,
     add_reference_rewards,
@@ -27,8 +27,8 @@ from ..ref_cache import (
     load_reference_reward_cache,
     reference_reward_tensor,
 )
-from ..rewards import RewardScorer
-from ..sampling import GenerationSettings
+from ..rewards import RewardScorer, reward_signature
+from ..sampling import GenerationSettings, Sampler
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
 from ._scoring_forwards import ScoringForwardsMixin
@@ -147,7 +147,7 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
     # ------------------------------------------------------------------ reference-reward cache
 
     def _reward_signature(self) -> dict:
-        return {"reward_funcs": list(self.reward_func_names), "reward_weights": self.reward_weights.tolist()}
+        return reward_signature(self.reward_funcs, self.reward_weights.tolist())
 
     @contextlib.contextmanager
     def _reference_model(self):
@@ -184,14 +184,9 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
         return cache
 
     def _check_cache(self, cache, settings):
-        cache.check_compatible(settings, self._reward_signature())
-        model_id = get_config_model_id(self.accelerator.unwrap_model(self.model).config)
-        if cache.metadata.get("model") != model_id:
-            warnings.warn(
-                f"The reference-reward cache was built with model {cache.metadata.get('model')!r} but the policy "
-                f"is {model_id!r}; make sure they are the same reference policy.",
-                stacklevel=3,
-            )
+        with self._reference_model() as ref_model:  # π_ref's content fingerprint, not its path
+            identity = model_identity(self.accelerator.unwrap_model(ref_model))
+        cache.check_compatible(settings, self._reward_signature(), identity)
 
     def _attach_reference_rewards(self, dataset, name: str):
         """Return `dataset` with the reference-reward column, joining or building the cache when it is missing."""
@@ -215,8 +210,16 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
             settings = GenerationSettings.from_trainer_args(args)
             # The main process builds first; the others then find every shard finished and only load the cache.
             with self.accelerator.main_process_first(), self._reference_model() as ref_model:
-                cache = build_reference_reward_cache(
+                sampler = Sampler(
                     self.accelerator.unwrap_model(ref_model),
+                    settings,
+                    tokenizer=self._tokenizer,
+                    batch_size=args.reference_cache_batch_size,
+                    seed=args.seed,
+                    progress=not args.disable_tqdm,
+                )
+                cache = build_reference_reward_cache(
+                    sampler,
                     dataset,
                     RewardScorer(
                         self.reward_funcs,
@@ -226,13 +229,7 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
                     ),
                     args.num_reference_samples,
                     cache_dir,
-                    settings=settings,
                     prompt_id_column=args.prompt_id_column,
-                    batch_size=args.reference_cache_batch_size,
-                    seed=args.seed,
-                    tokenizer=self._tokenizer,
-                    chat_template_kwargs=self.chat_template_kwargs,
-                    progress=not args.disable_tqdm,
                 )
             self._check_cache(cache, settings)
         return add_reference_rewards(dataset, cache, column, prompt_id_column=args.prompt_id_column)

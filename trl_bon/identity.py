@@ -1,0 +1,167 @@
+"""What a cached result depends on, as content rather than names: model and reward fingerprints, and early checks of
+model paths.
+
+A cache keyed by a model's *path* or a reward's *name* is silently stale when the folder is overwritten by another
+run or a different function keeps the same `__name__`. The offline layer keys its caches by:
+
+- **a model**: a hash of its config (minus bookkeeping keys such as the path, the transformers version or the pad id
+  a trainer sets) and a fingerprint of its weights: for each parameter its name, shape and 1,024 evenly spaced values
+  rounded to bfloat16, hashed together. Rounding makes an fp32 model and its bf16 copy agree; any fine-tuning step
+  changes the sampled values. It is a fingerprint, not a hash of every byte: it costs one strided read of each
+  tensor. A PEFT model is fingerprinted through its base weights plus, separately, its adapters unless they are
+  fresh (every LoRA B matrix zero, so the model computes exactly the base model).
+- **a reward model**: the same fingerprint;
+- **a reward callable**: its qualified name plus a SHA-256 of its source code and of the values it closes over. When
+  the source is not available (a built-in, a lambda built by `eval`, code typed in a REPL) or does not say everything
+  (the callable reads a file), set an attribute `trl_bon_identity = "<any version string>"` on the function (or its
+  class): it replaces the source hash, and changing it invalidates the caches built with it.
+"""
+
+import functools
+import hashlib
+import inspect
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+#: Config entries that do not change what a model computes (or that trainers rewrite), left out of its identity.
+_VOLATILE_CONFIG_KEYS = frozenset(
+    {
+        "_name_or_path",
+        "name_or_path",
+        "transformers_version",
+        "pad_token_id",
+        "torch_dtype",
+        "dtype",
+        "use_cache",
+        "_attn_implementation",
+        "_attn_implementation_autoset",
+        "attn_implementation",
+        "architectures",
+        "_commit_hash",
+        "output_hidden_states",
+        "return_dict",
+    }
+)
+_VALUES_PER_TENSOR = 1024
+IDENTITY_ATTRIBUTE = "trl_bon_identity"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _config_hash(config) -> str:
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in sorted(value.items()) if k not in _VOLATILE_CONFIG_KEYS}
+        return value
+
+    return _sha256(json.dumps(clean(config.to_dict()), sort_keys=True, default=str).encode())
+
+
+def _tensor_sample(tensor: torch.Tensor) -> bytes:
+    flat = tensor.detach().reshape(-1)
+    step = max(1, flat.numel() // _VALUES_PER_TENSOR)
+    values = flat[::step][:_VALUES_PER_TENSOR]
+    if values.is_floating_point():
+        values = values.to(torch.bfloat16).view(torch.int16)  # fp32 and its bf16 copy agree
+    return values.cpu().contiguous().numpy().tobytes()
+
+
+def _weights_fingerprint(named_tensors) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
+        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
+        digest.update(_tensor_sample(tensor))
+    return digest.hexdigest()
+
+
+def model_identity(model: nn.Module) -> dict:
+    """`{"config": sha256, "weights": fingerprint}` of a model (for PEFT: base weights, plus `"adapters"`).
+
+    Two loads of the same checkpoint agree whatever their path or dtype (fp32 / bf16); a fine-tuned model differs.
+    """
+    config = getattr(model, "config", None)
+    if hasattr(model, "peft_config"):  # PeftModel: base weights under their plain names, adapters apart
+        base, adapters = [], []
+        for name, param in model.get_base_model().named_parameters():
+            if "lora_" in name or any(f".{adapter}." in name for adapter in model.peft_config):
+                adapters.append((name, param))
+            else:
+                base.append((name.replace(".base_layer", ""), param))
+        identity = {"weights": _weights_fingerprint(base)}
+        # Adapters whose B matrices are all zero (a fresh LoRA) leave the function unchanged: the base model's
+        # identity then stands for the model, so a trainer's fresh LoRA policy matches a cache built on the base.
+        if any(
+            ("lora_B" in name or "lora_embedding_B" in name) and p.detach().abs().sum() > 0 for name, p in adapters
+        ):
+            identity["adapters"] = _weights_fingerprint(adapters)
+        config = model.get_base_model().config
+    else:
+        identity = {"weights": _weights_fingerprint(model.named_parameters())}
+    return {"config": _config_hash(config) if config is not None else None, **identity}
+
+
+def _closure_hash(func) -> str:
+    digest = hashlib.sha256()
+    for cell in getattr(func, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # empty cell
+            continue
+        if isinstance(value, torch.Tensor):
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        elif callable(value):
+            digest.update(callable_identity(value).encode())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()
+
+
+def callable_identity(func) -> str:
+    """`"module.qualname:sha256"` of a reward callable: its source and closure, or its `trl_bon_identity`.
+
+    A `functools.partial` is its function's identity plus its bound arguments; a callable object is its class's
+    source (instance attributes are not read: declare `trl_bon_identity` when they change the rewards).
+    """
+    declared = getattr(func, IDENTITY_ATTRIBUTE, None)
+    if isinstance(func, functools.partial) and declared is None:
+        bound = _sha256(repr((func.args, sorted(func.keywords.items()))).encode())[:16]
+        return f"partial({callable_identity(func.func)}):{bound}"
+    owner = func if inspect.isfunction(func) or inspect.ismethod(func) else type(func)
+    name = f"{getattr(owner, '__module__', '?')}.{getattr(owner, '__qualname__', type(func).__name__)}"
+    if declared is not None:
+        return f"{name}:declared:{declared}"
+    try:
+        source = inspect.getsource(owner)
+    except (OSError, TypeError) as error:
+        raise ValueError(
+            f"Cannot read the source of the reward callable {name!r} ({error}), so a cache cannot tell it from "
+            f"another function of the same name. Set `{IDENTITY_ATTRIBUTE} = '<version string>'` on it (change the "
+            "string whenever its behaviour changes)."
+        ) from error
+    target = func.__func__ if inspect.ismethod(func) else func
+    return f"{name}:{_sha256(source.encode())[:16]}:{_closure_hash(target)[:16]}"
+
+
+def looks_like_local_path(name: str) -> bool:
+    """True if `name` can only be a local path, never a Hub id (`name` or `owner/name`)."""
+    if os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1:
+        return True
+    first = name.split("/")[0]
+    return "/" in name and Path(first).is_dir()  # `outputs/run` next to a local `outputs/` folder
+
+
+def check_model_path(name: str, what: str = "model") -> None:
+    """Raise a clear `FileNotFoundError` for a local model path that does not exist (before any Hub lookup)."""
+    if Path(name).expanduser().exists() or not looks_like_local_path(name):
+        return
+    raise FileNotFoundError(
+        f"The {what} {name!r} does not exist: no such local folder. Pass an existing folder written by "
+        "`save_pretrained`, or a Hub id such as `owner/name`."
+    )
