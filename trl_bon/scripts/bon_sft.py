@@ -20,7 +20,7 @@ and the best one becomes the SFT target (`--num_candidates`, `--num_rounds` > 1 
 import sys
 from dataclasses import dataclass
 
-from trl_bon.scripts._common import BoNScriptArguments, run_main, train_from_args, training_parser
+from trl_bon.scripts.utils import BoNScriptArguments, run_main, train_from_args, training_parser
 
 
 @dataclass

@@ -23,7 +23,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from trl_bon.scripts._common import (
+from trl_bon.scripts.utils import (
     BoNScriptArguments,
     load_splits,
     model_init_kwargs,

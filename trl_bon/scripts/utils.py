@@ -1,8 +1,9 @@
-"""Pieces shared by the training scripts: script arguments, reward functions, datasets, model-loading kwargs.
+"""Helpers shared by the `trl-bon` scripts: script arguments, reward functions, datasets, model-loading kwargs.
 
-They follow TRL's own scripts (`trl/scripts/rloo.py`, `sft.py`): `TrlParser` over `(ScriptArguments subclass,
-XConfig, ModelConfig, DatasetMixtureConfig)`, `get_peft_config` / `get_quantization_config` for LoRA and 8/4-bit,
-`--config recipe.yaml` for everything.
+They follow TRL's own scripts (`trl/scripts/rloo.py`, `sft.py`): a parser over `(ScriptArguments subclass, XConfig,
+ModelConfig, DatasetMixtureConfig)` (the strict [`BoNParser`][trl_bon.scripts.parser.BoNParser]),
+`get_peft_config` / `get_quantization_config` for LoRA and 8/4-bit, `--config recipe.yaml` for everything. Public:
+recipes and your own scripts may import them (e.g. `make_prompts` to build the IMDB prompts of a baseline).
 """
 
 import importlib
@@ -102,6 +103,11 @@ def resolve_reward_funcs(script_args, required: bool = True) -> list:
     return funcs
 
 
+def require_model(model_args) -> None:
+    if model_args.model_name_or_path is None:
+        raise ValueError("No model given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
+
+
 def model_init_kwargs(model_args, training_args) -> dict:
     """`model_init_kwargs` as TRL's scripts build them from `ModelConfig` (revision, dtype, attention, remote code)."""
     kwargs = dict(
@@ -194,7 +200,7 @@ def load_splits(script_args, dataset_args, training_args, tokenizer_path: str | 
 
 def finish(trainer, training_args, script_args) -> None:
     """Save, optionally push, and close trackers and the process group, as TRL's scripts do."""
-    trainer.accelerator.print("Training completed.")
+    trainer.accelerator.print(f"Training completed ({trainer.accelerator.num_processes} process(es)).")
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
@@ -203,18 +209,14 @@ def finish(trainer, training_args, script_args) -> None:
 
 
 def train_from_args(trainer_name: str, script_args, training_args, model_args, dataset_args):
-    """The body of every training script: build `trl_bon.<trainer_name>` from parsed arguments, train, save.
-
-    All three trainers take the same arguments (TRL's trainer shape plus `reward_funcs`), so one function serves
-    `trl-bon jbond`, `vbon` and `bon-sft`.
-    """
+    """Build `trl_bon.<trainer_name>` from parsed arguments, train, save (kept for `bon_sft.py`; `jbond.py` and
+    `vbon.py` spell the same steps out in their `main`, as TRL's scripts do)."""
     from trl import get_peft_config, get_quantization_config
 
     import trl_bon
 
     reward_funcs = resolve_reward_funcs(script_args)
-    if model_args.model_name_or_path is None:
-        raise ValueError("No model given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
+    require_model(model_args)
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     train_dataset, eval_dataset = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
     trainer = getattr(trl_bon, trainer_name)(
@@ -231,14 +233,21 @@ def train_from_args(trainer_name: str, script_args, training_args, model_args, d
     return trainer
 
 
-def training_parser(script_arguments_class, config_name: str, prog: str | None = None):
-    """`TrlParser((script arguments, trl_bon.<config_name>, ModelConfig, DatasetMixtureConfig))`, as TRL's scripts."""
-    from trl import DatasetMixtureConfig, ModelConfig, TrlParser
+def training_parser(script_arguments_class, config_class, prog: str | None = None):
+    """`BoNParser((script arguments, config_class, ModelConfig, DatasetMixtureConfig))`, as TRL's scripts build it.
+
+    `config_class` may also be given by name (`"JBondConfig"`). Checks the installed TRL version first.
+    """
+    from trl import DatasetMixtureConfig, ModelConfig
 
     import trl_bon
+    from trl_bon._trl_compat import check_trl_version
+    from trl_bon.scripts.parser import BoNParser
 
-    config_class = getattr(trl_bon, config_name)
-    return TrlParser((script_arguments_class, config_class, ModelConfig, DatasetMixtureConfig), prog=prog)
+    check_trl_version()
+    if isinstance(config_class, str):
+        config_class = getattr(trl_bon, config_class)
+    return BoNParser((script_arguments_class, config_class, ModelConfig, DatasetMixtureConfig), prog=prog)
 
 
 def run_main(parser, run, argv: list[str] | None) -> int:

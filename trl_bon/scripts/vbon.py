@@ -12,36 +12,64 @@
     accelerate launch --config_file recipes/accelerate/single_gpu.yaml -m trl_bon.scripts.vbon \\
         --config recipes/vbon/imdb_gpt2.yaml
 
-The cache is joined from `--reference_cache_dir` (a `VBoNConfig` field); `--build_reference_cache` builds it at init
-instead. Every `VBoNConfig` / `RLOOConfig` / `TrainingArguments` field is a flag (`--num_candidates 11`,
-`--vbon_objective exact`, …); `ModelConfig` gives `--use_peft --lora_r … --load_in_8bit/--load_in_4bit`;
-`--config recipe.yaml` sets any of them. `trl-bon vbon --help` lists them all.
+The cache is joined from `--reference_cache_dir` (a `VBoNConfig` field). Every `VBoNConfig` / `RLOOConfig` /
+`TrainingArguments` field is a flag (`--num_candidates 11`, `--vbon_objective exact`, …); `ModelConfig` gives
+`--use_peft --lora_r … --load_in_8bit/--load_in_4bit`; `--config recipe.yaml` sets any of them. `trl-bon vbon --help`
+lists them, Best-of-N options first.
 """
 
-import sys
 from dataclasses import dataclass
 
-from trl_bon.scripts._common import BoNScriptArguments, run_main, train_from_args, training_parser
+from trl_bon.scripts.utils import BoNScriptArguments
 
 
 @dataclass
 class VBoNScriptArguments(BoNScriptArguments):
-    """Script arguments of `trl-bon vbon`: the dataset ([`~trl.ScriptArguments`]), the reward(s) and the prompt
-    transform (see `BoNScriptArguments`)."""
+    """Script arguments of `trl-bon vbon`: the dataset ([`ScriptArguments`][trl.ScriptArguments]), the reward(s)
+    and the prompt transform (see [`BoNScriptArguments`][trl_bon.scripts.utils.BoNScriptArguments])."""
 
 
-def run(script_args, training_args, model_args, dataset_args):
-    """Build a `VBoNTrainer` from parsed arguments, train, save to `output_dir`."""
-    return train_from_args("VBoNTrainer", script_args, training_args, model_args, dataset_args)
+def main(script_args, training_args, model_args, dataset_args):
+    from trl import get_peft_config, get_quantization_config
+
+    from trl_bon import VBoNTrainer
+    from trl_bon.scripts.utils import finish, load_splits, model_init_kwargs, require_model, resolve_reward_funcs
+
+    # Reward model(s) and function(s), summed with `reward_weights`
+    reward_funcs = resolve_reward_funcs(script_args)
+
+    # π_ref: the trainer loads the policy with TRL's model kwargs
+    require_model(model_args)
+    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
+
+    # Prompts: train (and eval) splits with the optional prompt transform; the trainer joins their cached
+    # reference rewards from `reference_cache_dir`
+    train_dataset, eval_dataset = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
+
+    trainer = VBoNTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        quantization_config=get_quantization_config(model_args),
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+
+    # Save the policy, push if asked, close the trackers and the process group
+    finish(trainer, training_args, script_args)
+    return trainer
 
 
 def make_parser(prog: str | None = None):
-    return training_parser(VBoNScriptArguments, "VBoNConfig", prog)
+    from trl_bon import VBoNConfig
+    from trl_bon.scripts.utils import training_parser
 
-
-def main(argv: list[str] | None = None) -> int:
-    return run_main(make_parser(), run, argv)
+    return training_parser(VBoNScriptArguments, VBoNConfig, prog)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = make_parser()
+    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(fail_with_unknown_args=False)
+    main(script_args, training_args, model_args, dataset_args)
