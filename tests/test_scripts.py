@@ -310,7 +310,7 @@ def test_jbond_two_cpu_processes(common, tmp_path):
         "--save_strategy",
         "no",
         "--per_device_train_batch_size",
-        "3",
+        "6",
         "--num_processes",
         "2",
     ]

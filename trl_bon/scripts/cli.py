@@ -37,6 +37,7 @@ SUBCOMMANDS = {
     "cache-ref-rewards": ("cache_ref_rewards", "Sample and score reference completions for vBoN's reward CDF."),
     "eval": ("evaluate", "Evaluate checkpoints: reward, KL, win rates, reward-vs-KL plots."),
     "demo": ("demo", "Offline demo: J-BOND on a tiny task with a known Best-of-N distribution."),
+    "plot": ("plot", "Redraw the figures of an evaluation's results.json (log-x, axis limits)."),
     "kit": ("kit", "Write a tiny offline model, reward model and dataset, and print a command line for each command."),
 }
 #: Subcommands that may run several processes (the others run in this process).
