@@ -8,7 +8,7 @@ Training subcommands (`jbond`, `vbon`, `bon-sft`) behave like `trl rloo`/`trl sf
 (so `--help` and argument errors appear before anything starts). Arguments the training parser does not know (from
 the command line or from keys of the `--config` YAML) must be flags of `accelerate launch` (`--num_processes 2`,
 `--config_file recipes/accelerate/multi_gpu.yaml`, `--accelerate_config <path or TRL config name>`); anything else is
-a one-line error naming the closest valid flag (see [`BoNParser`][trl_bon.scripts.parser.BoNParser]). Then:
+a one-line error naming the closest valid flag (see `trl_bon.scripts.parser.BoNParser`). Then:
 
 - one process asked for (no launcher flags, no default accelerate config, at most one GPU): `main` runs in this
   process, no relaunch;

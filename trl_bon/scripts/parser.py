@@ -144,13 +144,14 @@ class BoNParser(TrlParser):
         """TRL's `parse_args_and_config`, with command-line flags checked before any config object is built.
 
         With `return_remaining_strings=True` (how `trl-bon` separates the `accelerate launch` flags), only flags of
-        `accelerate launch` may remain; otherwise none may.
+        `accelerate launch` may remain; otherwise none may. A `ValueError` of a config's `__post_init__` (e.g.
+        `mode: bondd`, or bf16 without a GPU) is printed as an error message, without a traceback.
         """
         args = list(sys.argv[1:] if args is None else args)
         self.check_flags(args, launcher=return_remaining_strings)
         try:
             return super().parse_args_and_config(args, return_remaining_strings=return_remaining_strings, **kwargs)
-        except ConfigError as error:
+        except ValueError as error:  # a bad key or value, or a config's `__post_init__` check: no traceback
             self.error(str(error))
 
     def check_flags(self, args: list[str], launcher: bool) -> None:

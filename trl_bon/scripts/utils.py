@@ -1,7 +1,7 @@
 """Helpers shared by the `trl-bon` scripts: script arguments, reward functions, datasets, model-loading kwargs.
 
 They follow TRL's own scripts (`trl/scripts/rloo.py`, `sft.py`): a parser over `(ScriptArguments subclass, XConfig,
-ModelConfig, DatasetMixtureConfig)` (the strict [`BoNParser`][trl_bon.scripts.parser.BoNParser]),
+ModelConfig, DatasetMixtureConfig)` (the strict `trl_bon.scripts.parser.BoNParser`),
 `get_peft_config` / `get_quantization_config` for LoRA and 8/4-bit, `--config recipe.yaml` for everything. Public:
 recipes and your own scripts may import them (e.g. `make_prompts` to build the IMDB prompts of a baseline).
 """
@@ -208,18 +208,20 @@ def finish(trainer, training_args, script_args) -> None:
     trainer.end()
 
 
-def train_from_args(trainer_name: str, script_args, training_args, model_args, dataset_args):
-    """Build `trl_bon.<trainer_name>` from parsed arguments, train, save (kept for `bon_sft.py`; `jbond.py` and
-    `vbon.py` spell the same steps out in their `main`, as TRL's scripts do)."""
-    from trl import get_peft_config, get_quantization_config
+def trainer_inputs(script_args, training_args, model_args, dataset_args) -> dict:
+    """The keyword arguments of every trl-bon trainer, built from parsed arguments as TRL's scripts build them.
 
-    import trl_bon
+    In order: the reward model(s) and function(s) (`resolve_reward_funcs`), π_ref with TRL's `model_init_kwargs`
+    (revision, dtype, attention, remote code), the train (and, when evaluating, eval) split with the prompt
+    transform, and the quantization and LoRA configs from `ModelConfig`.
+    """
+    from trl import get_peft_config, get_quantization_config
 
     reward_funcs = resolve_reward_funcs(script_args)
     require_model(model_args)
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     train_dataset, eval_dataset = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
-    trainer = getattr(trl_bon, trainer_name)(
+    return dict(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
         args=training_args,
@@ -228,6 +230,14 @@ def train_from_args(trainer_name: str, script_args, training_args, model_args, d
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
+
+
+def train_from_args(trainer_name: str, script_args, training_args, model_args, dataset_args):
+    """Build `trl_bon.<trainer_name>` from parsed arguments, train, save (kept for `bon_sft.py`; `jbond.py` and
+    `vbon.py` name their trainer in their own `main`, as TRL's scripts do)."""
+    import trl_bon
+
+    trainer = getattr(trl_bon, trainer_name)(**trainer_inputs(script_args, training_args, model_args, dataset_args))
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     finish(trainer, training_args, script_args)
     return trainer

@@ -25,36 +25,19 @@ from trl_bon.scripts.utils import BoNScriptArguments
 
 @dataclass
 class VBoNScriptArguments(BoNScriptArguments):
-    """Script arguments of `trl-bon vbon`: the dataset ([`ScriptArguments`][trl.ScriptArguments]), the reward(s)
-    and the prompt transform (see [`BoNScriptArguments`][trl_bon.scripts.utils.BoNScriptArguments])."""
+    """Script arguments of `trl-bon vbon`: the dataset ([`~trl.ScriptArguments`]), the reward(s)
+    and the prompt transform (see [`~trl_bon.scripts.utils.BoNScriptArguments`])."""
 
 
 def main(script_args, training_args, model_args, dataset_args):
-    from trl import get_peft_config, get_quantization_config
-
     from trl_bon import VBoNTrainer
-    from trl_bon.scripts.utils import finish, load_splits, model_init_kwargs, require_model, resolve_reward_funcs
+    from trl_bon.scripts.utils import finish, trainer_inputs
 
-    # Reward model(s) and function(s), summed with `reward_weights`
-    reward_funcs = resolve_reward_funcs(script_args)
+    # Reward(s), π_ref with TRL's model kwargs, prompts (with the prompt transform), LoRA and quantization
+    inputs = trainer_inputs(script_args, training_args, model_args, dataset_args)
 
-    # π_ref: the trainer loads the policy with TRL's model kwargs
-    require_model(model_args)
-    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
-
-    # Prompts: train (and eval) splits with the optional prompt transform; the trainer joins their cached
-    # reference rewards from `reference_cache_dir`
-    train_dataset, eval_dataset = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
-
-    trainer = VBoNTrainer(
-        model=model_args.model_name_or_path,
-        reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        quantization_config=get_quantization_config(model_args),
-        peft_config=get_peft_config(model_args),
-    )
+    # Train on the reference rewards `trl-bon cache-ref-rewards` cached in `--reference_cache_dir`
+    trainer = VBoNTrainer(**inputs)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
     # Save the policy, push if asked, close the trackers and the process group
