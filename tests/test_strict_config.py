@@ -59,6 +59,11 @@ def test_bad_config_is_one_line_naming_key_and_fix(tmp_path, capsys, config, exp
     assert len(err.splitlines()) == 2  # the error and a pointer to --help, no usage dump
 
 
+def test_config_validation_error_is_a_parser_error(tmp_path, capsys):
+    err = error_of(capsys, lambda: parse(tmp_path, {"mode": "bondd"}))  # raised by JBondConfig.__post_init__
+    assert err.startswith("trl-bon jbond: error: Unknown `mode='bondd'`")
+
+
 def test_all_problems_reported_at_once(tmp_path, capsys):
     err = error_of(capsys, lambda: parse(tmp_path, {"learning_rat": 1, "max_steps": 2.7}))
     assert "learning_rat" in err and "max_steps" in err
@@ -136,7 +141,8 @@ def test_eval_help_has_no_training_options(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     out = capsys.readouterr().out
-    assert "--use_peft" not in out and "--lora_r" not in out and "--learning_rate" not in out
+    for flag in ("--use_peft", "--lora_r", "--learning_rate", "--dataset_train_split", "--ignore_bias_buffers"):
+        assert flag not in out
     assert "π_ref, the reference (SFT) policy" in " ".join(out.split())
     assert "--checkpoints" in out
 
@@ -193,3 +199,14 @@ def test_bad_config_under_accelerate_launch(tmp_path):
     assert result.returncode != 0
     assert "unknown key `learning_rat` (did you mean `--learning_rate`?)" in result.stderr
     assert "/nonexistent" not in result.stderr  # no model was looked up
+
+
+def test_parser_runs_the_trl_version_guard(monkeypatch):
+    from packaging.version import Version
+
+    from trl_bon import _trl_compat
+    from trl_bon.scripts.evaluate import make_parser
+
+    monkeypatch.setattr(_trl_compat, "TESTED_TRL", (Version("0.1"), Version("0.2")))
+    with pytest.warns(UserWarning, match="trl-bon is tested with trl>=0.1,<0.2"):
+        make_parser()

@@ -3,9 +3,10 @@
     trl-bon kit trl_bon_kit            # then copy the printed lines, one by one
 
 The kit folder holds a tiny Llama causal LM with its BPE tokenizer (`policy/`, π_ref), a tiny Llama reward model
-(`reward/`, randomly initialised: its score is an arbitrary but fixed function of the text, which training raises), a
+(`reward/`, randomly initialised: its score is an arbitrary but fixed function of the text), a
 prompt dataset (`prompts/train.jsonl`, `prompts/test.jsonl`) and one YAML per command. Each printed command runs on a
-laptop CPU in well under a minute, in fp32 (`bf16: false`, `use_cpu: true`), offline; outputs go to `<kit>/out/`.
+CPU in about a minute (mostly Python start-up and the TRL import), in fp32 (`bf16: false`, `use_cpu: true`),
+offline; outputs go to `<kit>/out/`.
 The same YAML keys work with real models: swap the paths for Hub ids and drop the CPU settings.
 """
 
@@ -24,7 +25,7 @@ CPU_TRAINING = {
     "max_steps": 8,
     "logging_steps": 1,
     "max_completion_length": 8,
-    "learning_rate": 1.0e-3,
+    "learning_rate": 1.0e-2,
     "dataloader_num_workers": 0,
     "seed": 0,
 }
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Offline try-out kit written to {root}: policy/ (π_ref), reward/, prompts/, one YAML per command.\n")
     for stem in ("jbond", "vbon", "bon_sft", "eval"):
         print(f"# {root / f'{stem}.yaml'}\n{(root / f'{stem}.yaml').read_text()}")
-    print("Run, in this order (each takes well under a minute on a laptop CPU):\n")
+    print("Run, in this order (each takes about a minute on a CPU, mostly start-up):\n")
     for what, command in commands:
         print(f"# {what}\n{command}\n")
     print(

@@ -30,8 +30,8 @@ recipes/accelerate/multi_gpu.yaml`, `--accelerate_config zero3` for a config shi
 this Python process, without a relaunch; several run under `accelerate launch`, or under `torchrun` when there is no
 GPU (accelerate runs CPU processes only through MPI). `TRL_BON_LAUNCH=0` always runs in this process."""
 
-#: `ModelConfig` options that only make sense when training (hidden from `--help` of parsers without a trainer config).
-TRAINING_ONLY_MODEL_OPTIONS = ("use_peft", "lora_", "use_rslora", "use_dora")
+#: Options (name prefixes) that only make sense when training: hidden from `--help` of parsers without a config.
+TRAINING_ONLY_OPTIONS = ("use_peft", "lora_", "use_rslora", "use_dora", "dataset_train_split", "ignore_bias_buffers")
 MODEL_HELP = (
     "π_ref, the reference (SFT) policy: a Hub id or a local folder. Training starts from it and measures the KL to "
     "it; `trl-bon eval` compares checkpoints and Best-of-N samples with it."
@@ -65,6 +65,8 @@ def _accepts(hint, container: type) -> bool:
 class BoNParser(TrlParser):
     """`TrlParser` whose `--config` keys and values are checked like command-line flags.
 
+    Building one runs the TRL version guard (`check_trl_version`): a TRL outside the tested range warns.
+
     Args:
         dataclass_types: as for [`~trl.TrlParser`].
         **kwargs: passed to `argparse.ArgumentParser` (`prog`, …). Abbreviated flags are off (`allow_abbrev=False`):
@@ -72,6 +74,9 @@ class BoNParser(TrlParser):
     """
 
     def __init__(self, dataclass_types, **kwargs):
+        from trl_bon._trl_compat import check_trl_version
+
+        check_trl_version()  # every command parses first: warn before anything runs on an untested TRL
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("usage", "%(prog)s [--config FILE.yaml] [--option VALUE ...]")
         kwargs.setdefault("description", HELP_PREAMBLE)
@@ -180,7 +185,7 @@ class BoNParser(TrlParser):
     # --- help ---------------------------------------------------------------------------------------------------
 
     def _group_options_for_help(self) -> None:
-        """Group the options by role, Best-of-N first; hide training-only model options from non-training parsers."""
+        """Group the options by role, Best-of-N first; hide training-only options from non-training parsers."""
         from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments
 
         groups = []
@@ -214,7 +219,7 @@ class BoNParser(TrlParser):
                     group._group_actions.append(action)
                     if action.dest == "model_name_or_path":
                         action.help = MODEL_HELP
-                    if not training and action.dest.startswith(TRAINING_ONLY_MODEL_OPTIONS):
+                    if not training and action.dest.startswith(TRAINING_ONLY_OPTIONS):
                         action.help = argparse.SUPPRESS
         self._action_groups.extend(new_groups)
 

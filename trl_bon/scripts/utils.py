@@ -246,15 +246,13 @@ def train_from_args(trainer_name: str, script_args, training_args, model_args, d
 def training_parser(script_arguments_class, config_class, prog: str | None = None):
     """`BoNParser((script arguments, config_class, ModelConfig, DatasetMixtureConfig))`, as TRL's scripts build it.
 
-    `config_class` may also be given by name (`"JBondConfig"`). Checks the installed TRL version first.
+    `config_class` may also be given by name (`"JBondConfig"`).
     """
     from trl import DatasetMixtureConfig, ModelConfig
 
     import trl_bon
-    from trl_bon._trl_compat import check_trl_version
     from trl_bon.scripts.parser import BoNParser
 
-    check_trl_version()
     if isinstance(config_class, str):
         config_class = getattr(trl_bon, config_class)
     return BoNParser((script_arguments_class, config_class, ModelConfig, DatasetMixtureConfig), prog=prog)
