@@ -210,3 +210,17 @@ def test_parser_runs_the_trl_version_guard(monkeypatch):
     monkeypatch.setattr(_trl_compat, "TESTED_TRL", (Version("0.1"), Version("0.2")))
     with pytest.warns(UserWarning, match="trl-bon is tested with trl>=0.1,<0.2"):
         make_parser()
+
+
+@pytest.mark.parametrize("num_processes", ["1", "2"])
+def test_training_command_routes(monkeypatch, tmp_path, num_processes):
+    """`trl-bon bon-sft` (whose `main` parses its own argv) is routed like jbond: in-process, or torchrun on CPU."""
+    _no_default_accelerate_config()
+    from trl_bon.scripts import bon_sft, cli
+
+    calls = []
+    monkeypatch.setattr(cli, "launch", lambda route, n, module, launch_args, argv: calls.append((route, n, argv)))
+    monkeypatch.setattr(bon_sft, "main", lambda argv: calls.append(("in_process", 1, argv)))
+    argv = ["--output_dir", str(tmp_path), *CPU]
+    assert cli.main(["bon-sft", *argv, "--num_processes", num_processes]) == 0
+    assert calls == [("in_process" if num_processes == "1" else "torchrun", int(num_processes), argv)]

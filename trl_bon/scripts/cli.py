@@ -126,18 +126,22 @@ def run_command(command: str, argv: list[str], allow_launch: bool) -> int:
 
     module_name = SUBCOMMANDS[command][0]
     module = importlib.import_module(f"trl_bon.scripts.{module_name}")
-    if list(inspect.signature(module.main).parameters) == ["argv"]:  # a script that parses its own arguments
+    parses_argv = list(inspect.signature(module.main).parameters) == ["argv"]  # `main(argv)`: parses on its own
+    if parses_argv and command not in TRAINING_COMMANDS:
         return module.main(argv) or 0
     parser = module.make_parser(prog=f"trl-bon {command}")
     *parsed, config_remaining, cli_remaining = parser.parse_args_and_config(
         argv, return_remaining_strings=True, separate_remaining_strings=True
     )
     launch_args = resolve_accelerate_config_argument(config_remaining + cli_remaining)
+    script_argv = _subtract_subsequence(argv, cli_remaining)
     route, num_processes = launch_route(launch_args) if allow_launch else ("in_process", 1)
-    if route == "in_process":
-        module.main(*parsed)
+    if route != "in_process":
+        launch(route, num_processes, module_name, launch_args, script_argv)
+    elif parses_argv:
+        module.main(script_argv)
     else:
-        launch(route, num_processes, module_name, launch_args, _subtract_subsequence(argv, cli_remaining))
+        module.main(*parsed)
     return 0
 
 
