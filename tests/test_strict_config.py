@@ -224,3 +224,14 @@ def test_training_command_routes(monkeypatch, tmp_path, num_processes):
     argv = ["--output_dir", str(tmp_path), *CPU]
     assert cli.main(["bon-sft", *argv, "--num_processes", num_processes]) == 0
     assert calls == [("in_process" if num_processes == "1" else "torchrun", int(num_processes), argv)]
+
+
+@pytest.mark.parametrize("content", [None, "learning_rate: [1, 2\n"])
+def test_missing_or_broken_config_file_is_one_line(tmp_path, capsys, content):
+    from trl_bon.scripts.jbond import make_parser
+
+    path = tmp_path / "c.yaml"
+    if content is not None:
+        path.write_text(content)
+    err = error_of(capsys, lambda: make_parser(prog="jbond").parse_args_and_config(["--config", str(path), *CPU]))
+    assert len(err.splitlines()) == 2 and ("not valid YAML" in err if content else "needs the path" in err)

@@ -10,6 +10,7 @@ error names the key and the closest valid name — before any model is loaded, i
 import argparse
 import dataclasses
 import difflib
+import os
 import sys
 import typing
 
@@ -152,17 +153,25 @@ class BoNParser(TrlParser):
         `accelerate launch` may remain; otherwise none may. A `ValueError` of a config's `__post_init__` (e.g.
         `mode: bondd`, or bf16 without a GPU) is printed as an error message, without a traceback.
         """
+        import yaml
+
         args = list(sys.argv[1:] if args is None else args)
         self.check_flags(args, launcher=return_remaining_strings)
         try:
             return super().parse_args_and_config(args, return_remaining_strings=return_remaining_strings, **kwargs)
         except ValueError as error:  # a bad key or value, or a config's `__post_init__` check: no traceback
             self.error(str(error))
+        except yaml.YAMLError as error:
+            self.error(
+                f"--config {args[args.index('--config') + 1]} is not valid YAML: {' '.join(str(error).split())}"
+            )
 
     def check_flags(self, args: list[str], launcher: bool) -> None:
         """Parse the flags alone (types, choices) and refuse unknown ones, before dataclasses run `__post_init__`."""
         if "--config" in args:
             index = args.index("--config")
+            if index + 1 >= len(args) or not os.path.isfile(args[index + 1]):
+                self.error(f"--config needs the path of a YAML file, got {args[index + 1 : index + 2] or 'nothing'}")
             args = args[:index] + args[index + 2 :]
         _, unknown = self.parse_known_args(args)
         allowed = accelerate_launch_options() | {"accelerate_config"} if launcher and unknown else set()
