@@ -144,7 +144,8 @@ def test_eval_help_has_no_training_options(capsys):
     for flag in ("--use_peft", "--lora_r", "--learning_rate", "--dataset_train_split", "--ignore_bias_buffers"):
         assert flag not in out
     assert "π_ref, the reference (SFT) policy" in " ".join(out.split())
-    assert "--checkpoints" in out
+    assert out.index("Options of this command (EvalScriptArguments):") < out.index("--checkpoints")
+    assert out.index("--checkpoints") < out.index("--dataset_name")  # the command's own options first
 
 
 def _no_default_accelerate_config():

@@ -201,7 +201,14 @@ class BoNParser(TrlParser):
         for dtype in self.dataclass_types:
             names = [f.name for f in dataclasses.fields(dtype) if f.init]
             if issubclass(dtype, ScriptArguments):
-                groups.append((1, f"Script options: data, reward, prompts ({dtype.__name__})", names))
+                from trl_bon.scripts.utils import BoNScriptArguments
+
+                shared = {f.name for f in dataclasses.fields(BoNScriptArguments)}
+                own = [n for n in names if n not in shared]  # e.g. eval's `checkpoints`, `bon_ns`
+                if own:
+                    groups.append((0, f"Options of this command ({dtype.__name__})", own))
+                shared_names = [n for n in names if n in shared]
+                groups.append((1, f"Script options: data, reward, prompts ({dtype.__name__})", shared_names))
             elif issubclass(dtype, ModelConfig):
                 groups.append((2, "π_ref, LoRA and quantization (ModelConfig)", names))
             elif issubclass(dtype, DatasetMixtureConfig):
@@ -212,7 +219,7 @@ class BoNParser(TrlParser):
                 own = [n for n in names if n not in inherited]
                 groups.append((0, f"Best-of-N options ({dtype.__name__})", own))
                 groups.append((3, f"Training options inherited from TRL ({base.__name__})", sorted(inherited)))
-        training = any(rank == 0 for rank, _, _ in groups)
+        training = any(title.startswith("Best-of-N options") for _, title, _ in groups)
         if not training:
             groups = [
                 (r, t.replace("π_ref, LoRA and quantization", "π_ref and quantization"), n) for r, t, n in groups
