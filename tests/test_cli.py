@@ -32,6 +32,8 @@ def test_help_lists_usage(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: trl-bon")
     assert "--version" in out and "<command>" in out
+    for command in ("jbond", "vbon", "bon-sft", "cache-ref-rewards", "eval", "plot", "demo", "kit"):
+        assert command in out
 
 
 def test_no_command_prints_help(capsys):

@@ -79,3 +79,16 @@ def test_mkdocs_build_strict(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "index.html").is_file()
     assert (tmp_path / "site" / "api" / "index.html").is_file()
+
+
+def test_docstring_references_render_as_code():
+    """The mkdocs hook turns TRL-style `[`~trl.SFTTrainer`]` references (rendered as literal brackets) into code."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", REPO / "docs" / "_hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    html = "see [<code>~trl.SFTTrainer</code>], [<code>transformers.Trainer.train()</code>] and [a](b)"
+    assert hooks.on_page_content(html) == (
+        "see <code>SFTTrainer</code>, <code>transformers.Trainer.train()</code> and [a](b)"
+    )

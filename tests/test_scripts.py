@@ -210,20 +210,21 @@ def test_bon_sft(common, tmp_path):
 
 
 def test_missing_reward_names_the_fix(common, tmp_path):
-    from trl_bon.scripts.jbond import main
+    from trl_bon.scripts.cli import main
 
     index = common.index("--reward_model_name_or_path")
     argv = common[:index] + common[index + 2 :]  # no reward at all
     with pytest.raises(ValueError, match="--reward_model_name_or_path"):
-        main([*argv, *TRAIN, "--output_dir", str(tmp_path)])
+        main(["jbond", *argv, *TRAIN, "--output_dir", str(tmp_path)], launch=False)
 
 
 def test_missing_dataset_names_the_fix(tiny_kit, tmp_path):
-    from trl_bon.scripts.jbond import main
+    from trl_bon.scripts.cli import main
 
     with pytest.raises(ValueError, match="--dataset_name"):
         main(
             [
+                "jbond",
                 "--model_name_or_path",
                 tiny_kit["policy"],
                 "--reward_model_name_or_path",
@@ -231,7 +232,8 @@ def test_missing_dataset_names_the_fix(tiny_kit, tmp_path):
                 *TRAIN,
                 "--output_dir",
                 str(tmp_path),
-            ]
+            ],
+            launch=False,
         )
 
 
@@ -260,7 +262,7 @@ def test_prompt_transform_is_deterministic(tiny_kit):
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from trl_bon.scripts._common import make_prompts
+    from trl_bon.scripts.utils import make_prompts
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_kit["policy"])
     data = Dataset.from_dict({"text": TEXTS, "label": [1] * len(TEXTS)})
@@ -290,9 +292,10 @@ def test_demo_quick(tmp_path, capsys):
     assert str(tmp_path / "demo.json") in out and "closest Best-of-N" in out
 
 
-def test_jbond_through_accelerate_launch(common, tmp_path):
-    """`trl-bon jbond` re-launches `-m trl_bon.scripts.jbond` under `accelerate launch` (unknown flags go there)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRL_BON_LAUNCH": "1"}
+def test_jbond_two_cpu_processes(common, tmp_path):
+    """`trl-bon jbond --num_processes 2` without a GPU runs two processes (through torchrun; accelerate would
+    silently start one)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRL_BON_LAUNCH": "1", "CUDA_VISIBLE_DEVICES": ""}
     argv = [
         sys.executable,
         "-m",
@@ -306,15 +309,13 @@ def test_jbond_through_accelerate_launch(common, tmp_path):
         str(tmp_path),
         "--save_strategy",
         "no",
+        "--per_device_train_batch_size",
+        "6",
         "--num_processes",
-        "1",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
+        "2",
     ]
-    result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "starting 2 CPU processes with torchrun" in result.stderr
+    assert "Training completed (2 process(es))." in result.stdout
     assert (tmp_path / "model.safetensors").is_file()

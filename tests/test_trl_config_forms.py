@@ -38,7 +38,7 @@ TRAIN = [
 def test_resolve_reward_funcs_takes_the_string_form(tiny_kit):
     from types import SimpleNamespace
 
-    from trl_bon.scripts._common import resolve_reward_funcs
+    from trl_bon.scripts.utils import resolve_reward_funcs
 
     args = SimpleNamespace(
         reward_model_name_or_path=tiny_kit["reward"], reward_funcs="tests.test_scripts.length_reward"

@@ -7,6 +7,7 @@ this file and a red contract test rather than a silent change in a trainer.
 
 import trl
 from packaging.version import Version
+from trl.cli.commands.training import _subtract_subsequence
 from trl.generation.vllm_generation import VLLMGeneration
 from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed, prepare_fsdp
 from trl.trainer.utils import (
@@ -56,6 +57,7 @@ __all__ = [
     "GENERATION_OUTPUT_KEYS",
     "VLLMGeneration",
     "WRAPPED_RLOO_HOOKS",
+    "_subtract_subsequence",
     "add_fused_lm_head",
     "check_trl_version",
     "create_model_from_path",

@@ -1,5 +1,7 @@
 """Reward-vs-KL and win-rate-vs-KL plots (the papers' Pareto figures), with matplotlib's Agg backend.
 
+`trl-bon plot results.json --log_x --xlim 0 5` redraws the figures of an evaluation (`trl_bon/scripts/plot.py`).
+
 matplotlib is an optional dependency (`pip install 'trl-bon[plot]'`); everything else in trl-bon works without it.
 """
 
@@ -33,55 +35,120 @@ PARETO_METRICS = (
     ("reward", "mean reward", "reward_vs_kl.png"),
     ("win_rate_vs_ref", "win rate vs π_ref (ties ½)", "win_rate_vs_kl.png"),
 )
+#: Metrics whose value at π_ref is known exactly: π_ref against itself wins half of the time (ties count ½).
+EXACT_AT_REFERENCE = {"win_rate_vs_ref": 0.5}
+
+
+def reference_value(reference: dict, key: str) -> float:
+    """π_ref's value of `key`: exact where it is known by definition, else the estimate in the results."""
+    return EXACT_AT_REFERENCE.get(key, reference.get(key))
+
+
+def trajectories(checkpoint_rows: list[dict]) -> dict[str, list[tuple[float, dict]]]:
+    """`{method: [(step, row), …]}` in step order; `method@step` names share a method, other names are their own."""
+    groups: dict[str, list] = {}
+    for row in checkpoint_rows:
+        method, step = _method_and_step(row["name"])
+        groups.setdefault(method, []).append((step, row))
+    for points in groups.values():
+        points.sort(key=lambda point: point[0])
+    return groups
 
 
 def plot_pareto(
-    results: dict, output_dir: str | Path, kl_metric: str = "kl_k1", metrics: tuple = PARETO_METRICS
+    results: dict,
+    output_dir: str | Path,
+    kl_metric: str = "kl_k1",
+    metrics: tuple = PARETO_METRICS,
+    log_x: bool = False,
+    xlim: tuple[float | None, float | None] | None = None,
+    ylim: dict[str, tuple[float | None, float | None]] | None = None,
 ) -> dict:
     """Draw one metric-vs-KL figure per `(key, y label, file name)` in `metrics` from an evaluation result dict.
 
     By default `reward_vs_kl.png` and `win_rate_vs_kl.png`; any key present in the checkpoint rows, the Best-of-N
     points and the reference works (e.g. an independent judge's score).
 
-    Checkpoints named `method@step` are joined in step order, one line per method. The Best-of-N curve is drawn at
-    the bound log N − (N−1)/N (solid, the papers' convention) and at the Monte-Carlo estimate (dashed); π_ref sits at
-    KL 0.
+    Each method (checkpoints named `method@step`) is one trajectory that starts at π_ref (KL 0) and visits its
+    checkpoints in step order; the markers are coloured by step (colour bar) and labelled with it, with error bars of
+    one standard error wherever the results hold one (`<key>_sem`, `<kl_metric>_sem`). π_ref's win rate against itself
+    is drawn at ½, its exact value. The Best-of-N curve is drawn at the bound log N − (N−1)/N (solid, the papers'
+    convention, labelled with N) and at the Monte-Carlo estimate (dashed).
+
+    Args:
+        log_x: symmetric-log x axis (linear below the smallest positive KL, so π_ref at 0 stays on the plot); use it
+            when one checkpoint's KL dwarfs the others.
+        xlim: `(left, right)` of the KL axis; `None` in either place keeps matplotlib's choice.
+        ylim: `{key: (bottom, top)}` per metric.
 
     Returns:
         `{file name without .png: path}`, e.g. `{"reward_vs_kl": path, "win_rate_vs_kl": path}`.
     """
     plt = _pyplot()
+    from matplotlib.colors import Normalize
+
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    groups: dict[str, list] = {}
-    for row in results["checkpoints"]:
-        method, step = _method_and_step(row["name"])
-        groups.setdefault(method, []).append((step, row))
+    groups = trajectories(results["checkpoints"])
+    steps = [step for points in groups.values() for step, _ in points if step != float("inf")]
+    norm = Normalize(vmin=0, vmax=max(steps, default=1) or 1)
     bon, reference = results["bon"], results["reference"]
     files = {}
     for key, ylabel, filename in metrics:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
+        fig, ax = plt.subplots(figsize=(6.4, 4.8))
+        ref_y = reference_value(reference, key)
+        xs_all = [0.0]
         if bon:
-            ys = [reference[key]] + [b[key] for b in bon]
+            ys = [ref_y] + [b[key] for b in bon]
             ax.plot([0.0] + [b["kl_bound"] for b in bon], ys, "k-o", ms=4, label="Best-of-N (KL bound)")
             ax.plot([0.0] + [b["kl_estimate"] for b in bon], ys, "k--", alpha=0.5, label="Best-of-N (KL estimate)")
             for b in bon:
                 ax.annotate(
                     f"N={b['n']}", (b["kl_bound"], b[key]), textcoords="offset points", xytext=(4, -10), fontsize=8
                 )
-        ax.plot([0.0], [reference[key]], "ks", ms=7, label="π_ref")
-        for method, points in groups.items():
-            points.sort(key=lambda p: p[0])
-            xs = [row[kl_metric] for _, row in points]
-            ys = [row[key] for _, row in points]
-            ax.plot(xs, ys, "-o", ms=5, label=method)
+            xs_all += [b["kl_bound"] for b in bon]
+        scatter = None
+        for index, (method, points) in enumerate(groups.items()):
+            color = f"C{index}"
+            xs = [0.0] + [row[kl_metric] for _, row in points]
+            ys = [ref_y] + [row[key] for _, row in points]
+            xs_all += xs
+            ax.plot(xs, ys, "-", color=color, lw=1.5, label=method, zorder=2)
+            ax.errorbar(
+                xs[1:],
+                ys[1:],
+                xerr=[row.get(f"{kl_metric}_sem", 0.0) for _, row in points],
+                yerr=[row.get(f"{key}_sem", 0.0) for _, row in points],
+                fmt="none",
+                ecolor=color,
+                alpha=0.6,
+                capsize=2,
+                zorder=2,
+            )
+            colours = [norm.vmax if step == float("inf") else step for step, _ in points]
+            scatter = ax.scatter(
+                xs[1:], ys[1:], c=colours, cmap="viridis", norm=norm, s=36, edgecolors=color, zorder=3
+            )
+            for (step, _), x, y in zip(points, xs[1:], ys[1:], strict=True):
+                if step != float("inf"):
+                    ax.annotate(f"{step:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.plot([0.0], [ref_y], "ks", ms=7, label="π_ref", zorder=4)
+        if scatter is not None and steps:
+            fig.colorbar(scatter, ax=ax, label="training step")
+        if log_x:
+            positive = [x for x in xs_all if x > 0]
+            ax.set_xscale("symlog", linthresh=min(positive, default=1.0))
+        if xlim is not None:
+            ax.set_xlim(*xlim)
+        if ylim and key in ylim:
+            ax.set_ylim(*ylim[key])
         ax.set_xlabel(f"KL(π‖π_ref) [{kl_metric}, completion tokens]")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = output_dir / filename
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=150)
         plt.close(fig)
         files[filename.removesuffix(".png")] = str(path)
     return files

@@ -10,7 +10,7 @@
 `trl rloo` has no prompt transform, so the 2-8-token review prefixes are written once to
 `<output_dir>/{train,test}.jsonl` (one `{"prompt": ...}` per line). They are built by the same function and seed as
 the trl-bon recipes' `prompt_column`/`prompt_min_tokens`/`prompt_max_tokens` options
-(`trl_bon.scripts._common.make_prompts`), so every method trains and is evaluated on identical prompts.
+(`trl_bon.scripts.utils.make_prompts`), so every method trains and is evaluated on identical prompts.
 """
 
 import argparse
@@ -30,7 +30,7 @@ def main():
     from datasets import load_dataset
     from transformers import AutoTokenizer
 
-    from trl_bon.scripts._common import make_prompts
+    from trl_bon.scripts.utils import make_prompts
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     dataset = load_dataset(args.dataset_name)

@@ -12,12 +12,12 @@ from tests.helpers import run_torchrun
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
-# Runs `trl_bon.scripts.jbond` exactly as `-m` does (its `run` on the parsed argv), then each rank dumps its state.
+# Runs `trl_bon.scripts.jbond` exactly as `-m` does (its `main` on the parsed argv), then each rank dumps its state.
 WRAPPER = """
 import os, sys, torch
 from trl_bon.scripts import jbond
 parsed = jbond.make_parser().parse_args_and_config(sys.argv[1:], fail_with_unknown_args=False)
-trainer = jbond.run(*parsed)
+trainer = jbond.main(*parsed)
 state = {k: v.detach().cpu().clone() for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()}
 torch.save({"world_size": trainer.accelerator.num_processes, "rank": trainer.accelerator.process_index,
             "state": state}, os.path.join(os.environ["DUMP_DIR"], f"rank{trainer.accelerator.process_index}.pt"))

@@ -29,7 +29,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl_bon.scripts._common import (
+from trl_bon.scripts.utils import (
     BoNScriptArguments,
     finish,
     load_splits,

@@ -23,7 +23,7 @@ each). The test split is cached too when `--eval_strategy` is not `no`. It runs 
 import os
 import sys
 
-from trl_bon.scripts._common import (
+from trl_bon.scripts.utils import (
     BoNScriptArguments,
     load_splits,
     model_init_kwargs,

@@ -1,23 +1,30 @@
 """The `trl-bon` command line.
 
-`trl` has no plugin hook for new subcommands (its CLI is a fixed list), so trl-bon ships its own entry point. Each
-subcommand lives in `trl_bon/scripts/<module>.py` and exposes `make_parser(prog=None)` and `main(argv=None)`; the
-modules are imported only when their subcommand runs, so `trl-bon --help` and `--version` stay fast.
+`trl` has no plugin hook for new subcommands (its CLI is a fixed list), so trl-bon ships its own entry point, built
+from TRL's CLI helpers. Each subcommand lives in `trl_bon/scripts/<module>.py` and exposes `make_parser(prog=None)`
+and a `main`; the modules are imported only when their subcommand runs, so `trl-bon --help` and `--version` stay fast.
 
 Training subcommands (`jbond`, `vbon`, `bon-sft`) behave like `trl rloo`/`trl sft`: the arguments are parsed once
-(so `--help` and argument errors appear before anything starts), then the module is re-launched under
-`accelerate launch -m trl_bon.scripts.<module> …`. Arguments the training parser does not know (from the command line
-or from keys of the `--config` YAML) go to `accelerate launch`, e.g. `--num_processes 2`, `--config_file
-recipes/accelerate/multi_gpu.yaml` or `--accelerate_config <path or TRL config name>`. Set `TRL_BON_LAUNCH=0` (or call
-`main(argv, launch=False)`) to run the training in the current process instead, as the tests do.
+(so `--help` and argument errors appear before anything starts). Arguments the training parser does not know (from
+the command line or from keys of the `--config` YAML) must be flags of `accelerate launch` (`--num_processes 2`,
+`--config_file recipes/accelerate/multi_gpu.yaml`, `--accelerate_config <path or TRL config name>`); anything else is
+a one-line error naming the closest valid flag (see `trl_bon.scripts.parser.BoNParser`). Then:
+
+- one process asked for (no launcher flags, no default accelerate config, at most one GPU): `main` runs in this
+  process, no relaunch;
+- several processes without a GPU: the module runs under `torchrun --standalone --nproc_per_node N` (accelerate runs
+  CPU processes only through MPI, and would silently start one);
+- otherwise: `accelerate launch … -m trl_bon.scripts.<module> …`.
+
+`TRL_BON_LAUNCH=0` (or `main(argv, launch=False)`) always runs in this process, as the tests do.
 """
 
 import argparse
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
-from pathlib import Path
 
 from trl_bon import __version__
 
@@ -30,9 +37,13 @@ SUBCOMMANDS = {
     "cache-ref-rewards": ("cache_ref_rewards", "Sample and score reference completions for vBoN's reward CDF."),
     "eval": ("evaluate", "Evaluate checkpoints: reward, KL, win rates, reward-vs-KL plots."),
     "demo": ("demo", "Offline demo: J-BOND on a tiny task with a known Best-of-N distribution."),
+    "plot": ("plot", "Redraw the figures of an evaluation's results.json (log-x, axis limits)."),
+    "kit": ("kit", "Write a tiny offline model, reward model and dataset, and print a command line for each command."),
 }
-#: Subcommands re-launched under `accelerate launch` (the others run in-process).
+#: Subcommands that may run several processes (the others run in this process).
 TRAINING_COMMANDS = ("jbond", "vbon", "bon-sft")
+#: `accelerate launch` settings that leave a single-process run as it would be in this process.
+SINGLE_PROCESS_SETTINGS = {"num_processes": 1, "num_machines": 1, "mixed_precision": "no", "dynamo_backend": "no"}
 
 
 def _available(module: str) -> bool:
@@ -42,8 +53,8 @@ def _available(module: str) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trl-bon",
-        description="Best-of-N distillation for TRL: J-BOND/BOND, vBoN and BoN-SFT trainers, evaluation and a demo. "
-        "Run `trl-bon <command> --help` for the options of a command.",
+        description="Best-of-N distillation for TRL: J-BOND/BOND, vBoN and BoN-SFT trainers, evaluation, a demo and "
+        "an offline try-out kit. Run `trl-bon <command> --help` for the options of a command.",
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"trl-bon {__version__}")
@@ -54,57 +65,83 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _subtract_subsequence(items: list[str], subsequence: list[str]) -> list[str]:
-    """`items` without the ordered `subsequence` (the launcher's arguments, which argparse returns in order)."""
-    remaining, it = [], iter(subsequence)
-    current = next(it, None)
-    for item in items:
-        if current is not None and item == current:
-            current = next(it, None)
-        else:
-            remaining.append(item)
-    return remaining
+def launch_route(launch_args: list[str]) -> tuple[str, int]:
+    """`("in_process" | "torchrun" | "accelerate", number of processes)` for these `accelerate launch` flags."""
+    import torch
+    from accelerate.commands.config import default_config_file
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
 
-
-def _resolve_accelerate_config(launch_args: list[str]) -> list[str]:
-    """`--accelerate_config X` → `--config_file X`, X being a file or a config shipped with TRL (`zero3`, …)."""
-    if "--accelerate_config" not in launch_args:
-        return launch_args
-    index = launch_args.index("--accelerate_config")
-    if index + 1 >= len(launch_args):
-        raise ValueError(
-            "Expected a value after `--accelerate_config` (a YAML path, e.g. recipes/accelerate/multi_gpu.yaml)."
-        )
-    value = launch_args[index + 1]
-    if not Path(value).is_file():
-        from importlib import resources
-
-        candidate = resources.files("trl.accelerate_configs").joinpath(f"{value}.yaml")
-        if not candidate.is_file():
+    launcher = launch_command_parser()
+    args = vars(launcher.parse_args([*launch_args, "-m", "trl_bon"]))
+    defaults = vars(launcher.parse_args(["-m", "trl_bon"]))
+    config_file = args["config_file"] or (default_config_file if os.path.isfile(default_config_file) else None)
+    config = load_config_from_file(config_file) if config_file else None
+    num_processes = args["num_processes"] or (config.num_processes if config else None) or 1
+    if not torch.cuda.is_available() and num_processes > 1:
+        engine = str(config.distributed_type).split(".")[-1] if config else "NO"
+        if args["use_deepspeed"] or args["use_fsdp"] or engine in ("DEEPSPEED", "FSDP"):
             raise ValueError(
-                f"`--accelerate_config {value}` is neither a file nor a config shipped with TRL; pass a path such as "
-                "recipes/accelerate/multi_gpu.yaml."
+                f"{num_processes} processes with DeepSpeed/FSDP were asked for, but there is no GPU and `accelerate "
+                "launch` does not start them on CPU. Drop the DeepSpeed/FSDP config to train with several CPU "
+                "processes (plain data parallel through torchrun), or run on GPUs."
             )
-        value = str(candidate)
-    return ["--config_file", value] + launch_args[:index] + launch_args[index + 2 :]
+        return "torchrun", num_processes
+    changed = {
+        key
+        for key, value in args.items()
+        if value != defaults[key]
+        and key != "nondefault"  # accelerate's own record of the flags given
+        and str(SINGLE_PROCESS_SETTINGS.get(key)).lower() != str(value).lower()
+    }
+    if not changed and config is None and torch.cuda.device_count() <= 1:
+        return "in_process", 1
+    return "accelerate", num_processes
 
 
-def launch_training(command: str, argv: list[str]) -> int:
-    """Parse `argv` with the subcommand's parser, then re-run the module under `accelerate launch`."""
-    from accelerate.commands.launch import launch_command, launch_command_parser
+def launch(route: str, num_processes: int, module_name: str, launch_args: list[str], script_args: list[str]) -> None:
+    """Run `-m trl_bon.scripts.<module_name> <script_args>` under `torchrun` or `accelerate launch`."""
+    module = f"trl_bon.scripts.{module_name}"
+    if route == "torchrun":
+        from torch.distributed.run import get_args_parser, run
+
+        print(f"trl-bon: no GPU, starting {num_processes} CPU processes with torchrun (gloo).", file=sys.stderr)
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+        run(
+            get_args_parser().parse_args(
+                ["--standalone", "--nproc_per_node", str(num_processes), "-m", module, *script_args]
+            )
+        )
+    else:
+        from accelerate.commands.launch import launch_command, launch_command_parser
+
+        launch_command(launch_command_parser().parse_args([*launch_args, "-m", module, *script_args]))
+
+
+def run_command(command: str, argv: list[str], allow_launch: bool) -> int:
+    """Parse `argv` with the subcommand's parser, then run its `main` here or under a launcher."""
+    from trl.cli.accelerate_config import resolve_accelerate_config_argument
+
+    from trl_bon._trl_compat import _subtract_subsequence
 
     module_name = SUBCOMMANDS[command][0]
     module = importlib.import_module(f"trl_bon.scripts.{module_name}")
+    parses_argv = list(inspect.signature(module.main).parameters) == ["argv"]  # `main(argv)`: parses on its own
+    if parses_argv and command not in TRAINING_COMMANDS:
+        return module.main(argv) or 0
     parser = module.make_parser(prog=f"trl-bon {command}")
-    *_, config_remaining, cli_remaining = parser.parse_args_and_config(
+    *parsed, config_remaining, cli_remaining = parser.parse_args_and_config(
         argv, return_remaining_strings=True, separate_remaining_strings=True
     )
-    launch_args = _resolve_accelerate_config(config_remaining + cli_remaining)
-    script_args = _subtract_subsequence(argv, cli_remaining)
-    accelerate_args = launch_command_parser().parse_args(
-        launch_args + ["--module", f"trl_bon.scripts.{module_name}"] + script_args
-    )
-    launch_command(accelerate_args)
+    launch_args = resolve_accelerate_config_argument(config_remaining + cli_remaining)
+    script_argv = _subtract_subsequence(argv, cli_remaining)
+    route, num_processes = launch_route(launch_args) if allow_launch else ("in_process", 1)
+    if route != "in_process":
+        launch(route, num_processes, module_name, launch_args, script_argv)
+    elif parses_argv:
+        module.main(script_argv)
+    else:
+        module.main(*parsed)
     return 0
 
 
@@ -117,14 +154,17 @@ def main(argv: list[str] | None = None, launch: bool | None = None) -> int:
         parser.print_help()
         return 0
     rest = argv[argv.index(args.command) + 1 :]
+    if "-h" in rest or "--help" in rest:
+        from trl_bon.scripts.parser import LAUNCH_HELP
+
+        module = importlib.import_module(f"trl_bon.scripts.{SUBCOMMANDS[args.command][0]}")
+        help_parser = module.make_parser(prog=f"trl-bon {args.command}")
+        if args.command in TRAINING_COMMANDS:
+            help_parser.description = f"{help_parser.description}\n\n{LAUNCH_HELP}"
+        help_parser.parse_args(["--help"])
     if launch is None:
         launch = os.environ.get("TRL_BON_LAUNCH", "1") not in ("0", "false", "False")
-    if launch and args.command in TRAINING_COMMANDS and "-h" not in rest and "--help" not in rest:
-        return launch_training(args.command, rest)
-    module = importlib.import_module(f"trl_bon.scripts.{SUBCOMMANDS[args.command][0]}")
-    if "-h" in rest or "--help" in rest:
-        module.make_parser(prog=f"trl-bon {args.command}").parse_args(["--help"])
-    return getattr(module, "cli", module.main)(rest) or 0  # `cli(argv)` where `main` takes parsed arguments
+    return run_command(args.command, rest, allow_launch=launch and args.command in TRAINING_COMMANDS)
 
 
 if __name__ == "__main__":

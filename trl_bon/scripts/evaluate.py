@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl_bon.sampling import GenerationSettings
-from trl_bon.scripts._common import (
+from trl_bon.scripts.utils import (
     BoNScriptArguments,
     apply_prompt_transform,
     as_list,
@@ -215,9 +215,11 @@ def format_table(results) -> str:
 
 
 def make_parser(prog: str | None = None):
-    from trl import DatasetMixtureConfig, ModelConfig, TrlParser
+    from trl import DatasetMixtureConfig, ModelConfig
 
-    return TrlParser((EvalScriptArguments, ModelConfig, DatasetMixtureConfig), prog=prog)
+    from trl_bon.scripts.parser import BoNParser
+
+    return BoNParser((EvalScriptArguments, ModelConfig, DatasetMixtureConfig), prog=prog)
 
 
 def main(argv: list[str] | None = None) -> int:

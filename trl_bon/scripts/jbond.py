@@ -9,39 +9,50 @@
     accelerate launch --config_file recipes/accelerate/single_gpu.yaml -m trl_bon.scripts.jbond \\
         --config recipes/jbond/imdb_gpt2.yaml
 
-    trl-bon jbond --config recipes/jbond/imdb_gpt2.yaml               # same, launched through accelerate
+    trl-bon jbond --config recipes/jbond/imdb_gpt2.yaml               # same; one process runs without a relaunch
     trl-bon jbond --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name trl-lib/tldr \\
         --reward_model_name_or_path <reward model> --use_peft --load_in_8bit --output_dir qwen-jbond
 
 Every `JBondConfig` / `RLOOConfig` / `TrainingArguments` field is a flag (`--mode bond --num_candidates 8`,
 `--anchor_ema_rate 0.02`, …); `ModelConfig` gives `--use_peft --lora_r … --load_in_8bit/--load_in_4bit`;
-`--config recipe.yaml` sets any of them. `trl-bon jbond --help` lists them all.
+`--config recipe.yaml` sets any of them. `trl-bon jbond --help` lists them, Best-of-N options first.
 """
 
-import sys
 from dataclasses import dataclass
 
-from trl_bon.scripts._common import BoNScriptArguments, run_main, train_from_args, training_parser
+from trl_bon.scripts.utils import BoNScriptArguments
 
 
 @dataclass
 class JBondScriptArguments(BoNScriptArguments):
-    """Script arguments of `trl-bon jbond`: the dataset ([`~trl.ScriptArguments`]), the reward(s) and the prompt
-    transform (see `BoNScriptArguments`)."""
+    """Script arguments of `trl-bon jbond`: the dataset ([`~trl.ScriptArguments`]), the reward(s)
+    and the prompt transform (see [`~trl_bon.scripts.utils.BoNScriptArguments`])."""
 
 
-def run(script_args, training_args, model_args, dataset_args):
-    """Build a `JBondTrainer` from parsed arguments, train, save to `output_dir`."""
-    return train_from_args("JBondTrainer", script_args, training_args, model_args, dataset_args)
+def main(script_args, training_args, model_args, dataset_args):
+    from trl_bon import JBondTrainer
+    from trl_bon.scripts.utils import finish, trainer_inputs
+
+    # Reward(s), π_ref with TRL's model kwargs, prompts (with the prompt transform), LoRA and quantization
+    inputs = trainer_inputs(script_args, training_args, model_args, dataset_args)
+
+    # Train (resuming from `--resume_from_checkpoint` if set)
+    trainer = JBondTrainer(**inputs)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+
+    # Save the policy, push if asked, close the trackers and the process group
+    finish(trainer, training_args, script_args)
+    return trainer
 
 
 def make_parser(prog: str | None = None):
-    return training_parser(JBondScriptArguments, "JBondConfig", prog)
+    from trl_bon import JBondConfig
+    from trl_bon.scripts.utils import training_parser
 
-
-def main(argv: list[str] | None = None) -> int:
-    return run_main(make_parser(), run, argv)
+    return training_parser(JBondScriptArguments, JBondConfig, prog)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = make_parser()
+    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(fail_with_unknown_args=False)
+    main(script_args, training_args, model_args, dataset_args)

@@ -12,36 +12,47 @@
     accelerate launch --config_file recipes/accelerate/single_gpu.yaml -m trl_bon.scripts.vbon \\
         --config recipes/vbon/imdb_gpt2.yaml
 
-The cache is joined from `--reference_cache_dir` (a `VBoNConfig` field); `--build_reference_cache` builds it at init
-instead. Every `VBoNConfig` / `RLOOConfig` / `TrainingArguments` field is a flag (`--num_candidates 11`,
-`--vbon_objective exact`, …); `ModelConfig` gives `--use_peft --lora_r … --load_in_8bit/--load_in_4bit`;
-`--config recipe.yaml` sets any of them. `trl-bon vbon --help` lists them all.
+The cache is joined from `--reference_cache_dir` (a `VBoNConfig` field). Every `VBoNConfig` / `RLOOConfig` /
+`TrainingArguments` field is a flag (`--num_candidates 11`, `--vbon_objective exact`, …); `ModelConfig` gives
+`--use_peft --lora_r … --load_in_8bit/--load_in_4bit`; `--config recipe.yaml` sets any of them. `trl-bon vbon --help`
+lists them, Best-of-N options first.
 """
 
-import sys
 from dataclasses import dataclass
 
-from trl_bon.scripts._common import BoNScriptArguments, run_main, train_from_args, training_parser
+from trl_bon.scripts.utils import BoNScriptArguments
 
 
 @dataclass
 class VBoNScriptArguments(BoNScriptArguments):
-    """Script arguments of `trl-bon vbon`: the dataset ([`~trl.ScriptArguments`]), the reward(s) and the prompt
-    transform (see `BoNScriptArguments`)."""
+    """Script arguments of `trl-bon vbon`: the dataset ([`~trl.ScriptArguments`]), the reward(s)
+    and the prompt transform (see [`~trl_bon.scripts.utils.BoNScriptArguments`])."""
 
 
-def run(script_args, training_args, model_args, dataset_args):
-    """Build a `VBoNTrainer` from parsed arguments, train, save to `output_dir`."""
-    return train_from_args("VBoNTrainer", script_args, training_args, model_args, dataset_args)
+def main(script_args, training_args, model_args, dataset_args):
+    from trl_bon import VBoNTrainer
+    from trl_bon.scripts.utils import finish, trainer_inputs
+
+    # Reward(s), π_ref with TRL's model kwargs, prompts (with the prompt transform), LoRA and quantization
+    inputs = trainer_inputs(script_args, training_args, model_args, dataset_args)
+
+    # Train on the reference rewards `trl-bon cache-ref-rewards` cached in `--reference_cache_dir`
+    trainer = VBoNTrainer(**inputs)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+
+    # Save the policy, push if asked, close the trackers and the process group
+    finish(trainer, training_args, script_args)
+    return trainer
 
 
 def make_parser(prog: str | None = None):
-    return training_parser(VBoNScriptArguments, "VBoNConfig", prog)
+    from trl_bon import VBoNConfig
+    from trl_bon.scripts.utils import training_parser
 
-
-def main(argv: list[str] | None = None) -> int:
-    return run_main(make_parser(), run, argv)
+    return training_parser(VBoNScriptArguments, VBoNConfig, prog)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = make_parser()
+    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(fail_with_unknown_args=False)
+    main(script_args, training_args, model_args, dataset_args)

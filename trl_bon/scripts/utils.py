@@ -1,8 +1,9 @@
-"""Pieces shared by the training scripts: script arguments, reward functions, datasets, model-loading kwargs.
+"""Helpers shared by the `trl-bon` scripts: script arguments, reward functions, datasets, model-loading kwargs.
 
-They follow TRL's own scripts (`trl/scripts/rloo.py`, `sft.py`): `TrlParser` over `(ScriptArguments subclass,
-XConfig, ModelConfig, DatasetMixtureConfig)`, `get_peft_config` / `get_quantization_config` for LoRA and 8/4-bit,
-`--config recipe.yaml` for everything.
+They follow TRL's own scripts (`trl/scripts/rloo.py`, `sft.py`): a parser over `(ScriptArguments subclass, XConfig,
+ModelConfig, DatasetMixtureConfig)` (the strict `trl_bon.scripts.parser.BoNParser`),
+`get_peft_config` / `get_quantization_config` for LoRA and 8/4-bit, `--config recipe.yaml` for everything. Public:
+recipes and your own scripts may import them (e.g. `make_prompts` to build the IMDB prompts of a baseline).
 """
 
 import importlib
@@ -110,6 +111,11 @@ def resolve_reward_funcs(script_args, required: bool = True) -> list:
     return funcs
 
 
+def require_model(model_args) -> None:
+    if model_args.model_name_or_path is None:
+        raise ValueError("No model given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
+
+
 def model_init_kwargs(model_args, training_args) -> dict:
     """`model_init_kwargs` as TRL's scripts build them from `ModelConfig` (revision, dtype, attention, remote code)."""
     kwargs = dict(
@@ -202,7 +208,7 @@ def load_splits(script_args, dataset_args, training_args, tokenizer_path: str | 
 
 def finish(trainer, training_args, script_args) -> None:
     """Save, optionally push, and close trackers and the process group, as TRL's scripts do."""
-    trainer.accelerator.print("Training completed.")
+    trainer.accelerator.print(f"Training completed ({trainer.accelerator.num_processes} process(es)).")
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
@@ -210,22 +216,20 @@ def finish(trainer, training_args, script_args) -> None:
     trainer.end()
 
 
-def train_from_args(trainer_name: str, script_args, training_args, model_args, dataset_args):
-    """The body of every training script: build `trl_bon.<trainer_name>` from parsed arguments, train, save.
+def trainer_inputs(script_args, training_args, model_args, dataset_args) -> dict:
+    """The keyword arguments of every trl-bon trainer, built from parsed arguments as TRL's scripts build them.
 
-    All three trainers take the same arguments (TRL's trainer shape plus `reward_funcs`), so one function serves
-    `trl-bon jbond`, `vbon` and `bon-sft`.
+    In order: the reward model(s) and function(s) (`resolve_reward_funcs`), π_ref with TRL's `model_init_kwargs`
+    (revision, dtype, attention, remote code), the train (and, when evaluating, eval) split with the prompt
+    transform, and the quantization and LoRA configs from `ModelConfig`.
     """
     from trl import get_peft_config, get_quantization_config
 
-    import trl_bon
-
     reward_funcs = resolve_reward_funcs(script_args)
-    if model_args.model_name_or_path is None:
-        raise ValueError("No model given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
+    require_model(model_args)
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     train_dataset, eval_dataset = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
-    trainer = getattr(trl_bon, trainer_name)(
+    return dict(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
         args=training_args,
@@ -234,19 +238,32 @@ def train_from_args(trainer_name: str, script_args, training_args, model_args, d
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
+
+
+def train_from_args(trainer_name: str, script_args, training_args, model_args, dataset_args):
+    """Build `trl_bon.<trainer_name>` from parsed arguments, train, save (kept for `bon_sft.py`; `jbond.py` and
+    `vbon.py` name their trainer in their own `main`, as TRL's scripts do)."""
+    import trl_bon
+
+    trainer = getattr(trl_bon, trainer_name)(**trainer_inputs(script_args, training_args, model_args, dataset_args))
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     finish(trainer, training_args, script_args)
     return trainer
 
 
-def training_parser(script_arguments_class, config_name: str, prog: str | None = None):
-    """`TrlParser((script arguments, trl_bon.<config_name>, ModelConfig, DatasetMixtureConfig))`, as TRL's scripts."""
-    from trl import DatasetMixtureConfig, ModelConfig, TrlParser
+def training_parser(script_arguments_class, config_class, prog: str | None = None):
+    """`BoNParser((script arguments, config_class, ModelConfig, DatasetMixtureConfig))`, as TRL's scripts build it.
+
+    `config_class` may also be given by name (`"JBondConfig"`).
+    """
+    from trl import DatasetMixtureConfig, ModelConfig
 
     import trl_bon
+    from trl_bon.scripts.parser import BoNParser
 
-    config_class = getattr(trl_bon, config_name)
-    return TrlParser((script_arguments_class, config_class, ModelConfig, DatasetMixtureConfig), prog=prog)
+    if isinstance(config_class, str):
+        config_class = getattr(trl_bon, config_class)
+    return BoNParser((script_arguments_class, config_class, ModelConfig, DatasetMixtureConfig), prog=prog)
 
 
 def run_main(parser, run, argv: list[str] | None) -> int:

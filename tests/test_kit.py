@@ -1,0 +1,45 @@
+"""`trl-bon kit`: the offline try-out. The printed command lines are run verbatim (in this process, so TRL is
+imported once), in the printed order, and each must leave its outputs."""
+
+import json
+import shlex
+
+import pytest
+
+
+@pytest.mark.slow
+def test_kit_commands_run_verbatim(tmp_path, capsys):
+    from trl_bon.scripts.cli import main
+
+    root = tmp_path / "kit dir"  # a space: the printed lines must quote paths
+    assert main(["kit", str(root)]) == 0
+    printed = capsys.readouterr().out
+    commands = [line for line in printed.splitlines() if line.startswith("trl-bon ")]
+    assert [shlex.split(c)[1] for c in commands] == ["jbond", "cache-ref-rewards", "vbon", "bon-sft", "eval"]
+    assert "use_cpu: true" in printed and "bf16: false" in printed  # the YAML is printed too
+    for command in commands:
+        assert main(shlex.split(command)[1:]) == 0, command
+    out = root / "out"
+    assert (out / "jbond" / "adapter_config.json").is_file()
+    assert sorted(p.name for p in (out / "jbond").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
+    assert (out / "reference_rewards" / "metadata.json").is_file()
+    assert (out / "vbon" / "model.safetensors").is_file()
+    assert (out / "bon_sft" / "model.safetensors").is_file()
+    results = json.loads((out / "eval" / "results.json").read_text())
+    names = {row["name"].split("@")[0] for row in results["checkpoints"]}
+    assert names == {"jbond", "vbon", "bon-sft"}
+    assert (out / "eval" / "reward_vs_kl.png").stat().st_size > 0
+
+
+def test_kit_configs_parse(tmp_path):
+    """Every kit YAML parses with its command's strict parser (fast: no model is built)."""
+    from trl_bon.scripts import bon_sft, evaluate, jbond, kit, vbon
+
+    configs = kit.kit_configs(tmp_path)
+    parsers = {"jbond": jbond, "vbon": vbon, "bon_sft": bon_sft, "eval": evaluate}
+    import yaml
+
+    for stem, config in configs.items():
+        path = tmp_path / f"{stem}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        parsers[stem].make_parser().parse_args_and_config(["--config", str(path)])

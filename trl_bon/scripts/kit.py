@@ -1,0 +1,152 @@
+"""Write an offline try-out kit and print the command line of every `trl-bon` command, the `trl-bon kit` subcommand.
+
+    trl-bon kit trl_bon_kit            # then copy the printed lines, one by one
+
+The kit folder holds a tiny Llama causal LM with its BPE tokenizer (`policy/`, π_ref), a tiny Llama reward model
+(`reward/`, randomly initialised: its score is an arbitrary but fixed function of the text), a
+prompt dataset (`prompts/train.jsonl`, `prompts/test.jsonl`) and one YAML per command. Each printed command runs on a
+CPU in about a minute (mostly Python start-up and the TRL import), in fp32 (`bf16: false`, `use_cpu: true`),
+offline; outputs go to `<kit>/out/`.
+The same YAML keys work with real models: swap the paths for Hub ids and drop the CPU settings.
+"""
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+#: Settings every training command of the kit shares: CPU, fp32, a few short steps, no trackers.
+CPU_TRAINING = {
+    "use_cpu": True,
+    "bf16": False,
+    "report_to": "none",
+    "max_steps": 8,
+    "logging_steps": 1,
+    "max_completion_length": 8,
+    "learning_rate": 1.0e-2,
+    "dataloader_num_workers": 0,
+    "seed": 0,
+}
+
+
+def write_prompts(folder: Path) -> None:
+    """Prompt-only `train`/`test` splits: 2–5-word prefixes of the tokenizer's corpus sentences."""
+    from trl_bon.toy import CORPUS
+
+    prefixes = [" ".join(text.split()[:length]) for text in CORPUS for length in (2, 3, 4, 5)]
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", prefixes), ("test", prefixes[::3])):
+        with open(folder / f"{split}.jsonl", "w") as f:
+            f.writelines(json.dumps({"prompt": prompt}) + "\n" for prompt in rows)
+
+
+def kit_configs(root: Path) -> dict[str, dict]:
+    """The YAML of each command, keyed by file stem."""
+    data = {
+        "model_name_or_path": str(root / "policy"),
+        "reward_model_name_or_path": [str(root / "reward")],
+        "dataset_name": str(root / "prompts"),
+    }
+    out = root / "out"
+    cache = {"reference_cache_dir": str(out / "reference_rewards"), "num_reference_samples": 16}
+    return {
+        "jbond": {
+            **data,
+            **CPU_TRAINING,
+            "output_dir": str(out / "jbond"),
+            "per_device_train_batch_size": 6,  # J-BOND: groups of 1 policy + 2 anchor completions
+            "use_peft": True,
+            "lora_r": 4,
+            "lora_target_modules": ["q_proj", "v_proj"],
+            "save_strategy": "steps",
+            "save_steps": 4,
+        },
+        "vbon": {
+            **data,
+            **CPU_TRAINING,
+            **cache,
+            "output_dir": str(out / "vbon"),
+            "num_candidates": 4,
+            "num_generations": 2,
+            "per_device_train_batch_size": 4,
+            "save_strategy": "no",
+        },
+        "bon_sft": {
+            **data,
+            **CPU_TRAINING,
+            "output_dir": str(out / "bon_sft"),
+            "num_candidates": 4,
+            "per_device_train_batch_size": 4,
+            "save_strategy": "no",
+        },
+        "eval": {
+            **data,
+            "dataset_test_split": "test",
+            "checkpoints": [f"jbond={out / 'jbond'}", f"vbon={out / 'vbon'}", f"bon-sft={out / 'bon_sft'}"],
+            "num_prompts": 8,
+            "num_reference_samples": 16,
+            "bon_ns": [2, 4, 8],
+            "max_completion_length": CPU_TRAINING["max_completion_length"],
+            "output_dir": str(out / "eval"),
+        },
+    }
+
+
+def kit_commands(root: Path) -> list[tuple[str, str]]:
+    """`(what it does, command line)` in the order to run them."""
+    config = {stem: shlex.quote(str(root / f"{stem}.yaml")) for stem in ("jbond", "vbon", "bon_sft", "eval")}
+    return [
+        ("J-BOND with LoRA, a checkpoint every 4 steps", f"trl-bon jbond --config {config['jbond']}"),
+        ("vBoN, step 1: M=16 reference rewards per prompt", f"trl-bon cache-ref-rewards --config {config['vbon']}"),
+        ("vBoN, step 2: train on the cache", f"trl-bon vbon --config {config['vbon']}"),
+        ("BoN-SFT: sample 4, keep the best, fine-tune", f"trl-bon bon-sft --config {config['bon_sft']}"),
+        ("Evaluate all three against π_ref and Best-of-N", f"trl-bon eval --config {config['eval']}"),
+    ]
+
+
+def write_kit(root: str | Path, seed: int = 0) -> list[tuple[str, str]]:
+    """Build models, prompts and YAML files under `root`; return the commands (see [`kit_commands`])."""
+    import yaml
+
+    from trl_bon.toy import build_tiny_kit
+
+    root = Path(root).resolve()
+    build_tiny_kit(root, seed=seed)
+    write_prompts(root / "prompts")
+    for stem, config in kit_configs(root).items():
+        (root / f"{stem}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return kit_commands(root)
+
+
+def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Write a tiny offline model, reward model, prompt dataset and one YAML per command, then print "
+        "the `trl-bon` command lines that run on them on a CPU.",
+    )
+    parser.add_argument("directory", help="Folder to write the kit to (created; existing kit files are replaced).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the tiny models' initialisation.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser(prog="trl-bon kit").parse_args(argv)
+    commands = write_kit(args.directory, seed=args.seed)
+    root = Path(args.directory).resolve()
+    print(f"Offline try-out kit written to {root}: policy/ (π_ref), reward/, prompts/, one YAML per command.\n")
+    for stem in ("jbond", "vbon", "bon_sft", "eval"):
+        print(f"# {root / f'{stem}.yaml'}\n{(root / f'{stem}.yaml').read_text()}")
+    print("Run, in this order (each takes about a minute on a CPU, mostly start-up):\n")
+    for what, command in commands:
+        print(f"# {what}\n{command}\n")
+    print(
+        "# Optional: two CPU processes (trl-bon starts them with torchrun; see docs/cli.md, Launching)\n"
+        f"#   {commands[0][1]} --num_processes 2 --output_dir {shlex.quote(str(root / 'out' / 'jbond-2proc'))}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
