@@ -148,6 +148,8 @@ class RewardScorer:
             raise ValueError(
                 f"Got {len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion."
             )
+        from .trainer._config_checks import checked_rewards  # imported here: the trainers import this module
+
         rewards = torch.empty(len(prompts), len(self.funcs))
         for i, (func, tokenizer) in enumerate(zip(self.funcs, self.tokenizers, strict=True)):
             if isinstance(func, nn.Module):
@@ -156,6 +158,7 @@ class RewardScorer:
             output = func(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
             if inspect.isawaitable(output):
                 output = asyncio.run(output)
+            output = checked_rewards(output, self.names[i], len(prompts))  # a str, scalar, 2-D array: named error
             if len(output) != len(prompts):
                 raise ValueError(
                     f"The reward function '{self.names[i]}' returned {len(output)} rewards for {len(prompts)} "

@@ -199,6 +199,9 @@ def sample_completions(
     if not prompts:
         raise ValueError("No prompts to sample from: the prompt list is empty.")
     settings = settings or GenerationSettings()
+    from .trainer._config_checks import check_sampling_inputs  # imported here: the trainers import this module
+
+    check_sampling_inputs(model, prompts, settings.max_completion_length, tokenizer, chat_template_kwargs)
     if use_vllm and not isinstance(model, str):
         raise ValueError("`use_vllm=True` builds its own engine from a model path: pass the model as a path or id.")
     model_path = model if isinstance(model, str) else None

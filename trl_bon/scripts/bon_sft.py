@@ -176,6 +176,7 @@ def main(script_args, training_args, model_args, dataset_args):
     from trl import get_peft_config, get_quantization_config
 
     from trl_bon import BoNSFTTrainer, RewardScorer
+    from trl_bon.trainer._config_checks import check_sampling_inputs, check_sft_batches, check_writable_dir
 
     if training_args.eval_strategy != "no":
         raise ValueError(
@@ -189,23 +190,32 @@ def main(script_args, training_args, model_args, dataset_args):
         )
     if model_args.model_name_or_path is None:
         raise ValueError("No model given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
-    scorer = RewardScorer(
-        resolve_reward_funcs(script_args), reward_weights=training_args.reward_weights, device=training_args.device
-    )
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     prompt_dataset, _ = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
+    # Everything that would fail after the sampling (or waste it) fails now, before any reward model or policy loads.
     check_prompt_dataset(prompt_dataset)
+    check_sft_batches(len(prompt_dataset), training_args, "train_dataset")
+    if training_args.should_save:
+        check_writable_dir(training_args.output_dir)  # the data of each round is saved there
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     if tokenizer.pad_token is None:  # what SFTTrainer would set; the sampler needs it first
         tokenizer.pad_token = training_args.pad_token or tokenizer.eos_token
+    prompts = list(prompt_dataset["prompt"])
+    check_sampling_inputs(model_args.model_name_or_path, prompts, training_args.max_completion_length, tokenizer)
+    scorer = RewardScorer(
+        resolve_reward_funcs(script_args), reward_weights=training_args.reward_weights, device=training_args.device
+    )
 
     data_dir = Path(training_args.output_dir) / "_bon_data"
     policy, trainer, resume = model_args.model_name_or_path, None, training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() == "true":  # `--resume_from_checkpoint true`: the newest complete
+        resume = True
     for round_index in range(1, script_args.num_rounds + 1):
         directory = data_dir / f"round-{round_index}"
-        metadata = round_metadata(round_index, prompt_dataset["prompt"], scorer, training_args)
+        metadata = round_metadata(round_index, prompts, scorer, training_args)
         dataset = round_data(directory, metadata, policy, prompt_dataset, scorer, tokenizer, training_args)
         round_args = copy.copy(training_args)  # rounds >= 2 keep their checkpoints in output_dir/round-k
+        round_args.resume_from_checkpoint = None  # `resume` goes to the first round that trains, checked at train()
         if round_index > 1:  # and fine-tune the policy instance trained so far
             round_args.output_dir = os.path.join(training_args.output_dir, f"round-{round_index}")
             round_args.model_init_kwargs = None
