@@ -17,9 +17,9 @@ sample-then-train R times, each round sampling from the policy the previous roun
 round's data is saved under `output_dir/_bon_data/round-k/` (the leading underscore keeps it out of `push_to_hub`),
 with the weights of every finished non-final round: a re-run with the same settings samples and trains nothing twice,
 and data made with other settings (or sampled from weights since retrained) is refused. A round killed mid-training
-continues from its own checkpoint with `--resume_from_checkpoint true` (round k >= 2 checkpoints in `output_dir/round-k`). Every `BoNSFTConfig` / `SFTConfig` / `TrainingArguments` field is a
-flag; `ModelConfig` gives `--use_peft --lora_r … --load_in_8bit/--load_in_4bit`; `--config recipe.yaml` sets any of
-them. `trl-bon bon-sft --help` lists them all.
+continues from its own checkpoint with `--resume_from_checkpoint true` (rounds k >= 2 save in `output_dir/round-k`).
+Every `BoNSFTConfig` / `SFTConfig` / `TrainingArguments` field is a flag; `ModelConfig` gives `--use_peft --lora_r …
+--load_in_8bit/--load_in_4bit`; `--config recipe.yaml` sets any of them. `trl-bon bon-sft --help` lists them all.
 """
 
 import copy
@@ -207,6 +207,7 @@ def main(script_args, training_args, model_args, dataset_args):
         )
     if model_args.model_name_or_path is None:
         raise ValueError("No model given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
+    reward_funcs = resolve_reward_funcs(script_args)  # names and callables only: reward models load further down
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     prompt_dataset, _ = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
     # Everything that would fail after the sampling (or waste it) fails now, before any reward model or policy loads.
@@ -219,9 +220,7 @@ def main(script_args, training_args, model_args, dataset_args):
         tokenizer.pad_token = training_args.pad_token or tokenizer.eos_token
     prompts = list(prompt_dataset["prompt"])
     check_sampling_inputs(model_args.model_name_or_path, prompts, training_args.max_completion_length, tokenizer)
-    scorer = RewardScorer(
-        resolve_reward_funcs(script_args), reward_weights=training_args.reward_weights, device=training_args.device
-    )
+    scorer = RewardScorer(reward_funcs, reward_weights=training_args.reward_weights, device=training_args.device)
 
     data_dir = Path(training_args.output_dir) / "_bon_data"
     policy, trainer, resume = model_args.model_name_or_path, None, training_args.resume_from_checkpoint
