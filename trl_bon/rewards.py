@@ -267,6 +267,8 @@ class RewardScorer:
             raise ValueError(
                 f"Got {len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion."
             )
+        from .trainer._config_checks import checked_rewards  # imported here: the trainers import this module
+
         rewards = torch.empty(len(prompts), len(self.funcs))
         for i, (func, tokenizer) in enumerate(zip(self.funcs, self.tokenizers, strict=True)):
             if isinstance(func, nn.Module):

@@ -2,6 +2,7 @@
 folders and mismatched resumes. Nothing may be lost: a resume equals the uninterrupted run bit for bit, or the error
 names what to do."""
 
+import copy
 import errno
 import json
 import shutil
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from tests.helpers import cpu_args
+from trl_bon.trainer import bon_sft_trainer
 
 
 pytestmark = pytest.mark.slow
@@ -282,12 +284,20 @@ def test_resume_onto_another_base_model_is_refused(straight_run, one_token_task,
 
 
 def test_bon_sft_checkpoints_are_atomic_and_self_describing(tiny_kit, prompt_dataset, tmp_path):
-    """BoN-SFT goes through the same save path: a manifest naming the trainer, and a J-BOND resume of it refused."""
-    from trl_bon import BoNSFTConfig, BoNSFTTrainer, JBondTrainer
+    """BoN-SFT goes through the same save path: a manifest naming the trainer, N and the data it trains on; a resume
+    onto other data (e.g. re-sampled) or by J-BOND is refused at init, before any model loads."""
+    from transformers import AutoTokenizer
+
+    from trl_bon import BoNSFTConfig, BoNSFTTrainer, JBondTrainer, best_of_n, bon_sft_dataset
+    from trl_bon.sampling import GenerationSettings
 
     overrides = dict(save_strategy="steps", save_steps=1, save_total_limit=1, max_steps=2)
     args = BoNSFTConfig(**cpu_args(output_dir=str(tmp_path), num_candidates=2, max_completion_length=4, **overrides))
-    BoNSFTTrainer(tiny_kit["policy"], token_sum_reward, args=args, train_dataset=prompt_dataset).train()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_kit["policy"])
+    prompts, settings = prompt_dataset["prompt"][:8], GenerationSettings.from_trainer_args(args)
+    bon = best_of_n(tiny_kit["policy"], prompts, token_sum_reward, 2, settings, tokenizer=tokenizer, progress=False)
+    data = bon_sft_dataset(bon, tokenizer)
+    BoNSFTTrainer(tiny_kit["policy"], args=args, train_dataset=data).train()
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".partial")] == []
     manifest = json.loads((tmp_path / "checkpoint-2" / "trl_bon_checkpoint.json").read_text())
@@ -295,9 +305,18 @@ def test_bon_sft_checkpoints_are_atomic_and_self_describing(tiny_kit, prompt_dat
         "trainer": "BoNSFTTrainer",
         "method": "bon_sft",
         "num_candidates": 2,
-        "num_rounds": 1,
+        "train_data_sha256": bon_sft_trainer.bon_data_fingerprint(data),
         "finetuning": "full",
     }
-    jbond_args = _jbond_args(tmp_path / "jbond", resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert len(manifest["settings"]["train_data_sha256"]) == 64
+    checkpoint = str(tmp_path / "checkpoint-2")
+    resampled = bon_sft_dataset(
+        best_of_n(tiny_kit["policy"], prompts, token_sum_reward, 2, settings, tokenizer=tokenizer, seed=1), tokenizer
+    )
+    other_args = copy.copy(args)
+    other_args.output_dir, other_args.resume_from_checkpoint = str(tmp_path / "other"), checkpoint
+    with pytest.raises(ValueError, match="Cannot resume .*train_data_sha256: checkpoint '[0-9a-f]{64}', this run"):
+        BoNSFTTrainer(MISSING_MODEL, args=other_args, train_dataset=resampled)
+    jbond_args = _jbond_args(tmp_path / "jbond", resume_from_checkpoint=checkpoint)
     with pytest.raises(ValueError, match="trainer: checkpoint 'BoNSFTTrainer', this run 'JBondTrainer'"):
         JBondTrainer(MISSING_MODEL, token_sum_reward, jbond_args, prompt_dataset)

@@ -1,5 +1,9 @@
 """Bad input fails early (in the config, or in the trainer before any model loads or any sampling) with an error that
-names the fix. Trainers get a model path that does not exist: reaching the model load would raise another error."""
+names the fix. Trainers get a model path that does not exist: reaching the model load would raise another error.
+
+BoN-SFT's trainer only trains on data made before it, so its input checks run where that data is made: in the sampler
+(`best_of_n`) before the model loads, and in `trl-bon bon-sft`'s `main()` before any reward model loads or any
+sampling."""
 
 import os
 import stat
@@ -30,10 +34,48 @@ def _args(kind, output_dir, **overrides):
 
 
 def _trainer(kind, args, dataset, model=MISSING_MODEL, **kwargs):
-    from trl_bon import BoNSFTTrainer, JBondTrainer, VBoNTrainer
+    from trl_bon import JBondTrainer, VBoNTrainer
 
-    trainer = {"jbond": JBondTrainer, "vbon": VBoNTrainer, "bon_sft": BoNSFTTrainer}[kind]
+    trainer = {"jbond": JBondTrainer, "vbon": VBoNTrainer}[kind]
     return trainer(model, token_sum_reward, args=args, train_dataset=dataset, **kwargs)
+
+
+def _best_of_n(model, prompts, reward_funcs=token_sum_reward):
+    """BoN-SFT's data step (as `trl-bon bon-sft` runs it before the trainer), Best-of-2 of 4 tokens."""
+    from trl_bon import best_of_n
+    from trl_bon.sampling import GenerationSettings
+
+    return best_of_n(model, prompts, reward_funcs, 2, GenerationSettings(max_completion_length=4), progress=False)
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Fails the test if the sampler gets as far as loading its model."""
+    import trl_bon.sampling
+
+    def load_causal_lm(*args, **kwargs):
+        raise AssertionError("the check ran after the sampler loaded its model")
+
+    monkeypatch.setattr(trl_bon.sampling, "load_causal_lm", load_causal_lm)
+
+
+@pytest.fixture
+def bon_sft_script(tiny_kit, tmp_path, no_model_loads):
+    """Runs `trl-bon bon-sft` in-process on the given prompts (no model may load for sampling)."""
+    import json
+
+    from trl_bon.scripts import bon_sft
+
+    def run(prompts, output_dir, *extra):
+        folder = tmp_path / "prompts"
+        folder.mkdir(exist_ok=True)
+        (folder / "train.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+        argv = ["--model_name_or_path", tiny_kit["policy"], "--reward_funcs", f"{__name__}.token_sum_reward"]
+        argv += ["--dataset_name", str(folder), "--output_dir", str(output_dir), "--num_candidates", "2"]
+        argv += ["--max_completion_length", "4", "--use_cpu", "true", "--bf16", "false", "--report_to", "none"]
+        return bon_sft.cli([*argv, *extra])
+
+    return run
 
 
 @pytest.mark.parametrize("kind", ["jbond", "vbon"])
@@ -77,23 +119,52 @@ def test_dataset_smaller_than_one_batch(kind, tmp_path):
         _trainer(kind, _args(kind, tmp_path), Dataset.from_dict({"prompt": ["the cat"]}))
 
 
-@pytest.mark.parametrize("kind", ["jbond", "vbon", "bon_sft"])
+def test_bon_sft_dataset_smaller_than_one_batch(bon_sft_script, tmp_path):
+    """SFT keeps a short last batch, unless `dataloader_drop_last` drops it: then 1 prompt < 4 trains 0 steps."""
+    args = ["--per_device_train_batch_size", "4", "--dataloader_drop_last", "true"]
+    with pytest.raises(ValueError, match=r"1 example\(s\), fewer than one batch \(4 = .*0 steps. Add prompts"):
+        bon_sft_script(["the cat"], tmp_path / "out", *args)
+
+
+EMPTY_PROMPTS = ["the cat", "", "tell me", "  "]
+EMPTY_PROMPTS_ERROR = r"2 empty prompt\(s\) \(rows \[1, 3\]\).*dataset.filter"
+
+
+@pytest.mark.parametrize("kind", ["jbond", "vbon"])
 def test_empty_prompts(kind, tmp_path):
     from datasets import Dataset
 
-    dataset = Dataset.from_dict({"prompt": ["the cat", "", "tell me", "  "]})
-    with pytest.raises(ValueError, match=r"2 empty prompt\(s\) \(rows \[1, 3\]\).*dataset.filter"):
-        _trainer(kind, _args(kind, tmp_path), dataset)
+    with pytest.raises(ValueError, match=EMPTY_PROMPTS_ERROR):
+        _trainer(kind, _args(kind, tmp_path), Dataset.from_dict({"prompt": EMPTY_PROMPTS}))
 
 
-@pytest.mark.parametrize("kind", ["jbond", "vbon", "bon_sft"])
+def test_bon_sft_empty_prompts(bon_sft_script, tmp_path):
+    """In the sampler before the model loads (the model path does not exist), and in the script before sampling."""
+    with pytest.raises(ValueError, match=EMPTY_PROMPTS_ERROR):
+        _best_of_n(MISSING_MODEL, EMPTY_PROMPTS)
+    with pytest.raises(ValueError, match=EMPTY_PROMPTS_ERROR):
+        bon_sft_script(EMPTY_PROMPTS, tmp_path / "out")
+
+
+UNWRITABLE_ERROR = "`output_dir` .*a_file/out.* is not writable.*Pass a writable"
+
+
+@pytest.mark.parametrize("kind", ["jbond", "vbon"])
 def test_unwritable_output_dir_fails_at_init(kind, tmp_path, prompt_dataset):
     """A folder that cannot be created (its parent is a file: fails even for root) fails at init, not at the first
     save after all the sampling and training."""
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    with pytest.raises(PermissionError, match="`output_dir` .*a_file/out.* is not writable.*Pass a writable"):
+    with pytest.raises(PermissionError, match=UNWRITABLE_ERROR):
         _trainer(kind, _args(kind, blocker / "out"), prompt_dataset)
+
+
+def test_bon_sft_unwritable_output_dir_fails_before_sampling(bon_sft_script, tmp_path):
+    """`trl-bon bon-sft` saves each round's data into `output_dir`: an unwritable one fails before sampling it."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(PermissionError, match=UNWRITABLE_ERROR):
+        bon_sft_script(["the cat", "tell me"], blocker / "out")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -129,8 +200,9 @@ def tiny_gpt2(tiny_kit, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("kind", "model"), [("jbond", "gpt2"), ("vbon", "llama"), ("bon_sft", "gpt2")])
-def test_prompts_longer_than_the_context_window(kind, model, tiny_gpt2, tiny_kit, tmp_path):
-    """GPT-2 (32 positions) would crash inside `generate`, Llama (256) silently run past its trained length."""
+def test_prompts_longer_than_the_context_window(kind, model, tiny_gpt2, tiny_kit, tmp_path, request):
+    """GPT-2 (32 positions) would crash inside `generate`, Llama (256) silently run past its trained length.
+    BoN-SFT: `best_of_n` refuses them before it loads the model."""
     from datasets import Dataset
 
     path, window = (tiny_gpt2, 32) if model == "gpt2" else (tiny_kit["policy"], 256)
@@ -139,7 +211,11 @@ def test_prompts_longer_than_the_context_window(kind, model, tiny_gpt2, tiny_kit
     with pytest.raises(
         ValueError, match=rf"4 prompt\(s\) \(rows \[1, 3, 5, 7\].*context window of {window}.*Drop or shorten"
     ):
-        _trainer(kind, _args(kind, tmp_path), dataset, model=path)
+        if kind == "bon_sft":
+            request.getfixturevalue("no_model_loads")
+            _best_of_n(path, dataset["prompt"])
+        else:
+            _trainer(kind, _args(kind, tmp_path), dataset, model=path)
 
 
 def string_reward(completions, **kwargs):
@@ -170,13 +246,17 @@ def bool_reward(completions, **kwargs):
     ],
     ids=["strings", "scalar", "2d_tensor"],
 )
-def test_malformed_rewards_name_the_function(reward, message, tiny_kit, prompt_dataset, tmp_path):
+@pytest.mark.parametrize("kind", ["jbond", "bon_sft"])
+def test_malformed_rewards_name_the_function(kind, reward, message, tiny_kit, prompt_dataset, tmp_path):
+    """J-BOND at its first reward call; BoN-SFT in `best_of_n`'s scoring (the `RewardScorer` every sampler uses)."""
     from trl_bon import JBondTrainer
 
-    args = _args("jbond", tmp_path, max_steps=1)
-    trainer = JBondTrainer(tiny_kit["policy"], [reward, bool_reward], args=args, train_dataset=prompt_dataset)
     with pytest.raises(ValueError, match=f"{message}; Return one number \\(or None\\) per completion"):
-        trainer.train()
+        if kind == "bon_sft":
+            _best_of_n(tiny_kit["policy"], prompt_dataset["prompt"][:4], [reward, bool_reward])
+        else:
+            args = _args("jbond", tmp_path, max_steps=1)
+            JBondTrainer(tiny_kit["policy"], [reward, bool_reward], args=args, train_dataset=prompt_dataset).train()
 
 
 @pytest.mark.slow

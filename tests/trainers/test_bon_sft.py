@@ -3,6 +3,7 @@ completion-only loss, fidelity to the exact Best-of-N law on the one-token task,
 `trl-bon bon-sft` (RAFT/ReST: an outer loop in the script) with their saved data and resume."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -313,9 +314,68 @@ def test_non_finite_reward_is_rejected(tiny_kit, prompt_dataset, tmp_path):
 
     args = small_args(tmp_path)
     scorer = RewardScorer(broken)
-    metadata = script.round_metadata(1, prompt_dataset["prompt"], scorer, args)
+    metadata = script.round_metadata(1, prompt_dataset["prompt"], scorer, args, tiny_kit["policy"])
     tokenizer = AutoTokenizer.from_pretrained(tiny_kit["policy"])
     directory = tmp_path / "_bon_data" / "round-1"
     with pytest.raises(ValueError, match="infinite"):
         script.round_data(directory, metadata, tiny_kit["policy"], prompt_dataset, scorer, tokenizer, args)
     assert not (directory / "metadata.json").exists()
+
+
+class KillAtStep(TrainerCallback):
+    """Records `(round, global_step)` at every step end; raises at step `kill_step` of round `kill_round`."""
+
+    def __init__(self, kill_round: int | None = None, kill_step: int | None = None):
+        self.round, self.steps, self.kill = 0, [], (kill_round, kill_step)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.round += 1
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append((self.round, state.global_step))
+        if (self.round, state.global_step) == self.kill:
+            raise RuntimeError("killed")
+
+
+def test_script_kill_mid_round_resumes_from_the_round_checkpoint(
+    tiny_kit, prompt_folder, tmp_path, count_sampler_calls, monkeypatch
+):
+    """Killed in round 2 after its first checkpoint: `--resume_from_checkpoint true` samples nothing again, keeps
+    round 1, resumes round 2 at step 2 (its own checkpoint, through CheckpointMixin) and ends bit for bit where an
+    uninterrupted run ends. Data sampled from retrained round-1 weights is never reused."""
+    from safetensors.torch import load_file
+
+    saving = ("--save_strategy", "steps", "--save_steps", "1", "--num_rounds", "2")
+    straight = tmp_path / "straight"
+    run_script(tiny_kit, prompt_folder, straight, monkeypatch, KillAtStep(), *saving)
+    count_sampler_calls.clear()
+
+    killed = tmp_path / "killed"
+    with pytest.raises(RuntimeError, match="killed"):
+        run_script(tiny_kit, prompt_folder, killed, monkeypatch, KillAtStep(2, 2), *saving)
+    assert count_sampler_calls == [0, 1]
+    assert sorted(p.name for p in (killed / "round-2").glob("checkpoint-*")) == ["checkpoint-1"]
+    round_1, round_2 = (
+        json.loads((path / "trl_bon_checkpoint.json").read_text())["settings"]["train_data_sha256"]
+        for path in (killed / "checkpoint-3", killed / "round-2" / "checkpoint-1")
+    )
+    assert round_1 != round_2  # each round's checkpoints are keyed by that round's data
+
+    count_sampler_calls.clear()
+    resumed = KillAtStep()
+    run_script(tiny_kit, prompt_folder, killed, monkeypatch, resumed, *saving, "--resume_from_checkpoint", "true")
+    assert count_sampler_calls == []  # both rounds' data reused
+    assert resumed.steps == [(1, 2), (1, 3)]  # only round 2 trains (its first trainer here), from step 1 on
+    final, expected = load_file(str(killed / "model.safetensors")), load_file(str(straight / "model.safetensors"))
+    assert final.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(final[name], expected[name], rtol=0, atol=0, msg=name)
+
+    # Round 1 retrained (its weights deleted): round 2's data, sampled from the old weights, is refused.
+    (killed / "_bon_data" / "round-1" / "trainable.safetensors").unlink()
+    shutil.rmtree(killed / "round-2")
+    for checkpoint in killed.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
+    with pytest.raises(ValueError, match="round-2 holds Best-of-N data made with other settings.*'policy'"):
+        run_script(tiny_kit, prompt_folder, killed, monkeypatch, KillAtStep(), *saving, "--learning_rate", "0.05")
+    assert count_sampler_calls == []

@@ -16,9 +16,10 @@ with the reward(s), and the best one becomes the SFT target (`--num_candidates`)
 sample-then-train R times, each round sampling from the policy the previous round trained (RAFT / ReST-style). Each
 round's data is saved under `output_dir/_bon_data/round-k/` (the leading underscore keeps it out of `push_to_hub`),
 with the weights of every finished non-final round: a re-run with the same settings samples and trains nothing twice,
-and data made with other settings is refused. Every `BoNSFTConfig` / `SFTConfig` / `TrainingArguments` field is a
-flag; `ModelConfig` gives `--use_peft --lora_r … --load_in_8bit/--load_in_4bit`; `--config recipe.yaml` sets any of
-them. `trl-bon bon-sft --help` lists them all.
+and data made with other settings (or sampled from weights since retrained) is refused. A round killed mid-training
+continues from its own checkpoint with `--resume_from_checkpoint true` (rounds k >= 2 save in `output_dir/round-k`).
+Every `BoNSFTConfig` / `SFTConfig` / `TrainingArguments` field is a flag; `ModelConfig` gives `--use_peft --lora_r …
+--load_in_8bit/--load_in_4bit`; `--config recipe.yaml` sets any of them. `trl-bon bon-sft --help` lists them all.
 """
 
 import copy
@@ -89,13 +90,17 @@ def check_prompt_dataset(dataset, name: str = "train_dataset") -> None:
         raise ValueError(f"`{name}` is empty: BoN-SFT needs at least one prompt.")
 
 
-def round_metadata(round_index: int, prompts, scorer, training_args) -> dict:
-    """What a round's data depends on; saved data is reused only when this matches."""
+def round_metadata(round_index: int, prompts, scorer, training_args, policy: str) -> dict:
+    """What a round's data depends on; saved data is reused only when this matches.
+
+    `policy` names the model the round samples from: the model id for round 1, the SHA-256 of the previous round's
+    trained weights after that (so data sampled from weights that were since retrained is never reused)."""
     from trl_bon.sampling import GenerationSettings
 
     encoded = json.dumps(list(prompts), sort_keys=True, default=str).encode()
     return {
         "round": round_index,
+        "policy": policy,
         "num_candidates": training_args.num_candidates,
         "seed": training_args.seed + round_index - 1,
         "tie_break": training_args.tie_break,
@@ -153,16 +158,27 @@ def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, 
     return dataset
 
 
-def save_trainable(model, path: Path, training_args) -> None:
+def trainable_weights(model) -> tuple[dict, str]:
+    """The trainable tensors of `model` (the adapter under LoRA) and the SHA-256 of their safetensors bytes."""
+    from safetensors.torch import save
+
+    weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return weights, hashlib.sha256(save(weights)).hexdigest()
+
+
+def save_trainable(model, path: Path, training_args) -> str:
+    """Save the trainable weights atomically (on the main process); return their hash."""
     from safetensors.torch import save_file
 
+    weights, digest = trainable_weights(model)
     if training_args.process_index == 0:
-        weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
         save_file(weights, str(path.with_suffix(".tmp")))
         os.replace(path.with_suffix(".tmp"), path)
+    return digest
 
 
-def load_trainable(model, path: Path) -> None:
+def load_trainable(model, path: Path) -> str:
+    """Load the weights `save_trainable` saved into `model`; return their hash."""
     from safetensors.torch import load_file
 
     unexpected = model.load_state_dict(load_file(str(path)), strict=False).unexpected_keys
@@ -171,6 +187,7 @@ def load_trainable(model, path: Path) -> None:
             f"{path} holds weights of another model ({unexpected[:3]}…). Delete `_bon_data/` to start over, or use "
             "another `output_dir`."
         )
+    return trainable_weights(model)[1]
 
 
 def main(script_args, training_args, model_args, dataset_args):
@@ -179,6 +196,7 @@ def main(script_args, training_args, model_args, dataset_args):
     from trl import get_peft_config, get_quantization_config
 
     from trl_bon import BoNSFTTrainer, RewardScorer
+    from trl_bon.trainer._config_checks import check_sampling_inputs, check_sft_batches, check_writable_dir
 
     if training_args.eval_strategy != "no":
         raise ValueError(
@@ -192,23 +210,32 @@ def main(script_args, training_args, model_args, dataset_args):
         )
     if model_args.model_name_or_path is None:
         raise ValueError("No model given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
-    scorer = RewardScorer(
-        resolve_reward_funcs(script_args), reward_weights=training_args.reward_weights, device=training_args.device
-    )
+    reward_funcs = resolve_reward_funcs(script_args)  # names and callables only: reward models load further down
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     prompt_dataset, _ = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
+    # Everything that would fail after the sampling (or waste it) fails now, before any reward model or policy loads.
     check_prompt_dataset(prompt_dataset)
+    check_sft_batches(len(prompt_dataset), training_args, "train_dataset")
+    if training_args.should_save:
+        check_writable_dir(training_args.output_dir)  # the data of each round is saved there
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     if tokenizer.pad_token is None:  # what SFTTrainer would set; the sampler needs it first
         tokenizer.pad_token = training_args.pad_token or tokenizer.eos_token
+    prompts = list(prompt_dataset["prompt"])
+    check_sampling_inputs(model_args.model_name_or_path, prompts, training_args.max_completion_length, tokenizer)
+    scorer = RewardScorer(reward_funcs, reward_weights=training_args.reward_weights, device=training_args.device)
 
     data_dir = Path(training_args.output_dir) / "_bon_data"
     policy, trainer, resume = model_args.model_name_or_path, None, training_args.resume_from_checkpoint
+    policy_name = policy  # in the data's metadata: the model id, then the hash of the weights sampled from
+    if isinstance(resume, str) and resume.lower() == "true":  # `--resume_from_checkpoint true`: the newest complete
+        resume = True
     for round_index in range(1, script_args.num_rounds + 1):
         directory = data_dir / f"round-{round_index}"
-        metadata = round_metadata(round_index, prompt_dataset["prompt"], scorer, training_args)
+        metadata = round_metadata(round_index, prompts, scorer, training_args, policy_name)
         dataset = round_data(directory, metadata, policy, prompt_dataset, scorer, tokenizer, training_args)
         round_args = copy.copy(training_args)  # rounds >= 2 keep their checkpoints in output_dir/round-k
+        round_args.resume_from_checkpoint = None  # `resume` goes to the first round that trains, checked at train()
         if round_index > 1:  # and fine-tune the policy instance trained so far
             round_args.output_dir = os.path.join(training_args.output_dir, f"round-{round_index}")
             round_args.model_init_kwargs = None
@@ -222,12 +249,12 @@ def main(script_args, training_args, model_args, dataset_args):
         )
         weights = directory / "trainable.safetensors"
         if round_index < script_args.num_rounds and weights.exists():
-            load_trainable(trainer.model, weights)  # finished in an earlier run
+            policy_name = load_trainable(trainer.model, weights)  # finished in an earlier run
         else:
             trainer.train(resume_from_checkpoint=resume)
             resume = None  # a checkpoint belongs to the first round that trains
             if round_index < script_args.num_rounds:
-                save_trainable(trainer.model, weights, training_args)
+                policy_name = save_trainable(trainer.model, weights, training_args)
         policy = trainer.model  # the next round samples from, and fine-tunes, the policy trained so far
     finish(trainer, training_args, script_args)
     return trainer

@@ -63,6 +63,16 @@ def check_writable_dir(directory: str, name: str = "output_dir") -> None:
         ) from error
 
 
+def check_no_empty_prompts(prompts, name: str) -> None:
+    """Reject empty text prompts: `generate` gets no input token (an `IndexError` deep inside it)."""
+    empty = [i for i, prompt in enumerate(prompts) if isinstance(prompt, str) and not prompt.strip()]
+    if empty:
+        raise ValueError(
+            f"`{name}` has {len(empty)} empty prompt(s) (rows {empty[:5]}); generation needs at least one prompt "
+            "token. Drop them, e.g. `dataset.filter(lambda x: x['prompt'].strip() != '')`."
+        )
+
+
 def check_prompts(dataset, name: str, prompts_per_batch: int | None = None) -> None:
     """Fail before any model loads on prompt data that would crash or silently not train.
 
@@ -85,12 +95,7 @@ def check_prompts(dataset, name: str, prompts_per_batch: int | None = None) -> N
             )
     if not isinstance(dataset, Dataset) or "prompt" not in dataset.column_names:
         return
-    empty = [i for i, prompt in enumerate(dataset["prompt"]) if isinstance(prompt, str) and not prompt.strip()]
-    if empty:
-        raise ValueError(
-            f"`{name}` has {len(empty)} empty prompt(s) (rows {empty[:5]}); generation needs at least one prompt "
-            "token. Drop them, e.g. `dataset.filter(lambda x: x['prompt'].strip() != '')`."
-        )
+    check_no_empty_prompts(dataset["prompt"], name)
     if prompts_per_batch is not None and len(dataset) < prompts_per_batch:
         raise ValueError(
             f"`{name}` has {len(dataset)} prompt(s), fewer than the {prompts_per_batch} unique prompts one generation "
@@ -110,17 +115,26 @@ def context_window(config) -> int | None:
 
 def check_prompt_lengths(dataset, tokenizer, model, max_completion_length: int, name: str, **template_kwargs) -> None:
     """Reject prompts that, with `max_completion_length` new tokens, exceed the context window of `model` (an
-    instance or a path): GPT-2's absolute positions crash, rotary models silently degrade past their trained length."""
-    from datasets import Dataset
-    from transformers import AutoConfig
+    instance or a path): GPT-2's absolute positions crash, rotary models silently degrade past their trained length.
 
+    `dataset` is a `Dataset` with a `prompt` column or a list of prompts; `tokenizer=None` loads the model's own
+    (only its tokenizer files: the check runs before the weights load)."""
+    from datasets import Dataset
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .._trl_compat import get_config_model_id
     from ..sampling import tokenize_prompts
 
     config = AutoConfig.from_pretrained(model) if isinstance(model, str) else model.config
     window = context_window(config)
-    if window is None or not isinstance(dataset, Dataset) or "prompt" not in dataset.column_names or not len(dataset):
+    if isinstance(dataset, Dataset):
+        prompts = list(dataset["prompt"]) if "prompt" in dataset.column_names else []
+    else:
+        prompts = list(dataset) if isinstance(dataset, list | tuple) else []
+    if window is None or not prompts:
         return
-    lengths = [len(ids) for ids in tokenize_prompts(tokenizer, list(dataset["prompt"]), template_kwargs)]
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(get_config_model_id(config))
+    lengths = [len(ids) for ids in tokenize_prompts(tokenizer, prompts, template_kwargs)]
     too_long = [i for i, length in enumerate(lengths) if length + max_completion_length > window]
     if too_long:
         raise ValueError(
@@ -144,7 +158,25 @@ def check_train_prompt_lengths(trainer) -> None:
     )
 
 
-def _checked_rewards(output, name: str, expected: int) -> list:
+def check_sampling_inputs(model, prompts: list, max_completion_length: int, tokenizer=None, chat_template_kwargs=None):
+    """What the sampler checks before it loads `model` (a path or an instance): no empty text prompt, and every
+    prompt plus `max_completion_length` fits the model's context window."""
+    check_no_empty_prompts(prompts, "prompts")
+    check_prompt_lengths(prompts, tokenizer, model, max_completion_length, "prompts", **(chat_template_kwargs or {}))
+
+
+def check_sft_batches(num_examples: int, args, name: str) -> None:
+    """With `dataloader_drop_last`, fewer examples than one batch over all processes trains 0 steps, silently."""
+    per_step = args.per_device_train_batch_size * args.world_size
+    if args.dataloader_drop_last and num_examples < per_step:
+        raise ValueError(
+            f"`{name}` has {num_examples} example(s), fewer than one batch ({per_step} = per_device_train_batch_size "
+            f"x {args.world_size} process(es)), and `dataloader_drop_last=True` drops it, so training would run 0 "
+            "steps. Add prompts, lower `per_device_train_batch_size`, or set `dataloader_drop_last=False`."
+        )
+
+
+def checked_rewards(output, name: str, expected: int) -> list:
     """`output` of the reward callable `name` as a list of numbers/None, or an error naming the function and fix."""
     import numbers
 
@@ -185,7 +217,7 @@ class RewardOutputChecksMixin:
 
             @functools.wraps(func)
             def wrapper(*args, **kwargs):
-                return _checked_rewards(func(*args, **kwargs), name, len(prompts))
+                return checked_rewards(func(*args, **kwargs), name, len(prompts))
 
             return wrapper
 

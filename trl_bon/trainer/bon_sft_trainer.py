@@ -15,6 +15,7 @@ from trl import SFTTrainer
 from .._trl_compat import get_config_model_id
 from ..sampling import BestOfNOutput, tokenize_prompts
 from ._checkpoint import CheckpointMixin, finetuning_settings
+from ._config_checks import check_sft_batches
 from ._papers import BOND_PAPER
 from .bon_sft_config import BoNSFTConfig
 
@@ -67,6 +68,15 @@ def bon_statistics(dataset: Dataset) -> dict[str, float]:
     }
 
 
+def bon_data_fingerprint(dataset: Dataset) -> str:
+    """Hash of what SFT trains on (token ids, loss mask, rewards): a checkpoint resumes only onto the same data."""
+    import hashlib
+    import json
+
+    content = [list(dataset[column]) for column in BON_COLUMNS]
+    return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+
+
 def _check_bon_dataset(dataset, args: BoNSFTConfig, name: str) -> None:
     """Fail before any model is loaded if `dataset` is not Best-of-N data made with `args.num_candidates`."""
     if dataset is None or isinstance(dataset, IterableDataset):
@@ -89,6 +99,7 @@ def _check_bon_dataset(dataset, args: BoNSFTConfig, name: str) -> None:
             f"`{name}` holds Best-of-{num_candidates} data, but `args.num_candidates={args.num_candidates}`. Sample "
             "the data with the config's `num_candidates`, or set `num_candidates` to the N the data was made with."
         )
+    check_sft_batches(len(dataset), args, name)
 
 
 class BoNSFTTrainer(CheckpointMixin, SFTTrainer):
@@ -173,7 +184,11 @@ class BoNSFTTrainer(CheckpointMixin, SFTTrainer):
                 f"`args` must be a `BoNSFTConfig`, got `{type(args).__name__}`; build one with the same fields."
             )
         _check_bon_dataset(train_dataset, args, "train_dataset")
-        settings = {"method": "bon_sft", "num_candidates": args.num_candidates}
+        settings = {
+            "method": "bon_sft",
+            "num_candidates": args.num_candidates,
+            "train_data_sha256": bon_data_fingerprint(train_dataset),
+        }
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
         super().__init__(
             model=model,
