@@ -90,8 +90,12 @@ def _check_tokenizer(model, tokenizer, loaded_from_model: bool) -> None:
         )
 
 
-def _rewards_from_output(output, name: str, count: int) -> torch.Tensor:
-    """A reward callable's output as a `(count,)` float tensor (None → NaN), or a clear error naming `name`."""
+def reward_values(output, name: str, count: int) -> torch.Tensor:
+    """A reward callable's output as a `(count,)` float tensor (None → NaN), or a clear error naming `name`.
+
+    The one check of what a reward function returns, used offline (`RewardScorer`) and by the trainers. Booleans
+    count as 0/1, as TRL takes them.
+    """
     if isinstance(output, torch.Tensor) or type(output).__module__.startswith("numpy"):
         shape = tuple(output.shape)
         if len(shape) != 1:
@@ -111,7 +115,7 @@ def _rewards_from_output(output, name: str, count: int) -> torch.Tensor:
             "exactly one reward (or None) per completion."
         )
     for i, value in enumerate(output):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        if value is not None and not isinstance(value, numbers.Real):
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 continue
             raise ValueError(
@@ -267,7 +271,6 @@ class RewardScorer:
             raise ValueError(
                 f"Got {len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion."
             )
-        from .trainer._config_checks import checked_rewards  # imported here: the trainers import this module
 
         rewards = torch.empty(len(prompts), len(self.funcs))
         for i, (func, tokenizer) in enumerate(zip(self.funcs, self.tokenizers, strict=True)):
@@ -277,7 +280,7 @@ class RewardScorer:
             output = func(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
             if inspect.isawaitable(output):
                 output = asyncio.run(output)
-            rewards[:, i] = _rewards_from_output(output, self.names[i], len(prompts))
+            rewards[:, i] = reward_values(output, self.names[i], len(prompts))
         return rewards
 
     def weighted(self, rewards_per_func: torch.Tensor) -> torch.Tensor:

@@ -289,13 +289,14 @@ def test_bon_sft_checkpoints_are_atomic_and_self_describing(tiny_kit, prompt_dat
     from transformers import AutoTokenizer
 
     from trl_bon import BoNSFTConfig, BoNSFTTrainer, JBondTrainer, best_of_n, bon_sft_dataset
-    from trl_bon.sampling import GenerationSettings
+    from trl_bon.sampling import GenerationSettings, Sampler
 
     overrides = dict(save_strategy="steps", save_steps=1, save_total_limit=1, max_steps=2)
     args = BoNSFTConfig(**cpu_args(output_dir=str(tmp_path), num_candidates=2, max_completion_length=4, **overrides))
     tokenizer = AutoTokenizer.from_pretrained(tiny_kit["policy"])
     prompts, settings = prompt_dataset["prompt"][:8], GenerationSettings.from_trainer_args(args)
-    bon = best_of_n(tiny_kit["policy"], prompts, token_sum_reward, 2, settings, tokenizer=tokenizer, progress=False)
+    sampler = Sampler(tiny_kit["policy"], settings, tokenizer=tokenizer, progress=False)
+    bon = best_of_n(sampler, prompts, token_sum_reward, 2)
     data = bon_sft_dataset(bon, tokenizer)
     BoNSFTTrainer(tiny_kit["policy"], args=args, train_dataset=data).train()
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
@@ -311,7 +312,8 @@ def test_bon_sft_checkpoints_are_atomic_and_self_describing(tiny_kit, prompt_dat
     assert len(manifest["settings"]["train_data_sha256"]) == 64
     checkpoint = str(tmp_path / "checkpoint-2")
     resampled = bon_sft_dataset(
-        best_of_n(tiny_kit["policy"], prompts, token_sum_reward, 2, settings, tokenizer=tokenizer, seed=1), tokenizer
+        best_of_n(Sampler(tiny_kit["policy"], settings, tokenizer=tokenizer, seed=1), prompts, token_sum_reward, 2),
+        tokenizer,
     )
     other_args = copy.copy(args)
     other_args.output_dir, other_args.resume_from_checkpoint = str(tmp_path / "other"), checkpoint

@@ -43,9 +43,10 @@ def _trainer(kind, args, dataset, model=MISSING_MODEL, **kwargs):
 def _best_of_n(model, prompts, reward_funcs=token_sum_reward):
     """BoN-SFT's data step (as `trl-bon bon-sft` runs it before the trainer), Best-of-2 of 4 tokens."""
     from trl_bon import best_of_n
-    from trl_bon.sampling import GenerationSettings
+    from trl_bon.sampling import GenerationSettings, Sampler
 
-    return best_of_n(model, prompts, reward_funcs, 2, GenerationSettings(max_completion_length=4), progress=False)
+    sampler = Sampler(model, GenerationSettings(max_completion_length=4), progress=False)
+    return best_of_n(sampler, prompts, reward_funcs, 2)
 
 
 @pytest.fixture
@@ -138,10 +139,13 @@ def test_empty_prompts(kind, tmp_path):
         _trainer(kind, _args(kind, tmp_path), Dataset.from_dict({"prompt": EMPTY_PROMPTS}))
 
 
+def test_best_of_n_refuses_empty_prompts_before_generating(tiny_kit):
+    with pytest.raises(ValueError, match="Prompt 1 is the empty string; remove empty prompts"):
+        _best_of_n(tiny_kit["policy"], EMPTY_PROMPTS)
+
+
 def test_bon_sft_empty_prompts(bon_sft_script, tmp_path):
-    """In the sampler before the model loads (the model path does not exist), and in the script before sampling."""
-    with pytest.raises(ValueError, match=EMPTY_PROMPTS_ERROR):
-        _best_of_n(MISSING_MODEL, EMPTY_PROMPTS)
+    """In the script, before the model loads."""
     with pytest.raises(ValueError, match=EMPTY_PROMPTS_ERROR):
         bon_sft_script(EMPTY_PROMPTS, tmp_path / "out")
 
@@ -202,20 +206,20 @@ def tiny_gpt2(tiny_kit, tmp_path_factory):
 @pytest.mark.parametrize(("kind", "model"), [("jbond", "gpt2"), ("vbon", "llama"), ("bon_sft", "gpt2")])
 def test_prompts_longer_than_the_context_window(kind, model, tiny_gpt2, tiny_kit, tmp_path, request):
     """GPT-2 (32 positions) would crash inside `generate`, Llama (256) silently run past its trained length.
-    BoN-SFT: `best_of_n` refuses them before it loads the model."""
+    BoN-SFT: the sampler refuses them before it generates anything."""
     from datasets import Dataset
 
     path, window = (tiny_gpt2, 32) if model == "gpt2" else (tiny_kit["policy"], 256)
     long_prompt = " ".join(["the cat sat on the mat"] * (window // 4))
     dataset = Dataset.from_dict({"prompt": ["the cat", long_prompt] * 4})
+    if kind == "bon_sft":
+        with pytest.raises(ValueError, match=rf"exceeds the model's context window of {window} positions"):
+            _best_of_n(path, dataset["prompt"])
+        return
     with pytest.raises(
         ValueError, match=rf"4 prompt\(s\) \(rows \[1, 3, 5, 7\].*context window of {window}.*Drop or shorten"
     ):
-        if kind == "bon_sft":
-            request.getfixturevalue("no_model_loads")
-            _best_of_n(path, dataset["prompt"])
-        else:
-            _trainer(kind, _args(kind, tmp_path), dataset, model=path)
+        _trainer(kind, _args(kind, tmp_path), dataset, model=path)
 
 
 def string_reward(completions, **kwargs):
@@ -240,9 +244,9 @@ def bool_reward(completions, **kwargs):
 @pytest.mark.parametrize(
     ("reward", "message"),
     [
-        (string_reward, "'string_reward' returned a str \\('good'\\) among its rewards"),
-        (scalar_reward, "'scalar_reward' returned a single float"),
-        (matrix_reward, "'matrix_reward' returned a 2-D array of shape \\(\\d+, 2\\)"),
+        (string_reward, "'string_reward' returned str 'good' for completion 0; each reward must be a number"),
+        (scalar_reward, "'scalar_reward' returned float 1.0; it must return a list of \\d+ floats"),
+        (matrix_reward, "'matrix_reward' returned a Tensor of shape \\(\\d+, 2\\); it must return one reward"),
     ],
     ids=["strings", "scalar", "2d_tensor"],
 )
@@ -251,7 +255,7 @@ def test_malformed_rewards_name_the_function(kind, reward, message, tiny_kit, pr
     """J-BOND at its first reward call; BoN-SFT in `best_of_n`'s scoring (the `RewardScorer` every sampler uses)."""
     from trl_bon import JBondTrainer
 
-    with pytest.raises(ValueError, match=f"{message}; Return one number \\(or None\\) per completion"):
+    with pytest.raises(ValueError, match=message):
         if kind == "bon_sft":
             _best_of_n(tiny_kit["policy"], prompt_dataset["prompt"][:4], [reward, bool_reward])
         else:

@@ -176,31 +176,6 @@ def check_sft_batches(num_examples: int, args, name: str) -> None:
         )
 
 
-def checked_rewards(output, name: str, expected: int) -> list:
-    """`output` of the reward callable `name` as a list of numbers/None, or an error naming the function and fix."""
-    import numbers
-
-    import torch
-
-    fix = f"Return one number (or None) per completion, e.g. a list of {expected} floats."
-    if hasattr(output, "ndim") and hasattr(output, "tolist"):  # torch / numpy arrays
-        if output.ndim != 1:
-            raise ValueError(
-                f"The reward function '{name}' returned a {output.ndim}-D array of shape {tuple(output.shape)}; {fix}"
-            )
-        output = output.tolist()
-    if isinstance(output, str | bytes | numbers.Number) or not isinstance(output, list | tuple):
-        raise ValueError(f"The reward function '{name}' returned a single {type(output).__name__}; {fix}")
-    for value in output:
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            continue
-        if value is not None and not isinstance(value, numbers.Real):
-            raise ValueError(
-                f"The reward function '{name}' returned a {type(value).__name__} ({value!r}) among its rewards; {fix}"
-            )
-    return [value.item() if isinstance(value, torch.Tensor) else value for value in output]
-
-
 class RewardOutputChecksMixin:
     """Check what each reward callable returns, so that a string, a scalar or a 2-D tensor is an error that names
     the function (RLOO would fail inside `torch.tensor` or on a shape mismatch, without saying which function)."""
@@ -211,13 +186,15 @@ class RewardOutputChecksMixin:
 
         from torch import nn
 
+        from ..rewards import reward_values
+
         def checked(func, name):
             if isinstance(func, nn.Module) or inspect.iscoroutinefunction(func):
                 return func
 
             @functools.wraps(func)
             def wrapper(*args, **kwargs):
-                return checked_rewards(func(*args, **kwargs), name, len(prompts))
+                return reward_values(func(*args, **kwargs), name, len(prompts)).tolist()
 
             return wrapper
 
