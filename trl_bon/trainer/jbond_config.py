@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from ._config_checks import warn_if_bf16_on_cpu
+from ._config_checks import DISABLE_DROPOUT_HELP, check_dropout_disabled, warn_if_bf16_on_cpu
 
 
 MODES = ("jbond", "bond")
@@ -132,6 +132,8 @@ class JBondConfig(RLOOConfig):
         },
     )
 
+    disable_dropout: bool = field(default=True, metadata={"help": DISABLE_DROPOUT_HELP})
+
     # Parameters that control the objective
     mode: str = field(default="jbond", metadata={"help": "`jbond` (J-BOND, Alg. 2) or `bond` (BOND, eq. 15)."})
     jeffreys_beta: float = field(
@@ -240,6 +242,7 @@ class JBondConfig(RLOOConfig):
 
         super().__post_init__()
         warn_if_bf16_on_cpu(self)
+        check_dropout_disabled(self)
 
         if self.beta != 0.0:
             raise ValueError(

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from ._config_checks import warn_if_bf16_on_cpu
+from ._config_checks import DISABLE_DROPOUT_HELP, check_dropout_disabled, warn_if_bf16_on_cpu
 
 
 OBJECTIVES = ("l1", "exact")
@@ -76,6 +76,8 @@ class VBoNConfig(RLOOConfig):
         },
     )
 
+    disable_dropout: bool = field(default=True, metadata={"help": DISABLE_DROPOUT_HELP})
+
     # Parameters that control the objective
     num_candidates: int | None = field(
         default=None,
@@ -122,6 +124,7 @@ class VBoNConfig(RLOOConfig):
     def __post_init__(self):
         super().__post_init__()
         warn_if_bf16_on_cpu(self)
+        check_dropout_disabled(self)
         if self.num_candidates is None:
             raise ValueError(
                 "vBoN distils Best-of-N, so `num_candidates` (N) is required; set e.g. `num_candidates=4` "

@@ -29,7 +29,7 @@ from ..ref_cache import (
 )
 from ..rewards import RewardScorer
 from ..sampling import GenerationSettings
-from ._scoring_forwards import ScoringForwardsMixin
+from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
 from .vbon_config import VBoNConfig
 
 
@@ -124,6 +124,11 @@ class VBoNTrainer(ScoringForwardsMixin, RLOOTrainer):
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
+        # `disable_dropout` is forced (see `VBoNConfig`); RLOO's `disable_dropout_in_model` misses the float attention
+        # rates some models read directly (e.g. Llama's `attention_dropout`).
+        for scored in (self.model, self.ref_model):
+            if scored is not None:
+                disable_all_dropout(scored)
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
         self.num_candidates = args.num_candidates
