@@ -131,3 +131,21 @@ def test_unpositioned_gpt2_scoring_is_off(two_token_tasks):
         padded = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[0, -1], -1)
         alone = torch.log_softmax(model(input_ids=ids[:, -1:]).logits[0, -1], -1)
     assert (padded - alone).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_first_step_anchor_equals_policy(two_token_tasks, tmp_path, lora):
+    """At the first step the anchor is the policy: Δ = log π − log π_a is 0 on every row, and the importance ratio is
+    1, so RLOO clips no row, although the GPT-2 config and the LoRA config (random B, so it acts) have dropout 0.1."""
+    from trl_bon import JBondConfig, JBondTrainer
+
+    task = two_token_tasks["gpt2"]
+    args = JBondConfig(**cpu_args(output_dir=str(tmp_path), max_completion_length=2, max_steps=1, learning_rate=0.1))
+    peft_config = _lora("gpt2", init_lora_weights=False) if lora else None
+    trainer = JBondTrainer(task.model_path, task.reward_func, args, task.dataset(6), peft_config=peft_config)
+    dropouts = [module.p for module in trainer.model.modules() if isinstance(module, torch.nn.Dropout)]
+    assert len(dropouts) > (10 if lora else 5) and not any(dropouts)  # the anchor adapter's `lora_dropout` too
+    trainer.train()
+    (logs,) = [entry for entry in trainer.state.log_history if "jbond/kl_anchor" in entry]
+    assert abs(logs["jbond/kl_anchor"]) <= 1e-6
+    assert logs["clip_ratio/region_mean"] == 0.0
