@@ -49,6 +49,8 @@ class JBondConfig(RLOOConfig):
     > - `num_generations` is derived: `1 + 2` in J-BOND, `1 + num_quantile_samples` in BOND.
     > - `per_device_train_batch_size` defaults to `2 * num_generations` (two prompt groups per device), because the
     >   per-device generation batch must hold whole groups.
+    > - `disable_dropout` defaults to `True` and must stay `True`: with dropout, `old_logps` and the loss forward draw
+    >   different masks, the importance ratio is not 1 and RLOO's clip zeroes whole rows.
 
     Parameters:
         > Parameters that control the objective

@@ -25,6 +25,8 @@ class VBoNConfig(RLOOConfig):
     > Defaults that differ from [`RLOOConfig`]:
     > - `beta` defaults to `None`, resolved to `1/(num_candidates − 1)` (vBoN's KL weight, so RLOO's `0.05` cannot
     >   leak through). Another explicit value is allowed but warns: it trains towards a different target.
+    > - `disable_dropout` defaults to `True` and must stay `True`: with dropout, `old_logps` and the loss forward draw
+    >   different masks (the importance ratio is not 1, RLOO's clip zeroes rows) and the KL penalty is noisy.
     > - `normalize_advantages=True` is rejected (it rescales the reward against the KL term), and
     >   `remove_unused_columns=True` is rejected (it would drop the reference-reward column).
 
