@@ -1,12 +1,13 @@
 """A task on the shapes people train on, whose exact laws are computed by enumeration.
 
 Two prompts of different lengths (1 and 5 tokens), so every batch is left-padded; two-token completions over a
-4-token vocabulary (`a b c` and `e`, which is EOS and pad), so a completion is `(e)` or `(y1, y2)` with `y1 ≠ e`:
-13 outcomes per prompt. A tiny GPT-2 (learned absolute positions, `resid/embd/attn_pdrop = 0.1`) or Llama (rotary
+3-token vocabulary (`a b` and `e`, which is EOS and pad), so a completion is `(e)` or `(y1, y2)` with `y1 ≠ e`:
+7 outcomes per prompt. A tiny GPT-2 (learned absolute positions, `resid/embd/attn_pdrop = 0.1`) or Llama (rotary
 positions, `attention_dropout = 0.1`) is built from scratch with large random weights, so that its law depends on the
-prompt and on the positions. Rewards are distinct per outcome and prompt, so every Best-of-N law is well defined.
+prompt and on the positions. Rewards are distinct per outcome and prompt (the more likely an outcome, the lower its
+reward), so every Best-of-N law is well defined.
 
-`law(model)` is the model's exact distribution over the 13 outcomes of each prompt, scored unpadded in eval mode,
+`law(model)` is the model's exact distribution over the 7 outcomes of each prompt, scored unpadded in eval mode,
 which is the law `generate` samples from; the Best-of-N targets follow from `trl_bon.core.bon_probs`.
 """
 
@@ -16,9 +17,9 @@ from pathlib import Path
 import torch
 
 
-VOCAB = ("a", "b", "c", "e")
+VOCAB = ("a", "b", "e")
 EOS = len(VOCAB) - 1
-PROMPTS = ("a", "c b a b c")
+PROMPTS = ("a", "b a b b a")
 OUTCOMES = [(EOS,)] + [(first, second) for first in range(EOS) for second in range(len(VOCAB))]
 
 
@@ -98,6 +99,72 @@ def build_two_token_task(root: str | Path, architecture: str = "gpt2", seed: int
     path = Path(root) / f"two_token_{architecture}"
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    generator = torch.Generator().manual_seed(seed)
-    rewards = torch.stack([torch.randperm(len(OUTCOMES), generator=generator) for _ in PROMPTS]).double()
-    return TwoTokenTask(model_path=str(path), rewards=rewards)
+    # Rewards rank the outcomes against the model's own preference (its most likely outcome is the worst): the
+    # Best-of-N law then moves mass from likely to unlikely outcomes, and no outcome's target mass is tiny next to its
+    # reference mass, so KL(π‖π_BoN) measures the fit rather than how often a vanishing outcome was sampled.
+    task = TwoTokenTask(model_path=str(path), rewards=torch.zeros(len(PROMPTS), len(OUTCOMES), dtype=torch.float64))
+    task.rewards = task.law(model).argsort(-1, descending=True).argsort(-1).double()
+    return task
+
+
+# Training runs shared by `tests/trainers/test_exactness.py` and `benchmarks/exactness.py`: each trainer at its
+# defaults except the step count, the learning rate and the number of prompts per step.
+PROMPTS_PER_STEP = 16
+
+
+def reference_law(task: TwoTokenTask) -> torch.Tensor:
+    """The exact law of the untrained model, π_ref."""
+    from transformers import AutoModelForCausalLM
+
+    return task.law(AutoModelForCausalLM.from_pretrained(task.model_path))
+
+
+def stratified_reference_rewards(task: TwoTokenTask, num_samples: int = 1000) -> list[list[float]]:
+    """Per prompt, `num_samples` reference rewards in π_ref's exact proportions (rounded): a vBoN reference-reward
+    cache without sampling noise."""
+    counts = (reference_law(task) * num_samples).round().long().tolist()
+    return [
+        [reward for reward, count in zip(rewards, row, strict=True) for _ in range(count)]
+        for rewards, row in zip(task.rewards.tolist(), counts, strict=True)
+    ]
+
+
+def train_jbond(task, output_dir, steps, learning_rate, prompts_per_step=PROMPTS_PER_STEP, **overrides):
+    """Train `JBondTrainer` (J-BOND or, with `mode="bond"`, BOND) and return the trained model's exact law."""
+    from trl_bon import JBondConfig, JBondTrainer
+
+    from ..helpers import cpu_args
+
+    num_generations = JBondConfig(**cpu_args(output_dir=str(output_dir), **overrides)).num_generations
+    args = JBondConfig(
+        **cpu_args(output_dir=str(output_dir), max_completion_length=2, logging_steps=steps, **overrides),
+        per_device_train_batch_size=prompts_per_step * num_generations,
+        max_steps=steps,
+        learning_rate=learning_rate,
+    )
+    trainer = JBondTrainer(task.model_path, task.reward_func, args, task.dataset(prompts_per_step * steps))
+    trainer.train()
+    return task.law(trainer.model)
+
+
+def train_vbon(task, output_dir, objective, steps, learning_rate, ref_rewards, num_candidates=4, **overrides):
+    """Train `VBoNTrainer` with `ref_rewards[p]` as prompt p's cached reference rewards; return the exact law."""
+    from datasets import Dataset
+
+    from trl_bon import VBoNConfig, VBoNTrainer
+
+    from ..helpers import cpu_args
+
+    args = VBoNConfig(
+        **cpu_args(output_dir=str(output_dir), max_completion_length=2, logging_steps=steps, **overrides),
+        num_candidates=num_candidates,
+        vbon_objective=objective,
+        max_steps=steps,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=PROMPTS_PER_STEP * 2,  # RLOO's default of 2 completions per prompt
+    )
+    rows = [PROMPTS.index(prompt) for prompt in task.dataset(PROMPTS_PER_STEP * steps)["prompt"]]
+    data = Dataset.from_dict({"prompt": [PROMPTS[p] for p in rows], "ref_rewards": [ref_rewards[p] for p in rows]})
+    trainer = VBoNTrainer(task.model_path, task.reward_func, args=args, train_dataset=data)
+    trainer.train()
+    return task.law(trainer.model)
