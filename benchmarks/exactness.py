@@ -1,15 +1,15 @@
 """Issue 11's table: distance to the exact Best-of-N law before and after training, on realistic shapes.
 
 The two-token task of the test-suite (`tests/trainers/two_token_task.py`): a tiny GPT-2 (learned absolute positions,
-dropout 0.1 in its config) or Llama, prompts of 1 and 5 tokens left-padded in one batch, two-token completions whose
+dropout 0.1 in its config) or Llama, prompts of 2 and 5 tokens left-padded in one batch, two-token completions whose
 law is enumerated exactly. Each trainer runs at its defaults except the step count, learning rate and prompts per step
 (the settings of `tests/trainers/test_exactness.py`), and the script prints KL(π‖π_BoN) per prompt before and after.
 
-    OMP_NUM_THREADS=1 python benchmarks/exactness.py    # this checkout's trl_bon
-    git archive main trl_bon | tar -x -C /tmp/main      # another checkout, e.g. the main branch:
-    OMP_NUM_THREADS=1 PYTHONPATH=/tmp/main python benchmarks/exactness.py
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/exactness.py              # this checkout's trl_bon
+    git archive main trl_bon | tar -x -C /tmp/main                           # another one, e.g. the main branch:
+    OMP_NUM_THREADS=1 PYTHONPATH=/tmp/main:. python benchmarks/exactness.py
 
-The `trl_bon` that is imported is the first on the path (the repository root is appended after `PYTHONPATH`).
+The `trl_bon` imported is the first on `PYTHONPATH`; the task and training helpers come from this checkout's `tests/`.
 """
 
 import argparse
@@ -66,14 +66,14 @@ def main():
             policy = train_vbon(task, root / key, "exact", 100, 0.01, stratified_reference_rewards(task), **overrides)
         else:
             target = bon_probs(ref, task.rewards, 2)
-            policy = train_jbond(task, root / key, 100, 0.01, **overrides)
+            policy = train_jbond(task, root / key, 150 if architecture == "llama" else 100, 0.01, **overrides)
         before, after = kl_divergence(ref, target).tolist(), kl_divergence(policy, target).tolist()
         seconds = time.perf_counter() - start
         lines.append(
             f"| {label} | {before[0]:.3f} / {before[1]:.3f} | {after[0]:.3f} / {after[1]:.3f} | {seconds:.0f} s |"
         )
         print(lines[-1], flush=True)
-    print("\n| trainer (1- / 5-token prompt) | KL(π‖π_BoN) before | after 100 steps | time |\n|---|---|---|---|")
+    print("\n| trainer (2- / 5-token prompt) | KL(π‖π_BoN) before | after training | time |\n|---|---|---|---|")
     print("\n".join(lines))
 
 

@@ -1,6 +1,6 @@
 """Every log-prob the RLOO-based trainers score equals the model's own log-prob of the same sequence, unpadded.
 
-The two-token task puts prompts of 1 and 5 tokens in one left-padded batch, on a GPT-2 architecture (learned absolute
+The two-token task puts prompts of 2 and 5 tokens in one left-padded batch, on a GPT-2 architecture (learned absolute
 positions, dropout 0.1 in its config) and a Llama one (rotary positions, attention dropout 0.1). A padded row scored
 without position ids sits at positions shifted by its padding: on GPT-2 its log-probs then differ by ~1 nat.
 """

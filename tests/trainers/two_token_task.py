@@ -1,11 +1,13 @@
 """A task on the shapes people train on, whose exact laws are computed by enumeration.
 
-Two prompts of different lengths (1 and 5 tokens), so every batch is left-padded; two-token completions over a
+Two prompts of different lengths (2 and 5 tokens), so every batch is left-padded; two-token completions over a
 3-token vocabulary (`a b` and `e`, which is EOS and pad), so a completion is `(e)` or `(y1, y2)` with `y1 ≠ e`:
 7 outcomes per prompt. A tiny GPT-2 (learned absolute positions, `resid/embd/attn_pdrop = 0.1`) or Llama (rotary
 positions, `attention_dropout = 0.1`) is built from scratch with large random weights, so that its law depends on the
-prompt and on the positions. Rewards are distinct per outcome and prompt (the more likely an outcome, the lower its
-reward), so every Best-of-N law is well defined.
+prompt and on the positions. Each prompt holds two distinct tokens: a rotary model without a BOS token cannot tell
+`a` from `a a` (identical keys and values), so a one-token prompt would put some targets out of Llama's reach.
+Rewards are distinct per outcome and prompt (the more likely an outcome, the lower its reward), so every Best-of-N
+law is well defined.
 
 `law(model)` is the model's exact distribution over the 7 outcomes of each prompt, scored unpadded in eval mode,
 which is the law `generate` samples from; the Best-of-N targets follow from `trl_bon.core.bon_probs`.
@@ -19,7 +21,7 @@ import torch
 
 VOCAB = ("a", "b", "e")
 EOS = len(VOCAB) - 1
-PROMPTS = ("a", "b a b b a")
+PROMPTS = ("b a", "a b b a b")
 OUTCOMES = [(EOS,)] + [(first, second) for first in range(EOS) for second in range(len(VOCAB))]
 
 
@@ -72,7 +74,7 @@ class TwoTokenTask:
         return torch.stack(rows)
 
 
-def build_two_token_task(root: str | Path, architecture: str = "gpt2", seed: int = 0) -> TwoTokenTask:
+def build_two_token_task(root: str | Path, architecture: str = "gpt2", seed: int = 2) -> TwoTokenTask:
     """Save a tiny `architecture` ("gpt2" or "llama") causal LM with dropout in its config, and its tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast
