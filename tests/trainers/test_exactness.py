@@ -18,21 +18,21 @@ from trl_bon.core import bon_probs, kl_divergence
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize(("architecture", "steps"), [("gpt2", 100), ("llama", 150)])
-def test_jbond_fixed_anchor_reaches_best_of_2(two_token_tasks, tmp_path, architecture, steps):
-    """The tiny Llama learns more slowly than the GPT-2 (same learning rate), so it gets more steps."""
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_jbond_fixed_anchor_reaches_best_of_2(two_token_tasks, tmp_path, architecture):
     task = two_token_tasks[architecture]
     target = bon_probs(reference_law(task), task.rewards, 2)
     assert (kl_divergence(reference_law(task), target) > 0.1).all()
-    policy = train_jbond(task, tmp_path, steps, 0.01, anchor="fixed")
+    policy = train_jbond(task, tmp_path, 200, 0.01, anchor="fixed")
     kl = kl_divergence(policy, target)
     print(f"J-BOND fixed anchor, {architecture}: KL(pi || Bo2) per prompt = {kl.numpy().round(4)}")
     assert (kl <= 0.02).all(), kl
 
 
 def _distance_to_bon_curve(policy, ref, rewards):
-    """Per prompt, min over real N ∈ [1, 100] of KL(π‖π_BoN(N)) (BOND eq. 4 with p≤^N − p<^N for real N)."""
-    curve = torch.stack([kl_divergence(policy, bon_probs(ref, rewards, n)) for n in torch.logspace(0, 2, 200)])
+    """Per prompt, min over real N ∈ [1, 10⁵] of KL(π‖π_BoN(N)) (BOND eq. 4 with p≤^N − p<^N for real N). An EMA
+    anchor iterates Best-of-2, so N grows geometrically with training: the curve must reach large N."""
+    curve = torch.stack([kl_divergence(policy, bon_probs(ref, rewards, n)) for n in torch.logspace(0, 5, 400)])
     return curve.min(0).values
 
 
@@ -53,7 +53,7 @@ def test_bond_reaches_best_of_4(two_token_tasks, tmp_path):
     task = two_token_tasks["gpt2"]
     target = bon_probs(reference_law(task), task.rewards, 4)
     policy = train_jbond(
-        task, tmp_path, steps=60, learning_rate=0.01, mode="bond", num_candidates=4, prompts_per_step=4
+        task, tmp_path, steps=80, learning_rate=0.01, mode="bond", num_candidates=4, prompts_per_step=8
     )
     kl = kl_divergence(policy, target)
     print(f"BOND N=4: KL(pi || Bo4) per prompt = {kl.numpy().round(4)}")
@@ -84,7 +84,7 @@ def test_vbon_reaches_its_optimum(two_token_tasks, tmp_path, objective):
     ref = reference_law(task)
     cache = stratified_reference_rewards(task)
     target = bon_probs(ref, task.rewards, N) if objective == "exact" else _l1_optimum(task, ref, cache)
-    policy = train_vbon(task, tmp_path, objective, 100, 0.01, cache)
+    policy = train_vbon(task, tmp_path, objective, 200, 0.01, cache)
     kl = kl_divergence(policy, target)
     print(f"vBoN {objective} N=4: KL(pi || optimum) per prompt = {kl.numpy().round(4)}")
     assert (kl <= 0.02).all(), kl
