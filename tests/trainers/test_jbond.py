@@ -352,6 +352,8 @@ def test_lora_rows_come_from_their_own_adapter_and_kl_metrics_are_exact(one_toke
         for name, param in trainer.model.named_parameters():
             if ".default." in name and "lora_B" in name:
                 param.normal_(0, 3.0)
+            elif ".default." in name and "lora_magnitude_vector" in name:  # DoRA rescales the direction BA moved
+                param.mul_(torch.empty_like(param).uniform_(0.2, 3.0))
     policy_probs = one_token_task.policy_probs(trainer.model)
     with trainer.anchor.active():
         anchor_probs = one_token_task.policy_probs(trainer.model)
