@@ -204,6 +204,8 @@ class RewardOutputChecksMixin:
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         finally:
             self.reward_funcs = originals
+
+
 DISABLE_DROPOUT_HELP = (
     "Must stay True: dropout draws a different mask in each forward, so the importance ratio of the first (and only) "
     "update is not 1 and RLOO's clip zeroes the gradient of whole rows."
