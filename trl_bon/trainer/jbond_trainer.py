@@ -19,7 +19,6 @@ from contextlib import contextmanager
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
-from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import RLOOTrainer
 
@@ -34,7 +33,7 @@ from .._trl_compat import (
     prepare_fsdp,
     use_adapter,
 )
-from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor
+from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engine
 from ._papers import BOND_PAPER
 from ._scoring_forwards import ScoringForwardsMixin
 from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
@@ -43,17 +42,6 @@ from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
 # Optional model inputs `_compute_loss` forwards to `_get_per_token_logps_and_entropies`; the anchor forward does too.
 _FORWARD_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes")
 _FORWARD_KEYS += ("num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
-
-
-class _AnchorResumeCallback(TrainerCallback):
-    """Reload the anchor from `checkpoint-N/` at `on_train_begin`, i.e. after `Trainer` restored the policy."""
-
-    def __init__(self, trainer: "JBondTrainer"):
-        self.trainer = trainer
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if self.trainer._resume_checkpoint is not None:
-            self.trainer.anchor_callback.load_from_checkpoint(self.trainer._resume_checkpoint)
 
 
 class JBondTrainer(ScoringForwardsMixin, RLOOTrainer):
@@ -163,6 +151,7 @@ class JBondTrainer(ScoringForwardsMixin, RLOOTrainer):
                 "LoRA adapter (`peft_config=LoraConfig(...)`; the anchor is then a second adapter that vLLM syncs) or "
                 "set `use_vllm=False`."
             )
+        check_anchor_engine(args, lora=use_lora)
         # The full fine-tuning anchor (and optional reference) start as copies of the untouched policy π_ref. An
         # instance is copied before RLOO patches it with the fused LM head (the patch closes over the original).
         initial_model = copy.deepcopy(model) if not use_lora and not isinstance(model, str) else None
@@ -196,8 +185,6 @@ class JBondTrainer(ScoringForwardsMixin, RLOOTrainer):
             self.anchor, mode=args.anchor, rate=args.anchor_ema_rate, period=args.anchor_update_period
         )
         self.add_callback(self.anchor_callback)
-        self.add_callback(_AnchorResumeCallback(self))
-        self._resume_checkpoint = None
         self._stashed_rewards = None
         self._generation_time = 0.0
 
@@ -220,7 +207,10 @@ class JBondTrainer(ScoringForwardsMixin, RLOOTrainer):
         if self.is_deepspeed_enabled:
             return prepare_deepspeed(frozen, self.accelerator)
         if self.is_fsdp_enabled:
-            return prepare_fsdp(frozen, self.accelerator)
+            frozen = prepare_fsdp(frozen, self.accelerator)
+            # As `Trainer` does for the policy: generate() must unshard the FSDP2 parameters first.
+            torch.distributed.fsdp.register_fsdp_forward_method(frozen, "generate")
+            return frozen
         return self.accelerator.prepare_model(frozen, evaluation_mode=True)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -235,7 +225,7 @@ class JBondTrainer(ScoringForwardsMixin, RLOOTrainer):
                     f"No checkpoint found in `output_dir` ({self.args.output_dir}) to resume from; pass a checkpoint "
                     "path or `resume_from_checkpoint=None`."
                 )
-        self._resume_checkpoint = resume_from_checkpoint or None
+        self.anchor_callback.resume_from(resume_from_checkpoint or None)
         return super().train(
             resume_from_checkpoint=resume_from_checkpoint,
             trial=trial,
