@@ -1,0 +1,130 @@
+"""The engines tier: J-BOND's anchor and TRL's RLOO (the control) under DeepSpeed ZeRO-2/3 and FSDP2, 2 CPU processes.
+
+Each run trains 4 optimizer steps with checkpoints at steps 2 and 4 (`engine_script.py`), then every rank dumps the
+gathered anchor and trainable policy tensors. The tests check that the ranks agree exactly, that the engine agrees with
+the DDP run of the same setup, that resuming from `checkpoint-2` reproduces step 4, that the anchor checkpoint loads
+back (whole tensors, never ZeRO-3's empty partitions), and that unsupported combinations fail at construction.
+
+Run by `.ci/run` in each engine's own virtual environment (TRL_BON_ENGINES=deepspeed or fsdp2); the plain test run
+does not collect this file (see `conftest.py`).
+"""
+
+import os
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers import run_torchrun
+
+
+SCRIPT = Path(__file__).with_name("engine_script.py")
+ROOT = Path(__file__).parents[2]
+ENGINES = os.environ.get("TRL_BON_ENGINES", "").split(",")
+deepspeed_tier = pytest.mark.skipif("deepspeed" not in ENGINES, reason="run by .ci/run in the DeepSpeed venv")
+fsdp2_tier = pytest.mark.skipif("fsdp2" not in ENGINES, reason="run by .ci/run's FSDP2 tier")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_kit):
+    """`runs(engine, setup, resume=False)` → `[rank0, rank1]` results, each run once per module."""
+    root = tmp_path_factory.mktemp("engines")
+
+    @cache
+    def run(engine: str, setup: str, resume: bool = False):
+        output_dir = root / f"{engine}-{setup}{'-resumed' if resume else ''}"
+        output_dir.mkdir()
+        args = [tiny_kit["policy"], str(output_dir), engine, setup]
+        if resume:
+            args.append(str(root / f"{engine}-{setup}" / "checkpoint-2"))
+        result = run_torchrun(SCRIPT, args, env={"PYTHONPATH": str(ROOT)}, timeout=540)
+        assert result.returncode == 0, result.stderr[-5000:]
+        return output_dir, [torch.load(output_dir / f"rank{rank}.pt") for rank in (0, 1)]
+
+    return run
+
+
+def _assert_equal(first: dict, second: dict, what: str, atol: float = 0.0) -> None:
+    assert first.keys() == second.keys() and first, f"{what}: different or no tensors"
+    for name, tensor in first.items():
+        assert tensor.numel() > 0, f"{what}: {name} is empty"
+        if atol == 0.0:
+            assert torch.equal(tensor, second[name]), f"{what}: {name} differs"
+        else:
+            torch.testing.assert_close(tensor, second[name], rtol=0, atol=atol, msg=f"{what}: {name} differs")
+
+
+def _check_engine_run(runs, engine: str, setup: str, atol_vs_ddp: float) -> None:
+    """Ranks agree, DDP agrees, resume reproduces the straight run, and the checkpointed anchor loads back."""
+    output_dir, ranks = runs(engine, setup)
+    assert [rank["global_step"] for rank in ranks] == [4, 4] and ranks[0]["world_size"] == 2
+    keys = ["policy", "anchor"] if "anchor" in ranks[0] else ["policy"]
+    for key in keys:
+        _assert_equal(ranks[0][key], ranks[1][key], f"{engine} {setup} {key}: rank 0 vs rank 1")
+    _, ddp = runs("ddp", setup)
+    for key in keys:
+        _assert_equal(ranks[0][key], ddp[0][key], f"{engine} {setup} {key}: engine vs DDP", atol=atol_vs_ddp)
+    if "anchor" in ranks[0]:
+        # The anchor moved away from the starting policy, and its step-4 checkpoint holds the final state.
+        start = load_file(output_dir / "checkpoint-2" / "anchor" / "anchor.safetensors") if "lora" in setup else None
+        saved = _saved_anchor(output_dir / "checkpoint-4" / "anchor", setup)
+        _assert_equal(saved, ranks[0]["anchor"], f"{engine} {setup}: checkpoint-4 anchor vs final anchor")
+        if start is not None:
+            assert any(not torch.equal(start[name], saved[name]) for name in saved), "the anchor never moved"
+    _, resumed = runs(engine, setup, resume=True)
+    for key in keys:
+        _assert_equal(resumed[0][key], ranks[0][key], f"{engine} {setup} {key}: resumed vs straight")
+
+
+def _saved_anchor(directory: Path, setup: str) -> dict[str, torch.Tensor]:
+    if "lora" in setup:
+        return load_file(directory / "anchor.safetensors")
+    saved = load_file(directory / "model.safetensors")
+    return {name: tensor.float() for name, tensor in saved.items()}
+
+
+@deepspeed_tier
+def test_zero2_jbond_full(runs):
+    """ZeRO-2, J-BOND full fine-tuning: construction used to crash (the engine's `eval()` returns None)."""
+    _check_engine_run(runs, "zero2", "jbond-full", atol_vs_ddp=1e-6)
+
+
+@deepspeed_tier
+def test_zero3_jbond_lora_sharded_adapters(runs):
+    """ZeRO-3 with every adapter tensor partitioned: the anchor checkpoint used to hold 0-element tensors."""
+    _check_engine_run(runs, "zero3", "jbond-lora", atol_vs_ddp=1e-6)
+
+
+@deepspeed_tier
+def test_zero3_rloo_lora_control(runs):
+    _, ranks = runs("zero3", "rloo-lora")
+    _assert_equal(ranks[0]["policy"], ranks[1]["policy"], "RLOO ZeRO-3 policy: rank 0 vs rank 1")
+    _, ddp = runs("ddp", "rloo-lora")
+    _assert_equal(ranks[0]["policy"], ddp[0]["policy"], "RLOO ZeRO-3 vs DDP", atol=1e-6)
+
+
+@deepspeed_tier
+def test_zero3_full_anchor_refused_before_loading(tmp_path, tiny_kit):
+    result = run_torchrun(
+        SCRIPT, [tiny_kit["policy"], str(tmp_path), "zero3", "jbond-full"], env={"PYTHONPATH": str(ROOT)}, timeout=300
+    )
+    assert result.returncode != 0
+    assert "A full-model anchor is not supported under DeepSpeed ZeRO-3" in result.stderr
+    assert "Loading weights" not in result.stderr + result.stdout  # refused before any model loads
+
+
+@fsdp2_tier
+@pytest.mark.parametrize("setup", ["jbond-lora", "jbond-full"])
+def test_fsdp2_jbond(runs, setup):
+    """FSDP2: the EMA runs on each rank's local shard, with the fp32 state sharded the same way."""
+    _check_engine_run(runs, "fsdp2", setup, atol_vs_ddp=1e-6)
+
+
+@fsdp2_tier
+def test_fsdp2_rloo_lora_control(runs):
+    _, ranks = runs("fsdp2", "rloo-lora")
+    _assert_equal(ranks[0]["policy"], ranks[1]["policy"], "RLOO FSDP2 policy: rank 0 vs rank 1")
+    _, ddp = runs("ddp", "rloo-lora")
+    _assert_equal(ranks[0]["policy"], ddp[0]["policy"], "RLOO FSDP2 vs DDP", atol=1e-6)
