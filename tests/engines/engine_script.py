@@ -114,10 +114,21 @@ def trainable_state(trainer) -> dict[str, torch.Tensor]:
     return state
 
 
+def _is_sharded(param: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(param, DTensor):
+        return param.to_local().numel() < param.numel()
+    return hasattr(param, "ds_id") and param.data.numel() < param.ds_numel
+
+
 def main(policy: str, output_dir: str, engine: str, setup: str, resume: str | None = None) -> None:
     trainer = build_trainer(policy, output_dir, engine, setup)
     trainer.train(resume_from_checkpoint=resume)
+    model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
     result = {
+        # Tensors this rank holds only a part of: ZeRO-3 partitions (empty `data`) or FSDP2 shards.
+        "sharded": [name for name, param in model.named_parameters() if _is_sharded(param)],
         "world_size": trainer.accelerator.num_processes,
         "global_step": trainer.state.global_step,
         "policy": trainable_state(trainer),

@@ -14,6 +14,8 @@ def enable_fsdp2_on_cpu() -> None:
 
     def __init__(self, *args, fsdp_plugin=None, **kwargs):
         original_init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        # Every later `AcceleratorState()` re-reads the process state (MULTI_CPU), so re-apply on each call.
+        fsdp_plugin = fsdp_plugin or getattr(self, "fsdp_plugin", None)
         if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
             self.distributed_type = DistributedType.FSDP
             self.fsdp_plugin = fsdp_plugin

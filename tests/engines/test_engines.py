@@ -60,6 +60,9 @@ def _check_engine_run(runs, engine: str, setup: str, atol_vs_ddp: float) -> None
     """Ranks agree, DDP agrees, resume reproduces the straight run, and the checkpointed anchor loads back."""
     output_dir, ranks = runs(engine, setup)
     assert [rank["global_step"] for rank in ranks] == [4, 4] and ranks[0]["world_size"] == 2
+    if engine != "zero2":  # ZeRO-2 shards gradients and optimizer states, not parameters
+        # Really sharded: every trainable policy tensor (the adapters included) is split across the ranks.
+        assert set(ranks[0]["policy"]) <= set(ranks[0]["sharded"]), f"{engine} left tensors whole"
     keys = ["policy", "anchor"] if "anchor" in ranks[0] else ["policy"]
     for key in keys:
         _assert_equal(ranks[0][key], ranks[1][key], f"{engine} {setup} {key}: rank 0 vs rank 1")
@@ -88,13 +91,13 @@ def _saved_anchor(directory: Path, setup: str) -> dict[str, torch.Tensor]:
 @deepspeed_tier
 def test_zero2_jbond_full(runs):
     """ZeRO-2, J-BOND full fine-tuning: construction used to crash (the engine's `eval()` returns None)."""
-    _check_engine_run(runs, "zero2", "jbond-full", atol_vs_ddp=1e-6)
+    _check_engine_run(runs, "zero2", "jbond-full", atol_vs_ddp=1e-5)
 
 
 @deepspeed_tier
 def test_zero3_jbond_lora_sharded_adapters(runs):
     """ZeRO-3 with every adapter tensor partitioned: the anchor checkpoint used to hold 0-element tensors."""
-    _check_engine_run(runs, "zero3", "jbond-lora", atol_vs_ddp=1e-6)
+    _check_engine_run(runs, "zero3", "jbond-lora", atol_vs_ddp=1e-5)
 
 
 @deepspeed_tier
@@ -119,7 +122,7 @@ def test_zero3_full_anchor_refused_before_loading(tmp_path, tiny_kit):
 @pytest.mark.parametrize("setup", ["jbond-lora", "jbond-full"])
 def test_fsdp2_jbond(runs, setup):
     """FSDP2: the EMA runs on each rank's local shard, with the fp32 state sharded the same way."""
-    _check_engine_run(runs, "fsdp2", setup, atol_vs_ddp=1e-6)
+    _check_engine_run(runs, "fsdp2", setup, atol_vs_ddp=1e-5)
 
 
 @fsdp2_tier

@@ -286,11 +286,14 @@ class JBondTrainer(ScoringForwardsMixin, RLOOTrainer):
             finally:
                 model.train(was_training)
 
+        instance_generate = vars(model).get("generate")  # FSDP2 registers an unsharding `generate` on the instance
         model.generate = generate
         try:
             yield
         finally:
             del model.generate
+            if instance_generate is not None:
+                model.generate = instance_generate
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields):
         if images is not None or multimodal_fields:
