@@ -302,7 +302,11 @@ class AnchorState:
     def memory_bytes(self) -> int:
         """Bytes the anchor holds on this rank: its compute tensors (local shards) plus its fp32 shadows."""
         tensors = [*self._compute_tensors(), *self._shadows.values()]
-        return sum(_local(tensor).numel() * tensor.element_size() for tensor in tensors)
+        # A ZeRO-3 parameter keeps its partition in `ds_tensor` (its `data` is empty between gathers).
+        held = [
+            getattr(tensor, "ds_tensor", None) if hasattr(tensor, "ds_id") else _local(tensor) for tensor in tensors
+        ]
+        return sum(part.numel() * part.element_size() for part in held if part is not None)
 
     def _compute_tensors(self) -> list[torch.Tensor]:
         return [anchor for _, anchor, _ in self.pairs()]
