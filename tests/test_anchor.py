@@ -285,6 +285,14 @@ def test_unsupported_engines_refused_before_loading(monkeypatch):
     monkeypatch.setenv("FSDP_VERSION", "2")
     check_anchor_engine(args, lora=False)
     monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    for fsdp_config, refused in (({}, False), ({"version": 2}, False), ({"version": 1}, True)):
+        fsdp_args = copy.copy(args)
+        fsdp_args.fsdp, fsdp_args.fsdp_config = "full_shard", fsdp_config  # transformers defaults to version 2
+        if refused:
+            with pytest.raises(ValueError, match="FSDP1"):
+                check_anchor_engine(fsdp_args, lora=True)
+        else:
+            check_anchor_engine(fsdp_args, lora=True)
     monkeypatch.setattr("trl_bon.anchor.is_deepspeed_zero3_enabled", lambda: True)
     check_anchor_engine(args, lora=True)
     with pytest.raises(NotImplementedError, match="ZeRO-3"):

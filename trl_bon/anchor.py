@@ -76,10 +76,13 @@ def check_anchor_engine(args: "TrainingArguments", lora: bool) -> None:
         lora (`bool`):
             Whether the anchor is a LoRA adapter ([`LoraAnchor`]) rather than a full model copy ([`ModelAnchor`]).
     """
-    fsdp_config = getattr(args, "fsdp_config", None) or {}
-    fsdp_enabled = bool(getattr(args, "fsdp", None)) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
-    fsdp_version = int(fsdp_config.get("version", os.environ.get("FSDP_VERSION", 1)))
-    if fsdp_enabled and fsdp_version == 1:
+    if getattr(args, "fsdp", None):  # `TrainingArguments(fsdp=...)`: transformers defaults to FSDP2
+        fsdp_version = int((getattr(args, "fsdp_config", None) or {}).get("version", 2))
+    elif os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":  # `accelerate launch`: accelerate defaults to 1
+        fsdp_version = int(os.environ.get("FSDP_VERSION", 1))
+    else:
+        fsdp_version = None
+    if fsdp_version == 1:
         raise ValueError(
             "The J-BOND anchor does not support FSDP1: the policy and anchor tensors sit at different offsets of flat "
             "parameters. Use FSDP2 (`fsdp_version: 2`), DeepSpeed ZeRO-2, or DDP."
