@@ -31,7 +31,7 @@ from .._trl_compat import (
     prepare_fsdp,
     use_adapter,
 )
-from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor
+from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engine
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
 from ._papers import BOND_PAPER
@@ -162,6 +162,7 @@ class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixi
                 "LoRA adapter (`peft_config=LoraConfig(...)`; the anchor is then a second adapter that vLLM syncs) or "
                 "set `use_vllm=False`."
             )
+        check_anchor_engine(args, lora=use_lora)
         # The full fine-tuning anchor (and optional reference) start as copies of the untouched policy π_ref. An
         # instance is copied before RLOO patches it with the fused LM head (the patch closes over the original).
         initial_model = copy.deepcopy(model) if not use_lora and not isinstance(model, str) else None
@@ -224,18 +225,21 @@ class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixi
         if self.is_deepspeed_enabled:
             return prepare_deepspeed(frozen, self.accelerator)
         if self.is_fsdp_enabled:
-            return prepare_fsdp(frozen, self.accelerator)
+            frozen = prepare_fsdp(frozen, self.accelerator)
+            # As `Trainer` does for the policy: generate() must unshard the FSDP2 parameters first.
+            torch.distributed.fsdp.register_fsdp_forward_method(frozen, "generate")
+            return frozen
         return self.accelerator.prepare_model(frozen, evaluation_mode=True)
 
     # ------------------------------------------------------------------------------------------------------------
     # Checkpoints: the anchor is saved into each checkpoint before it becomes visible, and read back only from it
 
     def _save_resume_state(self, checkpoint_dir):
-        if self.args.should_save:
-            self.anchor_callback.save_to_checkpoint(checkpoint_dir, self.state)
+        # Every process takes part (FSDP2 and ZeRO-3 gather the anchor); the main process writes.
+        self.anchor_callback.save_to_checkpoint(checkpoint_dir, self.state)
 
     def _load_resume_state(self, checkpoint_dir):
-        self.anchor_callback.load_from_checkpoint(checkpoint_dir)
+        self.anchor_callback.load_from_checkpoint(checkpoint_dir, self.state.global_step)
 
     # ------------------------------------------------------------------------------------------------------------
     # Hook 1: slot routing
@@ -284,11 +288,14 @@ class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixi
         def generate(*args, **kwargs):
             return class_generate(*args, adapter_names=adapter_names, **kwargs)
 
+        instance_generate = vars(model).get("generate")  # FSDP2 registers an unsharding `generate` on the instance
         model.generate = generate
         try:
             yield
         finally:
             del model.generate
+            if instance_generate is not None:
+                model.generate = instance_generate
 
     @contextmanager
     def _eval_mode(self):
