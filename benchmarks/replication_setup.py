@@ -270,8 +270,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def step_prompts(cache: Cache, seed: int, min_prefix: int, max_prefix: int) -> dict:
-    """Prompt = the first k ∈ [min_prefix, max_prefix] policy tokens of a snippet (as in the IMDB setups), written as
-    `prompts/{train,test}.jsonl` with one `prompt` column: a dataset folder for `--dataset_name <cache>/prompts`."""
+    """Prompt = the first k ∈ [min_prefix, max_prefix] policy tokens of a snippet (as in the IMDB setups): in
+    `data/prompts_{split}.jsonl` with the snippet's id and label, and as `prompts/{split}.jsonl` with only the `prompt`
+    column, a dataset folder for `--dataset_name <cache>/prompts` (the recipes of `benchmarks/convergence.py`)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(cache.path("policy")))
@@ -281,7 +282,10 @@ def step_prompts(cache: Cache, seed: int, min_prefix: int, max_prefix: int) -> d
         rows = read_jsonl(cache.path("data", f"snippets_{split}.jsonl"))
         lengths = []
         cache.path("prompts").mkdir(exist_ok=True)
-        with open(cache.path("prompts", f"{split}.jsonl"), "w") as f:
+        with (
+            open(cache.path("data", f"prompts_{split}.jsonl"), "w") as f,
+            open(cache.path("prompts", f"{split}.jsonl"), "w") as g,
+        ):
             for row in rows:
                 ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"]
                 k = rng.randint(min_prefix, max_prefix)
@@ -289,7 +293,8 @@ def step_prompts(cache: Cache, seed: int, min_prefix: int, max_prefix: int) -> d
                     continue
                 prompt = tokenizer.decode(ids[:k])
                 lengths.append(k)
-                f.write(json.dumps({"prompt": prompt}) + "\n")
+                f.write(json.dumps({"id": row["id"], "prompt": prompt, "label": row["label"]}) + "\n")
+                g.write(json.dumps({"prompt": prompt}) + "\n")
         info[split] = {"prompts": len(lengths), "mean_prefix_tokens": sum(lengths) / len(lengths)}
     log(f"prompts: {info}")
     return info
