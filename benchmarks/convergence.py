@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -136,14 +137,15 @@ def run_config(variant: str, seed: int, run_dir: Path, smoke: bool, max_steps: i
     return config
 
 
-def execute(command: list[str], config: dict, folder: Path, task: Path, extra=()) -> float:
-    """Write `config.yaml` into `folder`, run `python <command> --config it` from the task folder, return seconds."""
+def execute(command: list[str], config: dict, folder: Path, task: Path, extra=()) -> dict:
+    """Write `config.yaml` into `folder`, run `python <command> --config it` from the task folder; return its wall
+    and CPU seconds (CPU time, user + system, is what an idle machine would spend; wall time depends on the load)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = dict(os.environ, TRL_BON_LAUNCH="0", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_DISABLED="true")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), str(task / "site"), env.get("PYTHONPATH")) if p)
     argv = [sys.executable, *command, "--config", str(folder / "config.yaml"), *extra]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(folder / "log.txt", "a") as out:
         out.write("$ " + " ".join(argv) + "\n")
         out.flush()
@@ -153,7 +155,8 @@ def execute(command: list[str], config: dict, folder: Path, task: Path, extra=()
         raise SystemExit(
             f"{' '.join(argv)} failed (exit {proc.returncode}); log {folder / 'log.txt'}:\n" + "\n".join(tail)
         )
-    return time.perf_counter() - start
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall": time.perf_counter() - start, "cpu": used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime}
 
 
 def train(variant: str, seed: int, out: Path, task: Path, smoke: bool, max_steps: int | None = None) -> dict:
@@ -364,7 +367,7 @@ def main(argv=None):
     budgets = {v: t["budget"] for v, t in timings.items()}
     if budgets:
         text += "\n\nSampling budget per run: " + "; ".join(f"{v}: {b}" for v, b in budgets.items())
-        text += "\nWall seconds per run: " + "; ".join(f"{v}: {t['seconds']}" for v, t in timings.items())
+        text += "\nSeconds per run (wall, CPU): " + "; ".join(f"{v}: {t['seconds']}" for v, t in timings.items())
     print(text, flush=True)
     (out / "report.json").write_text(
         json.dumps({"report": report, "runs": timings, "text": text}, indent=2, default=str)

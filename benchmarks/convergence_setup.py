@@ -68,7 +68,7 @@ def parse_args(argv=None):
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=48, help="n_positions; pretraining sequences are cut here")
-    parser.add_argument("--pretrain-epochs", type=float, default=2.0)
+    parser.add_argument("--pretrain-epochs", type=float, default=1.0)
     parser.add_argument("--pretrain-lr", type=float, default=2e-3)
     parser.add_argument("--reward-epochs", type=float, default=1.0)
     parser.add_argument("--reward-lr", type=float, default=3e-4)

@@ -154,7 +154,11 @@ def test_smoke_protocol_trains_evaluates_and_resumes(driver, task):
     seed = root / "runs" / "smoke" / "seed0"
     for variant in ("jbond_eta0.02", "rloo_beta0.03"):
         done = json.loads((seed / variant / "done.json").read_text())
-        assert done["seconds"]["train"] > 0 and (seed / variant / "checkpoint-2").is_dir()
+        assert (
+            done["seconds"]["train"]["wall"] > 0
+            and done["seconds"]["train"]["cpu"] > 0
+            and (seed / variant / "checkpoint-2").is_dir()
+        )
     assert set(report["points"]) == {f"{v}@{s}" for v in ("jbond_eta0.02", "rloo_beta0.03") for s in (1, 2, "final")}
     assert set(report["bon"]) == {2, 4, 8}
     judged = json.loads((seed / "judge" / "results.json").read_text())
