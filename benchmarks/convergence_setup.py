@@ -26,7 +26,6 @@ sentiment classifier as reward) at a size that trains to convergence on a CPU, f
 Steps write `<cache>/steps/<step>.json` when they finish and are skipped next time (`--force STEP` redoes a step).
 """
 
-import argparse
 import bz2
 import csv
 import io
@@ -56,13 +55,7 @@ EOS, PAD = "<|endoftext|>", "<pad>"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where the task is built (outside the repo)")
-    parser.add_argument("--force", action="append", default=[], choices=STEPS, help="redo this step (repeatable)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="fraction of movies held out")
-    parser.add_argument("--min-prefix", type=int, default=2, help="shortest prompt, in policy tokens")
-    parser.add_argument("--max-prefix", type=int, default=8, help="longest prompt, in policy tokens")
+    parser = shared.task_parser(__doc__.split("\n\n")[0], DEFAULT_CACHE, STEPS)
     parser.add_argument("--vocab-size", type=int, default=2048)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--width", type=int, default=128)

@@ -60,14 +60,20 @@ STEPS = ("wheels", "site", "data", "policy", "prompts", "reward", "judge")
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "trl-bon-replication")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where everything is prepared (outside the repo)")
-    parser.add_argument("--force", action="append", default=[], choices=STEPS, help="redo this step (repeatable)")
+def task_parser(description: str, default_cache: str, steps: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The options every task setup shares: cache folder, forced steps, seed, movie split and prompt lengths."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--cache-dir", default=default_cache, help="where everything is prepared (outside the repo)")
+    parser.add_argument("--force", action="append", default=[], choices=steps, help="redo this step (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-fraction", type=float, default=0.1, help="fraction of movies held out (test split)")
     parser.add_argument("--min-prefix", type=int, default=2, help="shortest prompt, in policy tokens")
     parser.add_argument("--max-prefix", type=int, default=8, help="longest prompt, in policy tokens")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = task_parser(__doc__.split("\n\n")[0], DEFAULT_CACHE, STEPS)
     # reward model fine-tuning
     parser.add_argument("--rm-epochs", type=float, default=1.0, help="epochs over the training snippets")
     parser.add_argument("--rm-max-steps", type=int, default=None, help="stop after this many optimizer steps")
