@@ -225,13 +225,13 @@ def evaluate(seed: int, variants: list[str], out: Path, task: Path, smoke: bool)
 def mean_sem(values: list[float]) -> tuple[float, float]:
     n = len(values)
     mean = sum(values) / n
-    sem = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else float("nan")
+    sem = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else None  # one seed: no spread
     return mean, sem
 
 
 def fmt(values: list[float]) -> str:
     mean, sem = mean_sem(values)
-    return f"{mean:6.3f}±{sem:5.3f}" if not math.isnan(sem) else f"{mean:6.3f}      "
+    return f"{mean:6.3f}±{sem:5.3f}" if sem is not None else f"{mean:6.3f}      "
 
 
 def points_of(results: dict) -> dict:

@@ -145,6 +145,7 @@ def test_pareto_and_seed_statistics(driver):
     assert driver.pareto(points) == {"ref", "a", "b"}
     mean, sem = driver.mean_sem([1.0, 2.0, 3.0])
     assert mean == 2.0 and sem == pytest.approx(1 / 3**0.5)
+    assert driver.mean_sem([0.5]) == (0.5, None)  # one seed has no spread (and JSON has no NaN)
 
 
 def test_smoke_protocol_trains_evaluates_and_resumes(driver, task):
