@@ -105,7 +105,10 @@ def test_vbon_reaches_its_optimum(two_token_tasks, tmp_path, objective):
 
 
 def test_bon_sft_reaches_best_of_n_in_forward_kl(two_token_tasks, tmp_path):
-    from trl_bon import BoNSFTConfig, BoNSFTTrainer
+    from transformers import AutoTokenizer
+
+    from trl_bon import BoNSFTConfig, BoNSFTTrainer, best_of_n, bon_sft_dataset
+    from trl_bon.sampling import GenerationSettings, Sampler
 
     task = two_token_tasks["gpt2"]
     ref = reference_law(task)
@@ -122,7 +125,12 @@ def test_bon_sft_reaches_best_of_n_in_forward_kl(two_token_tasks, tmp_path):
             logging_steps=50,
         ),
     )
-    trainer = BoNSFTTrainer(task.model_path, task.reward_func, args=args, train_dataset=task.dataset(2000))
+    # The data step (one `best_of_n` call), then the trainer, as `trl-bon bon-sft` runs them.
+    tokenizer = AutoTokenizer.from_pretrained(task.model_path)
+    settings = GenerationSettings.from_trainer_args(args)
+    sampler = Sampler(task.model_path, settings, tokenizer=tokenizer, batch_size=1000, progress=False)
+    bon = best_of_n(sampler, task.dataset(2000), task.reward_func, N)
+    trainer = BoNSFTTrainer(task.model_path, args=args, train_dataset=bon_sft_dataset(bon, tokenizer))
     trainer.train()
     kl = kl_divergence(target, task.law(trainer.model))
     print(f"BoN-SFT N=4: KL(Bo4 || pi) per prompt = {kl.numpy().round(4)}")
