@@ -19,3 +19,15 @@ def test_bf16_on_cpu_warns_with_the_fix(tmp_path, name, extra):
         warnings.simplefilter("always")
         config(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", **extra)
     assert not [w for w in caught if "bf16" in str(w.message)]
+
+
+@pytest.mark.parametrize("name, extra", [("JBondConfig", {}), ("VBoNConfig", {"num_candidates": 4})])
+def test_dropout_is_off_by_default_and_cannot_be_turned_on(tmp_path, name, extra):
+    """RLOO defaults to `disable_dropout=False`, under which the first-step importance ratio is not 1."""
+    import trl_bon
+
+    config = getattr(trl_bon, name)
+    kwargs = dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", **extra)
+    assert config(**kwargs).disable_dropout is True
+    with pytest.raises(ValueError, match="Set `disable_dropout=True`"):
+        config(**kwargs, disable_dropout=False)

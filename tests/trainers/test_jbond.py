@@ -325,9 +325,11 @@ class TestJBondTrainer:
                 torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
 
 
-def test_lora_rows_come_from_their_own_adapter_and_kl_metrics_are_exact(one_token_task, tmp_path):
+@pytest.mark.parametrize("use_dora", [False, True], ids=["lora", "dora"])
+def test_lora_rows_come_from_their_own_adapter_and_kl_metrics_are_exact(one_token_task, tmp_path, use_dora):
     """Policy rows are drawn from the policy adapter and anchor rows from the anchor adapter, in one mixed-adapter
-    `generate` call; the KL metrics (reusing RLOO's per-token policy log-probs) estimate the exact KLs."""
+    `generate` call (two calls with DoRA, which PEFT refuses in mixed batches); the KL metrics (reusing RLOO's
+    per-token policy log-probs) estimate the exact KLs."""
     from peft import LoraConfig
 
     from trl_bon import JBondTrainer
@@ -335,7 +337,9 @@ def test_lora_rows_come_from_their_own_adapter_and_kl_metrics_are_exact(one_toke
 
     groups = 400
     args = _config(tmp_path, max_completion_length=1, per_device_train_batch_size=3 * groups)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"], lora_dropout=0.0)
+    lora = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"], lora_dropout=0.0, use_dora=use_dora
+    )
     trainer = JBondTrainer(
         model=one_token_task.model_path,
         reward_funcs=one_token_task.reward_func,
@@ -348,6 +352,8 @@ def test_lora_rows_come_from_their_own_adapter_and_kl_metrics_are_exact(one_toke
         for name, param in trainer.model.named_parameters():
             if ".default." in name and "lora_B" in name:
                 param.normal_(0, 3.0)
+            elif ".default." in name and "lora_magnitude_vector" in name:  # DoRA rescales the direction BA moved
+                param.mul_(torch.empty_like(param).uniform_(0.2, 3.0))
     policy_probs = one_token_task.policy_probs(trainer.model)
     with trainer.anchor.active():
         anchor_probs = one_token_task.policy_probs(trainer.model)

@@ -195,3 +195,18 @@ class RewardOutputChecksMixin:
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         finally:
             self.reward_funcs = originals
+DISABLE_DROPOUT_HELP = (
+    "Must stay True: dropout draws a different mask in each forward, so the importance ratio of the first (and only) "
+    "update is not 1 and RLOO's clip zeroes the gradient of whole rows."
+)
+
+
+def check_dropout_disabled(args) -> None:
+    """Reject `disable_dropout=False` (RLOO's default), which would score `old_logps` and the loss under different
+    dropout masks: the importance ratio of a one-update-per-generation step would then not be 1."""
+    if not args.disable_dropout:
+        raise ValueError(
+            "`disable_dropout=False`: with dropout on, `old_logps` and the loss forward draw different dropout masks, "
+            "so the importance ratio is not 1 and RLOO's clip zeroes whole rows (and the KL terms are noisy). Set "
+            "`disable_dropout=True` (the default here)."
+        )

@@ -1,22 +1,76 @@
-"""Reuse the log-prob forwards RLOO already runs when it scores a generation batch.
+"""The log-prob forwards of the RLOO-based trainers: exact (positions, dropout) and recorded for reuse.
 
-`RLOOTrainer._generate_and_score_completions` runs, without gradients, the policy forward behind `old_logps` and, when
-`beta != 0`, the reference forward behind its KL penalty, in that order and before `_calculate_rewards`; it keeps only
-sequence sums. J-BOND needs the per-token policy log-probs (k3 KL metric) and vBoN's `exact` objective needs the
-reference log-probs of each completion. Recording them here instead of running the forwards again halves that work;
-`tests/contract/test_rloo_contract.py` pins the call order this relies on.
+Every log-probability the trainers use — `old_logps` and the loss forward of the policy, the anchor, the reference —
+goes through `RLOOTrainer._get_per_token_logps_and_entropies`, wrapped here via `super()`:
+
+- **Positions.** TRL's forward passes only `input_ids` and `attention_mask`, so a model with learned absolute
+  positions (GPT-2 style) scores a left-padded row at positions shifted by its padding, while `generate` sampled it at
+  positions counted from the first real token. The wrapper passes `position_ids` derived from the attention mask
+  exactly as `generate` does, so every row is scored at the positions it was sampled at. Rotary models are unchanged
+  (up to float rounding): their attention depends only on relative positions.
+- **Reuse.** `_generate_and_score_completions` runs, without gradients, the policy forward behind `old_logps` and,
+  when `beta != 0`, the reference forward behind its KL penalty, in that order and before `_calculate_rewards`; it
+  keeps only sequence sums. J-BOND needs the per-token policy log-probs (k3 KL metric) and vBoN's `exact` objective
+  needs the reference log-probs of each completion. Recording them here instead of running the forwards again halves
+  that work; `tests/contract/test_rloo_contract.py` pins the call order this relies on.
+
+`disable_all_dropout` switches off every dropout the scoring forwards could run with (see its docstring).
 """
 
 from contextlib import contextmanager
 
+import torch
+
+from .._trl_compat import disable_dropout_in_model
+
+
+# Model inputs that carry their own positions (multimodal rotary indices): leave the model to build positions.
+_OWN_POSITION_KEYS = ("position_ids", "pixel_values", "image_grid_thw", "image_position_ids", "mm_token_type_ids")
+# Float dropout rates some attention implementations read directly (e.g. Llama's `attention_dropout`), not modules.
+_FLOAT_DROPOUT_ATTRIBUTES = ("attention_dropout", "attn_dropout", "dropout")
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each row's first attended token, padding at 0: what `generate` uses with a mask."""
+    position_ids = attention_mask.long().cumsum(-1) - 1
+    return position_ids.masked_fill(attention_mask == 0, 0)
+
+
+def disable_all_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability of `model` to 0: `nn.Dropout` modules (LoRA's `lora_dropout` included) and the
+    float rates attention implementations read directly (Llama's `attention_dropout`), which TRL's
+    `disable_dropout_in_model` leaves on."""
+    disable_dropout_in_model(model)
+    for module in model.modules():
+        for name in _FLOAT_DROPOUT_ATTRIBUTES:
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+
+
+class _WithPositionIds:
+    """Calls `model` with `position_ids` derived from the `attention_mask` it is given (TRL chunks the batch, so the
+    positions are built per call); every other attribute is the model's."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __call__(self, *args, **kwargs):
+        if kwargs.get("attention_mask") is not None and not any(key in kwargs for key in _OWN_POSITION_KEYS):
+            kwargs["position_ids"] = position_ids_from_mask(kwargs["attention_mask"])
+        return self._model(*args, **kwargs)
+
 
 class ScoringForwardsMixin:
-    """Records the per-token log-probs of every `_get_per_token_logps_and_entropies` call made while recording."""
+    """Scores with mask-derived positions, and records the per-token log-probs of every
+    `_get_per_token_logps_and_entropies` call made while recording."""
 
     _scoring_forwards: list | None = None
 
     def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
-        output = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        output = super()._get_per_token_logps_and_entropies(_WithPositionIds(model), *args, **kwargs)
         if self._scoring_forwards is not None:
             self._scoring_forwards.append(output[0])
         return output

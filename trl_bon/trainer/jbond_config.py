@@ -5,7 +5,12 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from ._config_checks import check_sampling_settings, warn_if_bf16_on_cpu
+from ._config_checks import (
+    DISABLE_DROPOUT_HELP,
+    check_dropout_disabled,
+    check_sampling_settings,
+    warn_if_bf16_on_cpu,
+)
 
 
 MODES = ("jbond", "bond")
@@ -49,6 +54,8 @@ class JBondConfig(RLOOConfig):
     > - `num_generations` is derived: `1 + 2` in J-BOND, `1 + num_quantile_samples` in BOND.
     > - `per_device_train_batch_size` defaults to `2 * num_generations` (two prompt groups per device), because the
     >   per-device generation batch must hold whole groups.
+    > - `disable_dropout` defaults to `True` and must stay `True`: with dropout, `old_logps` and the loss forward draw
+    >   different masks, the importance ratio is not 1 and RLOO's clip zeroes whole rows.
 
     Parameters:
         > Parameters that control the objective
@@ -131,6 +138,8 @@ class JBondConfig(RLOOConfig):
             "2 * num_generations."
         },
     )
+
+    disable_dropout: bool = field(default=True, metadata={"help": DISABLE_DROPOUT_HELP})
 
     # Parameters that control the objective
     mode: str = field(default="jbond", metadata={"help": "`jbond` (J-BOND, Alg. 2) or `bond` (BOND, eq. 15)."})
@@ -241,6 +250,7 @@ class JBondConfig(RLOOConfig):
         super().__post_init__()
         warn_if_bf16_on_cpu(self)
         check_sampling_settings(self)
+        check_dropout_disabled(self)
 
         if self.beta != 0.0:
             raise ValueError(

@@ -25,7 +25,6 @@ from .. import core
 from .._trl_compat import (
     add_fused_lm_head,
     create_model_from_path,
-    disable_dropout_in_model,
     disable_gradient_checkpointing,
     get_config_model_id,
     prepare_deepspeed,
@@ -36,7 +35,7 @@ from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
 from ._papers import BOND_PAPER
-from ._scoring_forwards import ScoringForwardsMixin
+from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
 from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
 
 
@@ -192,6 +191,9 @@ class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixi
             self.anchor = ModelAnchor(self._anchor_model, self.model)
             if args.log_ref_kl:
                 self._ref_model = self._load_frozen_copy(model, initial_model)
+        # `disable_dropout` is forced (see `JBondConfig`). RLOO switched off the policy's dropout modules, but not the
+        # float attention rates some models read directly, nor the anchor adapter's `lora_dropout` (added since).
+        disable_all_dropout(self.model)
         self.log_ref_kl = args.log_ref_kl if args.log_ref_kl is not None else is_peft_model(self.model)
         self.anchor_callback = AnchorCallback(
             self.anchor,
@@ -217,8 +219,7 @@ class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixi
         else:
             frozen = copy.deepcopy(initial_model)
         frozen.requires_grad_(False)
-        if self.args.disable_dropout:
-            disable_dropout_in_model(frozen)
+        disable_all_dropout(frozen)
         add_fused_lm_head(frozen, temperature=self.temperature)
         if self.is_deepspeed_enabled:
             return prepare_deepspeed(frozen, self.accelerator)
@@ -275,19 +276,13 @@ class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixi
 
         RLOO calls `unwrapped_model.generate(...)`; for the duration of that call the PeftModel's `generate` is
         shadowed by one that adds `adapter_names`, so policy and anchor rows decode together instead of in two
-        sequential calls (decoding time is set by the number of sequential steps, not the batch size). PEFT refuses
-        `adapter_names` in training mode, so the call runs in eval mode (no dropout), then restores the mode.
+        sequential calls (decoding time is set by the number of sequential steps, not the batch size).
         """
         model = self.accelerator.unwrap_model(self.model_wrapped)
         class_generate = model.generate
 
         def generate(*args, **kwargs):
-            was_training = model.training
-            model.eval()
-            try:
-                return class_generate(*args, adapter_names=adapter_names, **kwargs)
-            finally:
-                model.train(was_training)
+            return class_generate(*args, adapter_names=adapter_names, **kwargs)
 
         model.generate = generate
         try:
@@ -295,19 +290,42 @@ class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixi
         finally:
             del model.generate
 
+    @contextmanager
+    def _eval_mode(self):
+        """Generate in eval mode: PEFT refuses `adapter_names` in training mode, and the anchor model is always in
+        eval mode, so the policy rows are generated in the same mode as the anchor rows."""
+        model = self.accelerator.unwrap_model(self.model_wrapped)
+        was_training = model.training
+        model.eval()
+        try:
+            yield
+        finally:
+            model.train(was_training)  # continuous batching sets `.train()` after generating
+
+    def _uses_dora(self) -> bool:
+        if self._anchor_model is not None:
+            return False
+        return bool(getattr(self.model.peft_config[self.anchor.policy_adapter], "use_dora", False))
+
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields):
         if images is not None or multimodal_fields:
             raise NotImplementedError("JBondTrainer supports text-only prompts; remove the images from the dataset.")
         start = time.perf_counter()
+        with self._eval_mode():
+            completion_ids = self._generate_policy_and_anchor_rows(prompt_ids)
+        self._generation_time += time.perf_counter() - start
+        return completion_ids
+
+    def _generate_policy_and_anchor_rows(self, prompt_ids):
         num_generations = self.num_generations
         slots = self._slots(len(prompt_ids)).tolist()
-        if self._anchor_model is None and not self.use_vllm and not self.use_transformers_continuous_batching:
-            # LoRA anchor with transformers `generate`: one call, each row through its own adapter.
+        single_call = not (self.use_vllm or self.use_transformers_continuous_batching or self._uses_dora())
+        if self._anchor_model is None and single_call:
+            # LoRA anchor with transformers `generate`: one call, each row through its own adapter (PEFT refuses
+            # `adapter_names` with DoRA, which takes the two calls below).
             names = [self.anchor.policy_adapter if slot == 0 else self.anchor.adapter_name for slot in slots]
             with self._mixed_adapter_generation(names):
-                completion_ids = super()._generate_single_turn(prompt_ids, None, {})
-            self._generation_time += time.perf_counter() - start
-            return completion_ids
+                return super()._generate_single_turn(prompt_ids, None, {})
         policy_rows = [i for i, slot in enumerate(slots) if slot == 0]
         anchor_rows = [i for i, slot in enumerate(slots) if slot != 0]
         with self._group_size(1):
@@ -324,7 +342,6 @@ class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixi
         for rows, ids in ((policy_rows, policy_ids), (anchor_rows, anchor_ids)):
             for row, row_ids in zip(rows, ids, strict=True):
                 completion_ids[row] = row_ids
-        self._generation_time += time.perf_counter() - start
         return completion_ids
 
     # ------------------------------------------------------------------------------------------------------------

@@ -5,7 +5,13 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from ._config_checks import check_kl_coefficient, check_sampling_settings, warn_if_bf16_on_cpu
+from ._config_checks import (
+    DISABLE_DROPOUT_HELP,
+    check_dropout_disabled,
+    check_kl_coefficient,
+    check_sampling_settings,
+    warn_if_bf16_on_cpu,
+)
 
 
 OBJECTIVES = ("l1", "exact")
@@ -25,6 +31,8 @@ class VBoNConfig(RLOOConfig):
     > Defaults that differ from [`RLOOConfig`]:
     > - `beta` defaults to `None`, resolved to `1/(num_candidates − 1)` (vBoN's KL weight, so RLOO's `0.05` cannot
     >   leak through). Another explicit value is allowed but warns: it trains towards a different target.
+    > - `disable_dropout` defaults to `True` and must stay `True`: with dropout, `old_logps` and the loss forward draw
+    >   different masks (the importance ratio is not 1, RLOO's clip zeroes rows) and the KL penalty is noisy.
     > - `normalize_advantages=True` is rejected (it rescales the reward against the KL term), and
     >   `remove_unused_columns=True` is rejected (it would drop the reference-reward column).
 
@@ -76,6 +84,8 @@ class VBoNConfig(RLOOConfig):
         },
     )
 
+    disable_dropout: bool = field(default=True, metadata={"help": DISABLE_DROPOUT_HELP})
+
     # Parameters that control the objective
     num_candidates: int | None = field(
         default=None,
@@ -124,6 +134,7 @@ class VBoNConfig(RLOOConfig):
         warn_if_bf16_on_cpu(self)
         check_sampling_settings(self)
         check_kl_coefficient(self.beta)
+        check_dropout_disabled(self)
         if self.num_candidates is None:
             raise ValueError(
                 "vBoN distils Best-of-N, so `num_candidates` (N) is required; set e.g. `num_candidates=4` "

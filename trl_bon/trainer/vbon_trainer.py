@@ -31,7 +31,7 @@ from ..rewards import RewardScorer, reward_signature
 from ..sampling import GenerationSettings, Sampler
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
-from ._scoring_forwards import ScoringForwardsMixin
+from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
 from .vbon_config import VBoNConfig
 
 
@@ -129,6 +129,11 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
+        # `disable_dropout` is forced (see `VBoNConfig`); RLOO's `disable_dropout_in_model` misses the float attention
+        # rates some models read directly (e.g. Llama's `attention_dropout`).
+        for scored in (self.model, self.ref_model):
+            if scored is not None:
+                disable_all_dropout(scored)
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
         check_train_prompt_lengths(self)
