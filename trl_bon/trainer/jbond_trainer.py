@@ -34,6 +34,7 @@ from .._trl_compat import (
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
+from ._metric_vocabulary import log_kl_to_ref, log_policy_rewards
 from ._papers import BOND_PAPER
 from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
 from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
@@ -203,7 +204,7 @@ class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixi
             save_with_checkpoints=False,  # `_save_resume_state` puts it in the checkpoint before it becomes visible
         )
         self.add_callback(self.anchor_callback)
-        self._stashed_rewards = None
+        self._stashed_rewards_per_func = None
         self._generation_time = 0.0
 
     def _load_frozen_copy(self, model, initial_model):
@@ -363,11 +364,20 @@ class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixi
                 f"{self.reward_func_names}. J-BOND compares each policy sample with its anchor samples, so every "
                 "completion needs a finite reward from at least one function: return a number for every completion."
             )
+        # The completions table marks which rows the policy drew (RLOO's `log_extra` column, gathered by RLOO).
+        self._log_completion_extra("sample", ["policy" if s == 0 else "anchor" for s in self._slots(len(prompts))])
+        # RLOO returns the gathered rewards but not to `_generate_and_score_completions`: hand them over here.
+        self._stashed_rewards_per_func = rewards_per_func  # (B_global, n_funcs)
+        return rewards_per_func
+
+    @property
+    def _stashed_rewards(self) -> torch.Tensor:
+        """`(B_global,)` weighted (and clipped) rewards of the last generation batch, as RLOO trains on them."""
+        rewards_per_func = self._stashed_rewards_per_func
         rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
         if self.reward_clip_range:
             rewards = rewards.clamp(min=self.reward_clip_range[0], max=self.reward_clip_range[1])
-        self._stashed_rewards = rewards  # (B_global,), gathered like RLOO's rewards
-        return rewards_per_func
+        return rewards
 
     # ------------------------------------------------------------------------------------------------------------
     # Hook 3: anchor scoring and per-sequence weights
@@ -388,101 +398,67 @@ class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixi
         return per_token_logps
 
     def _generate_and_score_completions(self, inputs):
+        """RLOO's batch, with J-BOND's per-row loss weights (`core.jbond_weights`) in place of its advantages."""
         mode = "train" if self.model.training else "eval"
-        start = time.perf_counter()
-        self._generation_time = 0.0
+        start, self._generation_time = time.perf_counter(), 0.0
         with self._record_scoring_forwards() as forwards:
             out = super()._generate_and_score_completions(inputs)
         policy_token_logps = forwards[0]  # beta = 0: RLOO's only scoring forward is the policy's
-        gather = self.accelerator.gather
-        num_generations = self.num_generations
-        completion_mask = out["completion_mask"]
-
-        # Δ = log π − log π_a on the policy samples only (sequence sums over completion tokens): the return, the γ
-        # term and the KL metric use no anchor log-prob of an anchor sample.
-        rows = (self._slots(completion_mask.size(0)) == 0).nonzero().squeeze(1).to(completion_mask.device)
+        mask, group = out["completion_mask"], self.num_generations
+        # Δ = log π − log π_a of the policy samples (slot 0), summed over their completion tokens.
+        rows = (self._slots(mask.size(0)) == 0).nonzero().squeeze(1).to(mask.device)
         with self.anchor.active():
             anchor_model = self.model if self._anchor_model is None else self._anchor_model
-            anchor_logps = (self._sequence_logps(anchor_model, out, rows) * completion_mask[rows]).sum(1)
-        policy_log_ratio = gather(out["old_logps"][rows] - anchor_logps)
-        lengths = gather(completion_mask.sum(1)).view(-1, num_generations).float()
-        rewards = self._stashed_rewards.view(-1, num_generations)
-        policy_rewards, anchor_rewards = rewards[:, 0], rewards[:, 1:]
-
-        if self.args.mode == "jbond":
-            reward = core.jbond_reward(policy_rewards, anchor_rewards, self.args.jbond_penalty)
-            target = core.best_anchor_index(anchor_rewards) + 1
-            self._metrics[mode]["jbond/frac_rJ_nonzero"].append((reward != 0).float().mean().item())
-        else:
-            n = self.args.num_candidates
-            p_le = core.empirical_quantile(policy_rewards, anchor_rewards, smoothing=self.args.quantile_smoothing)
-            raw_p_le = (anchor_rewards <= policy_rewards[:, None]).float().mean(1)
-            log_tie = None
-            if self.args.include_tie_correction:
-                raw_p_lt = (anchor_rewards < policy_rewards[:, None]).float().mean(1)
-                log_tie = core.tie_correction(raw_p_lt, raw_p_le, n).log()
-            reward = core.bond_reward(p_le, n, log_tie)
-            target = core.best_anchor_index(anchor_rewards[:, :n]) + 1
-            self._metrics[mode]["jbond/frac_quantile_clamped"].append((raw_p_le == 0).float().mean().item())
-            self._metrics[mode]["jbond/log_quantile"].append(p_le.log().mean().item())
-
-        # Return, baseline and weights (core.jbond_sequence_weights): w_policy on slot 0, w_target on the target slot.
-        returns = reward - policy_log_ratio
-        if self.args.baseline == "batch_loo" and returns.numel() >= 2:
-            baseline = core.batch_loo_baseline(returns)
-        else:  # "none", or a single-prompt evaluation batch
-            baseline = torch.zeros_like(returns)
-        w_policy, w_target = core.jbond_sequence_weights(
-            returns, policy_log_ratio, baseline, self.args.jeffreys_beta, self.args.anchor_kl_coef
+            anchor_logps = (self._sequence_logps(anchor_model, out, rows) * mask[rows]).sum(1)
+        gather = self.accelerator.gather
+        rewards = self._stashed_rewards.view(-1, group)
+        args = self.args
+        result = core.jbond_weights(
+            rewards[:, 0],
+            rewards[:, 1:],
+            gather(out["old_logps"][rows] - anchor_logps),
+            gather(mask.sum(1)).view(-1, group).float(),
+            mode=args.mode,
+            jbond_penalty=args.jbond_penalty,
+            num_candidates=args.num_candidates,
+            quantile_smoothing=args.quantile_smoothing,
+            include_tie_correction=args.include_tie_correction,
+            baseline=args.baseline,
+            jeffreys_beta=args.jeffreys_beta,
+            anchor_kl_coef=args.anchor_kl_coef,
+            loss_normalization=args.loss_normalization,
         )
-        weights = torch.zeros_like(rewards)
-        weights[:, 0] = w_policy
-        weights.scatter_(1, target[:, None], w_target[:, None])
-        # RLOO averages the loss over all num_generations rows of a prompt; scale so that it averages over prompts.
-        weights = weights * num_generations
-        if self.args.loss_normalization == "token_mean":
-            weights = weights / lengths.clamp(min=1.0)
-        weights = weights.view(-1)
-        num_local = completion_mask.size(0)
-        first_row = self.accelerator.process_index * num_local
-        out["advantages"] = weights[first_row : first_row + num_local].to(out["advantages"].dtype)
-        # The completions table shows the weights actually used, not RLOO's discarded advantages.
-        for _ in range(min(weights.numel(), len(self._logs["advantages"]))):
-            self._logs["advantages"].pop()
-        self._logs["advantages"].extend(weights.tolist())
+        weights = result.weights.view(-1)
+        first = self.accelerator.process_index * mask.size(0)
+        out["advantages"] = weights[first : first + mask.size(0)].to(out["advantages"].dtype)
+        # The completions table's "advantage" column: the weights trained on, not RLOO's unused advantages.
+        advantages = self._logs["advantages"]
+        for _ in range(min(weights.numel(), len(advantages))):
+            advantages.pop()
+        advantages.extend(weights.tolist())
 
-        # Metrics (all gathered, so identical on every rank).
-        metrics = self._metrics[mode]
-        metrics["jbond/reward/policy"].append(policy_rewards.mean().item())
-        metrics["jbond/reward/anchor"].append(anchor_rewards.mean().item())
-        win = (policy_rewards[:, None] > anchor_rewards).float() + 0.5 * (policy_rewards[:, None] == anchor_rewards)
-        metrics["jbond/win_rate_vs_anchor"].append(win.mean().item())
-        metrics["jbond/kl_anchor"].append(policy_log_ratio.mean().item())
-        metrics["jbond/return"].append(returns.mean().item())
-        target_logps = gather(out["old_logps"]).view(-1, num_generations).gather(1, target[:, None])
+        metrics = self._metrics[mode]  # all gathered, identical on every rank
+        policy_rows = torch.arange(0, rewards.numel(), group, device=rewards.device)
+        log_policy_rewards(
+            metrics, self.reward_func_names, self._stashed_rewards_per_func[policy_rows], self.reward_weights
+        )
+        for name, value in result.stats.items():
+            metrics[f"jbond/{name}"].append(value.item())
+        target_logps = gather(out["old_logps"]).view(-1, group).gather(1, result.target[:, None])
         metrics["jbond/target_nll"].append(-target_logps.mean().item())
         if self.log_ref_kl:
-            self._log_ref_kl(out, rows, policy_token_logps[rows], mode)
-        total = time.perf_counter() - start
+            log_kl_to_ref(metrics, gather, policy_token_logps[rows], self._ref_token_logps(out, rows), mask[rows])
         metrics["jbond/time/generation"].append(self._generation_time)
-        metrics["jbond/time/scoring"].append(total - self._generation_time)
+        metrics["jbond/time/scoring"].append(time.perf_counter() - start - self._generation_time)
         return out
 
-    def _log_ref_kl(self, out, rows, policy, mode):
-        """KL(π‖π_ref) on the completion tokens of the policy samples: k1 = Σ_t log π/π_ref, k3 = Σ_t (e^u − 1 − u)."""
-        mask = out["completion_mask"][rows]
+    def _ref_token_logps(self, out, rows):
+        """Per-token log π_ref of the policy samples: the reference model, or the policy with its adapter disabled."""
         if self._ref_model is not None:
-            ref = self._sequence_logps(self._ref_model, out, rows)
-        else:
-            # As in RLOO: a freshly added adapter's reference is the base model, a pretrained adapter's its "ref" copy.
-            with use_adapter(self.model, adapter_name="ref" if "ref" in self.model.peft_config else None):
-                ref = self._sequence_logps(self.model, out, rows)
-        u = ref - policy
-        k1 = ((policy - ref) * mask).sum(1)
-        k3 = ((torch.exp(u) - 1 - u) * mask).sum(1)
-        k1, k3 = self.accelerator.gather(k1), self.accelerator.gather(k3)
-        self._metrics[mode]["jbond/kl_ref/k1"].append(k1.mean().item())
-        self._metrics[mode]["jbond/kl_ref/k3"].append(k3.mean().item())
+            return self._sequence_logps(self._ref_model, out, rows)
+        # As in RLOO: a freshly added adapter's reference is the base model, a pretrained adapter's its "ref" copy.
+        with use_adapter(self.model, adapter_name="ref" if "ref" in self.model.peft_config else None):
+            return self._sequence_logps(self.model, out, rows)
 
 
 def _check_prompt_dataset(dataset, name: str) -> None:
