@@ -141,15 +141,13 @@ class TestVBoNTrainer:
         from trl_bon import VBoNTrainer
 
         pytest.importorskip("bitsandbytes")
-        args = _args(
-            tmp_path, vbon_objective="exact", num_reference_samples=4, model_init_kwargs={"device_map": "cpu"}
-        )
-        _build_cache(tiny_kit["policy"], prompt_dataset, length_reward, args)
+        args = _args(tmp_path, vbon_objective="exact", model_init_kwargs={"device_map": "cpu"})
+        data = prompt_dataset.add_column("ref_rewards", [[4.0, 4.5, 5.0, 5.5]] * len(prompt_dataset))
         trainer = VBoNTrainer(
             tiny_kit["policy"],
             length_reward,
             args=args,
-            train_dataset=prompt_dataset,
+            train_dataset=data,
             peft_config=_lora(),
             quantization_config=BitsAndBytesConfig(load_in_8bit=True),
         )

@@ -35,6 +35,7 @@ from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
 from ._metric_vocabulary import log_kl_to_ref, log_policy_rewards
+from ._model_card import BoNModelCardMixin
 from ._papers import BOND_PAPER
 from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
 from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
@@ -45,7 +46,7 @@ _FORWARD_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attentio
 _FORWARD_KEYS += ("num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
 
 
-class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
+class JBondTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
     r"""
     Trainer for J-BOND and BOND (Best-of-N distillation), proposed in [BOND: Aligning LLMs with Best-of-N
     Distillation](https://huggingface.co/papers/2407.14622).
@@ -237,6 +238,47 @@ class JBondTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixi
 
     def _load_resume_state(self, checkpoint_dir):
         self.anchor_callback.load_from_checkpoint(checkpoint_dir)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Outputs: the saved model is the policy only; the anchor lives in `checkpoint-N/anchor/`
+
+    def _save(self, output_dir=None, state_dict=None):
+        """Save the policy as a user loads it: with LoRA only the policy adapter, not PEFT's `anchor/` export of the
+        second adapter (checkpoints keep the anchor through the anchor callback, `checkpoint-N/anchor/`)."""
+        model = self.accelerator.unwrap_model(self.model)
+        if self._anchor_model is not None or not is_peft_model(model):
+            return super()._save(output_dir, state_dict)
+        class_save = model.save_pretrained
+
+        def save_pretrained(*args, **kwargs):
+            return class_save(*args, selected_adapters=[self.anchor.policy_adapter], **kwargs)
+
+        model.save_pretrained = save_pretrained
+        try:
+            return super()._save(output_dir, state_dict)
+        finally:
+            del model.save_pretrained
+
+    def _card_method(self) -> str:
+        if self.args.mode == "jbond":
+            return "J-BOND"
+        return {"fixed": "BOND", "periodic": "iterative BOND"}.get(self.args.anchor, "BOND with an EMA anchor")
+
+    def _card_settings(self) -> dict[str, object]:
+        args = self.args
+        settings = {
+            "mode": f"`{args.mode}`",
+            "N (Best-of-N)": args.num_candidates,
+            "anchor samples per prompt": args.num_generations - 1,
+            "anchor": f"`{args.anchor}`",
+            "β (Jeffreys weight)": args.jeffreys_beta,
+            "γ (anchor KL coefficient)": args.anchor_kl_coef,
+        }
+        if args.anchor == "ema":
+            settings["η (anchor EMA rate)"] = args.anchor_ema_rate
+        elif args.anchor == "periodic":
+            settings["anchor update period"] = args.anchor_update_period
+        return settings
 
     # ------------------------------------------------------------------------------------------------------------
     # Hook 1: slot routing

@@ -26,11 +26,12 @@ from ..sampling import GenerationSettings
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
 from ._metric_vocabulary import log_kl_to_ref, log_policy_rewards
+from ._model_card import BoNModelCardMixin
 from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
 from .vbon_config import VBoNConfig
 
 
-class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
+class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
     r"""
     Trainer for variational Best-of-N (vBoN), introduced in [Variational Best-of-N
     Alignment](https://huggingface.co/papers/2407.06057). It fine-tunes the policy towards the Best-of-N
@@ -151,6 +152,15 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
             }
         elif self.eval_dataset is not None:
             self.eval_dataset = self._attach_reference_rewards(self.eval_dataset, "eval_dataset")
+
+    def _card_settings(self) -> dict[str, object]:
+        args = self.args
+        return {
+            "N (Best-of-N)": args.num_candidates,
+            "objective": f"`{args.vbon_objective}`" + (" (code scaling)" if args.reproduce_vbon_code_scaling else ""),
+            "β (KL coefficient, 1/(N−1))": args.beta,
+            "samples per prompt (RLOO group)": args.num_generations,
+        }
 
     # ------------------------------------------------------------------ reference-reward cache
 
