@@ -111,7 +111,8 @@ class JBondConfig(RLOOConfig):
         > Parameters that control logging
 
         log_ref_kl (`bool`, *optional*):
-            Log KL(π‖π_ref) (k1 and k3, completion tokens of the policy samples). `None` logs it when π_ref is free
+            Log KL(π‖π_ref) as `kl_ref/k1` and `kl_ref/k3` (completion tokens of the policy samples; the metric names
+            every trainer uses, see docs/metrics.md). `None` logs it when π_ref is free
             (LoRA: adapters disabled, one extra forward pass over the policy samples) and not for full fine-tuning,
             where `True` loads a frozen copy of π_ref (memory of a third model).
     """
@@ -203,8 +204,8 @@ class JBondConfig(RLOOConfig):
     log_ref_kl: bool | None = field(
         default=None,
         metadata={
-            "help": "Log KL(π‖π_ref). Default: on for LoRA (adapters disabled), off for full fine-tuning (True "
-            "loads a frozen reference model)."
+            "help": "Log KL(π‖π_ref) as kl_ref/k1 and kl_ref/k3. Default: on for LoRA (adapters disabled), off for "
+            "full fine-tuning (True loads a frozen reference model)."
         },
     )
 
