@@ -68,7 +68,7 @@ def _build_cache(policy, dataset, reward_funcs, args, weights=None):
 
     sampler = Sampler(policy, GenerationSettings.from_trainer_args(args), seed=args.seed, progress=False)
     scorer = RewardScorer(reward_funcs, reward_weights=weights)
-    cache_dir = args.reference_cache_dir or f"{args.output_dir}/reference_rewards"
+    cache_dir = args.reference_cache_dir or f"{args.output_dir}/_reference_rewards"
     return build_reference_reward_cache(sampler, dataset, scorer, args.num_reference_samples, cache_dir)
 
 

@@ -63,7 +63,7 @@ class VBoNConfig(RLOOConfig):
             canonical JSON (see `trl_bon.ref_cache.prompt_id`).
         reference_cache_dir (`str`, *optional*):
             Directory of a cache written by `trl-bon cache-ref-rewards` / `build_reference_reward_cache`, joined
-            onto the datasets at init (`None`: `<output_dir>/reference_rewards`, where the command writes by default).
+            onto the datasets at init (`None`: `<output_dir>/_reference_rewards`, where the command writes by default).
             Its generation settings, reward signature and π_ref must match this run's.
         num_reference_samples (`int`, *optional*, defaults to `300`):
             M, reference completions per prompt that `trl-bon cache-ref-rewards` samples (it reads this same config;
@@ -114,7 +114,7 @@ class VBoNConfig(RLOOConfig):
         default=None,
         metadata={
             "help": "Reference-reward cache to join at init, built by `trl-bon cache-ref-rewards` (default "
-            "<output_dir>/reference_rewards)."
+            "<output_dir>/_reference_rewards)."
         },
     )
     num_reference_samples: int = field(

@@ -185,7 +185,7 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
         if self._vbon_cache is not None:
             return self._vbon_cache
         args = self.args
-        cache_dir = args.reference_cache_dir or os.path.join(args.output_dir, "reference_rewards")
+        cache_dir = args.reference_cache_dir or os.path.join(args.output_dir, "_reference_rewards")
         if not os.path.isfile(os.path.join(cache_dir, "metadata.json")):
             raise ValueError(
                 f"The training data has no {args.reference_rewards_column!r} column of cached reference rewards and "
