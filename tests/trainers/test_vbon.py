@@ -83,7 +83,7 @@ class TestVBoNTrainer:
         with pytest.raises(ValueError, match="trl-bon cache-ref-rewards") as error:
             VBoNTrainer(tiny_kit["policy"], length_reward, args=_args(tmp_path), train_dataset=prompt_dataset)
         assert "does not sample" in str(error.value) and "reference_rewards" in str(error.value)
-        assert not (tmp_path / "out" / "reference_rewards").exists()  # nothing was sampled or written
+        assert not (tmp_path / "out" / "_reference_rewards").exists()  # nothing was sampled or written
 
     def test_mismatched_cache_is_refused(self, tiny_kit, prompt_dataset, tmp_path):
         from trl_bon import VBoNTrainer
@@ -119,7 +119,7 @@ class TestVBoNTrainer:
             peft_config=_lora(),
         )
         assert len(trainer.train_dataset[0]["ref_rewards"]) == 4
-        assert (tmp_path / "out" / "reference_rewards" / "metadata.json").is_file()
+        assert (tmp_path / "out" / "_reference_rewards" / "metadata.json").is_file()
         before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
         trainer.train()
         assert len(_changed(trainer, before)) == len(before) > 0
