@@ -8,13 +8,17 @@ the exact laws of the policy and of the anchor after every optimizer step, and p
 - `track`: KL(π_t‖Bo2(π_a,t−1)), how far the policy is from the target of its step;
 - `excess`: KL(π‖π_ref) minus KL(π_BoN(N)‖π_ref) at the N of equal reward (the reward–KL plane of BOND §5);
 - the mean over the second half of log π_t/Bo2(π_a,t−1) per outcome, worst to best reward (the lag's direction);
-- and, without training, the law-space iteration (policy = Bo2(π_a) exactly) for comparison.
+- and, without training, law-space iterations for comparison (`--law-space` runs only these): the policy exactly
+  Bo2(π_a); Bo2(π_a) with a per-step error in a fixed direction, and in a random one; J-BOND's exact per-anchor
+  optimum with its crude reward (eq. 17, β = 0.5) in place of Bo2(π_a).
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/ema_anchor_curve.py                       # 100 steps, ~45 s
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/ema_anchor_curve.py --eta 0.005 --steps 400
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/ema_anchor_curve.py --law-space                    # ~1 min
 """
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -31,6 +35,7 @@ def main():
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=0.01)
     parser.add_argument("--eta", type=float, default=0.02, help="anchor_ema_rate")
+    parser.add_argument("--law-space", action="store_true", help="only the law-space iterations, no training")
     args = parser.parse_args()
 
     import torch
@@ -46,6 +51,9 @@ def main():
     root = Path(tempfile.mkdtemp(prefix="ema_anchor_"))
     task = build_two_token_task(root, "gpt2")
     ref, rewards = reference_law(task), task.rewards
+    if args.law_space:
+        law_space_iterations(ref, rewards, args.eta, args.steps)
+        return
     laws = [(ref, ref)]  # (policy, anchor) after each optimizer step
 
     class RecordLaws(TrainerCallback):
@@ -92,15 +100,69 @@ def main():
     for prompt, row in enumerate(mean_lag.tolist()):
         print(f"prompt {prompt}: mean log π/Bo2(π_a), worst → best reward: {[round(v, 2) for v in row]}")
 
-    anchor_logits = ref.log()
-    for _ in range(args.steps):
-        policy = bon_probs(torch.softmax(anchor_logits, -1), rewards, 2)
-        anchor_logits = (1 - args.eta) * anchor_logits + args.eta * policy.log()
-    print(
-        f"law-space iteration (π = Bo2(π_a) exactly): d(π) = {fmt(_distance_to_bon_curve(policy, ref, rewards))}, "
-        f"reward = {fmt((policy * rewards).sum(-1))}; Bo2 of π_ref's reward = "
-        f"{fmt((bon_probs(ref, rewards, 2) * rewards).sum(-1))}"
-    )
+    law_space_iterations(ref, rewards, args.eta, args.steps)
+
+
+def jbond_optimum(anchor, rewards, beta=0.5, penalty=math.log(16.0)):
+    """Tabular argmin of (1−β)·KL(Bo2(π_a)‖π) + β·(KL(π‖π_a) − E_π[r̄_J]), with r̄_J(y) = −penalty·(1 − p≤_a(y))²
+    the expected crude reward of y (eq. 17, distinct rewards): J-BOND's own target for a given anchor."""
+    import torch
+
+    from trl_bon.core import bon_probs
+    from trl_bon.core.bon_law import reward_quantiles
+
+    target = bon_probs(anchor, rewards, 2)
+    mean_crude_reward = -penalty * (1 - reward_quantiles(anchor, rewards)[1]) ** 2
+    logits = anchor.log().clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([logits], max_iter=500, tolerance_grad=1e-12, line_search_fn="strong_wolfe")
+
+    def objective():
+        optimizer.zero_grad()
+        log_policy = torch.log_softmax(logits, -1)
+        forward = (target * (target.log() - log_policy)).sum()
+        backward = (log_policy.exp() * (log_policy - anchor.log() - mean_crude_reward)).sum()
+        loss = (1 - beta) * forward + beta * backward
+        loss.backward()
+        return loss
+
+    optimizer.step(objective)
+    return torch.softmax(logits.detach(), -1)
+
+
+def law_space_iterations(ref, rewards, eta, steps):
+    """J-BOND without a learner: the anchor's log-probabilities move η towards the policy's, the policy is a function
+    of the anchor. Prints each variant's distance to the Best-of-N laws, and its last per-step error."""
+    import torch
+
+    from tests.trainers.test_exactness import _distance_to_bon_curve
+    from trl_bon.core import bon_probs, kl_divergence
+
+    generator = torch.Generator().manual_seed(0)
+    direction = torch.randn(ref.shape, generator=generator, dtype=torch.float64)
+    variants = {
+        "Bo2(π_a) exactly": lambda anchor: bon_probs(anchor, rewards, 2),
+        "Bo2(π_a), fixed-direction error": lambda anchor: torch.softmax(
+            bon_probs(anchor, rewards, 2).log() + 0.3 * direction, -1
+        ),
+        "Bo2(π_a), random error": lambda anchor: torch.softmax(
+            bon_probs(anchor, rewards, 2).log() + 0.3 * torch.randn(ref.shape, generator=generator, dtype=ref.dtype),
+            -1,
+        ),
+        "J-BOND's optimum for π_a (crude reward)": lambda anchor: jbond_optimum(anchor, rewards),
+    }
+    for name, policy_of in variants.items():
+        anchor_logits = ref.log()
+        for _ in range(steps):
+            anchor = torch.softmax(anchor_logits, -1)
+            policy = policy_of(anchor)
+            anchor_logits = (1 - eta) * anchor_logits + eta * policy.log()
+        error = kl_divergence(policy, bon_probs(anchor, rewards, 2)).tolist()
+        distance = _distance_to_bon_curve(torch.softmax(anchor_logits, -1), ref, rewards).tolist()
+        print(
+            f"law space, policy = {name}: anchor {distance[0]:.4f} / {distance[1]:.4f} nats from the Best-of-N laws; "
+            f"last KL(π‖Bo2(π_a)) {error[0]:.4f} / {error[1]:.4f}; reward "
+            f"{' / '.join(f'{v:.2f}' for v in (policy * rewards).sum(-1).tolist())}"
+        )
 
 
 if __name__ == "__main__":
