@@ -142,6 +142,7 @@ def test_vbon_reaches_its_optimum(two_token_tasks, tmp_path, objective, steps):
 
 
 def test_bon_sft_reaches_best_of_n_in_forward_kl(two_token_tasks, tmp_path):
+    from tests.trainers.test_bon_sft import bon_data
     from trl_bon import BoNSFTConfig, BoNSFTTrainer
 
     task = two_token_tasks["gpt2"]
@@ -159,7 +160,10 @@ def test_bon_sft_reaches_best_of_n_in_forward_kl(two_token_tasks, tmp_path):
             logging_steps=50,
         ),
     )
-    trainer = BoNSFTTrainer(task.model_path, task.reward_func, args=args, train_dataset=task.dataset(2000))
+    # The data step runs before the trainer (one `best_of_n` call, as in test_bon_sft.py); the trainer only trains.
+    # 2000 Best-of-4 samples per prompt: with 1000 the sample alone was 0.008 from Bo4 and the run ended at 0.024.
+    data = bon_data(task.model_path, task.dataset(4000)["prompt"], task.reward_func, args)
+    trainer = BoNSFTTrainer(task.model_path, args=args, train_dataset=data)
     trainer.train()
     kl = kl_divergence(target, task.law(trainer.model))
     print(f"BoN-SFT N=4: KL(Bo4 || pi) per prompt = {kl.numpy().round(4)}")
