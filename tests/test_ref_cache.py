@@ -252,19 +252,30 @@ def test_vbon_trainer_refuses_a_cache_of_another_reward_or_model(tiny_kit, tmp_p
 
 
 def test_bon_sft_data_is_keyed_by_model_and_reward_content(tiny_kit, tmp_path):
-    """BoN-SFT's saved Best-of-N data (same output_dir) is reused only for the same model and reward content."""
+    """`trl-bon bon-sft`'s saved Best-of-N data (same output_dir) is reused only for the same model and reward
+    content."""
     from datasets import Dataset
+    from transformers import AutoTokenizer
 
     from tests.helpers import cpu_args
-    from trl_bon import BoNSFTConfig, BoNSFTTrainer
+    from trl_bon import BoNSFTConfig
+    from trl_bon.rewards import RewardScorer
+    from trl_bon.scripts.bon_sft import round_data, round_metadata
     from trl_bon.toy import build_tiny_kit
 
     data = Dataset.from_dict({"prompt": ["the cat", "tell me"]})
     kw = cpu_args(num_candidates=2, max_completion_length=3, per_device_train_batch_size=2, max_steps=1)
     args = BoNSFTConfig(str(tmp_path / "out"), **kw)
-    BoNSFTTrainer(tiny_kit["policy"], CountingReward(), args=args, train_dataset=data)  # samples, saves round 1
+    directory = tmp_path / "out" / "_bon_data" / "round-1"
+
+    def data_step(policy, reward):
+        scorer = RewardScorer([reward])
+        metadata = round_metadata(1, data["prompt"], scorer, args, policy)
+        return round_data(directory, metadata, policy, data, scorer, AutoTokenizer.from_pretrained(policy), args)
+
+    data_step(tiny_kit["policy"], CountingReward())  # samples, saves round 1
     again = CountingReward()
-    BoNSFTTrainer(tiny_kit["policy"], again, args=args, train_dataset=data)
+    data_step(tiny_kit["policy"], again)
     assert again.calls == 0  # same model, same reward: the saved data is reused
 
     class CountingReward2(CountingReward):  # same __name__, other rewards
@@ -272,7 +283,7 @@ def test_bon_sft_data_is_keyed_by_model_and_reward_content(tiny_kit, tmp_path):
             return [0.0] * len(completion_ids)
 
     with pytest.raises(ValueError, match="other settings.*reward_signature"):
-        BoNSFTTrainer(tiny_kit["policy"], CountingReward2(), args=args, train_dataset=data)
+        data_step(tiny_kit["policy"], CountingReward2())
     other = build_tiny_kit(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="other settings.*'model'"):
-        BoNSFTTrainer(other["policy"], CountingReward(), args=args, train_dataset=data)
+        data_step(other["policy"], CountingReward())

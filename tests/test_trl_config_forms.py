@@ -61,10 +61,10 @@ def test_training_commands(command, extra, config, tmp_path):
     argv = [command, "--config", str(config), *TRAIN, *extra, "--output_dir", str(tmp_path)]
     assert main(argv, launch=False) == 0
     if command == "cache-ref-rewards":
-        metadata = json.loads((tmp_path / "reference_rewards" / "metadata.json").read_text())
+        metadata = json.loads((tmp_path / "_reference_rewards" / "metadata.json").read_text())
         assert len(metadata["reward"]["reward_funcs"]) == 1  # one reward model, not one per character
         vbon = [
-            "vbon", "--config", str(config), *TRAIN, "--reference_cache_dir", str(tmp_path / "reference_rewards"),
+            "vbon", "--config", str(config), *TRAIN, "--reference_cache_dir", str(tmp_path / "_reference_rewards"),
             "--num_reference_samples", "3", "--num_candidates", "4", "--num_generations", "2",
             "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "vbon"),
         ]  # fmt: skip

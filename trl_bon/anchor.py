@@ -2,23 +2,36 @@
 
 J-BOND samples its two Best-of-2 baseline completions from the anchor and moves the anchor towards the policy after
 every *optimizer* step: θ_a ← (1 − η)·θ_a + η·θ. Iterative BOND instead copies the policy into the anchor every
-`period` steps, and a fixed anchor (η = 0) is plain BOND against π_ref. Two holders share one interface:
+`period` steps, and a fixed anchor (η = 0) is plain BOND against π_ref.
+
+[`AnchorState`] owns what every anchor shares: the (anchor, policy) tensor pairs, their fp32 shadows, the EMA, the
+hard update, the state dict and the memory count. Two holders only say how the pairs are enumerated, how the anchor is
+activated and how it is saved:
 
 - [`LoraAnchor`]: a second LoRA adapter of the policy's [`~peft.PeftModel`]. The three views share one base model:
   the reference π_ref (adapters disabled), the anchor (adapter `"anchor"`) and the policy (adapter `"default"`).
 - [`ModelAnchor`]: a separate frozen copy of the policy, for full fine-tuning.
 
-Each keeps an fp32 *shadow* as the true EMA state when its compute tensors are not fp32: an η = 0.02 update of a bf16
-weight mostly rounds away. [`AnchorCallback`] applies the update once per optimizer step and checkpoints the anchor,
-since `Trainer` resume reloads only the active adapter and would silently reset it.
+An fp32 *shadow* is the true EMA state when the compute tensors are not fp32: an η = 0.02 update of a bf16 weight
+mostly rounds away. [`AnchorCallback`] applies the update once per optimizer step, checkpoints the anchor (`Trainer`
+resume reloads only the active adapter and would silently reset it) and restores it when training resumes.
 
 **Factor-space caveat (LoRA).** The EMA runs on the factors A and B separately, so the anchor's weight delta B̄Ā is
 not the EMA of the policy's BA: the error is a cross term ∝ η(1 − η)(B − B̄)(A − Ā), small for η ≈ 0.02 and zero when
 `lora_A` is frozen (then ΔW is linear in B).
 
-**Distributed.** DDP and ZeRO-1/2 apply the identical update on every rank. Under ZeRO-3 (LoRA only, untested) each
-anchor/policy pair is gathered in turn and written back from rank 0. FSDP1 is rejected (adapters sit at different
-offsets of flat parameters); FSDP2/DTensor parameters are rejected as untested.
+**Engines.** The EMA is elementwise, so it runs wherever the tensors live:
+
+- DDP and DeepSpeed ZeRO-1/2: every rank holds the whole anchor and applies the identical update.
+- FSDP2 (DTensor parameters): each rank updates its local shard of the anchor from its local shard of the policy,
+  with the fp32 shadow sharded the same way; no gather. Saving gathers full tensors, loading re-shards them.
+- DeepSpeed ZeRO-3 (LoRA anchor only): each pair is gathered in turn, updated on rank 0 and re-partitioned; saving
+  gathers too.
+- Refused, before any model loads ([`check_anchor_engine`]): FSDP1 (adapters sit at different offsets of flat
+  parameters) and a full-model anchor under ZeRO-3.
+
+The engines shard the model when `Trainer.train()` prepares it, after the anchor was built: the callback re-binds the
+pairs once then ([`AnchorState.bind`]), which is also where their layout is checked.
 """
 
 import contextlib
@@ -29,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 from transformers.integrations import is_deepspeed_zero3_enabled
@@ -40,7 +54,7 @@ from .core.ema import ema_update_
 
 if TYPE_CHECKING:
     from peft import PeftModel
-    from transformers import PreTrainedModel
+    from transformers import PreTrainedModel, TrainingArguments
 
 
 ANCHOR_WEIGHTS_NAME = "anchor.safetensors"
@@ -48,32 +62,263 @@ ANCHOR_CONFIG_NAME = "anchor.json"
 ANCHOR_SUBFOLDER = "anchor"
 
 
-def _gathered(params: list[torch.Tensor]) -> contextlib.AbstractContextManager:
-    """Under ZeRO-3, gather `params` and write them back from rank 0 on exit; a no-op otherwise."""
-    if not is_deepspeed_zero3_enabled():
+# ------------------------------------------------------------------------------------------------------------------
+# Engines: which combinations are supported, and how one tensor is read, written and gathered under each.
+
+
+def check_anchor_engine(args: "TrainingArguments", lora: bool) -> None:
+    """
+    Refuse the engine × anchor combinations the anchor cannot update correctly. Call it before any model loads.
+
+    Args:
+        args ([`~transformers.TrainingArguments`]):
+            The training arguments (they, or `accelerate launch`, decide the engine).
+        lora (`bool`):
+            Whether the anchor is a LoRA adapter ([`LoraAnchor`]) rather than a full model copy ([`ModelAnchor`]).
+    """
+    if getattr(args, "fsdp", None):  # `TrainingArguments(fsdp=...)`: transformers defaults to FSDP2
+        fsdp_version = int((getattr(args, "fsdp_config", None) or {}).get("version", 2))
+    elif os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":  # `accelerate launch`: accelerate defaults to 1
+        fsdp_version = int(os.environ.get("FSDP_VERSION", 1))
+    else:
+        fsdp_version = None
+    if fsdp_version == 1:
+        raise ValueError(
+            "The J-BOND anchor does not support FSDP1: the policy and anchor tensors sit at different offsets of flat "
+            "parameters. Use FSDP2 (`fsdp_version: 2`), DeepSpeed ZeRO-2, or DDP."
+        )
+    if not lora and is_deepspeed_zero3_enabled():
+        raise NotImplementedError(
+            "A full-model anchor is not supported under DeepSpeed ZeRO-3. Use ZeRO-2 or FSDP2 for full fine-tuning, "
+            "or train LoRA adapters (`peft_config`) so the anchor is a second adapter."
+        )
+
+
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def _gathered(tensors: list[torch.Tensor], modifier_rank: int | None = 0) -> contextlib.AbstractContextManager:
+    """Under ZeRO-3, gather the partitioned `tensors` (written back from `modifier_rank` on exit); else a no-op."""
+    partitioned = [tensor for tensor in tensors if hasattr(tensor, "ds_id")]
+    if not partitioned:
         return contextlib.nullcontext()
     import deepspeed
 
-    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=modifier_rank)
 
 
-def _check_layout(model: torch.nn.Module) -> None:
-    """Reject sharding layouts the anchor cannot update correctly."""
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The storage this rank updates: the local shard of a DTensor (FSDP2), the tensor itself otherwise."""
+    return tensor._local_tensor if _is_dtensor(tensor) else tensor.detach()
+
+
+def _full(local: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The whole tensor whose shard on this rank is `local`, laid out like `like` (collective under FSDP2)."""
+    if not _is_dtensor(like):
+        return local
+    from torch.distributed.tensor import DTensor
+
+    sharded = DTensor.from_local(local, like.device_mesh, like.placements, shape=like.shape, stride=like.stride())
+    return sharded.full_tensor()
+
+
+def _shard(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of the whole tensor `full`, laid out like `like` (no communication)."""
+    if not _is_dtensor(like):
+        return full
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None).to_local()
+
+
+def _shape(tensor: torch.Tensor) -> torch.Size:
+    """The whole tensor's shape, also for a ZeRO-3 parameter whose data was partitioned away."""
+    return getattr(tensor, "ds_shape", tensor.shape)
+
+
+def _check_pair(name: str, anchor: torch.Tensor, policy: torch.Tensor) -> None:
+    if _shape(anchor) != _shape(policy):
+        raise ValueError(
+            f"{name!r} has shape {tuple(_shape(anchor))} in the anchor, {tuple(_shape(policy))} in the policy."
+        )
+    if _is_dtensor(anchor) != _is_dtensor(policy) or (
+        _is_dtensor(anchor) and (anchor.device_mesh, anchor.placements) != (policy.device_mesh, policy.placements)
+    ):
+        raise ValueError(
+            f"{name!r} is laid out differently in the anchor and the policy; the anchor must be sharded like the "
+            "policy (prepare both with the same engine)."
+        )
+
+
+def _check_no_fsdp1(model: torch.nn.Module) -> None:
     if not torch.distributed.is_available():
         return
     from torch.distributed.fsdp import FullyShardedDataParallel
-    from torch.distributed.tensor import DTensor
 
     if any(isinstance(module, FullyShardedDataParallel) for module in model.modules()):
         raise ValueError(
             "The anchor does not support FSDP1: the policy and anchor tensors sit at different offsets of flat "
-            "parameters. Use DeepSpeed ZeRO-2 (or ZeRO-3 with a LoRA anchor) or DDP."
+            "parameters. Use FSDP2, DeepSpeed ZeRO-2 (or ZeRO-3 with a LoRA anchor), or DDP."
         )
-    if any(isinstance(param, DTensor) for param in model.parameters()):
-        raise NotImplementedError(
-            "The anchor does not support DTensor parameters (FSDP2 / tensor parallelism) yet: its fp32 shadows are "
-            "full tensors. Use DeepSpeed ZeRO-2 or DDP."
-        )
+
+
+def _is_main_process() -> bool:
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The state every anchor shares.
+
+
+class AnchorState:
+    """
+    The EMA state of an anchor: (anchor, policy) tensor pairs, their fp32 shadows, the EMA and hard updates, the state
+    dict and the memory count.
+
+    Subclasses enumerate the pairs (`_named_pairs`: `(name, anchor tensor, policy tensor)`), activate the anchor
+    (`active`) and save it (`save`/`load`). A shadow exists for every pair when `fp32_shadow` is set (by default:
+    when some anchor tensor is not fp32); otherwise an fp32 anchor tensor is its own EMA state.
+
+    Args:
+        fp32_shadow (`bool`, *optional*):
+            Whether to keep fp32 shadows. Defaults to whether any anchor tensor is not fp32.
+    """
+
+    kind: str
+
+    def __init__(self, fp32_shadow: bool | None = None):
+        self._pairs: list[tuple[str, torch.Tensor, torch.Tensor]] | None = None
+        self._shadows: dict[str, torch.Tensor] = {}
+        anchor_tensors = {name: anchor for name, anchor, _ in self._named_pairs()}
+        if not anchor_tensors:
+            raise RuntimeError(f"The {type(self).__name__} has no tensors to update.")
+        if fp32_shadow is None:
+            fp32_shadow = any(tensor.dtype != torch.float32 for tensor in anchor_tensors.values())
+        if fp32_shadow:
+            for name, anchor in anchor_tensors.items():
+                with _gathered([anchor], modifier_rank=None):
+                    self._shadows[name] = _local(anchor).float().clone()
+
+    def _named_pairs(self) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def bind(self) -> None:
+        """
+        Enumerate the pairs and check their layout; re-shard the shadows if an engine sharded the model since.
+
+        Runs once lazily, and again when `Trainer.train()` has prepared the model ([`AnchorCallback`] calls it at
+        `on_train_begin`): FSDP2 replaces the parameters by sharded ones, DeepSpeed partitions them.
+        """
+        pairs = list(self._named_pairs())
+        for name, anchor, policy in pairs:
+            _check_pair(name, anchor, policy)
+            shadow = self._shadows.get(name)
+            if shadow is not None and shadow.shape != _local(anchor).shape and not hasattr(anchor, "ds_id"):
+                self._shadows[name] = _shard(shadow, anchor)
+        self._pairs = pairs
+
+    def pairs(self) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """`(name, anchor tensor, policy tensor)` for every tensor the anchor averages, bound once."""
+        if self._pairs is None:
+            self.bind()
+        return self._pairs
+
+    def _state(self, name: str, anchor_local: torch.Tensor) -> torch.Tensor:
+        """The fp32 EMA state of one pair: its shadow (moved to the anchor's device), or the anchor tensor itself."""
+        shadow = self._shadows.get(name)
+        if shadow is None:
+            return anchor_local
+        if shadow.device != anchor_local.device:  # DeepSpeed moves the model after the anchor was built
+            shadow = self._shadows[name] = shadow.to(anchor_local.device)
+        return shadow
+
+    @torch.no_grad()
+    def ema_update(self, rate: float) -> None:
+        """
+        Move the anchor towards the policy: θ_a ← (1 − η)·θ_a + η·θ on the fp32 state (BOND arXiv v1, eq. 18).
+
+        Args:
+            rate (`float`):
+                EMA rate η ∈ [0, 1]: `0` leaves the anchor unchanged, `1` copies the policy.
+        """
+        for name, anchor, policy in self.pairs():
+            with _gathered([anchor, policy]):
+                anchor_local = _local(anchor)
+                shadow = None if name not in self._shadows else [self._state(name, anchor_local)]
+                ema_update_([anchor_local], [_local(policy)], rate, shadow)
+
+    def hard_update(self) -> None:
+        """Copy the policy into the anchor (θ_a ← θ), as iterative BOND does every `period` steps."""
+        self.ema_update(1.0)  # lerp with weight 1 returns the end point exactly
+
+    @torch.no_grad()
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """
+        The fp32 EMA state as whole tensors (copies), keyed by anchor tensor name: the shadows, or the fp32 anchor
+        tensors that need none. Under FSDP2 and ZeRO-3 this gathers: call it on every rank.
+        """
+        state = {}
+        for name, anchor, _ in self.pairs():
+            with _gathered([anchor], modifier_rank=None):
+                full = _full(self._state(name, _local(anchor)), anchor)
+                state[name] = full.detach().float().clone()
+        return state
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """
+        Restore the shadows and the anchor's compute tensors from whole tensors, as [`~AnchorState.state_dict`]
+        returns them (any floating dtype and device); under FSDP2 each rank keeps its shard.
+
+        Raises:
+            KeyError: if the names differ. ValueError: if a shape differs.
+        """
+        names = {name for name, _, _ in self.pairs()}
+        missing, unexpected = names - state.keys() - self._optional_names(), state.keys() - names
+        if missing or unexpected:
+            raise KeyError(
+                f"The anchor state does not match this {type(self).__name__}: missing {sorted(missing)[:3]}, "
+                f"unexpected {sorted(unexpected)[:3]} ({len(missing)} missing, {len(unexpected)} unexpected)."
+            )
+        for name, anchor, _ in self.pairs():
+            if name not in state:
+                continue
+            if state[name].shape != _shape(anchor):
+                raise ValueError(
+                    f"Anchor tensor {name!r} has shape {tuple(state[name].shape)}, expected {tuple(_shape(anchor))}."
+                )
+            with _gathered([anchor]):
+                anchor_local = _local(anchor)
+                target = self._state(name, anchor_local)
+                target.copy_(_shard(state[name].to(target.device), anchor))
+                anchor_local.copy_(target)
+
+    def _optional_names(self) -> set[str]:
+        """Names `load_state_dict` may miss (left as they are)."""
+        return set()
+
+    def memory_bytes(self) -> int:
+        """Bytes the anchor holds on this rank: its compute tensors (local shards) plus its fp32 shadows."""
+        tensors = [*self._compute_tensors(), *self._shadows.values()]
+        # A ZeRO-3 parameter keeps its partition in `ds_tensor` (its `data` is empty between gathers).
+        held = [
+            getattr(tensor, "ds_tensor", None) if hasattr(tensor, "ds_id") else _local(tensor) for tensor in tensors
+        ]
+        return sum(part.numel() * part.element_size() for part in held if part is not None)
+
+    def _compute_tensors(self) -> list[torch.Tensor]:
+        return [anchor for _, anchor, _ in self.pairs()]
+
+    def save(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+        raise NotImplementedError
+
+    def load(self, directory: str | os.PathLike) -> None:
+        raise NotImplementedError
 
 
 def _read_config(directory: str | os.PathLike, kind: str) -> dict[str, Any]:
@@ -94,7 +339,7 @@ def _write_config(directory: Path, config: dict[str, Any]) -> None:
     (directory / ANCHOR_CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-class LoraAnchor:
+class LoraAnchor(AnchorState):
     """
     Anchor held as a second LoRA adapter of the policy's PeftModel; the reference is the model with adapters disabled.
 
@@ -152,6 +397,7 @@ class LoraAnchor:
                 "The policy adapter trains `trainable_token_indices`, which a LoRA anchor cannot hold. Unset it, or "
                 "use full fine-tuning with a `ModelAnchor`."
             )
+        _check_no_fsdp1(model)
         self.model = model
         self.adapter_name = adapter_name
         self.policy_adapter = policy_adapter
@@ -163,18 +409,14 @@ class LoraAnchor:
         model.add_adapter(adapter_name, config)
         for name, param in model.named_parameters():
             param.requires_grad_(flags.get(name, False))
-        self._shadows: dict[str, torch.Tensor] = {}
-        for name, anchor_param, policy_param in self._pairs():
+        for _, anchor_param, policy_param in self._named_pairs():
             with _gathered([anchor_param, policy_param]), torch.no_grad():
                 anchor_param.data = anchor_param.data.to(policy_param.dtype)
                 anchor_param.copy_(policy_param)
-                # An fp32 adapter is its own EMA state; a lower-precision one (or a ZeRO-3 partition) needs a shadow.
-                if anchor_param.dtype != torch.float32 or hasattr(anchor_param, "ds_id"):
-                    self._shadows[name] = anchor_param.detach().float().clone()
+        super().__init__()
 
-    def _pairs(self) -> Iterator[tuple[str, torch.nn.Parameter, torch.nn.Parameter]]:
+    def _named_pairs(self) -> Iterator[tuple[str, torch.nn.Parameter, torch.nn.Parameter]]:
         """Yield `(anchor name, anchor param, policy param)`, pairing the names that differ in the adapter part."""
-        _check_layout(self.model)
         params = dict(self.model.named_parameters())
         found = False
         for name, param in params.items():
@@ -190,37 +432,6 @@ class LoraAnchor:
         if not found:
             raise RuntimeError(f"The model has no parameters of the adapter {self.policy_adapter!r}.")
 
-    def _shadow(self, name: str, device: torch.device) -> torch.Tensor | None:
-        # Shadows follow the model when it moves after construction (DeepSpeed moves it to the GPU in `train()`).
-        if name not in self._shadows:
-            return None  # an fp32 adapter tensor is its own EMA state
-        if self._shadows[name].device != device:
-            self._shadows[name] = self._shadows[name].to(device)
-        return self._shadows[name]
-
-    def ema_update(self, rate: float) -> None:
-        """
-        Move the anchor towards the policy: θ_a ← (1 − η)·θ_a + η·θ on the fp32 shadows (BOND arXiv v1, eq. 18).
-
-        Args:
-            rate (`float`):
-                EMA rate η ∈ [0, 1]: `0` leaves the anchor unchanged, `1` copies the policy.
-        """
-        for name, anchor_param, policy_param in self._pairs():
-            with _gathered([anchor_param, policy_param]):
-                shadow = self._shadow(name, anchor_param.device)
-                ema_update_([anchor_param], [policy_param], rate, None if shadow is None else [shadow])
-
-    @torch.no_grad()
-    def hard_update(self) -> None:
-        """Copy the policy into the anchor (θ_a ← θ), as iterative BOND does every `period` steps."""
-        for name, anchor_param, policy_param in self._pairs():
-            with _gathered([anchor_param, policy_param]):
-                state = self._shadow(name, anchor_param.device)
-                state = anchor_param if state is None else state
-                state.copy_(policy_param)
-                anchor_param.copy_(state)
-
     @contextlib.contextmanager
     def active(self) -> Iterator["PeftModel"]:
         """
@@ -235,48 +446,18 @@ class LoraAnchor:
         flags = [(param, param.requires_grad) for param in self.model.parameters()]
         try:
             with use_adapter(self.model, self.adapter_name):
-                for _, anchor_param, _ in self._pairs():
+                for _, anchor_param, _ in self.pairs():
                     anchor_param.requires_grad_(False)
                 yield self.model
         finally:
             for param, flag in flags:
                 param.requires_grad_(flag)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The fp32 EMA state (live tensors, not copies) keyed by anchor parameter name: the shadow, or the fp32
-        adapter tensor itself when it needs none."""
-        return {name: self._shadows.get(name, anchor_param) for name, anchor_param, _ in self._pairs()}
-
-    @torch.no_grad()
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """
-        Restore the shadows and the compute adapter from `state`, as returned by [`~LoraAnchor.state_dict`].
-
-        Args:
-            state (`dict[str, torch.Tensor]`):
-                One tensor per anchor parameter name, any floating dtype and device.
-        """
-        names = {name for name, _, _ in self._pairs()}
-        missing, unexpected = names - state.keys(), state.keys() - names
-        if missing or unexpected:
-            raise KeyError(
-                f"The anchor state does not match adapter {self.adapter_name!r}: missing {sorted(missing)[:3]}, "
-                f"unexpected {sorted(unexpected)[:3]} ({len(missing)} missing, {len(unexpected)} unexpected)."
-            )
-        for name, anchor_param, policy_param in self._pairs():
-            with _gathered([anchor_param, policy_param]):
-                target = self._shadow(name, anchor_param.device)
-                target = anchor_param if target is None else target
-                if state[name].shape != target.shape:
-                    raise ValueError(
-                        f"Anchor tensor {name!r} has shape {tuple(state[name].shape)}, expected {tuple(target.shape)}."
-                    )
-                target.copy_(state[name])
-                anchor_param.copy_(target)
-
     def save(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
         """
-        Write the shadows to `directory/anchor.safetensors` and a description to `directory/anchor.json`.
+        Write the fp32 state to `directory/anchor.safetensors` and a description to `directory/anchor.json`.
+
+        Under FSDP2 and ZeRO-3 it gathers the whole tensors: call it on every rank; only rank 0 writes.
 
         Args:
             directory (`str` or `os.PathLike`):
@@ -284,23 +465,24 @@ class LoraAnchor:
             metadata (`dict[str, Any]`, *optional*):
                 JSON-serialisable entries added to `anchor.json` (e.g. the EMA rate and step).
         """
+        state = {name: tensor.cpu().contiguous() for name, tensor in self.state_dict().items()}
+        if not _is_main_process():
+            return
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        shadows = {name: tensor.detach().float().cpu().contiguous() for name, tensor in self.state_dict().items()}
-        save_file(shadows, directory / ANCHOR_WEIGHTS_NAME)
-        compute_dtype = next(param.dtype for _, param, _ in self._pairs())
+        save_file(state, directory / ANCHOR_WEIGHTS_NAME)
         config = {
             "kind": self.kind,
             "adapter_name": self.adapter_name,
             "policy_adapter": self.policy_adapter,
-            "dtype": str(compute_dtype).removeprefix("torch."),
+            "dtype": str(self.pairs()[0][1].dtype).removeprefix("torch."),
             "shadow_dtype": "float32",
         }
         _write_config(directory, {**(metadata or {}), **config})
 
     def load(self, directory: str | os.PathLike) -> None:
         """
-        Restore the anchor written by [`~LoraAnchor.save`] in `directory`.
+        Restore the anchor written by [`~LoraAnchor.save`] in `directory` (on every rank).
 
         Raises:
             FileNotFoundError: if `directory` holds no saved anchor.
@@ -314,7 +496,7 @@ class LoraAnchor:
         self.load_state_dict(load_file(Path(directory) / ANCHOR_WEIGHTS_NAME))
 
 
-class ModelAnchor:
+class ModelAnchor(AnchorState):
     """
     Anchor held as a separate full copy of the policy (full fine-tuning).
 
@@ -325,7 +507,8 @@ class ModelAnchor:
 
     Args:
         anchor_model ([`~transformers.PreTrainedModel`]):
-            The anchor, with the same architecture and parameter names as the policy.
+            The anchor, with the same architecture and parameter names as the policy; it may be wrapped by its engine
+            (a DeepSpeed engine, DDP) or sharded in place by FSDP2 like the policy.
         policy_model ([`~transformers.PreTrainedModel`]):
             The policy, unwrapped (e.g. `trainer.model`).
         fp32_shadow (`bool`, *optional*):
@@ -337,20 +520,18 @@ class ModelAnchor:
     def __init__(
         self, anchor_model: "PreTrainedModel", policy_model: "PreTrainedModel", fp32_shadow: bool | None = None
     ):
-        if is_deepspeed_zero3_enabled():
+        if any(hasattr(param, "ds_id") for param in anchor_model.parameters()):
             raise NotImplementedError(
-                "A full-model anchor is not supported under DeepSpeed ZeRO-3 yet. Use ZeRO-2, or train LoRA adapters "
-                "(`peft_config`) so the anchor is a `LoraAnchor`."
+                "A full-model anchor is not supported under DeepSpeed ZeRO-3. Use ZeRO-2 or FSDP2 for full "
+                "fine-tuning, or train LoRA adapters (`peft_config`) so the anchor is a `LoraAnchor`."
             )
-        self.model = anchor_model.requires_grad_(False).eval()
+        # The engine's wrapper (whose `eval()` may return None) is kept by the caller; names come from the model.
+        self.model = extract_model_from_parallel(anchor_model)
+        _check_no_fsdp1(self.model)
+        self.model.requires_grad_(False)
+        self.model.eval()
         self.policy_model = policy_model
-        anchor_tensors = {name: tensor for name, tensor, _ in self._pairs()}
-        if fp32_shadow is None:
-            fp32_shadow = any(tensor.dtype != torch.float32 for tensor in anchor_tensors.values())
-        self._shadows: dict[str, torch.Tensor] = (
-            {name: tensor.detach().float().clone() for name, tensor in anchor_tensors.items()} if fp32_shadow else {}
-        )
-        self._names = set(anchor_tensors)
+        super().__init__(fp32_shadow)
 
     @staticmethod
     def _floating_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -358,11 +539,10 @@ class ModelAnchor:
         tensors.update((name, buffer) for name, buffer in model.named_buffers() if buffer.is_floating_point())
         return tensors
 
-    def _pairs(self) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    def _named_pairs(self) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
         """Yield `(name, anchor tensor, policy tensor)` for every parameter and floating buffer."""
-        _check_layout(self.model)
-        _check_layout(self.policy_model)
-        anchor, policy = self._floating_tensors(self.model), self._floating_tensors(self.policy_model)
+        anchor = self._floating_tensors(self.model)
+        policy = self._floating_tensors(extract_model_from_parallel(self.policy_model))
         if anchor.keys() != policy.keys():
             raise ValueError(
                 "The anchor and the policy must have the same parameter and buffer names (pass the unwrapped policy); "
@@ -370,91 +550,25 @@ class ModelAnchor:
                 f"{sorted(policy.keys() - anchor.keys())[:3]}."
             )
         for name, tensor in anchor.items():
-            if tensor.shape != policy[name].shape:
-                raise ValueError(
-                    f"{name!r} has shape {tuple(tensor.shape)} in the anchor, {tuple(policy[name].shape)} in the "
-                    "policy."
-                )
             yield name, tensor, policy[name]
-
-    def _shadow(self, name: str, device: torch.device) -> torch.Tensor | None:
-        if name not in self._shadows:
-            return None
-        if self._shadows[name].device != device:
-            self._shadows[name] = self._shadows[name].to(device)
-        return self._shadows[name]
-
-    def ema_update(self, rate: float) -> None:
-        """
-        Move the anchor towards the policy: θ_a ← (1 − η)·θ_a + η·θ over parameters and floating buffers (eq. 18).
-
-        Args:
-            rate (`float`):
-                EMA rate η ∈ [0, 1]: `0` leaves the anchor unchanged, `1` copies the policy.
-        """
-        targets, sources, shadows = [], [], []
-        for name, anchor_tensor, policy_tensor in self._pairs():
-            targets.append(anchor_tensor)
-            sources.append(policy_tensor)
-            shadows.append(self._shadow(name, anchor_tensor.device))
-        ema_update_(targets, sources, rate, shadows if self._shadows else None)
-
-    @torch.no_grad()
-    def hard_update(self) -> None:
-        """Copy the policy into the anchor (θ_a ← θ), as iterative BOND does every `period` steps."""
-        for name, anchor_tensor, policy_tensor in self._pairs():
-            shadow = self._shadow(name, anchor_tensor.device)
-            if shadow is None:
-                anchor_tensor.copy_(policy_tensor)
-            else:
-                shadow.copy_(policy_tensor)
-                anchor_tensor.copy_(shadow)
 
     def active(self) -> contextlib.AbstractContextManager["PreTrainedModel"]:
         """Context manager yielding the anchor model, for the same call sites as [`LoraAnchor.active`]."""
         return contextlib.nullcontext(self.model)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The true anchor state (the live tensors, not copies): fp32 shadows if kept, else the anchor's tensors."""
-        if self._shadows:
-            return dict(self._shadows)
-        return {name: tensor.detach() for name, tensor, _ in self._pairs()}
+    def _optional_names(self) -> set[str]:
+        # Non-persistent buffers, such as rotary `inv_freq`, are rebuilt from the config and not saved.
+        return {name for name, _ in self.model.named_buffers()}
 
-    @torch.no_grad()
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """
-        Restore the anchor from `state`, as returned by [`~ModelAnchor.state_dict`].
-
-        Every parameter must be present. Buffers absent from `state` are left as they are: non-persistent buffers,
-        such as rotary `inv_freq`, are rebuilt from the config and not saved by `save_pretrained`.
-        """
-        params = {name for name, _ in self.model.named_parameters()}
-        missing, unexpected = params - state.keys(), state.keys() - self._names
-        if missing or unexpected:
-            raise KeyError(
-                f"The anchor state does not match the anchor model: missing {sorted(missing)[:3]}, unexpected "
-                f"{sorted(unexpected)[:3]} ({len(missing)} missing, {len(unexpected)} unexpected)."
-            )
-        for name, anchor_tensor, _ in self._pairs():
-            if name not in state:
-                continue
-            if state[name].shape != anchor_tensor.shape:
-                raise ValueError(
-                    f"Anchor tensor {name!r} has shape {tuple(state[name].shape)}, expected "
-                    f"{tuple(anchor_tensor.shape)}."
-                )
-            shadow = self._shadow(name, anchor_tensor.device)
-            if shadow is None:
-                anchor_tensor.copy_(state[name])
-            else:
-                shadow.copy_(state[name])
-                anchor_tensor.copy_(shadow)
+    def _compute_tensors(self) -> list[torch.Tensor]:
+        return [*self.model.parameters(), *self.model.buffers()]
 
     def save(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
         """
         Write the anchor to `directory` with `save_pretrained` (the fp32 shadows if kept) plus `anchor.json`.
 
-        The directory loads with `AutoModelForCausalLM.from_pretrained(directory)` for inspection.
+        The directory loads with `AutoModelForCausalLM.from_pretrained(directory)` for inspection. Under FSDP2 it
+        gathers the whole tensors: call it on every rank; only rank 0 writes.
 
         Args:
             directory (`str` or `os.PathLike`):
@@ -462,20 +576,22 @@ class ModelAnchor:
             metadata (`dict[str, Any]`, *optional*):
                 JSON-serialisable entries added to `anchor.json` (e.g. the EMA rate and step).
         """
-        directory = Path(directory)
-        # Map every name, tied aliases included, to its shadow, so tied weights still share storage when saved.
+        full = self.state_dict()
+        if not _is_main_process():
+            return
+        if not self._shadows:  # keep the compute dtype when the anchor is its own state
+            full = {name: full[name].to(anchor.dtype) for name, anchor, _ in self.pairs()}
+        # Every name, tied aliases included, maps to its whole tensor, so tied weights still share storage when saved.
         aliases = self._aliases()
-        shadow_of = {
-            alias: self._shadows[name]
-            for name, tensor in self._floating_tensors(self.model).items()
-            if name in self._shadows
-            for alias in aliases[id(tensor)]
-        }
-        state = {name: shadow_of.get(name, tensor) for name, tensor in self.model.state_dict().items()}
-        self.model.save_pretrained(directory, state_dict=state)
+        floating = self._floating_tensors(self.model)
+        state = {alias: full[name] for name, tensor in floating.items() for alias in aliases[id(tensor)]}
+        for name, tensor in self.model.state_dict().items():
+            if name not in state:  # integer buffers: never sharded, never averaged
+                state[name] = tensor
+        self.model.save_pretrained(Path(directory), state_dict=state)
         dtype = next(self.model.parameters()).dtype
         config = {"kind": self.kind, "dtype": str(dtype).removeprefix("torch."), "fp32_shadow": bool(self._shadows)}
-        _write_config(directory, {**(metadata or {}), **config})
+        _write_config(Path(directory), {**(metadata or {}), **config})
 
     def _aliases(self) -> dict[int, list[str]]:
         """`id(tensor)` → every name of that tensor in the anchor model, tied aliases included."""
@@ -489,7 +605,7 @@ class ModelAnchor:
 
     def load(self, directory: str | os.PathLike) -> None:
         """
-        Restore the anchor written by [`~ModelAnchor.save`] in `directory`.
+        Restore the anchor written by [`~ModelAnchor.save`] in `directory` (on every rank).
 
         Raises:
             FileNotFoundError: if `directory` holds no saved anchor.
@@ -506,28 +622,24 @@ class ModelAnchor:
         self.load_state_dict(state)
 
 
-def anchor_memory_bytes(anchor: LoraAnchor | ModelAnchor) -> int:
+def anchor_memory_bytes(anchor: AnchorState) -> int:
     """
-    Bytes held by the anchor on this rank: its compute tensors plus its fp32 shadows.
+    Bytes held by the anchor on this rank: its compute tensors plus its fp32 shadows ([`AnchorState.memory_bytes`]).
 
     For a [`LoraAnchor`] the compute tensors are the anchor adapter's; for a [`ModelAnchor`], all of the anchor model's
     parameters and buffers.
     """
-    if isinstance(anchor, LoraAnchor):
-        compute = [param for _, param, _ in anchor._pairs()]
-    else:
-        compute = [*anchor.model.parameters(), *anchor.model.buffers()]
-    tensors = [*compute, *anchor._shadows.values()]
-    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+    return anchor.memory_bytes()
 
 
 class AnchorCallback(TrainerCallback):
     """
-    Moves the anchor once per optimizer step and saves/restores it with checkpoints.
+    Moves the anchor once per optimizer step, saves it with every checkpoint and restores it when training resumes.
 
     `Trainer` calls `on_step_end` once per optimizer step, after gradient accumulation, which is the cadence of eq. 18
-    (never per micro-batch). On every checkpoint the anchor goes to `checkpoint-N/anchor/`; resuming needs an explicit
-    [`~AnchorCallback.load_from_checkpoint`] after the model weights were restored, since `Trainer` reloads only the
+    (never per micro-batch). On every checkpoint the anchor goes to `checkpoint-N/anchor/`. At `on_train_begin` (after
+    `Trainer` prepared the model and restored the policy) the callback re-binds the anchor to the prepared model and,
+    when [`~AnchorCallback.resume_from`] named a checkpoint, restores the anchor from it: `Trainer` reloads only the
     active adapter.
 
     Args:
@@ -547,7 +659,7 @@ class AnchorCallback(TrainerCallback):
 
     def __init__(
         self,
-        anchor: LoraAnchor | ModelAnchor,
+        anchor: AnchorState,
         mode: str = "ema",
         rate: float = 0.02,
         period: int = 1000,
@@ -564,6 +676,42 @@ class AnchorCallback(TrainerCallback):
         self.rate = rate
         self.period = period
         self.save_with_checkpoints = save_with_checkpoints
+        self._resume_checkpoint: Path | None = None
+
+    def resume_from(self, checkpoint_dir: str | os.PathLike | None) -> None:
+        """
+        Restore the anchor from `checkpoint_dir/anchor/` at the next `on_train_begin` (`None`: start fresh).
+
+        Args:
+            checkpoint_dir (`str` or `os.PathLike`, *optional*):
+                The `checkpoint-N` directory `Trainer.train(resume_from_checkpoint=...)` resumes from.
+        """
+        self._resume_checkpoint = None if checkpoint_dir is None else Path(checkpoint_dir)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.anchor.bind()
+        if self._resume_checkpoint is not None:
+            self.load_from_checkpoint(self._resume_checkpoint, state.global_step)
+            self._resume_checkpoint = None
+
+    def load_from_checkpoint(self, checkpoint_dir: str | os.PathLike, global_step: int) -> None:
+        """
+        Load the anchor saved in `checkpoint_dir/anchor/`, refusing one saved at another step than `global_step`.
+
+        Args:
+            checkpoint_dir (`str` or `os.PathLike`):
+                A `checkpoint-N` directory.
+            global_step (`int`):
+                The step training resumes at (`Trainer` restored it from the same checkpoint).
+        """
+        directory = Path(checkpoint_dir) / ANCHOR_SUBFOLDER
+        saved_step = _read_config(directory, self.anchor.kind).get("global_step")
+        if saved_step is not None and saved_step != global_step:
+            raise ValueError(
+                f"The anchor in {directory} was saved at step {saved_step}, but training resumes at step "
+                f"{global_step}; the checkpoint is inconsistent. Resume from an intact checkpoint."
+            )
+        self.anchor.load(directory)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.mode == "ema":
@@ -572,13 +720,14 @@ class AnchorCallback(TrainerCallback):
             self.anchor.hard_update()
 
     def on_save(self, args, state, control, **kwargs):
-        # Every rank holds the same anchor, so only the saving process writes it.
-        if args.should_save and self.save_with_checkpoints:
+        # Every rank takes part (FSDP2 and ZeRO-3 gather the anchor); `save` writes from rank 0 only.
+        if self.save_with_checkpoints:
             self.save_to_checkpoint(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}", state)
 
     def save_to_checkpoint(self, checkpoint_dir: str | os.PathLike, state) -> None:
         """
-        Write the anchor to `checkpoint_dir/anchor/` with its update rule and `state.global_step`.
+        Write the anchor to `checkpoint_dir/anchor/` with its update rule and `state.global_step`. Every process
+        calls it (FSDP2 and ZeRO-3 gather the anchor); the main process writes.
 
         Args:
             checkpoint_dir (`str` or `os.PathLike`):
@@ -589,15 +738,5 @@ class AnchorCallback(TrainerCallback):
         metadata = {"mode": self.mode, "rate": self.rate, "period": self.period, "global_step": state.global_step}
         self.anchor.save(Path(checkpoint_dir) / ANCHOR_SUBFOLDER, metadata=metadata)
 
-    def load_from_checkpoint(self, checkpoint_dir: str | os.PathLike) -> None:
-        """
-        Restore the anchor from `checkpoint_dir/anchor/`, after the trainer restored the model weights.
 
-        Args:
-            checkpoint_dir (`str` or `os.PathLike`):
-                A `checkpoint-N` directory written while this callback was attached.
-        """
-        self.anchor.load(Path(checkpoint_dir) / ANCHOR_SUBFOLDER)
-
-
-__all__ = ["AnchorCallback", "LoraAnchor", "ModelAnchor", "anchor_memory_bytes"]
+__all__ = ["AnchorCallback", "AnchorState", "LoraAnchor", "ModelAnchor", "anchor_memory_bytes", "check_anchor_engine"]

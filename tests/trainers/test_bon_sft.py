@@ -92,6 +92,10 @@ class TestBoNSFTTrainer:
         assert before and all("lora" in name for name in before)
         trainer.train()
         assert_all_changed(before, trainer.model)
+        trainer.create_model_card()  # the card names the local base model and N, not "[None]"
+        card = open(f"{args.output_dir}/README.md").read()
+        assert "[None]" not in card and str(tiny_kit["policy"]) in card
+        assert f"N (Best-of-N) | {args.num_candidates}" in card and "BoN-SFT" in card and "2407.14622" in card
 
     @pytest.mark.filterwarnings("ignore::UserWarning")
     def test_train_8bit_lora(self, tiny_kit, prompt_dataset, tmp_path):

@@ -31,3 +31,19 @@ def test_dropout_is_off_by_default_and_cannot_be_turned_on(tmp_path, name, extra
     assert config(**kwargs).disable_dropout is True
     with pytest.raises(ValueError, match="Set `disable_dropout=True`"):
         config(**kwargs, disable_dropout=False)
+
+
+@pytest.mark.parametrize(
+    "extra, batch, suggestion",
+    [({}, 4, "e.g. 3, 6 (1, 2 prompts"), ({"mode": "bond", "num_candidates": 4}, 32, "e.g. 17, 34 (1, 2 prompts")],
+)
+def test_batch_size_error_states_the_arithmetic(tmp_path, extra, batch, suggestion):
+    """`per_device_train_batch_size` counts policy and anchor completions: the error says so and suggests sizes."""
+    from trl_bon import JBondConfig
+
+    with pytest.raises(ValueError, match="policy and anchor together") as error:
+        JBondConfig(
+            output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
+            per_device_train_batch_size=batch, **extra,
+        )  # fmt: skip
+    assert suggestion in str(error.value)

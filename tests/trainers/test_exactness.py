@@ -142,8 +142,10 @@ def test_vbon_reaches_its_optimum(two_token_tasks, tmp_path, objective, steps):
 
 
 def test_bon_sft_reaches_best_of_n_in_forward_kl(two_token_tasks, tmp_path):
-    from tests.trainers.test_bon_sft import bon_data
-    from trl_bon import BoNSFTConfig, BoNSFTTrainer
+    from transformers import AutoTokenizer
+
+    from trl_bon import BoNSFTConfig, BoNSFTTrainer, best_of_n, bon_sft_dataset
+    from trl_bon.sampling import GenerationSettings, Sampler
 
     task = two_token_tasks["gpt2"]
     ref = reference_law(task)
@@ -160,10 +162,12 @@ def test_bon_sft_reaches_best_of_n_in_forward_kl(two_token_tasks, tmp_path):
             logging_steps=50,
         ),
     )
-    # The data step runs before the trainer (one `best_of_n` call, as in test_bon_sft.py); the trainer only trains.
-    # 2000 Best-of-4 samples per prompt: with 1000 the sample alone was 0.008 from Bo4 and the run ended at 0.024.
-    data = bon_data(task.model_path, task.dataset(4000)["prompt"], task.reward_func, args)
-    trainer = BoNSFTTrainer(task.model_path, args=args, train_dataset=data)
+    # The data step (one `best_of_n` call), then the trainer, as `trl-bon bon-sft` runs them.
+    tokenizer = AutoTokenizer.from_pretrained(task.model_path)
+    settings = GenerationSettings.from_trainer_args(args)
+    sampler = Sampler(task.model_path, settings, tokenizer=tokenizer, batch_size=1000, progress=False)
+    bon = best_of_n(sampler, task.dataset(2000), task.reward_func, N)
+    trainer = BoNSFTTrainer(task.model_path, args=args, train_dataset=bon_sft_dataset(bon, tokenizer))
     trainer.train()
     kl = kl_divergence(target, task.law(trainer.model))
     print(f"BoN-SFT N=4: KL(Bo4 || pi) per prompt = {kl.numpy().round(4)}")

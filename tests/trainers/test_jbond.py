@@ -371,9 +371,9 @@ def test_lora_rows_come_from_their_own_adapter_and_kl_metrics_are_exact(one_toke
 
     metrics = trainer._metrics["train"]
     exact_kl = kl_divergence(policy_probs, one_token_task.ref_probs).item()
-    assert metrics["jbond/kl_ref/k1"][-1] == pytest.approx(exact_kl, abs=0.15)
-    assert metrics["jbond/kl_ref/k3"][-1] == pytest.approx(exact_kl, abs=0.15)
-    assert metrics["jbond/kl_anchor"][-1] == pytest.approx(metrics["jbond/kl_ref/k1"][-1], abs=1e-5)  # anchor = ref
+    assert metrics["kl_ref/k1"][-1] == pytest.approx(exact_kl, abs=0.15)
+    assert metrics["kl_ref/k3"][-1] == pytest.approx(exact_kl, abs=0.15)
+    assert metrics["jbond/kl_anchor"][-1] == pytest.approx(metrics["kl_ref/k1"][-1], abs=1e-5)  # anchor = ref
 
 
 class TestWeightOptions:
@@ -465,3 +465,22 @@ def test_vllm_routing_with_a_mocked_engine(tiny_kit, prompt_dataset, tmp_path, m
     calls.clear()
     trainer._generate_single_turn(prompt_ids, None, {})
     assert calls[0] == ("sync", "default")
+
+
+def test_logged_reward_is_the_policy_samples_reward(tmp_path, tiny_kit, prompt_dataset):
+    """Metric vocabulary (docs/metrics.md): `reward` and `rewards/<func>/mean` are the raw reward of the samples the
+    policy drew (slot 0), not of the anchor rows; the completions table marks the rows; KL to π_ref under `kl_ref/`."""
+    trainer = _trainer(tiny_kit, prompt_dataset, _config(tmp_path, per_device_train_batch_size=12, log_ref_kl=True))
+    trainer.model.train()
+    inputs = [{"prompt": prompt} for prompt in prompt_dataset["prompt"][:4] for _ in range(3)]
+    trainer._generate_and_score_completions(inputs)
+    metrics = trainer._metrics["train"]
+    rewards = trainer._stashed_rewards.view(4, 3)
+    assert not torch.equal(rewards[:, 0].mean(), rewards.mean())  # the test has power: the anchor rows differ
+    assert metrics["reward"][-1] == pytest.approx(rewards[:, 0].mean().item(), abs=1e-6)
+    assert metrics["rewards/token_sum_reward/mean"][-1] == pytest.approx(rewards[:, 0].mean().item(), abs=1e-6)
+    assert metrics["reward_std"][-1] == pytest.approx(rewards[:, 0].std().item(), abs=1e-5)
+    assert metrics["jbond/reward/anchor"][-1] == pytest.approx(rewards[:, 1:].mean().item(), abs=1e-6)
+    assert list(trainer._logs["extra"]["sample"])[-12:] == ["policy", "anchor", "anchor"] * 4
+    assert metrics["kl_ref/k1"][-1] == pytest.approx(0.0, abs=1e-5)  # π = π_ref before the first step
+    assert metrics["kl_ref/k3"][-1] == pytest.approx(0.0, abs=1e-5)

@@ -59,6 +59,19 @@ def length_reward(completion_ids, **kwargs):
     return [float(len(ids)) + 0.01 * ids[0] for ids in completion_ids]
 
 
+def _build_cache(policy, dataset, reward_funcs, args, weights=None):
+    """The reference-reward cache of `args`' run, built as `trl-bon cache-ref-rewards` does (the trainer never
+    samples it): π_ref, the run's generation settings, M = `args.num_reference_samples`."""
+    from trl_bon.ref_cache import build_reference_reward_cache
+    from trl_bon.rewards import RewardScorer
+    from trl_bon.sampling import GenerationSettings, Sampler
+
+    sampler = Sampler(policy, GenerationSettings.from_trainer_args(args), seed=args.seed, progress=False)
+    scorer = RewardScorer(reward_funcs, reward_weights=weights)
+    cache_dir = args.reference_cache_dir or f"{args.output_dir}/_reference_rewards"
+    return build_reference_reward_cache(sampler, dataset, scorer, args.num_reference_samples, cache_dir)
+
+
 def _changed(trainer, before):
     return [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(before[n], p)]
 
@@ -67,8 +80,10 @@ class TestVBoNTrainer:
     def test_missing_column_names_the_command(self, tiny_kit, prompt_dataset, tmp_path):
         from trl_bon import VBoNTrainer
 
-        with pytest.raises(ValueError, match="trl-bon cache-ref-rewards"):
+        with pytest.raises(ValueError, match="trl-bon cache-ref-rewards") as error:
             VBoNTrainer(tiny_kit["policy"], length_reward, args=_args(tmp_path), train_dataset=prompt_dataset)
+        assert "does not sample" in str(error.value) and "reference_rewards" in str(error.value)
+        assert not (tmp_path / "out" / "reference_rewards").exists()  # nothing was sampled or written
 
     def test_mismatched_cache_is_refused(self, tiny_kit, prompt_dataset, tmp_path):
         from trl_bon import VBoNTrainer
@@ -87,15 +102,15 @@ class TestVBoNTrainer:
             )
 
     def test_lora_trains_with_built_cache_and_logs(self, tiny_kit, prompt_dataset, tmp_path):
-        """build_reference_cache=True, two reward functions with weights: RLOO's reward equals log F̂ exactly."""
+        """A cache built beforehand in the default place, two weighted reward functions: the score RLOO trains on is
+        log F̂ exactly (`vbon/score`); `reward` and `rewards/<func>/mean` stay the raw rewards (docs/metrics.md)."""
         from trl_bon import VBoNTrainer
 
         def zero_reward(completions, **kwargs):
             return [0.0] * len(completions)
 
-        args = _args(
-            tmp_path, build_reference_cache=True, num_reference_samples=4, reward_weights=[0.5, 3.0], logging_steps=1
-        )
+        args = _args(tmp_path, num_reference_samples=4, reward_weights=[0.5, 3.0], logging_steps=1)
+        _build_cache(tiny_kit["policy"], prompt_dataset, [length_reward, zero_reward], args, weights=[0.5, 3.0])
         trainer = VBoNTrainer(
             tiny_kit["policy"],
             [length_reward, zero_reward],
@@ -111,9 +126,12 @@ class TestVBoNTrainer:
         logs = [h for h in trainer.state.log_history if "vbon/log_cdf" in h]
         assert len(logs) == 2
         for h in logs:
-            assert h["reward"] == pytest.approx(h["vbon/log_cdf"], abs=1e-5)  # the training reward is log F̂
-            assert h["rewards/length_reward/mean"] == pytest.approx(2 * h["vbon/raw_reward"], abs=1e-4)  # raw, w=0.5
+            assert h["vbon/score"] == pytest.approx(h["vbon/log_cdf"], abs=1e-5)  # the training reward is log F̂
+            assert h["reward"] == pytest.approx(0.5 * h["rewards/length_reward/mean"], abs=1e-4)  # raw, w=0.5
+            assert h["reward"] > 0.0 >= h["vbon/log_cdf"]  # raw rewards (positive), not the score
             assert h["rewards/zero_reward/mean"] == 0.0
+            assert h["kl_ref/k1"] == pytest.approx(h["kl"] * h["completions/mean_length"], rel=1e-4, abs=1e-6)
+            assert h["kl_ref/k3"] >= 0.0
             assert -math.log(5) - 1e-6 <= h["vbon/log_cdf"] <= 0.0
             assert 0.0 <= h["vbon/frac_below_all_ref"] <= 1.0
 
@@ -123,18 +141,13 @@ class TestVBoNTrainer:
         from trl_bon import VBoNTrainer
 
         pytest.importorskip("bitsandbytes")
-        args = _args(
-            tmp_path,
-            vbon_objective="exact",
-            build_reference_cache=True,
-            num_reference_samples=4,
-            model_init_kwargs={"device_map": "cpu"},
-        )
+        args = _args(tmp_path, vbon_objective="exact", model_init_kwargs={"device_map": "cpu"})
+        data = prompt_dataset.add_column("ref_rewards", [[4.0, 4.5, 5.0, 5.5]] * len(prompt_dataset))
         trainer = VBoNTrainer(
             tiny_kit["policy"],
             length_reward,
             args=args,
-            train_dataset=prompt_dataset,
+            train_dataset=data,
             peft_config=_lora(),
             quantization_config=BitsAndBytesConfig(load_in_8bit=True),
         )

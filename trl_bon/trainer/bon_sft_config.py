@@ -49,7 +49,9 @@ class BoNSFTConfig(SFTConfig):
         repetition_penalty (`float`, *optional*, defaults to `1.0`):
             Repetition penalty; `1.0` disables it.
         generation_batch_size (`int`, *optional*, defaults to `64`):
-            Sequences per `generate` call when sampling with transformers.
+            Sequences per `generate` call of the Best-of-N sampler that builds the data before training (the
+            `Sampler`'s `batch_size`). Not RLOO's option of the same name (completions per optimizer step): BoN-SFT
+            never generates during training, and its training batch is `per_device_train_batch_size` prompts.
         use_vllm (`bool`, *optional*, defaults to `False`):
             Sample the candidates with an offline vLLM engine built from the model path (needs vLLM and a GPU).
         vllm_kwargs (`dict[str, Any]`, *optional*):
@@ -75,7 +77,13 @@ class BoNSFTConfig(SFTConfig):
     top_k: int = field(default=0, metadata={"help": "Top-k sampling; 0 disables it."})
     min_p: float | None = field(default=None, metadata={"help": "Minimum token probability, relative to the top."})
     repetition_penalty: float = field(default=1.0, metadata={"help": "Repetition penalty; 1.0 disables it."})
-    generation_batch_size: int = field(default=64, metadata={"help": "Sequences per generate call when sampling."})
+    generation_batch_size: int = field(
+        default=64,
+        metadata={
+            "help": "Sequences per generate call of the Best-of-N sampler that builds the data before training "
+            "(unlike RLOO's option of this name, not a training batch)."
+        },
+    )
     use_vllm: bool = field(default=False, metadata={"help": "Sample the candidates with an offline vLLM engine."})
     vllm_kwargs: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "Extra keyword arguments for `vllm.LLM` (JSON string on the CLI)."}

@@ -16,6 +16,7 @@ from .._trl_compat import get_config_model_id
 from ..sampling import BestOfNOutput, tokenize_prompts
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import check_sft_batches
+from ._model_card import BoNModelCardMixin
 from ._papers import BOND_PAPER
 from .bon_sft_config import BoNSFTConfig
 
@@ -102,7 +103,7 @@ def _check_bon_dataset(dataset, args: BoNSFTConfig, name: str) -> None:
     check_sft_batches(len(dataset), args, name)
 
 
-class BoNSFTTrainer(CheckpointMixin, SFTTrainer):
+class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
     r"""
     Trainer for Best-of-N distillation by supervised fine-tuning (BoN-SFT).
 
@@ -159,6 +160,9 @@ class BoNSFTTrainer(CheckpointMixin, SFTTrainer):
     _tag_names = ["trl", "trl-bon", "sft", "bon-sft"]
     _name = "BoN-SFT"
     _paper = BOND_PAPER  # BoN-SFT is the forward-KL (β = 0) baseline of BOND
+
+    def _card_settings(self) -> dict[str, object]:
+        return {"N (Best-of-N)": self.args.num_candidates, "objective": "forward KL(π_BoN‖π), BOND eqs. 12–13 (β = 0)"}
 
     def __init__(
         self,

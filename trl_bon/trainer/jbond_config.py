@@ -111,7 +111,8 @@ class JBondConfig(RLOOConfig):
         > Parameters that control logging
 
         log_ref_kl (`bool`, *optional*):
-            Log KL(π‖π_ref) (k1 and k3, completion tokens of the policy samples). `None` logs it when π_ref is free
+            Log KL(π‖π_ref) as `kl_ref/k1` and `kl_ref/k3` (completion tokens of the policy samples; the metric names
+            every trainer uses, see docs/metrics.md). `None` logs it when π_ref is free
             (LoRA: adapters disabled, one extra forward pass over the policy samples) and not for full fine-tuning,
             where `True` loads a frozen copy of π_ref (memory of a third model).
     """
@@ -134,8 +135,9 @@ class JBondConfig(RLOOConfig):
     per_device_train_batch_size: int | None = field(
         default=None,
         metadata={
-            "help": "Completions per device per step; must be a multiple of `num_generations`. Defaults to "
-            "2 * num_generations."
+            "help": "Completions per device per step, policy AND anchor: (1 + k) per prompt, so a multiple of "
+            "`num_generations` (3 in J-BOND; 17 in BOND with the default num_quantile_samples=16). Defaults to "
+            "2 * num_generations (two prompts)."
         },
     )
 
@@ -202,8 +204,8 @@ class JBondConfig(RLOOConfig):
     log_ref_kl: bool | None = field(
         default=None,
         metadata={
-            "help": "Log KL(π‖π_ref). Default: on for LoRA (adapters disabled), off for full fine-tuning (True "
-            "loads a frozen reference model)."
+            "help": "Log KL(π‖π_ref) as kl_ref/k1 and kl_ref/k3. Default: on for LoRA (adapters disabled), off for "
+            "full fine-tuning (True loads a frozen reference model)."
         },
     )
 
@@ -336,11 +338,16 @@ class JBondConfig(RLOOConfig):
             raise vllm_8bit_error()
 
     def _check_whole_groups(self, steps_per_generation: int) -> None:
+        group = self.num_generations
         local_generation_batch = self.per_device_train_batch_size * steps_per_generation
-        if local_generation_batch % self.num_generations != 0:
+        if local_generation_batch % group != 0:
+            below = max(group, self.per_device_train_batch_size // group * group)
+            valid = sorted({below, below + group, 2 * group})
             raise ValueError(
-                f"Each device must hold whole prompt groups of {self.num_generations} completions (1 policy + "
-                f"{self.num_generations - 1} anchor), but `per_device_train_batch_size` * `steps_per_generation` = "
-                f"{self.per_device_train_batch_size} * {steps_per_generation} = {local_generation_batch}. Set "
-                f"`per_device_train_batch_size` to a multiple of {self.num_generations}."
+                f"`per_device_train_batch_size` counts completions, policy and anchor together: each prompt takes "
+                f"{group} (1 policy + {group - 1} anchor samples), so each device must hold whole groups of {group}. "
+                f"Here `per_device_train_batch_size` * `steps_per_generation` = {self.per_device_train_batch_size} * "
+                f"{steps_per_generation} = {local_generation_batch}, not a multiple of {group}. Set "
+                f"`per_device_train_batch_size` to a multiple of {group}, e.g. {', '.join(map(str, valid))} "
+                f"({', '.join(str(v // group) for v in valid)} prompts per device per step)."
             )

@@ -56,23 +56,21 @@ class VBoNConfig(RLOOConfig):
 
         reference_rewards_column (`str`, *optional*, defaults to `"ref_rewards"`):
             Dataset column with the cached reference rewards of each row's prompt (a list of M floats; M may vary
-            between prompts). When it is missing, the trainer joins `reference_cache_dir`, builds the cache
-            (`build_reference_cache=True`), or raises.
+            between prompts). When it is missing, the trainer joins `reference_cache_dir` or raises an error naming
+            `trl-bon cache-ref-rewards`; it never samples the cache itself.
         prompt_id_column (`str`, *optional*):
             Dataset column with prompt ids to join the cache on. `None` keys prompts by the SHA-256 of their
             canonical JSON (see `trl_bon.ref_cache.prompt_id`).
         reference_cache_dir (`str`, *optional*):
             Directory of a cache written by `trl-bon cache-ref-rewards` / `build_reference_reward_cache`, joined
-            onto the datasets at init. Its generation settings and reward signature must match this run's. With
-            `build_reference_cache=True`, where the cache is built (defaults to `<output_dir>/reference_rewards`).
-        build_reference_cache (`bool`, *optional*, defaults to `False`):
-            Opt-in: when the column is missing, sample `num_reference_samples` completions per prompt from π_ref at
-            init and cache their rewards (resumable). This costs M generations per distinct prompt, paid once.
+            onto the datasets at init (`None`: `<output_dir>/_reference_rewards`, where the command writes by default).
+            Its generation settings, reward signature and π_ref must match this run's.
         num_reference_samples (`int`, *optional*, defaults to `300`):
-            M, reference completions per prompt when the trainer builds the cache (~300 in vBoN: "F converges after
-            ~300"). log F̂ ≥ −log(M+1), so M also bounds how strongly a bad sample is penalised.
+            M, reference completions per prompt that `trl-bon cache-ref-rewards` samples (it reads this same config;
+            the trainer ignores it). ~300 in vBoN ("F converges after ~300"); log F̂ ≥ −log(M+1), so M also bounds
+            how strongly a bad sample is penalised.
         reference_cache_batch_size (`int`, *optional*, defaults to `64`):
-            Sequences per `generate` call when the trainer builds the cache.
+            Sequences per `generate` call of `trl-bon cache-ref-rewards` (the trainer ignores it).
     """
 
     # Parameters whose default values are overridden from RLOOConfig
@@ -114,19 +112,18 @@ class VBoNConfig(RLOOConfig):
     )
     reference_cache_dir: str | None = field(
         default=None,
-        metadata={"help": "Reference-reward cache to join at init (built by `trl-bon cache-ref-rewards`)."},
-    )
-    build_reference_cache: bool = field(
-        default=False,
-        metadata={"help": "Build the reference-reward cache at init when the column is missing (M samples/prompt)."},
+        metadata={
+            "help": "Reference-reward cache to join at init, built by `trl-bon cache-ref-rewards` (default "
+            "<output_dir>/_reference_rewards)."
+        },
     )
     num_reference_samples: int = field(
         default=300,
-        metadata={"help": "M, reference completions per prompt when the trainer builds the cache."},
+        metadata={"help": "M, reference completions per prompt sampled by `trl-bon cache-ref-rewards`."},
     )
     reference_cache_batch_size: int = field(
         default=64,
-        metadata={"help": "Sequences per generate call when the trainer builds the reference-reward cache."},
+        metadata={"help": "Sequences per generate call of `trl-bon cache-ref-rewards`."},
     )
 
     def __post_init__(self):

@@ -20,22 +20,18 @@ from trl import RLOOTrainer
 from .._trl_compat import use_adapter
 from ..core.vbon import vbon_scores
 from ..identity import model_identity
-from ..ref_cache import (
-    CACHE_COMMAND,
-    add_reference_rewards,
-    build_reference_reward_cache,
-    load_reference_reward_cache,
-    reference_reward_tensor,
-)
-from ..rewards import RewardScorer, reward_signature
-from ..sampling import GenerationSettings, Sampler
+from ..ref_cache import CACHE_COMMAND, add_reference_rewards, load_reference_reward_cache, reference_reward_tensor
+from ..rewards import reward_signature
+from ..sampling import GenerationSettings
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
+from ._metric_vocabulary import log_kl_to_ref, log_policy_rewards
+from ._model_card import BoNModelCardMixin
 from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
 from .vbon_config import VBoNConfig
 
 
-class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
+class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
     r"""
     Trainer for variational Best-of-N (vBoN), introduced in [Variational Best-of-N
     Alignment](https://huggingface.co/papers/2407.06057). It fine-tunes the policy towards the Best-of-N
@@ -44,21 +40,29 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
     coefficient is 1/(N−1).
 
     Each prompt needs M cached reference rewards, in the dataset column `args.reference_rewards_column` or joined
-    from `args.reference_cache_dir` (build them with `trl-bon cache-ref-rewards` or
-    [`~trl_bon.ref_cache.build_reference_reward_cache`], or set `args.build_reference_cache=True`).
+    from `args.reference_cache_dir` (default `<output_dir>/reference_rewards`, where `trl-bon cache-ref-rewards`
+    writes). Build them before training with `trl-bon cache-ref-rewards` or
+    [`~trl_bon.ref_cache.build_reference_reward_cache`]; the trainer never samples outside `train()`.
 
     Example:
 
     ```python
     >>> from trl_bon import VBoNConfig, VBoNTrainer
+    >>> from trl_bon.ref_cache import build_reference_reward_cache
+    >>> from trl_bon.sampling import GenerationSettings, Sampler
     >>> from trl_bon.toy import build_one_token_task
     >>> task = build_one_token_task("/tmp/trl_bon_doc_task")
     >>> args = VBoNConfig(
-    ...     "/tmp/trl_bon_doc_vbon", num_candidates=4, build_reference_cache=True, num_reference_samples=200,
-    ...     max_completion_length=1, num_generations=8, per_device_train_batch_size=8, max_steps=2,
-    ...     use_cpu=True, bf16=False, report_to="none",
+    ...     "/tmp/trl_bon_doc_vbon", num_candidates=4, max_completion_length=1, num_generations=8,
+    ...     per_device_train_batch_size=8, max_steps=2, use_cpu=True, bf16=False, report_to="none",
     ... )
-    >>> trainer = VBoNTrainer(task.model_path, task.reward_func, args=args, train_dataset=task.dataset(8))
+    >>> sampler = Sampler(task.model_path, GenerationSettings.from_trainer_args(args))
+    >>> build_reference_reward_cache(  # doctest: +SKIP
+    ...     sampler, task.dataset(8), task.reward_func, 200, "/tmp/trl_bon_doc_vbon/reference_rewards"
+    ... )
+    >>> trainer = VBoNTrainer(  # doctest: +SKIP
+    ...     task.model_path, task.reward_func, args=args, train_dataset=task.dataset(8)
+    ... )
     >>> trainer.train()  # doctest: +SKIP
     ```
 
@@ -71,8 +75,8 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
         args ([`VBoNConfig`]):
             Configuration; `num_candidates` is required.
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
-            Prompt dataset. A `Dataset` without the reference-reward column gets it joined or built at init; an
-            `IterableDataset` must already have it.
+            Prompt dataset. A `Dataset` without the reference-reward column gets it joined from the cache at init;
+            an `IterableDataset` must already have it.
         eval_dataset, processing_class, reward_processing_classes, callbacks, optimizers, quantization_config,
         peft_config:
             As in [`~trl.RLOOTrainer`].
@@ -149,6 +153,15 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
         elif self.eval_dataset is not None:
             self.eval_dataset = self._attach_reference_rewards(self.eval_dataset, "eval_dataset")
 
+    def _card_settings(self) -> dict[str, object]:
+        args = self.args
+        return {
+            "N (Best-of-N)": args.num_candidates,
+            "objective": f"`{args.vbon_objective}`" + (" (code scaling)" if args.reproduce_vbon_code_scaling else ""),
+            "β (KL coefficient, 1/(N−1))": args.beta,
+            "samples per prompt (RLOO group)": args.num_generations,
+        }
+
     # ------------------------------------------------------------------ reference-reward cache
 
     def _reward_signature(self) -> dict:
@@ -167,34 +180,29 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
         with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
             yield self.model
 
-    def _load_or_build_cache(self):
+    def _load_cache(self):
+        """The reference-reward cache of this run, loaded once and checked against its settings, rewards and π_ref."""
         if self._vbon_cache is not None:
             return self._vbon_cache
         args = self.args
-        cache_dir = args.reference_cache_dir
-        settings = GenerationSettings.from_trainer_args(args)
-        if args.build_reference_cache:
-            return None  # built per dataset in `_attach_reference_rewards`, resuming into the same directory
-        if cache_dir is None:
+        cache_dir = args.reference_cache_dir or os.path.join(args.output_dir, "_reference_rewards")
+        if not os.path.isfile(os.path.join(cache_dir, "metadata.json")):
             raise ValueError(
-                f"The training data has no {args.reference_rewards_column!r} column of cached reference rewards. "
-                f"Build the cache with `{CACHE_COMMAND}` (or `trl_bon.build_reference_reward_cache`) and pass "
-                "`reference_cache_dir`, add the column yourself (`trl_bon.ref_cache.add_reference_rewards`), or set "
-                f"`build_reference_cache=True` to sample M={args.num_reference_samples} reference completions per "
-                "prompt at init."
+                f"The training data has no {args.reference_rewards_column!r} column of cached reference rewards and "
+                f"there is no cache in {cache_dir!r}. vBoN does not sample before training: build the cache first "
+                f"with `{CACHE_COMMAND}` (same config; it writes `reference_cache_dir`, default "
+                "`<output_dir>/reference_rewards`) or `trl_bon.ref_cache.build_reference_reward_cache`, then pass "
+                "`reference_cache_dir`, or add the column yourself (`trl_bon.ref_cache.add_reference_rewards`)."
             )
         cache = load_reference_reward_cache(cache_dir)
-        self._check_cache(cache, settings)
+        with self._reference_model() as ref_model:  # π_ref's content fingerprint, not its path
+            identity = model_identity(self.accelerator.unwrap_model(ref_model))
+        cache.check_compatible(GenerationSettings.from_trainer_args(args), self._reward_signature(), identity)
         self._vbon_cache = cache
         return cache
 
-    def _check_cache(self, cache, settings):
-        with self._reference_model() as ref_model:  # π_ref's content fingerprint, not its path
-            identity = model_identity(self.accelerator.unwrap_model(ref_model))
-        cache.check_compatible(settings, self._reward_signature(), identity)
-
     def _attach_reference_rewards(self, dataset, name: str):
-        """Return `dataset` with the reference-reward column, joining or building the cache when it is missing."""
+        """Return `dataset` with the reference-reward column, joined from the cache when it is missing."""
         args = self.args
         column = args.reference_rewards_column
         if dataset is None:
@@ -209,35 +217,7 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
             )
         if column in dataset.column_names:
             return dataset
-        cache = self._load_or_build_cache()
-        if cache is None:  # build_reference_cache=True
-            cache_dir = args.reference_cache_dir or os.path.join(args.output_dir, "reference_rewards")
-            settings = GenerationSettings.from_trainer_args(args)
-            # The main process builds first; the others then find every shard finished and only load the cache.
-            with self.accelerator.main_process_first(), self._reference_model() as ref_model:
-                sampler = Sampler(
-                    self.accelerator.unwrap_model(ref_model),
-                    settings,
-                    tokenizer=self._tokenizer,
-                    batch_size=args.reference_cache_batch_size,
-                    seed=args.seed,
-                    progress=not args.disable_tqdm,
-                )
-                cache = build_reference_reward_cache(
-                    sampler,
-                    dataset,
-                    RewardScorer(
-                        self.reward_funcs,
-                        reward_processing_classes=self.reward_processing_classes,
-                        reward_weights=self.reward_weights.tolist(),
-                        chat_template_kwargs=self.chat_template_kwargs,
-                    ),
-                    args.num_reference_samples,
-                    cache_dir,
-                    prompt_id_column=args.prompt_id_column,
-                )
-            self._check_cache(cache, settings)
-        return add_reference_rewards(dataset, cache, column, prompt_id_column=args.prompt_id_column)
+        return add_reference_rewards(dataset, self._load_cache(), column, prompt_id_column=args.prompt_id_column)
 
     # ------------------------------------------------------------------ RLOO hooks
 
@@ -301,7 +281,7 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
 
         mode = "train" if self.model.training else "eval"
         metrics = self._metrics[mode]
-        metrics["vbon/raw_reward"].append(rewards.mean().item())
+        metrics["vbon/score"].append(score.mean().item())  # what RLOO trains on, before its KL term
         metrics["vbon/log_cdf"].append(log_cdf.mean().item())
         metrics["vbon/frac_below_all_ref"].append(at_floor.mean().item())
         if self.args.vbon_objective == "exact":
@@ -310,18 +290,17 @@ class VBoNTrainer(CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin
         return score.unsqueeze(1) * weights / (weights**2).sum()
 
     def _generate_and_score_completions(self, inputs):
-        with self._record_scoring_forwards():  # `_calculate_rewards` reads the reference forward ("exact")
+        with self._record_scoring_forwards() as forwards:  # `_calculate_rewards` reads the reference forward
             output = super()._generate_and_score_completions(inputs)
-        # RLOO logged the vBoN score under its per-function reward names; restore the raw per-function rewards there
-        # (metrics and the completions table). `reward` / `reward_std` stay the training reward, i.e. the score.
+        # RLOO logged the vBoN score as `reward` / `rewards/<func>/*` and in the completions table; the vocabulary
+        # (docs/metrics.md) keeps the raw reward there, and the score in `vbon/score`.
         mode = "train" if self.model.training else "eval"
-        raw = self._vbon_raw_rewards
+        metrics, raw = self._metrics[mode], self._vbon_raw_rewards
+        log_policy_rewards(metrics, self.reward_func_names, raw, self.reward_weights)
         for i, name in enumerate(self.reward_func_names):
-            values = raw[:, i]
-            self._metrics[mode][f"rewards/{name}/mean"][-1] = torch.nanmean(values).item()
-            self._metrics[mode][f"rewards/{name}/std"][-1] = values[~torch.isnan(values)].std().nan_to_num().item()
-            logged, values = self._logs["rewards"][name], values.tolist()
-            n = min(len(logged), len(values))
-            for j in range(1, n + 1):
+            logged, values = self._logs["rewards"][name], raw[:, i].tolist()
+            for j in range(1, min(len(logged), len(values)) + 1):
                 logged[-j] = values[-j]
+        if len(forwards) == 2:  # policy (`old_logps`) and reference (KL penalty) forwards: KL to π_ref is free
+            log_kl_to_ref(metrics, self.accelerator.gather, forwards[0], forwards[1], output["completion_mask"])
         return output

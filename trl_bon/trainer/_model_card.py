@@ -1,0 +1,48 @@
+"""Model cards that say what was trained: the base model, the method as configured, its settings and the paper.
+
+TRL's `create_model_card` writes "fine-tuned version of [None]" when the model was loaded from a local folder and
+names the trainer class's method (`_name`) whatever the configuration. The mixin wraps it via `super()`: the method
+name comes from the config, the base model sentence names the local path, and a "Best-of-N settings" section lists
+the settings a reader needs to reproduce the run.
+"""
+
+import os
+
+from huggingface_hub import ModelCard
+
+from .._trl_compat import get_config_model_id
+
+
+_NONE_BASE = "[None](https://huggingface.co/None)"
+
+
+class BoNModelCardMixin:
+    """`create_model_card` with the configured method name and a settings table (`_card_method`, `_card_settings`)."""
+
+    def _card_method(self) -> str:
+        return self._name
+
+    def _card_settings(self) -> dict[str, object]:
+        return {}
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        configured, self._name = self._name, self._card_method()
+        try:
+            super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        finally:
+            self._name = configured
+        path = os.path.join(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or not os.path.isfile(path):
+            return
+        card = ModelCard.load(path)
+        base = get_config_model_id(self.accelerator.unwrap_model(self.model).config)
+        card.text = card.text.replace(_NONE_BASE, f"the local model `{base}`" if base else "an unnamed model")
+        rows = "\n".join(f"| {name} | {value} |" for name, value in self._card_settings().items())
+        paper = f"[{self._paper['title']}](https://huggingface.co/papers/{self._paper['id']})"
+        section = (
+            f"\n## Best-of-N settings\n\nMethod: {self._card_method()} ({paper}), trained with trl-bon.\n\n"
+            f"| setting | value |\n|---|---|\n{rows}\n"
+        )
+        marker = "\n### Framework versions"
+        card.text = card.text.replace(marker, section + marker, 1) if marker in card.text else card.text + section
+        card.save(path)
