@@ -131,8 +131,11 @@ def stratified_reference_rewards(task: TwoTokenTask, num_samples: int = 1000) ->
     ]
 
 
-def train_jbond(task, output_dir, steps, learning_rate, prompts_per_step=PROMPTS_PER_STEP, **overrides):
-    """Train `JBondTrainer` (J-BOND or, with `mode="bond"`, BOND) and return the trained model's exact law."""
+def train_jbond(
+    task, output_dir, steps, learning_rate, prompts_per_step=PROMPTS_PER_STEP, with_anchor=False, **overrides
+):
+    """Train `JBondTrainer` (J-BOND or, with `mode="bond"`, BOND) and return the trained model's exact law (and, with
+    `with_anchor`, the final anchor's: `(policy_law, anchor_law)`)."""
     from trl_bon import JBondConfig, JBondTrainer
 
     from ..helpers import cpu_args
@@ -146,7 +149,11 @@ def train_jbond(task, output_dir, steps, learning_rate, prompts_per_step=PROMPTS
     )
     trainer = JBondTrainer(task.model_path, task.reward_func, args, task.dataset(prompts_per_step * steps))
     trainer.train()
-    return task.law(trainer.model)
+    policy = task.law(trainer.model)
+    if not with_anchor:
+        return policy
+    with trainer.anchor.active() as anchor:  # a LoRA anchor is an adapter of the same model: policy law first
+        return policy, task.law(anchor)
 
 
 def train_vbon(task, output_dir, objective, steps, learning_rate, ref_rewards, num_candidates=4, **overrides):
