@@ -164,6 +164,21 @@ def check_prompts(prompts: list) -> None:
             )
 
 
+def context_window(config) -> int | None:
+    """The positions a model config is trained for (`max_position_embeddings`, GPT-2's `n_positions`), or `None`
+    when it does not say or uses scaled rotary positions (meant to run past `max_position_embeddings`). The one rule
+    behind the sampler's and the trainers' prompt-length checks."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    rope = getattr(config, "rope_scaling", None) or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        return None
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def _eos_ids(model, tokenizer) -> list[int]:
     eos = model.generation_config.eos_token_id
     eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
@@ -446,12 +461,9 @@ class Sampler:
         """Refuse prompts that leave no room for `max_completion_length` tokens in the model's context window:
         a GPT-2-style model would crash inside `generate`, a rotary one would silently go past what it was trained
         on."""
-        config = self.model.config
-        config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        window = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        rope = getattr(config, "rope_scaling", None) or {}
-        if not isinstance(window, int) or rope.get("rope_type", rope.get("type", "default")) != "default":
-            return  # scaled rotary positions are meant to run past `max_position_embeddings`
+        window = context_window(self.model.config)
+        if window is None:
+            return
         longest = max(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         if len(prompt_ids[longest]) + self.settings.max_completion_length > window:
             raise ValueError(

@@ -104,15 +104,6 @@ def check_prompts(dataset, name: str, prompts_per_batch: int | None = None) -> N
         )
 
 
-def context_window(config) -> int | None:
-    """The positions a model config supports, if it says (`max_position_embeddings`, GPT-2's `n_positions`)."""
-    for key in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def check_prompt_lengths(dataset, tokenizer, model, max_completion_length: int, name: str, **template_kwargs) -> None:
     """Reject prompts that, with `max_completion_length` new tokens, exceed the context window of `model` (an
     instance or a path): GPT-2's absolute positions crash, rotary models silently degrade past their trained length.
@@ -123,7 +114,7 @@ def check_prompt_lengths(dataset, tokenizer, model, max_completion_length: int, 
     from transformers import AutoConfig, AutoTokenizer
 
     from .._trl_compat import get_config_model_id
-    from ..sampling import tokenize_prompts
+    from ..sampling import context_window, tokenize_prompts
 
     config = AutoConfig.from_pretrained(model) if isinstance(model, str) else model.config
     window = context_window(config)
