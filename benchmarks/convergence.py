@@ -8,8 +8,8 @@ Runs, for each seed, each variant below as `trl-bon <method> --config <run>/conf
 `python -m trl.scripts.rloo`, the same script as `trl rloo`), where `config.yaml` is the method's recipe
 (`recipes/<method>/<task recipe>.yaml`) with the variant's changes, written into the run folder before the run. Each
 run saves checkpoints along the way (`save_steps`); then one `trl-bon eval` per seed evaluates every checkpoint of
-that seed on the held-out prompts (reference samples, Best-of-N points, KL, win rates), and a second one scores the
-same samples with the VADER judge (`recipes.rewards.vader_judge`). The tables pool the seeds.
+that seed on the held-out prompts (reference samples, Best-of-N points, KL, win rates), with the VADER judge
+(`recipes.rewards.vader_judge`, `--judge_funcs`) scoring the very same samples. The tables pool the seeds.
 
     python benchmarks/convergence_setup.py                         # once: builds the task (minutes)
     python benchmarks/convergence.py --seeds 0 1 2                 # the protocol (all variants × 3 seeds)
@@ -20,7 +20,7 @@ same samples with the VADER judge (`recipes.rewards.vader_judge`). The tables po
 Resumable run by run: a run is finished when its `done.json` exists; a run folder without it (interrupted) is
 deleted and the run redone; an evaluation is redone when the set of finished checkpoints of its seed changed.
 Outputs: `<task>/runs/<protocol>/seed<S>/<variant>/` (checkpoints, config.yaml, done.json, log.txt),
-`seed<S>/eval/` and `seed<S>/judge/` (`results.json` of `trl-bon eval`), `report.json` (the tables' numbers).
+`seed<S>/eval/` (`results.json` of `trl-bon eval`), `report.json` (the tables' numbers).
 """
 
 import argparse
@@ -86,7 +86,7 @@ COMMANDS = {
     "eval": ["-m", "trl_bon.scripts.cli", "eval"],
     "cache": ["-m", "trl_bon.scripts.cli", "cache-ref-rewards"],
 }
-JUDGE = ["--reward_funcs", "recipes.rewards.vader_judge.compound", "--reward_weights", "0", "1"]
+JUDGE = "vader"  # evaluation-only judge: `trl-bon eval --judge_funcs vader=recipes.rewards.vader_judge.compound`
 
 
 def parse_args(argv=None):
@@ -195,7 +195,7 @@ def budget(method: str, config: dict) -> dict:
 
 
 def evaluate(seed: int, variants: list[str], out: Path, task: Path, smoke: bool) -> dict | None:
-    """`trl-bon eval` of every finished checkpoint of one seed (reward), then the same samples scored by the judge."""
+    """`trl-bon eval` of every finished checkpoint of one seed, the judge scoring the same samples."""
     entries = [f"{v}={out / f'seed{seed}' / v}" for v in variants if (out / f"seed{seed}" / v / "done.json").is_file()]
     if not entries:
         return None
@@ -204,18 +204,14 @@ def evaluate(seed: int, variants: list[str], out: Path, task: Path, smoke: bool)
     if smoke:
         config.update(SMOKE["eval"])
     config["checkpoints"] = entries
-    results = {}
-    for kind, extra in (("eval", []), ("judge", JUDGE + ["--no_plot", "true"])):
-        folder = out / f"seed{seed}" / kind
-        marker = folder / "results.json"
-        if marker.is_file() and json.loads((folder / "checkpoints.json").read_text()) == entries:
-            results[kind] = json.loads(marker.read_text())
-            continue
-        log(f"seed {seed}: trl-bon eval ({kind}) of {len(entries)} runs")
-        execute(COMMANDS["eval"], {**config, "output_dir": str(folder)}, folder, task, extra)
+    config["judge_funcs"] = [f"{JUDGE}=recipes.rewards.vader_judge.compound"]
+    folder = out / f"seed{seed}" / "eval"
+    marker = folder / "results.json"
+    if not (marker.is_file() and json.loads((folder / "checkpoints.json").read_text()) == entries):
+        log(f"seed {seed}: trl-bon eval of {len(entries)} runs")
+        execute(COMMANDS["eval"], {**config, "output_dir": str(folder)}, folder, task)
         (folder / "checkpoints.json").write_text(json.dumps(entries))
-        results[kind] = json.loads(marker.read_text())
-    return results
+    return json.loads(marker.read_text())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -235,16 +231,12 @@ def fmt(values: list[float]) -> str:
 
 
 def points_of(results: dict) -> dict:
-    """{checkpoint name: row} of one seed's evaluation, with the judge's win rate and mean score added."""
-    judge = {row["name"]: row for row in results["judge"]["checkpoints"]}
-    rows = {}
-    for row in results["eval"]["checkpoints"]:
-        rows[row["name"]] = {
-            **row,
-            "judge": judge[row["name"]]["reward"],
-            "judge_win": judge[row["name"]]["win_rate_vs_ref"],
-        }
-    return rows
+    """{checkpoint name: row} of one seed's evaluation, with the judge's mean score and win rate as `judge` and
+    `judge_win`."""
+    return {
+        row["name"]: {**row, "judge": row[JUDGE], "judge_win": row[f"{JUDGE}_win_rate_vs_ref"]}
+        for row in results["checkpoints"]
+    }
 
 
 def pareto(points: list[tuple[str, float, float]]) -> set[str]:
@@ -260,23 +252,23 @@ def step_of(name: str) -> int:
 
 
 def tables(per_seed: dict) -> tuple[str, dict]:
-    """The printed report and its numbers, from {seed: {"eval": results, "judge": results}}."""
+    """The printed report and its numbers, from {seed: results.json of the seed's evaluation}."""
     seeds = sorted(per_seed)
     points = {s: points_of(per_seed[s]) for s in seeds}
     names = sorted({n for s in seeds for n in points[s]}, key=lambda n: (n.split("@")[0], step_of(n)))
-    ns = per_seed[seeds[0]]["eval"]["settings"]["bon_ns"]
+    ns = per_seed[seeds[0]]["settings"]["bon_ns"]
     lines = [f"seeds {seeds}; mean ± standard error over seeds (KL k1 = KL(π‖π_ref) on completion tokens)", ""]
     header = f"{'point':26} {'seeds':>5} {'KL':>12} {'reward':>12} {'win/ref':>12} {'judge win':>12} {'gap':>12}"
     lines += ["Reward, win rate and judge vs KL (gap = reward win rate − judge win rate, both vs π_ref)", header]
     report = {"points": {}, "bon": {}}
-    ref = [per_seed[s]["eval"]["reference"] for s in seeds]
-    ref_judge = [per_seed[s]["judge"]["reference"]["win_rate_vs_ref"] for s in seeds]
+    ref = [per_seed[s]["reference"] for s in seeds]
+    ref_judge = [per_seed[s]["reference"][f"{JUDGE}_win_rate_vs_ref"] for s in seeds]
     lines.append(
         f"{'π_ref':26} {len(seeds):5} {fmt([0.0] * len(seeds)):>12} {fmt([r['reward'] for r in ref])} "
         f"{fmt([r['win_rate_vs_ref'] for r in ref])} {fmt(ref_judge)}"
     )
     for n in ns:
-        bon = [next(b for b in per_seed[s]["eval"]["bon"] if b["n"] == n) for s in seeds]
+        bon = [next(b for b in per_seed[s]["bon"] if b["n"] == n) for s in seeds]
         report["bon"][n] = {"kl_bound": bon[0]["kl_bound"], "reward": mean_sem([b["reward"] for b in bon])}
         lines.append(
             f"{f'BoN-{n}':26} {len(seeds):5} {fmt([b['kl_bound'] for b in bon])} {fmt([b['reward'] for b in bon])} "
@@ -323,8 +315,8 @@ def tables(per_seed: dict) -> tuple[str, dict]:
     front_share = {}
     for key in ("reward", "win_rate_vs_ref"):
         for s in seeds:
-            pool = [("π_ref", 0.0, per_seed[s]["eval"]["reference"][key])]
-            pool += [(f"BoN-{b['n']}", b["kl_bound"], b[key]) for b in per_seed[s]["eval"]["bon"]]
+            pool = [("π_ref", 0.0, per_seed[s]["reference"][key])]
+            pool += [(f"BoN-{b['n']}", b["kl_bound"], b[key]) for b in per_seed[s]["bon"]]
             pool += [(k, max(r["kl_k1"], 0.0), r[key]) for k, r in points[s].items()]
             front = pareto(pool)
             for name, _, _ in pool:
@@ -354,10 +346,8 @@ def main(argv=None):
                 timings[f"seed{seed}/{variant}"] = train(variant, seed, out, task, args.smoke, args.max_steps)
         if not args.skip_eval:
             results = evaluate(seed, variants, out, task, args.smoke) if not args.report else None
-            if args.report:
-                folder = out / f"seed{seed}"
-                if (folder / "eval" / "results.json").is_file() and (folder / "judge" / "results.json").is_file():
-                    results = {k: json.loads((folder / k / "results.json").read_text()) for k in ("eval", "judge")}
+            if args.report and (out / f"seed{seed}" / "eval" / "results.json").is_file():
+                results = json.loads((out / f"seed{seed}" / "eval" / "results.json").read_text())
             if results:
                 per_seed[seed] = results
     if not per_seed:

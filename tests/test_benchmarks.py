@@ -163,8 +163,9 @@ def test_smoke_protocol_trains_evaluates_and_resumes(driver, task):
     # The final save equals checkpoint-2, so `trl-bon eval` does not evaluate it twice as `@final`.
     assert set(report["points"]) == {f"{v}@{s}" for v in ("jbond_eta0.02", "rloo_beta0.03") for s in (1, 2)}
     assert set(report["bon"]) == {2, 4, 8}
-    judged = json.loads((seed / "judge" / "results.json").read_text())
-    assert judged["settings"]["num_prompts"] == 6  # the judge scored the same prompts
+    judged = json.loads((seed / "eval" / "results.json").read_text())  # the judge scored the very same samples
+    assert judged["settings"]["judges"] == ["vader"] and not (seed / "judge").exists()
+    assert all(0 <= row["vader_win_rate_vs_ref"] <= 1 for row in judged["checkpoints"])
 
     # a finished run is not redone; an interrupted one (no done.json) is deleted and redone
     before = (seed / "jbond_eta0.02" / "done.json").stat().st_mtime

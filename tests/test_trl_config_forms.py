@@ -73,16 +73,33 @@ def test_training_commands(command, extra, config, tmp_path):
         assert any(tmp_path.glob("*.safetensors"))
 
 
+def completion_characters(prompts, completions, **kwargs):
+    """A judge for `--judge_funcs`: the completion's length in characters."""
+    return [float(len(c)) for c in completions]
+
+
 def test_eval(config, tiny_kit, tmp_path):
     from trl_bon.scripts.cli import main
 
     argv = [
         "eval", "--config", str(config), "--checkpoints", f"base={tiny_kit['policy']}", "--num_prompts", "2",
         "--num_reference_samples", "3", "--bon_ns", "2", "--output_dir", str(tmp_path), "--no_plot", "true",
-        "--no_progress", "true",
+        "--no_progress", "true", "--judge_funcs", f"chars={__name__}.completion_characters",
     ]  # fmt: skip
     assert main(argv) == 0
-    assert json.loads((tmp_path / "results.json").read_text())["checkpoints"][0]["name"] == "base"
+    data = json.loads((tmp_path / "results.json").read_text())
+    row = data["checkpoints"][0]
+    assert row["name"] == "base" and data["settings"]["judges"] == ["chars"]
+    assert row["chars"] > 0 and 0.0 <= row["chars_win_rate_vs_ref"] <= 1.0 and data["reference"]["chars"] > 0
+
+
+def test_eval_refuses_a_judge_that_does_not_import_before_loading(config, tmp_path):
+    from trl_bon.scripts.cli import main
+
+    argv = ["eval", "--config", str(config), "--judge_funcs", "no_such_module.judge", "--output_dir", str(tmp_path)]
+    with pytest.raises(ValueError, match="Could not import the reward function 'no_such_module.judge'"):
+        main(argv)
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_eval_reference_alone_with_every_sampling_setting(config, tmp_path):

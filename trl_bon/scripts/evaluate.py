@@ -34,6 +34,7 @@ from trl_bon.scripts.utils import (
     apply_prompt_transform,
     as_list,
     get_split,
+    import_reward_func,
     load_dataset_dict,
     resolve_reward_funcs,
 )
@@ -73,6 +74,15 @@ class EvalScriptArguments(BoNScriptArguments, GenerationSettings):
     )
     num_policy_samples: int = field(default=1, metadata={"help": "Samples per prompt from each checkpoint."})
     reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
+    judge_funcs: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Judges, `NAME=dotted.path` or `dotted.path` to TRL-style reward callables (e.g. "
+            "`vader=my_lib.judges.vader`), that score the very samples the reward scored, for evaluation only: each "
+            "adds `<NAME>` and `<NAME>_win_rate_vs_ref` (NAME defaults to the callable's name) to every row of "
+            "results.json."
+        },
+    )
     quantile_smoothing: str = field(default="clamp", metadata={"help": "p̂≤ smoothing: `clamp` or `add_one`."})
     kl_metric: str = field(default="kl_k1", metadata={"help": "KL on the plots' x axis: `kl_k1` or `kl_k3`."})
     batch_size: int = field(default=64, metadata={"help": "Sequences per generate/forward call."})
@@ -157,6 +167,10 @@ def run(script_args, model_args, dataset_args):
         plot=not script_args.no_plot,
     )
     reward_funcs = resolve_reward_funcs(script_args)
+    judges = {}
+    for entry in as_list(script_args.judge_funcs):  # `NAME=dotted.path` or `dotted.path` (named by its last part)
+        name, _, path = entry.rpartition("=")
+        judges[name or path.rsplit(".", 1)[-1]] = import_reward_func(path)
     checkpoints = expand_checkpoints(script_args.checkpoints)
     model_init_kwargs = {"dtype": model_args.dtype, "revision": model_args.model_revision}
     quantization_config = get_quantization_config(model_args)
@@ -183,7 +197,7 @@ def run(script_args, model_args, dataset_args):
         from trl_bon.rewards import RewardScorer
 
         reward = RewardScorer(reward_funcs, reward_weights=script_args.reward_weights)
-    results = evaluate_checkpoints(checkpoints, split, reward, reference, options)
+    results = evaluate_checkpoints(checkpoints, split, reward, reference, options, judges=judges)
     print(format_table(results))
     for kind, path in results.files.items():
         print(f"{kind:>15}: {path}")

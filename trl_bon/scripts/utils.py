@@ -74,6 +74,28 @@ def as_list(value) -> list:
     return [value] if isinstance(value, str) else list(value)
 
 
+def import_reward_func(name: str, registry: dict | None = None):
+    """A reward callable from a name in `registry` (TRL's built-in rewards) or a dotted import path."""
+    registry = registry or {}
+    if name in registry:
+        return registry[name]
+    if "." not in name:
+        raise ValueError(
+            f"Unknown reward function '{name}'. Use one of {sorted(registry)} or a dotted import path such as "
+            "`my_lib.rewards.my_reward`."
+        )
+    module_path, attr = name.rsplit(".", 1)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return getattr(importlib.import_module(module_path), attr)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(
+            f"Could not import the reward function '{name}' ({error}). Pass a dotted path to a callable that "
+            "is importable from the current directory or the Python path."
+        ) from error
+
+
 def resolve_reward_funcs(script_args, required: bool = True) -> list:
     """Reward model paths and callables from `--reward_model_name_or_path` / `--reward_funcs` (TRL's resolution)."""
     from trl.rewards import accuracy_reward, reasoning_accuracy_reward, think_format_reward
@@ -84,25 +106,7 @@ def resolve_reward_funcs(script_args, required: bool = True) -> list:
         "think_format_reward": think_format_reward,
     }
     funcs = as_list(script_args.reward_model_name_or_path)
-    for name in as_list(script_args.reward_funcs):
-        if name in registry:
-            funcs.append(registry[name])
-        elif "." in name:
-            module_path, attr = name.rsplit(".", 1)
-            if os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            try:
-                funcs.append(getattr(importlib.import_module(module_path), attr))
-            except (ImportError, AttributeError) as error:
-                raise ValueError(
-                    f"Could not import the reward function '{name}' ({error}). Pass a dotted path to a callable that "
-                    "is importable from the current directory or the Python path."
-                ) from error
-        else:
-            raise ValueError(
-                f"Unknown reward function '{name}'. Use one of {sorted(registry)} or a dotted import path such as "
-                "`my_lib.rewards.my_reward`."
-            )
+    funcs += [import_reward_func(name, registry) for name in as_list(script_args.reward_funcs)]
     if required and not funcs:
         raise ValueError(
             "No reward given. Pass a reward model with `--reward_model_name_or_path <id or path>` and/or a reward "
