@@ -12,7 +12,7 @@ that seed on the held-out prompts (reference samples, Best-of-N points, KL, win 
 (`recipes.rewards.vader_judge`, `--judge_funcs`) scoring the very same samples. The tables pool the seeds.
 
     python benchmarks/convergence_setup.py                         # once: builds the task (minutes)
-    python benchmarks/convergence.py --seeds 0 1 2                 # the protocol (all variants × 3 seeds)
+    OMP_NUM_THREADS=1 python benchmarks/convergence.py --seeds 0 1 2 --jobs 2   # the protocol (13 variants × 3 seeds)
     python benchmarks/convergence.py --seeds 0 --variants jbond_eta0.02 rloo_beta0.03   # a subset
     python benchmarks/convergence.py --seeds 0 1 2 --report        # print the tables of what finished
     python benchmarks/convergence.py --smoke                       # ~2 min: one tiny run per method, 1 seed
@@ -103,6 +103,13 @@ def parse_args(argv=None):
         help="timing runs: stop every run after this many optimizer steps, with as many prompts as they use (the "
         "vBoN cache and BoN-SFT's data shrink to match); output folder steps<N>",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at the same time (with OMP_NUM_THREADS=1, one per core); a seed's vBoN runs share its "
+        "reference cache, so they run one after the other",
+    )
     parser.add_argument("--skip-eval", action="store_true", help="only train")
     parser.add_argument("--report", action="store_true", help="only print the tables of finished evaluations")
     return parser.parse_args(argv)
@@ -178,6 +185,24 @@ def train(variant: str, seed: int, out: Path, task: Path, smoke: bool, max_steps
     done.write_text(json.dumps(info, indent=2))
     log(f"seed {seed} {variant}: {seconds}")
     return info
+
+
+def train_all(seeds, variants, out: Path, task: Path, smoke: bool, max_steps: int | None, jobs: int) -> dict:
+    """Every (seed, variant) run, `jobs` at a time; a seed's vBoN variants form one chain (they share the seed's
+    reference cache, which the first one builds). Returns {"seed<S>/<variant>": done.json}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chains = []
+    for seed in seeds:
+        vbon = [v for v in variants if VARIANTS[v][0] == "vbon"]
+        chains += [[(seed, v)] for v in variants if v not in vbon] + ([[(seed, v) for v in vbon]] if vbon else [])
+
+    def run_chain(chain):
+        return {f"seed{seed}/{v}": train(v, seed, out, task, smoke, max_steps) for seed, v in chain}
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        done = [future.result() for future in [pool.submit(run_chain, chain) for chain in chains]]
+    return {key: info for part in done for key, info in part.items()}
 
 
 def budget(method: str, config: dict) -> dict:
@@ -340,10 +365,9 @@ def main(argv=None):
     default_name = "smoke" if args.smoke else f"steps{args.max_steps}" if args.max_steps else "protocol"
     out = task / "runs" / (args.name or default_name)
     per_seed, timings = {}, {}
+    if not args.report:
+        timings = train_all(args.seeds, variants, out, task, args.smoke, args.max_steps, args.jobs)
     for seed in args.seeds:
-        if not args.report:
-            for variant in variants:
-                timings[f"seed{seed}/{variant}"] = train(variant, seed, out, task, args.smoke, args.max_steps)
         if not args.skip_eval:
             results = evaluate(seed, variants, out, task, args.smoke) if not args.report else None
             if args.report and (out / f"seed{seed}" / "eval" / "results.json").is_file():
