@@ -102,6 +102,7 @@ def plot_pareto(
             ys = [ref_y] + [b[key] for b in bon]
             ax.plot([0.0] + [b["kl_bound"] for b in bon], ys, "k-o", ms=4, label="Best-of-N (KL bound)")
             ax.plot([0.0] + [b["kl_estimate"] for b in bon], ys, "k--", alpha=0.5, label="Best-of-N (KL estimate)")
+            _error_bars(ax, [b["kl_bound"] for b in bon], ys[1:], None, [b.get(f"{key}_sem", 0.0) for b in bon], "k")
             for b in bon:
                 ax.annotate(
                     f"N={b['n']}", (b["kl_bound"], b[key]), textcoords="offset points", xytext=(4, -10), fontsize=8
@@ -114,27 +115,23 @@ def plot_pareto(
             ys = [ref_y] + [row[key] for _, row in points]
             xs_all += xs
             ax.plot(xs, ys, "-", color=color, lw=1.5, label=method, zorder=2)
-            ax.errorbar(
-                xs[1:],
-                ys[1:],
-                xerr=[row.get(f"{kl_metric}_sem", 0.0) for _, row in points],
-                yerr=[row.get(f"{key}_sem", 0.0) for _, row in points],
-                fmt="none",
-                ecolor=color,
-                alpha=0.6,
-                capsize=2,
-                zorder=2,
-            )
-            colours = [norm.vmax if step == float("inf") else step for step, _ in points]
-            scatter = ax.scatter(
-                xs[1:], ys[1:], c=colours, cmap="viridis", norm=norm, s=36, edgecolors=color, zorder=3
-            )
+            xerr = [row.get(f"{kl_metric}_sem", 0.0) for _, row in points]
+            _error_bars(ax, xs[1:], ys[1:], xerr, [row.get(f"{key}_sem", 0.0) for _, row in points], color)
             for (step, _), x, y in zip(points, xs[1:], ys[1:], strict=True):
-                if step != float("inf"):
-                    ax.annotate(f"{step:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                if step == float("inf"):  # a model without a step (a final save, a bare path): the method's colour
+                    ax.scatter([x], [y], color=color, s=36, edgecolors="k", linewidths=0.5, zorder=3)
+                    continue
+                scatter = ax.scatter([x], [y], c=[step], cmap="viridis", norm=norm, s=36, edgecolors=color, zorder=3)
+                ax.annotate(f"{step:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.plot([0.0], [ref_y], "ks", ms=7, label="π_ref", zorder=4)
-        if scatter is not None and steps:
-            fig.colorbar(scatter, ax=ax, label="training step")
+        if key not in EXACT_AT_REFERENCE:
+            _error_bars(ax, [0.0], [ref_y], None, [reference.get(f"{key}_sem", 0.0)], "k")
+        if scatter is not None:
+            from matplotlib.ticker import MaxNLocator
+
+            colorbar = fig.colorbar(scatter, ax=ax, label="training step")
+            colorbar.locator = MaxNLocator(integer=True)  # steps are whole numbers
+            colorbar.update_ticks()
         if log_x:
             positive = [x for x in xs_all if x > 0]
             ax.set_xscale("symlog", linthresh=min(positive, default=1.0))
@@ -152,6 +149,11 @@ def plot_pareto(
         plt.close(fig)
         files[filename.removesuffix(".png")] = str(path)
     return files
+
+
+def _error_bars(ax, xs: list, ys: list, xerr: list | None, yerr: list, color: str) -> None:
+    """One-standard-error bars (`None` or 0: no bar in that direction)."""
+    ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor=color, alpha=0.6, capsize=2, zorder=2)
 
 
 def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path: str | Path, title: str = "") -> str:
