@@ -97,6 +97,20 @@ def test_log_x_and_limits(tmp_path, figures):
     assert reward_ax.get_ylim() == (0, 2) and win_ax.get_ylim() != (0, 2)
 
 
+def test_log_x_starts_at_reference_with_decade_ticks(tmp_path, figures):
+    from trl_bon.plotting import plot_pareto
+
+    data = results()
+    data["checkpoints"][2]["kl_k1_sem"] = 0.9  # an error bar that reaches below 0 does not open a negative side
+    plot_pareto(data, tmp_path, log_x=True)
+    reward_ax = figures[0].axes[0]
+    assert reward_ax.get_xlim()[0] == pytest.approx(-0.02)  # 0 and a margin for π_ref's marker
+    assert reward_ax.xaxis.get_transform().linthresh == pytest.approx(0.1)  # smallest positive KL 0.19 → 10⁻¹
+    data["checkpoints"][2]["kl_k1"] = -0.05  # a negative k1 estimate stays visible
+    plot_pareto(data, tmp_path, log_x=True)
+    assert figures[2].axes[0].get_xlim()[0] < -0.05
+
+
 def test_plot_command_redraws_from_results_json(tmp_path, capsys):
     from trl_bon.scripts.cli import main
 

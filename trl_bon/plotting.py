@@ -5,6 +5,7 @@
 matplotlib is an optional dependency (`pip install 'trl-bon[plot]'`); everything else in trl-bon works without it.
 """
 
+import math
 from pathlib import Path
 
 
@@ -76,8 +77,9 @@ def plot_pareto(
     convention, labelled with N) and at the Monte-Carlo estimate (dashed).
 
     Args:
-        log_x: symmetric-log x axis (linear below the smallest positive KL, so π_ref at 0 stays on the plot); use it
-            when one checkpoint's KL dwarfs the others.
+        log_x: symmetric-log x axis (linear below the power of ten under the smallest positive KL, so π_ref at 0 stays
+            on the plot; starting at 0 unless a point's KL estimate is negative); use it when one checkpoint's KL
+            dwarfs the others.
         xlim: `(left, right)` of the KL axis; `None` in either place keeps matplotlib's choice.
         ylim: `{key: (bottom, top)}` per metric.
 
@@ -133,8 +135,12 @@ def plot_pareto(
             colorbar.locator = MaxNLocator(integer=True)  # steps are whole numbers
             colorbar.update_ticks()
         if log_x:
-            positive = [x for x in xs_all if x > 0]
-            ax.set_xscale("symlog", linthresh=min(positive, default=1.0))
+            # linear up to the decade below the smallest positive KL, so π_ref at 0 stays on the plot and the ticks
+            # fall on powers of ten; no empty negative side when every point has KL >= 0 (a k1 estimate can be < 0)
+            linthresh = 10 ** math.floor(math.log10(min((x for x in xs_all if x > 0), default=1.0)))
+            ax.set_xscale("symlog", linthresh=linthresh)
+            if min(xs_all) >= 0:
+                ax.set_xlim(left=-0.2 * linthresh)  # a margin that keeps π_ref's marker whole
         if xlim is not None:
             ax.set_xlim(*xlim)
         if ylim and key in ylim:
