@@ -80,3 +80,15 @@ def test_eval_help_skips_trl_trainer_internals():
     """`trl-bon eval --help` needs no `TrainingArguments` (the import behind a training command's 10-20 s help) and no
     TRL trainer internals: the TRL version guard runs when arguments are parsed, not when the parser is built."""
     assert _modules_loaded_by(["eval", "--help"], ("trl_bon._trl_compat", "transformers.training_args", "peft")) == []
+
+
+def test_plot_imports_no_trl(tmp_path):
+    """`trl-bon plot` (and `kit`, `demo`, which parse their own arguments) skip the launch logic's TRL imports."""
+    results = {
+        "checkpoints": [{"name": "run@1", "kl_k1": 0.1, "reward": 1.0, "win_rate_vs_ref": 0.6}],
+        "reference": {"reward": 0.5},
+        "bon": [],
+    }
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    loaded = _modules_loaded_by(["plot", str(tmp_path / "results.json")], ("trl", "transformers", "torch"))
+    assert loaded == [] and (tmp_path / "reward_vs_kl.png").is_file()
