@@ -118,3 +118,16 @@ def test_plot_command_redraws_from_results_json(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "results.json"), "--log_x", "--xlim", "0", "3"]) == 0
     assert (tmp_path / "reward_vs_kl.png").read_bytes()[:4] == b"\x89PNG"
     assert "win_rate_vs_kl" in capsys.readouterr().out
+
+
+def test_overlapping_step_labels_keep_the_last_step(tmp_path, figures):
+    from trl_bon.plotting import plot_pareto
+
+    data = results()
+    data["checkpoints"][0].update(kl_k1=1.1, reward=1.2005)  # jbond@20 lands on jbond@10
+    plot_pareto(data, tmp_path)
+    visible = {t.get_text() for t in figures[0].axes[0].texts if t.get_visible()}
+    assert "20" in visible and "10" not in visible
+    assert {"N=2", "N=4"} <= visible
+    plot_pareto(results(), tmp_path)  # apart: both labelled
+    assert {"10", "20"} <= {t.get_text() for t in figures[2].axes[0].texts if t.get_visible()}

@@ -110,7 +110,7 @@ def plot_pareto(
                     f"N={b['n']}", (b["kl_bound"], b[key]), textcoords="offset points", xytext=(4, -10), fontsize=8
                 )
             xs_all += [b["kl_bound"] for b in bon]
-        scatter = None
+        scatter, step_labels = None, []
         for index, (method, points) in enumerate(groups.items()):
             color = f"C{index}"
             xs = [0.0] + [row[kl_metric] for _, row in points]
@@ -124,7 +124,8 @@ def plot_pareto(
                     ax.scatter([x], [y], color=color, s=36, edgecolors="k", linewidths=0.5, zorder=3)
                     continue
                 scatter = ax.scatter([x], [y], c=[step], cmap="viridis", norm=norm, s=36, edgecolors=color, zorder=3)
-                ax.annotate(f"{step:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                label = ax.annotate(f"{step:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                step_labels.append((step == points[-1][0], label))
         ax.plot([0.0], [ref_y], "ks", ms=7, label="π_ref", zorder=4)
         if key not in EXACT_AT_REFERENCE:
             _error_bars(ax, [0.0], [ref_y], None, [reference.get(f"{key}_sem", 0.0)], "k")
@@ -150,11 +151,26 @@ def plot_pareto(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
+        _hide_overlapping([label for _, label in sorted(step_labels, key=lambda item: not item[0])])  # last first
         path = output_dir / filename
         fig.savefig(path, dpi=150)
         plt.close(fig)
         files[filename.removesuffix(".png")] = str(path)
     return files
+
+
+def _hide_overlapping(labels: list) -> None:
+    """Hide each step label that would overlap one placed before it (pass the labels to keep first: last steps)."""
+    if not labels:
+        return
+    renderer = labels[0].figure.canvas.get_renderer()
+    placed = [text.get_window_extent(renderer) for text in labels[0].axes.texts if text not in labels]  # N=…
+    for label in labels:
+        box = label.get_window_extent(renderer)
+        if any(box.overlaps(other) for other in placed):
+            label.set_visible(False)
+        else:
+            placed.append(box)
 
 
 def _error_bars(ax, xs: list, ys: list, xerr: list | None, yerr: list, color: str) -> None:
