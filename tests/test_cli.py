@@ -1,5 +1,6 @@
 """The `trl-bon` command line entry point (`trl_bon.scripts.cli`)."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -55,3 +56,39 @@ def test_console_script_installed():
     result = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"trl-bon {trl_bon.__version__}"
+
+
+def _modules_loaded_by(argv: list[str], modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported after `trl-bon <argv>` (help and version exit)."""
+    code = (
+        "import json, sys\nfrom trl_bon.scripts.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        f"print(json.dumps([m for m in {modules!r} if m in sys.modules]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"]])
+def test_top_level_help_and_version_import_no_ml_library(argv):
+    """`trl-bon --help` / `--version` answer in a fraction of a second: no torch, transformers or TRL import."""
+    assert _modules_loaded_by(argv, ("torch", "transformers", "trl", "peft")) == []
+
+
+def test_eval_help_skips_trl_trainer_internals():
+    """`trl-bon eval --help` needs no `TrainingArguments` (the import behind a training command's 10-20 s help) and no
+    TRL trainer internals: the TRL version guard runs when arguments are parsed, not when the parser is built."""
+    assert _modules_loaded_by(["eval", "--help"], ("trl_bon._trl_compat", "transformers.training_args", "peft")) == []
+
+
+def test_plot_imports_no_trl(tmp_path):
+    """`trl-bon plot` (and `kit`, `demo`, which parse their own arguments) skip the launch logic's TRL imports."""
+    results = {
+        "checkpoints": [{"name": "run@1", "kl_k1": 0.1, "reward": 1.0, "win_rate_vs_ref": 0.6}],
+        "reference": {"reward": 0.5},
+        "bon": [],
+    }
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    loaded = _modules_loaded_by(["plot", str(tmp_path / "results.json")], ("trl", "transformers", "torch"))
+    assert loaded == [] and (tmp_path / "reward_vs_kl.png").is_file()

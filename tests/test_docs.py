@@ -92,3 +92,11 @@ def test_docstring_references_render_as_code():
     assert hooks.on_page_content(html) == (
         "see <code>SFTTrainer</code>, <code>transformers.Trainer.train()</code> and [a](b)"
     )
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=[p.name for p in DOC_FILES])
+def test_pages_write_plain_code_not_docstring_references(path):
+    """Docstrings use TRL's `[`~trl.SFTTrainer`]` form (the hook renders it); the Markdown pages are also read on
+    GitHub, where it would stay literal brackets, so they write `SFTTrainer`."""
+    found = re.findall(r"\[`~?[\w.]+(?:\(\))?`\](?!\()", path.read_text(encoding="utf-8"))
+    assert not found, f"{path.name}: write {found[0]} as plain code"

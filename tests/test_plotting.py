@@ -53,6 +53,41 @@ def test_trajectories_start_at_reference_in_step_order(tmp_path, figures):
     assert figures[0].axes[-1].get_ylabel() == "training step"  # the colour bar
 
 
+def _vertical_bars(ax) -> set[tuple]:
+    """`(x, bottom, top)` of every vertical error bar, rounded."""
+    from matplotlib.collections import LineCollection
+
+    return {
+        tuple(round(float(v), 6) for v in (seg[0][0], seg[0][1], seg[1][1]))
+        for c in ax.collections
+        if isinstance(c, LineCollection)
+        for seg in c.get_segments()
+        if seg[0][0] == seg[1][0]
+    }
+
+
+def test_error_bars_on_best_of_n_and_reference_and_step_colours(tmp_path, figures):
+    from matplotlib.colors import to_rgba
+
+    from trl_bon.plotting import plot_pareto
+
+    data = results()
+    data["bon"][0]["reward_sem"] = 0.04
+    plot_pareto(data, tmp_path)
+    reward_ax, win_ax = (fig.axes[0] for fig in figures)
+    bars = _vertical_bars(reward_ax)
+    assert (0.19, 1.06, 1.14) in bars  # Best-of-N's standard error, at its KL bound
+    assert (0.0, 0.75, 0.85) in bars  # π_ref's estimated reward has one
+    assert not any(x == 0.0 for x, *_ in _vertical_bars(win_ax))  # its win rate, ½, is exact: none
+    # a model without a step (`sft`) is drawn in its method's colour, not as the colour bar's last step
+    sft = [c for c in reward_ax.collections if c.get_offsets().tolist() == [[0.5, 1.0]]]
+    assert len(sft) == 1 and sft[0].get_array() is None
+    assert tuple(sft[0].get_facecolor()[0]) == to_rgba("C1")
+    colorbar = figures[0].axes[-1]
+    ticks = [t for t in colorbar.get_yticks() if 0 <= t <= 20]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # training steps are whole numbers
+
+
 def test_log_x_and_limits(tmp_path, figures):
     from trl_bon.plotting import plot_pareto
 
@@ -62,6 +97,20 @@ def test_log_x_and_limits(tmp_path, figures):
     assert reward_ax.get_ylim() == (0, 2) and win_ax.get_ylim() != (0, 2)
 
 
+def test_log_x_starts_at_reference_with_decade_ticks(tmp_path, figures):
+    from trl_bon.plotting import plot_pareto
+
+    data = results()
+    data["checkpoints"][2]["kl_k1_sem"] = 0.9  # an error bar that reaches below 0 does not open a negative side
+    plot_pareto(data, tmp_path, log_x=True)
+    reward_ax = figures[0].axes[0]
+    assert reward_ax.get_xlim()[0] == pytest.approx(-0.02)  # 0 and a margin for π_ref's marker
+    assert reward_ax.xaxis.get_transform().linthresh == pytest.approx(0.1)  # smallest positive KL 0.19 → 10⁻¹
+    data["checkpoints"][2]["kl_k1"] = -0.05  # a negative k1 estimate stays visible
+    plot_pareto(data, tmp_path, log_x=True)
+    assert figures[2].axes[0].get_xlim()[0] < -0.05
+
+
 def test_plot_command_redraws_from_results_json(tmp_path, capsys):
     from trl_bon.scripts.cli import main
 
@@ -69,3 +118,16 @@ def test_plot_command_redraws_from_results_json(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "results.json"), "--log_x", "--xlim", "0", "3"]) == 0
     assert (tmp_path / "reward_vs_kl.png").read_bytes()[:4] == b"\x89PNG"
     assert "win_rate_vs_kl" in capsys.readouterr().out
+
+
+def test_overlapping_step_labels_keep_the_last_step(tmp_path, figures):
+    from trl_bon.plotting import plot_pareto
+
+    data = results()
+    data["checkpoints"][0].update(kl_k1=1.1, reward=1.2005)  # jbond@20 lands on jbond@10
+    plot_pareto(data, tmp_path)
+    visible = {t.get_text() for t in figures[0].axes[0].texts if t.get_visible()}
+    assert "20" in visible and "10" not in visible
+    assert {"N=2", "N=4"} <= visible
+    plot_pareto(results(), tmp_path)  # apart: both labelled
+    assert {"10", "20"} <= {t.get_text() for t in figures[2].axes[0].texts if t.get_visible()}

@@ -6,6 +6,7 @@ Nothing here loads a model: every error must come from parsing, before any expen
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -202,15 +203,18 @@ def test_bad_config_under_accelerate_launch(tmp_path):
     assert "/nonexistent" not in result.stderr  # no model was looked up
 
 
-def test_parser_runs_the_trl_version_guard(monkeypatch):
+def test_parsing_runs_the_trl_version_guard(monkeypatch):
     from packaging.version import Version
 
     from trl_bon import _trl_compat
     from trl_bon.scripts.evaluate import make_parser
 
     monkeypatch.setattr(_trl_compat, "TESTED_TRL", (Version("0.1"), Version("0.2")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parser = make_parser()  # building it (as `--help` does) leaves TRL's internals unimported
     with pytest.warns(UserWarning, match="trl-bon is tested with trl>=0.1,<0.2"):
-        make_parser()
+        parser.parse_args_and_config(["--model_name_or_path", "m", "--reward_funcs", "r", "--dataset_name", "d"])
 
 
 @pytest.mark.parametrize("num_processes", ["1", "2"])

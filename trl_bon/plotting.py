@@ -5,6 +5,7 @@
 matplotlib is an optional dependency (`pip install 'trl-bon[plot]'`); everything else in trl-bon works without it.
 """
 
+import math
 from pathlib import Path
 
 
@@ -76,8 +77,9 @@ def plot_pareto(
     convention, labelled with N) and at the Monte-Carlo estimate (dashed).
 
     Args:
-        log_x: symmetric-log x axis (linear below the smallest positive KL, so π_ref at 0 stays on the plot); use it
-            when one checkpoint's KL dwarfs the others.
+        log_x: symmetric-log x axis (linear below the power of ten under the smallest positive KL, so π_ref at 0 stays
+            on the plot; starting at 0 unless a point's KL estimate is negative); use it when one checkpoint's KL
+            dwarfs the others.
         xlim: `(left, right)` of the KL axis; `None` in either place keeps matplotlib's choice.
         ylim: `{key: (bottom, top)}` per metric.
 
@@ -102,42 +104,44 @@ def plot_pareto(
             ys = [ref_y] + [b[key] for b in bon]
             ax.plot([0.0] + [b["kl_bound"] for b in bon], ys, "k-o", ms=4, label="Best-of-N (KL bound)")
             ax.plot([0.0] + [b["kl_estimate"] for b in bon], ys, "k--", alpha=0.5, label="Best-of-N (KL estimate)")
+            _error_bars(ax, [b["kl_bound"] for b in bon], ys[1:], None, [b.get(f"{key}_sem", 0.0) for b in bon], "k")
             for b in bon:
                 ax.annotate(
                     f"N={b['n']}", (b["kl_bound"], b[key]), textcoords="offset points", xytext=(4, -10), fontsize=8
                 )
             xs_all += [b["kl_bound"] for b in bon]
-        scatter = None
+        scatter, step_labels = None, []
         for index, (method, points) in enumerate(groups.items()):
             color = f"C{index}"
             xs = [0.0] + [row[kl_metric] for _, row in points]
             ys = [ref_y] + [row[key] for _, row in points]
             xs_all += xs
             ax.plot(xs, ys, "-", color=color, lw=1.5, label=method, zorder=2)
-            ax.errorbar(
-                xs[1:],
-                ys[1:],
-                xerr=[row.get(f"{kl_metric}_sem", 0.0) for _, row in points],
-                yerr=[row.get(f"{key}_sem", 0.0) for _, row in points],
-                fmt="none",
-                ecolor=color,
-                alpha=0.6,
-                capsize=2,
-                zorder=2,
-            )
-            colours = [norm.vmax if step == float("inf") else step for step, _ in points]
-            scatter = ax.scatter(
-                xs[1:], ys[1:], c=colours, cmap="viridis", norm=norm, s=36, edgecolors=color, zorder=3
-            )
+            xerr = [row.get(f"{kl_metric}_sem", 0.0) for _, row in points]
+            _error_bars(ax, xs[1:], ys[1:], xerr, [row.get(f"{key}_sem", 0.0) for _, row in points], color)
             for (step, _), x, y in zip(points, xs[1:], ys[1:], strict=True):
-                if step != float("inf"):
-                    ax.annotate(f"{step:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                if step == float("inf"):  # a model without a step (a final save, a bare path): the method's colour
+                    ax.scatter([x], [y], color=color, s=36, edgecolors="k", linewidths=0.5, zorder=3)
+                    continue
+                scatter = ax.scatter([x], [y], c=[step], cmap="viridis", norm=norm, s=36, edgecolors=color, zorder=3)
+                label = ax.annotate(f"{step:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                step_labels.append((step == points[-1][0], label))
         ax.plot([0.0], [ref_y], "ks", ms=7, label="π_ref", zorder=4)
-        if scatter is not None and steps:
-            fig.colorbar(scatter, ax=ax, label="training step")
+        if key not in EXACT_AT_REFERENCE:
+            _error_bars(ax, [0.0], [ref_y], None, [reference.get(f"{key}_sem", 0.0)], "k")
+        if scatter is not None:
+            from matplotlib.ticker import MaxNLocator
+
+            colorbar = fig.colorbar(scatter, ax=ax, label="training step")
+            colorbar.locator = MaxNLocator(integer=True)  # steps are whole numbers
+            colorbar.update_ticks()
         if log_x:
-            positive = [x for x in xs_all if x > 0]
-            ax.set_xscale("symlog", linthresh=min(positive, default=1.0))
+            # linear up to the decade below the smallest positive KL, so π_ref at 0 stays on the plot and the ticks
+            # fall on powers of ten; no empty negative side when every point has KL >= 0 (a k1 estimate can be < 0)
+            linthresh = 10 ** math.floor(math.log10(min((x for x in xs_all if x > 0), default=1.0)))
+            ax.set_xscale("symlog", linthresh=linthresh)
+            if min(xs_all) >= 0:
+                ax.set_xlim(left=-0.2 * linthresh)  # a margin that keeps π_ref's marker whole
         if xlim is not None:
             ax.set_xlim(*xlim)
         if ylim and key in ylim:
@@ -147,11 +151,31 @@ def plot_pareto(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
+        _hide_overlapping([label for _, label in sorted(step_labels, key=lambda item: not item[0])])  # last first
         path = output_dir / filename
         fig.savefig(path, dpi=150)
         plt.close(fig)
         files[filename.removesuffix(".png")] = str(path)
     return files
+
+
+def _hide_overlapping(labels: list) -> None:
+    """Hide each step label that would overlap one placed before it (pass the labels to keep first: last steps)."""
+    if not labels:
+        return
+    renderer = labels[0].figure.canvas.get_renderer()
+    placed = [text.get_window_extent(renderer) for text in labels[0].axes.texts if text not in labels]  # N=…
+    for label in labels:
+        box = label.get_window_extent(renderer)
+        if any(box.overlaps(other) for other in placed):
+            label.set_visible(False)
+        else:
+            placed.append(box)
+
+
+def _error_bars(ax, xs: list, ys: list, xerr: list | None, yerr: list, color: str) -> None:
+    """One-standard-error bars (`None` or 0: no bar in that direction)."""
+    ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor=color, alpha=0.6, capsize=2, zorder=2)
 
 
 def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path: str | Path, title: str = "") -> str:

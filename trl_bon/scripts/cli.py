@@ -2,7 +2,8 @@
 
 `trl` has no plugin hook for new subcommands (its CLI is a fixed list), so trl-bon ships its own entry point, built
 from TRL's CLI helpers. Each subcommand lives in `trl_bon/scripts/<module>.py` and exposes `make_parser(prog=None)`
-and a `main`; the modules are imported only when their subcommand runs, so `trl-bon --help` and `--version` stay fast.
+and a `main`; the modules are imported only when their subcommand runs, so `trl-bon --help` and `--version` stay fast,
+and `plot`, `kit` and `demo` (which parse their own arguments) skip the TRL imports of the launch logic.
 
 Training subcommands (`jbond`, `vbon`, `bon-sft`) behave like `trl rloo`/`trl sft`: the arguments are parsed once
 (so `--help` and argument errors appear before anything starts). Arguments the training parser does not know (from
@@ -120,15 +121,15 @@ def launch(route: str, num_processes: int, module_name: str, launch_args: list[s
 
 def run_command(command: str, argv: list[str], allow_launch: bool) -> int:
     """Parse `argv` with the subcommand's parser, then run its `main` here or under a launcher."""
-    from trl.cli.accelerate_config import resolve_accelerate_config_argument
-
-    from trl_bon._trl_compat import _subtract_subsequence
-
     module_name = SUBCOMMANDS[command][0]
     module = importlib.import_module(f"trl_bon.scripts.{module_name}")
     parses_argv = list(inspect.signature(module.main).parameters) == ["argv"]  # `main(argv)`: parses on its own
     if parses_argv and command not in TRAINING_COMMANDS:
-        return module.main(argv) or 0
+        return module.main(argv) or 0  # `plot`, `kit`, `demo`: no TRL import for the launch logic below
+    from trl.cli.accelerate_config import resolve_accelerate_config_argument
+
+    from trl_bon._trl_compat import _subtract_subsequence
+
     parser = module.make_parser(prog=f"trl-bon {command}")
     *parsed, config_remaining, cli_remaining = parser.parse_args_and_config(
         argv, return_remaining_strings=True, separate_remaining_strings=True

@@ -66,7 +66,8 @@ def _accepts(hint, container: type) -> bool:
 class BoNParser(TrlParser):
     """`TrlParser` whose `--config` keys and values are checked like command-line flags.
 
-    Building one runs the TRL version guard (`check_trl_version`): a TRL outside the tested range warns.
+    Parsing runs the TRL version guard (`check_trl_version`): a TRL outside the tested range warns before anything
+    runs. Building one does not, so `--help` does not import TRL's trainer internals.
 
     Args:
         dataclass_types: as for [`~trl.TrlParser`].
@@ -75,9 +76,6 @@ class BoNParser(TrlParser):
     """
 
     def __init__(self, dataclass_types, **kwargs):
-        from trl_bon._trl_compat import check_trl_version
-
-        check_trl_version()  # every command parses first: warn before anything runs on an untested TRL
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("usage", "%(prog)s [--config FILE.yaml] [--option VALUE ...]")
         kwargs.setdefault("description", HELP_PREAMBLE)
@@ -155,6 +153,9 @@ class BoNParser(TrlParser):
         """
         import yaml
 
+        from trl_bon._trl_compat import check_trl_version
+
+        check_trl_version()  # every command parses first: warn before anything runs on an untested TRL
         args = list(sys.argv[1:] if args is None else args)
         self.check_flags(args, launcher=return_remaining_strings)
         try:
