@@ -64,6 +64,14 @@ def _assert_equal(first: dict, second: dict, what: str, atol: float = 0.0) -> No
             torch.testing.assert_close(tensor, second[name], rtol=0, atol=atol, msg=f"{what}: {name} differs")
 
 
+def _report_vs_ddp(engine: str, setup: str, run: dict, ddp: dict, keys: list[str]) -> None:
+    """Print the measured gap to DDP (docs/results.md records it; ranks and resumes are asserted exactly equal)."""
+    gaps = {key: max((run[key][name] - ddp[key][name]).abs().max().item() for name in run[key]) for key in keys}
+    sharded = f"{len(set(run['policy']) & set(run['sharded']))}/{len(run['policy'])} trainable tensors sharded"
+    gap = ", ".join(f"{key} {value:.1e}" for key, value in gaps.items())
+    print(f"{engine} {setup}: max |engine - DDP| {gap}; {sharded}")
+
+
 def _check_engine_run(runs, engine: str, setup: str, atol_vs_ddp: float) -> None:
     """Ranks agree, DDP agrees, resume reproduces the straight run, and the checkpointed anchor loads back."""
     output_dir, ranks = runs(engine, setup)
@@ -77,6 +85,7 @@ def _check_engine_run(runs, engine: str, setup: str, atol_vs_ddp: float) -> None
     _, ddp = runs("ddp", setup)
     for key in keys:
         _assert_equal(ranks[0][key], ddp[0][key], f"{engine} {setup} {key}: engine vs DDP", atol=atol_vs_ddp)
+    _report_vs_ddp(engine, setup, ranks[0], ddp[0], keys)
     if "anchor" in ranks[0]:
         # The anchor moved away from the starting policy, and its step-4 checkpoint holds the final state.
         start = load_file(output_dir / "checkpoint-2" / "anchor" / "anchor.safetensors") if "lora" in setup else None
@@ -120,6 +129,7 @@ def _check_rloo_control(runs, engine: str) -> None:
     _assert_equal(ranks[0]["policy"], ranks[1]["policy"], f"RLOO {engine} policy: rank 0 vs rank 1")
     _, ddp = runs("ddp", "rloo-lora")
     _assert_equal(ranks[0]["policy"], ddp[0]["policy"], f"RLOO {engine} vs DDP", atol=1e-5)
+    _report_vs_ddp(engine, "rloo-lora", ranks[0], ddp[0], ["policy"])
 
 
 @deepspeed_tier
@@ -180,6 +190,7 @@ def _check_vllm_jbond_run(runs, engine: str, policy: str) -> list[dict]:
     saved = load_file(output_dir / "checkpoint-4" / "anchor" / "anchor.safetensors")
     _assert_equal(saved, ranks[0]["anchor"], f"{engine}: checkpoint-4 anchor vs final anchor")
     records = [rank["vllm_routing"] for rank in ranks]
+    rights, wrongs = [], []
     for rank_records in records:
         assert [record["active"] for record in rank_records] == ["default", "anchor"] * 4  # policy, anchor call
         for index, record in enumerate(rank_records):
@@ -188,9 +199,13 @@ def _check_vllm_jbond_run(runs, engine: str, policy: str) -> list[dict]:
             right = record[record["active"]]  # distance to the merged weights of the adapter that was active
             wrong = record["anchor" if record["active"] == "default" else "default"]
             assert right < 1e-2, record  # vLLM holds the active adapter's weights (up to its bf16 rounding)
+            rights.append(right)
             if index >= 2:  # once the policy has moved, the adapters differ and the check tells them apart
                 assert wrong > 10 * right, record
+                wrongs.append(wrong)
     assert "default" in records[0][0], "no weight check ran"
+    print(f"{engine}: {len(rights)} generations, vLLM vs the active adapter ≤ {max(rights):.1e}, vs the other "
+          f"{min(wrongs):.1e}–{max(wrongs):.1e} (steps 2–4)")  # fmt: skip
     return records
 
 
@@ -244,6 +259,9 @@ def test_vllm_vbon_colocate_joins_a_vllm_reference_cache(runs, vllm_policy, vllm
             assert record["default"] < 1e-2, record  # vLLM holds the policy's merged weights (bf16 rounding)
             if index >= 1:  # the policy moved at step 1: vLLM no longer holds π_ref's weights
                 assert record["base"] > 10 * record["default"], record
+    policy = [record["default"] for rank in ranks for record in rank["vllm_routing"]]
+    base = [record["base"] for rank in ranks for record in rank["vllm_routing"][1:]]
+    print(f"vBoN vLLM: vs the policy ≤ {max(policy):.1e}, vs π_ref from step 2 {min(base):.1e}–{max(base):.1e}")
 
 
 @vllm_tier
