@@ -411,6 +411,7 @@ class Sampler:
         self.batch_size, self.backend, self.seed, self.progress = batch_size, backend, seed, progress
         self.model_init_kwargs, self.vllm_kwargs = dict(model_init_kwargs or {}), vllm_kwargs
         self._engine = None  # the vLLM engine, built on first use and kept for every call
+        self._vllm_model_identity = None  # the vLLM backend's model fingerprint, computed once
 
     @property
     def model(self):
@@ -443,15 +444,23 @@ class Sampler:
         if isinstance(model, str):
             check_model_path(model)
         other = copy.copy(self)
-        other._model, other._tokenizer, other._engine = model, self.tokenizer, None
+        other._model, other._tokenizer, other._engine, other._vllm_model_identity = model, self.tokenizer, None, None
         return other
 
     def identity(self) -> dict:
         """What decides the samples' law, for caches: model identity (config + weights fingerprint, not the path),
-        every generation setting and the backend (the vLLM backend is keyed by the model path)."""
+        every generation setting and the backend. The vLLM backend fingerprints the checkpoint at its path, loaded
+        once with transformers and dropped (vLLM holds its own copy), so that its caches are keyed like the
+        trainers' π_ref: keyed by the path, a vBoN trainer refused every cache built with vLLM."""
         from .identity import model_identity
 
-        model = {"path": self._model} if self.backend == "vllm" else model_identity(self.model)
+        if self.backend != "vllm":
+            model = model_identity(self.model)
+        else:
+            if self._vllm_model_identity is None:
+                loaded, _ = load_causal_lm(self._model, self.model_init_kwargs, self.tokenizer)
+                self._vllm_model_identity = model_identity(loaded)
+            model = self._vllm_model_identity
         return {"model": model, "generation_settings": self.settings.to_dict(), "backend": self.backend}
 
     def prompt_ids(self, prompts: list) -> list[list[int]]:

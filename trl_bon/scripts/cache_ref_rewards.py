@@ -55,6 +55,12 @@ def run(script_args, training_args, model_args, dataset_args):
         backend="vllm" if training_args.use_vllm else "transformers",
         seed=training_args.seed,
         model_init_kwargs=kwargs,
+        # The vLLM engine takes the run's own vLLM settings (they used to be ignored: the default 0.9 share).
+        vllm_kwargs={
+            "gpu_memory_utilization": training_args.vllm_gpu_memory_utilization,
+            "tensor_parallel_size": training_args.vllm_tensor_parallel_size,
+            "max_model_len": training_args.vllm_max_model_length,
+        },
         progress=not training_args.disable_tqdm,
     )
     reward = RewardScorer(reward_funcs, reward_weights=training_args.reward_weights)
