@@ -293,6 +293,7 @@ def evaluate_checkpoints(
             "reward": mean_and_sem(bon_rewards[n])[0],
             "reward_sem": mean_and_sem(bon_rewards[n])[1],
             "win_rate_vs_ref": mean_and_sem(win_rate(bon_rewards[n], held_out))[0],
+            "win_rate_vs_ref_sem": mean_and_sem(win_rate(bon_rewards[n], held_out))[1],
             "kl_bound": bon_kl_bound(n),
             "kl_estimate": mean_and_sem(log_bon_ratio(bon_rewards[n], held_out, n, smoothing))[0],
         }
@@ -328,6 +329,7 @@ def evaluate_checkpoints(
             "kl_k3": mean_and_sem(k3)[0],
             "kl_k3_sem": mean_and_sem(k3)[1],
             "win_rate_vs_ref": mean_and_sem(win_rate(rewards, refs_per_sample))[0],
+            "win_rate_vs_ref_sem": mean_and_sem(win_rate(rewards, refs_per_sample))[1],
             "win_rate_vs_ref_strict_first": float((rewards > refs_per_sample[:, 0]).double().mean()),
             "completion_length": float(mask.sum(-1).mean()),
             "example": {"prompt": samples.prompts[0], "completion": samples.completions[0]},
@@ -339,7 +341,9 @@ def evaluate_checkpoints(
                 0
             ]
         for n in bon_ns:
-            metrics[f"win_rate_vs_bon{n}"] = mean_and_sem(win_rate(rewards, bon_rewards[n][row_of]))[0]
+            metrics[f"win_rate_vs_bon{n}"], metrics[f"win_rate_vs_bon{n}_sem"] = mean_and_sem(
+                win_rate(rewards, bon_rewards[n][row_of])
+            )
             metrics[f"kl_to_bon{n}_backward"] = mean_and_sem(
                 backward_kl_to_bon(seq_log_ratio, rewards, refs_per_sample, n, smoothing)
             )[0]
