@@ -353,6 +353,51 @@ def tables(per_seed: dict) -> tuple[str, dict]:
     return "\n".join(lines), report
 
 
+POOLED = ("reward", "win_rate_vs_ref", "kl_k1", "kl_k3", "kl_estimate", JUDGE, f"{JUDGE}_win_rate_vs_ref")
+FIGURES = (
+    ("reward", "mean reward (reward model)", "reward_vs_kl.png"),
+    ("win_rate_vs_ref", "win rate vs π_ref (reward model, ties ½)", "win_rate_vs_kl.png"),
+    (f"{JUDGE}_win_rate_vs_ref", "win rate vs π_ref (VADER judge, ties ½)", "judge_vs_kl.png"),
+)
+
+
+def pooled(per_seed: dict) -> dict:
+    """One evaluation result (`trl-bon eval`'s results.json schema) averaging the seeds: each number is the mean over
+    the seeds that have it, and its `<key>_sem` the standard error over seeds (with one seed, the evaluation's own
+    standard error over prompts), so `trl_bon.plotting.plot_pareto` and `trl-bon plot` draw it with error bars."""
+
+    def pool(rows: list[dict]) -> dict:
+        out = {k: v for k, v in rows[0].items() if not isinstance(v, float)}
+        for key in POOLED:
+            values = [r[key] for r in rows if key in r]
+            if values:
+                mean, sem = mean_sem(values)
+                out[key] = mean
+                out[f"{key}_sem"] = sem if sem is not None else rows[0].get(f"{key}_sem", 0.0)
+        out.update({k: rows[0][k] for k in ("n", "kl_bound") if k in rows[0]})
+        return out
+
+    seeds = sorted(per_seed)
+    names = sorted({row["name"] for s in seeds for row in per_seed[s]["checkpoints"]})
+    by_name = {s: {row["name"]: row for row in per_seed[s]["checkpoints"]} for s in seeds}
+    ns = per_seed[seeds[0]]["settings"]["bon_ns"]
+    return {
+        "checkpoints": [pool([by_name[s][n] for s in seeds if n in by_name[s]]) for n in names],
+        "bon": [pool([next(b for b in per_seed[s]["bon"] if b["n"] == n) for s in seeds]) for n in ns],
+        "reference": pool([per_seed[s]["reference"] for s in seeds]),
+        "settings": {**per_seed[seeds[0]]["settings"], "seeds": seeds},
+    }
+
+
+def figures(per_seed: dict, out: Path) -> dict:
+    """The pooled results (`pooled.json`) and their reward / win-rate / judge vs KL figures in `out/figures/`."""
+    from trl_bon.plotting import plot_pareto
+
+    results = pooled(per_seed)
+    (out / "pooled.json").write_text(json.dumps(results, indent=2))
+    return plot_pareto(results, out / "figures", metrics=FIGURES, log_x=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
     task = Path(args.task_dir).expanduser().resolve()
@@ -383,6 +428,8 @@ def main(argv=None):
         text += "\n\nSampling budget per run: " + "; ".join(f"{v}: {b}" for v, b in budgets.items())
         text += "\nSeconds per run (wall, CPU): " + "; ".join(f"{v}: {t['seconds']}" for v, t in timings.items())
     print(text, flush=True)
+    for name, path in figures(per_seed, out).items():
+        log(f"figure {name}: {path}")
     (out / "report.json").write_text(
         json.dumps({"report": report, "runs": timings, "text": text}, indent=2, default=str)
     )

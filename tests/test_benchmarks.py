@@ -148,6 +148,21 @@ def test_pareto_and_seed_statistics(driver):
     assert driver.mean_sem([0.5]) == (0.5, None)  # one seed has no spread (and JSON has no NaN)
 
 
+def test_pooled_results_average_seeds_with_their_standard_error(driver):
+    def seed(reward, kl, bon_reward):
+        row = {"name": "jbond@75", "reward": reward, "reward_sem": 0.5, "kl_k1": kl, "vader_win_rate_vs_ref": 0.6}
+        bon = {"n": 2, "kl_bound": 0.193, "reward": bon_reward, "reward_sem": 0.1, "kl_estimate": 0.2}
+        return {"checkpoints": [row], "bon": [bon], "reference": {"reward": 0.0}, "settings": {"bon_ns": [2]}}
+
+    two = driver.pooled({0: seed(1.0, 0.2, 2.0), 1: seed(3.0, 0.4, 4.0)})
+    row = two["checkpoints"][0]
+    assert row["name"] == "jbond@75" and row["reward"] == 2.0 and row["reward_sem"] == pytest.approx(1.0)
+    assert row["kl_k1"] == pytest.approx(0.3) and row["kl_k1_sem"] == pytest.approx(0.1)
+    assert two["bon"][0]["reward"] == 3.0 and two["bon"][0]["kl_bound"] == 0.193 and two["settings"]["seeds"] == [0, 1]
+    one = driver.pooled({0: seed(1.0, 0.2, 2.0)})  # one seed: the evaluation's own standard error over prompts
+    assert one["checkpoints"][0]["reward_sem"] == 0.5 and one["bon"][0]["reward_sem"] == 0.1
+
+
 def test_smoke_protocol_trains_evaluates_and_resumes(driver, task):
     root, _ = task
     variants = ["--variants", "jbond_eta0.02", "rloo_beta0.03"]
@@ -166,6 +181,12 @@ def test_smoke_protocol_trains_evaluates_and_resumes(driver, task):
     judged = json.loads((seed / "eval" / "results.json").read_text())  # the judge scored the very same samples
     assert judged["settings"]["judges"] == ["vader"] and not (seed / "judge").exists()
     assert all(0 <= row["vader_win_rate_vs_ref"] <= 1 for row in judged["checkpoints"])
+    figures = root / "runs" / "smoke" / "figures"
+    assert sorted(p.name for p in figures.glob("*.png")) == [
+        "judge_vs_kl.png",
+        "reward_vs_kl.png",
+        "win_rate_vs_kl.png",
+    ]
 
     # a finished run is not redone; an interrupted one (no done.json) is deleted and redone
     before = (seed / "jbond_eta0.02" / "done.json").stat().st_mtime
