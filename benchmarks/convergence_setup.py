@@ -27,6 +27,7 @@ Steps write `<cache>/steps/<step>.json` when they finish and are skipped next ti
 """
 
 import bz2
+import copy
 import csv
 import io
 import json
@@ -208,6 +209,28 @@ def step_pretrain(cache, args) -> dict:
     return info
 
 
+# Positions of the reward model. The policy samples at most 8 + 16 tokens, but TRL scores the decoded text re-tokenised
+# and untruncated, and a degenerate policy's text can re-tokenise into more tokens than it sampled (a token ending in
+# part of a UTF-8 character decodes to U+FFFD, three bytes): with the policy's 48 positions such a batch raised
+# "index out of range" in the position embedding and killed an RLOO run.
+REWARD_POSITIONS = 256
+
+
+def with_positions(model, positions: int):
+    """A copy of a GPT-2 model with `positions` learned positions; the rows past the trained ones repeat the last
+    trained row, so every input that fitted before is scored exactly as before."""
+    import torch
+
+    trained = model.transformer.wpe.weight.detach()
+    state = model.state_dict()
+    state["transformer.wpe.weight"] = torch.cat([trained, trained[-1:].expand(positions - len(trained), -1)])
+    config = copy.deepcopy(model.config)
+    config.n_positions = positions
+    grown = type(model)(config)
+    grown.load_state_dict(state)
+    return grown
+
+
 def step_reward(cache, args) -> dict:
     """The pretrained policy as a 1-logit fresh/rotten classifier (BCE), scored the way TRL scores reward models."""
     import torch
@@ -240,11 +263,14 @@ def step_reward(cache, args) -> dict:
         scores = torch.cat([logits(test_rows[i : i + 128]) for i in range(0, len(test_rows), 128)]).tolist()
     labels = [int(label[i]) for _, i in test_rows]
     model.config.id2label, model.config.label2id = {0: "fresh_logodds"}, {"fresh_logodds": 0}
+    model = with_positions(model, REWARD_POSITIONS)
+    tokenizer.model_max_length = REWARD_POSITIONS
     model.save_pretrained(cache.path("reward"))
     tokenizer.save_pretrained(cache.path("reward"))
     info.update(
         path=str(cache.path("reward")),
         head="1 logit = log-odds of 'fresh' (BCE); reward = logits[:, 0]",
+        positions=REWARD_POSITIONS,
         test_auc=shared.roc_auc(scores, labels),
         test_accuracy=sum((s > 0) == bool(y) for s, y in zip(scores, labels)) / len(labels),
         test_score_std=float(torch.tensor(scores).std()),

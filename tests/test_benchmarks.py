@@ -110,6 +110,28 @@ def test_setup_builds_a_gpt2_policy_with_absolute_positions_and_dropout(task):
     assert prompts and all(2 <= len(tokenizer(p, add_special_tokens=False)["input_ids"]) <= 8 for p in prompts)
     assert manifest["pretrain"]["steps"] == 2 and manifest["reward"]["steps"] == 2
     assert 0.0 <= manifest["reward"]["test_auc"] <= 1.0
+
+
+def test_reward_model_scores_text_longer_than_the_policy_context(setup, task):
+    """TRL re-tokenises decoded completions without truncation; garbled text can outgrow the policy's positions."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    root, _ = task
+    reward = AutoModelForSequenceClassification.from_pretrained(root / "reward").eval()
+    tokenizer = AutoTokenizer.from_pretrained(root / "reward")
+    policy_positions = AutoConfig.from_pretrained(root / "policy").n_positions
+    assert reward.config.n_positions == setup.REWARD_POSITIONS > policy_positions
+    ids = tokenizer(["\ufffd" * 70], add_special_tokens=False, return_tensors="pt").input_ids
+    assert ids.shape[1] > policy_positions
+    with torch.no_grad():
+        assert torch.isfinite(reward(input_ids=ids).logits).all()
+    # the grown table leaves every input that fitted before scored exactly as before
+    short = tokenizer(["a fine film"], add_special_tokens=False, return_tensors="pt").input_ids
+    grown = setup.with_positions(reward, 300).eval()
+    with torch.no_grad():
+        assert torch.equal(reward(input_ids=short).logits, grown(input_ids=short).logits)
+    assert grown.config.n_positions == 300 and reward.config.n_positions == setup.REWARD_POSITIONS
     # held-out movies never reach the pretraining text
     train = {json.loads(r)["movie"] for r in (root / "data" / "snippets_train.jsonl").read_text().splitlines()}
     test = {json.loads(r)["movie"] for r in (root / "data" / "snippets_test.jsonl").read_text().splitlines()}
