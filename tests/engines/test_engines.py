@@ -93,9 +93,23 @@ def _check_engine_run(runs, engine: str, setup: str, atol_vs_ddp: float) -> None
         _assert_equal(saved, ranks[0]["anchor"], f"{engine} {setup}: checkpoint-4 anchor vs final anchor")
         if start is not None:
             assert any(not torch.equal(start[name], saved[name]) for name in saved), "the anchor never moved"
+    if "lora" in setup:
+        # The policy's adapter checkpoints load back with peft: step 4 as the final policy, step 2 before it moved on.
+        saved = _saved_adapter(output_dir / "checkpoint-4")
+        _assert_equal(saved, ranks[0]["policy"], f"{engine} {setup}: checkpoint-4 adapter vs final policy")
+        earlier = _saved_adapter(output_dir / "checkpoint-2")
+        assert any(not torch.equal(earlier[name], saved[name]) for name in saved), "the policy never moved"
     _, resumed = runs(engine, setup, resume=True)
     for key in keys:
         _assert_equal(resumed[0][key], ranks[0][key], f"{engine} {setup} {key}: resumed vs straight")
+
+
+def _saved_adapter(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The policy adapter of a checkpoint, loaded with peft onto the base model its config names."""
+    from peft import AutoPeftModelForCausalLM
+
+    model = AutoPeftModelForCausalLM.from_pretrained(checkpoint)
+    return {name: param.detach() for name, param in model.named_parameters() if ".default." in name}
 
 
 def _saved_anchor(directory: Path, setup: str) -> dict[str, torch.Tensor]:
@@ -103,6 +117,37 @@ def _saved_anchor(directory: Path, setup: str) -> dict[str, torch.Tensor]:
         return load_file(directory / "anchor.safetensors")
     saved = load_file(directory / "model.safetensors")
     return {name: tensor.float() for name, tensor in saved.items()}
+
+
+def _reference_cache(root: Path, policy: str, use_vllm: bool):
+    """`trl-bon cache-ref-rewards` for the vBoN runs (M = 16 rewards for each of the 8 prompts, the training's
+    sampling settings), exported as TRL_BON_REFERENCE_CACHE for `engine_script.py`; built once per module."""
+    from tests.engines.engine_script import PROMPTS
+    from trl_bon.scripts.cli import main
+
+    (root / "prompts").mkdir()
+    (root / "prompts" / "train.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    cache = root / "cache"
+    argv = [
+        "cache-ref-rewards", "--model_name_or_path", policy, "--dataset_name", str(root / "prompts"),
+        "--reward_funcs", "tests.engines.engine_script.token_sum_reward", "--num_candidates", "4",
+        "--num_reference_samples", "16", "--reference_cache_dir", str(cache), "--output_dir", str(root / "out"),
+        "--max_completion_length", "6", "--use_cpu", "true", "--bf16", "false", "--report_to", "none",
+        "--seed", "0", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    if use_vllm:
+        argv += ["--use_vllm", "true", "--vllm_gpu_memory_utilization", "0.05"]
+    assert main(argv) == 0
+    os.environ["TRL_BON_REFERENCE_CACHE"] = str(cache)
+    yield cache
+    os.environ.pop("TRL_BON_REFERENCE_CACHE", None)
+
+
+@pytest.fixture(scope="module")
+def reference_cache(tmp_path_factory, tiny_kit):
+    """The reference-reward cache of the kit's policy for the vBoN runs under DDP, DeepSpeed and FSDP2 (transformers
+    sampling on CPU, in this process)."""
+    yield from _reference_cache(tmp_path_factory.mktemp("reference_cache"), tiny_kit["policy"], use_vllm=False)
 
 
 @deepspeed_tier
@@ -146,6 +191,19 @@ def test_zero3_full_anchor_refused_before_loading(tmp_path, tiny_kit):
     assert result.returncode != 0
     assert "A full-model anchor is not supported under DeepSpeed ZeRO-3" in result.stderr
     assert "Loading weights" not in result.stderr + result.stdout  # refused before any model loads
+
+
+@deepspeed_tier
+@pytest.mark.parametrize("engine", ["zero2", "zero3"])
+def test_deepspeed_vbon_lora(runs, reference_cache, engine):
+    """vBoN LoRA under ZeRO-2 and ZeRO-3 (every adapter tensor partitioned): ranks agree, DDP agrees, resume is
+    exact. vBoN's scores are computed on each rank's rows and gathered, so a rank mix-up would show against DDP."""
+    _check_engine_run(runs, engine, "vbon-lora", atol_vs_ddp=1e-5)
+
+
+@fsdp2_tier
+def test_fsdp2_vbon_lora(runs, reference_cache):
+    _check_engine_run(runs, "fsdp2", "vbon-lora", atol_vs_ddp=1e-5)
 
 
 @fsdp2_tier
@@ -217,26 +275,8 @@ def test_vllm_colocate_jbond_lora_routes_each_slot_to_its_adapter(runs, vllm_pol
 
 @pytest.fixture(scope="module")
 def vllm_reference_cache(tmp_path_factory, vllm_policy):
-    """`trl-bon cache-ref-rewards --use_vllm` for the vBoN run (M = 16 rewards for each of the 8 prompts, the
-    training's sampling settings), exported as TRL_BON_REFERENCE_CACHE for `engine_script.py`."""
-    from tests.engines.engine_script import PROMPTS
-    from trl_bon.scripts.cli import main
-
-    root = tmp_path_factory.mktemp("vllm_reference_cache")
-    (root / "prompts").mkdir()
-    (root / "prompts" / "train.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
-    cache = root / "cache"
-    argv = [
-        "cache-ref-rewards", "--model_name_or_path", vllm_policy, "--dataset_name", str(root / "prompts"),
-        "--reward_funcs", "tests.engines.engine_script.token_sum_reward", "--num_candidates", "4",
-        "--num_reference_samples", "16", "--reference_cache_dir", str(cache), "--output_dir", str(root / "out"),
-        "--max_completion_length", "6", "--use_vllm", "true", "--vllm_gpu_memory_utilization", "0.05",
-        "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--seed", "0", "--disable_tqdm", "true",
-    ]  # fmt: skip
-    assert main(argv) == 0
-    os.environ["TRL_BON_REFERENCE_CACHE"] = str(cache)
-    yield cache
-    os.environ.pop("TRL_BON_REFERENCE_CACHE", None)
+    """`trl-bon cache-ref-rewards --use_vllm` for the vBoN run under vLLM (see `_reference_cache`)."""
+    yield from _reference_cache(tmp_path_factory.mktemp("vllm_reference_cache"), vllm_policy, use_vllm=True)
 
 
 @vllm_tier
