@@ -156,6 +156,7 @@ def record_vllm_routing(trainer) -> list[dict]:
         if query is not None:
             layer = trainer.model.base_model.model.model.layers[0].self_attn.q_proj
             query = query[: layer.base_layer.weight.shape[0]]
+            record["query"] = query.clone()  # what vLLM held: a resumed run must hold what the straight run did
             for adapter in layer.lora_A:  # the policy ("default") and, in J-BOND, the anchor
                 delta = layer.lora_B[adapter].weight @ layer.lora_A[adapter].weight
                 merged = layer.base_layer.weight.float() + layer.scaling[adapter] * delta.float()

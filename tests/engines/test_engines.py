@@ -238,11 +238,12 @@ def vllm_policy(tmp_path_factory):
     return str(path)
 
 
-def _check_vllm_jbond_run(runs, engine: str, policy: str) -> list[dict]:
+def _check_vllm_jbond_run(runs, engine: str, policy: str, resume: bool = False) -> list[dict]:
     """Ranks agree, the anchor checkpoint loads back, and after every generation vLLM held the merged weights of the
     adapter that was active (the policy for slot 0, the anchor for slots 1..k). Returns each rank's records."""
-    output_dir, ranks = runs(engine, "jbond-lora", policy=policy)
+    output_dir, ranks = runs(engine, "jbond-lora", resume=resume, policy=policy)
     assert [rank["global_step"] for rank in ranks] == [4, 4]
+    steps, moved_from = (2, 0) if resume else (4, 2)  # a resumed run generates at steps 3 and 4 only
     _assert_equal(ranks[0]["anchor"], ranks[1]["anchor"], f"{engine} anchor: rank 0 vs rank 1")
     _assert_equal(ranks[0]["policy"], ranks[1]["policy"], f"{engine} policy: rank 0 vs rank 1")
     saved = load_file(output_dir / "checkpoint-4" / "anchor" / "anchor.safetensors")
@@ -250,7 +251,7 @@ def _check_vllm_jbond_run(runs, engine: str, policy: str) -> list[dict]:
     records = [rank["vllm_routing"] for rank in ranks]
     rights, wrongs = [], []
     for rank_records in records:
-        assert [record["active"] for record in rank_records] == ["default", "anchor"] * 4  # policy, anchor call
+        assert [record["active"] for record in rank_records] == ["default", "anchor"] * steps  # policy, anchor
         for index, record in enumerate(rank_records):
             if "default" not in record:
                 continue  # server mode: only the main process reads the server's weights
@@ -258,7 +259,7 @@ def _check_vllm_jbond_run(runs, engine: str, policy: str) -> list[dict]:
             wrong = record["anchor" if record["active"] == "default" else "default"]
             assert right < 1e-2, record  # vLLM holds the active adapter's weights (up to its bf16 rounding)
             rights.append(right)
-            if index >= 2:  # once the policy has moved, the adapters differ and the check tells them apart
+            if index >= moved_from:  # once the policy has moved, the adapters differ and the check tells them apart
                 assert wrong > 10 * right, record
                 wrongs.append(wrong)
     assert "default" in records[0][0], "no weight check ran"
@@ -271,6 +272,19 @@ def _check_vllm_jbond_run(runs, engine: str, policy: str) -> list[dict]:
 def test_vllm_colocate_jbond_lora_routes_each_slot_to_its_adapter(runs, vllm_policy):
     """vLLM colocate on 2 ranks: each rank's engine samples each slot from the right adapter."""
     _check_vllm_jbond_run(runs, "vllm", vllm_policy)
+
+
+@vllm_tier
+def test_vllm_colocate_jbond_lora_resume_reloads_both_adapters(runs, vllm_policy):
+    """Resumed from `checkpoint-2` under vLLM colocate, J-BOND loads the policy and the anchor back and hands them to
+    vLLM: at step 3 vLLM holds exactly the weights the straight run's vLLM held for each slot (the later samples
+    differ: vLLM's sampler state is not checkpointed, so the runs are not compared past that)."""
+    straight = _check_vllm_jbond_run(runs, "vllm", vllm_policy)
+    resumed = _check_vllm_jbond_run(runs, "vllm", vllm_policy, resume=True)
+    for straight_records, resumed_records in zip(straight, resumed, strict=True):
+        for slot in (0, 1):  # step 3's policy call and anchor call
+            resumed_query, straight_query = resumed_records[slot]["query"], straight_records[4 + slot]["query"]
+            assert torch.equal(resumed_query, straight_query), (slot, (resumed_query - straight_query).abs().max())
 
 
 @pytest.fixture(scope="module")
@@ -289,9 +303,17 @@ def test_vllm_vbon_colocate_joins_a_vllm_reference_cache(runs, vllm_policy, vllm
     cache = load_reference_reward_cache(vllm_reference_cache)
     assert cache.metadata["backend"] == "vllm" and "weights" in cache.metadata["model"]
     assert len(cache.rewards) == 8 and {len(rewards) for rewards in cache.rewards.values()} == {16}
-    _, ranks = runs("vllm", "vbon-lora", policy=vllm_policy)
+    _check_vllm_policy_run(runs, "vbon-lora", vllm_policy)
+
+
+def _check_vllm_policy_run(runs, setup: str, policy: str) -> None:
+    """A one-adapter run under vLLM colocate on 2 ranks: ranks agree, after every generation vLLM holds the policy's
+    merged weights (from step 2 on no longer π_ref's), and the step-4 adapter checkpoint loads back as the policy."""
+    output_dir, ranks = runs("vllm", setup, policy=policy)
     assert [rank["global_step"] for rank in ranks] == [4, 4]
-    _assert_equal(ranks[0]["policy"], ranks[1]["policy"], "vBoN vLLM policy: rank 0 vs rank 1")
+    _assert_equal(ranks[0]["policy"], ranks[1]["policy"], f"vLLM {setup} policy: rank 0 vs rank 1")
+    saved = _saved_adapter(output_dir / "checkpoint-4")
+    _assert_equal(saved, ranks[0]["policy"], f"vLLM {setup}: checkpoint-4 adapter vs final policy")
     for rank in ranks:
         records = rank["vllm_routing"]
         assert [record["active"] for record in records] == ["default"] * 4  # one generation per step
@@ -299,9 +321,16 @@ def test_vllm_vbon_colocate_joins_a_vllm_reference_cache(runs, vllm_policy, vllm
             assert record["default"] < 1e-2, record  # vLLM holds the policy's merged weights (bf16 rounding)
             if index >= 1:  # the policy moved at step 1: vLLM no longer holds π_ref's weights
                 assert record["base"] > 10 * record["default"], record
-    policy = [record["default"] for rank in ranks for record in rank["vllm_routing"]]
+    held = [record["default"] for rank in ranks for record in rank["vllm_routing"]]
     base = [record["base"] for rank in ranks for record in rank["vllm_routing"][1:]]
-    print(f"vBoN vLLM: vs the policy ≤ {max(policy):.1e}, vs π_ref from step 2 {min(base):.1e}–{max(base):.1e}")
+    print(f"vLLM {setup}: vs the policy ≤ {max(held):.1e}, vs π_ref from step 2 {min(base):.1e}–{max(base):.1e}")
+
+
+@vllm_tier
+def test_vllm_colocate_rloo_lora_control(runs, vllm_policy):
+    """TRL's RLOO (the control) under vLLM colocate: TRL merges the adapter and loads the policy into vLLM before
+    each generation, as J-BOND must for its policy slot."""
+    _check_vllm_policy_run(runs, "rloo-lora", vllm_policy)
 
 
 @vllm_tier
