@@ -177,7 +177,23 @@ def _is_sharded(param: torch.Tensor) -> bool:
     return hasattr(param, "ds_id") and param.data.numel() < param.ds_numel
 
 
+def load_optimizer_on_cpu() -> None:
+    """Test-only, for resuming a 2-process CPU run whose optimizer transformers loads itself (DDP, vLLM colocate):
+    accelerate names each CPU process's device `cpu:0`, transformers passes it to `torch.load(map_location=...)`, and
+    torch cannot restore storages to "cpu:0". On GPUs the device is `cuda:<rank>`; DeepSpeed and FSDP2 load theirs."""
+    load = torch.load
+
+    def load_on_cpu(*args, map_location=None, **kwargs):
+        if isinstance(map_location, torch.device) and map_location.type == "cpu":
+            map_location = "cpu"
+        return load(*args, map_location=map_location, **kwargs)
+
+    torch.load = load_on_cpu
+
+
 def main(policy: str, output_dir: str, engine: str, setup: str, resume: str | None = None) -> None:
+    if resume and engine == "vllm":
+        load_optimizer_on_cpu()
     if engine == "vllm-server":
         from tests.engines.vllm_server_cpu import use_file_weight_sync
 

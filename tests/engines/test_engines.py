@@ -264,7 +264,7 @@ def _check_vllm_jbond_run(runs, engine: str, policy: str, resume: bool = False) 
                 wrongs.append(wrong)
     assert "default" in records[0][0], "no weight check ran"
     print(f"{engine}: {len(rights)} generations, vLLM vs the active adapter ≤ {max(rights):.1e}, vs the other "
-          f"{min(wrongs):.1e}–{max(wrongs):.1e} (steps 2–4)")  # fmt: skip
+          f"{min(wrongs):.1e}–{max(wrongs):.1e} (steps {4 - steps + 1 + (not resume)}–4)")  # fmt: skip
     return records
 
 
