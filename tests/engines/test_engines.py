@@ -1,4 +1,5 @@
-"""The engines tier: J-BOND's anchor and TRL's RLOO (the control) under DeepSpeed ZeRO-2/3 and FSDP2, 2 CPU processes.
+"""The engines tier: J-BOND's anchor, vBoN and TRL's RLOO (the control) under DeepSpeed ZeRO-2/3, FSDP2 and vLLM, on 2
+CPU processes.
 
 Each run trains 4 optimizer steps with checkpoints at steps 2 and 4 (`engine_script.py`), then every rank dumps the
 gathered anchor and trainable policy tensors. The tests check that the ranks agree exactly, that the engine agrees with
