@@ -9,7 +9,8 @@ run or a different function keeps the same `__name__`. The offline layer keys it
   rounded to bfloat16, hashed together. Rounding makes an fp32 model and its bf16 copy agree; any fine-tuning step
   changes the sampled values. It is a fingerprint, not a hash of every byte: it costs one strided read of each
   tensor. A PEFT model is fingerprinted through its base weights plus, separately, its adapters unless they are
-  fresh (every LoRA B matrix zero, so the model computes exactly the base model).
+  fresh (every LoRA B matrix zero, so the model computes exactly the base model). Under DeepSpeed ZeRO-3 each
+  partitioned tensor is gathered in turn, so every rank must fingerprint the model (it reads whole tensors).
 - **a reward model**: the same fingerprint;
 - **a reward callable**: its qualified name plus a SHA-256 of its source code and of the values it closes over. When
   the source is not available (a built-in, a lambda built by `eval`, code typed in a REPL) or does not say everything
@@ -17,6 +18,7 @@ run or a different function keeps the same `__name__`. The offline layer keys it
   class): it replaces the source hash, and changing it invalidates the caches built with it.
 """
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -73,12 +75,31 @@ def _tensor_sample(tensor: torch.Tensor) -> bytes:
     return values.cpu().contiguous().numpy().tobytes()
 
 
+@contextlib.contextmanager
+def _whole(tensor: torch.Tensor):
+    """The whole tensor: a DeepSpeed ZeRO-3 partition (empty on every rank) is gathered for the duration, one at a
+    time (collective: every rank must read the same tensors in the same order)."""
+    if not hasattr(tensor, "ds_id"):
+        yield tensor
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters([tensor]):
+        yield tensor
+
+
 def _weights_fingerprint(named_tensors) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
-        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
-        digest.update(_tensor_sample(tensor))
+        with _whole(tensor) as whole:
+            digest.update(f"{name}:{tuple(whole.shape)};".encode())
+            digest.update(_tensor_sample(whole))
     return digest.hexdigest()
+
+
+def _is_nonzero(tensor: torch.Tensor) -> bool:
+    with _whole(tensor) as whole:
+        return bool(whole.detach().abs().sum() > 0)
 
 
 def model_identity(model: nn.Module) -> dict:
@@ -97,9 +118,7 @@ def model_identity(model: nn.Module) -> dict:
         identity = {"weights": _weights_fingerprint(base)}
         # Adapters whose B matrices are all zero (a fresh LoRA) leave the function unchanged: the base model's
         # identity then stands for the model, so a trainer's fresh LoRA policy matches a cache built on the base.
-        if any(
-            ("lora_B" in name or "lora_embedding_B" in name) and p.detach().abs().sum() > 0 for name, p in adapters
-        ):
+        if any(("lora_B" in name or "lora_embedding_B" in name) and _is_nonzero(p) for name, p in adapters):
             identity["adapters"] = _weights_fingerprint(adapters)
         config = model.get_base_model().config
     else:

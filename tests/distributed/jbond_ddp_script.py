@@ -5,6 +5,7 @@ Usage: torchrun --nproc_per_node 2 tests/distributed/jbond_ddp_script.py POLICY_
 
 import os
 import sys
+import time
 
 
 os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", CI="true", TRANSFORMERS_VERBOSITY="error")
@@ -23,8 +24,9 @@ def token_sum_reward(completion_ids, **kwargs):
 
 def main(policy_path: str, output_dir: str) -> None:
     args = JBondConfig(
-        **cpu_args(output_dir=output_dir),
+        **cpu_args(output_dir=output_dir, save_strategy="steps"),
         max_steps=3,
+        save_steps=3,
         max_completion_length=6,
         per_device_train_batch_size=6,
         learning_rate=0.1,  # tiny model: gradients are tiny
@@ -39,6 +41,15 @@ def main(policy_path: str, output_dir: str) -> None:
         Dataset.from_dict({"prompt": prompts * 4}),
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
     )
+    if trainer.accelerator.process_index == 1:
+        # Rank 1 writes its RNG state late: the checkpoint's manifest (written by rank 0) must still list it whole.
+        save_rng_state = trainer._save_rng_state
+
+        def late_save_rng_state(output_dir):
+            time.sleep(2.0)
+            save_rng_state(output_dir)
+
+        trainer._save_rng_state = late_save_rng_state
     trainer.train()
     rank = trainer.accelerator.process_index
     state = {

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.helpers import run_torchrun
+from trl_bon.trainer._checkpoint import read_manifest
 
 
 SCRIPT = Path(__file__).with_name("jbond_ddp_script.py")
@@ -28,3 +29,8 @@ def test_jbond_lora_anchor_identical_across_ranks(tmp_path, tiny_kit):
     # The anchor moved: some B factor is non-zero after 3 EMA steps (it starts at the fresh adapter's B = 0).
     anchor_b = [tensor for name, tensor in ranks[0]["anchor"].items() if name.endswith("lora_B.anchor.weight")]
     assert anchor_b and any(tensor.abs().sum() > 0 for tensor in anchor_b)
+    # The checkpoint is complete with both ranks' RNG states, although rank 1 wrote its own 2 s late (the manifest used
+    # to be written without waiting for the other ranks, and resuming then refused the checkpoint as truncated).
+    manifest, why = read_manifest(tmp_path / "checkpoint-3")
+    assert manifest is not None, why
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= set(manifest["files"])

@@ -156,6 +156,7 @@ def record_vllm_routing(trainer) -> list[dict]:
         if query is not None:
             layer = trainer.model.base_model.model.model.layers[0].self_attn.q_proj
             query = query[: layer.base_layer.weight.shape[0]]
+            record["query"] = query.clone()  # what vLLM held: a resumed run must hold what the straight run did
             for adapter in layer.lora_A:  # the policy ("default") and, in J-BOND, the anchor
                 delta = layer.lora_B[adapter].weight @ layer.lora_A[adapter].weight
                 merged = layer.base_layer.weight.float() + layer.scaling[adapter] * delta.float()
@@ -176,7 +177,23 @@ def _is_sharded(param: torch.Tensor) -> bool:
     return hasattr(param, "ds_id") and param.data.numel() < param.ds_numel
 
 
+def load_optimizer_on_cpu() -> None:
+    """Test-only, for resuming a 2-process CPU run whose optimizer transformers loads itself (DDP, vLLM colocate):
+    accelerate names each CPU process's device `cpu:0`, transformers passes it to `torch.load(map_location=...)`, and
+    torch cannot restore storages to "cpu:0". On GPUs the device is `cuda:<rank>`; DeepSpeed and FSDP2 load theirs."""
+    load = torch.load
+
+    def load_on_cpu(*args, map_location=None, **kwargs):
+        if isinstance(map_location, torch.device) and map_location.type == "cpu":
+            map_location = "cpu"
+        return load(*args, map_location=map_location, **kwargs)
+
+    torch.load = load_on_cpu
+
+
 def main(policy: str, output_dir: str, engine: str, setup: str, resume: str | None = None) -> None:
+    if resume and engine == "vllm":
+        load_optimizer_on_cpu()
     if engine == "vllm-server":
         from tests.engines.vllm_server_cpu import use_file_weight_sync
 

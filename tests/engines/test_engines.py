@@ -1,4 +1,5 @@
-"""The engines tier: J-BOND's anchor and TRL's RLOO (the control) under DeepSpeed ZeRO-2/3 and FSDP2, 2 CPU processes.
+"""The engines tier: J-BOND's anchor, vBoN and TRL's RLOO (the control) under DeepSpeed ZeRO-2/3, FSDP2 and vLLM, on 2
+CPU processes.
 
 Each run trains 4 optimizer steps with checkpoints at steps 2 and 4 (`engine_script.py`), then every rank dumps the
 gathered anchor and trainable policy tensors. The tests check that the ranks agree exactly, that the engine agrees with
@@ -93,9 +94,23 @@ def _check_engine_run(runs, engine: str, setup: str, atol_vs_ddp: float) -> None
         _assert_equal(saved, ranks[0]["anchor"], f"{engine} {setup}: checkpoint-4 anchor vs final anchor")
         if start is not None:
             assert any(not torch.equal(start[name], saved[name]) for name in saved), "the anchor never moved"
+    if "lora" in setup:
+        # The policy's adapter checkpoints load back with peft: step 4 as the final policy, step 2 before it moved on.
+        saved = _saved_adapter(output_dir / "checkpoint-4")
+        _assert_equal(saved, ranks[0]["policy"], f"{engine} {setup}: checkpoint-4 adapter vs final policy")
+        earlier = _saved_adapter(output_dir / "checkpoint-2")
+        assert any(not torch.equal(earlier[name], saved[name]) for name in saved), "the policy never moved"
     _, resumed = runs(engine, setup, resume=True)
     for key in keys:
         _assert_equal(resumed[0][key], ranks[0][key], f"{engine} {setup} {key}: resumed vs straight")
+
+
+def _saved_adapter(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The policy adapter of a checkpoint, loaded with peft onto the base model its config names."""
+    from peft import AutoPeftModelForCausalLM
+
+    model = AutoPeftModelForCausalLM.from_pretrained(checkpoint)
+    return {name: param.detach() for name, param in model.named_parameters() if ".default." in name}
 
 
 def _saved_anchor(directory: Path, setup: str) -> dict[str, torch.Tensor]:
@@ -103,6 +118,37 @@ def _saved_anchor(directory: Path, setup: str) -> dict[str, torch.Tensor]:
         return load_file(directory / "anchor.safetensors")
     saved = load_file(directory / "model.safetensors")
     return {name: tensor.float() for name, tensor in saved.items()}
+
+
+def _reference_cache(root: Path, policy: str, use_vllm: bool):
+    """`trl-bon cache-ref-rewards` for the vBoN runs (M = 16 rewards for each of the 8 prompts, the training's
+    sampling settings), exported as TRL_BON_REFERENCE_CACHE for `engine_script.py`; built once per module."""
+    from tests.engines.engine_script import PROMPTS
+    from trl_bon.scripts.cli import main
+
+    (root / "prompts").mkdir()
+    (root / "prompts" / "train.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    cache = root / "cache"
+    argv = [
+        "cache-ref-rewards", "--model_name_or_path", policy, "--dataset_name", str(root / "prompts"),
+        "--reward_funcs", "tests.engines.engine_script.token_sum_reward", "--num_candidates", "4",
+        "--num_reference_samples", "16", "--reference_cache_dir", str(cache), "--output_dir", str(root / "out"),
+        "--max_completion_length", "6", "--use_cpu", "true", "--bf16", "false", "--report_to", "none",
+        "--seed", "0", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    if use_vllm:
+        argv += ["--use_vllm", "true", "--vllm_gpu_memory_utilization", "0.05"]
+    assert main(argv) == 0
+    os.environ["TRL_BON_REFERENCE_CACHE"] = str(cache)
+    yield cache
+    os.environ.pop("TRL_BON_REFERENCE_CACHE", None)
+
+
+@pytest.fixture(scope="module")
+def reference_cache(tmp_path_factory, tiny_kit):
+    """The reference-reward cache of the kit's policy for the vBoN runs under DDP, DeepSpeed and FSDP2 (transformers
+    sampling on CPU, in this process)."""
+    yield from _reference_cache(tmp_path_factory.mktemp("reference_cache"), tiny_kit["policy"], use_vllm=False)
 
 
 @deepspeed_tier
@@ -148,6 +194,19 @@ def test_zero3_full_anchor_refused_before_loading(tmp_path, tiny_kit):
     assert "Loading weights" not in result.stderr + result.stdout  # refused before any model loads
 
 
+@deepspeed_tier
+@pytest.mark.parametrize("engine", ["zero2", "zero3"])
+def test_deepspeed_vbon_lora(runs, reference_cache, engine):
+    """vBoN LoRA under ZeRO-2 and ZeRO-3 (every adapter tensor partitioned): ranks agree, DDP agrees, resume is
+    exact. vBoN's scores are computed on each rank's rows and gathered, so a rank mix-up would show against DDP."""
+    _check_engine_run(runs, engine, "vbon-lora", atol_vs_ddp=1e-5)
+
+
+@fsdp2_tier
+def test_fsdp2_vbon_lora(runs, reference_cache):
+    _check_engine_run(runs, "fsdp2", "vbon-lora", atol_vs_ddp=1e-5)
+
+
 @fsdp2_tier
 @pytest.mark.parametrize("setup", ["jbond-lora", "jbond-full"])
 def test_fsdp2_jbond(runs, setup):
@@ -180,11 +239,12 @@ def vllm_policy(tmp_path_factory):
     return str(path)
 
 
-def _check_vllm_jbond_run(runs, engine: str, policy: str) -> list[dict]:
+def _check_vllm_jbond_run(runs, engine: str, policy: str, resume: bool = False) -> list[dict]:
     """Ranks agree, the anchor checkpoint loads back, and after every generation vLLM held the merged weights of the
     adapter that was active (the policy for slot 0, the anchor for slots 1..k). Returns each rank's records."""
-    output_dir, ranks = runs(engine, "jbond-lora", policy=policy)
+    output_dir, ranks = runs(engine, "jbond-lora", resume=resume, policy=policy)
     assert [rank["global_step"] for rank in ranks] == [4, 4]
+    steps, moved_from = (2, 0) if resume else (4, 2)  # a resumed run generates at steps 3 and 4 only
     _assert_equal(ranks[0]["anchor"], ranks[1]["anchor"], f"{engine} anchor: rank 0 vs rank 1")
     _assert_equal(ranks[0]["policy"], ranks[1]["policy"], f"{engine} policy: rank 0 vs rank 1")
     saved = load_file(output_dir / "checkpoint-4" / "anchor" / "anchor.safetensors")
@@ -192,7 +252,7 @@ def _check_vllm_jbond_run(runs, engine: str, policy: str) -> list[dict]:
     records = [rank["vllm_routing"] for rank in ranks]
     rights, wrongs = [], []
     for rank_records in records:
-        assert [record["active"] for record in rank_records] == ["default", "anchor"] * 4  # policy, anchor call
+        assert [record["active"] for record in rank_records] == ["default", "anchor"] * steps  # policy, anchor
         for index, record in enumerate(rank_records):
             if "default" not in record:
                 continue  # server mode: only the main process reads the server's weights
@@ -200,12 +260,12 @@ def _check_vllm_jbond_run(runs, engine: str, policy: str) -> list[dict]:
             wrong = record["anchor" if record["active"] == "default" else "default"]
             assert right < 1e-2, record  # vLLM holds the active adapter's weights (up to its bf16 rounding)
             rights.append(right)
-            if index >= 2:  # once the policy has moved, the adapters differ and the check tells them apart
+            if index >= moved_from:  # once the policy has moved, the adapters differ and the check tells them apart
                 assert wrong > 10 * right, record
                 wrongs.append(wrong)
     assert "default" in records[0][0], "no weight check ran"
     print(f"{engine}: {len(rights)} generations, vLLM vs the active adapter ≤ {max(rights):.1e}, vs the other "
-          f"{min(wrongs):.1e}–{max(wrongs):.1e} (steps 2–4)")  # fmt: skip
+          f"{min(wrongs):.1e}–{max(wrongs):.1e} (steps {4 - steps + 1 + (not resume)}–4)")  # fmt: skip
     return records
 
 
@@ -215,28 +275,23 @@ def test_vllm_colocate_jbond_lora_routes_each_slot_to_its_adapter(runs, vllm_pol
     _check_vllm_jbond_run(runs, "vllm", vllm_policy)
 
 
+@vllm_tier
+def test_vllm_colocate_jbond_lora_resume_reloads_both_adapters(runs, vllm_policy):
+    """Resumed from `checkpoint-2` under vLLM colocate, J-BOND loads the policy and the anchor back and hands them to
+    vLLM: at step 3 vLLM holds exactly the weights the straight run's vLLM held for each slot (the later samples
+    differ: vLLM's sampler state is not checkpointed, so the runs are not compared past that)."""
+    straight = _check_vllm_jbond_run(runs, "vllm", vllm_policy)
+    resumed = _check_vllm_jbond_run(runs, "vllm", vllm_policy, resume=True)
+    for straight_records, resumed_records in zip(straight, resumed, strict=True):
+        for slot in (0, 1):  # step 3's policy call and anchor call
+            resumed_query, straight_query = resumed_records[slot]["query"], straight_records[4 + slot]["query"]
+            assert torch.equal(resumed_query, straight_query), (slot, (resumed_query - straight_query).abs().max())
+
+
 @pytest.fixture(scope="module")
 def vllm_reference_cache(tmp_path_factory, vllm_policy):
-    """`trl-bon cache-ref-rewards --use_vllm` for the vBoN run (M = 16 rewards for each of the 8 prompts, the
-    training's sampling settings), exported as TRL_BON_REFERENCE_CACHE for `engine_script.py`."""
-    from tests.engines.engine_script import PROMPTS
-    from trl_bon.scripts.cli import main
-
-    root = tmp_path_factory.mktemp("vllm_reference_cache")
-    (root / "prompts").mkdir()
-    (root / "prompts" / "train.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
-    cache = root / "cache"
-    argv = [
-        "cache-ref-rewards", "--model_name_or_path", vllm_policy, "--dataset_name", str(root / "prompts"),
-        "--reward_funcs", "tests.engines.engine_script.token_sum_reward", "--num_candidates", "4",
-        "--num_reference_samples", "16", "--reference_cache_dir", str(cache), "--output_dir", str(root / "out"),
-        "--max_completion_length", "6", "--use_vllm", "true", "--vllm_gpu_memory_utilization", "0.05",
-        "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--seed", "0", "--disable_tqdm", "true",
-    ]  # fmt: skip
-    assert main(argv) == 0
-    os.environ["TRL_BON_REFERENCE_CACHE"] = str(cache)
-    yield cache
-    os.environ.pop("TRL_BON_REFERENCE_CACHE", None)
+    """`trl-bon cache-ref-rewards --use_vllm` for the vBoN run under vLLM (see `_reference_cache`)."""
+    yield from _reference_cache(tmp_path_factory.mktemp("vllm_reference_cache"), vllm_policy, use_vllm=True)
 
 
 @vllm_tier
@@ -249,9 +304,17 @@ def test_vllm_vbon_colocate_joins_a_vllm_reference_cache(runs, vllm_policy, vllm
     cache = load_reference_reward_cache(vllm_reference_cache)
     assert cache.metadata["backend"] == "vllm" and "weights" in cache.metadata["model"]
     assert len(cache.rewards) == 8 and {len(rewards) for rewards in cache.rewards.values()} == {16}
-    _, ranks = runs("vllm", "vbon-lora", policy=vllm_policy)
+    _check_vllm_policy_run(runs, "vbon-lora", vllm_policy)
+
+
+def _check_vllm_policy_run(runs, setup: str, policy: str) -> None:
+    """A one-adapter run under vLLM colocate on 2 ranks: ranks agree, after every generation vLLM holds the policy's
+    merged weights (from step 2 on no longer π_ref's), and the step-4 adapter checkpoint loads back as the policy."""
+    output_dir, ranks = runs("vllm", setup, policy=policy)
     assert [rank["global_step"] for rank in ranks] == [4, 4]
-    _assert_equal(ranks[0]["policy"], ranks[1]["policy"], "vBoN vLLM policy: rank 0 vs rank 1")
+    _assert_equal(ranks[0]["policy"], ranks[1]["policy"], f"vLLM {setup} policy: rank 0 vs rank 1")
+    saved = _saved_adapter(output_dir / "checkpoint-4")
+    _assert_equal(saved, ranks[0]["policy"], f"vLLM {setup}: checkpoint-4 adapter vs final policy")
     for rank in ranks:
         records = rank["vllm_routing"]
         assert [record["active"] for record in records] == ["default"] * 4  # one generation per step
@@ -259,9 +322,16 @@ def test_vllm_vbon_colocate_joins_a_vllm_reference_cache(runs, vllm_policy, vllm
             assert record["default"] < 1e-2, record  # vLLM holds the policy's merged weights (bf16 rounding)
             if index >= 1:  # the policy moved at step 1: vLLM no longer holds π_ref's weights
                 assert record["base"] > 10 * record["default"], record
-    policy = [record["default"] for rank in ranks for record in rank["vllm_routing"]]
+    held = [record["default"] for rank in ranks for record in rank["vllm_routing"]]
     base = [record["base"] for rank in ranks for record in rank["vllm_routing"][1:]]
-    print(f"vBoN vLLM: vs the policy ≤ {max(policy):.1e}, vs π_ref from step 2 {min(base):.1e}–{max(base):.1e}")
+    print(f"vLLM {setup}: vs the policy ≤ {max(held):.1e}, vs π_ref from step 2 {min(base):.1e}–{max(base):.1e}")
+
+
+@vllm_tier
+def test_vllm_colocate_rloo_lora_control(runs, vllm_policy):
+    """TRL's RLOO (the control) under vLLM colocate: TRL merges the adapter and loads the policy into vLLM before
+    each generation, as J-BOND must for its policy slot."""
+    _check_vllm_policy_run(runs, "rloo-lora", vllm_policy)
 
 
 @vllm_tier

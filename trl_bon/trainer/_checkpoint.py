@@ -311,6 +311,7 @@ class CheckpointMixin:
             if should_save:
                 self.state.save_to_json(str(staged / "trainer_state.json"))
         self._save_resume_state(staged)
+        self.accelerator.wait_for_everyone()  # every rank's files (its `rng_state_<rank>.pth`) are written: list them
         if should_save:
             self._write_manifest(staged, model)
             _fsync_tree(staged)
