@@ -58,7 +58,8 @@ def test_method_recipe_parses(path, tmp_path):
     assert "Hardware:" in header
     assert re.search(r"memory: ~\d+ GB \(ESTIMATE", header), header
     assert "Launch" in header and re.search(r"accelerate launch|trl-bon |trl rloo", header)
-    assert "never run" in header
+    # ... and says honestly whether it ever ran at its size (and when)
+    assert re.search(r"never run|run in full .*on \d{4}-\d{2}-\d{2}", header), header
     kind = path.parent.name
     argv = ["--config", str(path), "--output_dir", str(tmp_path)]
     if kind != "eval":
