@@ -186,6 +186,12 @@ def _scores(scorer: RewardScorer, samples, columns: dict) -> torch.Tensor:
     return scorer.weighted(per_func).double()
 
 
+def _with_sem(key: str, values: torch.Tensor) -> dict:
+    """`{key: mean, f"{key}_sem": standard error}` of `values`."""
+    mean, sem = mean_and_sem(values)
+    return {key: mean, f"{key}_sem": sem}
+
+
 def evaluate_checkpoints(
     checkpoints: Mapping[str, object],
     prompts,
@@ -290,10 +296,8 @@ def evaluate_checkpoints(
         held_out = ref_rewards[:, n:]  # independent of the BoN_n draw
         point = {
             "n": n,
-            "reward": mean_and_sem(bon_rewards[n])[0],
-            "reward_sem": mean_and_sem(bon_rewards[n])[1],
-            "win_rate_vs_ref": mean_and_sem(win_rate(bon_rewards[n], held_out))[0],
-            "win_rate_vs_ref_sem": mean_and_sem(win_rate(bon_rewards[n], held_out))[1],
+            **_with_sem("reward", bon_rewards[n]),
+            **_with_sem("win_rate_vs_ref", win_rate(bon_rewards[n], held_out)),
             "kl_bound": bon_kl_bound(n),
             "kl_estimate": mean_and_sem(log_bon_ratio(bon_rewards[n], held_out, n, smoothing))[0],
         }
@@ -319,17 +323,13 @@ def evaluate_checkpoints(
         metrics = {
             "name": name,
             "path": str(checkpoint) if isinstance(checkpoint, (str, Path)) else "<instance>",
-            "reward": mean_and_sem(rewards)[0],
-            "reward_sem": mean_and_sem(rewards)[1],
+            **_with_sem("reward", rewards),
             "log_quantile": mean_and_sem(torch.log(empirical_quantile(rewards, refs_per_sample, smoothing=smoothing)))[
                 0
             ],
-            "kl_k1": mean_and_sem(seq_log_ratio)[0],
-            "kl_k1_sem": mean_and_sem(seq_log_ratio)[1],
-            "kl_k3": mean_and_sem(k3)[0],
-            "kl_k3_sem": mean_and_sem(k3)[1],
-            "win_rate_vs_ref": mean_and_sem(win_rate(rewards, refs_per_sample))[0],
-            "win_rate_vs_ref_sem": mean_and_sem(win_rate(rewards, refs_per_sample))[1],
+            **_with_sem("kl_k1", seq_log_ratio),
+            **_with_sem("kl_k3", k3),
+            **_with_sem("win_rate_vs_ref", win_rate(rewards, refs_per_sample)),
             "win_rate_vs_ref_strict_first": float((rewards > refs_per_sample[:, 0]).double().mean()),
             "completion_length": float(mask.sum(-1).mean()),
             "example": {"prompt": samples.prompts[0], "completion": samples.completions[0]},
