@@ -32,22 +32,23 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TASK = Path.home() / ".cache" / "trl-bon-convergence"
-RECIPE = "convergence_gpt2_tiny"  # recipes/<method>/convergence_gpt2_tiny.yaml, recipes/eval/...
-BON_SFT_BUDGET = 28_800  # completions an online run samples: 300 steps x 96; BoN-SFT gets 28,800 / N prompts
+# --task: recipes/<method>/convergence_<task>.yaml (and recipes/eval/...), the folder its setup script builds, and the
+# setup steps that must have finished
+TASKS = {
+    "gpt2_tiny": (".cache/trl-bon-convergence", "convergence_setup.py", ("pretrain", "prompts", "reward", "judge")),
+    "smollm2": (".cache/trl-bon-replication", "replication_setup.py", ("policy", "prompts", "reward", "judge")),
+}
 
 
-def bon_sft(n: int) -> tuple[str, dict]:
-    return "bon_sft", {
-        "num_candidates": n,
-        "datasets": [{"path": "prompts", "split": f"train[:{BON_SFT_BUDGET // n}]"}],
-    }
+def bon_sft(n: int) -> tuple[str, dict]:  # its prompts: see run_config (the online runs' sampling budget / N)
+    return "bon_sft", {"num_candidates": n}
 
 
 VARIANTS = {
@@ -91,7 +92,13 @@ JUDGE = "vader"  # evaluation-only judge: `trl-bon eval --judge_funcs vader=reci
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task-dir", default=str(DEFAULT_TASK), help="what benchmarks/convergence_setup.py built")
+    parser.add_argument(
+        "--task",
+        default="gpt2_tiny",
+        choices=tuple(TASKS),
+        help="gpt2_tiny: convergence_setup.py's 1.1M-parameter GPT-2; smollm2: replication_setup.py's SmolLM2-135M",
+    )
+    parser.add_argument("--task-dir", default=None, help="the folder the task's setup script built (default ~/<its>)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--variants", nargs="+", default=None, choices=tuple(VARIANTS), help="default: all")
     parser.add_argument("--smoke", action="store_true", help="tiny runs of one variant per method (tests)")
@@ -119,14 +126,20 @@ def log(message: str) -> None:
     print(f"[convergence {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def recipe(method: str) -> dict:
-    return yaml.safe_load((REPO / "recipes" / method / f"{RECIPE}.yaml").read_text())
+def recipe(method: str, task_name: str = "gpt2_tiny") -> dict:
+    return yaml.safe_load((REPO / "recipes" / method / f"convergence_{task_name}.yaml").read_text())
 
 
-def run_config(variant: str, seed: int, run_dir: Path, smoke: bool, max_steps: int | None = None) -> dict:
+def run_config(
+    variant: str, seed: int, run_dir: Path, smoke: bool, max_steps: int | None = None, task_name: str = "gpt2_tiny"
+) -> dict:
     """The method's recipe with the variant's changes (and the smoke size or a step cap), for one seed and run."""
     method, changes = VARIANTS[variant]
-    config = {**recipe(method), **changes, "seed": seed, "output_dir": str(run_dir)}
+    config = {**recipe(method, task_name), **changes, "seed": seed, "output_dir": str(run_dir)}
+    if method == "bon_sft":  # the completions a J-BOND run samples (steps x batch), spent on budget / N prompts
+        online = recipe("jbond", task_name)
+        prompts = online["max_steps"] * online["per_device_train_batch_size"] // config["num_candidates"]
+        config["datasets"] = [{"path": "prompts", "split": f"train[:{prompts}]"}]
     if smoke:
         config.update({**SMOKE["train"], **SMOKE[method]})
     if max_steps is not None:
@@ -166,7 +179,15 @@ def execute(command: list[str], config: dict, folder: Path, task: Path, extra=()
     return {"wall": time.perf_counter() - start, "cpu": used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime}
 
 
-def train(variant: str, seed: int, out: Path, task: Path, smoke: bool, max_steps: int | None = None) -> dict:
+def train(
+    variant: str,
+    seed: int,
+    out: Path,
+    task: Path,
+    smoke: bool,
+    max_steps: int | None = None,
+    task_name: str = "gpt2_tiny",
+) -> dict:
     run_dir = out / f"seed{seed}" / variant
     done = run_dir / "done.json"
     if done.is_file():
@@ -175,7 +196,7 @@ def train(variant: str, seed: int, out: Path, task: Path, smoke: bool, max_steps
         log(f"{run_dir} was interrupted: deleting it and running again")
         shutil.rmtree(run_dir)
     method = VARIANTS[variant][0]
-    config = run_config(variant, seed, run_dir, smoke, max_steps)
+    config = run_config(variant, seed, run_dir, smoke, max_steps, task_name)
     log(f"seed {seed} {variant}: training")
     seconds = {}
     if method == "vbon":
@@ -187,18 +208,21 @@ def train(variant: str, seed: int, out: Path, task: Path, smoke: bool, max_steps
     return info
 
 
-def train_all(seeds, variants, out: Path, task: Path, smoke: bool, max_steps: int | None, jobs: int) -> dict:
+def train_all(
+    seeds, variants, out: Path, task: Path, smoke: bool, max_steps: int | None, jobs: int, task_name: str = "gpt2_tiny"
+) -> dict:
     """Every (seed, variant) run, `jobs` at a time; a seed's vBoN variants form one chain (they share the seed's
     reference cache, which the first one builds). Returns {"seed<S>/<variant>": done.json}."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    vbon = [v for v in variants if VARIANTS[v][0] == "vbon"]
     chains = []
-    for seed in seeds:
-        vbon = [v for v in variants if VARIANTS[v][0] == "vbon"]
-        chains += [[(seed, v)] for v in variants if v not in vbon] + ([[(seed, v) for v in vbon]] if vbon else [])
+    for variant in variants:  # variant by variant, each over all seeds: a stopped protocol has whole variants
+        if variant not in vbon:
+            chains += [[(seed, variant)] for seed in seeds]
+        elif variant == vbon[0]:
+            chains += [[(seed, v) for v in vbon] for seed in seeds]
 
     def run_chain(chain):
-        return {f"seed{seed}/{v}": train(v, seed, out, task, smoke, max_steps) for seed, v in chain}
+        return {f"seed{seed}/{v}": train(v, seed, out, task, smoke, max_steps, task_name) for seed, v in chain}
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         done = [future.result() for future in [pool.submit(run_chain, chain) for chain in chains]]
@@ -219,12 +243,14 @@ def budget(method: str, config: dict) -> dict:
     return {"prompts_per_step": batch // per_prompt, "completions_per_step": batch, "steps": config["max_steps"]}
 
 
-def evaluate(seed: int, variants: list[str], out: Path, task: Path, smoke: bool) -> dict | None:
+def evaluate(
+    seed: int, variants: list[str], out: Path, task: Path, smoke: bool, task_name: str = "gpt2_tiny"
+) -> dict | None:
     """`trl-bon eval` of every finished checkpoint of one seed, the judge scoring the same samples."""
     entries = [f"{v}={out / f'seed{seed}' / v}" for v in variants if (out / f"seed{seed}" / v / "done.json").is_file()]
     if not entries:
         return None
-    config = {**yaml.safe_load((REPO / "recipes" / "eval" / f"{RECIPE}.yaml").read_text()), "seed": seed}
+    config = {**recipe("eval", task_name), "seed": seed}
     config["no_progress"] = True
     if smoke:
         config.update(SMOKE["eval"])
@@ -400,25 +426,24 @@ def figures(per_seed: dict, out: Path) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    task = Path(args.task_dir).expanduser().resolve()
-    for step in ("pretrain", "prompts", "reward", "judge"):
+    home, setup, steps = TASKS[args.task]
+    task = Path(args.task_dir or Path.home() / home).expanduser().resolve()
+    for step in steps:
         if not (task / "steps" / f"{step}.json").is_file():
-            raise SystemExit(
-                f"{task} is not a built task (step {step!r} missing): run benchmarks/convergence_setup.py"
-            )
+            raise SystemExit(f"{task} is not a built task (step {step!r} missing): run benchmarks/{setup}")
     variants = list(args.variants or (SMOKE_VARIANTS if args.smoke else VARIANTS))
     default_name = "smoke" if args.smoke else f"steps{args.max_steps}" if args.max_steps else "protocol"
     out = task / "runs" / (args.name or default_name)
     per_seed, timings = {}, {}
     if not args.report:
-        timings = train_all(args.seeds, variants, out, task, args.smoke, args.max_steps, args.jobs)
-    for seed in args.seeds:
-        if not args.skip_eval:
-            results = evaluate(seed, variants, out, task, args.smoke) if not args.report else None
-            if args.report and (out / f"seed{seed}" / "eval" / "results.json").is_file():
-                results = json.loads((out / f"seed{seed}" / "eval" / "results.json").read_text())
-            if results:
-                per_seed[seed] = results
+        timings = train_all(args.seeds, variants, out, task, args.smoke, args.max_steps, args.jobs, args.task)
+    if args.report:
+        found = {seed: out / f"seed{seed}" / "eval" / "results.json" for seed in args.seeds}
+        per_seed = {seed: json.loads(path.read_text()) for seed, path in found.items() if path.is_file()}
+    elif not args.skip_eval:  # the seeds' evaluations run `jobs` at a time, like the training runs
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            evaluations = pool.map(lambda seed: evaluate(seed, variants, out, task, args.smoke, args.task), args.seeds)
+            per_seed = {seed: results for seed, results in zip(args.seeds, evaluations) if results}
     if not per_seed:
         log("no finished evaluation to report")
         return None

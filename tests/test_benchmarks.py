@@ -223,3 +223,33 @@ def test_smoke_protocol_trains_evaluates_and_resumes(driver, task):
 def test_driver_refuses_an_unbuilt_task(driver, tmp_path):
     with pytest.raises(SystemExit, match="convergence_setup.py"):
         driver.main(["--task-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="replication_setup.py"):
+        driver.main(["--task", "smollm2", "--task-dir", str(tmp_path)])
+
+
+def test_runs_go_variant_by_variant_with_a_seeds_vbon_runs_chained(driver, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(driver, "train", lambda variant, seed, *args: calls.append((variant, seed)) or {})
+    variants = ["jbond_fixed", "vbon_n4", "rloo_beta0.1", "vbon_n8"]
+    driver.train_all([0, 1], variants, tmp_path, tmp_path, False, None, jobs=1)
+    # a protocol stopped early has whole variants (every seed), not whole seeds; vBoN N=8 reuses N=4's cache
+    assert calls == [
+        ("jbond_fixed", 0),
+        ("jbond_fixed", 1),
+        ("vbon_n4", 0),
+        ("vbon_n8", 0),
+        ("vbon_n4", 1),
+        ("vbon_n8", 1),
+        ("rloo_beta0.1", 0),
+        ("rloo_beta0.1", 1),
+    ]
+
+
+def test_smollm2_recipes_share_the_variants_and_the_sampling_budget(driver, tmp_path):
+    jbond = driver.run_config("jbond_eta0.1", 1, tmp_path, smoke=False, task_name="smollm2")
+    assert jbond["anchor_ema_rate"] == 0.1 and jbond["use_peft"] and jbond["model_name_or_path"] == "policy"
+    budget = jbond["max_steps"] * jbond["per_device_train_batch_size"]
+    sft = driver.run_config("bon_sft_n8", 1, tmp_path, smoke=False, task_name="smollm2")
+    assert sft["datasets"] == [{"path": "prompts", "split": f"train[:{budget // 8}]"}]
+    rloo = driver.run_config("rloo_beta0.3", 1, tmp_path, smoke=False, task_name="smollm2")
+    assert rloo["per_device_train_batch_size"] == jbond["per_device_train_batch_size"] and rloo["beta"] == 0.3
