@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -165,18 +164,20 @@ def execute(command: list[str], config: dict, folder: Path, task: Path, extra=()
     env = dict(os.environ, TRL_BON_LAUNCH="0", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_DISABLED="true")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), str(task / "site"), env.get("PYTHONPATH")) if p)
     argv = [sys.executable, *command, "--config", str(folder / "config.yaml"), *extra]
-    start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
     with open(folder / "log.txt", "a") as out:
         out.write("$ " + " ".join(argv) + "\n")
         out.flush()
-        proc = subprocess.run(argv, cwd=task, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, cwd=task, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # this child's own CPU time: RUSAGE_CHILDREN would also count the other jobs' runs that end meanwhile
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         tail = (folder / "log.txt").read_text().splitlines()[-30:]
         raise SystemExit(
             f"{' '.join(argv)} failed (exit {proc.returncode}); log {folder / 'log.txt'}:\n" + "\n".join(tail)
         )
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"wall": time.perf_counter() - start, "cpu": used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime}
+    return {"wall": time.perf_counter() - start, "cpu": usage.ru_utime + usage.ru_stime}
 
 
 def train(

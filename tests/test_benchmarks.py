@@ -253,3 +253,16 @@ def test_smollm2_recipes_share_the_variants_and_the_sampling_budget(driver, tmp_
     assert sft["datasets"] == [{"path": "prompts", "split": f"train[:{budget // 8}]"}]
     rloo = driver.run_config("rloo_beta0.3", 1, tmp_path, smoke=False, task_name="smollm2")
     assert rloo["per_device_train_batch_size"] == jbond["per_device_train_batch_size"] and rloo["beta"] == 0.3
+
+
+def test_each_run_is_charged_only_its_own_cpu_time(driver, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    busy = ["-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"]
+    idle = ["-c", "import time; time.sleep(1.5)"]
+    with ThreadPoolExecutor(2) as pool:  # the busy run starts and ends while the idle one runs, as with --jobs 2
+        waiting = pool.submit(driver.execute, idle, {}, tmp_path / "idle", tmp_path)
+        working = pool.submit(driver.execute, busy, {}, tmp_path / "busy", tmp_path)
+        idle_seconds, busy_seconds = waiting.result(), working.result()
+    assert busy_seconds["cpu"] >= 0.5 and idle_seconds["wall"] >= 1.5
+    assert idle_seconds["cpu"] < 0.4, idle_seconds  # RUSAGE_CHILDREN would have charged it the busy run's 0.5 s
