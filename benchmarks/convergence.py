@@ -44,6 +44,7 @@ TASKS = {
     "gpt2_tiny": (".cache/trl-bon-convergence", "convergence_setup.py", ("pretrain", "prompts", "reward", "judge")),
     "smollm2": (".cache/trl-bon-replication", "replication_setup.py", ("policy", "prompts", "reward", "judge")),
 }
+DEFAULT_TASK = "gpt2_tiny"
 
 
 def bon_sft(n: int) -> tuple[str, dict]:  # its prompts: see run_config (the online runs' sampling budget / N)
@@ -93,7 +94,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--task",
-        default="gpt2_tiny",
+        default=DEFAULT_TASK,
         choices=tuple(TASKS),
         help="gpt2_tiny: convergence_setup.py's 1.1M-parameter GPT-2; smollm2: replication_setup.py's SmolLM2-135M",
     )
@@ -125,12 +126,12 @@ def log(message: str) -> None:
     print(f"[convergence {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def recipe(method: str, task_name: str = "gpt2_tiny") -> dict:
+def recipe(method: str, task_name: str = DEFAULT_TASK) -> dict:
     return yaml.safe_load((REPO / "recipes" / method / f"convergence_{task_name}.yaml").read_text())
 
 
 def run_config(
-    variant: str, seed: int, run_dir: Path, smoke: bool, max_steps: int | None = None, task_name: str = "gpt2_tiny"
+    variant: str, seed: int, run_dir: Path, smoke: bool, max_steps: int | None = None, task_name: str = DEFAULT_TASK
 ) -> dict:
     """The method's recipe with the variant's changes (and the smoke size or a step cap), for one seed and run."""
     method, changes = VARIANTS[variant]
@@ -187,7 +188,7 @@ def train(
     task: Path,
     smoke: bool,
     max_steps: int | None = None,
-    task_name: str = "gpt2_tiny",
+    task_name: str = DEFAULT_TASK,
 ) -> dict:
     run_dir = out / f"seed{seed}" / variant
     done = run_dir / "done.json"
@@ -210,7 +211,14 @@ def train(
 
 
 def train_all(
-    seeds, variants, out: Path, task: Path, smoke: bool, max_steps: int | None, jobs: int, task_name: str = "gpt2_tiny"
+    seeds,
+    variants,
+    out: Path,
+    task: Path,
+    smoke: bool,
+    max_steps: int | None,
+    jobs: int,
+    task_name: str = DEFAULT_TASK,
 ) -> dict:
     """Every (seed, variant) run, `jobs` at a time; a seed's vBoN variants form one chain (they share the seed's
     reference cache, which the first one builds). Returns {"seed<S>/<variant>": done.json}."""
@@ -245,7 +253,7 @@ def budget(method: str, config: dict) -> dict:
 
 
 def evaluate(
-    seed: int, variants: list[str], out: Path, task: Path, smoke: bool, task_name: str = "gpt2_tiny"
+    seed: int, variants: list[str], out: Path, task: Path, smoke: bool, task_name: str = DEFAULT_TASK
 ) -> dict | None:
     """`trl-bon eval` of every finished checkpoint of one seed, the judge scoring the same samples."""
     entries = [f"{v}={out / f'seed{seed}' / v}" for v in variants if (out / f"seed{seed}" / v / "done.json").is_file()]
