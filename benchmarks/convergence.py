@@ -15,6 +15,7 @@ that seed on the held-out prompts (reference samples, Best-of-N points, KL, win 
     OMP_NUM_THREADS=1 python benchmarks/convergence.py --seeds 0 1 2 --jobs 2   # the protocol (13 variants × 3 seeds)
     python benchmarks/convergence.py --seeds 0 --variants jbond_eta0.02 rloo_beta0.03   # a subset
     python benchmarks/convergence.py --seeds 0 1 2 --report        # print the tables of what finished
+    python benchmarks/convergence.py --seeds 0 --name sweeps --variants jbond_lr3e-5 jbond_backward   # SWEEPS
     python benchmarks/convergence.py --smoke                       # ~2 min: one tiny run per method, 1 seed
 
 Resumable run by run: a run is finished when its `done.json` exists; a run folder without it (interrupted) is
@@ -63,6 +64,17 @@ VARIANTS = {
     "bon_sft_n16": bon_sft(16),
     **{f"rloo_beta{b:g}": ("rloo", {"beta": b}) for b in (0.01, 0.03, 0.1, 0.3)},
 }
+# Sweeps: not part of the protocol (`--variants` runs them, best into their own `--name` folder). Each changes one
+# thing of J-BOND's recipe to test one explanation of its distance to the Best-of-N curve: gradient noise (lower
+# learning rate, twice the prompts per step), the variance of the forward term (backward KL only, Jeffreys β = 1),
+# the distance to the anchor (γ = anchor_kl_coef > 0, eq. 19).
+SWEEPS = {
+    "jbond_lr3e-5": ("jbond", {"learning_rate": 3e-5}),
+    "jbond_batch64": ("jbond", {"per_device_train_batch_size": 192}),
+    "jbond_backward": ("jbond", {"jeffreys_beta": 1.0}),
+    "jbond_gamma0.1": ("jbond", {"anchor_kl_coef": 0.1}),
+}
+RUNNABLE = {**VARIANTS, **SWEEPS}
 SMOKE_VARIANTS = ("jbond_eta0.02", "vbon_n4", "bon_sft_n4", "rloo_beta0.03")
 # Smoke size: a few steps of a few prompts, 8-token completions; applied on top of every variant.
 SMOKE = {
@@ -100,7 +112,13 @@ def parse_args(argv=None):
     )
     parser.add_argument("--task-dir", default=None, help="the folder the task's setup script built (default ~/<its>)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--variants", nargs="+", default=None, choices=tuple(VARIANTS), help="default: all")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        choices=tuple(RUNNABLE),
+        help="default: the protocol's 13 (sweeps only when named)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny runs of one variant per method (tests)")
     parser.add_argument("--name", default=None, help="output folder under <task>/runs (default: protocol / smoke)")
     parser.add_argument(
@@ -134,7 +152,7 @@ def run_config(
     variant: str, seed: int, run_dir: Path, smoke: bool, max_steps: int | None = None, task_name: str = DEFAULT_TASK
 ) -> dict:
     """The method's recipe with the variant's changes (and the smoke size or a step cap), for one seed and run."""
-    method, changes = VARIANTS[variant]
+    method, changes = RUNNABLE[variant]
     config = {**recipe(method, task_name), **changes, "seed": seed, "output_dir": str(run_dir)}
     if method == "bon_sft":  # the completions a J-BOND run samples (steps x batch), spent on budget / N prompts
         online = recipe("jbond", task_name)
@@ -197,7 +215,7 @@ def train(
     if run_dir.exists():
         log(f"{run_dir} was interrupted: deleting it and running again")
         shutil.rmtree(run_dir)
-    method = VARIANTS[variant][0]
+    method = RUNNABLE[variant][0]
     config = run_config(variant, seed, run_dir, smoke, max_steps, task_name)
     log(f"seed {seed} {variant}: training")
     seconds = {}
@@ -222,7 +240,7 @@ def train_all(
 ) -> dict:
     """Every (seed, variant) run, `jobs` at a time; a seed's vBoN variants form one chain (they share the seed's
     reference cache, which the first one builds). Returns {"seed<S>/<variant>": done.json}."""
-    vbon = [v for v in variants if VARIANTS[v][0] == "vbon"]
+    vbon = [v for v in variants if RUNNABLE[v][0] == "vbon"]
     chains = []
     for variant in variants:  # variant by variant, each over all seeds: a stopped protocol has whole variants
         if variant not in vbon:
