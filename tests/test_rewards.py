@@ -292,7 +292,7 @@ class TestPromptsAndSettings:
         chat = [{"role": "user", "content": "hi"}]
         with pytest.raises(ValueError, match=r"mix plain text \(e.g. row 0\) and conversations \(e.g. row 1\)"):
             best_of_n(sampler, ["the cat", chat], length_reward, n=2)
-        with pytest.raises(ValueError, match="Prompt 1 is the empty string"):
+        with pytest.raises(ValueError, match=r"`prompts` has 1 empty prompt\(s\) \(rows \[1\]\)"):
             best_of_n(sampler, ["the cat", ""], length_reward, n=2)
 
     @pytest.mark.parametrize(

@@ -139,6 +139,16 @@ def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> li
     return tokenizer(text=prompts)["input_ids"]
 
 
+def check_no_empty_prompts(prompts, name: str) -> None:
+    """Reject empty text prompts: `generate` gets no input token (an `IndexError` deep inside it)."""
+    empty = [i for i, prompt in enumerate(prompts) if isinstance(prompt, str) and not prompt.strip()]
+    if empty:
+        raise ValueError(
+            f"`{name}` has {len(empty)} empty prompt(s) (rows {empty[:5]}); generation needs at least one prompt "
+            "token. Drop them, e.g. `dataset.filter(lambda x: x['prompt'].strip() != '')`."
+        )
+
+
 def check_prompts(prompts: list) -> None:
     """Refuse an empty prompt list, mixed text/chat prompts and empty prompts, naming the first offending row."""
     if not prompts:
@@ -150,9 +160,8 @@ def check_prompts(prompts: list) -> None:
             f"The prompts mix plain text (e.g. row {first_text}) and conversations (e.g. row {first_chat}); use one "
             "format for all rows: strings, or lists of `{'role', 'content'}` messages."
         )
+    check_no_empty_prompts(prompts, "prompts")
     for i, prompt in enumerate(prompts):
-        if isinstance(prompt, str) and not prompt:
-            raise ValueError(f"Prompt {i} is the empty string; remove empty prompts from the data.")
         if (
             not isinstance(prompt, (str, list))
             or isinstance(prompt, list)

@@ -140,7 +140,7 @@ def test_empty_prompts(kind, tmp_path):
 
 
 def test_best_of_n_refuses_empty_prompts_before_generating(tiny_kit):
-    with pytest.raises(ValueError, match="Prompt 1 is the empty string; remove empty prompts"):
+    with pytest.raises(ValueError, match=r"`prompts` has 2 empty prompt\(s\) \(rows \[1, 3\]\).*dataset.filter"):
         _best_of_n(tiny_kit["policy"], EMPTY_PROMPTS)
 
 

@@ -2,6 +2,8 @@
 
 import warnings
 
+from ..sampling import check_no_empty_prompts
+
 
 def warn_if_bf16_on_cpu(args) -> None:
     """Warn when TRL's default `bf16=True` would train on a CPU.
@@ -61,16 +63,6 @@ def check_writable_dir(directory: str, name: str = "output_dir") -> None:
             f"`{name}` ({directory}) is not writable ({error.strerror or error}); checkpoints and results go there. "
             f"Pass a writable `{name}`, or fix the folder's permissions / free disk space."
         ) from error
-
-
-def check_no_empty_prompts(prompts, name: str) -> None:
-    """Reject empty text prompts: `generate` gets no input token (an `IndexError` deep inside it)."""
-    empty = [i for i, prompt in enumerate(prompts) if isinstance(prompt, str) and not prompt.strip()]
-    if empty:
-        raise ValueError(
-            f"`{name}` has {len(empty)} empty prompt(s) (rows {empty[:5]}); generation needs at least one prompt "
-            "token. Drop them, e.g. `dataset.filter(lambda x: x['prompt'].strip() != '')`."
-        )
 
 
 def check_prompts(dataset, name: str, prompts_per_batch: int | None = None) -> None:
