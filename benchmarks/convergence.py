@@ -161,8 +161,7 @@ def run_config(
     if smoke:
         config.update({**SMOKE["train"], **SMOKE[method]})
     if max_steps is not None:
-        per_prompt = {"jbond": 3, "bon_sft": 1}.get(method, config.get("num_generations", 2))
-        prompts = max_steps * config["per_device_train_batch_size"] // per_prompt
+        prompts = max_steps * config["per_device_train_batch_size"] // completions_per_prompt(method, config)
         if method == "bon_sft":
             prompts //= config["num_train_epochs"]
         else:
@@ -265,9 +264,15 @@ def budget(method: str, config: dict) -> dict:
             "prompts_per_step": config["per_device_train_batch_size"],
             "completions_sampled": prompts * config["num_candidates"],
         }
-    per_prompt = 3 if method == "jbond" else config.get("num_generations", 2)
     batch = config["per_device_train_batch_size"]
-    return {"prompts_per_step": batch // per_prompt, "completions_per_step": batch, "steps": config["max_steps"]}
+    prompts = batch // completions_per_prompt(method, config)
+    return {"prompts_per_step": prompts, "completions_per_step": batch, "steps": config["max_steps"]}
+
+
+def completions_per_prompt(method: str, config: dict) -> int:
+    """Completions in a training batch per prompt: J-BOND's 1 policy + 2 anchor samples, BoN-SFT's one best
+    sample, vBoN's and RLOO's `num_generations`."""
+    return {"jbond": 3, "bon_sft": 1}.get(method, config.get("num_generations", 2))
 
 
 def evaluate(
