@@ -15,7 +15,7 @@ that seed on the held-out prompts (reference samples, Best-of-N points, KL, win 
     OMP_NUM_THREADS=1 python benchmarks/convergence.py --seeds 0 1 2 --jobs 2   # the protocol (13 variants × 3 seeds)
     python benchmarks/convergence.py --seeds 0 --variants jbond_eta0.02 rloo_beta0.03   # a subset
     python benchmarks/convergence.py --seeds 0 1 2 --report        # print the tables of what finished
-    python benchmarks/convergence.py --seeds 0 --name sweeps --variants jbond_lr3e-5 jbond_backward   # SWEEPS
+    python benchmarks/convergence.py --seeds 0 --name sweeps --variants jbond_fixed_forward jbond_lr3e-5   # SWEEPS
     python benchmarks/convergence.py --smoke                       # ~2 min: one tiny run per method, 1 seed
 
 Resumable run by run: a run is finished when its `done.json` exists; a run folder without it (interrupted) is
@@ -64,14 +64,17 @@ VARIANTS = {
     "bon_sft_n16": bon_sft(16),
     **{f"rloo_beta{b:g}": ("rloo", {"beta": b}) for b in (0.01, 0.03, 0.1, 0.3)},
 }
-# Sweeps: not part of the protocol (`--variants` runs them, best into their own `--name` folder). Each changes one
-# thing of J-BOND's recipe to test one explanation of its distance to the Best-of-N curve: gradient noise (lower
-# learning rate, twice the prompts per step), the variance of the forward term (backward KL only, Jeffreys β = 1),
-# the distance to the anchor (γ = anchor_kl_coef > 0, eq. 19).
+# Sweeps: not part of the protocol (`--variants` runs them, best into their own `--name` folder). Each changes J-BOND's
+# recipe to test one explanation of the policies' distance to the Best-of-N curve. With the fixed anchor the target is
+# exactly Best-of-2 of π_ref, so the distance to it is measured directly: gradient noise (a lower learning rate, twice
+# the prompts per step), the estimator (forward term only, Jeffreys β = 0: maximum likelihood on Best-of-2 samples;
+# backward term only, β = 1), the pull to the anchor (γ = anchor_kl_coef, eq. 19).
 SWEEPS = {
+    "jbond_fixed_lr3e-5": ("jbond", {"anchor": "fixed", "learning_rate": 3e-5}),
+    "jbond_fixed_forward": ("jbond", {"anchor": "fixed", "jeffreys_beta": 0.0}),
+    "jbond_fixed_backward": ("jbond", {"anchor": "fixed", "jeffreys_beta": 1.0}),
     "jbond_lr3e-5": ("jbond", {"learning_rate": 3e-5}),
     "jbond_batch64": ("jbond", {"per_device_train_batch_size": 192}),
-    "jbond_backward": ("jbond", {"jeffreys_beta": 1.0}),
     "jbond_gamma0.1": ("jbond", {"anchor_kl_coef": 0.1}),
 }
 RUNNABLE = {**VARIANTS, **SWEEPS}

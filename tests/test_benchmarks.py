@@ -255,7 +255,7 @@ def test_smollm2_recipes_share_the_variants_and_the_sampling_budget(driver, tmp_
     assert rloo["per_device_train_batch_size"] == jbond["per_device_train_batch_size"] and rloo["beta"] == 0.3
 
 
-def test_sweeps_run_only_when_named_and_change_one_thing_of_jbond(driver, tmp_path):
+def test_sweeps_run_only_when_named_and_are_valid_jbond_configs(driver, tmp_path):
     import dataclasses
 
     from trl_bon import JBondConfig
