@@ -179,7 +179,8 @@ def run_config(
 
 def execute(command: list[str], config: dict, folder: Path, task: Path, extra=()) -> dict:
     """Write `config.yaml` into `folder`, run `python <command> --config it` from the task folder; return its wall
-    and CPU seconds (CPU time, user + system, is what an idle machine would spend; wall time depends on the load)."""
+    and CPU seconds (CPU time, user + system, is what an idle machine would spend; wall time depends on the load)
+    and peak memory."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = dict(os.environ, TRL_BON_LAUNCH="0", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_DISABLED="true")
@@ -198,7 +199,12 @@ def execute(command: list[str], config: dict, folder: Path, task: Path, extra=()
         raise SystemExit(
             f"{' '.join(argv)} failed (exit {proc.returncode}); log {folder / 'log.txt'}:\n" + "\n".join(tail)
         )
-    return {"wall": time.perf_counter() - start, "cpu": usage.ru_utime + usage.ru_stime}
+    # ru_maxrss: the run's peak resident memory (KiB on Linux), what a recipe's "expected peak memory" should say
+    return {
+        "wall": time.perf_counter() - start,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+    }
 
 
 def train(

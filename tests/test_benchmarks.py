@@ -284,3 +284,4 @@ def test_each_run_is_charged_only_its_own_cpu_time(driver, tmp_path):
         idle_seconds, busy_seconds = waiting.result(), working.result()
     assert busy_seconds["cpu"] >= 0.5 and idle_seconds["wall"] >= 1.5
     assert idle_seconds["cpu"] < 0.4, idle_seconds  # RUSAGE_CHILDREN would have charged it the busy run's 0.5 s
+    assert 1 < idle_seconds["peak_rss_mib"] < 1000  # a bare interpreter's own peak, in MiB
