@@ -68,7 +68,7 @@ VARIANTS = {
 # recipe to test one explanation of the policies' distance to the Best-of-N curve. With the fixed anchor the target is
 # exactly Best-of-2 of π_ref, so the distance to it is measured directly: gradient noise (a lower learning rate, twice
 # the prompts per step), the estimator (forward term only, Jeffreys β = 0: maximum likelihood on Best-of-2 samples;
-# backward term only, β = 1), the pull to the anchor (γ = anchor_kl_coef, eq. 19).
+# backward term only, β = 1), the pull to the anchor (γ = anchor_kl_coef, eq. 19). And RLOO without dropout.
 SWEEPS = {
     "jbond_fixed_lr3e-5": ("jbond", {"anchor": "fixed", "learning_rate": 3e-5}),
     "jbond_fixed_forward": ("jbond", {"anchor": "fixed", "jeffreys_beta": 0.0}),
@@ -76,6 +76,8 @@ SWEEPS = {
     "jbond_lr3e-5": ("jbond", {"learning_rate": 3e-5}),
     "jbond_batch64": ("jbond", {"per_device_train_batch_size": 192}),
     "jbond_gamma0.1": ("jbond", {"anchor_kl_coef": 0.1}),
+    # TRL's RLOO keeps the policy's dropout on by default (J-BOND and vBoN force it off): what does that cost RLOO?
+    **{f"rloo_beta{b:g}_nodropout": ("rloo", {"beta": b, "disable_dropout": True}) for b in (0.03, 0.1)},
 }
 RUNNABLE = {**VARIANTS, **SWEEPS}
 SMOKE_VARIANTS = ("jbond_eta0.02", "vbon_n4", "bon_sft_n4", "rloo_beta0.03")

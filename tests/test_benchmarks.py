@@ -255,22 +255,28 @@ def test_smollm2_recipes_share_the_variants_and_the_sampling_budget(driver, tmp_
     assert rloo["per_device_train_batch_size"] == jbond["per_device_train_batch_size"] and rloo["beta"] == 0.3
 
 
-def test_sweeps_run_only_when_named_and_are_valid_jbond_configs(driver, tmp_path):
+def test_sweeps_run_only_when_named_and_are_valid_configs(driver, tmp_path):
     import dataclasses
+
+    from trl import RLOOConfig
 
     from trl_bon import JBondConfig
 
     assert driver.parse_args(["--seeds", "0"]).variants is None  # the default: the protocol's variants only
     assert not set(driver.SWEEPS) & set(driver.VARIANTS)
     assert driver.parse_args(["--variants", "jbond_batch64"]).variants == ["jbond_batch64"]
-    recipe = driver.run_config("jbond_eta0.02", 0, tmp_path, smoke=False)
-    fields = {f.name for f in dataclasses.fields(JBondConfig)}
     for name, (method, changes) in driver.SWEEPS.items():
         config = driver.run_config(name, 0, tmp_path, smoke=False)
-        assert method == "jbond" and {k for k in config if config[k] != recipe.get(k)} == set(changes), name
-        JBondConfig(**{k: v for k, v in config.items() if k in fields})  # the trainer's validation accepts it
+        recipe = {**driver.recipe(method), "seed": 0, "output_dir": str(tmp_path)}
+        assert {k for k in config if config[k] != recipe.get(k)} <= set(changes), name  # nothing else changes
+        assert all(config[k] == v for k, v in changes.items()), name
+        config_class = {"jbond": JBondConfig, "rloo": RLOOConfig}[method]
+        fields = {f.name for f in dataclasses.fields(config_class)}
+        config_class(**{k: v for k, v in config.items() if k in fields})  # the trainer's validation accepts it
     batch64 = driver.run_config("jbond_batch64", 0, tmp_path, smoke=False)
     assert driver.budget("jbond", batch64) == {"prompts_per_step": 64, "completions_per_step": 192, "steps": 300}
+    assert driver.run_config("rloo_beta0.1_nodropout", 0, tmp_path, smoke=False)["disable_dropout"] is True
+    assert driver.recipe("rloo")["disable_dropout"] is False  # what the protocol's RLOO ran
 
 
 def test_each_run_is_charged_only_its_own_cpu_time(driver, tmp_path):
