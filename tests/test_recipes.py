@@ -54,9 +54,10 @@ def test_recipes_exist():
 def test_method_recipe_parses(path, tmp_path):
     lines = path.read_text().splitlines()
     header = "\n".join(line for line in lines[: next(i for i, text in enumerate(lines) if not text.startswith("#"))])
-    # Every header names the hardware, an expected-memory estimate (labelled as such) and the exact launch line.
+    # Every header names the hardware, its memory (an estimate labelled as such, or measured and saying so) and the
+    # exact launch line.
     assert "Hardware:" in header
-    assert re.search(r"memory: ~\d+ GB \(ESTIMATE", header), header
+    assert re.search(r"memory: ~\d+(\.\d+)? GB \((ESTIMATE|measured)", header), header
     assert "Launch" in header and re.search(r"accelerate launch|trl-bon |trl rloo", header)
     # ... and says honestly whether it ever ran at its size (and when)
     assert re.search(r"never run|run in full .*on \d{4}-\d{2}-\d{2}", header), header
