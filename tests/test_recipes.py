@@ -69,6 +69,10 @@ def test_method_recipe_parses(path, tmp_path):
     script_args, model_args = parsed[0], parsed[-2]
     config = yaml.safe_load(path.read_text())
     assert model_args.model_name_or_path == config["model_name_or_path"]
+    if kind == "eval":  # the settings `trl-bon eval` validates before sampling (N < M, ...) hold too
+        from trl_bon.scripts.evaluate import eval_options
+
+        assert max(eval_options(script_args).bon_ns) < script_args.num_reference_samples
     if kind != "eval":
         training_args = parsed[1]
         assert training_args.max_completion_length == config["max_completion_length"]

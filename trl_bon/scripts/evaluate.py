@@ -149,15 +149,11 @@ def expand_checkpoints(entries) -> dict[str, str]:
     return checkpoints
 
 
-def run(script_args, model_args, dataset_args):
-    from trl import get_quantization_config
+def eval_options(script_args):
+    """The evaluation settings of the parsed arguments, validated (before any model loads)."""
+    from trl_bon.evaluation import EvalOptions
 
-    from trl_bon.evaluation import EvalOptions, evaluate_checkpoints
-    from trl_bon.sampling import Sampler
-
-    if model_args.model_name_or_path is None:
-        raise ValueError("No reference model given. Set `--model_name_or_path` to π_ref (the SFT model trained from).")
-    options = EvalOptions(
+    return EvalOptions(
         bon_ns=as_list(script_args.bon_ns),
         num_reference_samples=script_args.num_reference_samples,
         num_policy_samples=script_args.num_policy_samples,
@@ -166,6 +162,17 @@ def run(script_args, model_args, dataset_args):
         output_dir=script_args.output_dir,
         plot=not script_args.no_plot,
     )
+
+
+def run(script_args, model_args, dataset_args):
+    from trl import get_quantization_config
+
+    from trl_bon.evaluation import evaluate_checkpoints
+    from trl_bon.sampling import Sampler
+
+    if model_args.model_name_or_path is None:
+        raise ValueError("No reference model given. Set `--model_name_or_path` to π_ref (the SFT model trained from).")
+    options = eval_options(script_args)
     reward_funcs = resolve_reward_funcs(script_args)
     judges = {}
     for entry in as_list(script_args.judge_funcs):  # `NAME=dotted.path` or `dotted.path` (named by its last part)
