@@ -2,8 +2,6 @@
 
 import warnings
 
-from ..sampling import check_no_empty_prompts
-
 
 def warn_if_bf16_on_cpu(args) -> None:
     """Warn when TRL's default `bf16=True` would train on a CPU.
@@ -87,6 +85,8 @@ def check_prompts(dataset, name: str, prompts_per_batch: int | None = None) -> N
             )
     if not isinstance(dataset, Dataset) or "prompt" not in dataset.column_names:
         return
+    from ..sampling import check_no_empty_prompts  # here, not at import: sampling imports torch
+
     check_no_empty_prompts(dataset["prompt"], name)
     if prompts_per_batch is not None and len(dataset) < prompts_per_batch:
         raise ValueError(
@@ -144,6 +144,8 @@ def check_train_prompt_lengths(trainer) -> None:
 def check_sampling_inputs(model, prompts: list, max_completion_length: int, tokenizer=None, chat_template_kwargs=None):
     """What the sampler checks before it loads `model` (a path or an instance): no empty text prompt, and every
     prompt plus `max_completion_length` fits the model's context window."""
+    from ..sampling import check_no_empty_prompts
+
     check_no_empty_prompts(prompts, "prompts")
     check_prompt_lengths(prompts, tokenizer, model, max_completion_length, "prompts", **(chat_template_kwargs or {}))
 
