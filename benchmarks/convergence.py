@@ -130,8 +130,9 @@ def parse_args(argv=None):
         "--max-steps",
         type=int,
         default=None,
-        help="timing runs: stop every run after this many optimizer steps, with as many prompts as they use (the "
-        "vBoN cache and BoN-SFT's data shrink to match); output folder steps<N>",
+        help="stop every online run after this many optimizer steps, with as many prompts as they use (the vBoN "
+        "cache shrinks to match); BoN-SFT gets the completions a J-BOND run of as many steps samples; output folder "
+        "steps<N>",
     )
     parser.add_argument(
         "--jobs",
@@ -159,18 +160,16 @@ def run_config(
     """The method's recipe with the variant's changes (and the smoke size or a step cap), for one seed and run."""
     method, changes = RUNNABLE[variant]
     config = {**recipe(method, task_name), **changes, "seed": seed, "output_dir": str(run_dir)}
-    if method == "bon_sft":  # the completions a J-BOND run samples (steps x batch), spent on budget / N prompts
+    if method == "bon_sft":  # what a J-BOND run of as many steps samples (steps x batch), on budget / N prompts
         online = recipe("jbond", task_name)
-        prompts = online["max_steps"] * online["per_device_train_batch_size"] // config["num_candidates"]
+        steps = online["max_steps"] if max_steps is None else max_steps
+        prompts = steps * online["per_device_train_batch_size"] // config["num_candidates"]
         config["datasets"] = [{"path": "prompts", "split": f"train[:{prompts}]"}]
     if smoke:
         config.update({**SMOKE["train"], **SMOKE[method]})
-    if max_steps is not None:
+    if max_steps is not None and method != "bon_sft":
+        config["max_steps"] = max_steps
         prompts = max_steps * config["per_device_train_batch_size"] // completions_per_prompt(method, config)
-        if method == "bon_sft":
-            prompts //= config["num_train_epochs"]
-        else:
-            config["max_steps"] = max_steps
         config["datasets"] = [{"path": "prompts", "split": f"train[:{prompts}]"}]
     if "datasets" in config:
         config.pop("dataset_name", None)

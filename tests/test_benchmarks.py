@@ -253,6 +253,10 @@ def test_smollm2_recipes_share_the_variants_and_the_sampling_budget(driver, tmp_
     assert sft["datasets"] == [{"path": "prompts", "split": f"train[:{budget // 8}]"}]
     rloo = driver.run_config("rloo_beta0.3", 1, tmp_path, smoke=False, task_name="smollm2")
     assert rloo["per_device_train_batch_size"] == jbond["per_device_train_batch_size"] and rloo["beta"] == 0.3
+    # a step cap shrinks BoN-SFT's data to the completions J-BOND samples in as many steps, not to as many SFT steps
+    capped = driver.run_config("bon_sft_n8", 1, tmp_path, smoke=False, max_steps=10, task_name="smollm2")
+    assert capped["datasets"] == [{"path": "prompts", "split": f"train[:{10 * 24 // 8}]"}]
+    assert driver.budget("bon_sft", capped)["completions_sampled"] == 10 * 24
 
 
 def test_sweeps_run_only_when_named_and_are_valid_configs(driver, tmp_path):
