@@ -143,7 +143,19 @@ def parse_args(argv=None):
     )
     parser.add_argument("--skip-eval", action="store_true", help="only train")
     parser.add_argument("--report", action="store_true", help="only print the tables of finished evaluations")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--from",
+        dest="sources",
+        nargs="+",
+        default=None,
+        help="with --report: pool each seed's evaluations from these folders under <task>/runs (a seed's evaluations "
+        "share its prompts and reference samples), keeping only --variants if named; the tables, pooled.json and "
+        "figures go to --name",
+    )
+    args = parser.parse_args(argv)
+    if args.sources and not args.report:
+        parser.error("--from only works with --report")
+    return args
 
 
 def log(message: str) -> None:
@@ -309,6 +321,25 @@ def evaluate(
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tables: mean ± standard error over seeds
+
+
+def load_evaluations(folders: list[Path], seed: int, variants: list[str] | None) -> dict | None:
+    """One seed's finished `trl-bon eval` results from one or more run folders, as one: their checkpoints pooled
+    (only the named variants' if given). Pooling is only sound against the same reference samples, which the
+    reference reward checks."""
+    found = [f / f"seed{seed}" / "eval" / "results.json" for f in folders]
+    results = [json.loads(path.read_text()) for path in found if path.is_file()]
+    if not results:
+        return None
+    if len({r["reference"]["reward"] for r in results}) > 1:
+        raise SystemExit(
+            f"seed {seed}: the evaluations in {', '.join(map(str, folders))} used different reference "
+            "samples (another eval recipe or task), so they cannot be pooled"
+        )
+    rows = [
+        row for r in results for row in r["checkpoints"] if not variants or row["name"].rsplit("@", 1)[0] in variants
+    ]
+    return {**results[0], "checkpoints": rows}
 
 
 def mean_sem(values: list[float]) -> tuple[float, float]:
@@ -480,8 +511,9 @@ def main(argv=None):
     if not args.report:
         timings = train_all(args.seeds, variants, out, task, args.smoke, args.max_steps, args.jobs, args.task)
     if args.report:
-        found = {seed: out / f"seed{seed}" / "eval" / "results.json" for seed in args.seeds}
-        per_seed = {seed: json.loads(path.read_text()) for seed, path in found.items() if path.is_file()}
+        folders = [task / "runs" / name for name in args.sources] if args.sources else [out]
+        loaded = {seed: load_evaluations(folders, seed, args.variants) for seed in args.seeds}
+        per_seed = {seed: results for seed, results in loaded.items() if results}
     elif not args.skip_eval:  # the seeds' evaluations run `jobs` at a time, like the training runs
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             evaluations = pool.map(lambda seed: evaluate(seed, variants, out, task, args.smoke, args.task), args.seeds)
@@ -495,6 +527,7 @@ def main(argv=None):
         text += "\n\nSampling budget per run: " + "; ".join(f"{v}: {b}" for v, b in budgets.items())
         text += "\nSeconds per run (wall, CPU): " + "; ".join(f"{v}: {t['seconds']}" for v, t in timings.items())
     print(text, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
     for name, path in figures(per_seed, out).items():
         log(f"figure {name}: {path}")
     (out / "report.json").write_text(

@@ -219,6 +219,24 @@ def test_smoke_protocol_trains_evaluates_and_resumes(driver, task):
     assert (seed / "rloo_beta0.03" / "done.json").is_file() and not (seed / "rloo_beta0.03" / "stale.txt").exists()
     assert driver.main(["--task-dir", str(root), "--smoke", *variants, "--report"])["points"] == report["points"]
 
+    # --report --from pools a seed's evaluations from several folders (same references), keeping the named variants
+    other = root / "runs" / "other" / "seed0" / "eval"
+    other.mkdir(parents=True)
+    results = json.loads((seed / "eval" / "results.json").read_text())
+    renamed = [{**row, "name": row["name"].replace("jbond_eta0.02", "jbond_lr3e-5")} for row in results["checkpoints"]]
+    (other / "results.json").write_text(json.dumps({**results, "checkpoints": renamed}))
+    pooled = ["--task-dir", str(root), "--report", "--from", "smoke", "other", "--name", "pooled"]
+    merged = driver.main([*pooled, "--variants", "rloo_beta0.03", "jbond_lr3e-5"])
+    assert set(merged["points"]) == {f"{v}@{s}" for v in ("rloo_beta0.03", "jbond_lr3e-5") for s in (1, 2)}
+    assert merged["points"]["jbond_lr3e-5@2"] == report["points"]["jbond_eta0.02@2"]
+    assert (root / "runs" / "pooled" / "pooled.json").is_file() and not (root / "runs" / "pooled" / "seed0").exists()
+    mismatched = {**results, "reference": {**results["reference"], "reward": results["reference"]["reward"] + 1}}
+    (other / "results.json").write_text(json.dumps(mismatched))
+    with pytest.raises(SystemExit, match="different reference samples"):
+        driver.main(pooled)
+    with pytest.raises(SystemExit):  # --from without --report: an argparse error
+        driver.main(["--task-dir", str(root), "--from", "smoke"])
+
 
 def test_driver_refuses_an_unbuilt_task(driver, tmp_path):
     with pytest.raises(SystemExit, match="convergence_setup.py"):
