@@ -325,13 +325,14 @@ def evaluate(
 
 def load_evaluations(folders: list[Path], seed: int, variants: list[str] | None) -> dict | None:
     """One seed's finished `trl-bon eval` results from one or more run folders, as one: their checkpoints pooled
-    (only the named variants' if given). Pooling is only sound against the same reference samples, which the
-    reference reward checks."""
+    (only the named variants' if given). Pooling is only sound against the same reference samples: the same recorded
+    settings (seed, M, generation, reward model, judges) and, since the prompt split is not among them, the same
+    reference reward."""
     found = [f / f"seed{seed}" / "eval" / "results.json" for f in folders]
     results = [json.loads(path.read_text()) for path in found if path.is_file()]
     if not results:
         return None
-    if len({r["reference"]["reward"] for r in results}) > 1:
+    if len({json.dumps([r["settings"], r["reference"]["reward"]], sort_keys=True) for r in results}) > 1:
         raise SystemExit(
             f"seed {seed}: the evaluations in {', '.join(map(str, folders))} used different reference "
             "samples (another eval recipe or task), so they cannot be pooled"
