@@ -111,10 +111,12 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None)
     from transformers import AutoTokenizer
 
     from ._trl_compat import create_model_from_path, get_config_model_id
+    from .quantization import check_4bit_layer_sizes
 
     if isinstance(model, str):
         check_model_path(model)
         model = create_model_from_path(model, **(model_init_kwargs or {}))
+    check_4bit_layer_sizes(model)
     if tokenizer is not None:
         return model, tokenizer
     tokenizer = AutoTokenizer.from_pretrained(get_config_model_id(model.config), padding_side="left")

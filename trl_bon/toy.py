@@ -3,8 +3,9 @@
 Used by the test-suite, the benchmarks and `trl-bon demo`. Two kinds of kit:
 
 - `build_tiny_kit`: a byte-level BPE tokenizer trained on a few sentences, a 2-layer causal LM and a 2-layer
-  sequence-classification reward model (Llama, rotary positions, or GPT-2, learned absolute positions, with dropout in
-  its config if asked), saved with `save_pretrained` so every trainer takes them by path.
+  sequence-classification reward model, 64 wide so that 4-bit loading works on every CPU (Llama, rotary positions, or
+  GPT-2, learned absolute positions, with dropout in its config if asked), saved with `save_pretrained` so every
+  trainer takes them by path.
 - `tiny_causal_lm` / `word_level_tokenizer`: the same small models as instances, over a V-token word-level vocabulary
   small enough to enumerate every multi-token completion (the exactness tests of positions and dropout use them).
 - `build_one_token_task`: a causal LM whose next-token distribution after a fixed one-token prompt is *exactly* a
@@ -76,6 +77,14 @@ def _gpt2_config(vocab_size: int, tokenizer, dropout: float = 0.0, **overrides):
 
 ARCHITECTURES = ("llama", "gpt2")
 
+# The kit's linear layers are multiples of 64 wide: on CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights for
+# its CPU kernel in blocks of 32 output features and 64 input features (see `trl_bon.quantization`), so the kit takes
+# `--load_in_4bit` on every x86 CPU.
+KIT_SIZES = {
+    "llama": {"hidden_size": 64, "intermediate_size": 128, "num_key_value_heads": 2},
+    "gpt2": {"n_embd": 64},
+}
+
 
 def _model_config(architecture: str, tokenizer, dropout: float, **overrides):
     """Config of a 2-layer model: `"llama"` (rotary positions) or `"gpt2"` (learned absolute positions)."""
@@ -146,9 +155,10 @@ def build_tiny_kit(
     root = Path(root)
     tokenizer = build_bpe_tokenizer()
     torch.manual_seed(seed)
-    policy = AutoModelForCausalLM.from_config(_model_config(architecture, tokenizer, dropout))
+    sizes = KIT_SIZES.get(architecture, {})
+    policy = AutoModelForCausalLM.from_config(_model_config(architecture, tokenizer, dropout, **sizes))
     reward = AutoModelForSequenceClassification.from_config(
-        _model_config(architecture, tokenizer, dropout, num_labels=1)
+        _model_config(architecture, tokenizer, dropout, num_labels=1, **sizes)
     )
     paths = {"policy": root / "policy", "reward": root / "reward"}
     policy.save_pretrained(paths["policy"])

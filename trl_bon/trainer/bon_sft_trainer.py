@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerBase
 from trl import SFTTrainer
 
 from .._trl_compat import get_config_model_id
+from ..quantization import keep_4bit_weights_trainable
 from ..sampling import BestOfNOutput, tokenize_prompts
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import check_sft_batches
@@ -209,5 +210,6 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
+        keep_4bit_weights_trainable(self.model)
         # Logged (averaged by SFTTrainer.log) at the first logging step.
         self._metrics["train"].update({key: [value] for key, value in bon_statistics(train_dataset).items()})

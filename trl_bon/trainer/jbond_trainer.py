@@ -37,6 +37,7 @@ from .._trl_compat import (
     use_adapter,
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engine
+from ..quantization import keep_4bit_weights_trainable
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
 from ._metric_vocabulary import log_kl_to_ref, log_policy_rewards
@@ -191,6 +192,7 @@ class JBondTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, 
             peft_config=peft_config,
         )
 
+        keep_4bit_weights_trainable(self.model)
         check_train_prompt_lengths(self)
         # Anchor: a second LoRA adapter (fp32 shadow) or a second full model.
         self._anchor_model = None

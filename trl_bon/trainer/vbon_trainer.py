@@ -20,6 +20,7 @@ from trl import RLOOTrainer
 from .._trl_compat import use_adapter
 from ..core.vbon import vbon_scores
 from ..identity import model_identity
+from ..quantization import keep_4bit_weights_trainable
 from ..ref_cache import CACHE_COMMAND, add_reference_rewards, load_reference_reward_cache, reference_reward_tensor
 from ..rewards import reward_signature
 from ..sampling import GenerationSettings
@@ -140,6 +141,7 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
                 disable_all_dropout(scored)
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
+        keep_4bit_weights_trainable(self.model)
         check_train_prompt_lengths(self)
         self.num_candidates = args.num_candidates
         self._vbon_raw_rewards = None
