@@ -1,0 +1,182 @@
+"""What limits Best-of-N distillation on the convergence task: one change at a time, on a pool of training prompts.
+
+    python benchmarks/distillation_limits.py --runs trainer minimal --seeds 0 1        # train (resumable)
+    python benchmarks/distillation_limits.py --runs trainer minimal --seeds 0 1 --eval # + evaluate every checkpoint
+    python benchmarks/distillation_limits.py --runs trainer minimal --seeds 0 1 --report
+
+Every run trains on the same P prompts (`--pool`, default 64, drawn once with seed 0 from the task's training split
+into `<task>/pool<P>/`) and is evaluated on those same prompts, so prompt generalisation is out of the question: a
+policy that stays short of its Best-of-N target there is limited by optimisation or by what it can represent. Each
+run is the fixed-anchor J-BOND recipe (`recipes/jbond/convergence_gpt2_tiny.yaml` with `anchor: fixed`), whose
+target is exactly Best-of-2 of π_ref, with ONE change (`RUNS`). `minimal` is the plain-PyTorch control
+(`minimal_jbond_pool.py`, the same maths without TRL): if it goes further than `trainer`, the difference is ours.
+
+The evaluation (`trl-bon eval`, the eval recipe on the pool: M reference samples per prompt, BoN N = 2 and 4) scores
+each checkpoint with the run's own reward and evaluates π_ref as a checkpoint too, so every KL(π‖BoN-2) estimate
+sits next to the estimator's value on π_ref, whose exact value is 1 − log 2 = 0.307 nats.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import convergence  # noqa: E402  (the convergence driver: recipes, `execute`, the task folder)
+
+
+REPO = convergence.REPO
+CHAR_WEIGHTS = "recipes.rewards.char_weights.char_weights"
+VADER = "recipes.rewards.vader_judge.compound"
+
+#: name → (trainer, changes to the fixed-anchor J-BOND recipe, the reward functions if not the task's reward model)
+RUNS = {
+    "trainer": ("jbond", {}, None),
+    "minimal": ("minimal", {}, None),
+    "trainer_lr3e-4": ("jbond", {"learning_rate": 3e-4}, None),
+    "trainer_dense": ("jbond", {}, CHAR_WEIGHTS),
+    "trainer_dense_lr3e-4": ("jbond", {"learning_rate": 3e-4}, CHAR_WEIGHTS),
+    "trainer_vader": ("jbond", {}, VADER),
+    # BOND N = 2 against π_ref with k = 8 anchor samples per prompt for its quantile: lower-variance signal, 16 prompts
+    # of 1 + 8 completions per step (1.5x the J-BOND step's completions)
+    "trainer_bond_k8": (
+        "jbond",
+        {"mode": "bond", "num_candidates": 2, "num_quantile_samples": 8, "per_device_train_batch_size": 144},
+        None,
+    ),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=["trainer", "minimal"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--pool", type=int, default=64, help="number of training prompts trained and evaluated on")
+    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--save-steps", type=int, default=300)
+    parser.add_argument("--reference-samples", type=int, default=64, help="M of the evaluation")
+    parser.add_argument("--policy-samples", type=int, default=4, help="samples per prompt of each checkpoint")
+    parser.add_argument("--task-dir", type=Path, default=Path.home() / convergence.TASKS["gpt2_tiny"][0])
+    parser.add_argument("--eval", action="store_true", help="evaluate every finished run")
+    parser.add_argument("--report", action="store_true", help="print the table of what was evaluated")
+    return parser.parse_args(argv)
+
+
+def write_pool(task: Path, size: int) -> str:
+    """`<task>/pool<size>/{train,test}.jsonl`: the same `size` training prompts (seed 0) in both splits."""
+    import random
+
+    folder = task / f"pool{size}"
+    if not (folder / "test.jsonl").is_file():
+        rows = (task / "prompts" / "train.jsonl").read_text().splitlines()
+        random.Random(0).shuffle(rows)
+        folder.mkdir(exist_ok=True)
+        for split in ("train", "test"):
+            (folder / f"{split}.jsonl").write_text("\n".join(rows[:size]) + "\n")
+    return folder.name
+
+
+def run_dir(task: Path, pool: str, name: str, seed: int) -> Path:
+    return task / "runs" / "limits" / pool / f"{name}_s{seed}"
+
+
+def train_config(name: str, seed: int, pool: str, steps: int, save_steps: int, folder: Path) -> dict:
+    """The fixed-anchor J-BOND recipe on the pool with the run's one change."""
+    _, changes, reward = RUNS[name]
+    config = {**convergence.recipe("jbond"), "anchor": "fixed", "dataset_name": pool, "max_steps": steps}
+    config.update(save_steps=save_steps, logging_steps=20, seed=seed, output_dir=str(folder), **changes)
+    if reward is not None:
+        config.pop("reward_model_name_or_path")
+        config["reward_funcs"] = [reward]
+    return config
+
+
+def train(name: str, seed: int, pool: str, args) -> None:
+    folder = run_dir(args.task_dir, pool, name, seed)
+    if (folder / "done.json").is_file():
+        return
+    convergence.log(f"{name} seed {seed}: training {args.steps} steps on {pool}")
+    if RUNS[name][0] == "minimal":
+        start = time.perf_counter()
+        command = [
+            sys.executable,
+            str(REPO / "benchmarks" / "minimal_jbond_pool.py"),
+            "--task-dir",
+            str(args.task_dir),
+        ]
+        command += ["--pool", pool, "--output-dir", str(folder), "--steps", str(args.steps)]
+        command += ["--save-steps", str(args.save_steps), "--seed", str(seed)]
+        env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+        subprocess.run(command, check=True, env=env, cwd=args.task_dir)
+        seconds = {"wall": time.perf_counter() - start}
+    else:
+        config = train_config(name, seed, pool, args.steps, args.save_steps, folder)
+        seconds = convergence.execute(convergence.COMMANDS["jbond"], config, folder, args.task_dir)
+    (folder / "done.json").write_text(json.dumps({"run": name, "seed": seed, "seconds": seconds}))
+
+
+def evaluate(name: str, seed: int, pool: str, args) -> Path:
+    """`trl-bon eval` of the run's checkpoints and of π_ref itself, on the pool, with the run's reward."""
+    folder = run_dir(args.task_dir, pool, name, seed)
+    out = folder / "eval"
+    if (out / "results.json").is_file():
+        return out / "results.json"
+    reward = RUNS[name][2]
+    config = {**convergence.recipe("eval"), "dataset_name": pool, "num_prompts": args.pool, "seed": seed}
+    config.update(bon_ns=[2, 4], num_reference_samples=args.reference_samples, no_progress=True)
+    config.update(num_policy_samples=args.policy_samples, output_dir=str(out))
+    config["checkpoints"] = [f"pi_ref={args.task_dir / 'policy'}", f"{name}={folder}"]
+    if reward is not None:
+        config.pop("reward_model_name_or_path")
+        config["reward_funcs"] = [reward]
+    convergence.log(f"{name} seed {seed}: evaluating")
+    convergence.execute(convergence.COMMANDS["eval"], config, out, args.task_dir)
+    return out / "results.json"
+
+
+def report(results: dict[tuple[str, int], dict]) -> str:
+    """One row per checkpoint: reward, KL(π‖π_ref), win rate against BoN-2 (± standard error), KL(π‖BoN-2) estimate,
+    and the share of Best-of-2's reward gain over π_ref reached."""
+    lines = [
+        "| run | seed | checkpoint | reward | share of BoN-2 gain | KL(π‖π_ref) | win vs BoN-2 | KL(π‖BoN-2) est. |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, seed), result in sorted(results.items()):
+        ref, bon2 = result["reference"], next(b for b in result["bon"] if b["n"] == 2)
+        gain = bon2["reward"] - ref["reward"]
+        lines.append(f"| BoN-2 | {seed} | – | {bon2['reward']:.3f} | 1 | ≤ {bon2['kl_bound']:.3f} | 0.5 | 0 |")
+        for row in result["checkpoints"]:
+            share = (row["reward"] - ref["reward"]) / gain if gain else float("nan")
+            lines.append(
+                f"| {name} | {seed} | {row['name']} | {row['reward']:.3f} | {share:.2f} | {row['kl_k1']:.3f} | "
+                f"{row['win_rate_vs_bon2']:.3f} ± {row['win_rate_vs_bon2_sem']:.3f} | "
+                f"{row['kl_to_bon2_backward']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    args.task_dir = args.task_dir.expanduser()
+    pool = write_pool(args.task_dir, args.pool)
+    results = {}
+    for name in args.runs:
+        for seed in args.seeds:
+            if not args.report:
+                train(name, seed, pool, args)
+            done = (run_dir(args.task_dir, pool, name, seed) / "done.json").is_file()
+            if args.eval and done:
+                evaluate(name, seed, pool, args)
+            path = run_dir(args.task_dir, pool, name, seed) / "eval" / "results.json"
+            if path.is_file():
+                results[(name, seed)] = json.loads(path.read_text())
+    if results:
+        print(report(results))
+
+
+if __name__ == "__main__":
+    main()
