@@ -18,14 +18,17 @@ from .jbond import (
 )
 from .metrics import kl_k1, kl_k3, win_rate
 from .quantiles import bond_reward, empirical_quantile, log_bon_ratio, vbon_log_cdf
+from .verifiable import bon_kl_from_reference, bon_success_rate
 
 
 __all__ = [
     "JBondWeights",
     "batch_loo_baseline",
     "best_anchor_index",
+    "bon_kl_from_reference",
     "bon_probs",
     "bon_probs_binomial",
+    "bon_success_rate",
     "bond_reward",
     "ema_update_",
     "empirical_quantile",

@@ -19,22 +19,44 @@ BASELINES = ("batch_loo", "none")
 LOSS_NORMALIZATIONS = ("sequence_sum", "token_mean")
 
 
-def jbond_reward(
-    policy_rewards: torch.Tensor, anchor_rewards: torch.Tensor, penalty: float = math.log(16.0)
-) -> torch.Tensor:
-    """r_J(y) = −penalty if r(y) < min(r(y'_1), r(y'_2)) else 0 (arXiv v1 eq. 17).
+TIES = ("half", "strict")
 
-    Strict "<": a tie with an anchor sample earns 0 (this matches the calibration E[r_J] = −log 16·(1 − p≤_a)², which
-    equals log p≤ = −log 2 at the anchor median).
+
+def jbond_reward(
+    policy_rewards: torch.Tensor,
+    anchor_rewards: torch.Tensor,
+    penalty: float = math.log(16.0),
+    ties: str = "strict",
+) -> torch.Tensor:
+    """r_J(y) = −penalty if r(y) < min(r(y'_1), r(y'_2)) else 0 (arXiv v1 eq. 17), with a choice for ties.
+
+    - `ties="strict"` (eq. 17 as printed): a tie with an anchor sample earns 0. Its calibration is
+      E[r_J] = −log 16·(1 − p≤_a)², which equals log p≤ = −log 2 at the anchor median.
+    - `ties="half"`: r_J = −penalty·Π_i ℓ_i with ℓ_i = 1 if r(y) < r(y'_i), ½ if r(y) = r(y'_i), 0 otherwise: a tie
+      is half a loss, as in the win rate. E[r_J] = −log 16·(1 − p̄_a)² with the mid-quantile p̄ = (p< + p≤)/2, the
+      same calibration at the middle of y's reward level. Identical to `"strict"` when nothing ties.
+
+    Why `"half"` exists: with a 0/1 verifier, a wrong policy sample ties every wrong anchor sample, so `"strict"`
+    penalises it only when both anchor samples are correct (probability p², not (1 − p)² + …): for p = 0.3 the
+    Jeffreys fixed point of a fixed anchor lands 0.012 nats from Best-of-2 instead of 0.0015
+    (tests/core/test_jbond_ties.py).
 
     Args:
         policy_rewards: `(B,)` rewards of the policy samples.
         anchor_rewards: `(B, n)` rewards of the anchor samples drawn for the same prompts (n = 2 in J-BOND).
         penalty: positive penalty, log 16 by default.
+        ties: `"strict"` or `"half"`, see above.
 
     Returns:
-        `(B,)` crude rewards, 0 or −penalty.
+        `(B,)` crude rewards in [−penalty, 0]: 0 or −penalty with `"strict"`, also −penalty/2^t with `"half"` when
+        y ties t anchor samples and is below the others.
     """
+    if ties not in TIES:
+        raise ValueError(f"Unknown J-BOND tie rule {ties!r}; choose one of {TIES}.")
+    if ties == "half":
+        below = (policy_rewards.unsqueeze(-1) < anchor_rewards).to(policy_rewards.dtype)
+        tied = (policy_rewards.unsqueeze(-1) == anchor_rewards).to(policy_rewards.dtype)
+        return -penalty * (below + 0.5 * tied).prod(dim=-1)
     loses_to_all = policy_rewards < anchor_rewards.min(dim=-1).values
     # built in the rewards' dtype: a Python-scalar `torch.where` would round the penalty to float32 first
     return torch.zeros_like(policy_rewards).masked_fill(loses_to_all, -penalty)
@@ -116,6 +138,7 @@ def jbond_weights(
     *,
     mode: str = "jbond",
     jbond_penalty: float = math.log(16.0),
+    jbond_ties: str = "strict",
     num_candidates: int | None = None,
     quantile_smoothing: str = "clamp",
     include_tie_correction: bool = False,
@@ -129,7 +152,8 @@ def jbond_weights(
     Each prompt has one policy sample y (slot 0) and k anchor samples y'_1..y'_k (slots 1..k). The return of the
     policy sample is R = r(y) − Δ with Δ = log π(y) − log π_a(y) (eq. 15), where r is
 
-    - `mode="jbond"`: J-BOND's crude reward r_J = −penalty if y loses to both anchor samples, else 0 (eq. 17);
+    - `mode="jbond"`: J-BOND's crude reward r_J = −penalty if y loses to both anchor samples, else 0 (eq. 17; ties
+      per `jbond_ties`);
       the target is the better of the k = 2 anchor samples;
     - `mode="bond"`: BOND's quantile reward (N−1)·log p̂≤(y) [+ log B̂(y)] estimated from the k anchor samples
       (eqs. 8, 10; [`~trl_bon.core.log_bon_ratio`]); the target is the best of the first N anchor samples.
@@ -146,6 +170,7 @@ def jbond_weights(
         lengths: `(P, 1 + k)` completion lengths of all rows (used by `"token_mean"` only).
         mode: `"jbond"` or `"bond"`.
         jbond_penalty: penalty of the crude reward (`"jbond"`), log 16 in the paper.
+        jbond_ties: how the crude reward treats ties with anchor samples (`"jbond"`), see [`jbond_reward`].
         num_candidates: N of Best-of-N (`"bond"`; at most k).
         quantile_smoothing: smoothing of p̂≤ (`"bond"`), see [`~trl_bon.core.empirical_quantile`].
         include_tie_correction: add log B̂ to BOND's reward (eq. 4).
@@ -170,7 +195,7 @@ def jbond_weights(
         raise ValueError(f"`lengths` must have shape (P, 1 + k) = {(num_prompts, 1 + k)}, got {tuple(lengths.shape)}.")
     stats = {}
     if mode == "jbond":
-        reward = jbond_reward(policy_rewards, anchor_rewards, jbond_penalty)
+        reward = jbond_reward(policy_rewards, anchor_rewards, jbond_penalty, jbond_ties)
         target = best_anchor_index(anchor_rewards) + 1
         stats["frac_rJ_nonzero"] = (reward != 0).float().mean()
     else:

@@ -51,7 +51,8 @@ from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
 _FORWARD_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes")
 _FORWARD_KEYS += ("num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
 # `JBondConfig` fields passed by name to `core.jbond_weights`.
-_WEIGHT_OPTIONS = ("mode", "jbond_penalty", "num_candidates", "quantile_smoothing", "include_tie_correction")
+_WEIGHT_OPTIONS = ("mode", "jbond_penalty", "jbond_ties", "num_candidates", "quantile_smoothing")
+_WEIGHT_OPTIONS += ("include_tie_correction",)
 _WEIGHT_OPTIONS += ("baseline", "jeffreys_beta", "anchor_kl_coef", "loss_normalization")
 
 
