@@ -58,13 +58,32 @@ def test_evaluate_checkpoints_on_the_one_token_task(one_token_task, tmp_path):
     assert points[4]["reward"] == pytest.approx(4.4052, abs=0.2)
     assert points[4]["kl_bound"] == pytest.approx(0.636294, abs=1e-6)
     assert points[4]["kl_estimate"] == pytest.approx(0.595834, abs=0.15)
+    # Effective N (docs/metrics.md): w/(1 − w) of the row's win rate, the inverse KL law of its k1 KL; π_ref reads 1.
+    for row in (ref_row, bon_row):
+        assert row["effective_n_win"] == pytest.approx(
+            row["win_rate_vs_ref"] / (1 - row["win_rate_vs_ref"]), rel=1e-12
+        )
+        assert row["effective_n_kl"] == pytest.approx(_n_kl(row["kl_k1"]), rel=1e-12)
+    assert ref_row["effective_n_kl"] == 1.0
+    # The exact BoN2 law of this 6-outcome task has ties (two draws of one outcome), so N_win reads below 2:
+    # exact win rate 0.657835 → 1.922567 (docs/metrics.md, the discrete caveat).
+    assert bon_row["effective_n_win"] == pytest.approx(1.922567, abs=0.45)
+    assert points[4]["effective_n_kl"] == pytest.approx(_n_kl(points[4]["kl_estimate"]), rel=1e-12)
+    assert results.reference["effective_n_win"] == pytest.approx(1.0, abs=0.2)
     # Files: JSON, CSV with one row per checkpoint / BoN point / π_ref, non-empty PNGs.
     data = json.loads((tmp_path / "results.json").read_text())
     assert [c["name"] for c in data["checkpoints"]] == ["reference", "bon2@1"]
+    assert {"effective_n_win", "effective_n_kl"} <= set(data["checkpoints"][1]) & set(data["bon"][0])
     with open(tmp_path / "results.csv") as f:
         assert [row["kind"] for row in csv.DictReader(f)] == ["reference", "bon", "bon", "checkpoint", "checkpoint"]
     for name in ("reward_vs_kl.png", "win_rate_vs_kl.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _n_kl(kl):
+    from trl_bon.core import effective_n_from_kl
+
+    return effective_n_from_kl(torch.tensor(kl, dtype=torch.float64)).item()
 
 
 def test_eval_options_reject_bad_counts():

@@ -155,13 +155,19 @@ def test_eval_on_trained_checkpoints(jbond_run, common, tiny_kit, tmp_path, caps
             "win_rate_vs_bon2",
             "kl_to_bon4_backward",
             "kl_to_bon4_forward",
+            "effective_n_win",
+            "effective_n_kl",
         ):
             assert isinstance(row[key], float), key
     assert data["checkpoints"][-1]["kl_k1"] == 0.0  # π_ref evaluated against itself
+    assert data["checkpoints"][-1]["effective_n_kl"] == 1.0
+    assert all("effective_n_win" in b and "effective_n_kl" in b for b in data["bon"] + [data["reference"]])
     assert [b["n"] for b in data["bon"]] == [2, 4]
     for name in ("reward_vs_kl.png", "win_rate_vs_kl.png", "results.csv"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "jbond@2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "jbond@2" in out
+    assert "N_win" in out and "N_KL" in out
 
 
 def test_cache_ref_rewards_then_vbon(common, tmp_path):

@@ -23,6 +23,7 @@ _LAZY = {
     "RewardScorer": "trl_bon.rewards",
     "build_reference_reward_cache": "trl_bon.ref_cache",
     "evaluate_checkpoints": "trl_bon.evaluation",
+    "EffectiveNStopCallback": "trl_bon.callbacks",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .core.effective_n import effective_n_from_kl, effective_n_from_win_rate
 from .core.metrics import (
     backward_kl_to_bon,
     bon_kl_bound,
@@ -51,8 +52,9 @@ class EvaluationResults:
 
     Attributes:
         checkpoints: one dict of metrics per checkpoint (keys listed in `docs/evaluation.md`).
-        bon: one dict per N: `n`, `reward`, `win_rate_vs_ref`, `kl_bound`, `kl_estimate`.
-        reference: metrics of π_ref itself (`reward`, `win_rate_vs_ref` = 0.5 up to noise, KL 0).
+        bon: one dict per N: `n`, `reward`, `win_rate_vs_ref`, `kl_bound`, `kl_estimate`, and the effective N
+            (`effective_n_win`, `effective_n_kl` of the KL estimate; ≈ n, a check of the meters).
+        reference: metrics of π_ref itself (`reward`, `win_rate_vs_ref` = 0.5 up to noise, KL 0, effective N ≈ 1).
         settings: prompts, sample counts, generation settings and seed the numbers were computed with.
         files: paths of the files written (empty when `output_dir` is `None`).
     """
@@ -192,6 +194,15 @@ def _with_sem(key: str, values: torch.Tensor) -> dict:
     return {key: mean, f"{key}_sem": sem}
 
 
+def _effective_n(win_rate_vs_ref: float, kl: float) -> dict:
+    """`effective_n_win` and `effective_n_kl` (docs/metrics.md): the N of the Best-of-N with this win rate against
+    π_ref samples and this KL(π‖π_ref) (k1 estimate), exact for a continuous reward."""
+    return {
+        "effective_n_win": effective_n_from_win_rate(torch.tensor(win_rate_vs_ref, dtype=torch.float64)).item(),
+        "effective_n_kl": effective_n_from_kl(torch.tensor(kl, dtype=torch.float64)).item(),
+    }
+
+
 def evaluate_checkpoints(
     checkpoints: Mapping[str, object],
     prompts,
@@ -288,6 +299,7 @@ def evaluate_checkpoints(
         "win_rate_vs_ref": mean_and_sem(win_rate(ref_rewards[:, 0], ref_rewards[:, 1:]))[0],
         "kl": 0.0,
     }
+    reference_row.update(_effective_n(reference_row["win_rate_vs_ref"], 0.0))
     for name, values in ref_judges.items():
         reference_row[name] = mean_and_sem(values.flatten())[0]
         reference_row[f"{name}_win_rate_vs_ref"] = mean_and_sem(win_rate(values[:, 0], values[:, 1:]))[0]
@@ -301,6 +313,7 @@ def evaluate_checkpoints(
             "kl_bound": bon_kl_bound(n),
             "kl_estimate": mean_and_sem(log_bon_ratio(bon_rewards[n], held_out, n, smoothing))[0],
         }
+        point.update(_effective_n(point["win_rate_vs_ref"], point["kl_estimate"]))  # ≈ n: a check of the meters
         for name, values in ref_judges.items():
             chosen_values = values.gather(1, bon_index[n].unsqueeze(1)).squeeze(1)
             point[name] = mean_and_sem(chosen_values)[0]
@@ -334,6 +347,7 @@ def evaluate_checkpoints(
             "completion_length": float(mask.sum(-1).mean()),
             "example": {"prompt": samples.prompts[0], "completion": samples.completions[0]},
         }
+        metrics.update(_effective_n(metrics["win_rate_vs_ref"], metrics["kl_k1"]))
         for judge_name, judge in judges.items():
             values = _scores(judge, samples, columns)
             metrics[judge_name] = mean_and_sem(values)[0]

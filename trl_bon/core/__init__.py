@@ -7,6 +7,7 @@ BOND (Sessa et al., arXiv 2407.14622 v1) and vBoN (Amini et al., arXiv 2407.0605
 
 from .bon_law import bon_probs, bon_probs_binomial, reward_quantiles, tie_correction
 from .divergences import jeffreys, kl_divergence, reverse_kl, total_variation
+from .effective_n import bon_win_rate, effective_n_from_kl, effective_n_from_win_rate
 from .ema import ema_update_
 from .jbond import (
     JBondWeights,
@@ -16,7 +17,7 @@ from .jbond import (
     jbond_sequence_weights,
     jbond_weights,
 )
-from .metrics import kl_k1, kl_k3, win_rate
+from .metrics import bon_kl_bound, kl_k1, kl_k3, win_rate
 from .quantiles import bond_reward, empirical_quantile, log_bon_ratio, vbon_log_cdf
 from .verifiable import bon_kl_from_reference, bon_success_rate
 
@@ -25,11 +26,15 @@ __all__ = [
     "JBondWeights",
     "batch_loo_baseline",
     "best_anchor_index",
+    "bon_kl_bound",
     "bon_kl_from_reference",
     "bon_probs",
     "bon_probs_binomial",
     "bon_success_rate",
+    "bon_win_rate",
     "bond_reward",
+    "effective_n_from_kl",
+    "effective_n_from_win_rate",
     "ema_update_",
     "empirical_quantile",
     "jbond_reward",

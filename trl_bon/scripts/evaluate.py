@@ -215,24 +215,33 @@ def format_table(results) -> str:
     """A plain-text summary: one line per checkpoint, then the Best-of-N points."""
     ns = results.settings["bon_ns"]
     lines = [
-        f"{'name':<24}{'reward':>9}{'KL k1':>9}{'KL k3':>9}{'win/ref':>9}"
+        f"{'name':<24}{'reward':>9}{'KL k1':>9}{'KL k3':>9}{'win/ref':>9}{'N_win':>9}{'N_KL':>9}"
         + "".join(f"{f'win/BoN{n}':>11}" for n in ns)
     ]
     for row in results.checkpoints:
         lines.append(
             f"{row['name']:<24}{row['reward']:>9.3f}{row['kl_k1']:>9.3f}{row['kl_k3']:>9.3f}"
-            f"{row['win_rate_vs_ref']:>9.3f}" + "".join(f"{row[f'win_rate_vs_bon{n}']:>11.3f}" for n in ns)
+            f"{row['win_rate_vs_ref']:>9.3f}{_effective_n_columns(row)}"
+            + "".join(f"{row[f'win_rate_vs_bon{n}']:>11.3f}" for n in ns)
         )
     lines.append(
         f"{'π_ref':<24}{results.reference['reward']:>9.3f}{0:>9.3f}{0:>9.3f}"
-        f"{results.reference['win_rate_vs_ref']:>9.3f}"
+        f"{results.reference['win_rate_vs_ref']:>9.3f}{_effective_n_columns(results.reference)}"
     )
     for b in results.bon:
         lines.append(
             f"{'BoN-' + str(b['n']):<24}{b['reward']:>9.3f}{b['kl_bound']:>9.3f}{b['kl_estimate']:>9.3f}"
-            f"{b['win_rate_vs_ref']:>9.3f}   (KL columns: bound, estimate)"
+            f"{b['win_rate_vs_ref']:>9.3f}{_effective_n_columns(b)}   (KL columns: bound, estimate)"
         )
     return "\n".join(lines)
+
+
+def _effective_n_columns(row: dict) -> str:
+    """The `N_win` and `N_KL` columns (docs/metrics.md); older results files without them show blanks."""
+    return "".join(
+        f"{row[key]:>9.2f}" if row.get(key) is not None else f"{'':>9}"
+        for key in ("effective_n_win", "effective_n_kl")
+    )
 
 
 def make_parser(prog: str | None = None):

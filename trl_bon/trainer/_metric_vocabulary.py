@@ -7,6 +7,8 @@ a trl-bon run and an RLOO run plot the same quantity under the same name. This i
 overwrites a value RLOO logged; doing it earlier would change what RLOO trains on.
 """
 
+import math
+
 import torch
 from trl.trainer.utils import nanstd
 
@@ -37,3 +39,32 @@ def log_kl_to_ref(metrics: dict, gather, policy_logps, ref_logps, mask) -> None:
     over the global batch. `policy_logps` / `ref_logps` / `mask`: `(B, T)` per-token tensors of this process."""
     metrics["kl_ref/k1"].append(gather(core.kl_k1(policy_logps, ref_logps, mask)).mean().item())
     metrics["kl_ref/k3"].append(gather(core.kl_k3(policy_logps, ref_logps, mask)).mean().item())
+
+
+# The effective-N meters (docs/metrics.md, `core.effective_n`): logged under the same names as in `trl-bon eval`.
+KL_TO_REF_METRIC = "kl_ref/k1"  # the per-sequence KL(π‖π_ref) estimate N_KL is read from
+EFFECTIVE_N_KL = "effective_n_kl"
+EFFECTIVE_N_WIN = "effective_n_win"
+
+
+class EffectiveNLogMixin:
+    """Adds `effective_n_kl` and `effective_n_win` to RLOO's logs, on the logging steps whose metrics hold a KL to
+    π_ref (respectively a win rate against π_ref samples).
+
+    Each meter is computed from the metric *averaged* since the last log (as RLOO averages it for the log), not
+    averaged per batch: the meters are non-linear, and N of the mean KL is what the logged KL means. A trainer sets
+    `_win_rate_vs_ref_metric` to the name of its logged win rate against π_ref samples, or leaves it `None` when it
+    has none.
+    """
+
+    _win_rate_vs_ref_metric: str | None = None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        metrics = self._metrics["train" if self.model.training else "eval"]  # RLOO's choice of mode in `log`
+        meters = ((KL_TO_REF_METRIC, EFFECTIVE_N_KL, core.effective_n_from_kl),)
+        meters += ((self._win_rate_vs_ref_metric, EFFECTIVE_N_WIN, core.effective_n_from_win_rate),)
+        for source, name, meter in meters:
+            values = [value for value in metrics.get(source, ()) if not math.isnan(value)] if source else []
+            if values:
+                metrics[name] = [meter(torch.tensor(sum(values) / len(values), dtype=torch.float64)).item()]
+        super().log(logs, start_time)

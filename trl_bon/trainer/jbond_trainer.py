@@ -40,7 +40,7 @@ from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engin
 from ..quantization import keep_4bit_weights_trainable
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
-from ._metric_vocabulary import log_kl_to_ref, log_policy_rewards
+from ._metric_vocabulary import EffectiveNLogMixin, log_kl_to_ref, log_policy_rewards
 from ._model_card import BoNModelCardMixin
 from ._papers import BOND_PAPER
 from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
@@ -56,7 +56,9 @@ _WEIGHT_OPTIONS += ("include_tie_correction",)
 _WEIGHT_OPTIONS += ("baseline", "jeffreys_beta", "anchor_kl_coef", "loss_normalization")
 
 
-class JBondTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
+class JBondTrainer(
+    EffectiveNLogMixin, BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer
+):
     r"""
     Trainer for J-BOND and BOND (Best-of-N distillation), proposed in [BOND: Aligning LLMs with Best-of-N
     Distillation](https://huggingface.co/papers/2407.14622).
@@ -126,6 +128,12 @@ class JBondTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, 
     _tag_names = ["trl", "trl-bon", "j-bond", "bond"]
     _name = "J-BOND"
     _paper = BOND_PAPER
+
+    @property
+    def _win_rate_vs_ref_metric(self) -> str | None:
+        # A fixed anchor is π_ref, so the win rate against the anchor samples is the one against π_ref that
+        # `effective_n_win` needs; a moving anchor (EMA, periodic) is not π_ref (docs/metrics.md).
+        return "jbond/win_rate_vs_anchor" if self.args.anchor == "fixed" else None
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ from datasets import Dataset
 from peft import PeftModel
 from trl import RLOOTrainer
 
+from .. import core
 from .._trl_compat import use_adapter
 from ..core.vbon import vbon_scores
 from ..identity import model_identity
@@ -26,13 +27,15 @@ from ..rewards import reward_signature
 from ..sampling import GenerationSettings
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
-from ._metric_vocabulary import log_kl_to_ref, log_policy_rewards
+from ._metric_vocabulary import EffectiveNLogMixin, log_kl_to_ref, log_policy_rewards
 from ._model_card import BoNModelCardMixin
 from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
 from .vbon_config import VBoNConfig
 
 
-class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
+class VBoNTrainer(
+    EffectiveNLogMixin, BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer
+):
     r"""
     Trainer for variational Best-of-N (vBoN), introduced in [Variational Best-of-N
     Alignment](https://huggingface.co/papers/2407.06057). It fine-tunes the policy towards the Best-of-N
@@ -85,6 +88,7 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
 
     _tag_names = ["trl", "vbon", "trl-bon"]
     _name = "vBoN"
+    _win_rate_vs_ref_metric = "win_rate_vs_ref"  # against the cached π_ref rewards, for `effective_n_win`
     _paper = {
         "title": "Variational Best-of-N Alignment",
         "id": "2407.06057",
@@ -288,6 +292,8 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
         metrics["vbon/frac_below_all_ref"].append(at_floor.mean().item())
         if self.args.vbon_objective == "exact":
             metrics["vbon/exact_score"].append(score.mean().item())
+        # Win rate against the prompt's cached π_ref rewards (ties ½), the same quantity as `trl-bon eval`'s.
+        metrics["win_rate_vs_ref"].append(gather(core.win_rate(rewards[local], ref_rewards)).mean().item())
         self._vbon_raw_rewards = raw
         return score.unsqueeze(1) * weights / (weights**2).sum()
 

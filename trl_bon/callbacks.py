@@ -1,0 +1,73 @@
+"""`EffectiveNStopCallback`: stop training once the policy has moved as far as a chosen Best-of-N (docs/metrics.md)."""
+
+import math
+
+from transformers import TrainerCallback
+
+
+# The logged names (`trl_bon.trainer._metric_vocabulary`), repeated here so that the callback imports without TRL.
+_KL = "kl_ref/k1"
+_METERS = {"kl": "effective_n_kl", "win": "effective_n_win"}
+
+
+class EffectiveNStopCallback(TrainerCallback):
+    """Stop training when the logged effective N reaches `target_n`, or the logged KL to π_ref reaches `kl_budget`.
+
+    Reads the training logs in `on_log` (so it acts on logging steps, every `logging_steps`) of `JBondTrainer` or
+    `VBoNTrainer`: `effective_n_kl` / `effective_n_win` and `kl_ref/k1` (docs/metrics.md). With both limits set,
+    the first one reached stops training. The step that reaches it is finished and saved as usual
+    (`should_training_stop`).
+
+    Args:
+        target_n (`float`, *optional*):
+            Stop once the effective N (≥ 1) is at least this. E.g. `target_n=4` stops a run that has moved as far from
+            π_ref as Best-of-4 is.
+        kl_budget (`float`, *optional*):
+            Stop once the logged KL(π‖π_ref) (`kl_ref/k1`, nats per sequence) is at least this (> 0).
+        meter (`str`, *optional*, defaults to `"kl"`):
+            Which effective N `target_n` reads: `"kl"` (`effective_n_kl`, logged wherever the KL is) or `"win"`
+            (`effective_n_win`, logged only where the trainer has a win rate against π_ref samples: vBoN, and
+            BOND with `anchor="fixed"`).
+
+    Raises:
+        ValueError: neither limit given, a limit out of range, or an unknown `meter`; and, at the first training log,
+            when that log lacks the metric a limit reads (e.g. BoN-SFT, which logs no KL, or full fine-tuning J-BOND
+            without `log_ref_kl=True`), instead of training on without ever stopping.
+    """
+
+    def __init__(self, target_n: float | None = None, kl_budget: float | None = None, meter: str = "kl"):
+        if target_n is None and kl_budget is None:
+            raise ValueError("EffectiveNStopCallback needs a limit: pass `target_n` (N ≥ 1) and/or `kl_budget` (> 0).")
+        if target_n is not None and not (_is_number(target_n) and target_n >= 1):
+            raise ValueError(f"`target_n` must be a finite number >= 1 (N of Best-of-N), got {target_n!r}.")
+        if kl_budget is not None and not (_is_number(kl_budget) and kl_budget > 0):
+            raise ValueError(f"`kl_budget` must be a finite number of nats > 0, got {kl_budget!r}.")
+        if meter not in _METERS:
+            raise ValueError(f"`meter` must be one of {sorted(_METERS)}, got {meter!r}.")
+        self.limits = {}  # logged metric → the value at which training stops
+        if target_n is not None:
+            self.limits[_METERS[meter]] = float(target_n)
+        if kl_budget is not None:
+            self.limits[_KL] = float(kl_budget)
+        self.stopped_by = None  # (metric, logged value) once a limit is reached
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs:  # evaluation logs (`eval_…`) and the end-of-training summary
+            return
+        for metric, limit in self.limits.items():
+            if metric not in logs:
+                raise ValueError(
+                    f"EffectiveNStopCallback reads `{metric}`, which this trainer does not log (see docs/metrics.md: "
+                    "BoN-SFT logs no KL, full fine-tuning J-BOND needs `log_ref_kl=True`, `effective_n_win` needs "
+                    "vBoN or BOND with `anchor='fixed'`). Use a limit on a logged metric or remove the callback."
+                )
+            value = logs[metric]
+            if value is not None and value >= limit:
+                self.stopped_by = (metric, value)
+                control.should_training_stop = True
+        return control
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
