@@ -20,7 +20,7 @@ batch leave-one-out baseline). The anchor moves towards the policy, so the targe
 from the paper's LLM settings, chosen so that it finishes in minutes on 2 CPU cores: Adam with lr 3e-3 instead of
 3e-6, 16 prompts per step instead of 128 and a constant learning rate; the anchor EMA rate is the paper's η = 0.02.
 
-Writes `demo.json` (the trajectory, the exact BoN points, the settings) and `demo.png` to `--output-dir`.
+Writes `demo.json` (the trajectory, the exact BoN points, the settings), `demo.png` and `demo.svg` to `--output-dir`.
 """
 
 import argparse
