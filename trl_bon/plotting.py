@@ -2,11 +2,11 @@
 
 `trl-bon plot results.json --log_x --xlim 0 5` redraws the figures of an evaluation (`trl_bon/scripts/plot.py`).
 
-Every figure is written twice, `<name>.png` (150 dpi) and `<name>.svg` beside it (vector, for a paper), and follows
-the same conventions: one colour *and* one marker per method (`method_style`), so methods stay apart in grey-scale
-print and beyond ten variants; training step encoded by marker size and opacity along each trajectory, with step
-labels at the first and last checkpoint only; a title; axis labels with units; one-standard-error bars clipped to the
-quantity's range (KL ≥ 0, win rates in [0, 1]).
+Every figure is written twice, `<name>.png` and `<name>.svg` beside it (vector, for a paper), and follows the same
+conventions: one colour *and* one marker per method (`method_style`), so methods stay apart in grey-scale print and
+beyond ten variants; training step encoded by marker size and opacity along each trajectory, with step labels only at
+the last checkpoint (and the first, up to four methods); a title; axis labels with units; one-standard-error bars
+clipped to the quantity's range (KL ≥ 0, win rates in [0, 1]).
 
 matplotlib is an optional dependency (`pip install 'trl-bon[plot]'`); everything else in trl-bon works without it.
 """
@@ -99,7 +99,7 @@ def _step_legend_title(groups: dict) -> str:
         first, last = next(iter(ranges))
         span = f" ({first:g} → {last:g})"
     labelled = "first and last" if len(groups) <= FIRST_STEP_LABELS_UP_TO else "last"
-    return f"marker size: training step{span}\n{labelled} labelled"
+    return f"marker size: training step{span}\nlabels: {labelled} step, where there is room"
 
 
 def _kl_axis_label(kl_metric: str) -> str:
@@ -270,16 +270,29 @@ def _save(fig, path: Path, dpi: int) -> str:
     return str(path)
 
 
-def _hide_overlapping(labels: list, fixed: list = ()) -> None:
-    """Hide each label that would overlap a `fixed` one or a label placed before it (pass the labels to keep first:
-    last steps)."""
+def _hide_overlapping(labels: list, fixed: list = (), avoid_markers: bool = True) -> None:
+    """Hide each label that would overlap a `fixed` one, a label placed before it (pass the labels to keep first:
+    last steps) or, with `avoid_markers`, another point's marker."""
     if not labels:
         return
-    renderer = labels[0].figure.canvas.get_renderer()
+    from matplotlib.collections import PathCollection
+    from matplotlib.transforms import Bbox
+
+    ax = labels[0].axes
+    renderer = ax.figure.canvas.get_renderer()
     placed = [text.get_window_extent(renderer) for text in fixed]
+    markers = []  # (data point, display box) of every scattered marker
+    for collection in ax.collections:
+        scattered = avoid_markers and isinstance(collection, PathCollection)  # markers, not error bars
+        sizes = collection.get_sizes() if scattered else []
+        for i, point in enumerate(collection.get_offsets() if len(sizes) else []):
+            radius = math.sqrt(sizes[i % len(sizes)]) / 2 * ax.figure.dpi / 72
+            x, y = ax.transData.transform(point)
+            markers.append((tuple(point), Bbox.from_extents(x - radius, y - radius, x + radius, y + radius)))
     for label in labels:
         box = label.get_window_extent(renderer)
-        if any(box.overlaps(other) for other in placed):
+        others = [marker for point, marker in markers if point != tuple(label.xy)]
+        if any(box.overlaps(other) for other in placed + others):
             label.set_visible(False)
         else:
             placed.append(box)
@@ -392,7 +405,8 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
     if title:
         fig.suptitle(title, fontsize=12)
     fig.canvas.draw()
-    _hide_overlapping([label for _, label in sorted(labels, key=lambda item: -item[0])], fixed)
+    # the demo's markers sit every 10 steps, packed at the end: its step labels (leader lines) only avoid each other
+    _hide_overlapping([label for _, label in sorted(labels, key=lambda item: -item[0])], fixed, avoid_markers=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     saved = _save(fig, path, dpi=120)
