@@ -241,3 +241,26 @@ def test_demo_figure_has_titles_units_and_an_svg(tmp_path, monkeypatch):
     colours = [line.get_color() for line in right.get_lines()]
     assert len(set(colours)) == 2 and all(line.get_marker() not in ("None", None) for line in right.get_lines())
     assert len(kept[0].axes) == 2  # no colour bar
+
+
+def test_best_of_n_without_a_kl_estimate_draws_the_bound_only(tmp_path, figures):
+    from trl_bon.plotting import plot_pareto
+
+    data = results()
+    for b in data["bon"]:
+        del b["kl_estimate"]
+    plot_pareto(data, tmp_path)
+    labels = [line.get_label() for line in figures[0].axes[0].get_lines()]
+    assert "Best-of-N (KL bound)" in labels and "Best-of-N (KL estimate)" not in labels
+
+
+def test_methods_selects_and_orders_trajectories(tmp_path, figures):
+    from trl_bon.plotting import plot_pareto
+
+    plot_pareto(results(), tmp_path, methods=["sft", "jbond"])
+    legend = [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()]
+    assert legend[2:4] == ["sft", "jbond"]  # after the two Best-of-N lines
+    plot_pareto(results(), tmp_path, methods=["sft"])
+    assert "jbond" not in [line.get_label() for line in figures[2].axes[0].get_lines()]
+    with pytest.raises(ValueError, match=r"No checkpoints of \['vbon'\].*\['jbond', 'sft'\]"):
+        plot_pareto(results(), tmp_path, methods=["vbon"])

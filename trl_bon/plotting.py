@@ -121,6 +121,7 @@ def plot_pareto(
     xlim: tuple[float | None, float | None] | None = None,
     ylim: dict[str, tuple[float | None, float | None]] | None = None,
     title: str = "",
+    methods: list[str] | None = None,
 ) -> dict:
     """Draw one metric-vs-KL figure per `(key, y label, file name[, title])` in `metrics` from an evaluation result
     dict, as PNG and as SVG beside it.
@@ -134,7 +135,7 @@ def plot_pareto(
     left out, the last step's kept). Error bars are one standard error wherever the results hold one (`<key>_sem`,
     `<kl_metric>_sem`), clipped at KL 0 and to [0, 1] for win rates. π_ref's win rate against itself is drawn at ½,
     its exact value. The Best-of-N curve is drawn at the bound log N − (N−1)/N (solid, the papers' convention,
-    labelled with N) and at the Monte-Carlo estimate (dashed).
+    labelled with N) and, where the results hold it (`kl_estimate`), at the Monte-Carlo estimate (dashed).
 
     Args:
         log_x: symmetric-log x axis (linear below the power of ten under the smallest positive KL, so π_ref at 0 stays
@@ -143,6 +144,8 @@ def plot_pareto(
         xlim: `(left, right)` of the KL axis; `None` in either place keeps matplotlib's choice.
         ylim: `{key: (bottom, top)}` per metric.
         title: a heading over every figure (e.g. the task and run), above each figure's own title.
+        methods: draw only these methods (`method` of `method@step`, or a whole name), in this order; every method
+            of the results by default.
 
     Returns:
         `{file name without .png: PNG path}`, e.g. `{"reward_vs_kl": path, "win_rate_vs_kl": path}`; each PNG has its
@@ -154,6 +157,11 @@ def plot_pareto(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     groups = trajectories(results["checkpoints"])
+    if methods is not None:
+        missing = [method for method in methods if method not in groups]
+        if missing:
+            raise ValueError(f"No checkpoints of {missing} in the results; they hold {sorted(groups)}.")
+        groups = {method: groups[method] for method in methods}
     bon, reference = results["bon"], results["reference"]
     files = {}
     for key, ylabel, filename, *own_title in metrics:
@@ -165,7 +173,8 @@ def plot_pareto(
         if bon:
             ys = [ref_y] + [b[key] for b in bon]
             ax.plot([0.0] + [b["kl_bound"] for b in bon], ys, "k-o", ms=4, label="Best-of-N (KL bound)")
-            ax.plot([0.0] + [b["kl_estimate"] for b in bon], ys, "k--", alpha=0.5, label="Best-of-N (KL estimate)")
+            if all("kl_estimate" in b for b in bon):  # a table rebuilt from printed bounds may not have it
+                ax.plot([0.0] + [b["kl_estimate"] for b in bon], ys, "k--", alpha=0.5, label="Best-of-N (KL estimate)")
             _error_bars(ax, [b["kl_bound"] for b in bon], ys[1:], None, [_sem(b, key) for b in bon], "k", bounds)
             for b in bon:
                 # above-left of the point: the region over the Best-of-N curve is where trained policies rarely go
