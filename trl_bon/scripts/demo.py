@@ -48,7 +48,7 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--output_dir",
         dest="output_dir",
         default="trl_bon_demo",
-        help="Directory for demo.json, demo.png and the trained model (default: ./trl_bon_demo).",
+        help="Directory for demo.json, demo.png, demo.svg and the trained model (default: ./trl_bon_demo).",
     )
     parser.add_argument("--seed", type=int, default=0, help="Random seed of the model build and of training.")
     parser.add_argument(
