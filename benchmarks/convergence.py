@@ -457,7 +457,8 @@ POOLED = ("reward", "win_rate_vs_ref", "kl_k1", "kl_k3", "kl_estimate", JUDGE, f
 FIGURES = (
     ("reward", "mean reward (reward model)", "reward_vs_kl.png"),
     ("win_rate_vs_ref", "win rate vs π_ref (reward model, ties ½)", "win_rate_vs_kl.png"),
-    (f"{JUDGE}_win_rate_vs_ref", "win rate vs π_ref (VADER judge, ties ½)", "judge_vs_kl.png"),
+    # (key, y label, file, title): the judge's figure says in its title that it is not the reward model's win rate
+    (f"{JUDGE}_win_rate_vs_ref", "win rate vs π_ref (VADER, ties ½)", "judge_vs_kl.png", "VADER judge vs KL"),
 )
 
 

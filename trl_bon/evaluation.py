@@ -87,7 +87,7 @@ class EvalOptions:
         output_dir (`str`, *optional*):
             Where to write `results.json`, `results.csv` and the plots; nothing is written when `None`.
         plot (`bool`, *optional*, defaults to `True`):
-            Write `reward_vs_kl.png` and `win_rate_vs_kl.png` (needs matplotlib) when `output_dir` is set.
+            Write `reward_vs_kl.png` and `win_rate_vs_kl.png` and their SVGs (matplotlib) when `output_dir` is set.
     """
 
     bon_ns: Sequence[int] = (2, 4, 8, 16)

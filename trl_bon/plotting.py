@@ -2,6 +2,12 @@
 
 `trl-bon plot results.json --log_x --xlim 0 5` redraws the figures of an evaluation (`trl_bon/scripts/plot.py`).
 
+Every figure is written twice, `<name>.png` and `<name>.svg` beside it (vector, for a paper), and follows the same
+conventions: one colour *and* one marker per method (`method_style`), so methods stay apart in grey-scale print and
+beyond ten variants; training step encoded by marker size and opacity along each trajectory, with step labels only at
+the last checkpoint (and the first, up to four methods); a title; axis labels with units; one-standard-error bars
+clipped to the quantity's range (KL ≥ 0, win rates in [0, 1]).
+
 matplotlib is an optional dependency (`pip install 'trl-bon[plot]'`); everything else in trl-bon works without it.
 """
 
@@ -23,6 +29,22 @@ def _pyplot():
     return plt
 
 
+# tab20 reordered: its ten strong shades (tab10's colours) first, then their light partners. Its two greys are left
+# out so that no method can be mistaken for Best-of-N and π_ref, which are drawn in black.
+_TAB20_ORDER = (0, 2, 4, 6, 8, 10, 12, 16, 18, 1, 3, 5, 7, 9, 11, 13, 17, 19)
+#: Marker per method. 13 markers against 18 colours (coprime), so the first 18 methods get 18 colours and the first
+#: 234 get distinct (colour, marker) pairs; neighbours in the list never share a marker or a colour.
+METHOD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*", "d")
+
+
+def method_style(index: int) -> tuple[tuple[float, ...], str]:
+    """`(RGB colour, marker)` of the `index`-th method in a figure: a qualitative colour and a marker of its own."""
+    from matplotlib import colormaps
+
+    colours = colormaps["tab20"].colors
+    return tuple(colours[_TAB20_ORDER[index % len(_TAB20_ORDER)]]), METHOD_MARKERS[index % len(METHOD_MARKERS)]
+
+
 def _method_and_step(name: str) -> tuple[str, float]:
     """`"jbond@200"` → `("jbond", 200)`; names without `@step` form their own group."""
     method, _, step = name.partition("@")
@@ -33,11 +55,16 @@ def _method_and_step(name: str) -> tuple[str, float]:
 
 
 PARETO_METRICS = (
-    ("reward", "mean reward", "reward_vs_kl.png"),
-    ("win_rate_vs_ref", "win rate vs π_ref (ties ½)", "win_rate_vs_kl.png"),
+    ("reward", "mean reward (reward-model score)", "reward_vs_kl.png"),
+    ("win_rate_vs_ref", "win rate vs π_ref (ties count ½)", "win_rate_vs_kl.png"),
 )
 #: Metrics whose value at π_ref is known exactly: π_ref against itself wins half of the time (ties count ½).
 EXACT_AT_REFERENCE = {"win_rate_vs_ref": 0.5}
+#: Marker area (points²) and opacity of a trajectory's first and last checkpoint; the steps between are interpolated.
+STEP_SIZES = (14.0, 64.0)
+STEP_ALPHAS = (0.45, 1.0)
+#: With at most this many methods each trajectory's first step is labelled too; beyond, only the last (readability).
+FIRST_STEP_LABELS_UP_TO = 4
 
 
 def reference_value(reference: dict, key: str) -> float:
@@ -56,6 +83,35 @@ def trajectories(checkpoint_rows: list[dict]) -> dict[str, list[tuple[float, dic
     return groups
 
 
+def step_ramp(position: int, count: int) -> tuple[float, float]:
+    """`(marker area, opacity)` of the `position`-th of `count` checkpoints of a trajectory: growing with the step, so
+    the step reads along the line without a second colour scale fighting the method's colour."""
+    t = position / (count - 1) if count > 1 else 1.0
+    (size_0, size_1), (alpha_0, alpha_1) = STEP_SIZES, STEP_ALPHAS
+    return size_0 + t * (size_1 - size_0), alpha_0 + t * (alpha_1 - alpha_0)
+
+
+def _step_legend_title(groups: dict) -> str:
+    """How the step is drawn, with the step range when every trajectory shares it."""
+    ranges = {(points[0][0], points[-1][0]) for points in groups.values() if points[-1][0] != float("inf")}
+    span = ""
+    if len(ranges) == 1:
+        first, last = next(iter(ranges))
+        span = f" ({first:g} → {last:g})"
+    labelled = "first and last" if len(groups) <= FIRST_STEP_LABELS_UP_TO else "last"
+    return f"marker size: training step{span}\nlabels: {labelled} step, where there is room"
+
+
+def _kl_axis_label(kl_metric: str) -> str:
+    estimator = {"kl_k1": "k1", "kl_k3": "k3"}.get(kl_metric, kl_metric)
+    return f"KL(π‖π_ref) [nats; {estimator} estimate, summed over completion tokens]"
+
+
+def _title(ylabel: str) -> str:
+    name = ylabel.split(" (")[0]
+    return f"{name[0].upper()}{name[1:]} against KL to π_ref"
+
+
 def plot_pareto(
     results: dict,
     output_dir: str | Path,
@@ -64,17 +120,22 @@ def plot_pareto(
     log_x: bool = False,
     xlim: tuple[float | None, float | None] | None = None,
     ylim: dict[str, tuple[float | None, float | None]] | None = None,
+    title: str = "",
+    methods: list[str] | None = None,
 ) -> dict:
-    """Draw one metric-vs-KL figure per `(key, y label, file name)` in `metrics` from an evaluation result dict.
+    """Draw one metric-vs-KL figure per `(key, y label, file name[, title])` in `metrics` from an evaluation result
+    dict, as PNG and as SVG beside it.
 
-    By default `reward_vs_kl.png` and `win_rate_vs_kl.png`; any key present in the checkpoint rows, the Best-of-N
-    points and the reference works (e.g. an independent judge's score).
+    By default `reward_vs_kl` and `win_rate_vs_kl`; any key present in the checkpoint rows, the Best-of-N points and
+    the reference works (e.g. an independent judge's score).
 
-    Each method (checkpoints named `method@step`) is one trajectory that starts at π_ref (KL 0) and visits its
-    checkpoints in step order; the markers are coloured by step (colour bar) and labelled with it, with error bars of
-    one standard error wherever the results hold one (`<key>_sem`, `<kl_metric>_sem`). π_ref's win rate against itself
-    is drawn at ½, its exact value. The Best-of-N curve is drawn at the bound log N − (N−1)/N (solid, the papers'
-    convention, labelled with N) and at the Monte-Carlo estimate (dashed).
+    Each method (checkpoints named `method@step`) is one trajectory in its own colour and marker (`method_style`)
+    that starts at π_ref (KL 0) and visits its checkpoints in step order; the markers grow and darken with the step
+    (`step_ramp`), and the first and last checkpoint carry their step as a label (a label that would cover another is
+    left out, the last step's kept). Error bars are one standard error wherever the results hold one (`<key>_sem`,
+    `<kl_metric>_sem`), clipped at KL 0 and to [0, 1] for win rates. π_ref's win rate against itself is drawn at ½,
+    its exact value. The Best-of-N curve is drawn at the bound log N − (N−1)/N (solid, the papers' convention,
+    labelled with N) and, where the results hold it (`kl_estimate`), at the Monte-Carlo estimate (dashed).
 
     Args:
         log_x: symmetric-log x axis (linear below the power of ten under the smallest positive KL, so π_ref at 0 stays
@@ -82,59 +143,87 @@ def plot_pareto(
             dwarfs the others.
         xlim: `(left, right)` of the KL axis; `None` in either place keeps matplotlib's choice.
         ylim: `{key: (bottom, top)}` per metric.
+        title: a heading over every figure (e.g. the task and run), above each figure's own title.
+        methods: draw only these methods (`method` of `method@step`, or a whole name), in this order; every method
+            of the results by default.
 
     Returns:
-        `{file name without .png: path}`, e.g. `{"reward_vs_kl": path, "win_rate_vs_kl": path}`.
+        `{file name without .png: PNG path}`, e.g. `{"reward_vs_kl": path, "win_rate_vs_kl": path}`; each PNG has its
+        SVG beside it.
     """
     plt = _pyplot()
-    from matplotlib.colors import Normalize
+    from matplotlib.lines import Line2D
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     groups = trajectories(results["checkpoints"])
-    steps = [step for points in groups.values() for step, _ in points if step != float("inf")]
-    norm = Normalize(vmin=0, vmax=max(steps, default=1) or 1)
+    if methods is not None:
+        missing = [method for method in methods if method not in groups]
+        if missing:
+            raise ValueError(f"No checkpoints of {missing} in the results; they hold {sorted(groups)}.")
+        groups = {method: groups[method] for method in methods}
     bon, reference = results["bon"], results["reference"]
     files = {}
-    for key, ylabel, filename in metrics:
-        fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for key, ylabel, filename, *own_title in metrics:
+        bounds = (0.0, 1.0) if "win_rate" in key else (-math.inf, math.inf)
+        fig, ax = plt.subplots(figsize=(8.4, 4.8), layout="constrained")
         ref_y = reference_value(reference, key)
         xs_all = [0.0]
+        fixed_labels = []
         if bon:
             ys = [ref_y] + [b[key] for b in bon]
             ax.plot([0.0] + [b["kl_bound"] for b in bon], ys, "k-o", ms=4, label="Best-of-N (KL bound)")
-            ax.plot([0.0] + [b["kl_estimate"] for b in bon], ys, "k--", alpha=0.5, label="Best-of-N (KL estimate)")
-            _error_bars(ax, [b["kl_bound"] for b in bon], ys[1:], None, [b.get(f"{key}_sem", 0.0) for b in bon], "k")
+            if all("kl_estimate" in b for b in bon):  # a table rebuilt from printed bounds may not have it
+                ax.plot([0.0] + [b["kl_estimate"] for b in bon], ys, "k--", alpha=0.5, label="Best-of-N (KL estimate)")
+            _error_bars(ax, [b["kl_bound"] for b in bon], ys[1:], None, [_sem(b, key) for b in bon], "k", bounds)
             for b in bon:
-                ax.annotate(
-                    f"N={b['n']}", (b["kl_bound"], b[key]), textcoords="offset points", xytext=(4, -10), fontsize=8
+                # above-left of the point: the region over the Best-of-N curve is where trained policies rarely go
+                fixed_labels.append(
+                    ax.annotate(
+                        f"N={b['n']}",
+                        (b["kl_bound"], b[key]),
+                        textcoords="offset points",
+                        xytext=(-5, 5),
+                        ha="right",
+                        fontsize=8,
+                    )  # fmt: skip
                 )
             xs_all += [b["kl_bound"] for b in bon]
-        scatter, step_labels = None, []
+        step_labels, legend_handles = [], {}
         for index, (method, points) in enumerate(groups.items()):
-            color = f"C{index}"
+            color, marker = method_style(index)
             xs = [0.0] + [row[kl_metric] for _, row in points]
             ys = [ref_y] + [row[key] for _, row in points]
             xs_all += xs
-            ax.plot(xs, ys, "-", color=color, lw=1.5, label=method, zorder=2)
-            xerr = [row.get(f"{kl_metric}_sem", 0.0) for _, row in points]
-            _error_bars(ax, xs[1:], ys[1:], xerr, [row.get(f"{key}_sem", 0.0) for _, row in points], color)
-            for (step, _), x, y in zip(points, xs[1:], ys[1:], strict=True):
-                if step == float("inf"):  # a model without a step (a final save, a bare path): the method's colour
-                    ax.scatter([x], [y], color=color, s=36, edgecolors="k", linewidths=0.5, zorder=3)
-                    continue
-                scatter = ax.scatter([x], [y], c=[step], cmap="viridis", norm=norm, s=36, edgecolors=color, zorder=3)
-                label = ax.annotate(f"{step:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-                step_labels.append((step == points[-1][0], label))
+            ax.plot(xs, ys, "-", color=color, lw=1.4, alpha=0.8, zorder=2, label=method)
+            xerr = [_sem(row, kl_metric) for _, row in points]
+            _error_bars(ax, xs[1:], ys[1:], xerr, [_sem(row, key) for _, row in points], color, bounds)
+            ramp = [step_ramp(i, len(points)) for i in range(len(points))]
+            ax.scatter(
+                xs[1:],
+                ys[1:],
+                s=[size for size, _ in ramp],
+                color=[(*color, alpha) for _, alpha in ramp],
+                marker=marker,
+                edgecolors="k",
+                linewidths=0.4,
+                zorder=3,
+            )
+            # the legend shows the method's line with its marker at full size
+            legend_handles[method] = Line2D([], [], color=color, marker=marker, ms=6, mec="k", mew=0.4)
+            stepped = [(i, step) for i, (step, _) in enumerate(points) if step != float("inf")]
+            for rank, (i, step) in enumerate(stepped):
+                if rank != len(stepped) - 1 and (rank != 0 or len(groups) > FIRST_STEP_LABELS_UP_TO):
+                    continue  # the marker size carries the other steps
+                label = ax.annotate(
+                    f"{step:g}", (xs[i + 1], ys[i + 1]), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                    color=color, zorder=5,
+                )  # fmt: skip
+                label.set_in_layout(False)
+                step_labels.append((rank == len(stepped) - 1, label))
         ax.plot([0.0], [ref_y], "ks", ms=7, label="π_ref", zorder=4)
         if key not in EXACT_AT_REFERENCE:
-            _error_bars(ax, [0.0], [ref_y], None, [reference.get(f"{key}_sem", 0.0)], "k")
-        if scatter is not None:
-            from matplotlib.ticker import MaxNLocator
-
-            colorbar = fig.colorbar(scatter, ax=ax, label="training step")
-            colorbar.locator = MaxNLocator(integer=True)  # steps are whole numbers
-            colorbar.update_ticks()
+            _error_bars(ax, [0.0], [ref_y], None, [_sem(reference, key)], "k", bounds)
         if log_x:
             # linear up to the decade below the smallest positive KL, so π_ref at 0 stays on the plot and the ticks
             # fall on powers of ten; no empty negative side when every point has KL >= 0 (a k1 estimate can be < 0)
@@ -146,41 +235,113 @@ def plot_pareto(
             ax.set_xlim(*xlim)
         if ylim and key in ylim:
             ax.set_ylim(*ylim[key])
-        ax.set_xlabel(f"KL(π‖π_ref) [{kl_metric}, completion tokens]")
+        ax.set_xlabel(_kl_axis_label(kl_metric))
         ax.set_ylabel(ylabel)
+        ax.set_title(own_title[0] if own_title else _title(ylabel), fontsize=11)
+        if title:
+            fig.suptitle(title, fontsize=12)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        _hide_overlapping([label for _, label in sorted(step_labels, key=lambda item: not item[0])])  # last first
-        path = output_dir / filename
-        fig.savefig(path, dpi=150)
+        handles, names = ax.get_legend_handles_labels()
+        handles = [legend_handles.get(name, handle) for handle, name in zip(handles, names, strict=True)]
+        if groups:
+            ax.legend(
+                handles,
+                names,
+                fontsize=8,
+                title=_step_legend_title(groups),
+                title_fontsize=7,
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                borderaxespad=0.0,
+            )
+        else:
+            ax.legend(handles, names, fontsize=8, loc="best")
+        fig.canvas.draw()  # lay the figure out, so that the labels' boxes are final
+        _hide_overlapping(
+            [label for _, label in sorted(step_labels, key=lambda item: not item[0])], fixed_labels
+        )  # last steps first
+        files[filename.removesuffix(".png")] = _save(fig, output_dir / filename, dpi=150)
         plt.close(fig)
-        files[filename.removesuffix(".png")] = str(path)
     return files
 
 
-def _hide_overlapping(labels: list) -> None:
-    """Hide each step label that would overlap one placed before it (pass the labels to keep first: last steps)."""
+def _sem(row: dict, key: str) -> float:
+    """`row[f"{key}_sem"]`, 0 where absent or not a number (one sample has no standard error)."""
+    value = row.get(f"{key}_sem")
+    return 0.0 if value is None or not math.isfinite(value) else float(value)
+
+
+def _save(fig, path: Path, dpi: int) -> str:
+    """Write `path` (PNG) and the same figure as SVG beside it; return the PNG's path."""
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    fig.savefig(path.with_suffix(".svg"))
+    return str(path)
+
+
+def _hide_overlapping(labels: list, fixed: list = (), avoid_markers: bool = True) -> None:
+    """Hide each label that would overlap a `fixed` one, a label placed before it (pass the labels to keep first:
+    last steps) or, with `avoid_markers`, another point's marker."""
     if not labels:
         return
-    renderer = labels[0].figure.canvas.get_renderer()
-    placed = [text.get_window_extent(renderer) for text in labels[0].axes.texts if text not in labels]  # N=…
+    from matplotlib.collections import PathCollection
+    from matplotlib.transforms import Bbox
+
+    ax = labels[0].axes
+    renderer = ax.figure.canvas.get_renderer()
+    placed = [text.get_window_extent(renderer) for text in fixed]
+    markers = []  # (data point, display box) of every scattered marker
+    for collection in ax.collections:
+        scattered = avoid_markers and isinstance(collection, PathCollection)  # markers, not error bars
+        sizes = collection.get_sizes() if scattered else []
+        for i, point in enumerate(collection.get_offsets() if len(sizes) else []):
+            radius = math.sqrt(sizes[i % len(sizes)]) / 2 * ax.figure.dpi / 72
+            x, y = ax.transData.transform(point)
+            markers.append((tuple(point), Bbox.from_extents(x - radius, y - radius, x + radius, y + radius)))
     for label in labels:
         box = label.get_window_extent(renderer)
-        if any(box.overlaps(other) for other in placed):
+        others = [marker for point, marker in markers if point != tuple(label.xy)]
+        if any(box.overlaps(other) for other in placed + others):
             label.set_visible(False)
         else:
             placed.append(box)
 
 
-def _error_bars(ax, xs: list, ys: list, xerr: list | None, yerr: list, color: str) -> None:
-    """One-standard-error bars (`None` or 0: no bar in that direction)."""
-    ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor=color, alpha=0.6, capsize=2, zorder=2)
+def clipped_errors(values: list, errors: list, lower: float, upper: float) -> list[list[float]]:
+    """`[below, above]` bar lengths for `errors` around `values`, cut so that no bar leaves [lower, upper] (a KL is
+    ≥ 0, a win rate in [0, 1]: a standard error does not make a negative KL possible). A value already outside the
+    range (a k1 KL estimate can be negative) gets no bar on that side."""
+    below = [max(0.0, min(e, v - lower)) for v, e in zip(values, errors, strict=True)]
+    above = [max(0.0, min(e, upper - v)) for v, e in zip(values, errors, strict=True)]
+    return [below, above]
+
+
+def _error_bars(ax, xs: list, ys: list, xerr: list | None, yerr: list, color, y_bounds: tuple) -> None:
+    """One-standard-error bars (`None` or 0: no bar in that direction); KL bars stop at 0, y bars at `y_bounds`."""
+    ax.errorbar(
+        xs,
+        ys,
+        xerr=None if xerr is None else clipped_errors(xs, xerr, 0.0, math.inf),
+        yerr=clipped_errors(ys, yerr, *y_bounds),
+        fmt="none",
+        ecolor=color,
+        alpha=0.6,
+        capsize=2,
+        zorder=2,
+    )
+
+
+def _labelled_steps(steps: list[int], count: int = 4) -> set[int]:
+    """About `count` evenly spread steps of `steps` (the last one included) to label on a trajectory."""
+    if not steps:
+        return set()
+    stride = max(1, round(len(steps) / count))
+    return {steps[i] for i in range(len(steps) - 1, -1, -stride)}
 
 
 def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path: str | Path, title: str = "") -> str:
-    """The demo's figure: (left) reward vs exact KL(π‖π_ref) along training against the exact Best-of-N frontier;
-    (right) exact KL(π‖π_BoN) for each N along training.
+    """The demo's figure (PNG, and SVG beside it): (left) reward vs exact KL(π‖π_ref) along training against the
+    exact Best-of-N frontier; (right) exact KL(π‖π_BoN) for each N along training.
 
     Args:
         history: one dict per logged step with `step`, `reward`, `kl_ref` and `kl_to_bon{N}` keys.
@@ -188,7 +349,7 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
         reference: `{"reward": …}` of π_ref.
     """
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
     left.plot(
         [0.0] + [b["kl_ref"] for b in bon_points],
         [reference["reward"]] + [b["reward"] for b in bon_points],
@@ -196,38 +357,67 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
         ms=4,
         label="exact Best-of-N",
     )
-    for b in bon_points:
+    fixed = [
         left.annotate(
-            f"N={b['n']}", (b["kl_ref"], b["reward"]), textcoords="offset points", xytext=(4, -10), fontsize=8
+            f"N={b['n']}", (b["kl_ref"], b["reward"]), textcoords="offset points", xytext=(4, -11), fontsize=8
         )
-    left.plot([0.0], [reference["reward"]], "ks", ms=7, label="π_ref")
-    scatter = left.scatter(
+        for b in bon_points
+    ]
+    left.plot([0.0], [reference["reward"]], "ks", ms=7, label="π_ref", zorder=4)
+    color, marker = method_style(0)
+    ramp = [step_ramp(i, len(history)) for i in range(len(history))]
+    left.plot([h["kl_ref"] for h in history], [h["reward"] for h in history], "-", color=color, lw=1.2, zorder=2)
+    left.scatter(
         [h["kl_ref"] for h in history],
         [h["reward"] for h in history],
-        c=[h["step"] for h in history],
-        cmap="viridis",
-        s=14,
+        s=[size for size, _ in ramp],
+        color=[(*color, alpha) for _, alpha in ramp],
+        marker=marker,
+        edgecolors="k",
+        linewidths=0.3,
         zorder=3,
-        label="J-BOND policy",
     )
-    fig.colorbar(scatter, ax=left, label="step")
-    left.set_xlabel("exact KL(π‖π_ref)")
+    left.plot([], [], "-", color=color, marker=marker, mec="k", mew=0.3, label="J-BOND policy (marker size: step)")
+    labelled = _labelled_steps([h["step"] for h in history if h["step"] > 0])
+    labels = []
+    for h in history:
+        if h["step"] in labelled:
+            label = left.annotate(
+                f"step {h['step']}", (h["kl_ref"], h["reward"]), textcoords="offset points", xytext=(-14, 10),
+                fontsize=7, color=color, ha="right", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": color},
+            )  # fmt: skip
+            labels.append((h["step"], label))
+    left.set_xlabel("exact KL(π‖π_ref) [nats]")
     left.set_ylabel("exact expected reward")
+    left.set_title("Reward against KL to π_ref", fontsize=11)
     left.grid(alpha=0.3)
-    left.legend(fontsize=8)
+    left.legend(fontsize=8, loc="lower right")
     steps = [h["step"] for h in history]
-    for b in bon_points:
-        right.plot(steps, [h[f"kl_to_bon{b['n']}"] for h in history], label=f"KL(π‖π_BoN), N={b['n']}")
+    for index, b in enumerate(bon_points):
+        n_color, n_marker = method_style(index + 1)
+        right.plot(
+            steps,
+            [h[f"kl_to_bon{b['n']}"] for h in history],
+            "-",
+            color=n_color,
+            marker=n_marker,
+            ms=4,
+            markevery=max(1, len(steps) // 10),
+            label=f"N = {b['n']}",
+        )
     right.set_yscale("log")
     right.set_xlabel("training step")
-    right.set_ylabel("exact KL(π‖π_BoN)")
+    right.set_ylabel("exact KL(π‖π_BoN) [nats]")
+    right.set_title("Distance to each Best-of-N law", fontsize=11)
     right.grid(alpha=0.3)
-    right.legend(fontsize=8)
+    right.legend(fontsize=8, title="Best-of-N target", title_fontsize=8)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=12)
+    fig.canvas.draw()
+    # the demo's markers sit every 10 steps, packed at the end: its step labels (leader lines) only avoid each other
+    _hide_overlapping([label for _, label in sorted(labels, key=lambda item: -item[0])], fixed, avoid_markers=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    saved = _save(fig, path, dpi=120)
     plt.close(fig)
-    return str(path)
+    return saved

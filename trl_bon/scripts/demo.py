@@ -17,10 +17,10 @@ law (`trl_bon.core.bon_probs`) for N = 2, 4, 8, 16.
 `JBondTrainer` trains the full model (J-BOND: Best-of-2 of an EMA anchor, crude reward −log 16, Jeffreys β = 0.5,
 batch leave-one-out baseline). The anchor moves towards the policy, so the target climbs Bo_2 → Bo_4 → Bo_8 …; the
 (KL, reward) trajectory should track the Best-of-N frontier (BOND paper, Sessa et al., arXiv 2407.14622). Departures
-from the paper's LLM settings, chosen so that it finishes in minutes on 2 CPU cores: Adam with lr 3e-3 instead of
+from the paper's LLM settings, chosen so that it finishes in under a minute on 2 CPUs: Adam with lr 3e-3 instead of
 3e-6, 16 prompts per step instead of 128 and a constant learning rate; the anchor EMA rate is the paper's η = 0.02.
 
-Writes `demo.json` (the trajectory, the exact BoN points, the settings) and `demo.png` to `--output-dir`.
+Writes `demo.json` (the trajectory, the exact BoN points, the settings), `demo.png` and `demo.svg` to `--output-dir`.
 """
 
 import argparse
@@ -48,7 +48,7 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--output_dir",
         dest="output_dir",
         default="trl_bon_demo",
-        help="Directory for demo.json, demo.png and the trained model (default: ./trl_bon_demo).",
+        help="Directory for demo.json, demo.png, demo.svg and the trained model (default: ./trl_bon_demo).",
     )
     parser.add_argument("--seed", type=int, default=0, help="Random seed of the model build and of training.")
     parser.add_argument(

@@ -19,7 +19,7 @@ Paths may be full models or LoRA adapter folders; a missing path fails before an
 `--chat_template_kwargs`) are those of training. Runs in one process on one device (`accelerate launch` is not
 needed).
 
-Writes `results.json`, `results.csv`, `reward_vs_kl.png` and `win_rate_vs_kl.png` to `--output_dir`.
+Writes `results.json`, `results.csv`, `reward_vs_kl.png` and `win_rate_vs_kl.png` (and their SVGs) to `--output_dir`.
 """
 
 import filecmp

@@ -5,8 +5,8 @@
 The kit folder holds a tiny Llama causal LM with its BPE tokenizer (`policy/`, π_ref), a tiny Llama reward model
 (`reward/`, randomly initialised: its score is an arbitrary but fixed function of the text), a
 prompt dataset (`prompts/train.jsonl`, `prompts/test.jsonl`) and one YAML per command. Each printed command runs on a
-CPU in about a minute (mostly Python start-up and the TRL import), in fp32 (`bf16: false`, `use_cpu: true`),
-offline; outputs go to `<kit>/out/`.
+CPU in about 10 s on an idle 2-core machine (mostly Python start-up and the TRL import), in fp32 (`bf16: false`,
+`use_cpu: true`), offline; outputs go to `<kit>/out/`.
 The same YAML keys work with real models: swap the paths for Hub ids and drop the CPU settings.
 """
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Offline try-out kit written to {root}: policy/ (π_ref), reward/, prompts/, one YAML per command.\n")
     for stem in ("jbond", "vbon", "bon_sft", "eval"):
         print(f"# {root / f'{stem}.yaml'}\n{(root / f'{stem}.yaml').read_text()}")
-    print("Run, in this order (each takes about a minute on a CPU, mostly start-up):\n")
+    print("Run, in this order (each takes about 10 s on an idle 2-core CPU, mostly start-up):\n")
     for what, command in commands:
         print(f"# {what}\n{command}\n")
     print(

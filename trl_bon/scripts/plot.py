@@ -15,11 +15,15 @@ from pathlib import Path
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Redraw the figures of an evaluation's results.json.")
     parser.add_argument("results", help="results.json written by `trl-bon eval` (or `evaluate_checkpoints`).")
-    parser.add_argument("--output_dir", help="Where the PNGs go (default: the folder of results.json).")
+    parser.add_argument("--output_dir", help="Where the PNGs and SVGs go (default: the folder of results.json).")
     parser.add_argument("--kl_metric", default="kl_k1", choices=("kl_k1", "kl_k3"), help="KL on the x axis.")
     parser.add_argument("--log_x", action="store_true", help="Symmetric-log KL axis (π_ref at 0 stays visible).")
     parser.add_argument("--xlim", nargs=2, type=float, metavar=("LEFT", "RIGHT"), help="Limits of the KL axis.")
     parser.add_argument("--reward_ylim", nargs=2, type=float, metavar=("BOTTOM", "TOP"), help="Reward axis limits.")
+    parser.add_argument(
+        "--methods", nargs="+", metavar="METHOD", help="Draw only these methods (`jbond` of `jbond@300`), in order."
+    )
+    parser.add_argument("--title", default="", help="A heading over every figure (e.g. the task and the run).")
     parser.add_argument("--win_rate_ylim", nargs=2, type=float, metavar=("BOTTOM", "TOP"), help="Win-rate limits.")
     return parser
 
@@ -37,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         log_x=args.log_x,
         xlim=args.xlim,
         ylim={key: value for key, value in ylim.items() if value},
+        title=args.title,
+        methods=args.methods,
     )
     for name, file in files.items():
         print(f"{name:>15}: {file}")
