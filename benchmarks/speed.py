@@ -46,9 +46,11 @@ its held-out prompts. A JSON with every number is written with `--json PATH`.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,7 +62,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
-RUNS = ("RLOO", "RLOO-KL", "J-BOND", "vBoN", "vBoN-exact", "SFT", "BoN-SFT")
+RUNS = ("RLOO", "RLOO-KL", "J-BOND", "BOND", "vBoN", "vBoN-exact", "SFT", "BoN-SFT")
+# `--rotate` (default): built in one process, one optimizer step of each in turn. SFT trains on BoN-SFT's data, so
+# it only runs with `--separate-processes`.
+ROTATED_RUNS = ("RLOO", "RLOO-KL", "J-BOND", "BOND", "vBoN", "BoN-SFT")
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "trl-bon-replication")
 
 
@@ -69,8 +74,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         default="tiny",
-        help="'tiny' (offline tiny kit, default), 'smollm2' (prepared by replication_setup.py), or a "
-        "model id/path (then pass --reward)",
+        help="'tiny' (offline tiny kit, default), 'smollm2-random' (random-init SmolLM2-135M shape, offline), "
+        "'smollm2' (prepared by replication_setup.py), or a model id/path (then pass --reward)",
     )
     parser.add_argument("--reward", default=None, help="reward model id/path (default: the kit's)")
     parser.add_argument("--cache-dir", default=DEFAULT_CACHE, help="replication cache, for --model smollm2")
@@ -89,7 +94,17 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reference-samples", type=int, default=16, help="vBoN's cache: M reference rewards/prompt")
     parser.add_argument("--max-completion-length", type=int, default=16)
     parser.add_argument("--num-prompts", type=int, default=32, help="distinct prompts")
-    parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {','.join(RUNS)}")
+    parser.add_argument(
+        "--runs",
+        default=None,
+        help=f"comma-separated subset of {','.join(RUNS)} (default: {','.join(ROTATED_RUNS)}; all with "
+        "--separate-processes)",
+    )
+    parser.add_argument(
+        "--separate-processes",
+        action="store_true",
+        help="one process per run, one after another (measures peak memory; timings exposed to load changes)",
+    )
     parser.add_argument("--json", default=None, help="also write all results to this JSON file")
     parser.add_argument("--in-process", action="store_true", help="run everything in this process (debugging)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -145,7 +160,7 @@ class PeakMemory:
 class StepTimer:
     """Optimizer-step wall times, plus generation/scoring time inside each step (wrapped trainer methods)."""
 
-    def __init__(self, cuda: bool):
+    def __init__(self, cuda: bool, name: str = "", turns: "Turns | None" = None):
         from transformers import TrainerCallback
 
         self.cuda = cuda
@@ -156,6 +171,8 @@ class StepTimer:
 
         class Callback(TrainerCallback):
             def on_step_begin(self, args, state, control, **kwargs):
+                if turns is not None:
+                    turns.wait(name)
                 timer._sync()
                 timer._gen = timer._gas = 0.0
                 timer._tokens = timer._completions = 0
@@ -168,6 +185,8 @@ class StepTimer:
                 timer.generate_and_score.append(timer._gas)
                 timer.tokens.append(timer._tokens)
                 timer.completions.append(timer._completions)
+                if turns is not None:
+                    turns.pass_on(name)
 
         self.callback = Callback()
 
@@ -203,6 +222,34 @@ class StepTimer:
         trainer._generate_and_score_completions = timed_generate_and_score
 
 
+class Turns:
+    """One optimizer step of each trainer in turn (`--rotate`): each runs in its own thread and holds the turn while
+    it builds, while BoN-SFT samples, and from each step's start to its end, so that load on the machine hits every
+    trainer alike and no two ever compute at once."""
+
+    def __init__(self, names):
+        self.order, self.index = list(names), 0
+        self.condition = threading.Condition()
+
+    def wait(self, name):
+        with self.condition:
+            self.condition.wait_for(lambda: self.order[self.index] == name)
+
+    def pass_on(self, name):
+        with self.condition:
+            self.index = (self.order.index(name) + 1) % len(self.order)
+            self.condition.notify_all()
+
+    def leave(self, name):
+        with self.condition:
+            holder = self.order[self.index]
+            position = self.order.index(name)
+            self.order.remove(name)
+            if self.order:
+                self.index = self.order.index(holder) if holder != name else position % len(self.order)
+            self.condition.notify_all()
+
+
 def mean(values):
     return sum(values) / len(values) if values else float("nan")
 
@@ -211,8 +258,8 @@ def mean(values):
 # One run
 
 
-def run_one(name: str, spec: dict) -> dict:
-    """Build and train one trainer; return its timings and memory."""
+def run_one(name: str, spec: dict, turns: Turns | None = None) -> dict:
+    """Build and train one trainer; return its timings and memory (memory only in a process of its own)."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads())
@@ -250,7 +297,7 @@ def run_one(name: str, spec: dict) -> dict:
         else None
     )
     model, reward = spec["model"], spec["reward"]
-    timer = StepTimer(cuda)
+    timer = StepTimer(cuda, name, turns)
     out_dir = os.path.join(root, name)
     result = {"name": name}
     bon_sft_dir = os.path.join(root, "BoN-SFT")
@@ -287,19 +334,9 @@ def run_one(name: str, spec: dict) -> dict:
     if name == "SFT":  # trains on the Best-of-N data the BoN-SFT run saved
         sft_data = load_from_disk(os.path.join(bon_sft_dir, "bon_data", "round-1", "dataset"))
     candidate_tokens = []
-    if name == "BoN-SFT":  # count the tokens of every candidate, not only the kept ones
-        import trl_bon.trainer.bon_sft_trainer as bon_sft_module
-
-        sample = bon_sft_module.best_of_n
-
-        def counting_best_of_n(*args, **kwargs):
-            out = sample(*args, **kwargs)
-            candidate_tokens.append(sum(len(ids) for row in out.candidate_ids for ids in row))
-            return out
-
-        bon_sft_module.best_of_n = counting_best_of_n
-
-    with PeakMemory(cuda) as memory:
+    if turns is not None:
+        turns.wait(name)
+    with PeakMemory(cuda) if turns is None else contextlib.nullcontext() as memory:
         build_start = time.perf_counter()
         if name in ("RLOO", "RLOO-KL"):
             args = RLOOConfig(
@@ -310,8 +347,12 @@ def run_one(name: str, spec: dict) -> dict:
                 **rl,
             )
             trainer = RLOOTrainer(model, reward, args, dataset, peft_config=peft_config)
-        elif name == "J-BOND":
-            args = JBondConfig(out_dir, per_device_train_batch_size=3 * p, **rl)
+        elif name in ("J-BOND", "BOND"):
+            # BOND: N = 2 against the fixed π_ref, 2 quantile samples, i.e. the same 1 + 2 completions per prompt.
+            bond = (
+                dict(mode="bond", anchor="fixed", num_candidates=2, num_quantile_samples=2) if name == "BOND" else {}
+            )
+            args = JBondConfig(out_dir, per_device_train_batch_size=3 * p, **bond, **rl)
             trainer = JBondTrainer(model, reward, args, dataset, peft_config=peft_config)
         elif name in ("vBoN", "vBoN-exact"):
             args = VBoNConfig(
@@ -327,20 +368,29 @@ def run_one(name: str, spec: dict) -> dict:
         elif name == "SFT":
             args = SFTConfig(out_dir, per_device_train_batch_size=p, completion_only_loss=True, **common)
             trainer = SFTTrainer(model, args=args, train_dataset=sft_data, peft_config=peft_config)
-        elif name == "BoN-SFT":
-            trainer = BoNSFTTrainer(
-                model,
-                reward,
-                args=bon_sft_args(bon_sft_dir),
-                train_dataset=Dataset.from_dict({"prompt": rows}),
-                peft_config=peft_config,
-            )
+        elif name == "BoN-SFT":  # samples k per prompt once (timed, amortised below), keeps the best, SFT on it
+            from transformers import AutoTokenizer
+
+            from trl_bon.sampling import best_of_n
+            from trl_bon.trainer.bon_sft_trainer import bon_sft_dataset
+
+            settings = GenerationSettings(max_completion_length=spec["max_completion_length"])
+            sampling_start = time.perf_counter()
+            bon = best_of_n(Sampler(model, settings, progress=False), rows, reward, k)
+            sampling_seconds = time.perf_counter() - sampling_start
+            candidate_tokens.append(sum(len(ids) for row in bon.candidate_ids for ids in row))
+            data = bon_sft_dataset(bon, AutoTokenizer.from_pretrained(model))
+            data.save_to_disk(os.path.join(bon_sft_dir, "bon_data", "round-1", "dataset"))
+            trainer = BoNSFTTrainer(model, args=bon_sft_args(out_dir), train_dataset=data, peft_config=peft_config)
         else:
             raise ValueError(f"unknown run {name!r}")
         build_seconds = time.perf_counter() - build_start
         if name not in ("SFT", "BoN-SFT"):
             timer.wrap(trainer)
         trainer.add_callback(timer.callback)
+        if turns is not None:
+            turns.pass_on(name)
+            turns.wait(name)
         trainer.train()
 
     kept = slice(spec["warmup"], None)
@@ -348,13 +398,14 @@ def run_one(name: str, spec: dict) -> dict:
     result.update(
         steps=len(timer.steps),
         timed_steps=len(step_times),
-        step_time=mean(step_times),
+        step_time=statistics.median(step_times),
         generation=mean(timer.generation[kept]),
         scoring=mean([gas - gen for gas, gen in zip(timer.generate_and_score[kept], timer.generation[kept])]),
         completions_per_step=mean(timer.completions[kept]),
         tokens_per_step=mean(timer.tokens[kept]),
+        step_times=step_times,
         build_seconds=build_seconds,
-        memory_bytes=memory.bytes,
+        memory_bytes=memory.bytes if turns is None else float("nan"),
     )
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     # Model memory: every parameter and buffer of the policy model except the anchor adapter's own tensors.
@@ -365,13 +416,13 @@ def run_one(name: str, spec: dict) -> dict:
     if name == "J-BOND":
         result["anchor_bytes"] = anchor_memory_bytes(trainer.anchor)
     if name == "BoN-SFT":
-        logged = next(log for log in trainer.state.log_history if "bon_sft/sampling_time_s" in log)
-        sampling = logged["bon_sft/sampling_time_s"]
-        num_prompts = len(trainer.train_dataset)
+        sampling = sampling_seconds
+        num_prompts = len(rows)
         # amortised over the run's steps: sampling of the P prompts of one step + one SFT step
         per_step_sampling = sampling * p / num_prompts
         result.update(
             train_step_time=result["step_time"],
+            step_times=[t + per_step_sampling for t in result["step_times"]],
             sampling_seconds=sampling,
             sampling_completions_per_s=k * num_prompts / sampling,
             step_time=result["step_time"] + per_step_sampling,
@@ -398,6 +449,15 @@ def resolve_models(cli, workdir: str) -> tuple[str, str, list[str], str]:
         prompts = [" ".join(s.split()[: 2 + i % 3]) for i, s in enumerate(CORPUS * 6)]
         prompts = list(dict.fromkeys(prompts)) + [f"{w} the" for w in ("tell", "once", "a", "the", "good", "bad")]
         return kit["policy"], cli.reward or kit["reward"], prompts[: cli.num_prompts], "offline tiny kit"
+    if cli.model == "smollm2-random":
+        from trl_bon.toy import build_tiny_kit
+
+        kit = build_tiny_kit(os.path.join(workdir, "kit"))
+        prompts = [
+            " ".join(f"t{(7 * i + 3 * j) % 49000 + 10}" for j in range(3 + i % 4)) for i in range(cli.num_prompts)
+        ]
+        label = "random-init SmolLM2-135M shape (fp32) + tiny-kit reward"
+        return build_smollm2_random(workdir), cli.reward or kit["reward"], prompts, label
     if cli.model == "smollm2":
         root = os.path.expanduser(cli.cache_dir)
         policy, rm = os.path.join(root, "policy"), os.path.join(root, "reward")
@@ -414,8 +474,80 @@ def resolve_models(cli, workdir: str) -> tuple[str, str, list[str], str]:
     return cli.model, cli.reward, prompts, cli.model
 
 
+def run_rotation(runs: list[str], spec: dict) -> dict:
+    """Build every trainer in this process, then take one optimizer step of each in turn (`Turns`)."""
+    # Import in this thread first: lazy module imports (trl's) are not safe to race from the worker threads.
+    import peft  # noqa: F401
+    from trl import RLOOConfig, RLOOTrainer, SFTConfig, SFTTrainer  # noqa: F401
+
+    import trl_bon  # noqa: F401
+    from trl_bon import sampling, trainer  # noqa: F401
+
+    turns, results, errors = Turns(runs), {}, {}
+
+    def worker(name):
+        try:
+            results[name] = run_one(name, spec, turns)
+        except BaseException as error:  # reported after the others finish
+            errors[name] = error
+        finally:
+            turns.leave(name)
+
+    threads = [threading.Thread(target=worker, args=(name,), name=name) for name in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        name, error = next(iter(errors.items()))
+        raise SystemExit(f"run {name} failed: {error!r}") from error
+    return results
+
+
+def build_smollm2_random(root: str) -> str:
+    """A random-init Llama of SmolLM2-135M's shape (the Hub is unreachable), with a word-level tokenizer of its
+    vocabulary size so that every sampled id decodes."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from trl_bon.toy import word_level_tokenizer
+
+    tokenizer = word_level_tokenizer(49152)
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    path = os.path.join(root, "smollm2-random")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def fmt_bytes(n: float) -> str:
+    if n != n:  # NaN: runs sharing one process have no memory of their own
+        return "n/a"
     return f"{n / 2**20:8.1f} MiB"
+
+
+def step_ratio(run: dict, base: dict, spec: dict) -> str:
+    """Ratio of median step times; with `--rotate` also the range of the per-round ratios (step i of each run was
+    taken back to back, so a round's ratio shares that moment's load)."""
+    text = f"{run['step_time'] / base['step_time']:.2f}x (medians)"
+    if not spec.get("separate_processes"):
+        rounds = [a / b for a, b in zip(run["step_times"], base["step_times"], strict=False)]
+        if rounds:
+            text += f", per round {statistics.median(rounds):.2f}x [{min(rounds):.2f}-{max(rounds):.2f}]"
+    return text
 
 
 def print_report(results: dict, spec: dict, label: str) -> list[str]:
@@ -431,7 +563,7 @@ def print_report(results: dict, spec: dict, label: str) -> list[str]:
         f"({spec['warmup']} warm-up excluded), vBoN N={spec['bon_n']}"
     )
     header = (
-        f"{'run':10} {'step':>9} {'compl/s':>8} {'tok/s':>8} {'gen':>6} {'score':>6} {'train':>6} "
+        f"{'run':10} {'step':>9} {'min-max':>15} {'compl/s':>8} {'tok/s':>8} {'gen':>6} {'score':>6} {'train':>6} "
         f"{memory_kind:>12} {'trainable':>10}"
     )
     lines.append(header)
@@ -442,7 +574,8 @@ def print_report(results: dict, spec: dict, label: str) -> list[str]:
         gen, score = r["generation"] / st, r["scoring"] / st
         train = 1.0 - gen - score
         lines.append(
-            f"{name:10} {st * 1e3:7.1f}ms {cps:8.1f} {tps:8.0f} {gen:6.0%} {score:6.0%} {train:6.0%} "
+            f"{name:10} {st * 1e3:7.1f}ms {min(r['step_times']) * 1e3:6.0f}-{max(r['step_times']) * 1e3:.0f}ms "
+            f"{cps:8.1f} {tps:8.0f} {gen:6.0%} {score:6.0%} {train:6.0%} "
             f"{fmt_bytes(r['memory_bytes']):>12} {r['trainable_parameters']:>10,}"
         )
     lines.append(
@@ -450,15 +583,18 @@ def print_report(results: dict, spec: dict, label: str) -> list[str]:
         "forward/backward/optimizer; BoN-SFT: sampling amortised per P prompts)"
     )
     ratios = []
+    for name in ("J-BOND", "BOND", "vBoN", "vBoN-exact", "BoN-SFT"):
+        for base in ("RLOO-KL", "RLOO"):
+            if name in results and base in results:
+                ratios.append(f"{name} / {base} step time: " + step_ratio(results[name], results[base], spec))
     if "J-BOND" in results:
         jb = results["J-BOND"]
-        for base in ("RLOO-KL", "RLOO"):
-            if base in results:
-                ratios.append(
-                    f"J-BOND / {base} step time: {jb['step_time'] / results[base]['step_time']:.2f}x"
-                    + (" (goal <= 1.10x)" if base == "RLOO-KL" else "")
-                    + f"; memory {jb['memory_bytes'] / max(results[base]['memory_bytes'], 1):.2f}x"
-                )
+        if spec.get("separate_processes"):
+            for base in ("RLOO-KL", "RLOO"):
+                if base in results:
+                    ratios.append(
+                        f"J-BOND / {base} memory: {jb['memory_bytes'] / max(results[base]['memory_bytes'], 1):.2f}x"
+                    )
         if "anchor_bytes" in jb:
             share = jb["anchor_bytes"] / jb["model_bytes"]
             ratios.append(
@@ -472,13 +608,6 @@ def print_report(results: dict, spec: dict, label: str) -> list[str]:
                     f"  (the anchor is linear in the LoRA rank: <= 1% needs r <= {16 * 0.01 / share:.1f} "
                     "on this model at this dtype)"
                 )
-    for name in ("vBoN", "vBoN-exact"):
-        for base in ("RLOO-KL", "RLOO"):
-            if name in results and base in results:
-                ratios.append(
-                    f"{name} / {base} step time: {results[name]['step_time'] / results[base]['step_time']:.2f}x"
-                )
-                break
     vb = results.get("vBoN") or results.get("vBoN-exact")
     if vb:
         c = vb["cache"]
@@ -498,6 +627,8 @@ def print_report(results: dict, spec: dict, label: str) -> list[str]:
                 f"BoN-SFT / SFT: train step {bs['train_step_time'] / sft:.2f}x, amortised step "
                 f"{bs['step_time'] / sft:.2f}x"
             )
+    if not spec.get("separate_processes"):
+        ratios.append("all runs in one process, one step of each in turn (memory: --separate-processes)")
     if spec["device"] == "cpu" and label == "offline tiny kit":
         ratios.append(
             "note: CPU step times of a tiny model are dominated by Python/launch overhead, not FLOPs; they "
@@ -518,15 +649,16 @@ def main():
         result = run_one(cli.worker, spec)
         print("SPEED_RESULT " + json.dumps(result), flush=True)
         return
-    if cli.model in ("tiny", "smollm2"):
+    if cli.model in ("tiny", "smollm2", "smollm2-random"):
         os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TRANSFORMERS_OFFLINE="1", CI="true")
     import torch
 
     device = cli.device if cli.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    runs = [r.strip() for r in cli.runs.split(",") if r.strip()]
-    unknown = set(runs) - set(RUNS)
+    default_runs = RUNS if cli.separate_processes else ROTATED_RUNS
+    runs = [r.strip() for r in (cli.runs or ",".join(default_runs)).split(",") if r.strip()]
+    unknown = set(runs) - set(default_runs)
     if unknown:
-        raise SystemExit(f"unknown runs {sorted(unknown)}; choose from {RUNS}")
+        raise SystemExit(f"unknown runs {sorted(unknown)}; choose from {default_runs}")
     if "SFT" in runs:  # SFT trains on the data BoN-SFT samples, so BoN-SFT runs first
         runs.remove("SFT")
         if "BoN-SFT" not in runs:
@@ -551,8 +683,16 @@ def main():
         reference_samples=cli.reference_samples,
         max_completion_length=cli.max_completion_length,
         workdir=workdir,
+        separate_processes=cli.separate_processes,
     )
     results = {}
+    if not cli.separate_processes:
+        runs = [r for r in runs if r != "vBoN-cache"]
+        if vbon_runs:
+            cache_result = run_one("vBoN-cache", spec)
+            print(f"  vBoN-cache: {cache_result['completions']} completions in {cache_result['seconds']:.1f}s")
+        results = run_rotation(runs, spec)
+        runs = []
     for name in runs:
         start = time.perf_counter()
         if cli.in_process:

@@ -313,3 +313,32 @@ def test_each_run_is_charged_only_its_own_cpu_time(driver, tmp_path):
     assert busy_seconds["cpu"] >= 0.5 and idle_seconds["wall"] >= 1.5
     assert idle_seconds["cpu"] < 0.4, idle_seconds  # RUSAGE_CHILDREN would have charged it the busy run's 0.5 s
     assert 1 < idle_seconds["peak_rss_mib"] < 1000  # a bare interpreter's own peak, in MiB
+
+
+def test_speed_takes_one_step_of_each_trainer_in_turn(tmp_path, monkeypatch):
+    """`benchmarks/speed.py` (default rotation): every trainer is built in one process and steps alternate, so each
+    run's step i was measured back to back with the others'; the report gives medians, ranges and per-round ratios."""
+    speed = load("speed")
+    order = []
+    wait = speed.Turns.wait
+
+    def recording_wait(turns, name):
+        wait(turns, name)
+        if not order or order[-1] != name:
+            order.append(name)
+
+    monkeypatch.setattr(speed.Turns, "wait", recording_wait)
+    out = tmp_path / "speed.json"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["speed.py", "--lora", "--steps", "3", "--warmup", "1", "--runs", "RLOO-KL,J-BOND", "--json", str(out)],
+    )
+    speed.main()
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert order[-6:] == ["RLOO-KL", "J-BOND"] * 3  # builds, then three steps each, alternating
+    for name in ("RLOO-KL", "J-BOND"):
+        assert len(results[name]["step_times"]) == 2  # warm-up step excluded
+        assert min(results[name]["step_times"]) <= results[name]["step_time"] <= max(results[name]["step_times"])
+    assert any(line.startswith("J-BOND / RLOO-KL step time:") and "per round" in line for line in report["report"])
