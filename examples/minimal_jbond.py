@@ -10,8 +10,7 @@ so the target climbs Best-of-2 → Best-of-4 → … of the starting policy π_r
     2. score     rewards r(y), r(y'_1), r(y'_2)
     3. log-ratio Δ = log π(y|x) − log π_a(y|x), summed over the completion tokens of the policy sample
     4. weights   `trl_bon.core.jbond_weights`: crude reward r_J = −log 16 if y loses to both anchor samples
-                 (eq. 17; a tie counts half a loss, as in JBondConfig), return R = r_J − Δ (eq. 15),
-                 leave-one-out baseline b, and the Jeffreys mix (eq. 11)
+                 (eq. 17), return R = r_J − Δ (eq. 15), leave-one-out baseline b, and the Jeffreys mix (eq. 11)
                  w(y) = β·(R − b) − γ·Δ on the policy sample, w(y_target) = 1 − β on the better anchor sample
     5. update    minimise −mean(w · log π(row)) over all rows, one optimizer step
     6. anchor    θ_a ← (1 − η)·θ_a + η·θ (eq. 18)
@@ -89,9 +88,8 @@ def batch_weights(policy, anchor, prompt_ids, prompt_mask, completion_ids, compl
     """Steps 3–4 on a batch of P prompt groups laid out as rows [policy, anchor, anchor, policy, …].
 
     Returns the [`~trl_bon.core.JBondWeights`] of `core.jbond_weights`; `options` are its keyword options (the
-    paper's J-BOND when empty, with `JBondConfig`'s tie rule: a tie with an anchor sample is half a loss).
+    paper's J-BOND when empty).
     """
-    options = {"jbond_ties": "half", **options}
     group = 1 + NUM_ANCHOR_SAMPLES
     rows = torch.arange(0, completion_ids.size(0), group)  # the policy samples
     batch = (prompt_ids[rows], prompt_mask[rows], completion_ids[rows], completion_mask[rows])

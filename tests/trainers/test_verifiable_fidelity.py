@@ -50,7 +50,7 @@ def test_reference_success_rate(verifier_task):
 def test_jbond_fixed_anchor_distils_best_of_2(verifier_task, tmp_path):
     task = verifier_task
     target = bon_probs(task.ref_probs, task.rewards, 2)
-    policy = train_jbond(task, tmp_path, 32, 120, anchor="fixed")
+    policy = train_jbond(task, tmp_path, 32, 120, anchor="fixed", jbond_ties="half")  # docs/verifiable_rewards.md
     kl = kl_divergence(policy, target).item()
     s2 = bon_success_rate(torch.tensor(P, dtype=torch.float64), 2).item()
     print(f"J-BOND fixed anchor, 0/1 reward: KL(pi || Bo2) = {kl:.4f}, success {_success(policy, task):.3f} vs {s2}")

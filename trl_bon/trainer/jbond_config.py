@@ -75,11 +75,14 @@ class JBondConfig(RLOOConfig):
         jbond_penalty (`float`, *optional*, defaults to `log(16)`):
             Penalty of the crude J-BOND reward (eq. 17): `r_J = −jbond_penalty` if the policy sample is strictly
             worse than both anchor samples, else 0; ties per `jbond_ties`.
-        jbond_ties (`str`, *optional*, defaults to `"half"`):
-            How the crude reward counts a tie with an anchor sample: `"half"` (half a loss, −penalty/2 per tied
-            anchor sample when the others beat y; needed for discrete rewards such as 0/1 verifiers, where the
-            paper's strict rule leaves wrong samples unpenalised whenever an anchor sample is wrong too) or
-            `"strict"` (eq. 17 as printed: a tie earns 0). Both are the same when no reward ties.
+        jbond_ties (`str`, *optional*, defaults to `"strict"`):
+            How the crude reward counts a tie with an anchor sample: `"strict"` (eq. 17 as printed: a tie earns 0)
+            or `"half"` (half a loss, −penalty/2 per tied anchor sample when the others beat y). Set `"half"` for
+            discrete rewards such as 0/1 verifiers, where the strict rule leaves a wrong sample unpenalised whenever
+            an anchor sample is wrong too (a fixed-anchor phase then stops 0.012 nats from Best-of-2 at p = 0.3,
+            0.0015 with `"half"`). The default stays the paper's: with the EMA anchor on the two-token task `"half"`
+            tracked the Best-of-N laws less closely (nearest law 0.43 / 0.31 nats away after 100 steps against
+            0.17 / 0.16). Both are the same when no reward ties.
         baseline (`str`, *optional*, defaults to `"batch_loo"`):
             Baseline subtracted from the policy return: `"batch_loo"`, the mean return of the *other* prompts of the
             global generation batch (J-BOND Alg. 2), or `"none"`. A per-prompt leave-one-out baseline is not offered:
@@ -167,10 +170,10 @@ class JBondConfig(RLOOConfig):
         metadata={"help": "Penalty of the J-BOND crude reward when the policy loses to both anchor samples (eq. 17)."},
     )
     jbond_ties: str = field(
-        default="half",
+        default="strict",
         metadata={
-            "help": "J-BOND crude reward on ties with an anchor sample: `half` (half a loss; right for discrete "
-            "and 0/1 rewards) or `strict` (eq. 17 as printed, a tie earns 0)."
+            "help": "J-BOND crude reward on ties with an anchor sample: `strict` (eq. 17 as printed, a tie earns 0) "
+            "or `half` (half a loss; set it for discrete and 0/1 rewards)."
         },
     )
     baseline: str = field(
