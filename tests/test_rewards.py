@@ -149,7 +149,7 @@ class TestRewardScorer:
         signature = scorer.signature()
         assert signature["reward_funcs"] == ["reward", "length_reward"] and signature["reward_weights"] == [1.0, 0.5]
         model_id, func_id = signature["identities"]
-        assert set(model_id) == {"config", "weights"}
+        assert set(model_id) == {"config", "weights", "tokenizer"}  # the reward model reads its tokenizer's tokens
         assert func_id.startswith("tests.test_rewards.length_reward:")
 
 

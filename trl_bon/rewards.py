@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .identity import callable_identity, check_model_path, model_identity
+from .identity import callable_identity, check_model_path, model_identity, tokenizer_identity
 
 
 RewardFunc = str | nn.Module | Callable[..., list[float | None]]
@@ -125,13 +125,18 @@ def reward_values(output, name: str, count: int) -> torch.Tensor:
     return torch.tensor([torch.nan if r is None else float(r) for r in output])
 
 
-def reward_signature(funcs: Sequence, weights: Sequence[float]) -> dict:
+def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequence | None = None) -> dict:
     """What identifies a weighted set of reward functions for caches: names, weights and content identities
-    (weights fingerprint for a model, source hash for a callable; see `trl_bon.identity`)."""
+    (weights fingerprint and tokenizer identity for a model, hash of source, closure and globals for a callable; see
+    `trl_bon.identity`). `tokenizers` are the reward models' tokenizers (None for callables)."""
     identities = []
-    for func in funcs:
+    tokenizers = list(tokenizers) if tokenizers is not None else [None] * len(funcs)
+    for func, tokenizer in zip(funcs, tokenizers, strict=True):
         if isinstance(func, nn.Module):
-            identities.append(model_identity(func))
+            identity = model_identity(func)
+            if tokenizer is not None:  # the reward model reads the tokens of its own tokenizer and chat template
+                identity["tokenizer"] = tokenizer_identity(tokenizer)
+            identities.append(identity)
         elif isinstance(func, str):
             identities.append(func)
         else:
@@ -232,7 +237,7 @@ class RewardScorer:
     def signature(self) -> dict:
         """What identifies this reward for caches: names, weights and content identities ([`reward_signature`])."""
         if self._signature is None:
-            self._signature = reward_signature(self.funcs, self.weights.tolist())
+            self._signature = reward_signature(self.funcs, self.weights.tolist(), self.tokenizers)
         return self._signature
 
     def _texts(self, prompts, completions, tokenizer) -> list[str]:

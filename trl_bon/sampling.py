@@ -458,10 +458,11 @@ class Sampler:
 
     def identity(self) -> dict:
         """What decides the samples' law, for caches: model identity (config + weights fingerprint, not the path),
-        every generation setting and the backend. The vLLM backend fingerprints the checkpoint at its path, loaded
+        tokenizer identity (vocabulary and chat template: they decide the prompt tokens), every generation setting
+        and the backend. The vLLM backend fingerprints the checkpoint at its path, loaded
         once with transformers and dropped (vLLM holds its own copy), so that its caches are keyed like the
         trainers' π_ref: keyed by the path, a vBoN trainer refused every cache built with vLLM."""
-        from .identity import model_identity
+        from .identity import model_identity, tokenizer_identity
 
         if self.backend != "vllm":
             model = model_identity(self.model)
@@ -470,7 +471,12 @@ class Sampler:
                 loaded, _ = load_causal_lm(self._model, self.model_init_kwargs, self.tokenizer)
                 self._vllm_model_identity = model_identity(loaded)
             model = self._vllm_model_identity
-        return {"model": model, "generation_settings": self.settings.to_dict(), "backend": self.backend}
+        return {
+            "model": model,
+            "tokenizer": tokenizer_identity(self.tokenizer),
+            "generation_settings": self.settings.to_dict(),
+            "backend": self.backend,
+        }
 
     def prompt_ids(self, prompts: list) -> list[list[int]]:
         return tokenize_prompts(self.tokenizer, prompts, self.settings.chat_template_kwargs)

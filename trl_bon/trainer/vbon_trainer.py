@@ -19,7 +19,7 @@ from trl import RLOOTrainer
 
 from .._trl_compat import use_adapter
 from ..core.vbon import vbon_scores
-from ..identity import model_identity
+from ..identity import model_identity, tokenizer_identity
 from ..ref_cache import CACHE_COMMAND, add_reference_rewards, load_reference_reward_cache, reference_reward_tensor
 from ..rewards import reward_signature
 from ..sampling import GenerationSettings
@@ -165,7 +165,7 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
     # ------------------------------------------------------------------ reference-reward cache
 
     def _reward_signature(self) -> dict:
-        return reward_signature(self.reward_funcs, self.reward_weights.tolist())
+        return reward_signature(self.reward_funcs, self.reward_weights.tolist(), self.reward_processing_classes)
 
     @contextlib.contextmanager
     def _reference_model(self):
@@ -197,7 +197,12 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
         cache = load_reference_reward_cache(cache_dir)
         with self._reference_model() as ref_model:  # π_ref's content fingerprint, not its path
             identity = model_identity(self.accelerator.unwrap_model(ref_model))
-        cache.check_compatible(GenerationSettings.from_trainer_args(args), self._reward_signature(), identity)
+        cache.check_compatible(
+            GenerationSettings.from_trainer_args(args),
+            self._reward_signature(),
+            identity,
+            tokenizer_identity(getattr(self.processing_class, "tokenizer", self.processing_class)),
+        )
         self._vbon_cache = cache
         return cache
 
