@@ -37,6 +37,7 @@ from .._trl_compat import (
     use_adapter,
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engine
+from ..rewards import check_reward_funcs, check_reward_tokenizers
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
 from ._metric_vocabulary import log_kl_to_ref, log_policy_rewards
@@ -177,6 +178,7 @@ class JBondTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, 
         # instance is copied before RLOO patches it with the fused LM head (the patch closes over the original).
         initial_model = copy.deepcopy(model) if not use_lora and not isinstance(model, str) else None
 
+        check_reward_funcs(reward_funcs, args.model_init_kwargs)  # a causal LM as reward model: before it loads
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
@@ -191,6 +193,7 @@ class JBondTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, 
             peft_config=peft_config,
         )
 
+        check_reward_tokenizers(self.reward_funcs, self.reward_processing_classes, reward_processing_classes)
         check_train_prompt_lengths(self)
         # Anchor: a second LoRA adapter (fp32 shadow) or a second full model.
         self._anchor_model = None

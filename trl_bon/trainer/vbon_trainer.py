@@ -21,7 +21,7 @@ from .._trl_compat import use_adapter
 from ..core.vbon import vbon_scores
 from ..identity import model_identity, tokenizer_identity
 from ..ref_cache import CACHE_COMMAND, add_reference_rewards, load_reference_reward_cache, reference_reward_tensor
-from ..rewards import reward_signature
+from ..rewards import check_reward_funcs, check_reward_tokenizers, reward_signature
 from ..sampling import GenerationSettings
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
@@ -120,6 +120,7 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
         settings = {"method": "vbon", "num_candidates": args.num_candidates, "vbon_objective": args.vbon_objective}
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
         check_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
+        check_reward_funcs(reward_funcs, args.model_init_kwargs)  # a causal LM as reward model: before it loads
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
@@ -140,6 +141,7 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
                 disable_all_dropout(scored)
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
+        check_reward_tokenizers(self.reward_funcs, self.reward_processing_classes, reward_processing_classes)
         check_train_prompt_lengths(self)
         self.num_candidates = args.num_candidates
         self._vbon_raw_rewards = None
