@@ -268,3 +268,26 @@ def check_model_path(name: str, what: str = "model") -> None:
         f"The {what} {name!r} does not exist: no such local folder. Pass an existing folder written by "
         "`save_pretrained`, or a Hub id such as `owner/name`."
     )
+
+
+def check_safetensors(path: str | os.PathLike, what: str) -> None:
+    """Raise a `ValueError` naming `path` if it is not a whole safetensors file: a header that is not one, or data
+    shorter than the header says (a truncated copy or an interrupted save). Reads only the header."""
+    path = Path(path)
+    size = path.stat().st_size
+    fix = "Copy or save it again (or resume from an earlier checkpoint)."
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if not 0 < length <= size - 8:
+            raise ValueError(f"The {what} {path} is not a safetensors file (no valid header): it is damaged. {fix}")
+        try:
+            header = json.loads(handle.read(length))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+            raise ValueError(f"The {what} {path} has a damaged safetensors header ({error}). {fix}") from error
+    if 8 + length + end > size:
+        raise ValueError(
+            f"The {what} {path} is truncated: its header describes {8 + length + end} bytes, the file has {size}. "
+            + fix
+        )
