@@ -256,6 +256,22 @@ def add_reference_rewards(
     return dataset.add_column(column, [cache.rewards[i] for i in ids])
 
 
+def check_reference_reward_column(dataset, column: str = "ref_rewards", name: str = "train_dataset") -> None:
+    """Raise a `ValueError` naming the first row of `dataset` (a `Dataset`) whose `column` is not a non-empty list of
+    finite numbers: vBoN's CDF F̂ of that prompt would be empty or NaN, and training would fail at its first step."""
+    for row, values in enumerate(dataset[column]):
+        try:
+            finite = values is not None and len(values) > 0 and all(math.isfinite(float(v)) for v in values)
+        except (TypeError, ValueError):  # a None or a string among the values
+            finite = False
+        if not finite:
+            raise ValueError(
+                f"Row {row} of `{name}` has {column!r} = {values!r:.60}: every prompt needs its M reference rewards "
+                f"as a non-empty list of finite numbers. Rebuild them with `{CACHE_COMMAND}` and join them with "
+                "`trl_bon.ref_cache.add_reference_rewards` (or drop the column to have the trainer join the cache)."
+            )
+
+
 def build_reference_reward_cache(
     sampler, dataset, reward, num_samples: int, output_dir, *, prompt_id_column: str | None = None
 ) -> ReferenceRewardCache:

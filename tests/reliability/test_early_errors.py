@@ -314,3 +314,14 @@ def test_reward_model_with_another_tokenizer_is_refused(kind, tiny_kit, one_toke
             train_dataset=prompt_dataset,
             reward_processing_classes=[other],
         )
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, float("nan")]], ids=["empty", "nan"])
+def test_vbon_bad_reference_rewards_column(bad, prompt_dataset, tmp_path):
+    """A user-joined `ref_rewards` column with an empty or NaN row: named at init, before the model loads (the model
+    path does not exist), instead of failing the first step."""
+    column = [[0.1, 0.2]] * len(prompt_dataset)
+    column[5] = bad
+    data = prompt_dataset.add_column("ref_rewards", column)
+    with pytest.raises(ValueError, match=r"Row 5 of `train_dataset` has 'ref_rewards' = .*list of finite numbers"):
+        _trainer("vbon", _args("vbon", tmp_path), data)

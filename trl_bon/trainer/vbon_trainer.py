@@ -20,7 +20,13 @@ from trl import RLOOTrainer
 from .._trl_compat import use_adapter
 from ..core.vbon import vbon_scores
 from ..identity import model_identity, tokenizer_identity
-from ..ref_cache import CACHE_COMMAND, add_reference_rewards, load_reference_reward_cache, reference_reward_tensor
+from ..ref_cache import (
+    CACHE_COMMAND,
+    add_reference_rewards,
+    check_reference_reward_column,
+    load_reference_reward_cache,
+    reference_reward_tensor,
+)
 from ..rewards import check_reward_funcs, check_reward_tokenizers, reward_signature
 from ..sampling import GenerationSettings
 from ._checkpoint import CheckpointMixin, finetuning_settings
@@ -120,6 +126,14 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
         settings = {"method": "vbon", "num_candidates": args.num_candidates, "vbon_objective": args.vbon_objective}
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
         check_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
+        evals = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
+        given = {
+            "train_dataset": train_dataset,
+            **{f"eval_dataset[{k!r}]" if k is not None else "eval_dataset": v for k, v in evals.items()},
+        }
+        for name, dataset in given.items():  # a NaN or empty reference CDF would fail the first step
+            if isinstance(dataset, Dataset) and args.reference_rewards_column in dataset.column_names:
+                check_reference_reward_column(dataset, args.reference_rewards_column, name)
         check_reward_funcs(reward_funcs, args.model_init_kwargs)  # a causal LM as reward model: before it loads
         super().__init__(
             model=model,
