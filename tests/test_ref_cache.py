@@ -321,6 +321,13 @@ def test_bon_sft_data_is_keyed_by_model_and_reward_content(tiny_kit, tmp_path):
 
     with pytest.raises(ValueError, match="other settings.*reward_signature"):
         data_step(tiny_kit["policy"], CountingReward2())
+    import shutil
+
+    shutil.rmtree(directory / "dataset")  # the round's data deleted by hand, its metadata.json left
+    with pytest.raises(ValueError, match=r"round-1 records a finished round but its data .* is missing.*Delete"):
+        data_step(tiny_kit["policy"], CountingReward())
+    shutil.rmtree(directory)
+    data_step(tiny_kit["policy"], CountingReward())  # the fix the message names: sampled again
     other = build_tiny_kit(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="other settings.*'model'"):
         data_step(other["policy"], CountingReward())
