@@ -575,12 +575,6 @@ class Sampler:
         )
 
 
-def sample_completions(model, prompts: Sequence, num_samples: int, settings=None, **sampler_kwargs) -> Samples:
-    """`Sampler(model, settings, **sampler_kwargs).sample(prompts, num_samples)`: `num_samples` completions per
-    prompt, grouped by prompt (rows `i·n … (i+1)·n − 1` belong to prompt `i`)."""
-    return Sampler(model, settings, **sampler_kwargs).sample(prompts, num_samples)
-
-
 @dataclass
 class BestOfNOutput:
     """Result of [`best_of_n`]: the chosen completion per prompt, with every candidate and its reward."""
@@ -594,12 +588,6 @@ class BestOfNOutput:
     candidate_ids: list[list[list[int]]]
     candidate_rewards: torch.Tensor  # (P, N) scalar (weighted) rewards
     reward_signature: dict = field(default_factory=dict)
-
-    def to_dataset(self):
-        """A prompt–completion `datasets.Dataset` of the chosen completions (the BoN-SFT format)."""
-        from datasets import Dataset
-
-        return Dataset.from_dict({"prompt": self.prompts, "completion": self.completions})
 
 
 def select_best(rewards: torch.Tensor, tie_break: str = "random", generator: torch.Generator | None = None):
