@@ -46,7 +46,7 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
     coefficient is 1/(N−1).
 
     Each prompt needs M cached reference rewards, in the dataset column `args.reference_rewards_column` or joined
-    from `args.reference_cache_dir` (default `<output_dir>/reference_rewards`, where `trl-bon cache-ref-rewards`
+    from `args.reference_cache_dir` (default `<output_dir>/_reference_rewards`, where `trl-bon cache-ref-rewards`
     writes). Build them before training with `trl-bon cache-ref-rewards` or
     [`~trl_bon.ref_cache.build_reference_reward_cache`]; the trainer never samples outside `train()`.
 
@@ -64,7 +64,7 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
     ... )
     >>> sampler = Sampler(task.model_path, GenerationSettings.from_trainer_args(args))
     >>> build_reference_reward_cache(  # doctest: +SKIP
-    ...     sampler, task.dataset(8), task.reward_func, 200, "/tmp/trl_bon_doc_vbon/reference_rewards"
+    ...     sampler, task.dataset(8), task.reward_func, 200, "/tmp/trl_bon_doc_vbon/_reference_rewards"
     ... )
     >>> trainer = VBoNTrainer(  # doctest: +SKIP
     ...     task.model_path, task.reward_func, args=args, train_dataset=task.dataset(8)
@@ -207,7 +207,7 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
                 f"The training data has no {args.reference_rewards_column!r} column of cached reference rewards and "
                 f"there is no cache in {cache_dir!r}. vBoN does not sample before training: build the cache first "
                 f"with `{CACHE_COMMAND}` (same config; it writes `reference_cache_dir`, default "
-                "`<output_dir>/reference_rewards`) or `trl_bon.ref_cache.build_reference_reward_cache`, then pass "
+                "`<output_dir>/_reference_rewards`) or `trl_bon.ref_cache.build_reference_reward_cache`, then pass "
                 "`reference_cache_dir`, or add the column yourself (`trl_bon.ref_cache.add_reference_rewards`)."
             )
         cache = load_reference_reward_cache(cache_dir)
