@@ -166,6 +166,8 @@ def _value_hash(value, what: str, seen: set) -> str:
         return json.dumps(model_identity(value), sort_keys=True)
     if inspect.isfunction(value) or inspect.ismethod(value):
         return _function_hash(value, seen)
+    if inspect.isfunction(getattr(value, "__wrapped__", None)):  # `functools.lru_cache`, `functools.wraps`
+        return _function_hash(value.__wrapped__, seen)
     if isinstance(value, functools.partial):
         return callable_identity(value)
     if isinstance(value, type) or inspect.isbuiltin(value):
