@@ -331,3 +331,31 @@ def test_bon_sft_data_is_keyed_by_model_and_reward_content(tiny_kit, tmp_path):
     other = build_tiny_kit(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="other settings.*'model'"):
         data_step(other["policy"], CountingReward())
+
+
+def test_bon_sft_data_is_keyed_by_the_tables_a_reward_reads(tiny_kit, tmp_path, monkeypatch):
+    """Editing a module-level table the reward reads (same source) makes the saved round data stale: refused."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from tests.helpers import cpu_args
+    from trl_bon import BoNSFTConfig
+    from trl_bon.rewards import RewardScorer
+    from trl_bon.scripts.bon_sft import round_data, round_metadata
+
+    data = Dataset.from_dict({"prompt": ["the cat", "tell me"]})
+    kw = cpu_args(num_candidates=2, max_completion_length=3, per_device_train_batch_size=2, max_steps=1)
+    args = BoNSFTConfig(str(tmp_path / "out"), **kw)
+    directory = tmp_path / "out" / "_bon_data" / "round-1"
+
+    def data_step():
+        scorer = RewardScorer([table_reward])
+        metadata = round_metadata(1, data["prompt"], scorer, args, tiny_kit["policy"])
+        tokenizer = AutoTokenizer.from_pretrained(tiny_kit["policy"])
+        return round_data(directory, metadata, tiny_kit["policy"], data, scorer, tokenizer, args)
+
+    data_step()
+    data_step()  # unchanged: reused
+    monkeypatch.setitem(REWARD_TABLE, "scale", -1.0)  # the Best-of-N choice flips to the shortest completion
+    with pytest.raises(ValueError, match="other settings.*reward_signature"):
+        data_step()
