@@ -222,6 +222,12 @@ class TestLoraAnchor:
         with pytest.raises(FileNotFoundError, match="nothing-here"):
             restored.load(empty)
 
+        # A garbage header: safetensors' own error names no file; ours names it.
+        weights = tmp_path / "anchor.safetensors"
+        weights.write_bytes(b"\xff" * 8 + weights.read_bytes()[8:])
+        with pytest.raises(ValueError, match=r"saved anchor .*anchor\.safetensors is not a safetensors file"):
+            restored.load(tmp_path)
+
     def test_memory_bytes(self, lora):
         from trl_bon.anchor import anchor_memory_bytes
 

@@ -198,6 +198,14 @@ def test_bad_checkpoints_fail_before_any_sampling(one_token_task, one_token_samp
         run({"kit": tiny_kit["policy"]})
     with pytest.raises(ValueError, match="6-token vocabulary"):
         run({"small": task.model_path}, reference=tiny_kit["policy"])
+    # A final model whose copy was cut short: named before the reference sampling, not when its turn comes.
+    import shutil
+
+    truncated = shutil.copytree(task.model_path, tmp_path / "truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"checkpoint 'cut' .*model\.safetensors is truncated"):
+        run({"fine": task.model_path, "cut": str(truncated)})
     assert judge.calls == 0  # nothing was sampled or scored
 
 

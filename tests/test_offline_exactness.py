@@ -3,7 +3,7 @@ dropout 0.1 in its config, left in train mode as a user's model may be) and a Ll
 in one left-padded batch, two-token completions.
 
 - `completion_logps` (the evaluation's log-probs) equals scoring each sequence alone, unpadded, to 1e-5;
-- `sample_completions` (behind `best_of_n`, the reference-reward cache and the evaluation) draws each prompt's
+- `Sampler.sample` (behind `best_of_n`, the reference-reward cache and the evaluation) draws each prompt's
   completions from the model's exact law, computed by enumerating every completion;
 - reward models score a right-padded batch as they score each text alone (dropout off);
 - each check is shown to fail on the defect it guards against (positions not derived from the mask).
@@ -14,7 +14,7 @@ import torch
 
 from trl_bon.core import kl_divergence
 from trl_bon.rewards import RewardScorer
-from trl_bon.sampling import GenerationSettings, completion_logps, sample_completions
+from trl_bon.sampling import GenerationSettings, Sampler, completion_logps
 from trl_bon.toy import tiny_causal_lm, word_level_tokenizer
 
 
@@ -81,16 +81,14 @@ def test_scoring_without_mask_positions_would_differ(tokenizer):
 
 def test_sampler_draws_from_the_exact_law(model, tokenizer):
     draws = 3000  # per prompt; E[KL(empirical‖exact)] ≈ 30 / (2·3000) = 0.005
-    samples = sample_completions(
+    samples = Sampler(
         model,
-        PROMPTS,
-        draws,
         GenerationSettings(max_completion_length=2),
         tokenizer=tokenizer,
         batch_size=len(PROMPTS) * draws,  # one generate call: every prompt in the same left-padded batch
         seed=0,
         progress=False,
-    )
+    ).sample(PROMPTS, draws)
     assert model.training  # restored
     for i, prompt in enumerate(PROMPTS):
         law = exact_two_token_law(model, tokenizer(prompt)["input_ids"])

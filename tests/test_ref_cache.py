@@ -35,6 +35,18 @@ class CountingReward:
         return [float(len(ids) + (ids[0] if ids else 0) / 1000) for ids in completion_ids]
 
 
+#: A module-level table read by `table_reward`: editing it changes the rewards without changing the source.
+REWARD_TABLE = {"scale": 1.0}
+
+
+def _scaled(ids):  # a helper of the same module, reading the table
+    return REWARD_TABLE["scale"] * len(ids)
+
+
+def table_reward(completion_ids, **kwargs):
+    return [_scaled(ids) for ids in completion_ids]
+
+
 @pytest.fixture(scope="module")
 def prompts():
     return Dataset.from_dict({"prompt": ["the cat", "tell me", "once upon", "the movie", "the food", "the cat"]})
@@ -150,6 +162,31 @@ class TestContentKeys:
 
         with pytest.raises(ValueError, match=r"reward\.identities"):
             _build(tiny_kit, prompts, tmp_path / "c", CountingReward2())
+
+    def test_edited_module_level_table_is_refused(self, tiny_kit, prompts, tmp_path, monkeypatch):
+        """The reward reads a global table through a helper: same source, other rewards after the edit."""
+        cache = _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", table_reward)
+        same = RewardScorer(table_reward).signature()
+        cache.check_compatible(reward_signature=same)
+        monkeypatch.setitem(REWARD_TABLE, "scale", 2.0)
+        with pytest.raises(ValueError, match=r"reward\.identities"):
+            _build(tiny_kit, prompts, tmp_path / "c", table_reward)
+        with pytest.raises(ValueError, match=r"reward\.identities"):
+            cache.check_compatible(reward_signature=RewardScorer(table_reward).signature())
+
+    def test_tokenizer_and_chat_template_are_keys(self, tiny_kit, prompts, tmp_path):
+        """A cache built on one chat template's prompt tokens is refused under another template."""
+        from transformers import AutoTokenizer
+
+        _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", CountingReward())
+        tokenizer = AutoTokenizer.from_pretrained(tiny_kit["policy"], padding_side="left")
+        tokenizer.chat_template = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"
+        sampler = Sampler(tiny_kit["policy"], SETTINGS, tokenizer=tokenizer, batch_size=8, progress=False)
+        with pytest.raises(ValueError, match=r"tokenizer\.chat_template"):
+            build_reference_reward_cache(sampler, prompts, CountingReward(), 3, tmp_path / "c")
+        cache = load_reference_reward_cache(tmp_path / "c")
+        with pytest.raises(ValueError, match=r"tokenizer\.chat_template"):
+            cache.check_compatible(tokenizer_identity=sampler.identity()["tokenizer"])
 
     def test_model_is_keyed_by_content_not_path(self, tiny_kit, prompts, tmp_path):
         import shutil
@@ -284,6 +321,41 @@ def test_bon_sft_data_is_keyed_by_model_and_reward_content(tiny_kit, tmp_path):
 
     with pytest.raises(ValueError, match="other settings.*reward_signature"):
         data_step(tiny_kit["policy"], CountingReward2())
+    import shutil
+
+    shutil.rmtree(directory / "dataset")  # the round's data deleted by hand, its metadata.json left
+    with pytest.raises(ValueError, match=r"round-1 records a finished round but its data .* is missing.*Delete"):
+        data_step(tiny_kit["policy"], CountingReward())
+    shutil.rmtree(directory)
+    data_step(tiny_kit["policy"], CountingReward())  # the fix the message names: sampled again
     other = build_tiny_kit(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="other settings.*'model'"):
         data_step(other["policy"], CountingReward())
+
+
+def test_bon_sft_data_is_keyed_by_the_tables_a_reward_reads(tiny_kit, tmp_path, monkeypatch):
+    """Editing a module-level table the reward reads (same source) makes the saved round data stale: refused."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from tests.helpers import cpu_args
+    from trl_bon import BoNSFTConfig
+    from trl_bon.rewards import RewardScorer
+    from trl_bon.scripts.bon_sft import round_data, round_metadata
+
+    data = Dataset.from_dict({"prompt": ["the cat", "tell me"]})
+    kw = cpu_args(num_candidates=2, max_completion_length=3, per_device_train_batch_size=2, max_steps=1)
+    args = BoNSFTConfig(str(tmp_path / "out"), **kw)
+    directory = tmp_path / "out" / "_bon_data" / "round-1"
+
+    def data_step():
+        scorer = RewardScorer([table_reward])
+        metadata = round_metadata(1, data["prompt"], scorer, args, tiny_kit["policy"])
+        tokenizer = AutoTokenizer.from_pretrained(tiny_kit["policy"])
+        return round_data(directory, metadata, tiny_kit["policy"], data, scorer, tokenizer, args)
+
+    data_step()
+    data_step()  # unchanged: reused
+    monkeypatch.setitem(REWARD_TABLE, "scale", -1.0)  # the Best-of-N choice flips to the shortest completion
+    with pytest.raises(ValueError, match="other settings.*reward_signature"):
+        data_step()

@@ -149,7 +149,7 @@ class TestRewardScorer:
         signature = scorer.signature()
         assert signature["reward_funcs"] == ["reward", "length_reward"] and signature["reward_weights"] == [1.0, 0.5]
         model_id, func_id = signature["identities"]
-        assert set(model_id) == {"config", "weights"}
+        assert set(model_id) == {"config", "weights", "tokenizer"}  # the reward model reads its tokenizer's tokens
         assert func_id.startswith("tests.test_rewards.length_reward:")
 
 
@@ -211,7 +211,7 @@ class TestBadRewardsFailEarly:
         with pytest.raises(FileNotFoundError, match="does not exist"):
             Sampler("./no_such_policy")
 
-    def test_another_models_tokenizer(self, tiny_kit, one_token_task):
+    def test_another_models_tokenizer(self, tiny_kit, one_token_task, tmp_path):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from trl_bon.toy import _model_config, word_level_tokenizer
@@ -221,8 +221,15 @@ class TestBadRewardsFailEarly:
         with pytest.raises(ValueError, match="has .* tokens but the model embeds only 6"):
             RewardScorer(small_model, reward_processing_classes=AutoTokenizer.from_pretrained(tiny_kit["reward"]))
         other = AutoTokenizer.from_pretrained(one_token_task.model_path)  # 6 tokens: fits, but not this model's
-        with pytest.warns(UserWarning, match="may be another model's: it was loaded from"):
+        with pytest.raises(ValueError, match="has 6 tokens but the model embeds 320: it uses less than half"):
             RewardScorer(tiny_kit["reward"], reward_processing_classes=other)
+        from trl_bon.toy import build_bpe_tokenizer
+
+        near = build_bpe_tokenizer(300)  # plausible size, same specials, but saved elsewhere
+        near.save_pretrained(tmp_path / "near")
+        near = AutoTokenizer.from_pretrained(tmp_path / "near")
+        with pytest.warns(UserWarning, match="may be another model's: it was loaded from"):
+            RewardScorer(tiny_kit["reward"], reward_processing_classes=near)
 
 
 class TestIdentity:

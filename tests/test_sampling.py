@@ -6,7 +6,7 @@ import torch
 
 from trl_bon.core import bon_probs, kl_divergence
 from trl_bon.rewards import RewardScorer
-from trl_bon.sampling import GenerationSettings, Sampler, best_of_n, sample_completions, select_best
+from trl_bon.sampling import GenerationSettings, Sampler, best_of_n, select_best
 
 
 SHORT = GenerationSettings(max_completion_length=6)  # tiny model: short completions keep sampling fast
@@ -66,8 +66,6 @@ class TestBestOfN:
             assert expected[out.chosen_index[i]] == expected.max()
             assert out.completion_ids[i] == out.candidate_ids[i][out.chosen_index[i]]
             assert out.completions[i] == out.candidates[i][out.chosen_index[i]]
-        rows = out.to_dataset()
-        assert rows.column_names == ["prompt", "completion"] and rows["completion"] == out.completions
 
     def test_weights_and_columns_reach_the_selection(self, tiny_kit, prompts):
         # Weight -1 on the token sum turns the argmax into the argmin; extra columns reach callables.
@@ -169,6 +167,10 @@ class TestBestOfN:
             best_of_n(sampler, prompts[:2], infinite, n=2)
         with pytest.raises(ValueError, match="got no reward"):
             best_of_n(sampler, prompts[:2], skipped, n=2)
+
+
+def sample_completions(model, prompts, num_samples, settings=None, **sampler_kwargs):
+    return Sampler(model, settings, **sampler_kwargs).sample(prompts, num_samples)
 
 
 class TestSampleCompletions:

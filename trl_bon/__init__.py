@@ -19,7 +19,6 @@ _LAZY = {
     "bon_sft_dataset": "trl_bon.trainer.bon_sft_trainer",
     "best_of_n": "trl_bon.sampling",
     "BestOfNOutput": "trl_bon.sampling",
-    "sample_completions": "trl_bon.sampling",
     "RewardScorer": "trl_bon.rewards",
     "build_reference_reward_cache": "trl_bon.ref_cache",
     "evaluate_checkpoints": "trl_bon.evaluation",

@@ -50,6 +50,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ._trl_compat import use_adapter
 from .core.ema import ema_update_
+from .identity import check_safetensors
 
 
 if TYPE_CHECKING:
@@ -335,6 +336,12 @@ def _read_config(directory: str | os.PathLike, kind: str) -> dict[str, Any]:
     return config
 
 
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """`load_file`, with a damaged or truncated file named (safetensors' own error names no file)."""
+    check_safetensors(path, "saved anchor")
+    return load_file(path)
+
+
 def _write_config(directory: Path, config: dict[str, Any]) -> None:
     (directory / ANCHOR_CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
@@ -493,7 +500,7 @@ class LoraAnchor(AnchorState):
                 f"The anchor saved in {directory!s} is the adapter {config['adapter_name']!r}, but this anchor is "
                 f"{self.adapter_name!r}; build it with `LoraAnchor(model, adapter_name={config['adapter_name']!r})`."
             )
-        self.load_state_dict(load_file(Path(directory) / ANCHOR_WEIGHTS_NAME))
+        self.load_state_dict(_load_weights(Path(directory) / ANCHOR_WEIGHTS_NAME))
 
 
 class ModelAnchor(AnchorState):
@@ -613,7 +620,7 @@ class ModelAnchor(AnchorState):
         _read_config(directory, self.kind)
         saved: dict[str, torch.Tensor] = {}
         for path in sorted(Path(directory).glob("model*.safetensors")):
-            saved.update(load_file(path))
+            saved.update(_load_weights(path))
         aliases, state = self._aliases(), {}
         for name, tensor in self._floating_tensors(self.model).items():
             alias = next((alias for alias in aliases[id(tensor)] if alias in saved), None)

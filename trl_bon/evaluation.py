@@ -41,7 +41,7 @@ from .core.metrics import (
     win_rate,
 )
 from .core.quantiles import empirical_quantile
-from .identity import check_model_path
+from .identity import check_model_path, check_safetensors
 from .rewards import RewardScorer
 from .sampling import Sampler, check_prompts, load_causal_lm, prompts_and_columns, select_best
 
@@ -147,6 +147,9 @@ def _check_checkpoint(name: str, checkpoint, tokenizer) -> None:
             f"Checkpoint '{name}': {path} holds no model (no config.json or adapter_config.json). Pass a folder "
             "written by `save_pretrained` or a training output_dir with `checkpoint-*` folders."
         )
+    if local.is_dir():  # a truncated copy would fail only when its turn comes, after the reference sampling
+        for weights in sorted(local.glob("*.safetensors")):
+            check_safetensors(weights, f"weights of checkpoint '{name}'")
     if not (local / "adapter_config.json").is_file():
         try:
             vocab = _vocab_size(AutoConfig.from_pretrained(path))

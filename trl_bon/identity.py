@@ -1,5 +1,5 @@
-"""What a cached result depends on, as content rather than names: model and reward fingerprints, and early checks of
-model paths.
+"""What a cached result depends on, as content rather than names: model, tokenizer and reward fingerprints, and early
+checks of model paths.
 
 A cache keyed by a model's *path* or a reward's *name* is silently stale when the folder is overwritten by another
 run or a different function keeps the same `__name__`. The offline layer keys its caches by:
@@ -11,11 +11,18 @@ run or a different function keeps the same `__name__`. The offline layer keys it
   tensor. A PEFT model is fingerprinted through its base weights plus, separately, its adapters unless they are
   fresh (every LoRA B matrix zero, so the model computes exactly the base model). Under DeepSpeed ZeRO-3 each
   partitioned tensor is gathered in turn, so every rank must fingerprint the model (it reads whole tensors).
-- **a reward model**: the same fingerprint;
-- **a reward callable**: its qualified name plus a SHA-256 of its source code and of the values it closes over. When
-  the source is not available (a built-in, a lambda built by `eval`, code typed in a REPL) or does not say everything
-  (the callable reads a file), set an attribute `trl_bon_identity = "<any version string>"` on the function (or its
-  class): it replaces the source hash, and changing it invalidates the caches built with it.
+- **a tokenizer**: a hash of what turns text into ids (its `tokenizer.json` state without the per-call padding and
+  truncation settings: vocabulary, merges, normalisation, added and special tokens), a hash of its chat template and
+  its EOS id. Editing the chat template changes the prompt tokens, so it changes the identity;
+- **a reward model**: the same fingerprint, plus its tokenizer's identity;
+- **a reward callable**: its qualified name plus a SHA-256 of its source code, of the values it closes over and of the
+  module-level globals its code reads (a table, a constant, a helper function of the same module, followed
+  recursively), values hashed with `datasets`' `Hasher` (the one behind the `map` cache). Editing a table the
+  function reads therefore invalidates the caches built with it. Functions imported from other modules count by
+  name, like library code. When the source is not available (a built-in, a lambda built by `eval`, code typed in a
+  REPL) or does not say everything (the callable reads a file, a helper from another module or an instance
+  attribute), set an attribute `trl_bon_identity = "<any version string>"` on the function (or its class): it
+  replaces the hash, and changing it invalidates the caches built with it.
 """
 
 import contextlib
@@ -126,27 +133,105 @@ def model_identity(model: nn.Module) -> dict:
     return {"config": _config_hash(config) if config is not None else None, **identity}
 
 
-def _closure_hash(func) -> str:
-    digest = hashlib.sha256()
-    for cell in getattr(func, "__closure__", None) or ():
+#: Tokenizer state that does not change the tokens of a text (set per call, or by the trainers).
+_VOLATILE_TOKENIZER_KEYS = ("padding", "truncation")
+
+
+def tokenizer_identity(tokenizer) -> dict:
+    """`{"tokens": sha256, "chat_template": sha256 | None, "eos_token_id": int}` of a tokenizer: what decides the
+    token ids of a prompt (vocabulary, merges, normalisation, added and special tokens, chat template), not its
+    path, padding side or pad token (which trainers set)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        for key in _VOLATILE_TOKENIZER_KEYS:
+            state.pop(key, None)
+    else:  # a slow (Python) tokenizer: its vocabulary and special tokens
+        state = {"vocab": sorted(tokenizer.get_vocab().items()), "special": tokenizer.special_tokens_map}
+    template = getattr(tokenizer, "chat_template", None)
+    if template is not None and not isinstance(template, str):
+        template = json.dumps(template, sort_keys=True)
+    return {
+        "tokens": _sha256(json.dumps(state, sort_keys=True, default=str).encode()),
+        "chat_template": _sha256(template.encode()) if template is not None else None,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+
+
+def _value_hash(value, what: str, seen: set) -> str:
+    """Content hash of a value a reward callable reads (a closure cell or a module-level global)."""
+    if inspect.ismodule(value):
+        return f"module:{value.__name__}"
+    if isinstance(value, nn.Module):
+        return json.dumps(model_identity(value), sort_keys=True)
+    if inspect.isfunction(value) or inspect.ismethod(value):
+        return _function_hash(value, seen)
+    if inspect.isfunction(getattr(value, "__wrapped__", None)):  # `functools.lru_cache`, `functools.wraps`
+        return _function_hash(value.__wrapped__, seen)
+    if isinstance(value, functools.partial):
+        return callable_identity(value)
+    if isinstance(value, type) or inspect.isbuiltin(value):
+        return f"ref:{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
+    from datasets.fingerprint import Hasher
+
+    try:
+        return Hasher.hash(value)
+    except Exception as error:  # anything dill cannot pickle: a lock, a socket, an engine handle
+        raise ValueError(
+            f"Cannot hash {what} ({type(value).__name__}: {error}) that a reward callable reads, so a cache cannot "
+            f"tell when it changes. Set `{IDENTITY_ATTRIBUTE} = '<version string>'` on the reward callable (change "
+            "the string whenever its behaviour changes)."
+        ) from error
+
+
+def _global_names(code) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):  # nested functions, lambdas and comprehensions read globals too
+            names |= _global_names(const)
+    return names
+
+
+def _function_hash(func, seen: set) -> str:
+    """SHA-256 of a plain function's behaviour: its source, the values it closes over and the module-level globals
+    its code reads (followed into the functions of its own module that it calls, so a helper or table edited in
+    place changes the hash). Functions imported from other modules count by name, like a library."""
+    func = getattr(func, "__func__", func)
+    if not inspect.isfunction(func):
+        return f"ref:{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+    key = id(func.__code__)
+    if key in seen:  # recursion between helpers
+        return f"seen:{func.__qualname__}"
+    seen.add(key)
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        source = None
+    digest = hashlib.sha256((source or func.__code__.co_code.hex()).encode())
+    for cell in func.__closure__ or ():
         try:
             value = cell.cell_contents
         except ValueError:  # empty cell
             continue
-        if isinstance(value, torch.Tensor):
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-        elif callable(value):
-            digest.update(callable_identity(value).encode())
-        else:
-            digest.update(repr(value).encode())
+        digest.update(_value_hash(value, "a value it closes over", seen).encode())
+    for name in sorted(_global_names(func.__code__)):
+        if name not in func.__globals__:
+            continue  # a builtin or an attribute name
+        value = func.__globals__[name]
+        if inspect.isfunction(value) and value.__module__ != func.__module__:
+            digest.update(f"{name}=ref:{value.__module__}.{value.__qualname__}".encode())
+            continue
+        digest.update(f"{name}={_value_hash(value, f'the global {name!r}', seen)}".encode())
     return digest.hexdigest()
 
 
 def callable_identity(func) -> str:
-    """`"module.qualname:sha256"` of a reward callable: its source and closure, or its `trl_bon_identity`.
+    """`"module.qualname:sha256"` of a reward callable: its source, closure and the globals it reads (tables,
+    constants, helpers of its module; hashed with `datasets`' `Hasher`), or its `trl_bon_identity`.
 
     A `functools.partial` is its function's identity plus its bound arguments; a callable object is its class's
-    source (instance attributes are not read: declare `trl_bon_identity` when they change the rewards).
+    source and the globals its `__call__` reads (instance attributes are not read: declare `trl_bon_identity` when
+    they change the rewards).
     """
     declared = getattr(func, IDENTITY_ATTRIBUTE, None)
     if isinstance(func, functools.partial) and declared is None:
@@ -164,8 +249,9 @@ def callable_identity(func) -> str:
             f"another function of the same name. Set `{IDENTITY_ATTRIBUTE} = '<version string>'` on it (change the "
             "string whenever its behaviour changes)."
         ) from error
-    target = func.__func__ if inspect.ismethod(func) else func
-    return f"{name}:{_sha256(source.encode())[:16]}:{_closure_hash(target)[:16]}"
+    target = func if owner is func else getattr(type(func), "__call__", None)
+    behaviour = _function_hash(target, set()) if target is not None else ""
+    return f"{name}:{_sha256(source.encode())[:16]}:{_sha256(behaviour.encode())[:16]}"
 
 
 def looks_like_local_path(name: str) -> bool:
@@ -184,3 +270,26 @@ def check_model_path(name: str, what: str = "model") -> None:
         f"The {what} {name!r} does not exist: no such local folder. Pass an existing folder written by "
         "`save_pretrained`, or a Hub id such as `owner/name`."
     )
+
+
+def check_safetensors(path: str | os.PathLike, what: str) -> None:
+    """Raise a `ValueError` naming `path` if it is not a whole safetensors file: a header that is not one, or data
+    shorter than the header says (a truncated copy or an interrupted save). Reads only the header."""
+    path = Path(path)
+    size = path.stat().st_size
+    fix = "Copy or save it again (or resume from an earlier checkpoint)."
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if not 0 < length <= size - 8:
+            raise ValueError(f"The {what} {path} is not a safetensors file (no valid header): it is damaged. {fix}")
+        try:
+            header = json.loads(handle.read(length))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+            raise ValueError(f"The {what} {path} has a damaged safetensors header ({error}). {fix}") from error
+    if 8 + length + end > size:
+        raise ValueError(
+            f"The {what} {path} is truncated: its header describes {8 + length + end} bytes, the file has {size}. "
+            + fix
+        )

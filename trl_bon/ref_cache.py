@@ -12,9 +12,11 @@ keys). A dataset column of your own ids (e.g. a dataset index) can be used inste
 **Layout** of `output_dir`:
 
 - `metadata.json`: what the rewards depend on, keyed by content (see `trl_bon.identity`): the model (config hash and
-  weights fingerprint, not its path, which is kept only for information), every generation setting (including
+  weights fingerprint, not its path, which is kept only for information), the tokenizer (vocabulary and chat
+  template), every generation setting (including
   `generation_kwargs` and the chat-template arguments) and the backend, the reward (names, weights, and each
-  function's identity: weights fingerprint of a reward model, source hash of a callable), M, the seed, the
+  function's identity: weights fingerprint and tokenizer of a reward model, hash of a callable's source, closure and
+  the globals it reads), M, the seed, the
   prompt-id scheme and the format version. The CDF is only valid for all of these, so resuming, extending or joining
   a cache whose entries differ is refused with the list of differences.
 - `shards/shard-00000.jsonl`, …: one JSON line per prompt, `{"prompt_id": str, "ref_rewards": [M floats]}`, the
@@ -42,7 +44,7 @@ from .rewards import as_scorer
 from .sampling import GenerationSettings, Sampler
 
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: keyed by the tokenizer too, and by the globals a reward callable reads
 PROMPT_ID_SCHEME = "sha256(canonical-json(prompt))"
 CACHE_COMMAND = "trl-bon cache-ref-rewards"
 #: Completions per shard (the unit of saving and resuming): a shard holds max(1, SHARD_SAMPLES // M) prompts.
@@ -51,6 +53,7 @@ SHARD_SAMPLES = 4096
 _IDENTITY_KEYS = (
     "format_version",
     "model",
+    "tokenizer",
     "generation_settings",
     "backend",
     "reward",
@@ -122,13 +125,15 @@ class ReferenceRewardCache:
         settings: GenerationSettings | None = None,
         reward_signature: dict | None = None,
         model_identity: dict | None = None,
+        tokenizer_identity: dict | None = None,
     ) -> None:
         """Raise if the cache was built with other generation settings, another reward or another model, listing
         the differences.
 
         The CDF F̂ is the reward distribution of π_ref's completions *under these sampling settings and this
         reward*: with another temperature, completion length, reward weight or reference model it is simply a
-        different distribution. `model_identity` is `trl_bon.identity.model_identity(π_ref)`.
+        different distribution. `model_identity` is `trl_bon.identity.model_identity(π_ref)`, `tokenizer_identity`
+        `trl_bon.identity.tokenizer_identity(tokenizer)`: another chat template gives other prompt tokens.
         """
         expected, keys = {}, []
         if settings is not None:
@@ -139,6 +144,9 @@ class ReferenceRewardCache:
         if model_identity is not None:
             expected["model"] = model_identity
             keys.append("model")
+        if tokenizer_identity is not None:
+            expected["tokenizer"] = tokenizer_identity
+            keys.append("tokenizer")
         diffs = _differences(expected, self.metadata, keys)
         if diffs:
             raise ValueError(
@@ -248,6 +256,22 @@ def add_reference_rewards(
     return dataset.add_column(column, [cache.rewards[i] for i in ids])
 
 
+def check_reference_reward_column(dataset, column: str = "ref_rewards", name: str = "train_dataset") -> None:
+    """Raise a `ValueError` naming the first row of `dataset` (a `Dataset`) whose `column` is not a non-empty list of
+    finite numbers: vBoN's CDF F̂ of that prompt would be empty or NaN, and training would fail at its first step."""
+    for row, values in enumerate(dataset[column]):
+        try:
+            finite = values is not None and len(values) > 0 and all(math.isfinite(float(v)) for v in values)
+        except (TypeError, ValueError):  # a None or a string among the values
+            finite = False
+        if not finite:
+            raise ValueError(
+                f"Row {row} of `{name}` has {column!r} = {values!r:.60}: every prompt needs its M reference rewards "
+                f"as a non-empty list of finite numbers. Rebuild them with `{CACHE_COMMAND}` and join them with "
+                "`trl_bon.ref_cache.add_reference_rewards` (or drop the column to have the trainer join the cache)."
+            )
+
+
 def build_reference_reward_cache(
     sampler, dataset, reward, num_samples: int, output_dir, *, prompt_id_column: str | None = None
 ) -> ReferenceRewardCache:
@@ -302,6 +326,7 @@ def build_reference_reward_cache(
         "format_version": FORMAT_VERSION,
         "model": identity["model"],
         "model_name": sampler.model_name,
+        "tokenizer": identity["tokenizer"],
         "generation_settings": identity["generation_settings"],
         "backend": identity["backend"],
         "reward": scorer.signature(),

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .identity import callable_identity, check_model_path, model_identity
+from .identity import callable_identity, check_model_path, model_identity, tokenizer_identity
 
 
 RewardFunc = str | nn.Module | Callable[..., list[float | None]]
@@ -50,8 +50,9 @@ def _check_is_reward_model(name: str, architectures) -> None:
         )
 
 
-def _load_reward_model(path: str, model_init_kwargs: dict | None):
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+def _check_reward_model_path(path: str, model_init_kwargs: dict | None):
+    """Read the config at `path` (no weights) and refuse a causal LM; return the config."""
+    from transformers import AutoConfig
 
     check_model_path(path, "reward model")
     kwargs = dict(model_init_kwargs or {})
@@ -59,19 +60,38 @@ def _load_reward_model(path: str, model_init_kwargs: dict | None):
         path, revision=kwargs.get("revision"), trust_remote_code=kwargs.get("trust_remote_code", False)
     )
     _check_is_reward_model(path, config.architectures)
-    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+    return config
+
+
+def _load_reward_model(path: str, model_init_kwargs: dict | None):
+    from transformers import AutoModelForSequenceClassification
+
+    _check_reward_model_path(path, model_init_kwargs)
+    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **dict(model_init_kwargs or {}))
 
 
 def _check_tokenizer(model, tokenizer, loaded_from_model: bool) -> None:
     """Fail when `tokenizer` cannot be the reward model's; warn when it looks like another model's."""
     name = model.config._name_or_path
     vocab = model.get_input_embeddings().num_embeddings
+    fix = "Pass the reward model's own tokenizer in `reward_processing_classes` (or None to load it from its folder)."
     if len(tokenizer) > vocab:
         raise ValueError(
             f"The tokenizer given for the reward model {name!r} has {len(tokenizer)} tokens but the model embeds only "
-            f"{vocab}: it is another model's tokenizer. Pass the reward model's own tokenizer in "
-            "`reward_processing_classes` (or None to load it from the model's folder)."
+            f"{vocab}: it is another model's tokenizer. {fix}"
         )
+    if len(tokenizer) * 2 < vocab:  # embeddings are padded to a multiple of 64 or so, never to twice the vocabulary
+        raise ValueError(
+            f"The tokenizer given for the reward model {name!r} has {len(tokenizer)} tokens but the model embeds "
+            f"{vocab}: it uses less than half of the model's vocabulary, so it is another model's tokenizer. {fix}"
+        )
+    for special in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        token_id = getattr(tokenizer, special, None)
+        if isinstance(token_id, int) and not 0 <= token_id < vocab:
+            raise ValueError(
+                f"The tokenizer given for the reward model {name!r} has {special}={token_id}, outside the model's "
+                f"{vocab} embeddings: it is another model's tokenizer. {fix}"
+            )
     if loaded_from_model:
         return
     mismatches = []
@@ -88,6 +108,32 @@ def _check_tokenizer(model, tokenizer, loaded_from_model: bool) -> None:
             "Rewards computed with the wrong tokenizer are meaningless.",
             stacklevel=4,
         )
+
+
+def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> None:
+    """Refuse, before any reward model loads, a causal LM given as a reward model (by path or instance).
+
+    Called by the RLOO-based trainers ahead of `RLOOTrainer.__init__`, which would load a path with
+    `AutoModelForSequenceClassification` and a randomly initialised score head."""
+    from transformers import PreTrainedModel
+
+    for func in reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]:
+        if isinstance(func, str):
+            _check_reward_model_path(func, model_init_kwargs)
+        elif isinstance(func, PreTrainedModel):
+            _check_is_reward_model(func.config._name_or_path, [type(func).__name__])
+
+
+def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
+    """Refuse a reward model whose tokenizer cannot be its own ([`RewardScorer`]'s check, for the trainers).
+
+    `tokenizers` are the processing classes in use (one per function, None for callables); `given` those the user
+    passed (None or a list): a tokenizer loaded from the model's own folder is only checked for its size."""
+    if not isinstance(given, (list, tuple)):
+        given = [given] * len(reward_funcs) if given is not None else [None] * len(reward_funcs)
+    for func, tokenizer, passed in zip(reward_funcs, tokenizers, given, strict=True):
+        if isinstance(func, nn.Module) and tokenizer is not None:
+            _check_tokenizer(func, tokenizer, loaded_from_model=passed is None)
 
 
 def reward_values(output, name: str, count: int) -> torch.Tensor:
@@ -125,13 +171,18 @@ def reward_values(output, name: str, count: int) -> torch.Tensor:
     return torch.tensor([torch.nan if r is None else float(r) for r in output])
 
 
-def reward_signature(funcs: Sequence, weights: Sequence[float]) -> dict:
+def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequence | None = None) -> dict:
     """What identifies a weighted set of reward functions for caches: names, weights and content identities
-    (weights fingerprint for a model, source hash for a callable; see `trl_bon.identity`)."""
+    (weights fingerprint and tokenizer identity for a model, hash of source, closure and globals for a callable; see
+    `trl_bon.identity`). `tokenizers` are the reward models' tokenizers (None for callables)."""
     identities = []
-    for func in funcs:
+    tokenizers = list(tokenizers) if tokenizers is not None else [None] * len(funcs)
+    for func, tokenizer in zip(funcs, tokenizers, strict=True):
         if isinstance(func, nn.Module):
-            identities.append(model_identity(func))
+            identity = model_identity(func)
+            if tokenizer is not None:  # the reward model reads the tokens of its own tokenizer and chat template
+                identity["tokenizer"] = tokenizer_identity(tokenizer)
+            identities.append(identity)
         elif isinstance(func, str):
             identities.append(func)
         else:
@@ -232,7 +283,7 @@ class RewardScorer:
     def signature(self) -> dict:
         """What identifies this reward for caches: names, weights and content identities ([`reward_signature`])."""
         if self._signature is None:
-            self._signature = reward_signature(self.funcs, self.weights.tolist())
+            self._signature = reward_signature(self.funcs, self.weights.tolist(), self.tokenizers)
         return self._signature
 
     def _texts(self, prompts, completions, tokenizer) -> list[str]:

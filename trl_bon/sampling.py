@@ -460,10 +460,11 @@ class Sampler:
 
     def identity(self) -> dict:
         """What decides the samples' law, for caches: model identity (config + weights fingerprint, not the path),
-        every generation setting and the backend. The vLLM backend fingerprints the checkpoint at its path, loaded
+        tokenizer identity (vocabulary and chat template: they decide the prompt tokens), every generation setting
+        and the backend. The vLLM backend fingerprints the checkpoint at its path, loaded
         once with transformers and dropped (vLLM holds its own copy), so that its caches are keyed like the
         trainers' π_ref: keyed by the path, a vBoN trainer refused every cache built with vLLM."""
-        from .identity import model_identity
+        from .identity import model_identity, tokenizer_identity
 
         if self.backend != "vllm":
             model = model_identity(self.model)
@@ -472,7 +473,12 @@ class Sampler:
                 loaded, _ = load_causal_lm(self._model, self.model_init_kwargs, self.tokenizer)
                 self._vllm_model_identity = model_identity(loaded)
             model = self._vllm_model_identity
-        return {"model": model, "generation_settings": self.settings.to_dict(), "backend": self.backend}
+        return {
+            "model": model,
+            "tokenizer": tokenizer_identity(self.tokenizer),
+            "generation_settings": self.settings.to_dict(),
+            "backend": self.backend,
+        }
 
     def prompt_ids(self, prompts: list) -> list[list[int]]:
         return tokenize_prompts(self.tokenizer, prompts, self.settings.chat_template_kwargs)
@@ -571,12 +577,6 @@ class Sampler:
         )
 
 
-def sample_completions(model, prompts: Sequence, num_samples: int, settings=None, **sampler_kwargs) -> Samples:
-    """`Sampler(model, settings, **sampler_kwargs).sample(prompts, num_samples)`: `num_samples` completions per
-    prompt, grouped by prompt (rows `i·n … (i+1)·n − 1` belong to prompt `i`)."""
-    return Sampler(model, settings, **sampler_kwargs).sample(prompts, num_samples)
-
-
 @dataclass
 class BestOfNOutput:
     """Result of [`best_of_n`]: the chosen completion per prompt, with every candidate and its reward."""
@@ -590,12 +590,6 @@ class BestOfNOutput:
     candidate_ids: list[list[list[int]]]
     candidate_rewards: torch.Tensor  # (P, N) scalar (weighted) rewards
     reward_signature: dict = field(default_factory=dict)
-
-    def to_dataset(self):
-        """A prompt–completion `datasets.Dataset` of the chosen completions (the BoN-SFT format)."""
-        from datasets import Dataset
-
-        return Dataset.from_dict({"prompt": self.prompts, "completion": self.completions})
 
 
 def select_best(rewards: torch.Tensor, tie_break: str = "random", generator: torch.Generator | None = None):

@@ -226,6 +226,60 @@ def test_manifest_records_trainer_and_settings(straight_run):
     )
 
 
+def test_same_size_bit_flip_is_named_on_resume(tiny_kit, prompt_dataset, straight_run, tmp_path):
+    """A flipped byte keeps the size (the manifest's size check passes); the SHA-256 names the file."""
+    shutil.copytree(straight_run[0] / "checkpoint-2", tmp_path / "checkpoint-2")
+    anchor = tmp_path / "checkpoint-2" / "anchor" / "anchor.safetensors"
+    data = bytearray(anchor.read_bytes())
+    data[-3] ^= 0x40  # inside the last tensor's values
+    anchor.write_bytes(bytes(data))
+    trainer = _jbond(tiny_kit, prompt_dataset, _jbond_args(tmp_path))
+    with pytest.raises(ValueError, match=r"checkpoint-2: `anchor/anchor\.safetensors` differs from the SHA-256"):
+        trainer.train(resume_from_checkpoint=True)
+    assert trainer.state.global_step == 0
+
+
+def test_two_runs_in_one_output_dir(tiny_kit, prompt_dataset, tmp_path):
+    """A run holding the folder's lock (another process) makes a second run fail at init; once that process dies,
+    its lock file no longer blocks. A trainer holds the lock while it trains and releases it after."""
+    import subprocess
+    import sys
+
+    from transformers import TrainerCallback
+
+    from trl_bon.trainer._checkpoint import LOCK_NAME, OutputDirLock
+
+    holder = (
+        "import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "f.write(f'pid {os.getpid()}'); f.flush(); print('locked', flush=True); time.sleep(120)"
+    )
+    tmp_path.mkdir(exist_ok=True)
+    process = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path / LOCK_NAME)], stdout=subprocess.PIPE)
+    try:
+        assert process.stdout.readline().strip() == b"locked"
+        with pytest.raises(RuntimeError, match=rf"Another run \(pid {process.pid}\) is training in `output_dir`"):
+            _jbond(tiny_kit, prompt_dataset, _jbond_args(tmp_path, max_steps=1))
+    finally:
+        process.kill()
+        process.wait()
+
+    seen = []
+
+    class TryLock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            with pytest.raises(RuntimeError, match="Another run"):
+                OutputDirLock(tmp_path).acquire()
+            seen.append(state.global_step)
+
+    trainer = _jbond(tiny_kit, prompt_dataset, _jbond_args(tmp_path, max_steps=1, save_strategy="no"))
+    trainer.add_callback(TryLock())
+    trainer.train()
+    assert seen == [1]
+    lock = OutputDirLock(tmp_path)
+    lock.acquire()  # released when train() returned
+    lock.release()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Mismatched resumes and reused folders of another configuration: refused at init, before any model loads (the model
 # path below does not exist, so reaching the model load would raise a different error).

@@ -279,3 +279,49 @@ def test_demo_steps_0_is_refused():
 
     with pytest.raises(SystemExit, match="--steps must be >= 1, got 0"):
         main(["--steps", "0"])
+
+
+@pytest.mark.parametrize("kind", ["jbond", "vbon"])
+def test_causal_lm_as_reward_model_is_refused_before_loading(kind, tiny_kit, prompt_dataset, tmp_path, monkeypatch):
+    """RLOO would load the causal LM with `AutoModelForSequenceClassification` and a random score head."""
+    import transformers
+
+    from trl_bon import JBondTrainer, VBoNTrainer
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the reward model was loaded before the check")
+
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", no_load)
+    trainer = {"jbond": JBondTrainer, "vbon": VBoNTrainer}[kind]
+    with pytest.raises(ValueError, match="is a .*ForCausalLM, not a sequence classifier"):
+        trainer(MISSING_MODEL, tiny_kit["policy"], args=_args(kind, tmp_path), train_dataset=prompt_dataset)
+
+
+@pytest.mark.parametrize("kind", ["jbond", "vbon"])
+def test_reward_model_with_another_tokenizer_is_refused(kind, tiny_kit, one_token_task, prompt_dataset, tmp_path):
+    """The reward model embeds 320 tokens; a 6-token tokenizer would feed it ids of another vocabulary."""
+    from transformers import AutoTokenizer
+
+    from trl_bon import JBondTrainer, VBoNTrainer
+
+    trainer = {"jbond": JBondTrainer, "vbon": VBoNTrainer}[kind]
+    other = AutoTokenizer.from_pretrained(one_token_task.model_path)
+    with pytest.raises(ValueError, match="has 6 tokens but the model embeds 320.*reward_processing_classes"):
+        trainer(
+            tiny_kit["policy"],
+            tiny_kit["reward"],
+            args=_args(kind, tmp_path),
+            train_dataset=prompt_dataset,
+            reward_processing_classes=[other],
+        )
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, float("nan")]], ids=["empty", "nan"])
+def test_vbon_bad_reference_rewards_column(bad, prompt_dataset, tmp_path):
+    """A user-joined `ref_rewards` column with an empty or NaN row: named at init, before the model loads (the model
+    path does not exist), instead of failing the first step."""
+    column = [[0.1, 0.2]] * len(prompt_dataset)
+    column[5] = bad
+    data = prompt_dataset.add_column("ref_rewards", column)
+    with pytest.raises(ValueError, match=r"Row 5 of `train_dataset` has 'ref_rewards' = .*list of finite numbers"):
+        _trainer("vbon", _args("vbon", tmp_path), data)

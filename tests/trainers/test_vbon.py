@@ -82,7 +82,7 @@ class TestVBoNTrainer:
 
         with pytest.raises(ValueError, match="trl-bon cache-ref-rewards") as error:
             VBoNTrainer(tiny_kit["policy"], length_reward, args=_args(tmp_path), train_dataset=prompt_dataset)
-        assert "does not sample" in str(error.value) and "reference_rewards" in str(error.value)
+        assert "does not sample" in str(error.value) and "`<output_dir>/_reference_rewards`" in str(error.value)
         assert not (tmp_path / "out" / "_reference_rewards").exists()  # nothing was sampled or written
 
     def test_mismatched_cache_is_refused(self, tiny_kit, prompt_dataset, tmp_path):

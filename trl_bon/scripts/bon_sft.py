@@ -122,7 +122,13 @@ def _load_round(directory: Path, metadata: dict):
             f"{directory} holds Best-of-N data made with other settings (saved vs now: {stale}). Delete that "
             "directory to sample again, or use another `output_dir`."
         )
-    return load_from_disk(str(directory / "dataset"))
+    try:
+        return load_from_disk(str(directory / "dataset"))
+    except (FileNotFoundError, ValueError) as error:  # the folder deleted or damaged after the round was saved
+        raise ValueError(
+            f"{directory} records a finished round but its data ({directory / 'dataset'}) is missing or unreadable "
+            f"({error}). Delete {directory} to sample that round again (same settings, same data)."
+        ) from error
 
 
 def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, tokenizer, training_args):

@@ -13,7 +13,7 @@ It takes **the same flags and YAML as `trl-bon vbon`**, so the cache is built wi
 prompts (dataset, split and prompt transform), reward(s) and sampling settings (`max_completion_length`,
 `temperature`, `top_p`, `top_k`, `min_p`, `repetition_penalty`, `generation_kwargs`, `chat_template_kwargs`), which
 `VBoNTrainer` checks when it joins the cache, together with the reference model's and the reward's content
-fingerprints. The cache goes to `--reference_cache_dir` (default `<output_dir>/reference_rewards`), with M =
+fingerprints. The cache goes to `--reference_cache_dir` (default `<output_dir>/_reference_rewards`), with M =
 `--num_reference_samples` (default 300) samples per distinct prompt, `--reference_cache_batch_size` sequences per
 `generate` call and `--seed`. The build is resumable: re-running skips finished shards (about 4,096 completions
 each). The test split is cached too when `--eval_strategy` is not `no`. It runs in one process (no

@@ -244,17 +244,6 @@ def trainer_inputs(script_args, training_args, model_args, dataset_args) -> dict
     )
 
 
-def train_from_args(trainer_name: str, script_args, training_args, model_args, dataset_args):
-    """Build `trl_bon.<trainer_name>` from parsed arguments, train, save (kept for `bon_sft.py`; `jbond.py` and
-    `vbon.py` name their trainer in their own `main`, as TRL's scripts do)."""
-    import trl_bon
-
-    trainer = getattr(trl_bon, trainer_name)(**trainer_inputs(script_args, training_args, model_args, dataset_args))
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    finish(trainer, training_args, script_args)
-    return trainer
-
-
 def training_parser(script_arguments_class, config_class, prog: str | None = None):
     """`BoNParser((script arguments, config_class, ModelConfig, DatasetMixtureConfig))`, as TRL's scripts build it.
 

@@ -4,16 +4,22 @@
 `on_save` callbacks. A kill in between leaves a `checkpoint-N/` that looks resumable but lacks part of its state (the
 J-BOND anchor, say) while the previous checkpoint is already deleted under `save_total_limit=1`. [`CheckpointMixin`]
 instead lets `Trainer` write into a hidden staging directory, adds the trainer's own resume state and a manifest
-(`trl_bon_checkpoint.json`: trainer, method, key settings, model fingerprint, every file with its size), and only
-then renames the staged directory to `checkpoint-N/` and rotates. A `checkpoint-N/` with a valid manifest is
+(`trl_bon_checkpoint.json`: trainer, method, key settings, model fingerprint, every file with its size and SHA-256),
+and only then renames the staged directory to `checkpoint-N/` and rotates. A `checkpoint-N/` with a valid manifest is
 therefore complete, and `resume_from_checkpoint=True` resumes the newest such checkpoint, refusing one written by
-another trainer, method or setting.
+another trainer, method or setting, or one whose files no longer match their recorded SHA-256 (a bit flip, a copy
+that went wrong).
+
+While `train()` runs, the main process holds an exclusive lock on `<output_dir>/_trl_bon.lock` (`fcntl.flock`,
+released on exit and by the kernel when the process dies, so a killed run never blocks the next), so a second run in
+the same folder fails at start instead of mixing its checkpoints with the first one's.
 """
 
 import hashlib
 import json
 import os
 import shutil
+import socket
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,8 @@ from ._config_checks import check_writable_dir
 
 
 MANIFEST_NAME = "trl_bon_checkpoint.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: each file's size and SHA-256 (1: its size only)
+LOCK_NAME = "_trl_bon.lock"  # the leading underscore keeps it out of what `push_to_hub` uploads
 STAGING_PREFIX = ".partial-"  # not matched by Trainer's `checkpoint-*` glob nor by `get_last_checkpoint`
 _IGNORED_CONFIG_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache")
 
@@ -65,8 +72,16 @@ def _describe(differences: dict[str, tuple]) -> str:
     return "; ".join(f"{key}: checkpoint {saved!r}, this run {now!r}" for key, (saved, now) in differences.items())
 
 
-def read_manifest(checkpoint: str | os.PathLike) -> tuple[dict | None, str | None]:
-    """`(manifest, None)` for a complete checkpoint, `(None, why)` otherwise (missing, unreadable or truncated)."""
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def read_manifest(checkpoint: str | os.PathLike, verify: bool = False) -> tuple[dict | None, str | None]:
+    """`(manifest, None)` for a complete checkpoint, `(None, why)` otherwise (missing, unreadable or truncated).
+
+    With `verify`, every file's SHA-256 is checked against the manifest too (one read of the checkpoint): a same-size
+    change (a bit flip, a file replaced by another of the same size) is named."""
     checkpoint = Path(checkpoint)
     path = checkpoint / MANIFEST_NAME
     if not checkpoint.is_dir():
@@ -78,12 +93,17 @@ def read_manifest(checkpoint: str | os.PathLike) -> tuple[dict | None, str | Non
         files = manifest["files"]
     except (ValueError, KeyError, TypeError) as error:
         return None, f"its `{MANIFEST_NAME}` is unreadable ({error})"
-    for name, size in files.items():
+    for name, entry in files.items():
+        size, digest = (entry, None) if isinstance(entry, int) else (entry["size"], entry["sha256"])
         file = checkpoint / name
         if not file.is_file():
             return None, f"`{name}` is missing"
         if file.stat().st_size != size:
             return None, f"`{name}` has {file.stat().st_size} bytes instead of {size} (truncated or overwritten)"
+    if verify:
+        for name, entry in files.items():
+            if not isinstance(entry, int) and _file_sha256(checkpoint / name) != entry["sha256"]:
+                return None, f"`{name}` differs from the SHA-256 recorded when it was saved (corrupted or modified)"
     return manifest, None
 
 
@@ -118,6 +138,48 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class OutputDirLock:
+    """An exclusive `fcntl.flock` on `<output_dir>/_trl_bon.lock`: one training run per folder at a time.
+
+    The kernel drops the lock when the process exits or dies, so a stale lock file never blocks a later run. Where
+    `fcntl` does not exist (Windows) nothing is locked."""
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.path = Path(output_dir) / LOCK_NAME
+        self._handle = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for as long as the lock
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise RuntimeError(
+                f"Another run ({owner}) is training in `output_dir` ({self.path.parent}); two runs in one folder "
+                "would overwrite each other's checkpoints. Wait for it to finish, or use another `output_dir`."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            import fcntl
+
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
 
 
 class _ResumeStateCallback(TrainerCallback):
@@ -166,8 +228,12 @@ class CheckpointMixin:
         """
         self._checkpoint_settings = {"trainer": type(self).__name__, **settings}
         self._resume_checkpoint = None
+        self._verified_checkpoints = set()
         if args.should_save:
             check_writable_dir(args.output_dir)
+            probe = OutputDirLock(args.output_dir)  # a run already training there: fail now, before any model loads
+            probe.acquire()
+            probe.release()
         if args.save_strategy != SaveStrategy.NO:
             for checkpoint in list_checkpoints(args.output_dir):
                 manifest, _ = read_manifest(checkpoint)
@@ -184,10 +250,15 @@ class CheckpointMixin:
             self._check_resumable(args.resume_from_checkpoint)
 
     def _check_resumable(self, checkpoint: str | os.PathLike, model=None) -> dict:
-        """The manifest of `checkpoint`, or an error naming what is incomplete or which setting differs."""
-        manifest, why = read_manifest(checkpoint)
+        """The manifest of `checkpoint`, or an error naming what is incomplete, which file changed since it was saved
+        (SHA-256, read once per checkpoint and trainer) or which setting differs."""
+        verified = getattr(self, "_verified_checkpoints", set())
+        manifest, why = read_manifest(checkpoint, verify=str(checkpoint) not in verified)
+        if manifest is not None:
+            verified.add(str(checkpoint))
         if manifest is None:
-            complete = self._complete_checkpoints(Path(checkpoint).parent)
+            others = self._complete_checkpoints(Path(checkpoint).parent)
+            complete = [path for path in others if path.resolve() != Path(checkpoint).resolve()]
             alternative = f" The newest complete one there is {complete[-1]}." if complete else ""
             raise ValueError(
                 f"Cannot resume from {checkpoint}: {why}, so it may lack part of the state needed to resume (policy, "
@@ -271,18 +342,24 @@ class CheckpointMixin:
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """`Trainer.train`, resuming only a complete checkpoint of the same trainer and settings (then restoring the
         trainer's own state from that same checkpoint)."""
-        self._clean_staging(Path(self.args.output_dir))
-        self.accelerator.wait_for_everyone()
-        resume_from_checkpoint = self._resolve_resume(resume_from_checkpoint)
-        if not any(isinstance(callback, _ResumeStateCallback) for callback in self.callback_handler.callbacks):
-            self.add_callback(_ResumeStateCallback(self))
-        self._resume_checkpoint = resume_from_checkpoint
-        return super().train(
-            resume_from_checkpoint=resume_from_checkpoint,
-            trial=trial,
-            ignore_keys_for_eval=ignore_keys_for_eval,
-            **kwargs,
-        )
+        lock = OutputDirLock(self.args.output_dir)
+        if self.args.should_save:
+            lock.acquire()  # before cleaning staging folders, which a running save would own
+        try:
+            self._clean_staging(Path(self.args.output_dir))
+            self.accelerator.wait_for_everyone()
+            resume_from_checkpoint = self._resolve_resume(resume_from_checkpoint)
+            if not any(isinstance(callback, _ResumeStateCallback) for callback in self.callback_handler.callbacks):
+                self.add_callback(_ResumeStateCallback(self))
+            self._resume_checkpoint = resume_from_checkpoint
+            return super().train(
+                resume_from_checkpoint=resume_from_checkpoint,
+                trial=trial,
+                ignore_keys_for_eval=ignore_keys_for_eval,
+                **kwargs,
+            )
+        finally:
+            lock.release()
 
     # ------------------------------------------------------------------------------------------------------------
     # Save
@@ -328,7 +405,7 @@ class CheckpointMixin:
 
     def _write_manifest(self, staged: Path, model) -> None:
         files = {
-            str(path.relative_to(staged)): path.stat().st_size
+            str(path.relative_to(staged)): {"size": path.stat().st_size, "sha256": _file_sha256(path)}
             for path in sorted(staged.rglob("*"))
             if path.is_file() and path.name != MANIFEST_NAME
         }
@@ -354,4 +431,4 @@ class CheckpointMixin:
         shutil.rmtree(replaced, ignore_errors=True)
 
 
-__all__ = ["MANIFEST_NAME", "CheckpointMixin", "list_checkpoints", "read_manifest"]
+__all__ = ["MANIFEST_NAME", "CheckpointMixin", "OutputDirLock", "list_checkpoints", "read_manifest"]

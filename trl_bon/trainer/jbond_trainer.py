@@ -38,6 +38,7 @@ from .._trl_compat import (
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engine, lora_adapters_by_row_slices
 from ..quantization import keep_4bit_weights_trainable
+from ..rewards import check_reward_funcs, check_reward_tokenizers
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
 from ._metric_vocabulary import EffectiveNLogMixin, log_kl_to_ref, log_policy_rewards
@@ -187,6 +188,7 @@ class JBondTrainer(
         # instance is copied before RLOO patches it with the fused LM head (the patch closes over the original).
         initial_model = copy.deepcopy(model) if not use_lora and not isinstance(model, str) else None
 
+        check_reward_funcs(reward_funcs, args.model_init_kwargs)  # a causal LM as reward model: before it loads
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
@@ -202,6 +204,7 @@ class JBondTrainer(
         )
 
         keep_4bit_weights_trainable(self.model)
+        check_reward_tokenizers(self.reward_funcs, self.reward_processing_classes, reward_processing_classes)
         check_train_prompt_lengths(self)
         # Anchor: a second LoRA adapter (fp32 shadow) or a second full model.
         self._anchor_model = None

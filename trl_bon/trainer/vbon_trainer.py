@@ -20,10 +20,16 @@ from trl import RLOOTrainer
 from .. import core
 from .._trl_compat import use_adapter
 from ..core.vbon import vbon_scores
-from ..identity import model_identity
+from ..identity import model_identity, tokenizer_identity
 from ..quantization import keep_4bit_weights_trainable
-from ..ref_cache import CACHE_COMMAND, add_reference_rewards, load_reference_reward_cache, reference_reward_tensor
-from ..rewards import reward_signature
+from ..ref_cache import (
+    CACHE_COMMAND,
+    add_reference_rewards,
+    check_reference_reward_column,
+    load_reference_reward_cache,
+    reference_reward_tensor,
+)
+from ..rewards import check_reward_funcs, check_reward_tokenizers, reward_signature
 from ..sampling import GenerationSettings
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
@@ -44,7 +50,7 @@ class VBoNTrainer(
     coefficient is 1/(N−1).
 
     Each prompt needs M cached reference rewards, in the dataset column `args.reference_rewards_column` or joined
-    from `args.reference_cache_dir` (default `<output_dir>/reference_rewards`, where `trl-bon cache-ref-rewards`
+    from `args.reference_cache_dir` (default `<output_dir>/_reference_rewards`, where `trl-bon cache-ref-rewards`
     writes). Build them before training with `trl-bon cache-ref-rewards` or
     [`~trl_bon.ref_cache.build_reference_reward_cache`]; the trainer never samples outside `train()`.
 
@@ -62,7 +68,7 @@ class VBoNTrainer(
     ... )
     >>> sampler = Sampler(task.model_path, GenerationSettings.from_trainer_args(args))
     >>> build_reference_reward_cache(  # doctest: +SKIP
-    ...     sampler, task.dataset(8), task.reward_func, 200, "/tmp/trl_bon_doc_vbon/reference_rewards"
+    ...     sampler, task.dataset(8), task.reward_func, 200, "/tmp/trl_bon_doc_vbon/_reference_rewards"
     ... )
     >>> trainer = VBoNTrainer(  # doctest: +SKIP
     ...     task.model_path, task.reward_func, args=args, train_dataset=task.dataset(8)
@@ -125,6 +131,15 @@ class VBoNTrainer(
         settings = {"method": "vbon", "num_candidates": args.num_candidates, "vbon_objective": args.vbon_objective}
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
         check_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
+        evals = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
+        given = {
+            "train_dataset": train_dataset,
+            **{f"eval_dataset[{k!r}]" if k is not None else "eval_dataset": v for k, v in evals.items()},
+        }
+        for name, dataset in given.items():  # a NaN or empty reference CDF would fail the first step
+            if isinstance(dataset, Dataset) and args.reference_rewards_column in dataset.column_names:
+                check_reference_reward_column(dataset, args.reference_rewards_column, name)
+        check_reward_funcs(reward_funcs, args.model_init_kwargs)  # a causal LM as reward model: before it loads
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
@@ -146,6 +161,7 @@ class VBoNTrainer(
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
         keep_4bit_weights_trainable(self.model)
+        check_reward_tokenizers(self.reward_funcs, self.reward_processing_classes, reward_processing_classes)
         check_train_prompt_lengths(self)
         self.num_candidates = args.num_candidates
         self._vbon_raw_rewards = None
@@ -171,7 +187,7 @@ class VBoNTrainer(
     # ------------------------------------------------------------------ reference-reward cache
 
     def _reward_signature(self) -> dict:
-        return reward_signature(self.reward_funcs, self.reward_weights.tolist())
+        return reward_signature(self.reward_funcs, self.reward_weights.tolist(), self.reward_processing_classes)
 
     @contextlib.contextmanager
     def _reference_model(self):
@@ -197,13 +213,18 @@ class VBoNTrainer(
                 f"The training data has no {args.reference_rewards_column!r} column of cached reference rewards and "
                 f"there is no cache in {cache_dir!r}. vBoN does not sample before training: build the cache first "
                 f"with `{CACHE_COMMAND}` (same config; it writes `reference_cache_dir`, default "
-                "`<output_dir>/reference_rewards`) or `trl_bon.ref_cache.build_reference_reward_cache`, then pass "
+                "`<output_dir>/_reference_rewards`) or `trl_bon.ref_cache.build_reference_reward_cache`, then pass "
                 "`reference_cache_dir`, or add the column yourself (`trl_bon.ref_cache.add_reference_rewards`)."
             )
         cache = load_reference_reward_cache(cache_dir)
         with self._reference_model() as ref_model:  # π_ref's content fingerprint, not its path
             identity = model_identity(self.accelerator.unwrap_model(ref_model))
-        cache.check_compatible(GenerationSettings.from_trainer_args(args), self._reward_signature(), identity)
+        cache.check_compatible(
+            GenerationSettings.from_trainer_args(args),
+            self._reward_signature(),
+            identity,
+            tokenizer_identity(getattr(self.processing_class, "tokenizer", self.processing_class)),
+        )
         self._vbon_cache = cache
         return cache
 
