@@ -32,7 +32,7 @@ deltas (one run after another) are not fair: the first run pays the allocator wa
 earlier ones freed but never returned to the OS. With `--in-process` all runs share one process (debugging only;
 memory then reads 0 for CPU runs).
 
-**Anchor overhead (LoRA).** `trl_bon.anchor.anchor_memory_bytes(trainer.anchor)` (the anchor adapter plus its fp32
+**Anchor overhead (LoRA).** `trainer.anchor.memory_bytes()` (the anchor adapter plus its fp32
 shadow) against the bytes of all parameters and buffers of the policy model. Goal: ≤ 1 %. Goal for time: J-BOND ≤ 1.10×
 RLOO-KL's step time (J-BOND's anchor pass is the counterpart of RLOO's reference pass; the ratio to β = 0 RLOO is
 printed too).
@@ -269,7 +269,6 @@ def run_one(name: str, spec: dict, turns: Turns | None = None) -> dict:
     from trl import RLOOConfig, RLOOTrainer, SFTConfig, SFTTrainer
 
     from trl_bon import BoNSFTConfig, BoNSFTTrainer, JBondConfig, JBondTrainer, VBoNConfig, VBoNTrainer
-    from trl_bon.anchor import anchor_memory_bytes
     from trl_bon.ref_cache import build_reference_reward_cache
     from trl_bon.sampling import GenerationSettings, Sampler
 
@@ -414,7 +413,7 @@ def run_one(name: str, spec: dict, turns: Turns | None = None) -> dict:
     result["trainable_parameters"] = sum(t.numel() for _, t in named if t.requires_grad)
     result["model_parameters"] = sum(t.numel() for n, t in named if "lora_" not in n)
     if name == "J-BOND":
-        result["anchor_bytes"] = anchor_memory_bytes(trainer.anchor)
+        result["anchor_bytes"] = trainer.anchor.memory_bytes()
     if name == "BoN-SFT":
         sampling = sampling_seconds
         num_prompts = len(rows)

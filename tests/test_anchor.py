@@ -179,10 +179,9 @@ class TestLoraAnchor:
         assert torch.equal(bf16_alone, torch.ones(3, dtype=torch.bfloat16))  # rounded away every time
         expected = 1.0 + 0.0625 * (1 - (1 - rate) ** steps)  # ≈ 1.00925
         params = dict(model.named_parameters())
-        from trl_bon.anchor import anchor_memory_bytes
 
         adapter_bytes = sum(p.numel() * p.element_size() for p in _adapter(model, "anchor").values())
-        assert anchor_memory_bytes(anchor) == 3 * adapter_bytes  # bf16 compute adapter + fp32 shadow (2x)
+        assert anchor.memory_bytes() == 3 * adapter_bytes  # bf16 compute adapter + fp32 shadow (2x)
         for name, shadow in anchor.state_dict().items():
             assert shadow.dtype == torch.float32
             torch.testing.assert_close(shadow, torch.full_like(shadow, expected), rtol=0, atol=1e-5)
@@ -229,13 +228,12 @@ class TestLoraAnchor:
             restored.load(tmp_path)
 
     def test_memory_bytes(self, lora):
-        from trl_bon.anchor import anchor_memory_bytes
 
         model, anchor = lora
         adapter_bytes = sum(p.numel() * p.element_size() for p in _adapter(model, "anchor").values())
         assert adapter_bytes > 0
         # An fp32 adapter is its own EMA state: no shadow, the anchor costs exactly one adapter.
-        assert anchor_memory_bytes(anchor) == adapter_bytes
+        assert anchor.memory_bytes() == adapter_bytes
 
 
 @pytest.mark.filterwarnings("ignore:FSDP is switching to use `NO_SHARD`:UserWarning")

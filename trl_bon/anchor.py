@@ -678,16 +678,6 @@ def lora_adapters_by_row_slices(model: "PeftModel", routes: list[tuple[str, slic
             param.requires_grad_(flag)
 
 
-def anchor_memory_bytes(anchor: AnchorState) -> int:
-    """
-    Bytes held by the anchor on this rank: its compute tensors plus its fp32 shadows ([`AnchorState.memory_bytes`]).
-
-    For a [`LoraAnchor`] the compute tensors are the anchor adapter's; for a [`ModelAnchor`], all of the anchor model's
-    parameters and buffers.
-    """
-    return anchor.memory_bytes()
-
-
 class AnchorCallback(TrainerCallback):
     """
     Moves the anchor once per optimizer step, saves it with every checkpoint and restores it when training resumes.
@@ -800,7 +790,6 @@ __all__ = [
     "AnchorState",
     "LoraAnchor",
     "ModelAnchor",
-    "anchor_memory_bytes",
     "check_anchor_engine",
     "lora_adapters_by_row_slices",
 ]
