@@ -342,3 +342,90 @@ def test_speed_takes_one_step_of_each_trainer_in_turn(tmp_path, monkeypatch):
         assert len(results[name]["step_times"]) == 2  # warm-up step excluded
         assert min(results[name]["step_times"]) <= results[name]["step_time"] <= max(results[name]["step_times"])
     assert any(line.startswith("J-BOND / RLOO-KL step time:") and "per round" in line for line in report["report"])
+
+
+@pytest.fixture(scope="module")
+def limits():
+    return load("distillation_limits")
+
+
+def test_limit_runs_change_one_thing_and_are_valid_configs(limits, tmp_path):
+    import dataclasses
+
+    from trl_bon import JBondConfig
+
+    base = limits.train_config("trainer", 0, "pool64", 1200, 300, tmp_path)
+    assert base["anchor"] == "fixed" and base["dataset_name"] == "pool64" and base["max_steps"] == 1200
+    run_keys = ("anchor", "dataset_name", "max_steps", "save_steps", "logging_steps", "seed", "output_dir")
+    recipe = limits.convergence.recipe("jbond")
+    assert {k: v for k, v in base.items() if k not in run_keys} == {
+        k: v for k, v in recipe.items() if k not in run_keys
+    }
+    fields = {f.name for f in dataclasses.fields(JBondConfig)}
+    for name, (method, changes, reward) in limits.RUNS.items():
+        if method == "minimal":
+            continue
+        config = limits.train_config(name, 0, "pool64", 1200, 300, tmp_path)
+        changed = {k for k in set(config) | set(base) if config.get(k) != base.get(k)}
+        expected = set(changes) | ({"reward_funcs", "reward_model_name_or_path"} if reward else set())
+        assert changed == expected, name
+        JBondConfig(**{k: v for k, v in config.items() if k in fields})  # the trainer's validation accepts it
+
+
+def test_limit_pool_is_the_same_prompts_for_training_and_evaluation(limits, tmp_path):
+    (tmp_path / "prompts").mkdir()
+    rows = [json.dumps({"prompt": f"p{i}"}) for i in range(40)]
+    (tmp_path / "prompts" / "train.jsonl").write_text("\n".join(rows) + "\n")
+    assert limits.write_pool(tmp_path, 8) == "pool8"
+    train = (tmp_path / "pool8" / "train.jsonl").read_text()
+    assert train == (tmp_path / "pool8" / "test.jsonl").read_text() and len(train.splitlines()) == 8
+    expected = rows[:]
+    random.Random(0).shuffle(expected)
+    assert train.splitlines() == expected[:8]  # seed 0, so every run and seed shares one pool
+
+
+def test_limit_report_reads_share_win_rate_and_kl_to_best_of_2(limits):
+    result = {
+        "reference": {"reward": 0.3},
+        "bon": [{"n": 2, "reward": 0.5, "kl_bound": 0.193}, {"n": 4, "reward": 0.8, "kl_bound": 0.636}],
+        "checkpoints": [
+            {"name": "pi_ref", "reward": 0.3, "kl_k1": 0.0, "win_rate_vs_bon2": 0.33, "win_rate_vs_bon2_sem": 0.02,
+             "kl_to_bon2_backward": 0.31},
+            {"name": "trainer@600", "reward": 0.4, "kl_k1": 0.12, "win_rate_vs_bon2": 0.41,
+             "win_rate_vs_bon2_sem": 0.03, "kl_to_bon2_backward": 0.25},
+        ],
+    }  # fmt: skip
+    table = limits.report({("trainer", 0): result}).splitlines()
+    assert table[2] == "| BoN-2 | 0 | – | 0.500 | 1 | ≤ 0.193 | 0.5 | 0 |"
+    assert table[4] == "| trainer | 0 | trainer@600 | 0.400 | 0.50 | 0.120 | 0.410 ± 0.030 | 0.250 |"
+
+
+def test_char_weights_reward_is_fixed_and_dense():
+    from recipes.rewards.char_weights import char_weights
+
+    scores = char_weights(completions=["a", "ab", "", "great movie", "bad movie"])
+    assert scores[2] == 0.0 and scores[1] == pytest.approx(scores[0] + char_weights(completions=["b"])[0])
+    assert scores == char_weights(completions=["a", "ab", "", "great movie", "bad movie"])
+    assert len(set(scores)) == 5
+    assert scores[0] == pytest.approx(0.678430, abs=1e-6)  # a fixed N(0, 1) draw per character, on every machine
+
+
+@pytest.mark.slow
+def test_minimal_control_trains_and_saves_checkpoints(task, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    root, _ = task
+    (root / "pool4").mkdir(exist_ok=True)
+    prompts = (root / "prompts" / "train.jsonl").read_text().splitlines()[:4]
+    (root / "pool4" / "train.jsonl").write_text("\n".join(prompts) + "\n")
+    control = load("minimal_jbond_pool")
+    out = tmp_path / "minimal"
+    options = {"--pool": "pool4", "--output-dir": out, "--steps": 2, "--save-steps": 2, "--prompts-per-step": 4}
+    options.update({"--task-dir": root, "--lr": 1e-2, "--max-completion-length": 4})
+    control.main([str(item) for pair in options.items() for item in pair])
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all(0 <= r["win_rate_vs_anchor"] <= 1 for r in records)
+    before = AutoModelForCausalLM.from_pretrained(root / "policy").state_dict()
+    after = AutoModelForCausalLM.from_pretrained(out / "checkpoint-2").state_dict()
+    assert any(not torch.equal(before[name], after[name]) for name in before)  # the policy moved
