@@ -41,6 +41,7 @@ RUNS = {
     "trainer_dense": ("jbond", {}, CHAR_WEIGHTS),
     "trainer_dense_lr3e-4": ("jbond", {"learning_rate": 3e-4}, CHAR_WEIGHTS),
     "trainer_vader": ("jbond", {}, VADER),
+    "trainer_vader_half_ties": ("jbond", {"jbond_ties": "half"}, VADER),  # ties count half a loss in r_J
     # BOND N = 2 against π_ref with k = 8 anchor samples per prompt for its quantile: lower-variance signal, 16 prompts
     # of 1 + 8 completions per step (1.5x the J-BOND step's completions)
     "trainer_bond_k8": (
@@ -59,7 +60,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--save-steps", type=int, default=300)
     parser.add_argument("--reference-samples", type=int, default=64, help="M of the evaluation")
-    parser.add_argument("--policy-samples", type=int, default=4, help="samples per prompt of each checkpoint")
+    parser.add_argument("--policy-samples", type=int, default=16, help="samples per prompt of each checkpoint")
     parser.add_argument("--task-dir", type=Path, default=Path.home() / convergence.TASKS["gpt2_tiny"][0])
     parser.add_argument("--eval", action="store_true", help="evaluate every finished run")
     parser.add_argument("--report", action="store_true", help="print the table of what was evaluated")
