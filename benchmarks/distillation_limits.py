@@ -2,7 +2,8 @@
 
     python benchmarks/distillation_limits.py --runs trainer minimal --seeds 0 1        # train (resumable)
     python benchmarks/distillation_limits.py --runs trainer minimal --seeds 0 1 --eval # + evaluate every checkpoint
-    python benchmarks/distillation_limits.py --runs trainer minimal --seeds 0 1 --report
+    python benchmarks/distillation_limits.py --runs trainer minimal --seeds 0 1 --report \
+        --export benchmarks/data/limits                                                  # the evidence, committed
 
 Every run trains on the same P prompts (`--pool`, default 64, drawn once with seed 0 from the task's training split
 into `<task>/pool<P>/`) and is evaluated on those same prompts, so prompt generalisation is out of the question: a
@@ -64,6 +65,7 @@ def parse_args(argv=None):
     parser.add_argument("--task-dir", type=Path, default=Path.home() / convergence.TASKS["gpt2_tiny"][0])
     parser.add_argument("--eval", action="store_true", help="evaluate every finished run")
     parser.add_argument("--report", action="store_true", help="print the table of what was evaluated")
+    parser.add_argument("--export", type=Path, help="copy each evaluated run's training log and evaluation here")
     return parser.parse_args(argv)
 
 
@@ -139,6 +141,22 @@ def evaluate(name: str, seed: int, pool: str, args) -> Path:
     return out / "results.json"
 
 
+def export(name: str, seed: int, pool: str, args, dest: Path) -> None:
+    """Copy what the results page cites into the repository: the run's per-step training log as JSON lines (the
+    trainer's `log_history` from its last checkpoint, or the control's `metrics.jsonl`) and its evaluation."""
+    folder = run_dir(args.task_dir, pool, name, seed)
+    out = dest / pool / f"{name}_s{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    if (folder / "metrics.jsonl").is_file():
+        log = (folder / "metrics.jsonl").read_text()
+    else:
+        last = max(folder.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+        history = json.loads((last / "trainer_state.json").read_text())["log_history"]
+        log = "".join(json.dumps(entry) + "\n" for entry in history)
+    (out / "train_log.jsonl").write_text(log)
+    (out / "eval.json").write_text((folder / "eval" / "results.json").read_text())
+
+
 def report(results: dict[tuple[str, int], dict]) -> str:
     """One row per checkpoint: reward, KL(π‖π_ref), win rate against BoN-2 (± standard error), KL(π‖BoN-2) estimate,
     and the share of Best-of-2's reward gain over π_ref reached."""
@@ -175,6 +193,8 @@ def main(argv=None) -> None:
             path = run_dir(args.task_dir, pool, name, seed) / "eval" / "results.json"
             if path.is_file():
                 results[(name, seed)] = json.loads(path.read_text())
+                if args.export:
+                    export(name, seed, pool, args, args.export)
     if results:
         print(report(results))
 
