@@ -1,5 +1,6 @@
 """Checks shared by the trl-bon configs."""
 
+import dataclasses
 import warnings
 
 
@@ -16,6 +17,26 @@ def warn_if_bf16_on_cpu(args) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def adopt_activation_checkpointing(args) -> None:
+    """Pass TRL's `gradient_checkpointing` under transformers' new name, `activation_checkpointing`.
+
+    TRL 1.16's configs declare `gradient_checkpointing=True` as their default, and transformers >= 5.25 renamed the
+    field: its `__post_init__` then warns on every config that the old name is deprecated, about a value the user never
+    set. TRL documents and our recipes use the old name, so a value under it (default or given) is moved to the new
+    one before transformers reads it: same behaviour, no warning. A value given under the new name wins, as in
+    transformers. On transformers without the new field nothing changes.
+    """
+    if "activation_checkpointing" not in {f.name for f in dataclasses.fields(args)}:
+        return
+    for old, new in (
+        ("gradient_checkpointing", "activation_checkpointing"),
+        ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+    ):
+        if getattr(args, new) is None and getattr(args, old) is not None:
+            setattr(args, new, getattr(args, old))
+            setattr(args, old, None)
 
 
 # ----------------------------------------------------------------------------------------------------------------

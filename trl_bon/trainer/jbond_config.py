@@ -7,6 +7,7 @@ from trl import RLOOConfig
 
 from ._config_checks import (
     DISABLE_DROPOUT_HELP,
+    adopt_activation_checkpointing,
     check_dropout_disabled,
     check_sampling_settings,
     warn_if_bf16_on_cpu,
@@ -210,6 +211,7 @@ class JBondConfig(RLOOConfig):
     )
 
     def __post_init__(self):
+        adopt_activation_checkpointing(self)  # before TRL/transformers read it: no rename warning
         # `num_generations` must be known before RLOOConfig validates the batch layout against it.
         if self.mode not in MODES:
             raise ValueError(f"Unknown `mode={self.mode!r}`; set `mode` to one of {MODES}.")
