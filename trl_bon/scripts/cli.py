@@ -165,7 +165,16 @@ def main(argv: list[str] | None = None, launch: bool | None = None) -> int:
         help_parser.parse_args(["--help"])
     if launch is None:
         launch = os.environ.get("TRL_BON_LAUNCH", "1") not in ("0", "false", "False")
-    return run_command(args.command, rest, allow_launch=launch and args.command in TRAINING_COMMANDS)
+    try:
+        return run_command(args.command, rest, allow_launch=launch and args.command in TRAINING_COMMANDS)
+    except FileNotFoundError as error:
+        # A typo in a model path (`trl_bon.identity.ModelPathError`, looked up lazily: that module imports torch,
+        # which `plot` and `kit` never need): the one line says it all, a traceback would bury it.
+        identity = sys.modules.get("trl_bon.identity")
+        if identity is None or not isinstance(error, identity.ModelPathError):
+            raise
+        print(f"trl-bon {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

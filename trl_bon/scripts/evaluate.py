@@ -33,6 +33,7 @@ from trl_bon.scripts.utils import (
     BoNScriptArguments,
     apply_prompt_transform,
     as_list,
+    check_model_paths,
     get_split,
     import_reward_func,
     load_dataset_dict,
@@ -128,7 +129,7 @@ def expand_checkpoints(entries) -> dict[str, str]:
         name, sep, path = entry.partition("=")
         if not sep:
             name, path = _default_name(Path(entry)), entry
-        check_model_path(path, f"checkpoint '{name}'")
+        check_model_path(path, f"checkpoint '{name}'", model_folder=False)
         root = Path(path)
         steps = sorted(
             (p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
@@ -172,6 +173,7 @@ def run(script_args, model_args, dataset_args):
 
     if model_args.model_name_or_path is None:
         raise ValueError("No reference model given. Set `--model_name_or_path` to π_ref (the SFT model trained from).")
+    check_model_paths(model_args, script_args)
     options = eval_options(script_args)
     reward_funcs = resolve_reward_funcs(script_args)
     judges = {}

@@ -43,6 +43,18 @@ def adopt_activation_checkpointing(args) -> None:
 # Checks run by the configs' `__post_init__` and the trainers' `__init__`, before any model loads or any sampling.
 
 
+def check_model_inputs(model, reward_funcs=()) -> None:
+    """The trainers' model and reward-model paths (instances pass), checked before any model loads or `output_dir` is
+    made: one line naming the path and what was expected (see `trl_bon.identity.check_model_path`)."""
+    from trl_bon.identity import check_model_path
+
+    if isinstance(model, str):
+        check_model_path(model, "policy `model`")
+    for func in [reward_funcs] if isinstance(reward_funcs, str) else list(reward_funcs or []):
+        if isinstance(func, str):
+            check_model_path(func, "reward model in `reward_funcs`")
+
+
 def check_sampling_settings(args) -> None:
     """Reject settings under which sampling cannot produce Best-of-N candidates."""
     if args.temperature is not None and args.temperature <= 0:
@@ -69,14 +81,21 @@ def check_kl_coefficient(beta: float | None) -> None:
 
 def check_writable_dir(directory: str, name: str = "output_dir") -> None:
     """Create `directory` and write a probe file in it, so that an unwritable folder fails now, not at the first
-    save (after all the sampling and training before it)."""
+    save (after all the sampling and training before it). Folders it had to create are removed again."""
     import os
     import tempfile
 
+    created = []  # the folders made here, removed again: a run that fails before its first save leaves no empty folder
+    path = os.path.abspath(directory)
+    while not os.path.exists(path):
+        created.append(path)
+        path = os.path.dirname(path)
     try:
         os.makedirs(directory, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
             pass
+        for folder in created:  # deepest first; Trainer and the scripts create them again when they write
+            os.rmdir(folder)
     except OSError as error:
         raise PermissionError(
             f"`{name}` ({directory}) is not writable ({error.strerror or error}); checkpoints and results go there. "

@@ -38,7 +38,7 @@ from .._trl_compat import (
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engine
 from ._checkpoint import CheckpointMixin, finetuning_settings
-from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
+from ._config_checks import RewardOutputChecksMixin, check_model_inputs, check_prompts, check_train_prompt_lengths
 from ._metric_vocabulary import log_kl_to_ref, log_policy_rewards
 from ._model_card import BoNModelCardMixin
 from ._papers import BOND_PAPER
@@ -177,6 +177,7 @@ class JBondTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, 
         # instance is copied before RLOO patches it with the fused LM head (the patch closes over the original).
         initial_model = copy.deepcopy(model) if not use_lora and not isinstance(model, str) else None
 
+        check_model_inputs(model, reward_funcs)  # last before any model loads: the cheaper checks above speak first
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,

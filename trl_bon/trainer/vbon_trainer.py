@@ -24,7 +24,7 @@ from ..ref_cache import CACHE_COMMAND, add_reference_rewards, load_reference_rew
 from ..rewards import reward_signature
 from ..sampling import GenerationSettings
 from ._checkpoint import CheckpointMixin, finetuning_settings
-from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
+from ._config_checks import RewardOutputChecksMixin, check_model_inputs, check_prompts, check_train_prompt_lengths
 from ._metric_vocabulary import log_kl_to_ref, log_policy_rewards
 from ._model_card import BoNModelCardMixin
 from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
@@ -120,6 +120,7 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
         settings = {"method": "vbon", "num_candidates": args.num_candidates, "vbon_objective": args.vbon_objective}
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
         check_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
+        check_model_inputs(model, reward_funcs)  # last before any model loads: the cheaper checks above speak first
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
