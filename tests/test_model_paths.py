@@ -147,6 +147,8 @@ def test_trainer_bad_path_fails_before_loading_and_leaves_no_folder(tiny_kit, pr
     reward = str(tmp_path / "rewardx") if bad == "reward" else tiny_kit["reward"]
     with pytest.raises(ModelPathError, match="does not exist: no such local folder"):
         JBondTrainer(model, [reward], args=args, train_dataset=prompt_dataset)
+    with pytest.raises(ModelPathError, match="does not exist: no such local folder"):
+        JBondTrainer(model, reward, args=args, train_dataset=prompt_dataset)  # one reward, not in a list
     assert not (tmp_path / "out").exists()
 
 

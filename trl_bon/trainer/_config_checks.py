@@ -50,7 +50,7 @@ def check_model_inputs(model, reward_funcs=()) -> None:
 
     if isinstance(model, str):
         check_model_path(model, "policy `model`")
-    for func in [reward_funcs] if isinstance(reward_funcs, str) else list(reward_funcs or []):
+    for func in reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]:  # TRL takes one or a list
         if isinstance(func, str):
             check_model_path(func, "reward model in `reward_funcs`")
 
