@@ -213,27 +213,42 @@ def run(script_args, model_args, dataset_args):
     return results
 
 
+#: The console table's columns after the name: (header, width). Each row fills only the cells it has a value for.
+TABLE_COLUMNS = (("reward", 9), ("KL k1", 9), ("KL k3", 9), ("KL bound", 10), ("win/ref", 9))
+
+
 def format_table(results) -> str:
-    """A plain-text summary: one line per checkpoint, then the Best-of-N points."""
+    """A plain-text summary: one line per checkpoint, π_ref, the Best-of-N points, and a note on the KL columns.
+
+    Every value sits under the header that names it; a cell a row has no value for is blank (a checkpoint has no
+    Best-of-N KL bound, a Best-of-N point no k3 estimate and no win rate against itself)."""
     ns = results.settings["bon_ns"]
-    lines = [
-        f"{'name':<24}{'reward':>9}{'KL k1':>9}{'KL k3':>9}{'win/ref':>9}"
-        + "".join(f"{f'win/BoN{n}':>11}" for n in ns)
-    ]
+    columns = [*TABLE_COLUMNS, *((f"win/BoN{n}", 11) for n in ns)]
+
+    def line(name: str, values: dict) -> str:
+        cells = "".join(
+            f"{values[header]:>{width}.3f}" if values.get(header) is not None else " " * width
+            for header, width in columns
+        )
+        return f"{name:<24}{cells}".rstrip()
+
+    lines = [f"{'name':<24}" + "".join(f"{header:>{width}}" for header, width in columns)]
     for row in results.checkpoints:
-        lines.append(
-            f"{row['name']:<24}{row['reward']:>9.3f}{row['kl_k1']:>9.3f}{row['kl_k3']:>9.3f}"
-            f"{row['win_rate_vs_ref']:>9.3f}" + "".join(f"{row[f'win_rate_vs_bon{n}']:>11.3f}" for n in ns)
-        )
-    lines.append(
-        f"{'π_ref':<24}{results.reference['reward']:>9.3f}{0:>9.3f}{0:>9.3f}"
-        f"{results.reference['win_rate_vs_ref']:>9.3f}"
-    )
-    for b in results.bon:
-        lines.append(
-            f"{'BoN-' + str(b['n']):<24}{b['reward']:>9.3f}{b['kl_bound']:>9.3f}{b['kl_estimate']:>9.3f}"
-            f"{b['win_rate_vs_ref']:>9.3f}   (KL columns: bound, estimate)"
-        )
+        values = {"reward": row["reward"], "KL k1": row["kl_k1"], "KL k3": row["kl_k3"]}
+        values["win/ref"] = row["win_rate_vs_ref"]
+        values.update({f"win/BoN{n}": row[f"win_rate_vs_bon{n}"] for n in ns})
+        lines.append(line(row["name"], values))
+    reference = results.reference
+    lines.append(line("π_ref", {"reward": reference["reward"], "KL k1": 0.0, "KL k3": 0.0, "KL bound": 0.0,
+                                "win/ref": reference["win_rate_vs_ref"]}))  # fmt: skip
+    for point in results.bon:
+        values = {"reward": point["reward"], "KL k1": point["kl_estimate"], "KL bound": point["kl_bound"]}
+        lines.append(line(f"BoN-{point['n']}", {**values, "win/ref": point["win_rate_vs_ref"]}))
+    if results.bon:
+        lines += [
+            "KL k1 of a BoN-N row: mean over its draws of (N−1)·log p̂≤ + log B̂, the Best-of-N log-ratio to π_ref;",
+            "KL bound: log N − (N−1)/N (docs/evaluation.md).",
+        ]
     return "\n".join(lines)
 
 
