@@ -17,6 +17,7 @@ from .jbond import (
     jbond_weights,
 )
 from .metrics import kl_k1, kl_k3, win_rate
+from .objectives import jeffreys_estimate, vbon_objective_estimate
 from .quantiles import bond_reward, empirical_quantile, log_bon_ratio, vbon_log_cdf
 
 
@@ -33,6 +34,7 @@ __all__ = [
     "jbond_sequence_weights",
     "jbond_weights",
     "jeffreys",
+    "jeffreys_estimate",
     "kl_divergence",
     "kl_k1",
     "kl_k3",
@@ -42,5 +44,6 @@ __all__ = [
     "tie_correction",
     "total_variation",
     "vbon_log_cdf",
+    "vbon_objective_estimate",
     "win_rate",
 ]

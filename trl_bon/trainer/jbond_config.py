@@ -112,7 +112,7 @@ class JBondConfig(RLOOConfig):
         > Parameters that control logging
 
         log_ref_kl (`bool`, *optional*):
-            Log KL(π‖π_ref) as `kl_ref/k1` and `kl_ref/k3` (completion tokens of the policy samples; the metric names
+            Log KL(π‖π_ref) as `kl_k1` and `kl_k3` (completion tokens of the policy samples; the metric names
             every trainer uses, see docs/metrics.md). `None` logs it when π_ref is free
             (LoRA: adapters disabled, one extra forward pass over the policy samples) and not for full fine-tuning,
             where `True` loads a frozen copy of π_ref (memory of a third model).
@@ -205,7 +205,7 @@ class JBondConfig(RLOOConfig):
     log_ref_kl: bool | None = field(
         default=None,
         metadata={
-            "help": "Log KL(π‖π_ref) as kl_ref/k1 and kl_ref/k3. Default: on for LoRA (adapters disabled), off for "
+            "help": "Log KL(π‖π_ref) as kl_k1 and kl_k3. Default: on for LoRA (adapters disabled), off for "
             "full fine-tuning (True loads a frozen reference model)."
         },
     )

@@ -495,6 +495,8 @@ class JBondTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, 
             metrics[f"jbond/{name}"].append(value.item())
         target_logps = gather(out["old_logps"]).view(-1, group).gather(1, result.target[:, None])
         metrics["jbond/target_nll"].append(-target_logps.mean().item())
+        jeffreys = core.jeffreys_estimate(target_logps, result.stats["return"], self.args.jeffreys_beta)
+        metrics["objective/jeffreys"].append(jeffreys.item())  # `loss` is a constant surrogate (docs/metrics.md)
         if self.log_ref_kl:
             log_kl_to_ref(metrics, gather, policy_token_logps[rows], self._ref_token_logps(out, rows), mask[rows])
         metrics["jbond/time/generation"].append(self._generation_time)

@@ -17,6 +17,7 @@ from datasets import Dataset
 from peft import PeftModel
 from trl import RLOOTrainer
 
+from .. import core
 from .._trl_compat import use_adapter
 from ..core.vbon import vbon_scores
 from ..identity import model_identity
@@ -287,7 +288,7 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
         metrics["vbon/frac_below_all_ref"].append(at_floor.mean().item())
         if self.args.vbon_objective == "exact":
             metrics["vbon/exact_score"].append(score.mean().item())
-        self._vbon_raw_rewards = raw
+        self._vbon_raw_rewards, self._vbon_scores = raw, score
         return score.unsqueeze(1) * weights / (weights**2).sum()
 
     def _generate_and_score_completions(self, inputs):
@@ -302,6 +303,10 @@ class VBoNTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, S
             logged, values = self._logs["rewards"][name], raw[:, i].tolist()
             for j in range(1, min(len(logged), len(values)) + 1):
                 logged[-j] = values[-j]
+        seq_kl = torch.zeros_like(self._vbon_scores)  # β = 0: no reference forward, no KL term
         if len(forwards) == 2:  # policy (`old_logps`) and reference (KL penalty) forwards: KL to π_ref is free
             log_kl_to_ref(metrics, self.accelerator.gather, forwards[0], forwards[1], output["completion_mask"])
+            seq_kl = self.accelerator.gather(core.kl_k1(forwards[0], forwards[1], output["completion_mask"]))
+        objective = core.vbon_objective_estimate(self._vbon_scores, seq_kl, self.beta)
+        metrics["objective/vbon"].append(objective.item())  # `loss` is ≈ 0 by construction (docs/metrics.md)
         return output
