@@ -92,3 +92,38 @@ def test_plot_imports_no_trl(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(results))
     loaded = _modules_loaded_by(["plot", str(tmp_path / "results.json")], ("trl", "transformers", "torch"))
     assert loaded == [] and (tmp_path / "reward_vs_kl.png").is_file()
+
+
+@pytest.mark.parametrize("command", ["jbond", "eval", "plot"])
+@pytest.mark.parametrize("tty", [True, False])
+def test_loading_notice_before_the_slow_import(command, tty, monkeypatch, capsys):
+    """On a terminal, commands that import TRL say so on stderr before the ~10 s import and erase the line after
+    it; `plot` imports no TRL and says nothing, and nothing is written when stderr is a file or a pipe."""
+    import importlib
+
+    from trl_bon.scripts import cli
+
+    seen = []
+    real_import = importlib.import_module
+
+    def import_module(name, *args, **kwargs):
+        if name.startswith("trl_bon.scripts."):  # what was printed before the subcommand's module was imported
+            seen.append(capsys.readouterr().err)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    monkeypatch.setattr(cli, "launch_route", lambda args: pytest.fail("no launch in this test"))
+    with pytest.raises(SystemExit):
+        cli.run_command(command, ["--help"], allow_launch=False)
+    expected = f"trl-bon {command}: loading TRL and transformers…" if tty and command != "plot" else ""
+    assert seen[0] == expected
+    assert capsys.readouterr().err.startswith("\r\033[K" if expected else "")  # the help itself goes to stdout
+
+
+def test_training_commands_point_to_the_metrics_page(monkeypatch, capsys):
+    from trl_bon.scripts import cli, jbond
+
+    monkeypatch.setattr(jbond, "main", lambda *parsed: None)
+    assert cli.run_command("jbond", ["--output_dir", "x", "--use_cpu", "true", "--bf16", "false"], False) == 0
+    assert capsys.readouterr().err == "trl-bon jbond: the logged metrics are explained in docs/metrics.md\n"

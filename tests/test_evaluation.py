@@ -231,3 +231,80 @@ def test_expand_checkpoints_names_and_final(tmp_path):
     assert list(expand_checkpoints([str(run)])) == ["jbond-run@1", "jbond-run@2", "jbond-run@final"]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         expand_checkpoints([f"x={tmp_path / 'missing'}"])
+
+
+def _table_cells(table: str, ns) -> list[dict[str, str]]:
+    """The value rows of `format_table` as {column: cell text}, cut at the columns' widths (values right-aligned)."""
+    from trl_bon.scripts.evaluate import TABLE_COLUMNS
+
+    columns = [*TABLE_COLUMNS, *((f"win/BoN{n}", 11) for n in ns)]
+    header, *rows = table.splitlines()
+    assert header == f"{'name':<24}" + "".join(f"{name:>{width}}" for name, width in columns)
+    cells = []
+    for row in rows:
+        if not row.startswith(("jbond", "π_ref", "BoN-")):
+            continue
+        start, cell = 24, {"name": row[:24].strip()}
+        for name, width in columns:
+            cell[name] = row[start : start + width].strip()
+            start += width
+        cells.append(cell)
+    return cells
+
+
+def test_console_table_headers_match_every_row():
+    """Issue 27: Best-of-N rows used to print their bound and estimate under "KL k1 / KL k3"."""
+    from types import SimpleNamespace
+
+    from trl_bon.scripts.evaluate import format_table
+
+    checkpoint = {"name": "jbond@8", "reward": 0.5, "kl_k1": 0.25, "kl_k3": 0.125, "win_rate_vs_ref": 0.75}
+    checkpoint.update(win_rate_vs_bon2=0.375, win_rate_vs_bon4=0.0625)
+    bon = [
+        {"n": 2, "reward": 1.5, "kl_bound": 0.193, "kl_estimate": 0.5, "win_rate_vs_ref": 0.625},
+        {"n": 4, "reward": 2.5, "kl_bound": 0.636, "kl_estimate": 0.875, "win_rate_vs_ref": 0.8125},
+    ]
+    results = SimpleNamespace(
+        settings={"bon_ns": [2, 4]},
+        checkpoints=[checkpoint],
+        reference={"reward": -0.25, "win_rate_vs_ref": 0.5},
+        bon=bon,
+    )
+    table = format_table(results)
+    assert table.splitlines()[0].split() == [
+        "name", "reward", "KL", "k1", "KL", "k3", "KL", "bound", "win/ref", "win/BoN2", "win/BoN4",
+    ]  # fmt: skip
+    blank = {"KL k1": "", "KL k3": "", "KL bound": "", "win/BoN2": "", "win/BoN4": ""}
+    rows = [
+        {"name": "jbond@8", "reward": "0.500", "KL k1": "0.250", "KL k3": "0.125", "KL bound": "", "win/ref": "0.750",
+         "win/BoN2": "0.375", "win/BoN4": "0.062"},
+        {**blank, "name": "π_ref", "reward": "-0.250", "KL k1": "0.000", "KL k3": "0.000", "KL bound": "0.000",
+         "win/ref": "0.500"},
+        {**blank, "name": "BoN-2", "reward": "1.500", "KL k1": "0.500", "KL bound": "0.193", "win/ref": "0.625"},
+        {**blank, "name": "BoN-4", "reward": "2.500", "KL k1": "0.875", "KL bound": "0.636", "win/ref": "0.812"},
+    ]  # fmt: skip
+    parsed = _table_cells(table, [2, 4])
+    assert parsed == rows
+    assert "KL bound: log N − (N−1)/N" in table
+
+
+def test_checkpoints_share_the_sampling_seed(one_token_task, one_token_sampler):
+    """Why the kit's models all show the same win rate against Best-of-N (docs/evaluation.md, "The console table"):
+    every checkpoint is sampled with the same seed, so two policies that are (nearly) π_ref draw (nearly) the same
+    completions and meet the same Best-of-N draws; with one sample on few prompts the win rate is a multiple of
+    1/prompts. A policy that differs gets other samples and another win rate."""
+    from trl_bon.evaluation import EvalOptions, evaluate_checkpoints
+
+    task = one_token_task
+    moved = _policy_with_probs(task, bon_probs(task.ref_probs, task.rewards, 4))
+    results = evaluate_checkpoints(
+        {"a": task.model_path, "b": task.model_path, "moved": moved},
+        [task.prompt] * 8,
+        task.reward_func,
+        one_token_sampler,
+        EvalOptions(bon_ns=(2,), num_reference_samples=4, num_policy_samples=1, plot=False),
+    )
+    a, b, moved_row = results.checkpoints
+    assert a["win_rate_vs_bon2"] == b["win_rate_vs_bon2"] and a["reward"] == b["reward"]
+    assert (a["win_rate_vs_bon2"] * 16) % 1 == 0  # 8 single samples, ties ½: multiples of 1/16
+    assert moved_row["reward"] != a["reward"]

@@ -43,3 +43,25 @@ def test_kit_configs_parse(tmp_path):
         path = tmp_path / f"{stem}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         parsers[stem].make_parser().parse_args_and_config(["--config", str(path)])
+
+
+def test_tryout_commands_write_only_to_the_kit_folder():
+    """Issue 27: the try-out's figure command once wrote `--output_dir docs/img/tryout`, overwriting tracked files
+    when run from the repository root. Every command of docs/tryout.md must write under `trl_bon_kit/`."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).parent.parent / "docs" / "tryout.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", page, flags=re.S)
+    commands = [c for c in " ".join(blocks).replace("\\\n", " ").splitlines() if c.strip().startswith("trl-bon")]
+    assert any(c.startswith("trl-bon plot") for c in commands)
+    for command in commands:
+        argv = shlex.split(command, comments=True)
+        if argv[1] == "kit":
+            assert argv[2] == "trl_bon_kit"
+            continue
+        outputs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--output_dir"]
+        inputs = [arg for arg in argv[2:] if arg.endswith(".json")]  # `plot` writes next to its results.json
+        for path in outputs + inputs:
+            assert path.startswith("trl_bon_kit/"), command
+        assert "docs/" not in command, command

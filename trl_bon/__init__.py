@@ -6,6 +6,8 @@ takes several seconds and happens only when a trainer is first used.
 
 import importlib
 
+from trl_bon import _quiet  # noqa: F401  (filters known-spurious library messages; see its docstring)
+
 
 __version__ = "0.1.0"
 

@@ -6,7 +6,7 @@ from transformers import TrainerCallback
 
 
 # The logged names (`trl_bon.trainer._metric_vocabulary`), repeated here so that the callback imports without TRL.
-_KL = "kl_ref/k1"
+_KL = "kl_k1"
 _METERS = {"kl": "effective_n_kl", "win": "effective_n_win"}
 
 
@@ -14,7 +14,7 @@ class EffectiveNStopCallback(TrainerCallback):
     """Stop training when the logged effective N reaches `target_n`, or the logged KL to π_ref reaches `kl_budget`.
 
     Reads the training logs in `on_log` (so it acts on logging steps, every `logging_steps`) of `JBondTrainer` or
-    `VBoNTrainer`: `effective_n_kl` / `effective_n_win` and `kl_ref/k1` (docs/metrics.md). With both limits set,
+    `VBoNTrainer`: `effective_n_kl` / `effective_n_win` and `kl_k1` (docs/metrics.md). With both limits set,
     the first one reached stops training. The step that reaches it is finished and saved as usual
     (`should_training_stop`).
 
@@ -23,7 +23,7 @@ class EffectiveNStopCallback(TrainerCallback):
             Stop once the effective N (≥ 1) is at least this. E.g. `target_n=4` stops a run that has moved as far from
             π_ref as Best-of-4 is.
         kl_budget (`float`, *optional*):
-            Stop once the logged KL(π‖π_ref) (`kl_ref/k1`, nats per sequence) is at least this (> 0).
+            Stop once the logged KL(π‖π_ref) (`kl_k1`, nats per sequence) is at least this (> 0).
         meter (`str`, *optional*, defaults to `"kl"`):
             Which effective N `target_n` reads: `"kl"` (`effective_n_kl`, logged wherever the KL is) or `"win"`
             (`effective_n_win`, logged only where the trainer has a win rate against π_ref samples: vBoN, and

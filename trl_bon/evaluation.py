@@ -140,7 +140,7 @@ def _check_checkpoint(name: str, checkpoint, tokenizer) -> None:
     from transformers import AutoConfig, AutoTokenizer
 
     path = str(checkpoint)
-    check_model_path(path, f"checkpoint '{name}'")
+    check_model_path(path, f"checkpoint '{name}'", model_folder=False)
     local = Path(path)
     if local.exists() and not (local / "config.json").is_file() and not (local / "adapter_config.json").is_file():
         raise ValueError(

@@ -262,14 +262,75 @@ def looks_like_local_path(name: str) -> bool:
     return "/" in name and Path(first).is_dir()  # `outputs/run` next to a local `outputs/` folder
 
 
-def check_model_path(name: str, what: str = "model") -> None:
-    """Raise a clear `FileNotFoundError` for a local model path that does not exist (before any Hub lookup)."""
-    if Path(name).expanduser().exists() or not looks_like_local_path(name):
-        return
-    raise FileNotFoundError(
-        f"The {what} {name!r} does not exist: no such local folder. Pass an existing folder written by "
-        "`save_pretrained`, or a Hub id such as `owner/name`."
-    )
+#: What a model path must be, in every error about one.
+EXPECTED_MODEL = "expected a local folder with config.json (written by `save_pretrained`) or a Hub id `org/name`"
+_MODEL_FILES = ("config.json", "adapter_config.json")
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """True if some revision of the Hub model `repo_id` is in the local Hugging Face cache."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return (Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}").is_dir()
+
+
+@functools.lru_cache(maxsize=64)
+def _hub_lookup_error(repo_id: str) -> str | None:
+    """Why the Hub model `repo_id` cannot load (`None` if it can, or may): one quick request, asked once per id."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if _in_hub_cache(repo_id):
+        return None
+    if constants.HF_HUB_OFFLINE:
+        return "no local folder of that name, and no Hub model of that id in the local cache (HF_HUB_OFFLINE is set)"
+    try:
+        HfApi().model_info(repo_id, timeout=10)
+    except GatedRepoError:
+        return None  # it exists; access is the loader's business (it names the token to set)
+    except RepositoryNotFoundError:
+        return "no local folder of that name, and no Hub model of that id (if it is private: `hf auth login`)"
+    except Exception as error:  # no network: the loader would retry for a minute, then blame the connection
+        return f"no local folder of that name, and the Hub could not be reached to look it up ({type(error).__name__})"
+    return None
+
+
+class ModelPathError(FileNotFoundError):
+    """A model path that cannot load; `trl-bon` prints it as one line (no traceback)."""
+
+
+def check_model_path(name: str, what: str = "model", *, model_folder: bool = True) -> None:
+    """Fail in one line, before any model loads, on a model path that cannot load: a missing local folder, a folder
+    without `config.json` / `adapter_config.json` (unless `model_folder=False`, for a training `output_dir` holding
+    `checkpoint-*` folders), a file, or a Hub-id-shaped name that is neither a local folder nor a Hub model (checked
+    against the local cache offline, with one request online)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if model_folder and not any((path / file).is_file() for file in _MODEL_FILES):
+            _refuse(name, what, "is not a model", "the folder holds no config.json (nor adapter_config.json)")
+    elif path.exists():
+        _refuse(name, what, "is not a model", "it is a file, not a folder")
+    elif looks_like_local_path(name) or not _is_hub_id(name):
+        _refuse(name, what, "does not exist", "no such local folder")
+    else:
+        problem = _hub_lookup_error(name)
+        if problem:
+            _refuse(name, what, "does not exist", problem)
+
+
+def _refuse(name: str, what: str, verdict: str, problem: str):
+    raise ModelPathError(f"The {what} {name!r} {verdict}: {problem}; {EXPECTED_MODEL}.")
+
+
+def _is_hub_id(name: str) -> bool:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def check_safetensors(path: str | os.PathLike, what: str) -> None:

@@ -59,7 +59,7 @@ def test_bond_with_a_fixed_anchor_logs_both_meters(one_token_task, tmp_path):
     logs = _step_logs(trainer)
     assert len(logs) == 2
     for h in logs:
-        assert h["effective_n_kl"] == pytest.approx(_n_kl(h["kl_ref/k1"]), rel=1e-12)
+        assert h["effective_n_kl"] == pytest.approx(_n_kl(h["kl_k1"]), rel=1e-12)
         assert h["effective_n_win"] == pytest.approx(_n_win(h["jbond/win_rate_vs_anchor"]), rel=1e-12)
         assert h["effective_n_kl"] >= 1.0
     assert logs[0]["effective_n_kl"] == pytest.approx(1.0, abs=1e-3)  # π = π_ref before the first update
@@ -69,12 +69,12 @@ def test_jbond_logs_n_kl_only_with_a_moving_anchor_and_neither_without_a_kl(one_
     lora = _jbond(one_token_task, tmp_path / "lora", peft_config=_lora())  # EMA anchor: not π_ref
     lora.train()
     for h in _step_logs(lora):
-        assert h["effective_n_kl"] == pytest.approx(_n_kl(h["kl_ref/k1"]), rel=1e-12)
+        assert h["effective_n_kl"] == pytest.approx(_n_kl(h["kl_k1"]), rel=1e-12)
         assert "effective_n_win" not in h
     full = _jbond(one_token_task, tmp_path / "full", max_steps=1)  # full fine-tuning: no KL unless log_ref_kl=True
     full.train()
     (h,) = _step_logs(full)
-    assert "kl_ref/k1" not in h and "effective_n_kl" not in h and "effective_n_win" not in h
+    assert "kl_k1" not in h and "effective_n_kl" not in h and "effective_n_win" not in h
 
 
 def test_vbon_logs_both_meters_against_its_cached_reference_rewards(one_token_task, tmp_path):
@@ -106,7 +106,7 @@ def test_vbon_logs_both_meters_against_its_cached_reference_rewards(one_token_ta
     for h in logs:
         assert 0.0 < h["win_rate_vs_ref"] < 1.0
         assert h["effective_n_win"] == pytest.approx(_n_win(h["win_rate_vs_ref"]), rel=1e-12)
-        assert h["effective_n_kl"] == pytest.approx(_n_kl(h["kl_ref/k1"]), rel=1e-12)
+        assert h["effective_n_kl"] == pytest.approx(_n_kl(h["kl_k1"]), rel=1e-12)
     assert logs[0]["effective_n_kl"] == 1.0  # π = π_ref at the first step: the k1 terms are exactly 0
 
 
@@ -134,7 +134,7 @@ class TestEffectiveNStopCallback:
 
         callback = EffectiveNStopCallback(target_n=4, kl_budget=2.0)
         control = TrainerControl()
-        step = {"loss": 0.0, "effective_n_kl": 3.9, "kl_ref/k1": 0.6}
+        step = {"loss": 0.0, "effective_n_kl": 3.9, "kl_k1": 0.6}
         callback.on_log(None, TrainerState(), control, logs=step)
         callback.on_log(None, TrainerState(), control, logs={"eval_effective_n_kl": 9.0})  # evaluation: ignored
         assert not control.should_training_stop
@@ -162,4 +162,4 @@ class TestEffectiveNStopCallback:
         assert callback.stopped_by is not None
         assert 1 < trainer.state.global_step < 40
         last = _step_logs(trainer)[-1]
-        assert last["kl_ref/k1"] >= 0.05 and all(h["kl_ref/k1"] < 0.05 for h in _step_logs(trainer)[:-1])
+        assert last["kl_k1"] >= 0.05 and all(h["kl_k1"] < 0.05 for h in _step_logs(trainer)[:-1])

@@ -371,9 +371,9 @@ def test_lora_rows_come_from_their_own_adapter_and_kl_metrics_are_exact(one_toke
 
     metrics = trainer._metrics["train"]
     exact_kl = kl_divergence(policy_probs, one_token_task.ref_probs).item()
-    assert metrics["kl_ref/k1"][-1] == pytest.approx(exact_kl, abs=0.15)
-    assert metrics["kl_ref/k3"][-1] == pytest.approx(exact_kl, abs=0.15)
-    assert metrics["jbond/kl_anchor"][-1] == pytest.approx(metrics["kl_ref/k1"][-1], abs=1e-5)  # anchor = ref
+    assert metrics["kl_k1"][-1] == pytest.approx(exact_kl, abs=0.15)
+    assert metrics["kl_k3"][-1] == pytest.approx(exact_kl, abs=0.15)
+    assert metrics["jbond/kl_anchor"][-1] == pytest.approx(metrics["kl_k1"][-1], abs=1e-5)  # anchor = ref
 
 
 class TestWeightOptions:
@@ -469,7 +469,8 @@ def test_vllm_routing_with_a_mocked_engine(tiny_kit, prompt_dataset, tmp_path, m
 
 def test_logged_reward_is_the_policy_samples_reward(tmp_path, tiny_kit, prompt_dataset):
     """Metric vocabulary (docs/metrics.md): `reward` and `rewards/<func>/mean` are the raw reward of the samples the
-    policy drew (slot 0), not of the anchor rows; the completions table marks the rows; KL to π_ref under `kl_ref/`."""
+    policy drew (slot 0), not of the anchor rows; the completions table marks the rows; KL to π_ref under `kl_k1` and
+    `kl_k3` (the names `trl-bon eval` writes); the Jeffreys estimate beside the constant `loss`."""
     trainer = _trainer(tiny_kit, prompt_dataset, _config(tmp_path, per_device_train_batch_size=12, log_ref_kl=True))
     trainer.model.train()
     inputs = [{"prompt": prompt} for prompt in prompt_dataset["prompt"][:4] for _ in range(3)]
@@ -482,5 +483,9 @@ def test_logged_reward_is_the_policy_samples_reward(tmp_path, tiny_kit, prompt_d
     assert metrics["reward_std"][-1] == pytest.approx(rewards[:, 0].std().item(), abs=1e-5)
     assert metrics["jbond/reward/anchor"][-1] == pytest.approx(rewards[:, 1:].mean().item(), abs=1e-6)
     assert list(trainer._logs["extra"]["sample"])[-12:] == ["policy", "anchor", "anchor"] * 4
-    assert metrics["kl_ref/k1"][-1] == pytest.approx(0.0, abs=1e-5)  # π = π_ref before the first step
-    assert metrics["kl_ref/k3"][-1] == pytest.approx(0.0, abs=1e-5)
+    assert metrics["kl_k1"][-1] == pytest.approx(0.0, abs=1e-5)  # π = π_ref before the first step
+    assert metrics["kl_k3"][-1] == pytest.approx(0.0, abs=1e-5)
+    beta = trainer.args.jeffreys_beta
+    expected = (1 - beta) * metrics["jbond/target_nll"][-1] - beta * metrics["jbond/return"][-1]
+    assert metrics["objective/jeffreys"][-1] == pytest.approx(expected, abs=1e-5)
+    assert metrics["jbond/target_nll"][-1] > 0  # the test has power: the forward term is not 0

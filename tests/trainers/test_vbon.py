@@ -130,8 +130,9 @@ class TestVBoNTrainer:
             assert h["reward"] == pytest.approx(0.5 * h["rewards/length_reward/mean"], abs=1e-4)  # raw, w=0.5
             assert h["reward"] > 0.0 >= h["vbon/log_cdf"]  # raw rewards (positive), not the score
             assert h["rewards/zero_reward/mean"] == 0.0
-            assert h["kl_ref/k1"] == pytest.approx(h["kl"] * h["completions/mean_length"], rel=1e-4, abs=1e-6)
-            assert h["kl_ref/k3"] >= 0.0
+            assert h["kl_k1"] == pytest.approx(h["kl"] * h["completions/mean_length"], rel=1e-4, abs=1e-6)
+            assert h["kl_k3"] >= 0.0
+            assert h["objective/vbon"] == pytest.approx(h["vbon/score"] - args.beta * h["kl_k1"], abs=1e-5)
             assert -math.log(5) - 1e-6 <= h["vbon/log_cdf"] <= 0.0
             assert 0.0 <= h["vbon/frac_below_all_ref"] <= 1.0
 

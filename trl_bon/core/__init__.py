@@ -18,6 +18,7 @@ from .jbond import (
     jbond_weights,
 )
 from .metrics import bon_kl_bound, kl_k1, kl_k3, win_rate
+from .objectives import jeffreys_estimate, vbon_objective_estimate
 from .quantiles import bond_reward, empirical_quantile, log_bon_ratio, vbon_log_cdf
 from .verifiable import bon_kl_from_reference, bon_success_rate
 
@@ -41,6 +42,7 @@ __all__ = [
     "jbond_sequence_weights",
     "jbond_weights",
     "jeffreys",
+    "jeffreys_estimate",
     "kl_divergence",
     "kl_k1",
     "kl_k3",
@@ -50,5 +52,6 @@ __all__ = [
     "tie_correction",
     "total_variation",
     "vbon_log_cdf",
+    "vbon_objective_estimate",
     "win_rate",
 ]

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from trl_bon.scripts.utils import (
     BoNScriptArguments,
+    check_model_paths,
     finish,
     load_splits,
     model_init_kwargs,
@@ -216,6 +217,7 @@ def main(script_args, training_args, model_args, dataset_args):
         )
     if model_args.model_name_or_path is None:
         raise ValueError("No model given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
+    check_model_paths(model_args, script_args)
     reward_funcs = resolve_reward_funcs(script_args)  # names and callables only: reward models load further down
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     prompt_dataset, _ = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)

@@ -25,6 +25,7 @@ import sys
 
 from trl_bon.scripts.utils import (
     BoNScriptArguments,
+    check_model_paths,
     load_splits,
     model_init_kwargs,
     resolve_reward_funcs,
@@ -43,6 +44,7 @@ def run(script_args, training_args, model_args, dataset_args):
     reward_funcs = resolve_reward_funcs(script_args)
     if model_args.model_name_or_path is None:
         raise ValueError("No reference model given. Set `--model_name_or_path` to π_ref (the model vBoN starts from).")
+    check_model_paths(model_args, script_args)
     output_dir = training_args.reference_cache_dir or os.path.join(training_args.output_dir, "_reference_rewards")
     kwargs = model_init_kwargs(model_args, training_args)
     quantization_config = get_quantization_config(model_args)

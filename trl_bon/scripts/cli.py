@@ -43,6 +43,8 @@ SUBCOMMANDS = {
 }
 #: Subcommands that may run several processes (the others run in this process).
 TRAINING_COMMANDS = ("jbond", "vbon", "bon-sft")
+#: Subcommands whose module imports TRL (about 10 s): on a terminal, a transient notice on stderr says so.
+SLOW_IMPORT_COMMANDS = (*TRAINING_COMMANDS, "cache-ref-rewards", "eval")
 #: `accelerate launch` settings that leave a single-process run as it would be in this process.
 SINGLE_PROCESS_SETTINGS = {"num_processes": 1, "num_machines": 1, "mixed_precision": "no", "dynamo_backend": "no"}
 
@@ -122,7 +124,12 @@ def launch(route: str, num_processes: int, module_name: str, launch_args: list[s
 def run_command(command: str, argv: list[str], allow_launch: bool) -> int:
     """Parse `argv` with the subcommand's parser, then run its `main` here or under a launcher."""
     module_name = SUBCOMMANDS[command][0]
+    notice = command in SLOW_IMPORT_COMMANDS and sys.stderr.isatty()  # else the terminal sits silent for ~10 s
+    if notice:  # a transient line, erased once imported: errors and logs below stay as they are
+        print(f"trl-bon {command}: loading TRL and transformers…", end="", file=sys.stderr, flush=True)
     module = importlib.import_module(f"trl_bon.scripts.{module_name}")
+    if notice:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
     parses_argv = list(inspect.signature(module.main).parameters) == ["argv"]  # `main(argv)`: parses on its own
     if parses_argv and command not in TRAINING_COMMANDS:
         return module.main(argv) or 0  # `plot`, `kit`, `demo`: no TRL import for the launch logic below
@@ -137,6 +144,8 @@ def run_command(command: str, argv: list[str], allow_launch: bool) -> int:
     launch_args = resolve_accelerate_config_argument(config_remaining + cli_remaining)
     script_argv = _subtract_subsequence(argv, cli_remaining)
     route, num_processes = launch_route(launch_args) if allow_launch else ("in_process", 1)
+    if command in TRAINING_COMMANDS:  # `loss` alone can look flat: say where every logged metric is explained
+        print(f"trl-bon {command}: the logged metrics are explained in docs/metrics.md", file=sys.stderr, flush=True)
     if route != "in_process":
         launch(route, num_processes, module_name, launch_args, script_argv)
     elif parses_argv:
@@ -165,7 +174,16 @@ def main(argv: list[str] | None = None, launch: bool | None = None) -> int:
         help_parser.parse_args(["--help"])
     if launch is None:
         launch = os.environ.get("TRL_BON_LAUNCH", "1") not in ("0", "false", "False")
-    return run_command(args.command, rest, allow_launch=launch and args.command in TRAINING_COMMANDS)
+    try:
+        return run_command(args.command, rest, allow_launch=launch and args.command in TRAINING_COMMANDS)
+    except FileNotFoundError as error:
+        # A typo in a model path (`trl_bon.identity.ModelPathError`, looked up lazily: that module imports torch,
+        # which `plot` and `kit` never need): the one line says it all, a traceback would bury it.
+        identity = sys.modules.get("trl_bon.identity")
+        if identity is None or not isinstance(error, identity.ModelPathError):
+            raise
+        print(f"trl-bon {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

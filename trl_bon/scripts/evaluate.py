@@ -33,6 +33,7 @@ from trl_bon.scripts.utils import (
     BoNScriptArguments,
     apply_prompt_transform,
     as_list,
+    check_model_paths,
     get_split,
     import_reward_func,
     load_dataset_dict,
@@ -128,7 +129,7 @@ def expand_checkpoints(entries) -> dict[str, str]:
         name, sep, path = entry.partition("=")
         if not sep:
             name, path = _default_name(Path(entry)), entry
-        check_model_path(path, f"checkpoint '{name}'")
+        check_model_path(path, f"checkpoint '{name}'", model_folder=False)
         root = Path(path)
         steps = sorted(
             (p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
@@ -172,6 +173,7 @@ def run(script_args, model_args, dataset_args):
 
     if model_args.model_name_or_path is None:
         raise ValueError("No reference model given. Set `--model_name_or_path` to π_ref (the SFT model trained from).")
+    check_model_paths(model_args, script_args)
     options = eval_options(script_args)
     reward_funcs = resolve_reward_funcs(script_args)
     judges = {}
@@ -211,37 +213,57 @@ def run(script_args, model_args, dataset_args):
     return results
 
 
+#: The console table's columns after the name: (header, width). Each row fills only the cells it has a value for.
+TABLE_COLUMNS = (
+    ("reward", 9),
+    ("KL k1", 9),
+    ("KL k3", 9),
+    ("KL bound", 10),
+    ("win/ref", 9),
+    ("N_win", 9),
+    ("N_KL", 9),
+)
+
+
 def format_table(results) -> str:
-    """A plain-text summary: one line per checkpoint, then the Best-of-N points."""
+    """A plain-text summary: one line per checkpoint, π_ref, the Best-of-N points, and a note on the KL columns.
+
+    Every value sits under the header that names it; a cell a row has no value for is blank (a checkpoint has no
+    Best-of-N KL bound, a Best-of-N point no k3 estimate and no win rate against itself)."""
     ns = results.settings["bon_ns"]
-    lines = [
-        f"{'name':<24}{'reward':>9}{'KL k1':>9}{'KL k3':>9}{'win/ref':>9}{'N_win':>9}{'N_KL':>9}"
-        + "".join(f"{f'win/BoN{n}':>11}" for n in ns)
-    ]
+    columns = [*TABLE_COLUMNS, *((f"win/BoN{n}", 11) for n in ns)]
+
+    def line(name: str, values: dict) -> str:
+        cells = "".join(
+            f"{values[header]:>{width}.3f}" if values.get(header) is not None else " " * width
+            for header, width in columns
+        )
+        return f"{name:<24}{cells}".rstrip()
+
+    lines = [f"{'name':<24}" + "".join(f"{header:>{width}}" for header, width in columns)]
     for row in results.checkpoints:
-        lines.append(
-            f"{row['name']:<24}{row['reward']:>9.3f}{row['kl_k1']:>9.3f}{row['kl_k3']:>9.3f}"
-            f"{row['win_rate_vs_ref']:>9.3f}{_effective_n_columns(row)}"
-            + "".join(f"{row[f'win_rate_vs_bon{n}']:>11.3f}" for n in ns)
-        )
-    lines.append(
-        f"{'π_ref':<24}{results.reference['reward']:>9.3f}{0:>9.3f}{0:>9.3f}"
-        f"{results.reference['win_rate_vs_ref']:>9.3f}{_effective_n_columns(results.reference)}"
-    )
-    for b in results.bon:
-        lines.append(
-            f"{'BoN-' + str(b['n']):<24}{b['reward']:>9.3f}{b['kl_bound']:>9.3f}{b['kl_estimate']:>9.3f}"
-            f"{b['win_rate_vs_ref']:>9.3f}{_effective_n_columns(b)}   (KL columns: bound, estimate)"
-        )
+        values = {"reward": row["reward"], "KL k1": row["kl_k1"], "KL k3": row["kl_k3"]}
+        values["win/ref"] = row["win_rate_vs_ref"]
+        values.update(_effective_n(row))
+        values.update({f"win/BoN{n}": row[f"win_rate_vs_bon{n}"] for n in ns})
+        lines.append(line(row["name"], values))
+    reference = results.reference
+    lines.append(line("π_ref", {"reward": reference["reward"], "KL k1": 0.0, "KL k3": 0.0, "KL bound": 0.0,
+                                "win/ref": reference["win_rate_vs_ref"], **_effective_n(reference)}))  # fmt: skip
+    for point in results.bon:
+        values = {"reward": point["reward"], "KL k1": point["kl_estimate"], "KL bound": point["kl_bound"]}
+        lines.append(line(f"BoN-{point['n']}", {**values, "win/ref": point["win_rate_vs_ref"], **_effective_n(point)}))
+    if results.bon:
+        lines += [
+            "KL k1 of a BoN-N row: mean over its draws of (N−1)·log p̂≤ + log B̂, the Best-of-N log-ratio to π_ref;",
+            "KL bound: log N − (N−1)/N (docs/evaluation.md).",
+        ]
     return "\n".join(lines)
 
 
-def _effective_n_columns(row: dict) -> str:
-    """The `N_win` and `N_KL` columns (docs/metrics.md); older results files without them show blanks."""
-    return "".join(
-        f"{row[key]:>9.2f}" if row.get(key) is not None else f"{'':>9}"
-        for key in ("effective_n_win", "effective_n_kl")
-    )
+def _effective_n(row: dict) -> dict:
+    """The `N_win` and `N_KL` cells (docs/metrics.md); older results files without them show blanks."""
+    return {"N_win": row.get("effective_n_win"), "N_KL": row.get("effective_n_kl")}
 
 
 def make_parser(prog: str | None = None):

@@ -1,5 +1,6 @@
 """Checks shared by the trl-bon configs."""
 
+import dataclasses
 import warnings
 
 
@@ -18,8 +19,40 @@ def warn_if_bf16_on_cpu(args) -> None:
         )
 
 
+def adopt_activation_checkpointing(args) -> None:
+    """Pass TRL's `gradient_checkpointing` under transformers' new name, `activation_checkpointing`.
+
+    TRL 1.16's configs declare `gradient_checkpointing=True` as their default, and transformers >= 5.25 renamed the
+    field: its `__post_init__` then warns on every config that the old name is deprecated, about a value the user never
+    set. TRL documents and our recipes use the old name, so a value under it (default or given) is moved to the new
+    one before transformers reads it: same behaviour, no warning. A value given under the new name wins, as in
+    transformers. On transformers without the new field nothing changes.
+    """
+    if "activation_checkpointing" not in {f.name for f in dataclasses.fields(args)}:
+        return
+    for old, new in (
+        ("gradient_checkpointing", "activation_checkpointing"),
+        ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+    ):
+        if getattr(args, new) is None and getattr(args, old) is not None:
+            setattr(args, new, getattr(args, old))
+            setattr(args, old, None)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Checks run by the configs' `__post_init__` and the trainers' `__init__`, before any model loads or any sampling.
+
+
+def check_model_inputs(model, reward_funcs=()) -> None:
+    """The trainers' model and reward-model paths (instances pass), checked before any model loads or `output_dir` is
+    made: one line naming the path and what was expected (see `trl_bon.identity.check_model_path`)."""
+    from trl_bon.identity import check_model_path
+
+    if isinstance(model, str):
+        check_model_path(model, "policy `model`")
+    for func in reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]:  # TRL takes one or a list
+        if isinstance(func, str):
+            check_model_path(func, "reward model in `reward_funcs`")
 
 
 def check_sampling_settings(args) -> None:
@@ -48,14 +81,21 @@ def check_kl_coefficient(beta: float | None) -> None:
 
 def check_writable_dir(directory: str, name: str = "output_dir") -> None:
     """Create `directory` and write a probe file in it, so that an unwritable folder fails now, not at the first
-    save (after all the sampling and training before it)."""
+    save (after all the sampling and training before it). Folders it had to create are removed again."""
     import os
     import tempfile
 
+    created = []  # the folders made here, removed again: a run that fails before its first save leaves no empty folder
+    path = os.path.abspath(directory)
+    while not os.path.exists(path):
+        created.append(path)
+        path = os.path.dirname(path)
     try:
         os.makedirs(directory, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
             pass
+        for folder in created:  # deepest first; Trainer and the scripts create them again when they write
+            os.rmdir(folder)
     except OSError as error:
         raise PermissionError(
             f"`{name}` ({directory}) is not writable ({error.strerror or error}); checkpoints and results go there. "

@@ -35,14 +35,14 @@ def log_policy_rewards(metrics: dict, names: list[str], rewards_per_func: torch.
 
 
 def log_kl_to_ref(metrics: dict, gather, policy_logps, ref_logps, mask) -> None:
-    """Log `kl_ref/k1` and `kl_ref/k3`: KL(π‖π_ref) per sequence of the policy's samples (completion tokens), averaged
+    """Log `kl_k1` and `kl_k3`: KL(π‖π_ref) per sequence of the policy's samples (completion tokens), averaged
     over the global batch. `policy_logps` / `ref_logps` / `mask`: `(B, T)` per-token tensors of this process."""
-    metrics["kl_ref/k1"].append(gather(core.kl_k1(policy_logps, ref_logps, mask)).mean().item())
-    metrics["kl_ref/k3"].append(gather(core.kl_k3(policy_logps, ref_logps, mask)).mean().item())
+    metrics["kl_k1"].append(gather(core.kl_k1(policy_logps, ref_logps, mask)).mean().item())
+    metrics["kl_k3"].append(gather(core.kl_k3(policy_logps, ref_logps, mask)).mean().item())
 
 
 # The effective-N meters (docs/metrics.md, `core.effective_n`): logged under the same names as in `trl-bon eval`.
-KL_TO_REF_METRIC = "kl_ref/k1"  # the per-sequence KL(π‖π_ref) estimate N_KL is read from
+KL_TO_REF_METRIC = "kl_k1"  # the per-sequence KL(π‖π_ref) estimate N_KL is read from
 EFFECTIVE_N_KL = "effective_n_kl"
 EFFECTIVE_N_WIN = "effective_n_win"
 

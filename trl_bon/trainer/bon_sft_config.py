@@ -5,7 +5,7 @@ from typing import Any
 
 from trl import SFTConfig
 
-from ._config_checks import warn_if_bf16_on_cpu
+from ._config_checks import adopt_activation_checkpointing, warn_if_bf16_on_cpu
 
 
 TIE_BREAKS = ("random", "first")
@@ -96,6 +96,7 @@ class BoNSFTConfig(SFTConfig):
     )
 
     def __post_init__(self):
+        adopt_activation_checkpointing(self)  # before TRL/transformers read it: no rename warning
         super().__post_init__()
         warn_if_bf16_on_cpu(self)
         if self.num_candidates < 1:

@@ -16,7 +16,7 @@ from .._trl_compat import get_config_model_id
 from ..quantization import keep_4bit_weights_trainable
 from ..sampling import BestOfNOutput, tokenize_prompts
 from ._checkpoint import CheckpointMixin, finetuning_settings
-from ._config_checks import check_sft_batches
+from ._config_checks import check_model_inputs, check_sft_batches
 from ._model_card import BoNModelCardMixin
 from ._papers import BOND_PAPER
 from .bon_sft_config import BoNSFTConfig
@@ -195,6 +195,7 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
             "train_data_sha256": bon_data_fingerprint(train_dataset),
         }
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
+        check_model_inputs(model)  # last before any model loads: the cheaper checks above speak first
         super().__init__(
             model=model,
             args=args,

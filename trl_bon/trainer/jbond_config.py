@@ -7,6 +7,7 @@ from trl import RLOOConfig
 
 from ._config_checks import (
     DISABLE_DROPOUT_HELP,
+    adopt_activation_checkpointing,
     check_dropout_disabled,
     check_sampling_settings,
     warn_if_bf16_on_cpu,
@@ -123,7 +124,7 @@ class JBondConfig(RLOOConfig):
         > Parameters that control logging
 
         log_ref_kl (`bool`, *optional*):
-            Log KL(π‖π_ref) as `kl_ref/k1` and `kl_ref/k3` (completion tokens of the policy samples; the metric names
+            Log KL(π‖π_ref) as `kl_k1` and `kl_k3` (completion tokens of the policy samples; the metric names
             every trainer uses, see docs/metrics.md). `None` logs it when π_ref is free
             (LoRA: adapters disabled, one extra forward pass over the policy samples) and not for full fine-tuning,
             where `True` loads a frozen copy of π_ref (memory of a third model).
@@ -226,12 +227,13 @@ class JBondConfig(RLOOConfig):
     log_ref_kl: bool | None = field(
         default=None,
         metadata={
-            "help": "Log KL(π‖π_ref) as kl_ref/k1 and kl_ref/k3. Default: on for LoRA (adapters disabled), off for "
+            "help": "Log KL(π‖π_ref) as kl_k1 and kl_k3. Default: on for LoRA (adapters disabled), off for "
             "full fine-tuning (True loads a frozen reference model)."
         },
     )
 
     def __post_init__(self):
+        adopt_activation_checkpointing(self)  # before TRL/transformers read it: no rename warning
         # `num_generations` must be known before RLOOConfig validates the batch layout against it.
         if self.mode not in MODES:
             raise ValueError(f"Unknown `mode={self.mode!r}`; set `mode` to one of {MODES}.")

@@ -40,7 +40,7 @@ from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engin
 from ..quantization import keep_4bit_weights_trainable
 from ..rewards import check_reward_funcs, check_reward_tokenizers
 from ._checkpoint import CheckpointMixin, finetuning_settings
-from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
+from ._config_checks import RewardOutputChecksMixin, check_model_inputs, check_prompts, check_train_prompt_lengths
 from ._metric_vocabulary import EffectiveNLogMixin, log_kl_to_ref, log_policy_rewards
 from ._model_card import BoNModelCardMixin
 from ._papers import BOND_PAPER
@@ -188,6 +188,7 @@ class JBondTrainer(
         # instance is copied before RLOO patches it with the fused LM head (the patch closes over the original).
         initial_model = copy.deepcopy(model) if not use_lora and not isinstance(model, str) else None
 
+        check_model_inputs(model, reward_funcs)  # last before any model loads: the cheaper checks above speak first
         check_reward_funcs(reward_funcs, args.model_init_kwargs)  # a causal LM as reward model: before it loads
         super().__init__(
             model=model,
@@ -495,6 +496,8 @@ class JBondTrainer(
             metrics[f"jbond/{name}"].append(value.item())
         target_logps = gather(out["old_logps"]).view(-1, group).gather(1, result.target[:, None])
         metrics["jbond/target_nll"].append(-target_logps.mean().item())
+        jeffreys = core.jeffreys_estimate(target_logps, result.stats["return"], self.args.jeffreys_beta)
+        metrics["objective/jeffreys"].append(jeffreys.item())  # `loss` is a constant surrogate (docs/metrics.md)
         if self.log_ref_kl:
             log_kl_to_ref(metrics, gather, policy_token_logps[rows], self._ref_token_logps(out, rows), mask[rows])
         metrics["jbond/time/generation"].append(self._generation_time)

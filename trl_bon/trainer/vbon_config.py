@@ -7,6 +7,7 @@ from trl import RLOOConfig
 
 from ._config_checks import (
     DISABLE_DROPOUT_HELP,
+    adopt_activation_checkpointing,
     check_dropout_disabled,
     check_kl_coefficient,
     check_sampling_settings,
@@ -127,6 +128,7 @@ class VBoNConfig(RLOOConfig):
     )
 
     def __post_init__(self):
+        adopt_activation_checkpointing(self)  # before TRL/transformers read it: no rename warning
         super().__post_init__()
         warn_if_bf16_on_cpu(self)
         check_sampling_settings(self)

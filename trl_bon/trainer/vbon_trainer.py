@@ -32,7 +32,7 @@ from ..ref_cache import (
 from ..rewards import check_reward_funcs, check_reward_tokenizers, reward_signature
 from ..sampling import GenerationSettings
 from ._checkpoint import CheckpointMixin, finetuning_settings
-from ._config_checks import RewardOutputChecksMixin, check_prompts, check_train_prompt_lengths
+from ._config_checks import RewardOutputChecksMixin, check_model_inputs, check_prompts, check_train_prompt_lengths
 from ._metric_vocabulary import EffectiveNLogMixin, log_kl_to_ref, log_policy_rewards
 from ._model_card import BoNModelCardMixin
 from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
@@ -139,6 +139,7 @@ class VBoNTrainer(
         for name, dataset in given.items():  # a NaN or empty reference CDF would fail the first step
             if isinstance(dataset, Dataset) and args.reference_rewards_column in dataset.column_names:
                 check_reference_reward_column(dataset, args.reference_rewards_column, name)
+        check_model_inputs(model, reward_funcs)  # last before any model loads: the cheaper checks above speak first
         check_reward_funcs(reward_funcs, args.model_init_kwargs)  # a causal LM as reward model: before it loads
         super().__init__(
             model=model,
@@ -315,7 +316,7 @@ class VBoNTrainer(
             metrics["vbon/exact_score"].append(score.mean().item())
         # Win rate against the prompt's cached π_ref rewards (ties ½), the same quantity as `trl-bon eval`'s.
         metrics["win_rate_vs_ref"].append(gather(core.win_rate(rewards[local], ref_rewards)).mean().item())
-        self._vbon_raw_rewards = raw
+        self._vbon_raw_rewards, self._vbon_scores = raw, score
         return score.unsqueeze(1) * weights / (weights**2).sum()
 
     def _generate_and_score_completions(self, inputs):
@@ -330,6 +331,10 @@ class VBoNTrainer(
             logged, values = self._logs["rewards"][name], raw[:, i].tolist()
             for j in range(1, min(len(logged), len(values)) + 1):
                 logged[-j] = values[-j]
+        seq_kl = torch.zeros_like(self._vbon_scores)  # β = 0: no reference forward, no KL term
         if len(forwards) == 2:  # policy (`old_logps`) and reference (KL penalty) forwards: KL to π_ref is free
             log_kl_to_ref(metrics, self.accelerator.gather, forwards[0], forwards[1], output["completion_mask"])
+            seq_kl = self.accelerator.gather(core.kl_k1(forwards[0], forwards[1], output["completion_mask"]))
+        objective = core.vbon_objective_estimate(self._vbon_scores, seq_kl, self.beta)
+        metrics["objective/vbon"].append(objective.item())  # `loss` is ≈ 0 by construction (docs/metrics.md)
         return output

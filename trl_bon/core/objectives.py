@@ -1,0 +1,50 @@
+"""Estimates of the objective each trainer optimises, logged beside TRL's `loss` (docs/metrics.md).
+
+TRL's `loss` is the surrogate whose gradient is the method's: for J-BOND it is the constant −(1 − β) with the batch
+baseline, for vBoN ≈ 0 (leave-one-out advantages sum to zero), so it does not move when the policy learns. These
+estimate the objective itself from quantities the trainers already compute, one batch at a time.
+"""
+
+import torch
+
+
+def jeffreys_estimate(target_logps: torch.Tensor, returns: torch.Tensor, jeffreys_beta: float) -> torch.Tensor:
+    """J-BOND/BOND's Jeffreys objective (BOND arXiv v1 eq. 11), up to the entropy of the Best-of-N target law:
+
+        J_β(π) = (1 − β)·KL(π_BoN‖π) + β·KL(π‖π_BoN)
+               ≈ (1 − β)·mean[−log π(y_target)] + β·mean[−R] − (1 − β)·H(π_BoN),
+
+    with y_target the Best-of-N targets (draws of π_BoN) and R = r − Δ the returns of the policy samples (eq. 15:
+    −R = log π(y) − log π_a(y) − r(y), BOND's log π_BoN/π_a for `mode="bond"`, J-BOND's crude proxy of it for
+    `mode="jbond"`). The entropy term does not depend on π, so the estimate falls as π approaches π_BoN; it is not 0
+    at the optimum.
+
+    Args:
+        target_logps: `(P,)` sequence log-probabilities log π(y_target) of the Best-of-N targets.
+        returns: `(P,)` returns R of the policy samples (or their mean).
+        jeffreys_beta: β ∈ [0, 1].
+
+    Returns:
+        0-d tensor.
+    """
+    return (1.0 - jeffreys_beta) * (-target_logps.mean()) + jeffreys_beta * (-returns.mean())
+
+
+def vbon_objective_estimate(scores: torch.Tensor, seq_kl: torch.Tensor, beta: float) -> torch.Tensor:
+    """vBoN's objective, the mean reward RLOO maximises before its baseline (docs/maths.md §5):
+
+        mean[score(y)] − β·mean[Σ_t log π(y_t) − log π_ref(y_t)],   y ~ π,
+
+    with the sequence k1 KL of RLOO's penalty. With β = 1/(N − 1): for `vbon_objective="exact"` (score = log
+    π̂_BoN/π_ref / (N − 1)), −(N − 1)·objective = KL(π‖π̂_BoN); for `"l1"` (score = log F̂, vBoN's bound built on eq.
+    3), log N − (N − 1)·objective ≥ KL(π‖π_BoN). It rises as π approaches π_BoN.
+
+    Args:
+        scores: `(B,)` vBoN scores of the policy samples.
+        seq_kl: `(B,)` sequence k1 estimates of KL(π‖π_ref) of the same samples (zeros when β = 0).
+        beta: the KL coefficient β.
+
+    Returns:
+        0-d tensor.
+    """
+    return scores.mean() - beta * seq_kl.mean()
