@@ -264,3 +264,29 @@ def test_methods_selects_and_orders_trajectories(tmp_path, figures):
     assert "jbond" not in [line.get_label() for line in figures[2].axes[0].get_lines()]
     with pytest.raises(ValueError, match=r"No checkpoints of \['vbon'\].*\['jbond', 'sft'\]"):
         plot_pareto(results(), tmp_path, methods=["vbon"])
+
+
+def test_effective_n_marks_sit_at_the_best_of_n_kl_on_any_scale():
+    """The top marks read the KL axis as effective N: each `N=n` sits at log n − (n − 1)/n in data coordinates, on a
+    symlog axis too, and only the N whose KL is in view are marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trl_bon.core import bon_kl_bound
+    from trl_bon.plotting import _effective_n_axis
+
+    fig, ax = plt.subplots()
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlim(-0.02, 1.3)
+    ax.set_xlabel("KL")
+    assert _effective_n_axis(ax)
+    marks = {text.get_text(): text.get_position()[0] for text in ax.texts}
+    assert marks == {"N=2": bon_kl_bound(2), "N=4": bon_kl_bound(4), "N=8": bon_kl_bound(8)}  # N=16 is at 1.77
+    assert "effective N" in ax.get_xlabel()
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    ax.set_xlim(0.0, 0.1)
+    assert not _effective_n_axis(ax) and not ax.texts  # no Best-of-N (N >= 2) has KL < 0.19
+    plt.close(fig)

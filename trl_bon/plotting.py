@@ -237,7 +237,8 @@ def plot_pareto(
             ax.set_ylim(*ylim[key])
         ax.set_xlabel(_kl_axis_label(kl_metric))
         ax.set_ylabel(ylabel)
-        ax.set_title(own_title[0] if own_title else _title(ylabel), fontsize=11)
+        marked = _effective_n_axis(ax)
+        ax.set_title(own_title[0] if own_title else _title(ylabel), fontsize=11, pad=18 if marked else 6)
         if title:
             fig.suptitle(title, fontsize=12)
         ax.grid(alpha=0.3)
@@ -263,6 +264,23 @@ def plot_pareto(
         files[filename.removesuffix(".png")] = _save(fig, output_dir / filename, dpi=150)
         plt.close(fig)
     return files
+
+
+def _effective_n_axis(ax) -> bool:
+    """Marks along the top edge that read the KL as the effective N (N_KL, docs/metrics.md): one at each N = 2, 4,
+    8, … whose Best-of-N KL bound log N − (N − 1)/N lies in view. Drawn in data coordinates along x, so they sit
+    right on any x scale (a secondary axis would not follow the symlog scale)."""
+    from .core.metrics import bon_kl_bound
+
+    low, high = ax.get_xlim()
+    ns = [n for n in (2**k for k in range(1, 13)) if low <= bon_kl_bound(n) <= high]
+    edge = ax.get_xaxis_transform()  # x in data coordinates, y in axes coordinates
+    for n in ns:
+        ax.plot([bon_kl_bound(n)] * 2, [1.0, 1.015], color="0.3", lw=0.8, transform=edge, clip_on=False)
+        ax.text(bon_kl_bound(n), 1.02, f"N={n}", transform=edge, ha="center", va="bottom", fontsize=7, color="0.3")
+    if ns:
+        ax.set_xlabel(ax.get_xlabel() + "\nmarks on top: the Best-of-N of that KL (effective N, N_KL)")
+    return bool(ns)
 
 
 def _sem(row: dict, key: str) -> float:
