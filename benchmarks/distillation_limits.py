@@ -34,6 +34,11 @@ REPO = convergence.REPO
 CHAR_WEIGHTS = "recipes.rewards.char_weights.char_weights"
 VADER = "recipes.rewards.vader_judge.compound"
 
+#: A policy twice as wide (256; 3.7M parameters against 1.1M), pretrained the same way, for the capacity run:
+#: `python benchmarks/convergence_setup.py --cache-dir ~/.cache/trl-bon-convergence-w256 --width 256` (its own reward
+#: model is not used: every run is scored by the task's reward). Relative to the task folder.
+WIDE_POLICY = "../trl-bon-convergence-w256/policy"
+
 #: name → (trainer, changes to the fixed-anchor J-BOND recipe, the reward functions if not the task's reward model)
 RUNS = {
     "trainer": ("jbond", {}, None),
@@ -41,6 +46,7 @@ RUNS = {
     "trainer_lr3e-4": ("jbond", {"learning_rate": 3e-4}, None),
     "trainer_dense": ("jbond", {}, CHAR_WEIGHTS),
     "trainer_dense_lr3e-4": ("jbond", {"learning_rate": 3e-4}, CHAR_WEIGHTS),
+    "trainer_wide": ("jbond", {"model_name_or_path": WIDE_POLICY}, None),
     "trainer_vader": ("jbond", {}, VADER),
     "trainer_vader_half_ties": ("jbond", {"jbond_ties": "half"}, VADER),  # ties count half a loss in r_J
     # BOND N = 2 against π_ref with k = 8 anchor samples per prompt for its quantile: lower-variance signal, 16 prompts
@@ -129,10 +135,12 @@ def evaluate(name: str, seed: int, pool: str, args) -> Path:
     if (out / "results.json").is_file():
         return out / "results.json"
     reward = RUNS[name][2]
+    policy = RUNS[name][1].get("model_name_or_path", "policy")  # π_ref of the run, relative to the task folder
     config = {**convergence.recipe("eval"), "dataset_name": pool, "num_prompts": args.pool, "seed": seed}
+    config["model_name_or_path"] = policy
     config.update(bon_ns=[2, 4], num_reference_samples=args.reference_samples, no_progress=True)
     config.update(num_policy_samples=args.policy_samples, output_dir=str(out))
-    config["checkpoints"] = [f"pi_ref={args.task_dir / 'policy'}", f"{name}={folder}"]
+    config["checkpoints"] = [f"pi_ref={(args.task_dir / policy).resolve()}", f"{name}={folder}"]
     if reward is not None:
         config.pop("reward_model_name_or_path")
         config["reward_funcs"] = [reward]
