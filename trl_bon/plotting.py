@@ -270,7 +270,9 @@ def _effective_n_axis(ax) -> bool:
     """Marks along the top edge that read the KL as the effective N (N_KL, docs/metrics.md): one at each N = 2, 4,
     8, … whose Best-of-N KL bound log N − (N − 1)/N lies in view. Drawn in data coordinates along x, so they sit
     right on any x scale (a secondary axis would not follow the symlog scale)."""
-    from .core.metrics import bon_kl_bound
+
+    def bon_kl_bound(n: int) -> float:  # `trl_bon.core.bon_kl_bound`, restated: importing `core` would pull torch
+        return math.log(n) - (n - 1) / n
 
     low, high = ax.get_xlim()
     ns = [n for n in (2**k for k in range(1, 13)) if low <= bon_kl_bound(n) <= high]

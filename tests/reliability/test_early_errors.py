@@ -294,7 +294,7 @@ def test_causal_lm_as_reward_model_is_refused_before_loading(kind, tiny_kit, pro
     monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", no_load)
     trainer = {"jbond": JBondTrainer, "vbon": VBoNTrainer}[kind]
     with pytest.raises(ValueError, match="is a .*ForCausalLM, not a sequence classifier"):
-        trainer(MISSING_MODEL, tiny_kit["policy"], args=_args(kind, tmp_path), train_dataset=prompt_dataset)
+        trainer(tiny_kit["policy"], tiny_kit["policy"], args=_args(kind, tmp_path), train_dataset=prompt_dataset)
 
 
 @pytest.mark.parametrize("kind", ["jbond", "vbon"])
