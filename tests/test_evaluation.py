@@ -259,7 +259,7 @@ def test_console_table_headers_match_every_row():
     from trl_bon.scripts.evaluate import format_table
 
     checkpoint = {"name": "jbond@8", "reward": 0.5, "kl_k1": 0.25, "kl_k3": 0.125, "win_rate_vs_ref": 0.75}
-    checkpoint.update(win_rate_vs_bon2=0.375, win_rate_vs_bon4=0.0625)
+    checkpoint.update(win_rate_vs_bon2=0.375, win_rate_vs_bon4=0.0625, effective_n_win=3.0, effective_n_kl=1.5)
     bon = [
         {"n": 2, "reward": 1.5, "kl_bound": 0.193, "kl_estimate": 0.5, "win_rate_vs_ref": 0.625},
         {"n": 4, "reward": 2.5, "kl_bound": 0.636, "kl_estimate": 0.875, "win_rate_vs_ref": 0.8125},
@@ -272,12 +272,12 @@ def test_console_table_headers_match_every_row():
     )
     table = format_table(results)
     assert table.splitlines()[0].split() == [
-        "name", "reward", "KL", "k1", "KL", "k3", "KL", "bound", "win/ref", "win/BoN2", "win/BoN4",
+        "name", "reward", "KL", "k1", "KL", "k3", "KL", "bound", "win/ref", "N_win", "N_KL", "win/BoN2", "win/BoN4",
     ]  # fmt: skip
-    blank = {"KL k1": "", "KL k3": "", "KL bound": "", "win/BoN2": "", "win/BoN4": ""}
+    blank = {"KL k1": "", "KL k3": "", "KL bound": "", "N_win": "", "N_KL": "", "win/BoN2": "", "win/BoN4": ""}
     rows = [
         {"name": "jbond@8", "reward": "0.500", "KL k1": "0.250", "KL k3": "0.125", "KL bound": "", "win/ref": "0.750",
-         "win/BoN2": "0.375", "win/BoN4": "0.062"},
+         "N_win": "3.000", "N_KL": "1.500", "win/BoN2": "0.375", "win/BoN4": "0.062"},
         {**blank, "name": "π_ref", "reward": "-0.250", "KL k1": "0.000", "KL k3": "0.000", "KL bound": "0.000",
          "win/ref": "0.500"},
         {**blank, "name": "BoN-2", "reward": "1.500", "KL k1": "0.500", "KL bound": "0.193", "win/ref": "0.625"},

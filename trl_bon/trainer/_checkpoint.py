@@ -231,9 +231,10 @@ class CheckpointMixin:
         self._verified_checkpoints = set()
         if args.should_save:
             check_writable_dir(args.output_dir)
-            probe = OutputDirLock(args.output_dir)  # a run already training there: fail now, before any model loads
-            probe.acquire()
-            probe.release()
+            if os.path.isdir(args.output_dir):  # a run already training there: fail now, before any model loads
+                probe = OutputDirLock(args.output_dir)  # (a folder that does not exist yet has no run in it)
+                probe.acquire()
+                probe.release()
         if args.save_strategy != SaveStrategy.NO:
             for checkpoint in list_checkpoints(args.output_dir):
                 manifest, _ = read_manifest(checkpoint)
