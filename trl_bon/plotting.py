@@ -275,7 +275,15 @@ def _effective_n_axis(ax) -> bool:
         return math.log(n) - (n - 1) / n
 
     low, high = ax.get_xlim()
-    ns = [n for n in (2**k for k in range(1, 13)) if low <= bon_kl_bound(n) <= high]
+    ns, last = [], None
+    for n in (2**k for k in range(1, 13)):
+        x = bon_kl_bound(n)
+        if not low <= x <= high:
+            continue
+        pixel = ax.transData.transform((x, 0.0))[0]
+        if last is None or pixel - last >= 36:  # KL grows like log N: on a log axis the large N would crowd
+            ns.append(n)
+            last = pixel
     edge = ax.get_xaxis_transform()  # x in data coordinates, y in axes coordinates
     for n in ns:
         ax.plot([bon_kl_bound(n)] * 2, [1.0, 1.015], color="0.3", lw=0.8, transform=edge, clip_on=False)
