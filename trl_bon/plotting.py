@@ -280,10 +280,11 @@ def _effective_n_axis(ax) -> bool:
         x = bon_kl_bound(n)
         if not low <= x <= high:
             continue
-        pixel = ax.transData.transform((x, 0.0))[0]
-        if last is None or pixel - last >= 36:  # KL grows like log N: on a log axis the large N would crowd
+        # in axes fractions, which a later change of the axes' size (legend, layout) leaves as they are
+        fraction = ax.transAxes.inverted().transform(ax.transData.transform((x, 0.0)))[0]
+        if last is None or fraction - last >= 0.09:  # KL grows like log N: on a log axis the large N would crowd
             ns.append(n)
-            last = pixel
+            last = fraction
     edge = ax.get_xaxis_transform()  # x in data coordinates, y in axes coordinates
     for n in ns:
         ax.plot([bon_kl_bound(n)] * 2, [1.0, 1.015], color="0.3", lw=0.8, transform=edge, clip_on=False)
