@@ -629,55 +629,6 @@ class ModelAnchor(AnchorState):
         self.load_state_dict(state)
 
 
-@contextlib.contextmanager
-def lora_adapters_by_row_slices(model: "PeftModel", routes: list[tuple[str, slice]]) -> Iterator["PeftModel"]:
-    """
-    Context manager inside which each contiguous block of batch rows goes through its own LoRA adapter.
-
-    PEFT's mixed-adapter batches (`generate(..., adapter_names=[...])`) route rows by index lists: in every LoRA layer
-    and at every decoded token they rebuild the lists, gather each adapter's rows and scatter its output back. J-BOND
-    only needs two adapters on two contiguous blocks (policy rows first, then anchor rows), so here the adapters are
-    switched off and a forward hook on each LoRA layer adds `scaling · B(A(x))` of each adapter to its slice of the
-    base output in place: views instead of gathers and scatters, the same arithmetic per row (see
-    `benchmarks/adapter_routing.py` for the timings). Every parameter gets back its `requires_grad` flag on exit.
-
-    Args:
-        model ([`~peft.PeftModel`]):
-            Model with plain LoRA adapters (no DoRA or other variants, no merged weights), used without gradients.
-        routes (`list[tuple[str, slice]]`):
-            `(adapter name, row slice)` pairs; rows outside every slice use the base model.
-    """
-    from peft.tuners.lora import LoraLayer
-
-    layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
-    for layer in layers:
-        if layer.merged or any(name in layer.lora_variant for name, _ in routes):
-            raise ValueError(
-                f"`{type(layer).__name__}` has merged weights or a LoRA variant (DoRA, ...), which slice routing does "
-                "not compute; generate one adapter at a time instead."
-            )
-
-    def add_adapter_outputs(layer, args, output):
-        x = args[0]
-        for name, rows in routes:
-            if name in layer.lora_A:
-                lora_A = layer.lora_A[name]
-                delta = layer.lora_B[name](lora_A(layer.lora_dropout[name](x[rows].to(lora_A.weight.dtype))))
-                output[rows] += (delta * layer.scaling[name]).to(output.dtype)
-        return output
-
-    flags = [(param, param.requires_grad) for param in model.parameters()]
-    handles = [layer.register_forward_hook(add_adapter_outputs) for layer in layers]
-    try:
-        with model.disable_adapter():
-            yield model
-    finally:
-        for handle in handles:
-            handle.remove()
-        for param, flag in flags:  # PEFT's `disable_adapter` re-enables the active adapter's gradients on exit
-            param.requires_grad_(flag)
-
-
 class AnchorCallback(TrainerCallback):
     """
     Moves the anchor once per optimizer step, saves it with every checkpoint and restores it when training resumes.
@@ -785,11 +736,4 @@ class AnchorCallback(TrainerCallback):
         self.anchor.save(Path(checkpoint_dir) / ANCHOR_SUBFOLDER, metadata=metadata)
 
 
-__all__ = [
-    "AnchorCallback",
-    "AnchorState",
-    "LoraAnchor",
-    "ModelAnchor",
-    "check_anchor_engine",
-    "lora_adapters_by_row_slices",
-]
+__all__ = ["AnchorCallback", "AnchorState", "LoraAnchor", "ModelAnchor", "check_anchor_engine"]
