@@ -29,17 +29,19 @@ N = 4
 M = 2000
 
 
-@pytest.fixture(scope="module")
-def cache_dir(one_token_task, tmp_path_factory):
+def build_cache(task, out, num_samples: int = M):
+    """The reference-reward cache of a one-token task's single prompt: `num_samples` rewards of π_ref samples."""
     from trl_bon.ref_cache import build_reference_reward_cache
     from trl_bon.sampling import GenerationSettings, Sampler
 
-    out = tmp_path_factory.mktemp("vbon_cache")
-    sampler = Sampler(
-        one_token_task.model_path, GenerationSettings(max_completion_length=1), batch_size=500, progress=False
-    )
-    build_reference_reward_cache(sampler, one_token_task.dataset(1), one_token_task.reward_func, M, out)
+    sampler = Sampler(task.model_path, GenerationSettings(max_completion_length=1), batch_size=500, progress=False)
+    build_reference_reward_cache(sampler, task.dataset(1), task.reward_func, num_samples, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def cache_dir(one_token_task, tmp_path_factory):
+    return build_cache(one_token_task, tmp_path_factory.mktemp("vbon_cache"))
 
 
 def _train(task, cache_dir, tmp_path, objective, learning_rate, max_steps):

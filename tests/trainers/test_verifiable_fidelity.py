@@ -75,15 +75,9 @@ def test_bond_distils_best_of_4(verifier_task, tmp_path):
 
 @pytest.fixture(scope="module")
 def verifier_cache(verifier_task, tmp_path_factory):
-    from trl_bon.ref_cache import build_reference_reward_cache
-    from trl_bon.sampling import GenerationSettings, Sampler
+    from tests.trainers.test_vbon_fidelity import build_cache
 
-    out = tmp_path_factory.mktemp("verifier_cache")
-    sampler = Sampler(
-        verifier_task.model_path, GenerationSettings(max_completion_length=1), batch_size=500, progress=False
-    )
-    build_reference_reward_cache(sampler, verifier_task.dataset(1), verifier_task.reward_func, M, out)
-    return out
+    return build_cache(verifier_task, tmp_path_factory.mktemp("verifier_cache"), M)
 
 
 def _train_vbon(task, cache_dir, tmp_path, objective, learning_rate, max_steps):
