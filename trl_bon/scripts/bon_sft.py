@@ -38,7 +38,6 @@ from trl_bon.scripts.utils import (
     model_init_kwargs,
     resolve_reward_funcs,
     run_main,
-    training_parser,
 )
 
 
@@ -269,7 +268,10 @@ def main(script_args, training_args, model_args, dataset_args):
 
 
 def make_parser(prog: str | None = None):
-    return training_parser(BoNSFTScriptArguments, "BoNSFTConfig", prog)
+    from trl_bon import BoNSFTConfig
+    from trl_bon.scripts.parser import training_parser
+
+    return training_parser(BoNSFTScriptArguments, BoNSFTConfig, prog)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -30,7 +30,6 @@ from trl_bon.scripts.utils import (
     model_init_kwargs,
     resolve_reward_funcs,
     run_main,
-    training_parser,
 )
 
 
@@ -91,7 +90,10 @@ def run(script_args, training_args, model_args, dataset_args):
 
 
 def make_parser(prog: str | None = None):
-    parser = training_parser(BoNScriptArguments, "VBoNConfig", prog)
+    from trl_bon import VBoNConfig
+    from trl_bon.scripts.parser import training_parser
+
+    parser = training_parser(BoNScriptArguments, VBoNConfig, prog)
     # The cache does not depend on N; a default lets the command run without the vBoN-only `--num_candidates`.
     parser.set_defaults(num_candidates=2)
     return parser

@@ -47,7 +47,7 @@ def main(script_args, training_args, model_args, dataset_args):
 
 def make_parser(prog: str | None = None):
     from trl_bon import JBondConfig
-    from trl_bon.scripts.utils import training_parser
+    from trl_bon.scripts.parser import training_parser
 
     return training_parser(JBondScriptArguments, JBondConfig, prog)
 

@@ -1,20 +1,25 @@
-"""`BoNParser`: TRL's `TrlParser` made strict, with a one-line error and a `--help` that starts with Best-of-N.
+"""`BoNParser`: TRL's `TrlParser` with a key check in front, one-line errors and a `--help` that starts with Best-of-N.
 
 `TrlParser.set_defaults_with_config` copies YAML values into the parser's defaults as they are: a misspelt key is
 returned as a "remaining string" that TRL's scripts drop (`fail_with_unknown_args=False`), and `max_steps: 2.7` or a
-list-valued `learning_rate` reach the config unchecked. Here every key must be an option of the parser (or of
-`accelerate launch`, which `trl-bon` forwards), every value is converted with the option's own argparse type, and the
-error names the key and the closest valid name — before any model is loaded, in-process and under `accelerate launch`.
+list-valued `learning_rate` reach the config unchecked. Here every key must be a field of the parser's dataclasses (or
+a flag of `accelerate launch`, which `trl-bon` forwards), and every value is parsed as the flag `--key=value` would be,
+so argparse applies the option's own type and choices; the error names the key and the closest valid name — before
+any model is loaded, in-process and under `accelerate launch`. Only public APIs: dataclass fields and type hints,
+`parse_known_args`, `format_help`, and `HfArgumentParser`'s documented `_argument_group_name` for the help groups.
 """
 
 import argparse
 import dataclasses
 import difflib
 import os
+import re
 import sys
 import typing
 
 from trl import TrlParser
+
+from trl_bon.scripts.utils import BoNScriptArguments
 
 
 class ConfigError(ValueError):
@@ -40,14 +45,11 @@ MODEL_HELP = (
 
 
 def accelerate_launch_options() -> set[str]:
-    """Names (without dashes, `-` read as `_`) of the options of `accelerate launch`, which `trl-bon` forwards."""
+    """Names (without dashes, `-` read as `_`) of the flags of `accelerate launch`, read from its `--help`."""
     from accelerate.commands.launch import launch_command_parser
 
-    return {
-        option.lstrip("-").replace("-", "_")
-        for action in launch_command_parser()._actions
-        for option in action.option_strings
-    }
+    help_text = launch_command_parser().format_help()
+    return {name.replace("-", "_") for name in re.findall(r"(?<![\w-])--([A-Za-z][\w-]*)", help_text)}
 
 
 def closest(name: str, candidates) -> str:
@@ -61,6 +63,10 @@ def _accepts(hint, container: type) -> bool:
     if hint is container or typing.get_origin(hint) is container:
         return True
     return any(_accepts(arg, container) for arg in typing.get_args(hint))
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", str(hint))
 
 
 class BoNParser(TrlParser):
@@ -80,69 +86,59 @@ class BoNParser(TrlParser):
         kwargs.setdefault("usage", "%(prog)s [--config FILE.yaml] [--option VALUE ...]")
         kwargs.setdefault("description", HELP_PREAMBLE)
         kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("exit_on_error", False)  # a bad value raises, so a YAML file's problems are gathered
         super().__init__(dataclass_types, **kwargs)
-        self.type_hints = {}
+        self.type_hints = {}  # every option (= field) of the parser and its type
         for dtype in self.dataclass_types:
-            self.type_hints.update(typing.get_type_hints(dtype))
-        self._group_options_for_help()
+            hints = typing.get_type_hints(dtype)
+            self.type_hints.update({f.name: hints[f.name] for f in dataclasses.fields(dtype) if f.init})
 
     # --- strict `--config` ---------------------------------------------------------------------------------------
 
     def set_defaults_with_config(self, **config) -> list[str]:
         """Check and convert every key, then set the defaults; return the `accelerate launch` keys as flags."""
-        actions = {}
-        for action in self._actions:  # the first action of a dest: `--flag`, not its `--no_flag` complement
-            if action.option_strings:
-                actions.setdefault(action.dest, action)
         problems, converted, launcher = [], {}, None
         for key, value in config.items():
-            if key in actions:
+            if key in self.type_hints:
                 try:
-                    converted[key] = self._convert(key, actions[key], value)
-                except TypeError as error:
+                    converted[key] = self._convert(key, value)
+                except ConfigError as error:
                     problems.append(f"`{key}: {value!r}`: {error}")
-                except (ValueError, argparse.ArgumentTypeError) as error:
-                    expected = _type_name(self.type_hints.get(key))
+                except argparse.ArgumentError as error:
+                    expected = _type_name(self.type_hints[key])
                     problems.append(f"`{key}: {value!r}` is not a valid {expected} ({error})")
                 continue
             launcher = accelerate_launch_options() if launcher is None else launcher
             if key not in launcher:
-                problems.append(f"unknown key `{key}`{closest(key, list(actions) + sorted(launcher))}")
+                problems.append(f"unknown key `{key}`{closest(key, list(self.type_hints) + sorted(launcher))}")
         if problems:
             raise ConfigError("invalid --config file: " + "; ".join(problems))
         remaining = super().set_defaults_with_config(**converted)
-        return remaining + [item for key in config if key not in actions for item in (f"--{key}", str(config[key]))]
+        return remaining + [item for key in config if key not in converted for item in (f"--{key}", str(config[key]))]
 
-    def _convert(self, key: str, action: argparse.Action, value):
-        """`value` as the command line would give it: each element through the option's argparse `type`."""
-        hint = self.type_hints.get(key)
+    def _convert(self, key: str, value):
+        """`value` as the flag would give it (argparse applies the option's type and choices to each element)."""
+        hint = self.type_hints[key]
         if value is None:
             return None
-        if action.nargs in ("+", "*"):
-            items = value if isinstance(value, list) else [value]
-            return [self._convert_one(key, action, item) for item in items]
-        if isinstance(value, (dict, list)):
-            container = dict if isinstance(value, dict) else list
-            if not _accepts(hint, container):
-                raise TypeError(f"expected a single {_type_name(hint)}, got a {container.__name__}")
+        entry = next((arg for arg in typing.get_args(hint) if dataclasses.is_dataclass(arg)), None)
+        if entry is not None:  # `datasets:` entries are mappings of a dataclass's fields
+            names = {f.name for f in dataclasses.fields(entry)}
+            for item in value if isinstance(value, list) else [value]:
+                if not isinstance(item, dict):
+                    raise ConfigError(f"expected a mapping of {entry.__name__} fields")
+                for unknown in sorted(set(item) - names)[:1]:
+                    raise ConfigError(f"unknown field `{unknown}`{closest(unknown, names)} of {entry.__name__}")
             return value
-        return self._convert_one(key, action, value)
-
-    def _convert_one(self, key, action, value):
-        if dataclasses.is_dataclass(action.type):  # `datasets:` entries are mappings of a dataclass's fields
-            if not isinstance(value, dict):
-                raise TypeError(f"expected a mapping of {action.type.__name__} fields")
-            names = {f.name for f in dataclasses.fields(action.type)}
-            unknown = sorted(set(value) - names)
-            if unknown:
-                raise ValueError(f"unknown field `{unknown[0]}`{closest(unknown[0], names)} of {action.type.__name__}")
+        if isinstance(value, dict) and _accepts(hint, dict):
             return value
-        if isinstance(value, (dict, list)):
-            raise TypeError(f"expected a {_type_name(self.type_hints.get(key))}, got a {type(value).__name__}")
-        converted = value if action.type is None else action.type(value if isinstance(value, str) else str(value))
-        if action.choices is not None and converted not in action.choices:
-            raise ValueError(f"expected one of {list(action.choices)}")
-        return converted
+        if isinstance(value, (dict, list)) and not _accepts(hint, list):
+            raise ConfigError(f"expected a single {_type_name(hint)}, got a {type(value).__name__}")
+        if isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+            raise ConfigError(f"expected a {_type_name(hint)}")
+        strings = [str(item) for item in value] if isinstance(value, list) else [str(value)]
+        flags = [f"--{key}={strings[0]}"] if len(strings) == 1 else [f"--{key}", *strings]
+        return getattr(self.parse_known_args(flags)[0], key)
 
     def parse_args_and_config(self, args=None, return_remaining_strings: bool = False, **kwargs):
         """TRL's `parse_args_and_config`, with command-line flags checked before any config object is built.
@@ -160,7 +156,7 @@ class BoNParser(TrlParser):
         self.check_flags(args, launcher=return_remaining_strings)
         try:
             return super().parse_args_and_config(args, return_remaining_strings=return_remaining_strings, **kwargs)
-        except ValueError as error:  # a bad key or value, or a config's `__post_init__` check: no traceback
+        except (ValueError, argparse.ArgumentError) as error:  # a bad key or value, a `__post_init__` check
             self.error(str(error))
         except yaml.YAMLError as error:
             self.error(
@@ -174,7 +170,10 @@ class BoNParser(TrlParser):
             if index + 1 >= len(args) or not os.path.isfile(args[index + 1]):
                 self.error(f"--config needs the path of a YAML file, got {args[index + 1 : index + 2] or 'nothing'}")
             args = args[:index] + args[index + 2 :]
-        _, unknown = self.parse_known_args(args)
+        try:
+            _, unknown = self.parse_known_args(args)
+        except argparse.ArgumentError as error:
+            self.error(str(error))
         allowed = accelerate_launch_options() | {"accelerate_config"} if launcher and unknown else set()
         self.suggestions = allowed
         for token in unknown:
@@ -187,23 +186,43 @@ class BoNParser(TrlParser):
         """One line naming the bad flag and the closest valid one, not a usage dump of a thousand options."""
         if message.startswith("unrecognized arguments:"):
             flags = [token for token in message.split(":", 1)[1].split() if token.startswith("--")]
-            known = {option.lstrip("-") for action in self._actions for option in action.option_strings}
-            known |= getattr(self, "suggestions", set())
+            known = set(self.type_hints) | getattr(self, "suggestions", set())
             message += "".join(closest(flag.lstrip("-").split("=")[0], known) for flag in flags[:1])
         self.exit(2, f"{self.prog}: error: {message}\nRun `{self.prog} --help` for the options.\n")
 
     # --- help ---------------------------------------------------------------------------------------------------
 
-    def _group_options_for_help(self) -> None:
-        """Group the options by role, Best-of-N first; hide training-only options from non-training parsers."""
+    def format_help(self) -> str:
+        """The options grouped by role, Best-of-N first; training-only options hidden from non-training parsers.
+
+        Written by a parser over the same fields, one dataclass per group (`HfArgumentParser` puts a dataclass with
+        an `_argument_group_name` in an argument group of that title).
+        """
+        from transformers import HfArgumentParser
+
+        groups = sorted(self._help_groups(), key=lambda group: group[0])
+        training = any(title.startswith("Best-of-N options") for _, title, _ in groups)
+        by_name = {f.name: f for dtype in self.dataclass_types for f in dataclasses.fields(dtype) if f.init}
+        dtypes = []
+        for _, title, names in groups:
+            if not training:
+                title = title.replace("π_ref, LoRA and quantization", "π_ref and quantization")
+            fields = [(name, self.type_hints[name], self._help_field(by_name[name], training)) for name in names]
+            group = {"_argument_group_name": title}
+            dtypes.append(dataclasses.make_dataclass("Group", fields, kw_only=True, namespace=group))
+        parser = HfArgumentParser(
+            dtypes, prog=self.prog, usage=self.usage, description=self.description, formatter_class=_HelpFormatter
+        )
+        return parser.format_help()
+
+    def _help_groups(self) -> list[tuple[int, str, list[str]]]:
+        """`(rank, title, field names)` of each help group."""
         from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments
 
         groups = []
         for dtype in self.dataclass_types:
             names = [f.name for f in dataclasses.fields(dtype) if f.init]
             if issubclass(dtype, ScriptArguments):
-                from trl_bon.scripts.utils import BoNScriptArguments
-
                 shared = {f.name for f in dataclasses.fields(BoNScriptArguments)}
                 own = [n for n in names if n not in shared]  # e.g. eval's `checkpoints`, `bon_ns`
                 if own:
@@ -217,33 +236,30 @@ class BoNParser(TrlParser):
             else:
                 base = next(c for c in dtype.__mro__ if c.__module__.split(".")[0] != "trl_bon")
                 inherited = {f.name for f in dataclasses.fields(base)} if dataclasses.is_dataclass(base) else set()
-                own = [n for n in names if n not in inherited]
-                groups.append((0, f"Best-of-N options ({dtype.__name__})", own))
-                groups.append((3, f"Training options inherited from TRL ({base.__name__})", sorted(inherited)))
-        training = any(title.startswith("Best-of-N options") for _, title, _ in groups)
-        if not training:
-            groups = [
-                (r, t.replace("π_ref, LoRA and quantization", "π_ref and quantization"), n) for r, t, n in groups
-            ]
-        new_groups = []
-        for _, title, names in sorted(groups, key=lambda g: g[0]):
-            group = self.add_argument_group(title)
-            self._action_groups.remove(group)
-            new_groups.append(group)
-            for action in list(self._optionals._group_actions):
-                if action.dest in names:
-                    self._optionals._group_actions.remove(action)
-                    group._group_actions.append(action)
-                    if action.dest == "model_name_or_path":
-                        action.help = MODEL_HELP
-                    if not training and action.dest.startswith(TRAINING_ONLY_OPTIONS):
-                        action.help = argparse.SUPPRESS
-        self._action_groups.extend(new_groups)
+                groups.append((0, f"Best-of-N options ({dtype.__name__})", [n for n in names if n not in inherited]))
+                inherited = [n for n in names if n in inherited]
+                groups.append((3, f"Training options inherited from TRL ({base.__name__})", inherited))
+        return groups
 
-
-def _type_name(hint) -> str:
-    return getattr(hint, "__name__", str(hint))
+    def _help_field(self, source: dataclasses.Field, training: bool) -> dataclasses.Field:
+        """A copy of `source` with this parser's default and the help shown for it."""
+        metadata = dict(source.metadata)
+        if source.name == "model_name_or_path":
+            metadata["help"] = MODEL_HELP
+        if not training and source.name.startswith(TRAINING_ONLY_OPTIONS):
+            metadata["help"] = argparse.SUPPRESS
+        default = self.get_default(source.name)  # `set_defaults` of a command (cache-ref-rewards' num_candidates)
+        if type(default).__hash__ is None:  # a list or dict default: dataclasses take it from a factory
+            return dataclasses.field(default_factory=lambda: default, metadata=metadata)
+        return dataclasses.field(default=default, metadata=metadata)
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keep the preamble's line breaks; show defaults (as `HfArgumentParser` does)."""
+
+
+def training_parser(script_arguments_class, config_class, prog: str | None = None) -> BoNParser:
+    """`BoNParser((script arguments, config_class, ModelConfig, DatasetMixtureConfig))`, as TRL's scripts build it."""
+    from trl import DatasetMixtureConfig, ModelConfig
+
+    return BoNParser((script_arguments_class, config_class, ModelConfig, DatasetMixtureConfig), prog=prog)

@@ -1,7 +1,7 @@
 """Helpers shared by the `trl-bon` scripts: script arguments, reward functions, datasets, model-loading kwargs.
 
 They follow TRL's own scripts (`trl/scripts/rloo.py`, `sft.py`): a parser over `(ScriptArguments subclass, XConfig,
-ModelConfig, DatasetMixtureConfig)` (the strict `trl_bon.scripts.parser.BoNParser`),
+ModelConfig, DatasetMixtureConfig)` (`trl_bon.scripts.parser.training_parser`, a strict `TrlParser`),
 `get_peft_config` / `get_quantization_config` for LoRA and 8/4-bit, `--config recipe.yaml` for everything. Public:
 recipes and your own scripts may import them (e.g. `make_prompts` to build the IMDB prompts of a baseline).
 """
@@ -253,21 +253,6 @@ def trainer_inputs(script_args, training_args, model_args, dataset_args) -> dict
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
-
-
-def training_parser(script_arguments_class, config_class, prog: str | None = None):
-    """`BoNParser((script arguments, config_class, ModelConfig, DatasetMixtureConfig))`, as TRL's scripts build it.
-
-    `config_class` may also be given by name (`"JBondConfig"`).
-    """
-    from trl import DatasetMixtureConfig, ModelConfig
-
-    import trl_bon
-    from trl_bon.scripts.parser import BoNParser
-
-    if isinstance(config_class, str):
-        config_class = getattr(trl_bon, config_class)
-    return BoNParser((script_arguments_class, config_class, ModelConfig, DatasetMixtureConfig), prog=prog)
 
 
 def run_main(parser, run, argv: list[str] | None) -> int:
