@@ -87,8 +87,8 @@ def sequence_logps(model, prompt_ids, prompt_mask, completion_ids, completion_ma
 def batch_weights(policy, anchor, prompt_ids, prompt_mask, completion_ids, completion_mask, rewards, **options):
     """Steps 3–4 on a batch of P prompt groups laid out as rows [policy, anchor, anchor, policy, …].
 
-    Returns the [`~trl_bon.core.JBondWeights`] of `core.jbond_weights`; `options` are its keyword options (the
-    paper's J-BOND when empty).
+    Returns the [`~trl_bon.core.JBondWeights`] of `core.jbond_weights`; `options` are the fields of its
+    [`~trl_bon.core.JBondOptions`] (the paper's J-BOND when empty).
     """
     group = 1 + NUM_ANCHOR_SAMPLES
     rows = torch.arange(0, completion_ids.size(0), group)  # the policy samples
@@ -97,7 +97,7 @@ def batch_weights(policy, anchor, prompt_ids, prompt_mask, completion_ids, compl
         log_ratio = sequence_logps(policy, *batch) - sequence_logps(anchor, *batch)
     rewards = rewards.view(-1, group)
     lengths = completion_mask.sum(1).float().view(-1, group)
-    return core.jbond_weights(rewards[:, 0], rewards[:, 1:], log_ratio, lengths, **options)
+    return core.jbond_weights(rewards[:, 0], rewards[:, 1:], log_ratio, lengths, core.JBondOptions(**options))
 
 
 def main(argv=None) -> list[dict]:

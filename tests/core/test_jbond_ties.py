@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from trl_bon.core import bon_probs, jbond_reward, jbond_weights, kl_divergence, reward_quantiles
+from trl_bon.core import JBondOptions, bon_probs, jbond_reward, jbond_weights, kl_divergence, reward_quantiles
 
 
 DT = torch.float64
@@ -84,7 +84,7 @@ def test_tie_rules_agree_without_ties_and_reject_unknown():
 def test_jbond_weights_route_the_tie_rule():
     policy, anchors = torch.zeros(3, dtype=DT), torch.zeros(3, 2, dtype=DT)
     lengths, log_ratio = torch.ones(3, 3, dtype=DT), torch.zeros(3, dtype=DT)
-    half = jbond_weights(policy, anchors, log_ratio, lengths, jbond_ties="half", baseline="none")
-    strict = jbond_weights(policy, anchors, log_ratio, lengths, jbond_ties="strict", baseline="none")
+    half = jbond_weights(policy, anchors, log_ratio, lengths, JBondOptions(jbond_ties="half", baseline="none"))
+    strict = jbond_weights(policy, anchors, log_ratio, lengths, JBondOptions(jbond_ties="strict", baseline="none"))
     assert half.weights[:, 0].tolist() == [3 * 0.5 * -LOG16 / 4] * 3  # (1 + k)·β·r_J
     assert strict.weights[:, 0].tolist() == [0.0] * 3

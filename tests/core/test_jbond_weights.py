@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trl_bon import core
-from trl_bon.core import jbond_weights
+from trl_bon.core import JBondOptions, jbond_weights
 
 
 def _trainer_reference(rewards, policy_log_ratio, lengths, args):
@@ -83,7 +83,7 @@ BOND_MODES = [
 def _compare(rewards, log_ratio, lengths, args):
     expected_weights, expected_target, expected_metrics = _trainer_reference(rewards, log_ratio, lengths, args)
     options = {key: value for key, value in args.items() if key != "k"}
-    out = jbond_weights(rewards[:, 0], rewards[:, 1:], log_ratio, lengths, **options)
+    out = jbond_weights(rewards[:, 0], rewards[:, 1:], log_ratio, lengths, JBondOptions(**options))
     assert torch.equal(out.weights, expected_weights), (out.weights - expected_weights).abs().max()
     assert out.weights.dtype == expected_weights.dtype
     assert torch.equal(out.target, expected_target)
@@ -143,9 +143,9 @@ def test_weights_by_hand():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"mode": "rloo"}, "Unknown mode"),
-        ({"baseline": "mean"}, "Unknown baseline"),
-        ({"loss_normalization": "mean"}, "Unknown loss_normalization"),
+        ({"mode": "rloo"}, "Unknown `mode='rloo'`"),
+        ({"baseline": "mean"}, "Unknown `baseline='mean'`"),
+        ({"loss_normalization": "mean"}, "Unknown `loss_normalization='mean'`"),
         ({"mode": "bond", "num_candidates": 3}, "num_candidates <= k"),
         ({"mode": "bond"}, "num_candidates"),
     ],
@@ -153,7 +153,7 @@ def test_weights_by_hand():
 def test_bad_options_raise(options, message):
     rewards, log_ratio, lengths = _batch(0, num_prompts=3, k=2, tied=False)
     with pytest.raises(ValueError, match=message):
-        jbond_weights(rewards[:, 0], rewards[:, 1:], log_ratio, lengths, **options)
+        jbond_weights(rewards[:, 0], rewards[:, 1:], log_ratio, lengths, JBondOptions(**options))
 
 
 def test_lengths_shape_is_checked():

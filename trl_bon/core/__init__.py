@@ -10,6 +10,7 @@ from .divergences import jeffreys, kl_divergence, reverse_kl, total_variation
 from .effective_n import bon_win_rate, effective_n_from_kl, effective_n_from_win_rate
 from .ema import ema_update_
 from .jbond import (
+    JBondOptions,
     JBondWeights,
     batch_loo_baseline,
     best_anchor_index,
@@ -24,6 +25,7 @@ from .verifiable import bon_kl_from_reference, bon_success_rate
 
 
 __all__ = [
+    "JBondOptions",
     "JBondWeights",
     "batch_loo_baseline",
     "best_anchor_index",

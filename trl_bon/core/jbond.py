@@ -6,6 +6,7 @@ policy's log-ratio to the anchor and the completion lengths in; per-row loss wei
 """
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -17,9 +18,60 @@ from .quantiles import empirical_quantile, log_bon_ratio
 MODES = ("jbond", "bond")
 BASELINES = ("batch_loo", "none")
 LOSS_NORMALIZATIONS = ("sequence_sum", "token_mean")
-
-
 TIES = ("half", "strict")
+QUANTILE_SMOOTHINGS = ("clamp", "add_one")  # not "none": p̂≤ = 0 would make the reward log 0 = −inf
+
+
+@dataclass(frozen=True)
+class JBondOptions:
+    """The options of the J-BOND/BOND objective (BOND arXiv v1 eqs. 11, 15, 17, 19), checked once, here.
+
+    `JBondConfig` builds one (`args.objective`) from its fields of the same names, whose help describes them;
+    [`jbond_weights`] reads it without checking again. In J-BOND mode `num_candidates` is 2 (unset becomes 2).
+    """
+
+    mode: str = "jbond"
+    jbond_penalty: float = math.log(16.0)
+    jbond_ties: str = "strict"
+    num_candidates: int | None = None
+    quantile_smoothing: str = "clamp"
+    include_tie_correction: bool = False
+    baseline: str = "batch_loo"
+    jeffreys_beta: float = 0.5
+    anchor_kl_coef: float = 0.0
+    loss_normalization: str = "sequence_sum"
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown `mode={self.mode!r}`; set `mode` to one of {MODES}.")
+        if self.mode == "jbond":
+            if self.num_candidates not in (None, 2):
+                raise ValueError(
+                    f"J-BOND distils Best-of-2 of the anchor, so `num_candidates` must be 2 or unset (got "
+                    f"{self.num_candidates}). For Best-of-N with N > 2 set `mode='bond'`."
+                )
+            object.__setattr__(self, "num_candidates", 2)
+        elif self.num_candidates is None or self.num_candidates < 2:
+            raise ValueError(
+                f"BOND needs `num_candidates` N >= 2 (got {self.num_candidates}); set e.g. `num_candidates=4`."
+            )
+        for name, allowed, subject in (
+            ("jbond_ties", TIES, "`jbond_ties`"),
+            ("baseline", BASELINES, "`baseline`"),
+            ("loss_normalization", LOSS_NORMALIZATIONS, "it"),
+            ("quantile_smoothing", QUANTILE_SMOOTHINGS, "it"),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Unknown `{name}={getattr(self, name)!r}`; set {subject} to one of {allowed}.")
+        if not 0.0 <= self.jeffreys_beta <= 1.0:
+            raise ValueError(f"`jeffreys_beta` must lie in [0, 1], got {self.jeffreys_beta}; the paper uses 0.5.")
+        if self.anchor_kl_coef < 0.0:
+            raise ValueError(
+                f"`anchor_kl_coef` (γ) must be >= 0, got {self.anchor_kl_coef}: a negative γ pushes the policy away "
+                "from the anchor. Set 0 to disable the term."
+            )
+        if self.jbond_penalty <= 0.0:
+            raise ValueError(f"`jbond_penalty` must be > 0, got {self.jbond_penalty}; the paper uses log(16).")
 
 
 def jbond_reward(
@@ -51,7 +103,7 @@ def jbond_reward(
         `(B,)` crude rewards in [−penalty, 0]: 0 or −penalty with `"strict"`, also −penalty/2^t with `"half"` when
         y ties t anchor samples and is below the others.
     """
-    if ties not in TIES:
+    if ties not in TIES:  # a public function: [`jbond_weights`] passes a checked `JBondOptions.jbond_ties`
         raise ValueError(f"Unknown J-BOND tie rule {ties!r}; choose one of {TIES}.")
     if ties == "half":
         below = (policy_rewards.unsqueeze(-1) < anchor_rewards).to(policy_rewards.dtype)
@@ -135,17 +187,7 @@ def jbond_weights(
     anchor_rewards: torch.Tensor,
     log_ratio: torch.Tensor,
     lengths: torch.Tensor,
-    *,
-    mode: str = "jbond",
-    jbond_penalty: float = math.log(16.0),
-    jbond_ties: str = "strict",
-    num_candidates: int | None = None,
-    quantile_smoothing: str = "clamp",
-    include_tie_correction: bool = False,
-    baseline: str = "batch_loo",
-    jeffreys_beta: float = 0.5,
-    anchor_kl_coef: float = 0.0,
-    loss_normalization: str = "sequence_sum",
+    options: JBondOptions = JBondOptions(),
 ) -> JBondWeights:
     """Per-row loss weights of one J-BOND/BOND batch (BOND arXiv v1 Alg. 2; eqs. 11, 15, 17, 19).
 
@@ -168,57 +210,46 @@ def jbond_weights(
         anchor_rewards: `(P, k)` rewards of the anchor samples of the same prompts, finite.
         log_ratio: `(P,)` detached Δ = Σ_t log π(y_t) − log π_a(y_t) over the policy sample's completion tokens.
         lengths: `(P, 1 + k)` completion lengths of all rows (used by `"token_mean"` only).
-        mode: `"jbond"` or `"bond"`.
-        jbond_penalty: penalty of the crude reward (`"jbond"`), log 16 in the paper.
-        jbond_ties: how the crude reward treats ties with anchor samples (`"jbond"`), see [`jbond_reward`].
-        num_candidates: N of Best-of-N (`"bond"`; at most k).
-        quantile_smoothing: smoothing of p̂≤ (`"bond"`), see [`~trl_bon.core.empirical_quantile`].
-        include_tie_correction: add log B̂ to BOND's reward (eq. 4).
-        baseline: `"batch_loo"` (leave-one-out over the prompts; none with a single prompt) or `"none"`.
-        jeffreys_beta: β ∈ [0, 1] of the Jeffreys divergence (eq. 11).
-        anchor_kl_coef: γ ≥ 0 of the anchor-KL term (eq. 19).
-        loss_normalization: `"sequence_sum"` (paper) or `"token_mean"`.
+        options: the objective's [`JBondOptions`] (the paper's J-BOND by default): `mode`, the crude reward's
+            `jbond_penalty` and `jbond_ties` (`"jbond"`), `num_candidates` N ≤ k, `quantile_smoothing` and
+            `include_tie_correction` (`"bond"`), `baseline` (`"batch_loo"`: leave-one-out over the prompts, none
+            with a single prompt), `jeffreys_beta` β, `anchor_kl_coef` γ, `loss_normalization`.
 
     Returns:
         [`JBondWeights`]: `weights` `(P, 1 + k)` in the dtype of the rewards, `target` `(P,)`, and `stats`:
         `reward/policy`, `reward/anchor`, `win_rate_vs_anchor` (ties ½), `kl_anchor` (mean Δ), `return`, plus
         `frac_rJ_nonzero` (`"jbond"`) or `frac_quantile_clamped` and `log_quantile` (`"bond"`).
     """
-    if mode not in MODES:
-        raise ValueError(f"Unknown mode {mode!r}; choose one of {MODES}.")
-    if baseline not in BASELINES:
-        raise ValueError(f"Unknown baseline {baseline!r}; choose one of {BASELINES}.")
-    if loss_normalization not in LOSS_NORMALIZATIONS:
-        raise ValueError(f"Unknown loss_normalization {loss_normalization!r}; choose one of {LOSS_NORMALIZATIONS}.")
+    o = options
     num_prompts, k = anchor_rewards.shape
     if lengths.shape != (num_prompts, 1 + k):
         raise ValueError(f"`lengths` must have shape (P, 1 + k) = {(num_prompts, 1 + k)}, got {tuple(lengths.shape)}.")
     stats = {}
-    if mode == "jbond":
-        reward = jbond_reward(policy_rewards, anchor_rewards, jbond_penalty, jbond_ties)
+    if o.mode == "jbond":
+        reward = jbond_reward(policy_rewards, anchor_rewards, o.jbond_penalty, o.jbond_ties)
         target = best_anchor_index(anchor_rewards) + 1
         stats["frac_rJ_nonzero"] = (reward != 0).float().mean()
     else:
-        if num_candidates is None or not 2 <= num_candidates <= k:
-            raise ValueError(f"BOND needs 2 <= num_candidates <= k = {k} anchor samples, got {num_candidates}.")
-        n = num_candidates
-        reward = log_bon_ratio(policy_rewards, anchor_rewards, n, quantile_smoothing, include_tie_correction)
+        n = o.num_candidates
+        if n > k:
+            raise ValueError(f"BOND needs 2 <= num_candidates <= k = {k} anchor samples, got {n}.")
+        reward = log_bon_ratio(policy_rewards, anchor_rewards, n, o.quantile_smoothing, o.include_tie_correction)
         target = best_anchor_index(anchor_rewards[:, :n]) + 1
-        p_le = empirical_quantile(policy_rewards, anchor_rewards, smoothing=quantile_smoothing)
+        p_le = empirical_quantile(policy_rewards, anchor_rewards, smoothing=o.quantile_smoothing)
         stats["frac_quantile_clamped"] = (policy_rewards < anchor_rewards.min(dim=-1).values).float().mean()
         stats["log_quantile"] = p_le.log().mean()
 
     returns = reward - log_ratio
-    if baseline == "batch_loo" and returns.numel() >= 2:
+    if o.baseline == "batch_loo" and returns.numel() >= 2:
         loo = batch_loo_baseline(returns)
     else:  # "none", or a single-prompt (evaluation) batch
         loo = torch.zeros_like(returns)
-    w_policy, w_target = jbond_sequence_weights(returns, log_ratio, loo, jeffreys_beta, anchor_kl_coef)
+    w_policy, w_target = jbond_sequence_weights(returns, log_ratio, loo, o.jeffreys_beta, o.anchor_kl_coef)
     weights = torch.zeros(num_prompts, 1 + k, dtype=policy_rewards.dtype, device=policy_rewards.device)
     weights[:, 0] = w_policy
     weights.scatter_(1, target[:, None], w_target[:, None])
     weights = weights * (1 + k)  # RLOO averages over the 1 + k rows of a group; the objective over prompts
-    if loss_normalization == "token_mean":
+    if o.loss_normalization == "token_mean":
         weights = weights / lengths.clamp(min=1.0)
 
     stats["reward/policy"] = policy_rewards.mean()

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
+from ..core.jbond import JBondOptions
 from ._config_checks import (
     DISABLE_DROPOUT_HELP,
     adopt_activation_checkpointing,
@@ -14,12 +15,7 @@ from ._config_checks import (
 )
 
 
-MODES = ("jbond", "bond")
 ANCHORS = ("ema", "periodic", "fixed")
-BASELINES = ("batch_loo", "none")
-JBOND_TIES = ("half", "strict")
-LOSS_NORMALIZATIONS = ("sequence_sum", "token_mean")
-QUANTILE_SMOOTHINGS = ("clamp", "add_one")
 
 
 def is_8bit(quantization_config) -> bool:
@@ -128,6 +124,9 @@ class JBondConfig(RLOOConfig):
             every trainer uses, see docs/metrics.md). `None` logs it when π_ref is free
             (LoRA: adapters disabled, one extra forward pass over the policy samples) and not for full fine-tuning,
             where `True` loads a frozen copy of π_ref (memory of a third model).
+
+    The objective's options are checked once, by the [`~trl_bon.core.JBondOptions`] built from them, `objective`,
+    which the trainer passes to `core.jbond_weights`.
     """
 
     # Parameters whose default values are overridden from RLOOConfig / TrainingArguments
@@ -234,22 +233,12 @@ class JBondConfig(RLOOConfig):
 
     def __post_init__(self):
         adopt_activation_checkpointing(self)  # before TRL/transformers read it: no rename warning
-        # `num_generations` must be known before RLOOConfig validates the batch layout against it.
-        if self.mode not in MODES:
-            raise ValueError(f"Unknown `mode={self.mode!r}`; set `mode` to one of {MODES}.")
-        if self.mode == "jbond":
-            if self.num_candidates not in (None, 2):
-                raise ValueError(
-                    f"J-BOND distils Best-of-2 of the anchor, so `num_candidates` must be 2 or unset (got "
-                    f"{self.num_candidates}). For Best-of-N with N > 2 set `mode='bond'`."
-                )
-            self.num_candidates = 2
-            num_anchor_samples = 2
-        else:
-            if self.num_candidates is None or self.num_candidates < 2:
-                raise ValueError(
-                    f"BOND needs `num_candidates` N >= 2 (got {self.num_candidates}); set e.g. `num_candidates=4`."
-                )
+        # The objective's options, checked by `JBondOptions` (J-BOND fixes N = 2). `num_generations` must be known
+        # before RLOOConfig validates the batch layout against it.
+        self.objective = JBondOptions(**{name: getattr(self, name) for name in JBondOptions.__dataclass_fields__})
+        self.num_candidates = self.objective.num_candidates
+        num_anchor_samples = 2
+        if self.mode == "bond":
             if self.num_quantile_samples < self.num_candidates:
                 raise ValueError(
                     f"The Best-of-N target is drawn from the first N of the `num_quantile_samples` anchor samples, so "
@@ -284,36 +273,15 @@ class JBondConfig(RLOOConfig):
                 f"{self.beta}): the policy is regularised towards the anchor by the −Δ term of the return and by "
                 f"`anchor_kl_coef`. Set `beta=0.0` (and `log_ref_kl=True` to monitor KL(π‖π_ref))."
             )
-        if not 0.0 <= self.jeffreys_beta <= 1.0:
-            raise ValueError(f"`jeffreys_beta` must lie in [0, 1], got {self.jeffreys_beta}; the paper uses 0.5.")
         if not 0.0 <= self.anchor_ema_rate <= 1.0:
             raise ValueError(
                 f"`anchor_ema_rate` (η) must lie in [0, 1], got {self.anchor_ema_rate}; the paper uses 0.02. "
                 "η = 0 freezes the anchor."
             )
-        if self.anchor_kl_coef < 0.0:
-            raise ValueError(
-                f"`anchor_kl_coef` (γ) must be >= 0, got {self.anchor_kl_coef}: a negative γ pushes the policy away "
-                "from the anchor. Set 0 to disable the term."
-            )
-        if self.jbond_penalty <= 0.0:
-            raise ValueError(f"`jbond_penalty` must be > 0, got {self.jbond_penalty}; the paper uses log(16).")
-        if self.jbond_ties not in JBOND_TIES:
-            raise ValueError(f"Unknown `jbond_ties={self.jbond_ties!r}`; set `jbond_ties` to one of {JBOND_TIES}.")
         if self.anchor not in ANCHORS:
             raise ValueError(f"Unknown `anchor={self.anchor!r}`; set `anchor` to one of {ANCHORS}.")
         if self.anchor_update_period < 1:
             raise ValueError(f"`anchor_update_period` must be >= 1, got {self.anchor_update_period}.")
-        if self.baseline not in BASELINES:
-            raise ValueError(f"Unknown `baseline={self.baseline!r}`; set `baseline` to one of {BASELINES}.")
-        if self.loss_normalization not in LOSS_NORMALIZATIONS:
-            raise ValueError(
-                f"Unknown `loss_normalization={self.loss_normalization!r}`; set it to one of {LOSS_NORMALIZATIONS}."
-            )
-        if self.quantile_smoothing not in QUANTILE_SMOOTHINGS:
-            raise ValueError(
-                f"Unknown `quantile_smoothing={self.quantile_smoothing!r}`; set it to one of {QUANTILE_SMOOTHINGS}."
-            )
 
         # The loss reuses RLOO's clipped ratio loss at ratio 1, where it is exactly −mean(w·log π). Several policy
         # updates per generation would move the ratio away from 1, and the clip would then also cap the SFT weights.

@@ -51,10 +51,6 @@ from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
 # Optional model inputs `_compute_loss` forwards to `_get_per_token_logps_and_entropies`; the anchor forward does too.
 _FORWARD_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes")
 _FORWARD_KEYS += ("num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
-# `JBondConfig` fields passed by name to `core.jbond_weights`.
-_WEIGHT_OPTIONS = ("mode", "jbond_penalty", "jbond_ties", "num_candidates", "quantile_smoothing")
-_WEIGHT_OPTIONS += ("include_tie_correction",)
-_WEIGHT_OPTIONS += ("baseline", "jeffreys_beta", "anchor_kl_coef", "loss_normalization")
 
 
 class JBondTrainer(
@@ -489,7 +485,7 @@ class JBondTrainer(
             rewards[:, 1:],
             gather(out["old_logps"][rows] - anchor_logps),
             gather(mask.sum(1)).view(-1, group).float(),
-            **{option: getattr(self.args, option) for option in _WEIGHT_OPTIONS},
+            self.args.objective,
         )
         weights = result.weights.view(-1)
         first = self.accelerator.process_index * mask.size(0)
