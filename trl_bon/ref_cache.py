@@ -281,7 +281,7 @@ def build_reference_reward_cache(
     Args:
         sampler ([`~trl_bon.sampling.Sampler`], `str` or model):
             The reference policy π_ref (the model you will start training from) with the training's generation
-            settings (`GenerationSettings.from_trainer_args(training_args)`), batch size, backend and base seed. A
+            settings (`training_args.generation_settings`), batch size, backend and base seed. A
             path or instance is wrapped in `Sampler(model)`.
         dataset ([`~datasets.Dataset`]):
             Dataset with a `prompt` column (standard or conversational prompts). Repeated prompts are sampled once.

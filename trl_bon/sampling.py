@@ -38,8 +38,9 @@ def _parse_dict(value, name: str) -> dict:
 class GenerationSettings:
     """Everything that decides which completions are drawn: the one declaration of the sampling settings.
 
-    Shared by the trainers' configs (read with [`from_trainer_args`]), every cache's metadata (a reward CDF or a
-    Best-of-N data set holds only for its own settings) and `trl-bon eval`, whose options are these fields.
+    Shared by the trainers' configs (each holds one, `args.generation_settings`, read with [`from_trainer_args`]
+    and checked here, once), every cache's metadata (a reward CDF or a Best-of-N data set holds only for its own
+    settings) and `trl-bon eval`, whose options are these fields.
     """
 
     max_completion_length: int = field(default=64, metadata={"help": "Max new tokens (use the training value)."})
@@ -62,13 +63,14 @@ class GenerationSettings:
         self.top_k = self.top_k or 0
         if not self.max_completion_length or self.max_completion_length < 1:
             raise ValueError(
-                f"`max_completion_length` must be at least 1, got {self.max_completion_length}: set the number of "
-                "tokens each completion may have."
+                f"`max_completion_length` must be at least 1 token, got {self.max_completion_length}. Set the longest "
+                "completion to sample, e.g. `max_completion_length=256`."
             )
         if not self.temperature or self.temperature <= 0:
             raise ValueError(
-                f"`temperature` must be > 0, got {self.temperature}: Best-of-N compares *sampled* completions, and "
-                "greedy decoding has no distribution to distil. Use the training temperature (1.0 by default)."
+                f"`temperature` must be > 0, got {self.temperature}: Best-of-N compares several *sampled* completions "
+                "per prompt, and a temperature of 0 (greedy decoding) makes them identical. Set `temperature=1.0` to "
+                "sample from the reference policy itself (or use the training temperature)."
             )
         if not 0 < self.top_p <= 1:
             raise ValueError(f"`top_p` must be in (0, 1], got {self.top_p}.")

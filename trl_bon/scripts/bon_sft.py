@@ -95,7 +95,6 @@ def round_metadata(round_index: int, prompts, scorer, training_args, policy: str
 
     `policy` names the model the round samples from: the model id for round 1, the SHA-256 of the previous round's
     trained weights after that (so data sampled from weights that were since retrained is never reused)."""
-    from trl_bon.sampling import GenerationSettings
 
     encoded = json.dumps(list(prompts), sort_keys=True, default=str).encode()
     return {
@@ -104,7 +103,7 @@ def round_metadata(round_index: int, prompts, scorer, training_args, policy: str
         "num_candidates": training_args.num_candidates,
         "seed": training_args.seed + round_index - 1,
         "tie_break": training_args.tie_break,
-        "generation_settings": GenerationSettings.from_trainer_args(training_args).to_dict(),
+        "generation_settings": training_args.generation_settings.to_dict(),
         "reward_signature": scorer.signature(),
         "num_prompts": len(prompts),
         "prompts_sha256": hashlib.sha256(encoded).hexdigest(),
@@ -134,13 +133,13 @@ def _load_round(directory: Path, metadata: dict):
 def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, tokenizer, training_args):
     """The round's Best-of-N training set: loaded when saved with the same `metadata`, else one `best_of_n` call."""
     from trl_bon import best_of_n
-    from trl_bon.sampling import GenerationSettings, Sampler
+    from trl_bon.sampling import Sampler
     from trl_bon.trainer.bon_sft_trainer import bon_sft_dataset
 
     with training_args.main_process_first(local=False, desc=f"Best-of-N data, round {metadata['round']}"):
         sampler = Sampler(
             policy,
-            GenerationSettings.from_trainer_args(training_args),
+            training_args.generation_settings,
             tokenizer=tokenizer,
             batch_size=training_args.generation_batch_size,
             backend="vllm" if training_args.use_vllm else "transformers",

@@ -38,7 +38,7 @@ def run(script_args, training_args, model_args, dataset_args):
 
     from trl_bon.ref_cache import build_reference_reward_cache
     from trl_bon.rewards import RewardScorer
-    from trl_bon.sampling import GenerationSettings, Sampler
+    from trl_bon.sampling import Sampler
 
     reward_funcs = resolve_reward_funcs(script_args)
     if model_args.model_name_or_path is None:
@@ -51,7 +51,7 @@ def run(script_args, training_args, model_args, dataset_args):
         kwargs["quantization_config"] = quantization_config
     sampler = Sampler(
         model_args.model_name_or_path,
-        GenerationSettings.from_trainer_args(training_args),
+        training_args.generation_settings,
         batch_size=training_args.reference_cache_batch_size,
         backend="vllm" if training_args.use_vllm else "transformers",
         seed=training_args.seed,

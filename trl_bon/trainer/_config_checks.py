@@ -55,21 +55,6 @@ def check_model_inputs(model, reward_funcs=()) -> None:
             check_model_path(func, "reward model in `reward_funcs`")
 
 
-def check_sampling_settings(args) -> None:
-    """Reject settings under which sampling cannot produce Best-of-N candidates."""
-    if args.temperature is not None and args.temperature <= 0:
-        raise ValueError(
-            f"`temperature` must be > 0, got {args.temperature}: the methods compare several *sampled* completions "
-            "per prompt, and a temperature of 0 (greedy decoding) makes them identical. Set `temperature=1.0` to "
-            "sample from the reference policy itself."
-        )
-    if args.max_completion_length is not None and args.max_completion_length < 1:
-        raise ValueError(
-            f"`max_completion_length` must be at least 1 token, got {args.max_completion_length}. Set the longest "
-            "completion to sample, e.g. `max_completion_length=256`."
-        )
-
-
 def check_kl_coefficient(beta: float | None) -> None:
     """vBoN's KL coefficient must be >= 0: a negative one rewards moving away from the reference policy."""
     if beta is not None and beta < 0:

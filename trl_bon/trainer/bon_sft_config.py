@@ -5,6 +5,7 @@ from typing import Any
 
 from trl import SFTConfig
 
+from ..sampling import GenerationSettings
 from ._config_checks import adopt_activation_checkpointing, warn_if_bf16_on_cpu
 
 
@@ -106,15 +107,7 @@ class BoNSFTConfig(SFTConfig):
             )
         if self.tie_break not in TIE_BREAKS:
             raise ValueError(f"Unknown `tie_break={self.tie_break!r}`; set it to one of {TIE_BREAKS}.")
-        if self.max_completion_length < 1:
-            raise ValueError(
-                f"`max_completion_length` must be at least 1, got {self.max_completion_length}. Set a positive length."
-            )
-        if self.temperature <= 0:
-            raise ValueError(
-                f"Best-of-N samples candidates, so `temperature` must be > 0, got {self.temperature}. "
-                "Set `temperature=1.0` to distil the reference model's own distribution."
-            )
+        self.generation_settings = GenerationSettings.from_trainer_args(self)  # checks temperature, length, …
         if self.generation_batch_size < 1:
             raise ValueError(f"`generation_batch_size` must be at least 1, got {self.generation_batch_size}.")
         if self.completion_only_loss is None:

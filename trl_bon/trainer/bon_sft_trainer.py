@@ -148,7 +148,7 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
     ...     report_to="none", save_strategy="no", max_steps=2, disable_tqdm=True,
     ... )
     >>> tokenizer = AutoTokenizer.from_pretrained(task.model_path)
-    >>> sampler = Sampler(task.model_path, GenerationSettings.from_trainer_args(args), tokenizer=tokenizer,
+    >>> sampler = Sampler(task.model_path, args.generation_settings, tokenizer=tokenizer,
     ...                   progress=False)
     >>> bon = best_of_n(sampler, [task.prompt] * 16, task.reward_func, args.num_candidates)
     >>> trainer = BoNSFTTrainer(task.model_path, args, train_dataset=bon_sft_dataset(bon, tokenizer))

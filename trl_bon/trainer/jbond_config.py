@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from trl import RLOOConfig
 
 from ..core.jbond import JBondOptions
+from ..sampling import GenerationSettings
 from ._config_checks import (
     DISABLE_DROPOUT_HELP,
     adopt_activation_checkpointing,
     check_dropout_disabled,
-    check_sampling_settings,
     warn_if_bf16_on_cpu,
 )
 
@@ -264,7 +264,7 @@ class JBondConfig(RLOOConfig):
 
         super().__post_init__()
         warn_if_bf16_on_cpu(self)
-        check_sampling_settings(self)
+        self.generation_settings = GenerationSettings.from_trainer_args(self)  # checks temperature, length, …
         check_dropout_disabled(self)
 
         if self.beta != 0.0:

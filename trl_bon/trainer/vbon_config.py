@@ -5,12 +5,12 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
+from ..sampling import GenerationSettings
 from ._config_checks import (
     DISABLE_DROPOUT_HELP,
     adopt_activation_checkpointing,
     check_dropout_disabled,
     check_kl_coefficient,
-    check_sampling_settings,
     warn_if_bf16_on_cpu,
 )
 
@@ -131,7 +131,7 @@ class VBoNConfig(RLOOConfig):
         adopt_activation_checkpointing(self)  # before TRL/transformers read it: no rename warning
         super().__post_init__()
         warn_if_bf16_on_cpu(self)
-        check_sampling_settings(self)
+        self.generation_settings = GenerationSettings.from_trainer_args(self)  # checks temperature, length, …
         check_kl_coefficient(self.beta)
         check_dropout_disabled(self)
         if self.num_candidates is None:

@@ -30,7 +30,6 @@ from ..ref_cache import (
     reference_reward_tensor,
 )
 from ..rewards import check_reward_funcs, check_reward_tokenizers, reward_signature
-from ..sampling import GenerationSettings
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_model_inputs, check_prompts, check_train_prompt_lengths
 from ._metric_vocabulary import EffectiveNLogMixin, log_kl_to_ref, log_policy_rewards
@@ -66,7 +65,7 @@ class VBoNTrainer(
     ...     "/tmp/trl_bon_doc_vbon", num_candidates=4, max_completion_length=1, num_generations=8,
     ...     per_device_train_batch_size=8, max_steps=2, use_cpu=True, bf16=False, report_to="none",
     ... )
-    >>> sampler = Sampler(task.model_path, GenerationSettings.from_trainer_args(args))
+    >>> sampler = Sampler(task.model_path, args.generation_settings)
     >>> build_reference_reward_cache(  # doctest: +SKIP
     ...     sampler, task.dataset(8), task.reward_func, 200, "/tmp/trl_bon_doc_vbon/_reference_rewards"
     ... )
@@ -221,7 +220,7 @@ class VBoNTrainer(
         with self._reference_model() as ref_model:  # π_ref's content fingerprint, not its path
             identity = model_identity(self.accelerator.unwrap_model(ref_model))
         cache.check_compatible(
-            GenerationSettings.from_trainer_args(args),
+            args.generation_settings,
             self._reward_signature(),
             identity,
             tokenizer_identity(getattr(self.processing_class, "tokenizer", self.processing_class)),
