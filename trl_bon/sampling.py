@@ -143,20 +143,12 @@ def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> li
     return tokenizer(text=prompts)["input_ids"]
 
 
-def check_no_empty_prompts(prompts, name: str) -> None:
-    """Reject empty text prompts: `generate` gets no input token (an `IndexError` deep inside it)."""
-    empty = [i for i, prompt in enumerate(prompts) if isinstance(prompt, str) and not prompt.strip()]
-    if empty:
-        raise ValueError(
-            f"`{name}` has {len(empty)} empty prompt(s) (rows {empty[:5]}); generation needs at least one prompt "
-            "token. Drop them, e.g. `dataset.filter(lambda x: x['prompt'].strip() != '')`."
-        )
-
-
-def check_prompts(prompts: list) -> None:
-    """Refuse an empty prompt list, mixed text/chat prompts and empty prompts, naming the first offending row."""
-    if not prompts:
-        raise ValueError("No prompts to sample from: the prompt list is empty.")
+def check_prompts(prompts, name: str = "prompts") -> None:
+    """The one check of prompts (a list, or a dataset's `prompt` column), naming the first offending rows: refuse
+    none at all, mixed text/chat prompts, empty text prompts (`generate` gets no input token: an `IndexError` deep
+    inside it) and anything that is neither a string nor a list of chat messages."""
+    if not len(prompts):
+        raise ValueError(f"`{name}` is empty; pass at least one prompt.")
     kinds = [isinstance(p, str) for p in prompts]
     if not all(kinds) and any(kinds):
         first_text, first_chat = kinds.index(True), kinds.index(False)
@@ -164,7 +156,12 @@ def check_prompts(prompts: list) -> None:
             f"The prompts mix plain text (e.g. row {first_text}) and conversations (e.g. row {first_chat}); use one "
             "format for all rows: strings, or lists of `{'role', 'content'}` messages."
         )
-    check_no_empty_prompts(prompts, "prompts")
+    empty = [i for i, prompt in enumerate(prompts) if isinstance(prompt, str) and not prompt.strip()]
+    if empty:
+        raise ValueError(
+            f"`{name}` has {len(empty)} empty prompt(s) (rows {empty[:5]}); generation needs at least one prompt "
+            "token. Drop them, e.g. `dataset.filter(lambda x: x['prompt'].strip() != '')`."
+        )
     for i, prompt in enumerate(prompts):
         if (
             not isinstance(prompt, (str, list))

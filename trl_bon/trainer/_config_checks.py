@@ -88,11 +88,11 @@ def check_writable_dir(directory: str, name: str = "output_dir") -> None:
         ) from error
 
 
-def check_prompts(dataset, name: str, prompts_per_batch: int | None = None) -> None:
+def check_train_prompts(dataset, name: str, prompts_per_batch: int | None = None) -> None:
     """Fail before any model loads on prompt data that would crash or silently not train.
 
     - an `IterableDataset` whose first example has no `prompt` (its columns are unknown until read);
-    - empty text prompts (`generate` gets no input token);
+    - the prompts themselves ([`~trl_bon.sampling.check_prompts`]: empty text prompts, mixed formats);
     - fewer prompts than one generation batch takes (`prompts_per_batch`): the trainer would run 0 steps.
     """
     from datasets import Dataset, IterableDataset
@@ -110,9 +110,10 @@ def check_prompts(dataset, name: str, prompts_per_batch: int | None = None) -> N
             )
     if not isinstance(dataset, Dataset) or "prompt" not in dataset.column_names:
         return
-    from ..sampling import check_no_empty_prompts  # here, not at import: sampling imports torch
+    from ..sampling import check_prompts  # here, not at import: sampling imports torch
 
-    check_no_empty_prompts(dataset["prompt"], name)
+    if len(dataset):  # an empty `Dataset` is refused below, naming the batch it cannot fill
+        check_prompts(dataset["prompt"], name)
     if prompts_per_batch is not None and len(dataset) < prompts_per_batch:
         raise ValueError(
             f"`{name}` has {len(dataset)} prompt(s), fewer than the {prompts_per_batch} unique prompts one generation "
@@ -167,11 +168,11 @@ def check_train_prompt_lengths(trainer) -> None:
 
 
 def check_sampling_inputs(model, prompts: list, max_completion_length: int, tokenizer=None, chat_template_kwargs=None):
-    """What the sampler checks before it loads `model` (a path or an instance): no empty text prompt, and every
-    prompt plus `max_completion_length` fits the model's context window."""
-    from ..sampling import check_no_empty_prompts
+    """What the sampler checks before it loads `model` (a path or an instance): the prompts
+    ([`~trl_bon.sampling.check_prompts`]), and every prompt plus `max_completion_length` fits the context window."""
+    from ..sampling import check_prompts
 
-    check_no_empty_prompts(prompts, "prompts")
+    check_prompts(prompts)
     check_prompt_lengths(prompts, tokenizer, model, max_completion_length, "prompts", **(chat_template_kwargs or {}))
 
 

@@ -40,7 +40,12 @@ from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engin
 from ..quantization import keep_4bit_weights_trainable
 from ..rewards import check_reward_funcs, check_reward_tokenizers
 from ._checkpoint import CheckpointMixin, finetuning_settings
-from ._config_checks import RewardOutputChecksMixin, check_model_inputs, check_prompts, check_train_prompt_lengths
+from ._config_checks import (
+    RewardOutputChecksMixin,
+    check_model_inputs,
+    check_train_prompt_lengths,
+    check_train_prompts,
+)
 from ._metric_vocabulary import EffectiveNLogMixin, log_kl_to_ref, log_policy_rewards
 from ._model_card import BoNModelCardMixin
 from ._papers import BOND_PAPER
@@ -159,7 +164,7 @@ class JBondTrainer(
                 _check_prompt_dataset(dataset, f"eval_dataset[{name!r}]")
         elif eval_dataset is not None:
             _check_prompt_dataset(eval_dataset, "eval_dataset")
-        check_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
+        check_train_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
         use_lora = peft_config is not None or (not isinstance(model, str) and is_peft_model(model))
         self._init_checkpointing(
             args,

@@ -31,7 +31,12 @@ from ..ref_cache import (
 )
 from ..rewards import check_reward_funcs, check_reward_tokenizers, reward_signature
 from ._checkpoint import CheckpointMixin, finetuning_settings
-from ._config_checks import RewardOutputChecksMixin, check_model_inputs, check_prompts, check_train_prompt_lengths
+from ._config_checks import (
+    RewardOutputChecksMixin,
+    check_model_inputs,
+    check_train_prompt_lengths,
+    check_train_prompts,
+)
 from ._metric_vocabulary import EffectiveNLogMixin, log_kl_to_ref, log_policy_rewards
 from ._model_card import BoNModelCardMixin
 from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
@@ -129,7 +134,7 @@ class VBoNTrainer(
             )
         settings = {"method": "vbon", "num_candidates": args.num_candidates, "vbon_objective": args.vbon_objective}
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
-        check_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
+        check_train_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
         evals = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
         given = {
             "train_dataset": train_dataset,
