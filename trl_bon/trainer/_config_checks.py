@@ -55,15 +55,6 @@ def check_model_inputs(model, reward_funcs=()) -> None:
             check_model_path(func, "reward model in `reward_funcs`")
 
 
-def check_kl_coefficient(beta: float | None) -> None:
-    """vBoN's KL coefficient must be >= 0: a negative one rewards moving away from the reference policy."""
-    if beta is not None and beta < 0:
-        raise ValueError(
-            f"`beta` must be >= 0, got {beta}: a negative KL coefficient rewards moving away from the reference "
-            "policy. Leave `beta` unset to use vBoN's 1/(num_candidates − 1)."
-        )
-
-
 def check_writable_dir(directory: str, name: str = "output_dir") -> None:
     """Create `directory` and write a probe file in it, so that an unwritable folder fails now, not at the first
     save (after all the sampling and training before it). Folders it had to create are removed again."""

@@ -10,7 +10,6 @@ from ._config_checks import (
     DISABLE_DROPOUT_HELP,
     adopt_activation_checkpointing,
     check_dropout_disabled,
-    check_kl_coefficient,
     warn_if_bf16_on_cpu,
 )
 
@@ -132,7 +131,11 @@ class VBoNConfig(RLOOConfig):
         super().__post_init__()
         warn_if_bf16_on_cpu(self)
         self.generation_settings = GenerationSettings.from_trainer_args(self)  # checks temperature, length, …
-        check_kl_coefficient(self.beta)
+        if self.beta is not None and self.beta < 0:  # it would reward moving away from the reference policy
+            raise ValueError(
+                f"`beta` must be >= 0, got {self.beta}: a negative KL coefficient rewards moving away from the "
+                "reference policy. Leave `beta` unset to use vBoN's 1/(num_candidates − 1)."
+            )
         check_dropout_disabled(self)
         if self.num_candidates is None:
             raise ValueError(
