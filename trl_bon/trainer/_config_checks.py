@@ -79,37 +79,47 @@ def check_writable_dir(directory: str, name: str = "output_dir") -> None:
         ) from error
 
 
-def check_train_prompts(dataset, name: str, prompts_per_batch: int | None = None) -> None:
-    """Fail before any model loads on prompt data that would crash or silently not train.
+def check_train_prompts(train_dataset, eval_dataset, prompts_per_batch: int) -> None:
+    """The RLOO-based trainers' one check of their prompt data, before any model loads: fail on data that would
+    crash or silently not train.
 
-    - an `IterableDataset` whose first example has no `prompt` (its columns are unknown until read);
-    - the prompts themselves ([`~trl_bon.sampling.check_prompts`]: empty text prompts, mixed formats);
-    - fewer prompts than one generation batch takes (`prompts_per_batch`): the trainer would run 0 steps.
+    - no `train_dataset`, or a dataset (train or eval) without a `prompt` column; for an `IterableDataset` whose
+      columns are unknown until read, its first example;
+    - the prompts themselves ([`~trl_bon.sampling.check_prompts`]: none, empty text prompts, mixed formats);
+    - fewer training prompts than one generation batch takes (`prompts_per_batch`): 0 steps would run.
     """
     from datasets import Dataset, IterableDataset
 
-    if dataset is None:
-        return
-    if isinstance(dataset, IterableDataset) and dataset.column_names is None:
-        first = next(iter(dataset), None)
-        if first is None:
-            raise ValueError(f"`{name}` is an empty IterableDataset; pass at least one prompt.")
-        if "prompt" not in first:
-            raise ValueError(
-                f"`{name}`'s examples have no `prompt` (keys: {sorted(first)}). Rename your prompt column to "
-                "`prompt`, e.g. `dataset.rename_column('question', 'prompt')`."
-            )
-    if not isinstance(dataset, Dataset) or "prompt" not in dataset.column_names:
-        return
     from ..sampling import check_prompts  # here, not at import: sampling imports torch
 
-    if len(dataset):  # an empty `Dataset` is refused below, naming the batch it cannot fill
-        check_prompts(dataset["prompt"], name)
-    if prompts_per_batch is not None and len(dataset) < prompts_per_batch:
+    if train_dataset is None:
+        raise ValueError("`train_dataset` is required: pass a dataset with a `prompt` column.")
+    evals = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
+    datasets = {"train_dataset": train_dataset}
+    datasets.update({"eval_dataset" if k is None else f"eval_dataset[{k!r}]": v for k, v in evals.items()})
+    for name, dataset in datasets.items():
+        if dataset is None:
+            continue
+        columns = dataset.column_names
+        if isinstance(dataset, IterableDataset) and columns is None:
+            first = next(iter(dataset), None)
+            if first is None:
+                raise ValueError(f"`{name}` is an empty IterableDataset; pass at least one prompt.")
+            columns, has = sorted(first), f"'s examples have no `prompt` (keys: {sorted(first)})"
+        else:
+            has = f" must have a `prompt` column (standard text or conversational messages); it has {columns}"
+        if "prompt" not in columns:
+            raise ValueError(
+                f"`{name}`{has}. Rename your prompt column to `prompt`, e.g. "
+                "`dataset.rename_column('question', 'prompt')`."
+            )
+        if isinstance(dataset, Dataset):
+            check_prompts(dataset["prompt"], name)
+    if isinstance(train_dataset, Dataset) and len(train_dataset) < prompts_per_batch:
         raise ValueError(
-            f"`{name}` has {len(dataset)} prompt(s), fewer than the {prompts_per_batch} unique prompts one generation "
-            "batch takes (generation_batch_size / num_generations), so training would run 0 steps. Add prompts, or "
-            "lower `per_device_train_batch_size` / `steps_per_generation`."
+            f"`train_dataset` has {len(train_dataset)} prompt(s), fewer than the {prompts_per_batch} unique prompts "
+            "one generation batch takes (generation_batch_size / num_generations), so training would run 0 steps. "
+            "Add prompts, or lower `per_device_train_batch_size` / `steps_per_generation`."
         )
 
 

@@ -158,13 +158,7 @@ class JBondTrainer(
             raise TypeError(f"`args` must be a `JBondConfig`, got `{type(args).__name__}`; pass a `JBondConfig`.")
 
         # Everything that can fail cheaply fails before any model is loaded.
-        _check_prompt_dataset(train_dataset, "train_dataset")
-        if isinstance(eval_dataset, dict):
-            for name, dataset in eval_dataset.items():
-                _check_prompt_dataset(dataset, f"eval_dataset[{name!r}]")
-        elif eval_dataset is not None:
-            _check_prompt_dataset(eval_dataset, "eval_dataset")
-        check_train_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
+        check_train_prompts(train_dataset, eval_dataset, args.generation_batch_size // args.num_generations)
         use_lora = peft_config is not None or (not isinstance(model, str) and is_peft_model(model))
         self._init_checkpointing(
             args,
@@ -525,17 +519,3 @@ class JBondTrainer(
         # As in RLOO: a freshly added adapter's reference is the base model, a pretrained adapter's its "ref" copy.
         with use_adapter(self.model, adapter_name="ref" if "ref" in self.model.peft_config else None):
             return self._sequence_logps(self.model, out, rows)
-
-
-def _check_prompt_dataset(dataset, name: str) -> None:
-    if dataset is None:
-        if name == "train_dataset":
-            raise ValueError("`train_dataset` is required: pass a dataset with a `prompt` column.")
-        return
-    if dataset.column_names is not None and "prompt" not in dataset.column_names:
-        raise ValueError(
-            f"`{name}` must have a `prompt` column (standard text or conversational messages); it has "
-            f"{dataset.column_names}. Rename your prompt column to `prompt`."
-        )
-    if isinstance(dataset, Dataset) and len(dataset) == 0:
-        raise ValueError(f"`{name}` is empty; pass at least one prompt.")

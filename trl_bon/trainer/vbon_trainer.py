@@ -134,7 +134,7 @@ class VBoNTrainer(
             )
         settings = {"method": "vbon", "num_candidates": args.num_candidates, "vbon_objective": args.vbon_objective}
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
-        check_train_prompts(train_dataset, "train_dataset", args.generation_batch_size // args.num_generations)
+        check_train_prompts(train_dataset, eval_dataset, args.generation_batch_size // args.num_generations)
         evals = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
         given = {
             "train_dataset": train_dataset,
