@@ -171,6 +171,24 @@ def reward_values(output, name: str, count: int) -> torch.Tensor:
     return torch.tensor([torch.nan if r is None else float(r) for r in output])
 
 
+def check_finite_rewards(rewards_per_func: torch.Tensor, names: Sequence[str], why: str = ".") -> None:
+    """The one check of scored rewards, `(samples, functions)`: refuse an infinite reward (naming the function), and
+    a sample every function skipped (None or NaN: its reward would be NaN). `why` ends the message (default ".")."""
+    infinite = torch.isinf(rewards_per_func).any(dim=0)
+    if infinite.any():
+        bad = names[int(infinite.nonzero()[0])]
+        raise ValueError(
+            f"The reward function '{bad}' returned an infinite reward; clip or fix it to return finite values or "
+            f"None{why}"
+        )
+    unscored = torch.isnan(rewards_per_func).all(dim=1)
+    if unscored.any():
+        raise ValueError(
+            f"{int(unscored.sum())} completion(s) got no reward: every reward function returned None or NaN for "
+            f"them (functions: {list(names)}). Make at least one function return a number for each sample{why}"
+        )
+
+
 def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequence | None = None) -> dict:
     """What identifies a weighted set of reward functions for caches: names, weights and content identities
     (weights fingerprint and tokenizer identity for a model, hash of source, closure and globals for a callable; see
@@ -340,13 +358,5 @@ class RewardScorer:
         return total.masked_fill(torch.isnan(rewards_per_func).all(dim=1), torch.nan)
 
     def check_finite(self, rewards_per_func: torch.Tensor) -> None:
-        """Raise if any function returned inf, or if every function skipped a sample (its reward would be NaN)."""
-        if torch.isinf(rewards_per_func).any():
-            bad = self.names[int(torch.isinf(rewards_per_func).any(dim=0).nonzero()[0])]
-            raise ValueError(f"The reward function '{bad}' returned an infinite reward; return finite values or None.")
-        unscored = torch.isnan(rewards_per_func).all(dim=1)
-        if unscored.any():
-            raise ValueError(
-                f"{int(unscored.sum())} completion(s) got no reward: every reward function returned None or NaN for "
-                f"them (functions: {self.names}). Make at least one function return a finite reward for each sample."
-            )
+        """[`check_finite_rewards`] of these functions' rewards."""
+        check_finite_rewards(rewards_per_func, self.names)

@@ -38,7 +38,7 @@ from .._trl_compat import (
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engine
 from ..quantization import keep_4bit_weights_trainable
-from ..rewards import check_reward_funcs, check_reward_tokenizers
+from ..rewards import check_finite_rewards, check_reward_funcs, check_reward_tokenizers
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import (
     RewardOutputChecksMixin,
@@ -417,20 +417,8 @@ class JBondTrainer(
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        infinite = torch.isinf(rewards_per_func).any(dim=0)
-        if infinite.any():
-            names = [name for name, bad in zip(self.reward_func_names, infinite.tolist(), strict=True) if bad]
-            raise ValueError(
-                f"Reward function(s) {names} returned an infinite reward. J-BOND compares rewards between samples, so "
-                "every reward must be finite: clip or fix the reward function."
-            )
-        unscorable = torch.isnan(rewards_per_func).all(dim=1)
-        if unscorable.any():
-            raise ValueError(
-                f"{int(unscorable.sum())} completion(s) got NaN/None from every reward function "
-                f"{self.reward_func_names}. J-BOND compares each policy sample with its anchor samples, so every "
-                "completion needs a finite reward from at least one function: return a number for every completion."
-            )
+        why = ": J-BOND compares each policy sample with its anchor samples by reward."
+        check_finite_rewards(rewards_per_func, self.reward_func_names, why)
         # The completions table marks which rows the policy drew (RLOO's `log_extra` column, gathered by RLOO).
         self._log_completion_extra("sample", ["policy" if s == 0 else "anchor" for s in self._slots(len(prompts))])
         # RLOO returns the gathered rewards but not to `_generate_and_score_completions`: hand them over here.

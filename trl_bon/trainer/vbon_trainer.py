@@ -29,7 +29,7 @@ from ..ref_cache import (
     load_reference_reward_cache,
     reference_reward_tensor,
 )
-from ..rewards import check_reward_funcs, check_reward_tokenizers, reward_signature
+from ..rewards import check_finite_rewards, check_reward_funcs, check_reward_tokenizers, reward_signature
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import (
     RewardOutputChecksMixin,
@@ -264,21 +264,6 @@ class VBoNTrainer(
         mask = torch.arange(ref_per_token.size(1), device=ref_per_token.device) < lengths.unsqueeze(1)
         return (ref_per_token * mask).sum(1)
 
-    def _check_raw_rewards(self, raw: torch.Tensor) -> None:
-        if torch.isinf(raw).any():
-            bad = self.reward_func_names[int(torch.isinf(raw).any(dim=0).nonzero()[0])]
-            raise ValueError(
-                f"The reward function '{bad}' returned an infinite reward; vBoN compares rewards with the cached "
-                "reference rewards and needs finite values."
-            )
-        unscored = torch.isnan(raw).all(dim=1)
-        if unscored.any():
-            raise ValueError(
-                f"{int(unscored.sum())} completion(s) got no reward: every reward function "
-                f"({self.reward_func_names}) returned None or NaN for them. vBoN needs a finite reward for every "
-                "completion to place it in the reference-reward CDF."
-            )
-
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         """Replace the raw rewards by the vBoN score, so that RLOO's weighted reward sum equals it.
 
@@ -288,7 +273,7 @@ class VBoNTrainer(
         the score for any weights (no division by a zero weight, no NaN column).
         """
         raw = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._check_raw_rewards(raw)
+        check_finite_rewards(raw, self.reward_func_names, ": vBoN places every reward in the reference-reward CDF.")
         device = raw.device
         weights = self.reward_weights.to(device)
         rewards = (raw * weights).nansum(dim=1)
