@@ -128,14 +128,10 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None)
 
 
 def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> list[list[int]]:
-    """Token ids of each prompt exactly as `RLOOTrainer._tokenize_prompts` makes them (text-only prompts).
-
-    Raises a clear error for an empty list, a mix of text and conversational prompts, or an empty prompt (which
-    would leave nothing to condition on and crash inside `generate`).
-    """
+    """Token ids of each prompt exactly as `RLOOTrainer._tokenize_prompts` makes them (text-only prompts), for
+    prompts already checked where they entered ([`check_prompts`])."""
     from trl import is_conversational
 
-    check_prompts(prompts)
     if is_conversational({"prompt": prompts[0]}):
         return tokenizer.apply_chat_template(
             prompts, add_generation_prompt=True, tokenize=True, return_dict=True, **chat_template_kwargs
@@ -501,6 +497,7 @@ class Sampler:
         """Yield `(first_row, completion_ids)` per `generate` batch, rows grouped by prompt."""
         if n < 1:
             raise ValueError(f"The number of samples per prompt must be at least 1, got {n}.")
+        check_prompts(prompts)  # before the model loads
         prompt_ids = self.prompt_ids(prompts)
         if self.backend == "transformers":
             self._check_context(prompt_ids)
