@@ -57,6 +57,9 @@ class BoNSFTConfig(SFTConfig):
             Sample the candidates with an offline vLLM engine built from the model path (needs vLLM and a GPU).
         vllm_kwargs (`dict[str, Any]`, *optional*):
             Extra keyword arguments for `vllm.LLM`, e.g. `{"gpu_memory_utilization": 0.5}`.
+
+    The sampling settings are checked once, by the [`~trl_bon.sampling.GenerationSettings`] built from them,
+    `generation_settings`, which the sampling reads.
     """
 
     _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["vllm_kwargs"]

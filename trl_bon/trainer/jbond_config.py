@@ -1,7 +1,7 @@
 """Configuration of the [`JBondTrainer`] (J-BOND and BOND, Sessa et al., arXiv 2407.14622 v1)."""
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from trl import RLOOConfig
 
@@ -125,8 +125,8 @@ class JBondConfig(RLOOConfig):
             (LoRA: adapters disabled, one extra forward pass over the policy samples) and not for full fine-tuning,
             where `True` loads a frozen copy of π_ref (memory of a third model).
 
-    The objective's options are checked once, by the [`~trl_bon.core.JBondOptions`] built from them, `objective`,
-    which the trainer passes to `core.jbond_weights`.
+    Built once from the fields, and checked there: `objective`, the [`~trl_bon.core.JBondOptions`] the trainer passes
+    to `core.jbond_weights`, and `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] it samples with.
     """
 
     # Parameters whose default values are overridden from RLOOConfig / TrainingArguments
@@ -235,7 +235,7 @@ class JBondConfig(RLOOConfig):
         adopt_activation_checkpointing(self)  # before TRL/transformers read it: no rename warning
         # The objective's options, checked by `JBondOptions` (J-BOND fixes N = 2). `num_generations` must be known
         # before RLOOConfig validates the batch layout against it.
-        self.objective = JBondOptions(**{name: getattr(self, name) for name in JBondOptions.__dataclass_fields__})
+        self.objective = JBondOptions(**{f.name: getattr(self, f.name) for f in fields(JBondOptions)})
         self.num_candidates = self.objective.num_candidates
         num_anchor_samples = 2
         if self.mode == "bond":

@@ -71,6 +71,9 @@ class VBoNConfig(RLOOConfig):
             how strongly a bad sample is penalised.
         reference_cache_batch_size (`int`, *optional*, defaults to `64`):
             Sequences per `generate` call of `trl-bon cache-ref-rewards` (the trainer ignores it).
+
+    The sampling settings are checked once, by the [`~trl_bon.sampling.GenerationSettings`] built from them,
+    `generation_settings`, which the sampling reads.
     """
 
     # Parameters whose default values are overridden from RLOOConfig
