@@ -213,8 +213,6 @@ def main(script_args, training_args, model_args, dataset_args):
             "`use_vllm=True` samples from the model path, which only holds the reference model, so it cannot run "
             f"iterative rounds (`num_rounds={script_args.num_rounds}`). Set `use_vllm=False` or `num_rounds=1`."
         )
-    if model_args.model_name_or_path is None:
-        raise ValueError("No model given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
     check_model_paths(model_args, script_args)
     reward_funcs = resolve_reward_funcs(script_args)  # names and callables only: reward models load further down
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)

@@ -41,8 +41,6 @@ def run(script_args, training_args, model_args, dataset_args):
     from trl_bon.sampling import Sampler
 
     reward_funcs = resolve_reward_funcs(script_args)
-    if model_args.model_name_or_path is None:
-        raise ValueError("No reference model given. Set `--model_name_or_path` to π_ref (the model vBoN starts from).")
     check_model_paths(model_args, script_args)
     output_dir = training_args.reference_cache_dir or os.path.join(training_args.output_dir, "_reference_rewards")
     kwargs = model_init_kwargs(model_args, training_args)

@@ -171,8 +171,6 @@ def run(script_args, model_args, dataset_args):
     from trl_bon.evaluation import evaluate_checkpoints
     from trl_bon.sampling import Sampler
 
-    if model_args.model_name_or_path is None:
-        raise ValueError("No reference model given. Set `--model_name_or_path` to π_ref (the SFT model trained from).")
     check_model_paths(model_args, script_args)
     options = eval_options(script_args)
     reward_funcs = resolve_reward_funcs(script_args)

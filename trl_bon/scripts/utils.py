@@ -115,16 +115,13 @@ def resolve_reward_funcs(script_args, required: bool = True) -> list:
     return funcs
 
 
-def require_model(model_args) -> None:
-    if model_args.model_name_or_path is None:
-        raise ValueError("No model given. Set `--model_name_or_path <hub id or local path>` (the SFT model π_ref).")
-
-
 def check_model_paths(model_args, script_args) -> None:
     """Every model path of a command (policy, reward models), checked once where it enters: a one-line error naming
     the path and what was expected, before any model loads or any output folder is made."""
     from trl_bon.identity import check_model_path
 
+    if model_args.model_name_or_path is None:
+        raise ValueError("No model given. Set `--model_name_or_path <hub id or local path>` (π_ref, the SFT model).")
     check_model_path(model_args.model_name_or_path, "policy `model_name_or_path`")
     for path in as_list(script_args.reward_model_name_or_path):
         check_model_path(path, "reward model `reward_model_name_or_path`")
@@ -240,7 +237,6 @@ def trainer_inputs(script_args, training_args, model_args, dataset_args) -> dict
     from trl import get_peft_config, get_quantization_config
 
     reward_funcs = resolve_reward_funcs(script_args)
-    require_model(model_args)
     check_model_paths(model_args, script_args)
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     train_dataset, eval_dataset = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
