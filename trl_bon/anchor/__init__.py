@@ -13,8 +13,13 @@ activated and how it is saved:
 - [`ModelAnchor`]: a separate frozen copy of the policy, for full fine-tuning.
 
 An fp32 *shadow* is the true EMA state when the compute tensors are not fp32: an η = 0.02 update of a bf16 weight
-mostly rounds away. [`AnchorCallback`] applies the update once per optimizer step, checkpoints the anchor (`Trainer`
-resume reloads only the active adapter and would silently reset it) and restores it when training resumes.
+mostly rounds away. [`AnchorCallback`] applies the update once per optimizer step and reads and writes the anchor in
+a checkpoint's `anchor/` folder when the trainer's atomic save and resume ask it to (`Trainer`'s resume reloads only
+the active adapter and would silently reset the anchor).
+
+Files, one job each: `_engines.py` (supported engines; reading, writing and gathering one tensor under each),
+`state.py` (`AnchorState` and the anchor's files: weights and the `anchor.json` record), `lora.py` and `model.py` (the
+two kinds), `callback.py` (`AnchorCallback`).
 
 **Factor-space caveat (LoRA).** The EMA runs on the factors A and B separately, so the anchor's weight delta B̄Ā is
 not the EMA of the policy's BA: the error is a cross term ∝ η(1 − η)(B − B̄)(A − Ā), small for η ≈ 0.02 and zero when
