@@ -27,18 +27,13 @@ from pathlib import Path
 LABEL = "name_or_path"
 
 
-def _close(a, b) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):  # `True == 1` in Python, not in a record
-        return type(a) is type(b) and a == b
-    if not isinstance(a, int | float) or not isinstance(b, int | float):
-        return a == b
-    return a == b or (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-9 * max(1.0, abs(a)))
-
-
 def _same(a, b) -> bool:
+    """Equal, with numbers (alone or in lists) equal within a relative 1e-9, and `True` not equal to `1`."""
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return _close(a, b)
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b)):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
 def differences(saved: dict, current: dict, keys=None, prefix: str = "") -> list[tuple[str, object, object, str]]:
@@ -58,11 +53,6 @@ def differences(saved: dict, current: dict, keys=None, prefix: str = "") -> list
         elif not _same(a, b):
             found.append((f"{prefix}{key}", a, b, ""))
     return found
-
-
-def describe(found, saved_as: str = "saved", current_as: str = "this run") -> str:
-    """`field: <saved_as> X, <current_as> Y; …` for [`differences`]' output."""
-    return "; ".join(f"{field}: {saved_as} {a!r}, {current_as} {b!r}{note}" for field, a, b, note in found)
 
 
 class StaleResultError(ValueError):
@@ -89,7 +79,8 @@ def refuse_if_stale(
         fields = ", ".join(repr(name) for name in dict.fromkeys(field.split(".")[0] for field, *_ in found))
         raise StaleResultError(
             f"{subject} other settings than this run (fields that differ: {fields}): "
-            f"{describe(found, saved_as, current_as)}. {escape}"
+            + "; ".join(f"{field}: {saved_as} {a!r}, {current_as} {b!r}{note}" for field, a, b, note in found)
+            + f". {escape}"
         )
 
 
@@ -115,7 +106,6 @@ def read_record(path: str | os.PathLike, what: str, fix: str) -> dict:
 
 __all__ = [
     "StaleResultError",
-    "describe",
     "differences",
     "read_record",
     "refuse_if_stale",
