@@ -45,6 +45,10 @@ OVERRIDDEN_TRAINER_METHODS = {
     "_get_output_dir": ("self", "trial"),
     "_save": ("self", "output_dir", "state_dict"),
 }
+# DeepSpeed ZeRO-3 keeps no public accessors for a partitioned parameter: the anchor (`anchor/_engines.py`,
+# `anchor/state.py`) and the model fingerprint (`identity.py`) read its attributes `ds_id` (partitioned), `ds_shape`
+# (whole shape) and `ds_tensor` (this rank's partition). DeepSpeed is installed only in the engines tier, whose ZeRO-3
+# runs (`tests/engines`) exercise them.
 
 
 def check_trl_version() -> None:

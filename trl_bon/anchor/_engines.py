@@ -60,8 +60,9 @@ def _gathered(tensors: list[torch.Tensor], modifier_rank: int | None = 0) -> con
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """The storage this rank updates: the local shard of a DTensor (FSDP2), the tensor itself otherwise."""
-    return tensor._local_tensor if _is_dtensor(tensor) else tensor.detach()
+    """The storage this rank updates: the local shard of a DTensor (FSDP2), the tensor itself otherwise (detached
+    views: in-place updates reach the model's storage)."""
+    return (tensor.to_local() if _is_dtensor(tensor) else tensor).detach()
 
 
 def _full(local: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,9 @@ class AnchorState:
     dict and the memory count.
 
     Subclasses enumerate the pairs (`_named_pairs`: `(name, anchor tensor, policy tensor)`), activate the anchor
-    (`active`) and save it (`save`/`load`). A shadow exists for every pair when `fp32_shadow` is set (by default:
-    when some anchor tensor is not fp32); otherwise an fp32 anchor tensor is its own EMA state.
+    (`active`) and write and read its weights (`_write_weights` / `_read_weights`; `save` and `load` do the rest). A
+    shadow exists for every pair when `fp32_shadow` is set (by default: when some anchor tensor is not fp32);
+    otherwise an fp32 anchor tensor is its own EMA state.
 
     Args:
         fp32_shadow (`bool`, *optional*):
