@@ -221,6 +221,17 @@ class TestLoraAnchor:
         with pytest.raises(FileNotFoundError, match="nothing-here"):
             restored.load(empty)
 
+        # The record `anchor.json`: another adapter name is named by the shared provenance check; a garbage record
+        # names its file (it was a raw JSONDecodeError naming none).
+        renamed = LoraAnchor(_lora_model(tiny_kit["policy"]), adapter_name="other")
+        with pytest.raises(ValueError, match="adapter_name: saved 'anchor', this run 'other'"):
+            renamed.load(tmp_path)
+        record = (tmp_path / "anchor.json").read_text()
+        (tmp_path / "anchor.json").write_text(record[:20])
+        with pytest.raises(ValueError, match=r"anchor record .*anchor\.json is damaged"):
+            restored.load(tmp_path)
+        (tmp_path / "anchor.json").write_text(record)
+
         # A garbage header: safetensors' own error names no file; ours names it.
         weights = tmp_path / "anchor.safetensors"
         weights.write_bytes(b"\xff" * 8 + weights.read_bytes()[8:])
@@ -297,7 +308,7 @@ def test_unsupported_engines_refused_before_loading(monkeypatch):
                 check_anchor_engine(fsdp_args, lora=True)
         else:
             check_anchor_engine(fsdp_args, lora=True)
-    monkeypatch.setattr("trl_bon.anchor.is_deepspeed_zero3_enabled", lambda: True)
+    monkeypatch.setattr("trl_bon.anchor._engines.is_deepspeed_zero3_enabled", lambda: True)
     check_anchor_engine(args, lora=True)
     with pytest.raises(NotImplementedError, match="ZeRO-3"):
         check_anchor_engine(args, lora=False)
@@ -396,11 +407,33 @@ class TestAnchorCallback:
             )
 
     def test_ema_once_per_optimizer_step_and_checkpoints(self, tiny_kit, prompt_dataset, tmp_path):
+        """Through the one save/resume path there is (`JBondTrainer`'s checkpoints): one EMA update per optimizer
+        step, the anchor in every checkpoint, and a fresh anchor restored from it equal to the trained one."""
+        from peft import LoraConfig
+
+        from trl_bon import JBondConfig, JBondTrainer
         from trl_bon.anchor import AnchorCallback, LoraAnchor
 
-        trainer = self._trainer(tiny_kit, prompt_dataset, tmp_path, save_strategy="steps", save_steps=1)
-        anchor = LoraAnchor(trainer.model)
-        trainer.add_callback(AnchorCallback(anchor, mode="ema", rate=0.5))
+        args = JBondConfig(
+            **cpu_args(
+                output_dir=str(tmp_path),
+                max_completion_length=4,
+                per_device_train_batch_size=6,
+                gradient_accumulation_steps=2,  # 2 micro-batches per optimizer step: the anchor must move once
+                max_steps=2,
+                learning_rate=0.1,  # tiny model: gradients are tiny
+                anchor_ema_rate=0.5,
+                save_strategy="steps",
+                save_steps=1,
+            )
+        )
+        peft_config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer = JBondTrainer(
+                tiny_kit["policy"], tiny_kit["reward"], args, prompt_dataset, peft_config=peft_config
+            )
+        anchor = trainer.anchor
         initial = {name: shadow.clone() for name, shadow in anchor.state_dict().items()}
 
         micro_batches, updates = [], []
@@ -435,11 +468,20 @@ class TestAnchorCallback:
         for name, shadow in anchor.state_dict().items():
             assert torch.equal(last[name], shadow)
 
-        # Resume path: a fresh anchor restored from the checkpoint equals the trained one.
-        callback = AnchorCallback(LoraAnchor(_lora_model(tiny_kit["policy"])), rate=0.5)
-        callback.load_from_checkpoint(tmp_path / "checkpoint-2", global_step=2)
-        for name, shadow in anchor.state_dict().items():
-            assert torch.equal(callback.anchor.state_dict()[name], shadow)
+        # Resume path: a fresh anchor restored from the checkpoint equals the trained one, whether the restore runs
+        # before or after the callback's own `on_train_begin` (it binds the anchor itself: no callback order).
+        for restore_first in (True, False):
+            callback = AnchorCallback(LoraAnchor(_lora_model(tiny_kit["policy"])), rate=0.5)
+            if restore_first:
+                callback.load_from_checkpoint(tmp_path / "checkpoint-2", global_step=2)
+            callback.on_train_begin(args, trainer.state, None)
+            if not restore_first:
+                callback.load_from_checkpoint(tmp_path / "checkpoint-2", global_step=2)
+            for name, shadow in anchor.state_dict().items():
+                assert torch.equal(callback.anchor.state_dict()[name], shadow)
+        # The anchor's record `anchor.json` goes through the shared provenance check: another step is named.
+        with pytest.raises(ValueError, match=r"fields that differ: 'global_step'\): global_step: saved 2, this run 1"):
+            callback.load_from_checkpoint(tmp_path / "checkpoint-2", global_step=1)
 
     @pytest.mark.parametrize("mode", ["periodic", "fixed"])
     def test_periodic_and_fixed(self, tiny_kit, prompt_dataset, tmp_path, mode):

@@ -114,6 +114,18 @@ def test_resume_with_other_settings_is_refused(tiny_kit, prompts, tmp_path):
         _build(tiny_kit, prompts, tmp_path / "c", CountingReward(), settings=GenerationSettings(4, temperature=0.7))
 
 
+def test_cache_refusal_is_the_shared_provenance_check(tiny_kit, prompts, tmp_path):
+    from trl_bon.provenance import StaleResultError
+
+    cache = _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", CountingReward())
+    with pytest.raises(
+        StaleResultError, match=r"fields that differ: 'generation_settings'\): generation_settings\.top_p"
+    ):
+        cache.check_compatible(GenerationSettings(4, top_p=0.9))
+    with pytest.raises(StaleResultError, match=r"fields that differ: 'generation_settings'\).*Use a new `output_dir`"):
+        _build(tiny_kit, prompts, tmp_path / "c", CountingReward(), settings=GenerationSettings(4, top_p=0.9))
+
+
 def test_check_compatible_lists_differences(tiny_kit, prompts, tmp_path):
     cache = _build(tiny_kit, prompts.select(range(2)), tmp_path / "c", CountingReward())
     signature = RewardScorer(CountingReward()).signature()
@@ -319,8 +331,10 @@ def test_bon_sft_data_is_keyed_by_model_and_reward_content(tiny_kit, tmp_path):
         def __call__(self, completion_ids, **kwargs):
             return [0.0] * len(completion_ids)
 
-    with pytest.raises(ValueError, match="other settings.*reward_signature"):
+    with pytest.raises(ValueError, match="other settings.*reward_signature") as error:
         data_step(tiny_kit["policy"], CountingReward2())
+    # The round record goes through the shared provenance check: the field is named first, then both values.
+    assert "fields that differ: 'reward_signature'): reward_signature.identities" in str(error.value)
     import shutil
 
     shutil.rmtree(directory / "dataset")  # the round's data deleted by hand, its metadata.json left

@@ -1,8 +1,8 @@
-"""The only module that imports private TRL names.
+"""The only module that imports private TRL names, and the list of every other library's private API trl-bon uses.
 
 TRL ships a minor release about every two weeks and reshapes private helpers freely. Every private name trl-bon relies
-on is imported here, and `tests/contract/` pins their signatures and behaviour, so a TRL rename is a one-line fix in
-this file and a red contract test rather than a silent change in a trainer.
+on is imported or listed here, and `tests/contract/` pins their signatures and behaviour, so a rename upstream is a
+one-line fix in this file and a red contract test rather than a silent change in a trainer.
 """
 
 import trl
@@ -35,6 +35,22 @@ WRAPPED_RLOO_HOOKS = (
 GENERATION_OUTPUT_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "old_logps", "advantages")
 
 
+#: Private `transformers.Trainer` methods the trainers override, with their parameters (pinned by
+#: `tests/contract/test_private_touch_points.py`). The atomic checkpoint save (`trainer/_checkpoint.py`) needs the
+#: first two: no public hook runs before `Trainer` writes a checkpoint's files (to send them to a staging folder) nor
+#: between that writing and the deletion of old checkpoints under `save_total_limit` (to publish the new one first);
+#: `on_save` runs only after both. `JBondTrainer._save` keeps the anchor adapter out of the saved policy.
+OVERRIDDEN_TRAINER_METHODS = {
+    "_save_checkpoint": ("self", "model", "trial"),
+    "_get_output_dir": ("self", "trial"),
+    "_save": ("self", "output_dir", "state_dict"),
+}
+# DeepSpeed ZeRO-3 keeps no public accessors for a partitioned parameter: the anchor (`anchor/_engines.py`,
+# `anchor/state.py`) and the model fingerprint (`identity.py`) read its attributes `ds_id` (partitioned), `ds_shape`
+# (whole shape) and `ds_tensor` (this rank's partition). DeepSpeed is installed only in the engines tier, whose ZeRO-3
+# runs (`tests/engines`) exercise them.
+
+
 def check_trl_version() -> None:
     """Warn when the installed TRL lies outside the range the contract tests were run on."""
     import warnings
@@ -55,6 +71,7 @@ check_trl_version()
 
 __all__ = [
     "GENERATION_OUTPUT_KEYS",
+    "OVERRIDDEN_TRAINER_METHODS",
     "VLLMGeneration",
     "WRAPPED_RLOO_HOOKS",
     "_subtract_subsequence",

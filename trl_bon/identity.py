@@ -109,12 +109,16 @@ def _is_nonzero(tensor: torch.Tensor) -> bool:
         return bool(whole.detach().abs().sum() > 0)
 
 
-def model_identity(model: nn.Module) -> dict:
+def model_identity(model: nn.Module, weights: bool = True) -> dict:
     """`{"config": sha256, "weights": fingerprint}` of a model (for PEFT: base weights, plus `"adapters"`).
 
     Two loads of the same checkpoint agree whatever their path or dtype (fp32 / bf16); a fine-tuned model differs.
+    `weights=False` gives the config hash alone (the architecture: what a checkpoint's weights must load onto).
     """
     config = getattr(model, "config", None)
+    if not weights:
+        base = model.get_base_model() if hasattr(model, "peft_config") else model
+        return {"config": _config_hash(base.config) if getattr(base, "config", None) is not None else None}
     if hasattr(model, "peft_config"):  # PeftModel: base weights under their plain names, adapters apart
         base, adapters = [], []
         for name, param in model.get_base_model().named_parameters():

@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .provenance import read_record, refuse_if_stale, write_record
 from .rewards import as_scorer
 from .sampling import GenerationSettings, Sampler
 
@@ -86,29 +87,6 @@ def _shard_seed(seed: int, shard_index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{shard_index}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-def _differences(expected: dict, found: dict, keys: Sequence[str], prefix: str = "") -> list[str]:
-    """Human-readable differences between two (nested) dicts on `keys`."""
-    diffs = []
-    for key in keys:
-        a, b = expected.get(key), found.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _differences(a, b, sorted(set(a) | set(b)), prefix=f"{prefix}{key}.")
-        elif isinstance(a, float) or isinstance(b, float):
-            if a is None or b is None or abs(a - b) > 1e-9 * max(1.0, abs(a)):
-                diffs.append(f"{prefix}{key}: cache has {b!r}, expected {a!r}")
-        elif (
-            isinstance(a, list)
-            and isinstance(b, list)
-            and len(a) == len(b)
-            and all(isinstance(x, float | int) for x in a + b)
-        ):
-            if any(abs(x - y) > 1e-9 * max(1.0, abs(x)) for x, y in zip(a, b, strict=True)):
-                diffs.append(f"{prefix}{key}: cache has {b!r}, expected {a!r}")
-        elif a != b:
-            diffs.append(f"{prefix}{key}: cache has {b!r}, expected {a!r}")
-    return diffs
-
-
 @dataclass
 class ReferenceRewardCache:
     """A loaded reference-reward cache: `rewards[prompt_id]` is the list of M reference rewards of that prompt."""
@@ -135,33 +113,25 @@ class ReferenceRewardCache:
         different distribution. `model_identity` is `trl_bon.identity.model_identity(π_ref)`, `tokenizer_identity`
         `trl_bon.identity.tokenizer_identity(tokenizer)`: another chat template gives other prompt tokens.
         """
-        expected, keys = {}, []
-        if settings is not None:
-            expected["generation_settings"], keys = settings.to_dict(), ["generation_settings"]
-        if reward_signature is not None:
-            expected["reward"] = reward_signature
-            keys.append("reward")
-        if model_identity is not None:
-            expected["model"] = model_identity
-            keys.append("model")
-        if tokenizer_identity is not None:
-            expected["tokenizer"] = tokenizer_identity
-            keys.append("tokenizer")
-        diffs = _differences(expected, self.metadata, keys)
-        if diffs:
-            raise ValueError(
-                f"The reference-reward cache at {self.path} was built with different settings than this run:\n  - "
-                + "\n  - ".join(diffs)
-                + f"\nRebuild it with matching settings (`{CACHE_COMMAND}` or `build_reference_reward_cache`) into a "
-                "new directory, or change the run's settings to the cache's."
+        expected = {
+            key: value
+            for key, value in (
+                ("generation_settings", settings.to_dict() if settings is not None else None),
+                ("reward", reward_signature),
+                ("model", model_identity),
+                ("tokenizer", tokenizer_identity),
             )
-
-
-def _read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"The {what} {path} is damaged ({error}). {_DAMAGED_FIX}") from error
+            if value is not None
+        }
+        refuse_if_stale(
+            self.metadata,
+            expected,
+            subject=f"The reference-reward cache at {self.path} was built with",
+            escape=f"Rebuild it with matching settings (`{CACHE_COMMAND}` or `build_reference_reward_cache`) into a "
+            "new directory, or change the run's settings to the cache's.",
+            saved_as="cache has",
+            current_as="expected",
+        )
 
 
 _DAMAGED_FIX = (
@@ -219,8 +189,8 @@ def load_reference_reward_cache(path: str | os.PathLike) -> ReferenceRewardCache
             f"No reference-reward cache at {path} (missing metadata.json). Build one with `{CACHE_COMMAND}` or "
             "`trl_bon.build_reference_reward_cache`."
         )
-    metadata = _read_json(meta_path, "cache metadata")
-    if not isinstance(metadata, dict) or "num_samples" not in metadata:
+    metadata = read_record(meta_path, "cache metadata", _DAMAGED_FIX)
+    if "num_samples" not in metadata:
         raise ValueError(f"The cache metadata {meta_path} has no `num_samples`: it is damaged. {_DAMAGED_FIX}")
     rewards, _ = _read_shards(path, metadata["num_samples"])
     return ReferenceRewardCache(path=str(path), metadata=metadata, rewards=rewards)
@@ -338,18 +308,18 @@ def build_reference_reward_cache(
 
     meta_path = output_dir / "metadata.json"
     if meta_path.is_file():
-        existing = _read_json(meta_path, "cache metadata")
-        diffs = _differences(metadata, existing, _IDENTITY_KEYS)
-        if diffs:
-            raise ValueError(
-                f"{output_dir} already holds a reference-reward cache built with other settings, so it cannot be "
-                "resumed or extended:\n  - " + "\n  - ".join(diffs) + "\nUse a new `output_dir`."
-            )
+        refuse_if_stale(
+            read_record(meta_path, "cache metadata", _DAMAGED_FIX),
+            metadata,
+            subject=f"{output_dir} already holds a reference-reward cache (not resumable nor extendable) built with",
+            escape="Use a new `output_dir`.",
+            saved_as="cache has",
+            current_as="expected",
+            keys=_IDENTITY_KEYS,
+        )
     else:
         output_dir.mkdir(parents=True, exist_ok=True)
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**metadata, "trl_bon_version": __version__}, indent=2), encoding="utf-8")
-        os.replace(tmp, meta_path)
+        write_record(meta_path, {**metadata, "trl_bon_version": __version__})
 
     # Distinct prompts in order of first appearance, minus those already cached.
     first_row: dict[str, int] = {}

@@ -95,6 +95,8 @@ def _kill(monkeypatch, stage):
         "policy_written": (Trainer, "_save_optimizer_and_scheduler", Killed(stage)),
         # The disk fills up while Trainer writes the RNG state.
         "disk_full": (Trainer, "_save_rng_state", OSError(errno.ENOSPC, "No space left on device")),
+        # torch's own report of a full disk while it writes the optimizer state.
+        "write_failure": (Trainer, "_save_optimizer_and_scheduler", RuntimeError(TORCH_WRITE_FAILURE)),
         # Everything Trainer writes is on disk; the anchor is not.
         "before_anchor": (AnchorCallback, "save_to_checkpoint", Killed(stage)),
         # Policy and anchor on disk, the manifest not yet.
@@ -134,6 +136,23 @@ def test_kill_during_save_loses_nothing(stage, tiny_kit, prompt_dataset, straigh
     _assert_equal(_tensors(resumed), straight_run[1])
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-3"]
+
+
+TORCH_WRITE_FAILURE = "[enforce fail at inline_container.cc:664] . unexpected pos 1536 vs 1430"
+
+
+def test_write_failure_names_the_folder_and_keeps_the_previous_checkpoint(
+    tiny_kit, prompt_dataset, tmp_path, monkeypatch
+):
+    """A failed write inside the save (torch says only "enforce fail … unexpected pos") is one error naming the
+    staging folder, the cause and the fix; checkpoint-1 stays complete (every file matches its SHA-256)."""
+    from trl_bon.trainer._checkpoint import CheckpointWriteError, read_manifest
+
+    _kill(monkeypatch, "write_failure")
+    with pytest.raises(CheckpointWriteError, match=r"Could not write checkpoint-2 into .*\.partial-checkpoint-2 "):
+        _jbond(tiny_kit, prompt_dataset, _jbond_args(tmp_path)).train()
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert read_manifest(tmp_path / "checkpoint-1", verify=True)[0] is not None
 
 
 def _no_warning():
@@ -328,12 +347,24 @@ def test_jbond_refuses_a_checkpoint_of_other_settings(
         JBondTrainer(MISSING_MODEL, token_sum_reward, args, prompt_dataset, peft_config=_lora() if lora else None)
 
 
+def test_checkpoint_refusal_is_the_shared_provenance_check(straight_run, prompt_dataset, tmp_path):
+    """The manifest goes through `trl_bon.provenance`: one error type, the differing fields listed first."""
+    from trl_bon.provenance import StaleResultError
+
+    args = _jbond_args(tmp_path, resume_from_checkpoint=str(straight_run[0] / "checkpoint-2"), anchor="fixed")
+    with pytest.raises(StaleResultError, match=r"other settings than this run \(fields that differ: 'anchor'\)"):
+        from trl_bon import JBondTrainer
+
+        JBondTrainer(MISSING_MODEL, token_sum_reward, args, prompt_dataset, peft_config=_lora())
+
+
 def test_resume_onto_another_base_model_is_refused(straight_run, one_token_task, prompt_dataset, tiny_kit, tmp_path):
     """Same settings, other base model (a LoRA adapter would load onto it silently): refused before training."""
     shutil.copytree(straight_run[0] / "checkpoint-2", tmp_path / "checkpoint-2")
     trainer = _jbond(tiny_kit, prompt_dataset, _jbond_args(tmp_path), model=one_token_task.model_path)
-    with pytest.raises(ValueError, match=r"Cannot resume .*model: checkpoint '.*', this run '.*'"):
+    with pytest.raises(ValueError, match=r"Cannot resume .*model: checkpoint '.*', this run '.*'") as error:
         trainer.train(resume_from_checkpoint=True)
+    assert "fields that differ: 'model'" in str(error.value) and "(config differ)" in str(error.value)
     assert trainer.state.global_step == 0
 
 

@@ -114,13 +114,11 @@ def _load_round(directory: Path, metadata: dict):
     """The saved round's data, refused with the differences when it was made with other settings."""
     from datasets import load_from_disk
 
-    saved = json.loads((directory / "metadata.json").read_text())
-    stale = {key: (saved.get(key), value) for key, value in metadata.items() if saved.get(key) != value}
-    if stale:
-        raise ValueError(
-            f"{directory} holds Best-of-N data made with other settings (saved vs now: {stale}). Delete that "
-            "directory to sample again, or use another `output_dir`."
-        )
+    from trl_bon.provenance import read_record, refuse_if_stale
+
+    fix = f"Delete {directory} to sample that round again, or use another `output_dir`."
+    saved = read_record(directory / "metadata.json", "round record", fix)
+    refuse_if_stale(saved, metadata, subject=f"{directory} holds Best-of-N data made with", escape=fix)
     try:
         return load_from_disk(str(directory / "dataset"))
     except (FileNotFoundError, ValueError) as error:  # the folder deleted or damaged after the round was saved
@@ -156,10 +154,11 @@ def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, 
         bon = best_of_n(sampler, prompt_dataset, scorer, num_candidates, tie_break=tie_break)
         dataset = bon_sft_dataset(bon, tokenizer)
         if training_args.process_index == 0:
+            from trl_bon.provenance import write_record
+
             dataset.save_to_disk(str(directory / "dataset"))
             # metadata.json is written last (atomically): its presence marks the round's data as complete.
-            (directory / "metadata.json.tmp").write_text(json.dumps(metadata, indent=2))
-            os.replace(directory / "metadata.json.tmp", directory / "metadata.json")
+            write_record(directory / "metadata.json", metadata)
     return dataset
 
 

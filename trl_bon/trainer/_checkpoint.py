@@ -16,8 +16,8 @@ the same folder fails at start instead of mixing its checkpoints with the first 
 """
 
 import hashlib
-import json
 import os
+import re
 import shutil
 import socket
 import warnings
@@ -27,23 +27,24 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 
+from ..identity import model_identity
+from ..provenance import read_record, refuse_if_stale, write_record
 from ._config_checks import check_writable_dir
 
 
 MANIFEST_NAME = "trl_bon_checkpoint.json"
-MANIFEST_FORMAT = 2  # 2: each file's size and SHA-256 (1: its size only)
+MANIFEST_FORMAT = 3  # 3: the model's config hash of `trl_bon.identity`; 2: each file's SHA-256; 1: its size only
 LOCK_NAME = "_trl_bon.lock"  # the leading underscore keeps it out of what `push_to_hub` uploads
 STAGING_PREFIX = ".partial-"  # not matched by Trainer's `checkpoint-*` glob nor by `get_last_checkpoint`
-_IGNORED_CONFIG_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache")
+#: How torch (`PytorchStreamWriter`, "enforce fail … unexpected pos") and safetensors report a failed write.
+_WRITE_FAILURE = re.compile(r"unexpected pos|write failed|PytorchStreamWriter|No space left|Read-only file|Disk quota")
+_RESUME_FIX = "Resume with the same trainer, method and settings, or start a new run in a new `output_dir`."
 
 
-def model_fingerprint(model) -> dict[str, str]:
-    """Name and config hash of `model` (a PeftModel is described by its base model's config)."""
-    config = model.config.to_dict()
-    name = str(config.get("_name_or_path", ""))
-    described = {key: value for key, value in config.items() if key not in _IGNORED_CONFIG_KEYS}
-    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
-    return {"name_or_path": name, "config_sha256": digest}
+def model_record(model) -> dict[str, str]:
+    """What a checkpoint's weights must load onto: the model's config hash (`trl_bon.identity.model_identity` without
+    its weights, which training changes), labelled with its path for the error message."""
+    return {"name_or_path": str(getattr(model.config, "_name_or_path", "")), **model_identity(model, weights=False)}
 
 
 def finetuning_settings(model, peft_config) -> dict[str, Any]:
@@ -64,14 +65,6 @@ def finetuning_settings(model, peft_config) -> dict[str, Any]:
     }
 
 
-def _differences(saved: dict, current: dict) -> dict[str, tuple]:
-    return {key: (saved.get(key), value) for key, value in current.items() if saved.get(key) != value}
-
-
-def _describe(differences: dict[str, tuple]) -> str:
-    return "; ".join(f"{key}: checkpoint {saved!r}, this run {now!r}" for key, (saved, now) in differences.items())
-
-
 def _file_sha256(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
@@ -89,7 +82,7 @@ def read_manifest(checkpoint: str | os.PathLike, verify: bool = False) -> tuple[
     if not path.is_file():
         return None, f"it has no `{MANIFEST_NAME}` (a save that was interrupted, or not written by trl-bon)"
     try:
-        manifest = json.loads(path.read_text())
+        manifest = read_record(path, "manifest", "")
         files = manifest["files"]
     except (ValueError, KeyError, TypeError) as error:
         return None, f"its `{MANIFEST_NAME}` is unreadable ({error})"
@@ -138,6 +131,10 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, unwritable folder); the earlier checkpoints are intact."""
 
 
 class OutputDirLock:
@@ -239,14 +236,15 @@ class CheckpointMixin:
             for checkpoint in list_checkpoints(args.output_dir):
                 manifest, _ = read_manifest(checkpoint)
                 if manifest is not None:
-                    differences = _differences(manifest.get("settings", {}), self._checkpoint_settings)
-                    if differences:
-                        raise ValueError(
-                            f"`output_dir` ({args.output_dir}) holds checkpoints of another run ({checkpoint.name}: "
-                            f"{_describe(differences)}); this run's checkpoints would mix with them. Use a new "
-                            f"`output_dir`, or delete `{Path(args.output_dir) / PREFIX_CHECKPOINT_DIR}-*` if that "
-                            "run is no longer needed."
-                        )
+                    refuse_if_stale(
+                        manifest.get("settings", {}),
+                        self._checkpoint_settings,
+                        subject=f"`output_dir` ({args.output_dir}) holds checkpoints of another run "
+                        f"({checkpoint.name}), made with",
+                        escape="This run's checkpoints would mix with them: use a new `output_dir`, or delete "
+                        f"`{Path(args.output_dir) / PREFIX_CHECKPOINT_DIR}-*` if that run is no longer needed.",
+                        saved_as="checkpoint",
+                    )
         if isinstance(args.resume_from_checkpoint, str) and args.resume_from_checkpoint:
             self._check_resumable(args.resume_from_checkpoint)
 
@@ -266,17 +264,16 @@ class CheckpointMixin:
                 f"optimizer, RNG, anchor).{alternative} Pass a complete checkpoint, `resume_from_checkpoint=True` "
                 "for the newest complete one, or start a new run in a new `output_dir`."
             )
-        differences = _differences(manifest.get("settings", {}), self._checkpoint_settings)
-        if model is not None:
-            saved_model = manifest.get("model", {})
-            current = model_fingerprint(model)
-            if saved_model.get("config_sha256") != current["config_sha256"]:
-                differences["model"] = (saved_model.get("name_or_path"), current["name_or_path"])
-        if differences:
-            raise ValueError(
-                f"Cannot resume from {checkpoint}: it was written with other settings ({_describe(differences)}). "
-                "Resume with the same trainer, method and settings, or start a new run in a new `output_dir`."
-            )
+        saved, current = dict(manifest.get("settings", {})), dict(self._checkpoint_settings)
+        if model is not None and manifest.get("format", 1) >= 3:  # older manifests hashed the config another way
+            saved["model"], current["model"] = manifest.get("model", {}), model_record(model)
+        refuse_if_stale(
+            saved,
+            current,
+            subject=f"Cannot resume from {checkpoint}: it was written with",
+            escape=_RESUME_FIX,
+            saved_as="checkpoint",
+        )
         return manifest
 
     def _complete_checkpoints(self, run_dir: str | os.PathLike) -> list[Path]:
@@ -379,20 +376,17 @@ class CheckpointMixin:
         if should_save and staging_root.exists():
             shutil.rmtree(staging_root)
         self.accelerator.wait_for_everyone()
-        self._checkpoint_staging = str(staging_root)
         try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._checkpoint_staging = None
-        if self.state.best_model_checkpoint == str(staged):
-            self.state.best_model_checkpoint = str(final)
-            if should_save:
-                self.state.save_to_json(str(staged / "trainer_state.json"))
-        self._save_resume_state(staged)
-        self.accelerator.wait_for_everyone()  # every rank's files (its `rng_state_<rank>.pth`) are written: list them
-        if should_save:
-            self._write_manifest(staged, model)
-            _fsync_tree(staged)
+            self._stage(model, trial, staging_root, staged, final)
+        except Exception as error:
+            if not isinstance(error, OSError) and not _WRITE_FAILURE.search(str(error)):
+                raise
+            raise CheckpointWriteError(
+                f"Could not write {name} into {staging_root} ({type(error).__name__}: {error}): the disk is full or "
+                f"the folder is not writable. The earlier checkpoints in {run_dir} are intact (the partial save is "
+                "removed when the next run starts); free space or fix the permissions, then resume with "
+                "`resume_from_checkpoint=True`."
+            ) from error
         self.accelerator.wait_for_everyone()
         if should_save:
             self._publish(staged, final)
@@ -404,6 +398,23 @@ class CheckpointMixin:
             )
         self.accelerator.wait_for_everyone()
 
+    def _stage(self, model, trial, staging_root: Path, staged: Path, final: Path) -> None:
+        """Write the whole checkpoint into `staged`: Transformers' files, the trainer's state, the manifest."""
+        self._checkpoint_staging = str(staging_root)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._checkpoint_staging = None
+        if self.state.best_model_checkpoint == str(staged):
+            self.state.best_model_checkpoint = str(final)
+            if self.args.should_save:
+                self.state.save_to_json(str(staged / "trainer_state.json"))
+        self._save_resume_state(staged)
+        self.accelerator.wait_for_everyone()  # every rank's files (its `rng_state_<rank>.pth`) are written: list them
+        if self.args.should_save:
+            self._write_manifest(staged, model)
+            _fsync_tree(staged)
+
     def _write_manifest(self, staged: Path, model) -> None:
         files = {
             str(path.relative_to(staged)): {"size": path.stat().st_size, "sha256": _file_sha256(path)}
@@ -414,10 +425,10 @@ class CheckpointMixin:
             "format": MANIFEST_FORMAT,
             "global_step": self.state.global_step,
             "settings": self._checkpoint_settings,
-            "model": model_fingerprint(self.accelerator.unwrap_model(model)),
+            "model": model_record(self.accelerator.unwrap_model(model)),
             "files": files,
         }
-        (staged / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+        write_record(staged / MANIFEST_NAME, manifest)
 
     @staticmethod
     def _publish(staged: Path, final: Path) -> None:
@@ -432,4 +443,11 @@ class CheckpointMixin:
         shutil.rmtree(replaced, ignore_errors=True)
 
 
-__all__ = ["MANIFEST_NAME", "CheckpointMixin", "OutputDirLock", "list_checkpoints", "read_manifest"]
+__all__ = [
+    "MANIFEST_NAME",
+    "CheckpointMixin",
+    "CheckpointWriteError",
+    "OutputDirLock",
+    "list_checkpoints",
+    "read_manifest",
+]

@@ -221,7 +221,6 @@ class JBondTrainer(
             mode=args.anchor,
             rate=args.anchor_ema_rate,
             period=args.anchor_update_period,
-            save_with_checkpoints=False,  # `_save_resume_state` puts it in the checkpoint before it becomes visible
         )
         self.add_callback(self.anchor_callback)
         self._stashed_rewards_per_func = None

@@ -1,0 +1,84 @@
+"""[`AnchorCallback`]: moves the anchor once per optimizer step, and saves and restores it for the trainer's
+checkpoints (the trainer decides when: see `trl_bon.trainer._checkpoint`)."""
+
+import os
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from .state import ANCHOR_SUBFOLDER, AnchorState
+
+
+class AnchorCallback(TrainerCallback):
+    """
+    Moves the anchor once per optimizer step, and writes and reads it in a checkpoint's `anchor/` folder.
+
+    `Trainer` calls `on_step_end` once per optimizer step, after gradient accumulation, which is the cadence of eq. 18
+    (never per micro-batch). At `on_train_begin`, after `Trainer` prepared the model, the anchor is re-bound to the
+    prepared (possibly sharded) tensors. Checkpoints are the trainer's business: `JBondTrainer` writes the anchor
+    into each checkpoint before it becomes visible ([`~AnchorCallback.save_to_checkpoint`]) and restores it from the
+    checkpoint it resumes ([`~AnchorCallback.load_from_checkpoint`]; `Trainer` itself reloads only the active
+    adapter).
+
+    Args:
+        anchor ([`LoraAnchor`] or [`ModelAnchor`]):
+            The anchor to move.
+        mode (`str`, *optional*, defaults to `"ema"`):
+            `"ema"` (J-BOND: θ_a ← (1 − η)·θ_a + η·θ every step), `"periodic"` (iterative BOND: θ_a ← θ every
+            `period` steps) or `"fixed"` (the anchor never moves).
+        rate (`float`, *optional*, defaults to `0.02`):
+            EMA rate η ∈ [0, 1], used when `mode="ema"`.
+        period (`int`, *optional*, defaults to `1000`):
+            Optimizer steps between hard copies, used when `mode="periodic"`.
+    """
+
+    def __init__(self, anchor: AnchorState, mode: str = "ema", rate: float = 0.02, period: int = 1000):
+        if mode not in ("ema", "periodic", "fixed"):
+            raise ValueError(f"`mode` must be 'ema', 'periodic' or 'fixed', got {mode!r}.")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"The anchor EMA rate must lie in [0, 1], got {rate}.")
+        if period < 1:
+            raise ValueError(f"The anchor update `period` must be a positive number of steps, got {period}.")
+        self.anchor = anchor
+        self.mode = mode
+        self.rate = rate
+        self.period = period
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.anchor.bind()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.mode == "ema":
+            self.anchor.ema_update(self.rate)
+        elif self.mode == "periodic" and state.global_step % self.period == 0:
+            self.anchor.hard_update()
+
+    def save_to_checkpoint(self, checkpoint_dir: str | os.PathLike, state) -> None:
+        """
+        Write the anchor to `checkpoint_dir/anchor/` with its update rule and `state.global_step`. Every process
+        calls it (FSDP2 and ZeRO-3 gather the anchor); the main process writes.
+
+        Args:
+            checkpoint_dir (`str` or `os.PathLike`):
+                A `checkpoint-N` directory (or its staging copy).
+            state ([`~transformers.TrainerState`]):
+                The trainer state of the checkpoint.
+        """
+        metadata = {"mode": self.mode, "rate": self.rate, "period": self.period, "global_step": state.global_step}
+        self.anchor.save(Path(checkpoint_dir) / ANCHOR_SUBFOLDER, metadata=metadata)
+
+    def load_from_checkpoint(self, checkpoint_dir: str | os.PathLike, global_step: int) -> None:
+        """
+        Load the anchor saved in `checkpoint_dir/anchor/`, refusing one saved at another step than `global_step`.
+
+        It binds the anchor to the model as it is now first, so it gives the same result whether it runs before or
+        after this callback's own `on_train_begin` (binding twice is harmless).
+
+        Args:
+            checkpoint_dir (`str` or `os.PathLike`):
+                A `checkpoint-N` directory.
+            global_step (`int`):
+                The step training resumes at (`Trainer` restored it from the same checkpoint).
+        """
+        self.anchor.bind()
+        self.anchor.load(Path(checkpoint_dir) / ANCHOR_SUBFOLDER, global_step=global_step)

@@ -1,0 +1,143 @@
+"""[`LoraAnchor`]: the anchor as a second LoRA adapter of the policy's PeftModel."""
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import save_file
+
+from .._trl_compat import use_adapter
+from ._engines import _check_no_fsdp1, _gathered
+from .state import ANCHOR_WEIGHTS_NAME, AnchorState, load_weights
+
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+
+class LoraAnchor(AnchorState):
+    """
+    Anchor held as a second LoRA adapter of the policy's PeftModel; the reference is the model with adapters disabled.
+
+    The anchor adapter reuses the policy adapter's config and starts as a copy of it (a fresh LoRA has B = 0, so the
+    anchor then starts at π_ref). It is frozen and takes the policy adapter's dtype, so that an anchor equal to the
+    policy computes the same log-probabilities. When the adapter is not fp32 (bf16, or cast to bf16 on a quantised
+    base), an fp32 shadow is the true EMA state and the compute adapter receives a cast copy after every update; an
+    fp32 adapter is its own EMA state, so it costs no shadow. Checkpoints store the fp32 state.
+
+    Args:
+        model ([`~peft.PeftModel`]):
+            The policy, unwrapped (e.g. `trainer.model`). The anchor adapter is added to it.
+        adapter_name (`str`, *optional*, defaults to `"anchor"`):
+            Name of the anchor adapter.
+        policy_adapter (`str`, *optional*, defaults to `"default"`):
+            Name of the trained adapter. It stays the active adapter and keeps its `requires_grad` flags.
+
+    Example:
+    ```python
+    >>> from peft import LoraConfig, get_peft_model
+    >>> from transformers import AutoModelForCausalLM
+
+    >>> model = get_peft_model(AutoModelForCausalLM.from_pretrained("Qwen/Qwen3-0.6B"), LoraConfig(r=8))
+    >>> anchor = LoraAnchor(model)
+    >>> anchor.ema_update(0.02)  # after an optimizer step
+    >>> with anchor.active() as anchor_model:
+    ...     outputs = anchor_model.generate(**inputs)
+    ```
+    """
+
+    kind = "lora"
+
+    def __init__(self, model: "PeftModel", adapter_name: str = "anchor", policy_adapter: str = "default"):
+        from peft import LoraConfig
+
+        if policy_adapter not in model.peft_config:
+            raise ValueError(f"The model has no adapter {policy_adapter!r}; it has {sorted(model.peft_config)}.")
+        if adapter_name in model.peft_config:
+            raise ValueError(
+                f"The model already has an adapter named {adapter_name!r}; choose another `adapter_name`."
+            )
+        config = model.peft_config[policy_adapter]
+        if not isinstance(config, LoraConfig):
+            raise ValueError(
+                f"The anchor must be a LoRA adapter, but the policy adapter is a {type(config).__name__}."
+            )
+        if config.modules_to_save:
+            raise ValueError(
+                f"The policy adapter trains `modules_to_save={config.modules_to_save}`, which a LoRA anchor cannot "
+                "hold (and vLLM weight sync renames only the policy's copies). Train those modules with LoRA, "
+                "e.g. add them to `target_modules`, or use full fine-tuning with a `ModelAnchor`."
+            )
+        if config.trainable_token_indices:
+            raise ValueError(
+                "The policy adapter trains `trainable_token_indices`, which a LoRA anchor cannot hold. Unset it, or "
+                "use full fine-tuning with a `ModelAnchor`."
+            )
+        _check_no_fsdp1(model)
+        self.model = model
+        self.adapter_name = adapter_name
+        self.policy_adapter = policy_adapter
+
+        if model.active_adapter != policy_adapter:
+            model.set_adapter(policy_adapter)
+        # Keep every existing `requires_grad` flag (e.g. a frozen `lora_A`), whatever `add_adapter` does to them.
+        flags = {name: param.requires_grad for name, param in model.named_parameters()}
+        model.add_adapter(adapter_name, config)
+        for name, param in model.named_parameters():
+            param.requires_grad_(flags.get(name, False))
+        for _, anchor_param, policy_param in self._named_pairs():
+            with _gathered([anchor_param, policy_param]), torch.no_grad():
+                anchor_param.data = anchor_param.data.to(policy_param.dtype)
+                anchor_param.copy_(policy_param)
+        super().__init__()
+
+    def _named_pairs(self) -> Iterator[tuple[str, torch.nn.Parameter, torch.nn.Parameter]]:
+        """Yield `(anchor name, anchor param, policy param)`, pairing the names that differ in the adapter part."""
+        params = dict(self.model.named_parameters())
+        found = False
+        for name, param in params.items():
+            parts = name.split(".")
+            if self.policy_adapter not in parts:
+                continue
+            parts[parts.index(self.policy_adapter)] = self.adapter_name
+            anchor_name = ".".join(parts)
+            if anchor_name not in params:
+                raise RuntimeError(f"The policy tensor {name!r} has no anchor counterpart {anchor_name!r}.")
+            found = True
+            yield anchor_name, params[anchor_name], param
+        if not found:
+            raise RuntimeError(f"The model has no parameters of the adapter {self.policy_adapter!r}.")
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator["PeftModel"]:
+        """
+        Context manager inside which the model computes and generates with the anchor adapter.
+
+        The anchor stays frozen inside; on exit the policy adapter is active again and every parameter gets back the
+        `requires_grad` flag it had on entry (PEFT's `set_adapter` would otherwise unfreeze the whole adapter).
+
+        Yields:
+            [`~peft.PeftModel`]: the model, with the anchor adapter active.
+        """
+        flags = [(param, param.requires_grad) for param in self.model.parameters()]
+        try:
+            with use_adapter(self.model, self.adapter_name):
+                for _, anchor_param, _ in self.pairs():
+                    anchor_param.requires_grad_(False)
+                yield self.model
+        finally:
+            for param, flag in flags:
+                param.requires_grad_(flag)
+
+    def _record(self) -> dict[str, Any]:
+        return {"kind": self.kind, "adapter_name": self.adapter_name}
+
+    def _write_weights(self, directory: Path, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        save_file({name: tensor.cpu().contiguous() for name, tensor in state.items()}, directory / ANCHOR_WEIGHTS_NAME)
+        dtype = str(self.pairs()[0][1].dtype).removeprefix("torch.")
+        return {"policy_adapter": self.policy_adapter, "dtype": dtype, "shadow_dtype": "float32"}
+
+    def _read_weights(self, directory: Path) -> dict[str, torch.Tensor]:
+        return load_weights(directory / ANCHOR_WEIGHTS_NAME)

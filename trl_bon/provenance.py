@@ -1,0 +1,113 @@
+"""One ledger for everything trl-bon saves and later reuses, and one check that refuses a stale one.
+
+Four results outlive the process that made them: checkpoints (`checkpoint-N/trl_bon_checkpoint.json`), vBoN's
+reference-reward cache (`metadata.json`), BoN-SFT's round data (`_bon_data/round-k/metadata.json`) and the J-BOND
+anchor (`checkpoint-N/anchor/anchor.json`). Each one's *record* is a JSON object of named fields: the content
+identities of [`trl_bon.identity`] (model, tokenizer, reward) and the settings the result depends on. Each is written
+with [`write_record`] (atomically), read back with [`read_record`] (a damaged file is named), and checked before
+reuse with [`refuse_if_stale`], whose one error names every field that differs, with both values, and the way out.
+
+Comparison rules (in [`differences`]):
+
+- only the fields of *this run's* record are compared: a saved record may carry more (a version, a path kept for
+  information), so adding a field to a record never invalidates what was saved before it;
+- nested objects are compared field by field and named by their dotted path (`model.weights`,
+  `generation_settings.temperature`);
+- a nested object's `name_or_path` is a label for people, never compared (a model moved to another folder is the
+  same model): when another field of that object differs, the difference is shown by the two labels;
+- numbers agree within a relative 1e-9, so a JSON round trip is not a change.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+
+
+LABEL = "name_or_path"
+
+
+def _same(a, b) -> bool:
+    """Equal, with numbers (alone or in lists) equal within a relative 1e-9, and `True` not equal to `1`."""
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b)):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def differences(saved: dict, current: dict, keys=None, prefix: str = "") -> list[tuple[str, object, object, str]]:
+    """`(dotted field, saved value, current value, note)` for every field of `current` (or of `keys`) that `saved`
+    does not match; a nested object with a label (`name_or_path`) is shown by its labels, its differing fields in
+    the note."""
+    found = []
+    for key in current if keys is None else keys:
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = differences(a, b, sorted((set(a) | set(b)) - {LABEL}), prefix=f"{prefix}{key}.")
+            if inner and LABEL in a and LABEL in b:
+                fields = ", ".join(field.removeprefix(f"{prefix}{key}.") for field, *_ in inner)
+                found.append((f"{prefix}{key}", a[LABEL], b[LABEL], f" ({fields} differ)"))
+            else:
+                found += inner
+        elif not _same(a, b):
+            found.append((f"{prefix}{key}", a, b, ""))
+    return found
+
+
+class StaleResultError(ValueError):
+    """A saved result (checkpoint, cache, round data, anchor) recorded for other settings than this run's."""
+
+
+def refuse_if_stale(
+    saved: dict,
+    current: dict,
+    *,
+    subject: str,
+    escape: str,
+    saved_as: str = "saved",
+    current_as: str = "this run",
+    keys=None,
+) -> None:
+    """Raise a [`StaleResultError`] if `saved` differs from `current` on any compared field (see [`differences`]).
+
+    The message reads `<subject> other settings than this run (fields that differ: 'a', 'b'): a: <saved_as> X,
+    <current_as> Y; …. <escape>`: `subject` names the result and ends with "made with" (or its like), `escape` is the
+    fix (a new folder, a deleted file, matching settings)."""
+    found = differences(saved, current, keys)
+    if found:
+        fields = ", ".join(repr(name) for name in dict.fromkeys(field.split(".")[0] for field, *_ in found))
+        raise StaleResultError(
+            f"{subject} other settings than this run (fields that differ: {fields}): "
+            + "; ".join(f"{field}: {saved_as} {a!r}, {current_as} {b!r}{note}" for field, a, b, note in found)
+            + f". {escape}"
+        )
+
+
+def write_record(path: str | os.PathLike, record: dict) -> None:
+    """Write `record` as JSON to `path` atomically (a temporary file renamed into place): it exists whole or not."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_record(path: str | os.PathLike, what: str, fix: str) -> dict:
+    """The JSON object in `path`; a `ValueError` naming the file (`what`, then `fix`) if it is not one."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        raise ValueError(f"The {what} {path} is damaged ({error}). {fix}") from error
+    if not isinstance(record, dict):
+        raise ValueError(f"The {what} {path} is damaged (not a JSON object). {fix}")
+    return record
+
+
+__all__ = [
+    "StaleResultError",
+    "differences",
+    "read_record",
+    "refuse_if_stale",
+    "write_record",
+]
