@@ -413,6 +413,7 @@ class TestAnchorCallback:
 
         from trl_bon import JBondConfig, JBondTrainer
         from trl_bon.anchor import AnchorCallback, LoraAnchor
+        from trl_bon.core import AnchorSchedule
 
         args = JBondConfig(
             **cpu_args(
@@ -471,7 +472,7 @@ class TestAnchorCallback:
         # Resume path: a fresh anchor restored from the checkpoint equals the trained one, whether the restore runs
         # before or after the callback's own `on_train_begin` (it binds the anchor itself: no callback order).
         for restore_first in (True, False):
-            callback = AnchorCallback(LoraAnchor(_lora_model(tiny_kit["policy"])), rate=0.5)
+            callback = AnchorCallback(LoraAnchor(_lora_model(tiny_kit["policy"])), AnchorSchedule(rate=0.5))
             if restore_first:
                 callback.load_from_checkpoint(tmp_path / "checkpoint-2", global_step=2)
             callback.on_train_begin(args, trainer.state, None)
@@ -486,10 +487,11 @@ class TestAnchorCallback:
     @pytest.mark.parametrize("mode", ["periodic", "fixed"])
     def test_periodic_and_fixed(self, tiny_kit, prompt_dataset, tmp_path, mode):
         from trl_bon.anchor import AnchorCallback, LoraAnchor
+        from trl_bon.core import AnchorSchedule
 
         trainer = self._trainer(tiny_kit, prompt_dataset, tmp_path, max_steps=3)
         anchor = LoraAnchor(trainer.model)
-        trainer.add_callback(AnchorCallback(anchor, mode=mode, rate=0.5, period=2))
+        trainer.add_callback(AnchorCallback(anchor, AnchorSchedule(mode=mode, rate=0.5, period=2)))
         initial = {name: shadow.clone() for name, shadow in anchor.state_dict().items()}
         copies, snapshots, hard_update = [], [], anchor.hard_update
 
@@ -516,14 +518,15 @@ class TestAnchorCallback:
 
     def test_rejects_bad_arguments(self, lora):
         from trl_bon.anchor import AnchorCallback
+        from trl_bon.core import AnchorSchedule
 
         _, anchor = lora
         with pytest.raises(ValueError, match="mode"):
-            AnchorCallback(anchor, mode="sometimes")
+            AnchorCallback(anchor, AnchorSchedule(mode="sometimes"))
         with pytest.raises(ValueError, match="rate"):
-            AnchorCallback(anchor, rate=2.0)
+            AnchorCallback(anchor, AnchorSchedule(rate=2.0))
         with pytest.raises(ValueError, match="period"):
-            AnchorCallback(anchor, mode="periodic", period=0)
+            AnchorCallback(anchor, AnchorSchedule(mode="periodic", period=0))
 
 
 def model_policy_differs(model) -> bool:

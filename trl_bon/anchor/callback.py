@@ -1,11 +1,13 @@
 """[`AnchorCallback`]: moves the anchor once per optimizer step, and saves and restores it for the trainer's
 checkpoints (the trainer decides when: see `trl_bon.trainer._checkpoint`)."""
 
+import dataclasses
 import os
 from pathlib import Path
 
 from transformers import TrainerCallback
 
+from ..core.ema import AnchorSchedule
 from .state import ANCHOR_SUBFOLDER, AnchorState
 
 
@@ -23,34 +25,23 @@ class AnchorCallback(TrainerCallback):
     Args:
         anchor ([`LoraAnchor`] or [`ModelAnchor`]):
             The anchor to move.
-        mode (`str`, *optional*, defaults to `"ema"`):
-            `"ema"` (J-BOND: θ_a ← (1 − η)·θ_a + η·θ every step), `"periodic"` (iterative BOND: θ_a ← θ every
-            `period` steps) or `"fixed"` (the anchor never moves).
-        rate (`float`, *optional*, defaults to `0.02`):
-            EMA rate η ∈ [0, 1], used when `mode="ema"`.
-        period (`int`, *optional*, defaults to `1000`):
-            Optimizer steps between hard copies, used when `mode="periodic"`.
+        schedule ([`~trl_bon.core.AnchorSchedule`], *optional*):
+            How it moves: `"ema"` (J-BOND: θ_a ← (1 − η)·θ_a + η·θ every step, η = `rate`), `"periodic"`
+            (iterative BOND: θ_a ← θ every `period` steps) or `"fixed"`. Defaults to EMA with η = 0.02.
     """
 
-    def __init__(self, anchor: AnchorState, mode: str = "ema", rate: float = 0.02, period: int = 1000):
-        if mode not in ("ema", "periodic", "fixed"):
-            raise ValueError(f"`mode` must be 'ema', 'periodic' or 'fixed', got {mode!r}.")
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"The anchor EMA rate must lie in [0, 1], got {rate}.")
-        if period < 1:
-            raise ValueError(f"The anchor update `period` must be a positive number of steps, got {period}.")
+    def __init__(self, anchor: AnchorState, schedule: AnchorSchedule = AnchorSchedule()):
         self.anchor = anchor
-        self.mode = mode
-        self.rate = rate
-        self.period = period
+        self.schedule = schedule
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.anchor.bind()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.mode == "ema":
-            self.anchor.ema_update(self.rate)
-        elif self.mode == "periodic" and state.global_step % self.period == 0:
+        schedule = self.schedule
+        if schedule.mode == "ema":
+            self.anchor.ema_update(schedule.rate)
+        elif schedule.mode == "periodic" and state.global_step % schedule.period == 0:
             self.anchor.hard_update()
 
     def save_to_checkpoint(self, checkpoint_dir: str | os.PathLike, state) -> None:
@@ -64,7 +55,7 @@ class AnchorCallback(TrainerCallback):
             state ([`~transformers.TrainerState`]):
                 The trainer state of the checkpoint.
         """
-        metadata = {"mode": self.mode, "rate": self.rate, "period": self.period, "global_step": state.global_step}
+        metadata = {**dataclasses.asdict(self.schedule), "global_step": state.global_step}
         self.anchor.save(Path(checkpoint_dir) / ANCHOR_SUBFOLDER, metadata=metadata)
 
     def load_from_checkpoint(self, checkpoint_dir: str | os.PathLike, global_step: int) -> None:

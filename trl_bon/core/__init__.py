@@ -8,7 +8,7 @@ BOND (Sessa et al., arXiv 2407.14622 v1) and vBoN (Amini et al., arXiv 2407.0605
 from .bon_law import bon_probs, bon_probs_binomial, reward_quantiles, tie_correction
 from .divergences import jeffreys, kl_divergence, reverse_kl, total_variation
 from .effective_n import bon_win_rate, effective_n_from_kl, effective_n_from_win_rate
-from .ema import ema_update_
+from .ema import AnchorSchedule, ema_update_
 from .jbond import (
     JBondOptions,
     JBondWeights,
@@ -25,6 +25,7 @@ from .verifiable import bon_kl_from_reference, bon_success_rate
 
 
 __all__ = [
+    "AnchorSchedule",
     "JBondOptions",
     "JBondWeights",
     "batch_loo_baseline",

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, fields
 
 from trl import RLOOConfig
 
+from ..core.ema import AnchorSchedule
 from ..core.jbond import JBondOptions
 from ..sampling import GenerationSettings
 from ._config_checks import (
@@ -13,9 +14,6 @@ from ._config_checks import (
     check_dropout_disabled,
     warn_if_bf16_on_cpu,
 )
-
-
-ANCHORS = ("ema", "periodic", "fixed")
 
 
 def is_8bit(quantization_config) -> bool:
@@ -126,7 +124,8 @@ class JBondConfig(RLOOConfig):
             where `True` loads a frozen copy of π_ref (memory of a third model).
 
     Built once from the fields, and checked there: `objective`, the [`~trl_bon.core.JBondOptions`] the trainer passes
-    to `core.jbond_weights`, and `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] it samples with.
+    to `core.jbond_weights`, `anchor_schedule`, the [`~trl_bon.core.AnchorSchedule`] of its `AnchorCallback`, and
+    `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] it samples with.
     """
 
     # Parameters whose default values are overridden from RLOOConfig / TrainingArguments
@@ -273,15 +272,7 @@ class JBondConfig(RLOOConfig):
                 f"{self.beta}): the policy is regularised towards the anchor by the −Δ term of the return and by "
                 f"`anchor_kl_coef`. Set `beta=0.0` (and `log_ref_kl=True` to monitor KL(π‖π_ref))."
             )
-        if not 0.0 <= self.anchor_ema_rate <= 1.0:
-            raise ValueError(
-                f"`anchor_ema_rate` (η) must lie in [0, 1], got {self.anchor_ema_rate}; the paper uses 0.02. "
-                "η = 0 freezes the anchor."
-            )
-        if self.anchor not in ANCHORS:
-            raise ValueError(f"Unknown `anchor={self.anchor!r}`; set `anchor` to one of {ANCHORS}.")
-        if self.anchor_update_period < 1:
-            raise ValueError(f"`anchor_update_period` must be >= 1, got {self.anchor_update_period}.")
+        self.anchor_schedule = AnchorSchedule(self.anchor, self.anchor_ema_rate, self.anchor_update_period)
 
         # The loss reuses RLOO's clipped ratio loss at ratio 1, where it is exactly −mean(w·log π). Several policy
         # updates per generation would move the ratio away from 1, and the clip would then also cap the SFT weights.

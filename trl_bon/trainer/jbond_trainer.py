@@ -216,12 +216,7 @@ class JBondTrainer(
         # float attention rates some models read directly, nor the anchor adapter's `lora_dropout` (added since).
         disable_all_dropout(self.model)
         self.log_ref_kl = args.log_ref_kl if args.log_ref_kl is not None else is_peft_model(self.model)
-        self.anchor_callback = AnchorCallback(
-            self.anchor,
-            mode=args.anchor,
-            rate=args.anchor_ema_rate,
-            period=args.anchor_update_period,
-        )
+        self.anchor_callback = AnchorCallback(self.anchor, args.anchor_schedule)
         self.add_callback(self.anchor_callback)
         self._stashed_rewards_per_func = None
         self._generation_time = 0.0
