@@ -31,6 +31,13 @@ WRAPPED_RLOO_HOOKS = (
     "_get_per_token_logps_and_entropies",
 )
 
+#: What J-BOND's policy-rows-only scoring (`trl_bon/trainer/_scoring_forwards.py`) relies on, pinned by
+#: `tests/contract/test_rloo_contract.py`: at beta = 0 the first `_get_per_token_logps_and_entropies` call inside
+#: `_generate_and_score_completions` is the policy forward behind `old_logps`; `_prepare_inputs` hands every per-row
+#: tensor of the generation batch (an extra key included) to `_compute_loss`, shuffled and split alike; `_compute_loss`
+#: reads its forward's per-token log-probs only through the ratio exp(Σ_t mask·log π − old_logps).
+POLICY_ROWS_SCORING_SEAM = ("_generate_and_score_completions", "_prepare_inputs", "_compute_loss")
+
 #: Keys of the dict `RLOOTrainer._generate_and_score_completions` returns that the trainers read or rewrite.
 GENERATION_OUTPUT_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "old_logps", "advantages")
 
@@ -55,6 +62,7 @@ check_trl_version()
 
 __all__ = [
     "GENERATION_OUTPUT_KEYS",
+    "POLICY_ROWS_SCORING_SEAM",
     "VLLMGeneration",
     "WRAPPED_RLOO_HOOKS",
     "_subtract_subsequence",

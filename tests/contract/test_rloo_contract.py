@@ -336,3 +336,50 @@ def test_scoring_forwards_are_policy_then_reference_before_rewards(rloo_trainer,
     rloo_trainer._generate_and_score_completions([{"prompt": p} for p in PROMPTS for _ in range(2)])
     assert [kind for kind, _ in events] == ["forward", "forward", "rewards"]
     assert events[0][1] is rloo_trainer.model and events[1][1] is rloo_trainer.ref_model
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# J-BOND's policy-rows-only scoring (`POLICY_ROWS_SCORING_SEAM`, `trl_bon/trainer/_scoring_forwards.py`)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_policy_rows_scoring_seam_is_pinned():
+    from trl import RLOOTrainer
+
+    from trl_bon._trl_compat import POLICY_ROWS_SCORING_SEAM
+
+    assert POLICY_ROWS_SCORING_SEAM == ("_generate_and_score_completions", "_prepare_inputs", "_compute_loss")
+    assert _params(RLOOTrainer._prepare_inputs) == ["self", "generation_batch"]
+
+
+def test_prepare_inputs_carries_an_extra_per_row_key_to_the_loss(rloo_trainer, generation_output, monkeypatch):
+    """A per-row key added to the generation batch reaches `_compute_loss` beside its rows (shuffled alike)."""
+    batch = dict(generation_output)
+    batch["row_tag"] = torch.arange(batch["old_logps"].numel())
+    monkeypatch.setattr(rloo_trainer, "_generate_and_score_completions", lambda inputs: dict(batch))
+    monkeypatch.setattr(rloo_trainer, "_step", 0)
+    monkeypatch.setattr(rloo_trainer, "_buffered_inputs", None)
+    inputs = rloo_trainer._prepare_inputs([{"prompt": p} for p in PROMPTS for _ in range(2)])
+    assert sorted(inputs["row_tag"].tolist()) == list(range(batch["old_logps"].numel()))
+    torch.testing.assert_close(inputs["old_logps"], batch["old_logps"][inputs["row_tag"]], rtol=0, atol=0)
+
+
+def test_compute_loss_reads_log_probs_through_the_ratio_only(rloo_trainer, generation_output, monkeypatch):
+    """A row whose `old_logps` is 0 and whose loss-forward log-probs are p − sg(p) has RLOO's gradient at ratio 1."""
+    inputs = dict(generation_output)
+    inputs["advantages"] = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    expected = _gradients(rloo_trainer, inputs)
+    skipped = torch.tensor([False, True, False, True])
+    forward = rloo_trainer._get_per_token_logps_and_entropies
+
+    def zero_valued(model, *call_args, **kwargs):
+        logps, *rest = forward(model, *call_args, **kwargs)
+        return (torch.where(skipped[:, None], logps - logps.detach(), logps), *rest)
+
+    monkeypatch.setattr(rloo_trainer, "_get_per_token_logps_and_entropies", zero_valued)
+    inputs["old_logps"] = inputs["old_logps"].masked_fill(skipped, 0.0)
+    gradients = _gradients(rloo_trainer, inputs)
+    assert any(g is not None and g.abs().max() > 0 for g in expected)
+    for gradient, reference in zip(gradients, expected, strict=True):
+        if reference is not None:
+            torch.testing.assert_close(gradient, reference, atol=1e-6, rtol=1e-5)

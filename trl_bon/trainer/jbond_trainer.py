@@ -10,8 +10,10 @@ The trainer wraps four RLOO hooks via `super()` and copies none of their bodies:
   maths) → this process's slice of the per-sequence loss weights in place of RLOO's advantages → log. RLOO's loss
   is kept: at importance ratio 1 its gradient is −mean(w·∇Σ_t log π), so the "advantages" act as per-sequence
   weights of a weighted log-likelihood.
-- `_get_per_token_logps_and_entropies` (via `ScoringForwardsMixin`) keeps the per-token policy log-probs RLOO computes
-  for `old_logps`, so the KL metrics do not pay a second policy forward.
+- `_get_per_token_logps_and_entropies` and `_compute_loss` (via `ScoringForwardsMixin`): RLOO's `old_logps` forward
+  scores the policy rows only, except on logging steps, whose diagnostics (`jbond/target_nll`, `objective/jeffreys`,
+  `kl_k1`/`kl_k3`) need more; its per-token policy log-probs are kept, so the KL metrics do not pay a second policy
+  forward.
 
 `save_model` writes the policy only (the anchor is resume state, kept in `checkpoint-N/anchor/`), and the model card
 names the method as configured (J-BOND, BOND, iterative BOND) with its settings.
@@ -44,7 +46,7 @@ from ._config_checks import RewardOutputChecksMixin, check_model_inputs, check_p
 from ._metric_vocabulary import EffectiveNLogMixin, log_kl_to_ref, log_policy_rewards
 from ._model_card import BoNModelCardMixin
 from ._papers import BOND_PAPER
-from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
+from ._scoring_forwards import OLD_LOGPS_SKIPPED, ScoringForwardsMixin, disable_all_dropout
 from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
 
 
@@ -469,16 +471,36 @@ class JBondTrainer(
             )
         return per_token_logps
 
+    def _diagnostics_due(self) -> bool:
+        """Whether the step this generation batch trains is logged, so the diagnostics that cost a forward are due.
+
+        Always in evaluation; in training on the steps `DefaultFlowCallback` logs (every `logging_steps`, the first
+        with `logging_first_step`) and on the last (the end-of-training log reports what is left). Any other logging
+        strategy computes them every step.
+        """
+        if not self.model.training:
+            return True
+        args, state, step = self.args, self.state, self.state.global_step + 1  # the step this batch trains
+        if args.logging_strategy != "steps" or step >= state.max_steps:
+            return True
+        return step % state.logging_steps == 0 or (step == 1 and args.logging_first_step)
+
     def _generate_and_score_completions(self, inputs):
         """RLOO's batch, with J-BOND's per-row loss weights (`core.jbond_weights`) in place of its advantages."""
         mode = "train" if self.model.training else "eval"
         start, self._generation_time = time.perf_counter(), 0.0
-        with self._record_scoring_forwards() as forwards:
+        # The weights need the policy's log-probs of the policy rows only; the anchor rows' are read by the
+        # `target_nll` / `objective/jeffreys` diagnostics, so they are scored on logging steps only.
+        diagnostics = self._diagnostics_due()
+        slots = self._slots(len(inputs)).to(self.accelerator.device)
+        rows = (slots == 0).nonzero().squeeze(1)
+        with self._record_scoring_forwards(None if diagnostics else rows) as forwards:
             out = super()._generate_and_score_completions(inputs)
+        if not diagnostics:
+            out[OLD_LOGPS_SKIPPED] = slots != 0
         policy_token_logps = forwards[0]  # beta = 0: RLOO's only scoring forward is the policy's
         mask, group = out["completion_mask"], self.num_generations
         # Δ = log π − log π_a of the policy samples (slot 0), summed over their completion tokens.
-        rows = (self._slots(mask.size(0)) == 0).nonzero().squeeze(1).to(mask.device)
         with self.anchor.active():
             anchor_model = self.model if self._anchor_model is None else self._anchor_model
             anchor_logps = (self._sequence_logps(anchor_model, out, rows) * mask[rows]).sum(1)
@@ -507,12 +529,13 @@ class JBondTrainer(
         )
         for name, value in result.stats.items():
             metrics[f"jbond/{name}"].append(value.item())
-        target_logps = gather(out["old_logps"]).view(-1, group).gather(1, result.target[:, None])
-        metrics["jbond/target_nll"].append(-target_logps.mean().item())
-        jeffreys = core.jeffreys_estimate(target_logps, result.stats["return"], self.args.jeffreys_beta)
-        metrics["objective/jeffreys"].append(jeffreys.item())  # `loss` is a constant surrogate (docs/metrics.md)
-        if self.log_ref_kl:
-            log_kl_to_ref(metrics, gather, policy_token_logps[rows], self._ref_token_logps(out, rows), mask[rows])
+        if diagnostics:  # single-step values on the logging step (docs/metrics.md)
+            target_logps = gather(out["old_logps"]).view(-1, group).gather(1, result.target[:, None])
+            metrics["jbond/target_nll"].append(-target_logps.mean().item())
+            jeffreys = core.jeffreys_estimate(target_logps, result.stats["return"], self.args.jeffreys_beta)
+            metrics["objective/jeffreys"].append(jeffreys.item())  # `loss` is a constant surrogate (docs/metrics.md)
+            if self.log_ref_kl:
+                log_kl_to_ref(metrics, gather, policy_token_logps[rows], self._ref_token_logps(out, rows), mask[rows])
         metrics["jbond/time/generation"].append(self._generation_time)
         metrics["jbond/time/scoring"].append(time.perf_counter() - start - self._generation_time)
         return out
