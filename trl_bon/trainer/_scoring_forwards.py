@@ -14,12 +14,13 @@ goes through `RLOOTrainer._get_per_token_logps_and_entropies`, wrapped here via 
   needs the reference log-probs of each completion. Recording them here instead of running the forwards again halves
   that work; `tests/contract/test_rloo_contract.py` pins the call order this relies on.
 - **Policy rows only** (J-BOND). J-BOND reads the policy's log-probs of its policy rows only (Δ = log π − log π_a);
-  the anchor rows (two thirds of a J-BOND batch) need them only for the `jbond/target_nll` diagnostic. Recording with
-  `policy_rows` scores only those rows in RLOO's `old_logps` forward (the first recorded forward, pinned by the
-  contract tests): the other rows get `old_logps = 0` and are flagged in the batch under `OLD_LOGPS_SKIPPED`. In the
-  loss forward (`_compute_loss`) a flagged row's per-token log-probs are replaced by `p − sg(p)`: value 0, gradient
-  ∇p, so its importance ratio is exactly 1 and its gradient is −w·∇Σ_t log π, which is what the skipped `old_logps`
-  would have given (J-BOND runs one update per generation batch, where the ratio is 1 for every row).
+  the anchor rows (two thirds of a J-BOND batch) need them only for the `jbond/target_nll` diagnostic, so off logging
+  steps J-BOND records with `policy_rows`, which scores only those rows in RLOO's `old_logps` forward (the first
+  recorded forward, pinned by the contract tests): the other rows get `old_logps = 0` and are flagged in the batch
+  under `OLD_LOGPS_SKIPPED`. In the loss forward (`_compute_loss`) a flagged row's per-token log-probs are replaced by
+  `p − sg(p)`: value 0, gradient ∇p, so its importance ratio is exactly 1 and its gradient is −w·∇Σ_t log π, which is
+  what the skipped `old_logps` would have given (J-BOND runs one update per generation batch, where the ratio is 1 for
+  every row).
 
 `disable_all_dropout` switches off every dropout the scoring forwards could run with (see its docstring).
 """
