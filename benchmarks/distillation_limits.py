@@ -38,6 +38,11 @@ VADER = "recipes.rewards.vader_judge.compound"
 #: `python benchmarks/convergence_setup.py --cache-dir ~/.cache/trl-bon-convergence-w256 --width 256` (its own reward
 #: model is not used: every run is scored by the task's reward). Relative to the task folder.
 WIDE_POLICY = "../trl-bon-convergence-w256/policy"
+#: Twice as deep (8 layers × 128; 1.9M parameters) and four times as wide (512; 13M), pretrained the same way
+#: (`--layers 8` / `--width 512` into `-d8` / `-w512`). Their setups can reuse the task's data, tokenizer and reward
+#: steps (copy `wheels site data reward policy/tokenizer*` and those `steps/*.json`): only pretraining differs.
+DEEP_POLICY = "../trl-bon-convergence-d8/policy"
+WIDE4_POLICY = "../trl-bon-convergence-w512/policy"
 
 #: name → (trainer, changes to the fixed-anchor J-BOND recipe, the reward functions if not the task's reward model)
 RUNS = {
@@ -47,10 +52,30 @@ RUNS = {
     "trainer_dense": ("jbond", {}, CHAR_WEIGHTS),
     "trainer_dense_lr3e-4": ("jbond", {"learning_rate": 3e-4}, CHAR_WEIGHTS),
     "trainer_wide": ("jbond", {"model_name_or_path": WIDE_POLICY}, None),
+    "trainer_deep": ("jbond", {"model_name_or_path": DEEP_POLICY}, None),
+    "trainer_wide4": ("jbond", {"model_name_or_path": WIDE4_POLICY}, None),
     "trainer_vader": ("jbond", {}, VADER),
     "trainer_vader_half_ties": ("jbond", {"jbond_ties": "half"}, VADER),  # ties count half a loss in r_J
     # BOND N = 2 against π_ref with k = 8 anchor samples per prompt for its quantile: lower-variance signal, 16 prompts
     # of 1 + 8 completions per step (1.5x the J-BOND step's completions)
+    # ties on VADER: BOND's quantile from k = 8 anchor samples (ties counted by the estimator), without / with the
+    # tie correction log B̂ (eq. 4)
+    "trainer_vader_bond_k8": (
+        "jbond",
+        {"mode": "bond", "num_candidates": 2, "num_quantile_samples": 8, "per_device_train_batch_size": 144},
+        VADER,
+    ),
+    "trainer_vader_bond_k8_tie_corrected": (
+        "jbond",
+        {
+            "mode": "bond",
+            "num_candidates": 2,
+            "num_quantile_samples": 8,
+            "per_device_train_batch_size": 144,
+            "include_tie_correction": True,
+        },
+        VADER,
+    ),
     "trainer_bond_k8": (
         "jbond",
         {"mode": "bond", "num_candidates": 2, "num_quantile_samples": 8, "per_device_train_batch_size": 144},
@@ -75,17 +100,25 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+#: Prompts in one step of the recipe (96 rows of 1 policy + 2 anchor completions); a smaller pool is repeated in the
+#: training split so that a step keeps its shape (a prompt then gets two groups of three completions in a step).
+STEP_PROMPTS = 32
+
+
 def write_pool(task: Path, size: int) -> str:
-    """`<task>/pool<size>/{train,test}.jsonl`: the same `size` training prompts (seed 0) in both splits."""
+    """`<task>/pool<size>/{train,test}.jsonl`: the same `size` training prompts (seed 0) in both splits; the training
+    split repeats them up to `STEP_PROMPTS` rows when the pool is smaller than a step."""
     import random
 
     folder = task / f"pool{size}"
-    if not (folder / "test.jsonl").is_file():
+    if not (folder / "test.jsonl").is_file() or not (folder / "train.jsonl").is_file():
         rows = (task / "prompts" / "train.jsonl").read_text().splitlines()
         random.Random(0).shuffle(rows)
+        pool = rows[:size]
         folder.mkdir(exist_ok=True)
-        for split in ("train", "test"):
-            (folder / f"{split}.jsonl").write_text("\n".join(rows[:size]) + "\n")
+        repeats = -(-STEP_PROMPTS // size)  # ceil
+        (folder / "train.jsonl").write_text("\n".join(pool * repeats) + "\n")
+        (folder / "test.jsonl").write_text("\n".join(pool) + "\n")
     return folder.name
 
 

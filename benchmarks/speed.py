@@ -93,6 +93,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bon-n", type=int, default=4, help="vBoN's N (KL coefficient 1/(N-1))")
     parser.add_argument("--reference-samples", type=int, default=16, help="vBoN's cache: M reference rewards/prompt")
     parser.add_argument("--max-completion-length", type=int, default=16)
+    parser.add_argument(
+        "--logging-steps",
+        type=int,
+        default=10,
+        help="log every this many steps (J-BOND computes its forward-costing diagnostics on logging steps only)",
+    )
     parser.add_argument("--num-prompts", type=int, default=32, help="distinct prompts")
     parser.add_argument(
         "--runs",
@@ -158,13 +164,17 @@ class PeakMemory:
 
 
 class StepTimer:
-    """Optimizer-step wall times, plus generation/scoring time inside each step (wrapped trainer methods)."""
+    """Optimizer-step wall times, plus generation/scoring time inside each step (wrapped trainer methods), and the
+    step's CPU time on the run's own thread (`time.thread_time`: every rotated run has its own thread; with
+    `OMP_NUM_THREADS=1` torch computes on it, so other load on the machine does not inflate it as it does wall
+    time)."""
 
     def __init__(self, cuda: bool, name: str = "", turns: "Turns | None" = None):
         from transformers import TrainerCallback
 
         self.cuda = cuda
         self.steps, self.generation, self.generate_and_score, self.tokens, self.completions = [], [], [], [], []
+        self.cpu_steps = []
         self._gen = self._gas = 0.0
         self._tokens = self._completions = 0
         timer = self
@@ -176,11 +186,12 @@ class StepTimer:
                 timer._sync()
                 timer._gen = timer._gas = 0.0
                 timer._tokens = timer._completions = 0
-                timer._start = time.perf_counter()
+                timer._start, timer._cpu_start = time.perf_counter(), time.thread_time()
 
             def on_step_end(self, args, state, control, **kwargs):
                 timer._sync()
                 timer.steps.append(time.perf_counter() - timer._start)
+                timer.cpu_steps.append(time.thread_time() - timer._cpu_start)
                 timer.generation.append(timer._gen)
                 timer.generate_and_score.append(timer._gas)
                 timer.tokens.append(timer._tokens)
@@ -282,7 +293,7 @@ def run_one(name: str, spec: dict, turns: Turns | None = None) -> dict:
         bf16=cuda,
         report_to="none",
         save_strategy="no",
-        logging_steps=1,
+        logging_steps=spec["logging_steps"],
         disable_tqdm=True,
         seed=0,
         max_steps=steps,
@@ -403,6 +414,7 @@ def run_one(name: str, spec: dict, turns: Turns | None = None) -> dict:
         completions_per_step=mean(timer.completions[kept]),
         tokens_per_step=mean(timer.tokens[kept]),
         step_times=step_times,
+        cpu_step_times=timer.cpu_steps[kept],
         build_seconds=build_seconds,
         memory_bytes=memory.bytes if turns is None else float("nan"),
     )
@@ -422,6 +434,7 @@ def run_one(name: str, spec: dict, turns: Turns | None = None) -> dict:
         result.update(
             train_step_time=result["step_time"],
             step_times=[t + per_step_sampling for t in result["step_times"]],
+            cpu_step_times=[],  # its sampling ran before the steps: no per-step CPU time to compare
             sampling_seconds=sampling,
             sampling_completions_per_s=k * num_prompts / sampling,
             step_time=result["step_time"] + per_step_sampling,
@@ -559,7 +572,7 @@ def print_report(results: dict, spec: dict, label: str) -> list[str]:
     lines.append(f"model: {label} | {'LoRA r=16' if spec['lora'] else 'full fine-tuning'} | {device}")
     lines.append(
         f"P={p} prompts/step, k={k} completions/prompt (J-BOND: 3), <= {length} tokens, {spec['steps']} steps "
-        f"({spec['warmup']} warm-up excluded), vBoN N={spec['bon_n']}"
+        f"({spec['warmup']} warm-up excluded), vBoN N={spec['bon_n']}, logging every {spec['logging_steps']} steps"
     )
     header = (
         f"{'run':10} {'step':>9} {'min-max':>15} {'compl/s':>8} {'tok/s':>8} {'gen':>6} {'score':>6} {'train':>6} "
@@ -586,6 +599,10 @@ def print_report(results: dict, spec: dict, label: str) -> list[str]:
         for base in ("RLOO-KL", "RLOO"):
             if name in results and base in results:
                 ratios.append(f"{name} / {base} step time: " + step_ratio(results[name], results[base], spec))
+                if spec["device"] == "cpu" and results[name].get("cpu_step_times"):
+                    cpu = statistics.median(results[name]["cpu_step_times"])
+                    cpu /= statistics.median(results[base]["cpu_step_times"])
+                    ratios.append(f"{name} / {base} step CPU time (own thread): {cpu:.2f}x (medians)")
     if "J-BOND" in results:
         jb = results["J-BOND"]
         if spec.get("separate_processes"):
@@ -681,6 +698,7 @@ def main():
         bon_n=cli.bon_n,
         reference_samples=cli.reference_samples,
         max_completion_length=cli.max_completion_length,
+        logging_steps=cli.logging_steps,
         workdir=workdir,
         separate_processes=cli.separate_processes,
     )

@@ -377,11 +377,14 @@ def test_limit_pool_is_the_same_prompts_for_training_and_evaluation(limits, tmp_
     rows = [json.dumps({"prompt": f"p{i}"}) for i in range(40)]
     (tmp_path / "prompts" / "train.jsonl").write_text("\n".join(rows) + "\n")
     assert limits.write_pool(tmp_path, 8) == "pool8"
-    train = (tmp_path / "pool8" / "train.jsonl").read_text()
-    assert train == (tmp_path / "pool8" / "test.jsonl").read_text() and len(train.splitlines()) == 8
+    test = (tmp_path / "pool8" / "test.jsonl").read_text().splitlines()
     expected = rows[:]
     random.Random(0).shuffle(expected)
-    assert train.splitlines() == expected[:8]  # seed 0, so every run and seed shares one pool
+    assert test == expected[:8]  # seed 0, so every run and seed shares one pool
+    # a pool smaller than one step's 32 prompts is repeated in the training split, so a step keeps its shape
+    assert (tmp_path / "pool8" / "train.jsonl").read_text().splitlines() == test * 4
+    assert limits.write_pool(tmp_path, 32) == "pool32"
+    assert (tmp_path / "pool32" / "train.jsonl").read_text() == (tmp_path / "pool32" / "test.jsonl").read_text()
 
 
 def test_limit_report_reads_share_win_rate_and_kl_to_best_of_2(limits):

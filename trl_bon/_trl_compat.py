@@ -31,6 +31,29 @@ WRAPPED_RLOO_HOOKS = (
     "_get_per_token_logps_and_entropies",
 )
 
+#: What J-BOND's policy-rows-only scoring (`trl_bon/trainer/_scoring_forwards.py`) relies on, pinned by
+#: `tests/contract/test_rloo_contract.py`: at beta = 0 the first `_get_per_token_logps_and_entropies` call inside
+#: `_generate_and_score_completions` is the policy forward behind `old_logps`; `_prepare_inputs` hands every per-row
+#: tensor of the generation batch (an extra key included) to `_compute_loss`, shuffled and split alike; `_compute_loss`
+#: reads its forward's per-token log-probs only through the ratio exp(Σ_t mask·log π − old_logps).
+POLICY_ROWS_SCORING_SEAM = ("_generate_and_score_completions", "_prepare_inputs", "_compute_loss")
+
+#: `RLOOTrainer` attributes the trainers rewrite, each through a named seam in `trl_bon/trainer/_rloo_seams.py`
+#: (`num_generations`/`num_generations_eval`: `rloo_group_size`; `model_wrapped`: `rloo_generation_model`;
+#: `reward_funcs`: `rloo_reward_funcs`; `_name`: `trainer_name`; `_last_loaded_step`: `force_vllm_weight_sync`;
+#: `_metrics`: `replace_last_metric`; `_logs`: `replace_last_logged`). The contract tests pin that RLOO has them and
+#: reads them when these seams rely on it.
+RLOO_STATE_ATTRIBUTES = (
+    "num_generations",
+    "num_generations_eval",
+    "model_wrapped",
+    "reward_funcs",
+    "_name",
+    "_last_loaded_step",
+    "_metrics",
+    "_logs",
+)
+
 #: Keys of the dict `RLOOTrainer._generate_and_score_completions` returns that the trainers read or rewrite.
 GENERATION_OUTPUT_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "old_logps", "advantages")
 
@@ -72,6 +95,8 @@ check_trl_version()
 __all__ = [
     "GENERATION_OUTPUT_KEYS",
     "OVERRIDDEN_TRAINER_METHODS",
+    "POLICY_ROWS_SCORING_SEAM",
+    "RLOO_STATE_ATTRIBUTES",
     "VLLMGeneration",
     "WRAPPED_RLOO_HOOKS",
     "_subtract_subsequence",

@@ -336,3 +336,157 @@ def test_scoring_forwards_are_policy_then_reference_before_rewards(rloo_trainer,
     rloo_trainer._generate_and_score_completions([{"prompt": p} for p in PROMPTS for _ in range(2)])
     assert [kind for kind, _ in events] == ["forward", "forward", "rewards"]
     assert events[0][1] is rloo_trainer.model and events[1][1] is rloo_trainer.ref_model
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# J-BOND's policy-rows-only scoring (`POLICY_ROWS_SCORING_SEAM`, `trl_bon/trainer/_scoring_forwards.py`)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_policy_rows_scoring_seam_is_pinned():
+    from trl import RLOOTrainer
+
+    from trl_bon._trl_compat import POLICY_ROWS_SCORING_SEAM
+
+    assert POLICY_ROWS_SCORING_SEAM == ("_generate_and_score_completions", "_prepare_inputs", "_compute_loss")
+    assert _params(RLOOTrainer._prepare_inputs) == ["self", "generation_batch"]
+
+
+def test_prepare_inputs_carries_an_extra_per_row_key_to_the_loss(rloo_trainer, generation_output, monkeypatch):
+    """A per-row key added to the generation batch reaches `_compute_loss` beside its rows (shuffled alike)."""
+    batch = dict(generation_output)
+    batch["row_tag"] = torch.arange(batch["old_logps"].numel())
+    monkeypatch.setattr(rloo_trainer, "_generate_and_score_completions", lambda inputs: dict(batch))
+    monkeypatch.setattr(rloo_trainer, "_step", 0)
+    monkeypatch.setattr(rloo_trainer, "_buffered_inputs", None)
+    inputs = rloo_trainer._prepare_inputs([{"prompt": p} for p in PROMPTS for _ in range(2)])
+    assert sorted(inputs["row_tag"].tolist()) == list(range(batch["old_logps"].numel()))
+    torch.testing.assert_close(inputs["old_logps"], batch["old_logps"][inputs["row_tag"]], rtol=0, atol=0)
+
+
+def test_compute_loss_reads_log_probs_through_the_ratio_only(rloo_trainer, generation_output, monkeypatch):
+    """A row whose `old_logps` is 0 and whose loss-forward log-probs are p − sg(p) has RLOO's gradient at ratio 1."""
+    inputs = dict(generation_output)
+    inputs["advantages"] = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    expected = _gradients(rloo_trainer, inputs)
+    skipped = torch.tensor([False, True, False, True])
+    forward = rloo_trainer._get_per_token_logps_and_entropies
+
+    def zero_valued(model, *call_args, **kwargs):
+        logps, *rest = forward(model, *call_args, **kwargs)
+        return (torch.where(skipped[:, None], logps - logps.detach(), logps), *rest)
+
+    monkeypatch.setattr(rloo_trainer, "_get_per_token_logps_and_entropies", zero_valued)
+    inputs["old_logps"] = inputs["old_logps"].masked_fill(skipped, 0.0)
+    gradients = _gradients(rloo_trainer, inputs)
+    assert any(g is not None and g.abs().max() > 0 for g in expected)
+    for gradient, reference in zip(gradients, expected, strict=True):
+        if reference is not None:
+            torch.testing.assert_close(gradient, reference, atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# RLOO state the trainers rewrite (`RLOO_STATE_ATTRIBUTES`, `trl_bon/trainer/_rloo_seams.py`)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_rloo_state_attributes_exist_with_their_kinds(rloo_trainer):
+    from collections import deque
+
+    from trl_bon._trl_compat import RLOO_STATE_ATTRIBUTES
+
+    assert set(RLOO_STATE_ATTRIBUTES) == {
+        "num_generations",
+        "num_generations_eval",
+        "model_wrapped",
+        "reward_funcs",
+        "_name",
+        "_last_loaded_step",
+        "_metrics",
+        "_logs",
+    }
+    trainer = rloo_trainer
+    assert isinstance(trainer.num_generations, int) and isinstance(trainer.num_generations_eval, int)
+    assert isinstance(trainer.model_wrapped, torch.nn.Module)
+    assert isinstance(trainer.reward_funcs, list) and len(trainer.reward_funcs) == len(trainer.reward_func_names)
+    assert isinstance(trainer._name, str)
+    assert set(trainer._metrics) == {"train", "eval"} and trainer._metrics["train"]["never_logged"] == []
+    assert isinstance(trainer._logs["advantages"], deque) and isinstance(trainer._logs["rewards"]["any"], deque)
+
+
+def test_rloo_reads_the_rewritten_state_at_call_time(rloo_trainer, monkeypatch):
+    """`_generate_single_turn` reads `num_generations` (vLLM) and `model_wrapped` (transformers) when it runs, and
+    `_calculate_rewards` reads `reward_funcs`: a rewrite for the length of a call is seen by that call."""
+    from trl_bon.trainer._rloo_seams import force_vllm_weight_sync, rloo_group_size, rloo_reward_funcs
+
+    calls = []
+
+    class FakeVLLM:
+        def sync_weights(self):
+            calls.append("sync")
+
+        def generate(self, prompts, images, num_generations, profiler):
+            calls.append(num_generations)
+            return prompts, [[7] for _ in prompts], None, None
+
+    monkeypatch.setattr(rloo_trainer, "use_vllm", True)
+    monkeypatch.setattr(rloo_trainer, "vllm_generation", FakeVLLM(), raising=False)
+    monkeypatch.setattr(rloo_trainer, "_last_loaded_step", rloo_trainer.state.global_step, raising=False)
+    with rloo_group_size(rloo_trainer, 5):
+        rloo_trainer._generate_single_turn([[5, 6]], None, {})
+    force_vllm_weight_sync(rloo_trainer)
+    rloo_trainer._generate_single_turn([[5, 6]], None, {})
+    assert calls == [5, "sync", rloo_trainer.num_generations]
+    monkeypatch.undo()
+
+    def constant(completions, **kwargs):
+        return [0.25] * len(completions)
+
+    with rloo_reward_funcs(rloo_trainer, [constant]):
+        rewards = rloo_trainer._calculate_rewards([{"prompt": "a"}], ["a"], ["b"], [[7]])
+    assert rewards.tolist() == [[0.25]]
+    assert rloo_trainer.reward_funcs[0] is not constant
+
+
+def test_rloo_generates_with_model_wrapped(rloo_trainer):
+    import copy
+
+    from trl_bon.trainer._rloo_seams import rloo_generation_model
+
+    other = copy.deepcopy(rloo_trainer.model)
+    calls, class_generate = [], other.generate
+
+    def recording_generate(*args, **kwargs):
+        calls.append(kwargs)
+        return class_generate(*args, **kwargs)
+
+    other.generate = recording_generate
+    policy = rloo_trainer.model_wrapped
+    with rloo_generation_model(rloo_trainer, other):
+        completions = rloo_trainer._generate_single_turn([[5, 6]], None, {})
+    assert len(calls) == 1 and len(completions) == 1
+    assert rloo_trainer.model_wrapped is policy
+    with pytest.raises(RuntimeError, match="inside"), rloo_generation_model(rloo_trainer, other):
+        raise RuntimeError("inside")
+    assert rloo_trainer.model_wrapped is policy  # restored on an exception too
+
+
+def test_model_card_reads_name(rloo_trainer, tmp_path, monkeypatch):
+    from trl_bon.trainer._rloo_seams import trainer_name
+
+    monkeypatch.setattr(rloo_trainer.args, "output_dir", str(tmp_path))
+    with trainer_name(rloo_trainer, "Renamed-Method"):
+        rloo_trainer.create_model_card()
+    assert "Renamed-Method" in (tmp_path / "README.md").read_text()
+    assert rloo_trainer._name == "RLOO"
+
+
+def test_rloo_logs_what_the_seams_replace(rloo_trainer, generation_output):
+    """`_generate_and_score_completions` appends one value per batch to `_metrics[mode]["reward"]` (and the other
+    reward metrics `log_policy_rewards` replaces) and one entry per row to the completions table's columns."""
+    metrics = rloo_trainer._metrics["train"]
+    for name in ("reward", "reward_std", "rewards/reward/mean", "rewards/reward/std"):
+        assert len(metrics[name]) >= 1, name
+    rows = generation_output["advantages"].numel()
+    assert len(rloo_trainer._logs["advantages"]) >= rows
+    assert len(rloo_trainer._logs["rewards"]["reward"]) >= rows

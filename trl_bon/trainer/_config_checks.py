@@ -210,12 +210,11 @@ class RewardOutputChecksMixin:
 
             return wrapper
 
-        originals = self.reward_funcs
-        self.reward_funcs = [checked(f, n) for f, n in zip(originals, self.reward_func_names, strict=True)]
-        try:
+        from ._rloo_seams import rloo_reward_funcs
+
+        funcs = [checked(f, n) for f, n in zip(self.reward_funcs, self.reward_func_names, strict=True)]
+        with rloo_reward_funcs(self, funcs):
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        finally:
-            self.reward_funcs = originals
 
 
 DISABLE_DROPOUT_HELP = (

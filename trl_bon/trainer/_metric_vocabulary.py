@@ -4,7 +4,8 @@ RLOO logs `reward`, `reward_std` and `rewards/<func>/mean|std` from the reward m
 returns, and trains on the same matrix. J-BOND's matrix holds anchor rows too and vBoN's holds the vBoN score, so
 after RLOO has logged, the batch's entries are set here to the raw reward of the samples the policy drew, so that
 a trl-bon run and an RLOO run plot the same quantity under the same name. This is the one place where a trainer
-overwrites a value RLOO logged; doing it earlier would change what RLOO trains on.
+overwrites a metric RLOO logged (through `_rloo_seams.replace_last_metric`); doing it earlier would change what RLOO
+trains on.
 """
 
 import math
@@ -13,6 +14,7 @@ import torch
 from trl.trainer.utils import nanstd
 
 from .. import core
+from ._rloo_seams import replace_last_metric
 
 
 def log_policy_rewards(metrics: dict, names: list[str], rewards_per_func: torch.Tensor, weights: torch.Tensor) -> None:
@@ -26,12 +28,12 @@ def log_policy_rewards(metrics: dict, names: list[str], rewards_per_func: torch.
         weights: `(F,)` reward weights.
     """
     for i, name in enumerate(names):
-        metrics[f"rewards/{name}/mean"][-1] = torch.nanmean(rewards_per_func[:, i]).item()
-        metrics[f"rewards/{name}/std"][-1] = nanstd(rewards_per_func[:, i]).item()
+        replace_last_metric(metrics, f"rewards/{name}/mean", torch.nanmean(rewards_per_func[:, i]))
+        replace_last_metric(metrics, f"rewards/{name}/std", nanstd(rewards_per_func[:, i]))
     rewards = (rewards_per_func * weights.to(rewards_per_func.device)).nansum(dim=1)
     rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # as RLOO: unscorable rows are left out
-    metrics["reward"][-1] = torch.nanmean(rewards).item()
-    metrics["reward_std"][-1] = nanstd(rewards).item()
+    replace_last_metric(metrics, "reward", torch.nanmean(rewards))
+    replace_last_metric(metrics, "reward_std", nanstd(rewards))
 
 
 def log_kl_to_ref(metrics: dict, gather, policy_logps, ref_logps, mask) -> None:

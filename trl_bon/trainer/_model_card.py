@@ -11,6 +11,7 @@ import os
 from huggingface_hub import ModelCard
 
 from .._trl_compat import get_config_model_id
+from ._rloo_seams import trainer_name
 
 
 _NONE_BASE = "[None](https://huggingface.co/None)"
@@ -26,11 +27,8 @@ class BoNModelCardMixin:
         return {}
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
-        configured, self._name = self._name, self._card_method()
-        try:
+        with trainer_name(self, self._card_method()):
             super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        finally:
-            self._name = configured
         path = os.path.join(self.args.output_dir, "README.md")
         if not self.is_world_process_zero() or not os.path.isfile(path):
             return

@@ -13,6 +13,14 @@ goes through `RLOOTrainer._get_per_token_logps_and_entropies`, wrapped here via 
   keeps only sequence sums. J-BOND needs the per-token policy log-probs (k3 KL metric) and vBoN's `exact` objective
   needs the reference log-probs of each completion. Recording them here instead of running the forwards again halves
   that work; `tests/contract/test_rloo_contract.py` pins the call order this relies on.
+- **Policy rows only** (J-BOND). J-BOND reads the policy's log-probs of its policy rows only (Δ = log π − log π_a);
+  the anchor rows (two thirds of a J-BOND batch) need them only for the `jbond/target_nll` diagnostic, so off logging
+  steps J-BOND records with `policy_rows`, which scores only those rows in RLOO's `old_logps` forward (the first
+  recorded forward, pinned by the contract tests): the other rows get `old_logps = 0` and are flagged in the batch
+  under `OLD_LOGPS_SKIPPED`. In the loss forward (`_compute_loss`) a flagged row's per-token log-probs are replaced by
+  `p − sg(p)`: value 0, gradient ∇p, so its importance ratio is exactly 1 and its gradient is −w·∇Σ_t log π, which is
+  what the skipped `old_logps` would have given (J-BOND runs one update per generation batch, where the ratio is 1 for
+  every row).
 
 `disable_all_dropout` switches off every dropout the scoring forwards could run with (see its docstring).
 """
@@ -26,6 +34,9 @@ from .._trl_compat import disable_dropout_in_model
 
 # Model inputs that carry their own positions (multimodal rotary indices): leave the model to build positions.
 _OWN_POSITION_KEYS = ("position_ids", "pixel_values", "image_grid_thw", "image_position_ids", "mm_token_type_ids")
+# Batch key (bool, one per row) of the rows whose `old_logps` were not computed; RLOO's `_prepare_inputs` shuffles and
+# splits it with the other per-row tensors, so it reaches `_compute_loss` beside the rows it flags.
+OLD_LOGPS_SKIPPED = "old_logps_skipped"
 # Float dropout rates some attention implementations read directly (e.g. Llama's `attention_dropout`), not modules.
 _FLOAT_DROPOUT_ATTRIBUTES = ("attention_dropout", "attn_dropout", "dropout")
 
@@ -64,22 +75,59 @@ class _WithPositionIds:
 
 
 class ScoringForwardsMixin:
-    """Scores with mask-derived positions, and records the per-token log-probs of every
-    `_get_per_token_logps_and_entropies` call made while recording."""
+    """Scores with mask-derived positions, records the per-token log-probs of every
+    `_get_per_token_logps_and_entropies` call made while recording, and (J-BOND) scores RLOO's `old_logps` forward
+    on the policy rows only (module docstring)."""
 
     _scoring_forwards: list | None = None
+    _policy_rows: torch.Tensor | None = None  # rows the next recorded forward scores (the `old_logps` one)
+    _skipped_loss_rows: torch.Tensor | None = None  # rows of the loss forward whose `old_logps` were skipped
 
-    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
-        output = super()._get_per_token_logps_and_entropies(_WithPositionIds(model), *args, **kwargs)
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        model = _WithPositionIds(model)
+        rows, self._policy_rows = self._policy_rows, None  # only the first recorded forward: RLOO's `old_logps`
+        if rows is None:
+            output = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        else:
+            if any(value is not None for value in kwargs.values()):  # multimodal inputs are indexed by image/tile
+                raise NotImplementedError("Scoring a subset of rows supports text-only batches.")
+            scored = super()._get_per_token_logps_and_entropies(
+                model, input_ids[rows], attention_mask[rows], logits_to_keep, *args, **kwargs
+            )
+            logps = scored[0].new_zeros(input_ids.size(0), scored[0].size(1))
+            logps[rows] = scored[0]
+            output = (logps, *scored[1:])
         if self._scoring_forwards is not None:
             self._scoring_forwards.append(output[0])
+        skipped = self._skipped_loss_rows
+        if skipped is not None:  # ratio exactly 1, gradient unchanged (module docstring)
+            logps = output[0]
+            output = (torch.where(skipped[:, None], logps - logps.detach(), logps), *output[1:])
         return output
 
+    def _compute_loss(self, model, inputs):
+        skipped = inputs.get(OLD_LOGPS_SKIPPED)
+        if skipped is None or not skipped.any():
+            return super()._compute_loss(model, inputs)
+        self._skipped_loss_rows = skipped
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._skipped_loss_rows = None
+
     @contextmanager
-    def _record_scoring_forwards(self):
-        """Inside: the per-token log-probs of each forward, in call order ([policy, reference if beta != 0])."""
+    def _record_scoring_forwards(self, policy_rows: torch.Tensor | None = None):
+        """Inside: the per-token log-probs of each forward, in call order ([policy, reference if beta != 0]).
+
+        With `policy_rows` (local row indices), the first forward (the policy's, behind `old_logps`) scores only those
+        rows; the others read 0 until the caller flags them with `OLD_LOGPS_SKIPPED`.
+        """
         self._scoring_forwards = []
+        self._policy_rows = policy_rows
         try:
             yield self._scoring_forwards
         finally:
             self._scoring_forwards = None
+            self._policy_rows = None

@@ -140,7 +140,7 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
     ```python
     >>> from transformers import AutoTokenizer
     >>> from trl_bon import BoNSFTConfig, BoNSFTTrainer, best_of_n, bon_sft_dataset
-    >>> from trl_bon.sampling import GenerationSettings, Sampler
+    >>> from trl_bon.sampling import Sampler
     >>> from trl_bon.toy import build_one_token_task
     >>> task = build_one_token_task("/tmp/trl_bon_doc_bon_sft")
     >>> args = BoNSFTConfig(

@@ -10,11 +10,15 @@ The trainer wraps four RLOO hooks via `super()` and copies none of their bodies:
   maths) → this process's slice of the per-sequence loss weights in place of RLOO's advantages → log. RLOO's loss
   is kept: at importance ratio 1 its gradient is −mean(w·∇Σ_t log π), so the "advantages" act as per-sequence
   weights of a weighted log-likelihood.
-- `_get_per_token_logps_and_entropies` (via `ScoringForwardsMixin`) keeps the per-token policy log-probs RLOO computes
-  for `old_logps`, so the KL metrics do not pay a second policy forward.
+- `_get_per_token_logps_and_entropies` and `_compute_loss` (via `ScoringForwardsMixin`): RLOO's `old_logps` forward
+  scores the policy rows only, except on logging steps, whose diagnostics (`jbond/target_nll`, `objective/jeffreys`,
+  `kl_k1`/`kl_k3`) need more; its per-token policy log-probs are kept, so the KL metrics do not pay a second policy
+  forward.
 
 `save_model` writes the policy only (the anchor is resume state, kept in `checkpoint-N/anchor/`), and the model card
-names the method as configured (J-BOND, BOND, iterative BOND) with its settings.
+names the method as configured (J-BOND, BOND, iterative BOND) with its settings. Where the trainer steers RLOO by
+rewriting its state (group size, generation model, adapter routing, vLLM sync, the logged advantages) it goes through
+the named seams of `_rloo_seams.py`; what it shares with `VBoNTrainer` is in `BoNRLOOTrainer` (`_bon_rloo.py`).
 """
 
 import copy
@@ -24,7 +28,6 @@ from contextlib import contextmanager
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
-from trl import RLOOTrainer
 
 from .. import core
 from .._trl_compat import (
@@ -34,22 +37,24 @@ from .._trl_compat import (
     get_config_model_id,
     prepare_deepspeed,
     prepare_fsdp,
-    use_adapter,
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engine
-from ..quantization import keep_4bit_weights_trainable
-from ..rewards import check_finite_rewards, check_reward_funcs, check_reward_tokenizers
-from ._checkpoint import CheckpointMixin, finetuning_settings
-from ._config_checks import (
-    RewardOutputChecksMixin,
-    check_model_inputs,
-    check_train_prompt_lengths,
-    check_train_prompts,
-)
-from ._metric_vocabulary import EffectiveNLogMixin, log_kl_to_ref, log_policy_rewards
-from ._model_card import BoNModelCardMixin
+from ..rewards import check_finite_rewards
+from ._bon_rloo import BoNRLOOTrainer
+from ._checkpoint import finetuning_settings
+from ._config_checks import check_train_prompts
+from ._metric_vocabulary import log_kl_to_ref, log_policy_rewards
 from ._papers import BOND_PAPER
-from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
+from ._rloo_seams import (
+    force_vllm_weight_sync,
+    generate_with_adapter_names,
+    generation_eval_mode,
+    replace_last_logged,
+    rloo_generation_model,
+    rloo_group_size,
+    save_selected_adapters,
+)
+from ._scoring_forwards import OLD_LOGPS_SKIPPED, disable_all_dropout
 from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
 
 
@@ -58,9 +63,7 @@ _FORWARD_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attentio
 _FORWARD_KEYS += ("num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
 
 
-class JBondTrainer(
-    EffectiveNLogMixin, BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer
-):
+class JBondTrainer(BoNRLOOTrainer):
     r"""
     Trainer for J-BOND and BOND (Best-of-N distillation), proposed in [BOND: Aligning LLMs with Best-of-N
     Distillation](https://huggingface.co/papers/2407.14622).
@@ -183,8 +186,6 @@ class JBondTrainer(
         # instance is copied before RLOO patches it with the fused LM head (the patch closes over the original).
         initial_model = copy.deepcopy(model) if not use_lora and not isinstance(model, str) else None
 
-        check_model_inputs(model, reward_funcs)  # last before any model loads: the cheaper checks above speak first
-        check_reward_funcs(reward_funcs, args.model_init_kwargs)  # a causal LM as reward model: before it loads
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
@@ -199,9 +200,6 @@ class JBondTrainer(
             peft_config=peft_config,
         )
 
-        keep_4bit_weights_trainable(self.model)
-        check_reward_tokenizers(self.reward_funcs, self.reward_processing_classes, reward_processing_classes)
-        check_train_prompt_lengths(self)
         # Anchor: a second LoRA adapter (fp32 shadow) or a second full model.
         self._anchor_model = None
         self._ref_model = None
@@ -264,16 +262,8 @@ class JBondTrainer(
         model = self.accelerator.unwrap_model(self.model)
         if self._anchor_model is not None or not is_peft_model(model):
             return super()._save(output_dir, state_dict)
-        class_save = model.save_pretrained
-
-        def save_pretrained(*args, **kwargs):
-            return class_save(*args, selected_adapters=[self.anchor.policy_adapter], **kwargs)
-
-        model.save_pretrained = save_pretrained
-        try:
+        with save_selected_adapters(model, [self.anchor.policy_adapter]):
             return super()._save(output_dir, state_dict)
-        finally:
-            del model.save_pretrained
 
     def _card_method(self) -> str:
         if self.args.mode == "jbond":
@@ -305,64 +295,17 @@ class JBondTrainer(
         return torch.arange(start, start + num_rows) % self.num_generations
 
     @contextmanager
-    def _group_size(self, size: int):
-        """Temporarily present prompt groups of `size` (vLLM server mode de-duplicates prompts by group)."""
-        saved = self.num_generations, self.num_generations_eval
-        self.num_generations = self.num_generations_eval = size
-        try:
-            yield
-        finally:
-            self.num_generations, self.num_generations_eval = saved
-
-    @contextmanager
     def _anchor_generation(self):
         """Generate with the anchor: the anchor adapter (LoRA) or the anchor model in place of the policy."""
         with self.anchor.active():
             if self._anchor_model is None:
                 yield
                 return
-            # RLOO generates with `self.model_wrapped`; point it at the anchor model for the sub-call.
-            policy_wrapped, self.model_wrapped = self.model_wrapped, self._anchor_model
             try:
-                yield
+                with rloo_generation_model(self, self._anchor_model):
+                    yield
             finally:
-                self.model_wrapped = policy_wrapped
                 self._anchor_model.eval()  # continuous batching sets `.train()` after generating
-
-    @contextmanager
-    def _mixed_adapter_generation(self, adapter_names: list[str]):
-        """Route each row of one `generate` call through its own LoRA adapter (PEFT's mixed-adapter batches).
-
-        RLOO calls `unwrapped_model.generate(...)`; for the duration of that call the PeftModel's `generate` is
-        shadowed by one that adds `adapter_names`, so policy and anchor rows decode together instead of in two
-        sequential calls (decoding time is set by the number of sequential steps, not the batch size).
-        """
-        model = self.accelerator.unwrap_model(self.model_wrapped)
-        class_generate = model.generate
-
-        def generate(*args, **kwargs):
-            return class_generate(*args, adapter_names=adapter_names, **kwargs)
-
-        instance_generate = vars(model).get("generate")  # FSDP2 registers an unsharding `generate` on the instance
-        model.generate = generate
-        try:
-            yield
-        finally:
-            del model.generate
-            if instance_generate is not None:
-                model.generate = instance_generate
-
-    @contextmanager
-    def _eval_mode(self):
-        """Generate in eval mode: PEFT refuses `adapter_names` in training mode, and the anchor model is always in
-        eval mode, so the policy rows are generated in the same mode as the anchor rows."""
-        model = self.accelerator.unwrap_model(self.model_wrapped)
-        was_training = model.training
-        model.eval()
-        try:
-            yield
-        finally:
-            model.train(was_training)  # continuous batching sets `.train()` after generating
 
     def _uses_dora(self) -> bool:
         if self._anchor_model is not None:
@@ -373,7 +316,9 @@ class JBondTrainer(
         if images is not None or multimodal_fields:
             raise NotImplementedError("JBondTrainer supports text-only prompts; remove the images from the dataset.")
         start = time.perf_counter()
-        with self._eval_mode():
+        # Eval mode for the policy rows too: PEFT refuses `adapter_names` in training mode, and the anchor model is
+        # always in eval mode, so both are sampled from the same kind of model.
+        with generation_eval_mode(self.accelerator.unwrap_model(self.model_wrapped)):
             completion_ids = self._generate_policy_and_anchor_rows(prompt_ids)
         self._generation_time += time.perf_counter() - start
         return completion_ids
@@ -384,22 +329,23 @@ class JBondTrainer(
         single_call = not (self.use_vllm or self.use_transformers_continuous_batching or self._uses_dora())
         if self._anchor_model is None and single_call:
             # LoRA anchor with transformers `generate`: one call, each row through its own adapter (PEFT refuses
-            # `adapter_names` with DoRA, which takes the two calls below).
+            # `adapter_names` with DoRA, which takes the two calls below). Decoding time is set by the number of
+            # sequential steps, not the batch size, so one call beats two.
             names = [self.anchor.policy_adapter if slot == 0 else self.anchor.adapter_name for slot in slots]
-            with self._mixed_adapter_generation(names):
+            with generate_with_adapter_names(self.accelerator.unwrap_model(self.model_wrapped), names):
                 return super()._generate_single_turn(prompt_ids, None, {})
         policy_rows = [i for i, slot in enumerate(slots) if slot == 0]
         anchor_rows = [i for i, slot in enumerate(slots) if slot != 0]
-        with self._group_size(1):
+        with rloo_group_size(self, 1):  # vLLM server mode de-duplicates prompts by group
             policy_ids = super()._generate_single_turn([prompt_ids[i] for i in policy_rows], None, {})
         # vLLM syncs the *active* adapter only when the step changes: force a sync of the anchor adapter, then of
         # the policy at the next generation (two syncs per generation batch; not GPU-verified).
         if self.use_vllm:
-            self._last_loaded_step = -1
-        with self._group_size(num_generations - 1), self._anchor_generation():
+            force_vllm_weight_sync(self)
+        with rloo_group_size(self, num_generations - 1), self._anchor_generation():
             anchor_ids = super()._generate_single_turn([prompt_ids[i] for i in anchor_rows], None, {})
         if self.use_vllm:
-            self._last_loaded_step = -1
+            force_vllm_weight_sync(self)
         completion_ids = [None] * len(prompt_ids)
         for rows, ids in ((policy_rows, policy_ids), (anchor_rows, anchor_ids)):
             for row, row_ids in zip(rows, ids, strict=True):
@@ -446,16 +392,36 @@ class JBondTrainer(
             )
         return per_token_logps
 
+    def _diagnostics_due(self) -> bool:
+        """Whether the step this generation batch trains is logged, so the diagnostics that cost a forward are due.
+
+        Always in evaluation; in training on the steps `DefaultFlowCallback` logs (every `logging_steps`, the first
+        with `logging_first_step`) and on the last (the end-of-training log reports what is left). Any other logging
+        strategy computes them every step.
+        """
+        if not self.model.training:
+            return True
+        args, state, step = self.args, self.state, self.state.global_step + 1  # the step this batch trains
+        if args.logging_strategy != "steps" or step >= state.max_steps:
+            return True
+        return step % state.logging_steps == 0 or (step == 1 and args.logging_first_step)
+
     def _generate_and_score_completions(self, inputs):
         """RLOO's batch, with J-BOND's per-row loss weights (`core.jbond_weights`) in place of its advantages."""
         mode = "train" if self.model.training else "eval"
         start, self._generation_time = time.perf_counter(), 0.0
-        with self._record_scoring_forwards() as forwards:
+        # The weights need the policy's log-probs of the policy rows only; the anchor rows' are read by the
+        # `target_nll` / `objective/jeffreys` diagnostics, so they are scored on logging steps only.
+        diagnostics = self._diagnostics_due()
+        slots = self._slots(len(inputs)).to(self.accelerator.device)
+        rows = (slots == 0).nonzero().squeeze(1)
+        with self._record_scoring_forwards(None if diagnostics else rows) as forwards:
             out = super()._generate_and_score_completions(inputs)
+        if not diagnostics:
+            out[OLD_LOGPS_SKIPPED] = slots != 0
         policy_token_logps = forwards[0]  # beta = 0: RLOO's only scoring forward is the policy's
         mask, group = out["completion_mask"], self.num_generations
         # Δ = log π − log π_a of the policy samples (slot 0), summed over their completion tokens.
-        rows = (self._slots(mask.size(0)) == 0).nonzero().squeeze(1).to(mask.device)
         with self.anchor.active():
             anchor_model = self.model if self._anchor_model is None else self._anchor_model
             anchor_logps = (self._sequence_logps(anchor_model, out, rows) * mask[rows]).sum(1)
@@ -472,10 +438,7 @@ class JBondTrainer(
         first = self.accelerator.process_index * mask.size(0)
         out["advantages"] = weights[first : first + mask.size(0)].to(out["advantages"].dtype)
         # The completions table's "advantage" column: the weights trained on, not RLOO's unused advantages.
-        advantages = self._logs["advantages"]
-        for _ in range(min(weights.numel(), len(advantages))):
-            advantages.pop()
-        advantages.extend(weights.tolist())
+        replace_last_logged(self._logs["advantages"], weights.tolist())
 
         metrics = self._metrics[mode]  # all gathered, identical on every rank
         policy_rows = torch.arange(0, rewards.numel(), group, device=rewards.device)
@@ -484,20 +447,22 @@ class JBondTrainer(
         )
         for name, value in result.stats.items():
             metrics[f"jbond/{name}"].append(value.item())
-        target_logps = gather(out["old_logps"]).view(-1, group).gather(1, result.target[:, None])
-        metrics["jbond/target_nll"].append(-target_logps.mean().item())
-        jeffreys = core.jeffreys_estimate(target_logps, result.stats["return"], self.args.jeffreys_beta)
-        metrics["objective/jeffreys"].append(jeffreys.item())  # `loss` is a constant surrogate (docs/metrics.md)
-        if self.log_ref_kl:
-            log_kl_to_ref(metrics, gather, policy_token_logps[rows], self._ref_token_logps(out, rows), mask[rows])
+        if diagnostics:  # single-step values on the logging step (docs/metrics.md)
+            target_logps = gather(out["old_logps"]).view(-1, group).gather(1, result.target[:, None])
+            metrics["jbond/target_nll"].append(-target_logps.mean().item())
+            jeffreys = core.jeffreys_estimate(target_logps, result.stats["return"], self.args.jeffreys_beta)
+            metrics["objective/jeffreys"].append(jeffreys.item())  # `loss` is a constant surrogate (docs/metrics.md)
+            if self.log_ref_kl:
+                log_kl_to_ref(metrics, gather, policy_token_logps[rows], self._ref_token_logps(out, rows), mask[rows])
         metrics["jbond/time/generation"].append(self._generation_time)
         metrics["jbond/time/scoring"].append(time.perf_counter() - start - self._generation_time)
         return out
 
+    @property
+    def _frozen_reference(self):
+        return self._ref_model  # RLOO loads none at beta = 0; full fine-tuning with `log_ref_kl` loads its own
+
     def _ref_token_logps(self, out, rows):
         """Per-token log π_ref of the policy samples: the reference model, or the policy with its adapter disabled."""
-        if self._ref_model is not None:
-            return self._sequence_logps(self._ref_model, out, rows)
-        # As in RLOO: a freshly added adapter's reference is the base model, a pretrained adapter's its "ref" copy.
-        with use_adapter(self.model, adapter_name="ref" if "ref" in self.model.peft_config else None):
-            return self._sequence_logps(self.model, out, rows)
+        with self._reference_model() as reference:
+            return self._sequence_logps(reference, out, rows)

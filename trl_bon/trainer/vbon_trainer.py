@@ -7,21 +7,16 @@ and uses a leave-one-out baseline, so the trainer only replaces the reward: it o
 (via `super()`, no TRL code copied) so that RLOO's weighted reward equals the vBoN score.
 """
 
-import contextlib
 import os
 import textwrap
 
 import torch
 from accelerate.utils import gather
 from datasets import Dataset
-from peft import PeftModel
-from trl import RLOOTrainer
 
 from .. import core
-from .._trl_compat import use_adapter
 from ..core.vbon import vbon_scores
 from ..identity import model_identity, tokenizer_identity
-from ..quantization import keep_4bit_weights_trainable
 from ..ref_cache import (
     CACHE_COMMAND,
     add_reference_rewards,
@@ -29,23 +24,17 @@ from ..ref_cache import (
     load_reference_reward_cache,
     reference_reward_tensor,
 )
-from ..rewards import check_finite_rewards, check_reward_funcs, check_reward_tokenizers, reward_signature
-from ._checkpoint import CheckpointMixin, finetuning_settings
-from ._config_checks import (
-    RewardOutputChecksMixin,
-    check_model_inputs,
-    check_train_prompt_lengths,
-    check_train_prompts,
-)
-from ._metric_vocabulary import EffectiveNLogMixin, log_kl_to_ref, log_policy_rewards
-from ._model_card import BoNModelCardMixin
-from ._scoring_forwards import ScoringForwardsMixin, disable_all_dropout
+from ..rewards import check_finite_rewards, reward_signature
+from ._bon_rloo import BoNRLOOTrainer
+from ._checkpoint import finetuning_settings
+from ._config_checks import check_train_prompts
+from ._metric_vocabulary import log_kl_to_ref, log_policy_rewards
+from ._rloo_seams import replace_last_logged
+from ._scoring_forwards import disable_all_dropout
 from .vbon_config import VBoNConfig
 
 
-class VBoNTrainer(
-    EffectiveNLogMixin, BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer
-):
+class VBoNTrainer(BoNRLOOTrainer):
     r"""
     Trainer for variational Best-of-N (vBoN), introduced in [Variational Best-of-N
     Alignment](https://huggingface.co/papers/2407.06057). It fine-tunes the policy towards the Best-of-N
@@ -63,7 +52,7 @@ class VBoNTrainer(
     ```python
     >>> from trl_bon import VBoNConfig, VBoNTrainer
     >>> from trl_bon.ref_cache import build_reference_reward_cache
-    >>> from trl_bon.sampling import GenerationSettings, Sampler
+    >>> from trl_bon.sampling import Sampler
     >>> from trl_bon.toy import build_one_token_task
     >>> task = build_one_token_task("/tmp/trl_bon_doc_task")
     >>> args = VBoNConfig(
@@ -143,8 +132,6 @@ class VBoNTrainer(
         for name, dataset in given.items():  # a NaN or empty reference CDF would fail the first step
             if isinstance(dataset, Dataset) and args.reference_rewards_column in dataset.column_names:
                 check_reference_reward_column(dataset, args.reference_rewards_column, name)
-        check_model_inputs(model, reward_funcs)  # last before any model loads: the cheaper checks above speak first
-        check_reward_funcs(reward_funcs, args.model_init_kwargs)  # a causal LM as reward model: before it loads
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
@@ -165,9 +152,6 @@ class VBoNTrainer(
                 disable_all_dropout(scored)
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
-        keep_4bit_weights_trainable(self.model)
-        check_reward_tokenizers(self.reward_funcs, self.reward_processing_classes, reward_processing_classes)
-        check_train_prompt_lengths(self)
         self.num_candidates = args.num_candidates
         self._vbon_raw_rewards = None
         self._vbon_cache = None
@@ -193,19 +177,6 @@ class VBoNTrainer(
 
     def _reward_signature(self) -> dict:
         return reward_signature(self.reward_funcs, self.reward_weights.tolist(), self.reward_processing_classes)
-
-    @contextlib.contextmanager
-    def _reference_model(self):
-        """Yield the model to run as π_ref: RLOO's reference model, or the policy with its adapter disabled (PEFT)."""
-        if self.ref_model is not None:
-            yield self.ref_model
-            return
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        if not isinstance(unwrapped, PeftModel):  # not PEFT and beta == 0: the policy at init is π_ref
-            yield self.model
-            return
-        with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
-            yield self.model
 
     def _load_cache(self):
         """The reference-reward cache of this run, loaded once and checked against its settings, rewards and π_ref."""
@@ -317,9 +288,7 @@ class VBoNTrainer(
         metrics, raw = self._metrics[mode], self._vbon_raw_rewards
         log_policy_rewards(metrics, self.reward_func_names, raw, self.reward_weights)
         for i, name in enumerate(self.reward_func_names):
-            logged, values = self._logs["rewards"][name], raw[:, i].tolist()
-            for j in range(1, min(len(logged), len(values)) + 1):
-                logged[-j] = values[-j]
+            replace_last_logged(self._logs["rewards"][name], raw[:, i].tolist())
         seq_kl = torch.zeros_like(self._vbon_scores)  # β = 0: no reference forward, no KL term
         if len(forwards) == 2:  # policy (`old_logps`) and reference (KL penalty) forwards: KL to π_ref is free
             log_kl_to_ref(metrics, self.accelerator.gather, forwards[0], forwards[1], output["completion_mask"])
