@@ -68,6 +68,9 @@ OVERRIDDEN_TRAINER_METHODS = {
     "_get_output_dir": ("self", "trial"),
     "_save": ("self", "output_dir", "state_dict"),
 }
+#: The class attribute by which `transformers.HfArgumentParser` puts a dataclass's options into an argument group of
+#: that title (documented in its docstring, underscored by name); `trl-bon --help` groups its options with it.
+HF_ARGUMENT_GROUP_ATTRIBUTE = "_argument_group_name"
 # DeepSpeed ZeRO-3 keeps no public accessors for a partitioned parameter: the anchor (`anchor/_engines.py`,
 # `anchor/state.py`) and the model fingerprint (`identity.py`) read its attributes `ds_id` (partitioned), `ds_shape`
 # (whole shape) and `ds_tensor` (this rank's partition). DeepSpeed is installed only in the engines tier, whose ZeRO-3
@@ -94,6 +97,7 @@ check_trl_version()
 
 __all__ = [
     "GENERATION_OUTPUT_KEYS",
+    "HF_ARGUMENT_GROUP_ATTRIBUTE",
     "OVERRIDDEN_TRAINER_METHODS",
     "POLICY_ROWS_SCORING_SEAM",
     "RLOO_STATE_ATTRIBUTES",

@@ -50,3 +50,25 @@ def test_save_checkpoint_writes_under_get_output_dir_then_rotates():
     assert {"output_dir", "save_total_limit", "best_model_checkpoint", "use_mtime"} <= set(
         inspect.signature(rotate_checkpoints).parameters
     )
+
+
+def test_hf_argument_parser_groups_a_dataclass_by_its_group_attribute():
+    """`trl-bon --help` groups options through `HfArgumentParser`'s group attribute: a release that drops it would
+    print every option under one heading."""
+    import dataclasses
+
+    from transformers import HfArgumentParser
+
+    from trl_bon._trl_compat import HF_ARGUMENT_GROUP_ATTRIBUTE
+    from trl_bon.scripts import parser as bon_parser
+
+    assert f'"{HF_ARGUMENT_GROUP_ATTRIBUTE}"' in inspect.getsource(bon_parser)  # the name the parser writes
+
+    group = dataclasses.make_dataclass(
+        "Group",
+        [("alpha", int, dataclasses.field(default=1))],
+        namespace={HF_ARGUMENT_GROUP_ATTRIBUTE: "Zeta options"},
+    )
+    titles = [g.title for g in HfArgumentParser(group)._action_groups]
+    assert "Zeta options" in titles
+    assert "Zeta options:\n  --alpha ALPHA" in HfArgumentParser(group).format_help()

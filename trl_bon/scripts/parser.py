@@ -208,7 +208,7 @@ class BoNParser(TrlParser):
             if not training:
                 title = title.replace("π_ref, LoRA and quantization", "π_ref and quantization")
             fields = [(name, self.type_hints[name], self._help_field(by_name[name], training)) for name in names]
-            group = {"_argument_group_name": title}
+            group = {"_argument_group_name": title}  # listed in _trl_compat (not imported: it loads TRL's trainers)
             dtypes.append(dataclasses.make_dataclass("Group", fields, kw_only=True, namespace=group))
         parser = HfArgumentParser(
             dtypes, prog=self.prog, usage=self.usage, description=self.description, formatter_class=_HelpFormatter
