@@ -19,7 +19,7 @@ names the method as configured (J-BOND, BOND, iterative BOND) with its settings.
 
 import copy
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from accelerate.utils import is_peft_model
@@ -35,10 +35,12 @@ from .._trl_compat import (
     prepare_deepspeed,
     prepare_fsdp,
     use_adapter,
+    vllm_engine_kwargs,
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engine
 from ..quantization import keep_4bit_weights_trainable
 from ..rewards import check_reward_funcs, check_reward_tokenizers
+from ..vllm_adapters import VLLMAdapters, check_adapter_servable, engine_lora_kwargs
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import RewardOutputChecksMixin, check_model_inputs, check_prompts, check_train_prompt_lengths
 from ._metric_vocabulary import EffectiveNLogMixin, log_kl_to_ref, log_policy_rewards
@@ -184,25 +186,31 @@ class JBondTrainer(
                 "set `use_vllm=False`."
             )
         check_anchor_engine(args, lora=use_lora)
+        engine_kwargs = {}
+        if args.vllm_adapters_as_lora:
+            lora_config = peft_config if peft_config is not None else model.peft_config[model.active_adapter]
+            check_adapter_servable(lora_config)
+            engine_kwargs = engine_lora_kwargs(lora_config.r)
         # The full fine-tuning anchor (and optional reference) start as copies of the untouched policy π_ref. An
         # instance is copied before RLOO patches it with the fused LM head (the patch closes over the original).
         initial_model = copy.deepcopy(model) if not use_lora and not isinstance(model, str) else None
 
         check_model_inputs(model, reward_funcs)  # last before any model loads: the cheaper checks above speak first
         check_reward_funcs(reward_funcs, args.model_init_kwargs)  # a causal LM as reward model: before it loads
-        super().__init__(
-            model=model,
-            reward_funcs=reward_funcs,
-            args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            reward_processing_classes=reward_processing_classes,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            quantization_config=quantization_config,
-            peft_config=peft_config,
-        )
+        with vllm_engine_kwargs(**engine_kwargs) if engine_kwargs else nullcontext():
+            super().__init__(
+                model=model,
+                reward_funcs=reward_funcs,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                reward_processing_classes=reward_processing_classes,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                quantization_config=quantization_config,
+                peft_config=peft_config,
+            )
 
         keep_4bit_weights_trainable(self.model)
         check_reward_tokenizers(self.reward_funcs, self.reward_processing_classes, reward_processing_classes)
@@ -229,6 +237,9 @@ class JBondTrainer(
             save_with_checkpoints=False,  # `_save_resume_state` puts it in the checkpoint before it becomes visible
         )
         self.add_callback(self.anchor_callback)
+        self._vllm_adapters = None
+        if args.vllm_adapters_as_lora:
+            self._vllm_adapters = VLLMAdapters((self.anchor.policy_adapter, self.anchor.adapter_name))
         self._stashed_rewards_per_func = None
         self._generation_time = 0.0
 
@@ -399,6 +410,8 @@ class JBondTrainer(
             names = [self.anchor.policy_adapter if slot == 0 else self.anchor.adapter_name for slot in slots]
             with self._mixed_adapter_generation(names):
                 return super()._generate_single_turn(prompt_ids, None, {})
+        if self._vllm_adapters is not None:
+            return self._generate_through_vllm_adapters(prompt_ids, slots)
         policy_rows = [i for i, slot in enumerate(slots) if slot == 0]
         anchor_rows = [i for i, slot in enumerate(slots) if slot != 0]
         with self._group_size(1):
@@ -416,6 +429,19 @@ class JBondTrainer(
             for row, row_ids in zip(rows, ids, strict=True):
                 completion_ids[row] = row_ids
         return completion_ids
+
+    def _generate_through_vllm_adapters(self, prompt_ids, slots):
+        """vLLM serves both adapters as LoRA (`vllm_adapters_as_lora`): once per step, hand vLLM the two adapters'
+        tensors (the base weights it loaded from the model path never change under LoRA), then one generate call with
+        each row routed to its adapter."""
+        llm = self.vllm_generation.llm
+        if self.state.global_step != self._last_loaded_step:
+            self._vllm_adapters.sync(llm, self.accelerator.unwrap_model(self.model_wrapped))
+            llm.reset_prefix_cache()
+            self._last_loaded_step = self.state.global_step  # TRL then skips its merged full-weight sync
+        names = [self.anchor.policy_adapter if slot == 0 else self.anchor.adapter_name for slot in slots]
+        with self._vllm_adapters.route(llm, names):
+            return super()._generate_single_turn(prompt_ids, None, {})
 
     # ------------------------------------------------------------------------------------------------------------
     # Hook 2: rewards
