@@ -178,6 +178,18 @@ class TestJBondTrainerValidation:
         with pytest.raises(ValueError, match=fix):
             JBondTrainer("no/such/model", token_sum_reward, args, prompt_dataset, peft_config=peft_config)
 
+    def test_vllm_adapters_as_lora_refuses_a_quantized_base(self, tmp_path, prompt_dataset):
+        from transformers import BitsAndBytesConfig
+
+        from trl_bon import JBondTrainer
+
+        args = _config(tmp_path, use_vllm=True, vllm_adapters_as_lora=True)
+        with pytest.raises(ValueError, match="unquantised base only"):
+            JBondTrainer(
+                "no/such/model", token_sum_reward, args, prompt_dataset, peft_config=_lora(),
+                quantization_config=BitsAndBytesConfig(load_in_4bit=True),
+            )  # fmt: skip
+
     @pytest.mark.parametrize(("value", "fix"), [(float("nan"), "return a number"), (float("inf"), "clip or fix")])
     def test_bad_rewards_raise(self, tmp_path, tiny_kit, prompt_dataset, value, fix):
         from trl_bon import JBondTrainer

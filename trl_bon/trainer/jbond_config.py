@@ -127,8 +127,8 @@ class JBondConfig(RLOOConfig):
             LoRA with `use_vllm=True, vllm_mode="colocate"`: the colocated engine serves the policy and the anchor
             adapters as vLLM LoRA adapters (`enable_lora`), each row through its own adapter in one generate call, so
             a generation batch hands vLLM the two adapters' tensors instead of merged full weights twice. DDP only,
-            `vllm_tensor_parallel_size=1`, no sleep mode, no DoRA or `modules_to_save`. Off by default until
-            measured on a GPU (docs/engines.md).
+            `vllm_tensor_parallel_size=1`, no sleep mode, an unquantised base, no DoRA or `modules_to_save`. Off by
+            default until measured on a GPU (docs/engines.md).
 
         > Parameters that control logging
 

@@ -188,6 +188,12 @@ class JBondTrainer(
         check_anchor_engine(args, lora=use_lora)
         engine_kwargs = {}
         if args.vllm_adapters_as_lora:
+            quantized = quantization_config or (args.model_init_kwargs or {}).get("quantization_config")
+            if quantized is not None or getattr(model, "is_quantized", False):
+                raise ValueError(
+                    "`vllm_adapters_as_lora=True` was tested with an unquantised base only; drop the quantization or "
+                    "set `vllm_adapters_as_lora=False`."
+                )
             lora_config = peft_config if peft_config is not None else model.peft_config[model.active_adapter]
             check_adapter_servable(lora_config)
             engine_kwargs = engine_lora_kwargs(lora_config.r)
