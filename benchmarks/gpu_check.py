@@ -8,15 +8,16 @@ completions: k = 3 completions per prompt (J-BOND's 1 policy + 2 anchor samples;
 completion exactly `--completion-length` tokens long (`min_new_tokens` = max), rewards from a cheap function of the
 token ids. It prints, per run: peak GPU memory (`torch.cuda.max_memory_allocated`, model load included), mean
 optimizer-step time after `--warmup` steps, completion tokens/s, and the time and memory ratios to RLOO-KL. Runs that
-would start after `--budget` seconds are skipped and listed (the default keeps the whole check within 8 minutes).
+would start after `--budget` seconds are skipped and listed (the default aims the whole check at 8 minutes on one
+H100; not yet run on one).
 
 The models are random (weights from the config's initialiser), so quality means nothing here; only speed and memory.
 Prompts come from a small local BPE tokenizer; completion ids beyond it decode to nothing, which the reward ignores.
 
-On a GPU machine (offline; its image has torch, transformers, accelerate, huggingface_hub, safetensors, tokenizers,
-pyarrow, pandas, psutil and xxhash, but not trl, datasets or bitsandbytes): on a connected machine, from the repository
-root, fetch the missing wheels (about 46 MB; transformers stays the image's 5.x, the version the vLLM engines tier
-pins too):
+On a GPU machine (offline; its image has torch, transformers 5.17, accelerate, huggingface_hub, safetensors,
+tokenizers, pyarrow, pandas, psutil and xxhash, but not trl, datasets or bitsandbytes): on a connected machine, from
+the repository root, fetch the missing wheels, and peft at the version the tests use (about 46 MB; transformers stays
+the image's, the version the vLLM engines tier pins too):
 
     echo /.whl/ >> .git/info/exclude
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -96,7 +97,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--trainers", default=",".join(TRAINERS), help="comma-separated subset of " + ",".join(TRAINERS)
     )
-    parser.add_argument("--budget", type=float, default=420.0, help="start no run after this many seconds")
+    parser.add_argument("--budget", type=float, default=360.0, help="start no run after this many seconds")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--in-process", action="store_true", help="run every trainer in this process (CPU test)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
