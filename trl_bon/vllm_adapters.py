@@ -8,7 +8,9 @@ adapter (slot 0 → policy, slots 1..k → anchor).
 """
 
 import os
+import shutil
 import tempfile
+import weakref
 from contextlib import contextmanager
 
 
@@ -48,6 +50,7 @@ class VLLMAdapters:
         from vllm.lora.request import LoRARequest
 
         self.directory = tempfile.mkdtemp(prefix="trl_bon_vllm_adapters_")
+        weakref.finalize(self, shutil.rmtree, self.directory, ignore_errors=True)  # at the latest at interpreter exit
         self.requests = {
             name: LoRARequest(name, index + 1, os.path.join(self.directory, name))
             for index, name in enumerate(adapter_names)
