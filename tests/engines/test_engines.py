@@ -300,6 +300,41 @@ def test_vllm_colocate_jbond_lora_resume_reloads_both_adapters(runs, vllm_policy
             assert torch.equal(resumed_query, straight_query), (slot, (resumed_query - straight_query).abs().max())
 
 
+@vllm_tier
+def test_vllm_colocate_jbond_adapters_served_as_lora(runs, vllm_policy):
+    """`vllm_adapters_as_lora=True` on 2 ranks: once per step each rank's engine reloads the policy and anchor adapters
+    as vLLM LoRA adapters, exactly (in vLLM's dtype), its base weights stay the base model's (no merged sync), each row
+    goes to its slot's adapter, and vLLM samples each row from that adapter's distribution (its log-probs of the
+    sampled tokens match the trainer's model through that adapter, not through the other one)."""
+    output_dir, ranks = runs("vllm-lora", "jbond-lora", policy=vllm_policy)
+    assert [rank["global_step"] for rank in ranks] == [4, 4]
+    _assert_equal(ranks[0]["anchor"], ranks[1]["anchor"], "vllm-lora anchor: rank 0 vs rank 1")
+    _assert_equal(ranks[0]["policy"], ranks[1]["policy"], "vllm-lora policy: rank 0 vs rank 1")
+    saved = load_file(output_dir / "checkpoint-4" / "anchor" / "anchor.safetensors")
+    _assert_equal(saved, ranks[0]["anchor"], "vllm-lora: checkpoint-4 anchor vs final anchor")
+    adapter_bytes = sum(t.numel() * t.element_size() for t in ranks[0]["policy"].values())  # the anchor's alike
+    rights, wrongs = [], []
+    for rank in ranks:
+        records = rank["vllm_routing"]
+        assert len(records) == 4  # one generation batch per step
+        for index, record in enumerate(records):
+            assert record["sent"] == ["default", "anchor", "anchor"] * 2  # slot 0 → policy, slots 1..2 → anchor
+            assert record["syncs"] == index + 1 and record["bytes_synced"] == (index + 1) * 2 * adapter_bytes
+            assert record["vllm default vs peft default"] == 0 and record["vllm anchor vs peft anchor"] == 0, record
+            assert record["base"] == 0, record  # vLLM's base weights are the base model's: no merged sync
+            policy_rows = [row for row, name in enumerate(record["sent"]) if name == "default"]
+            right = [record[f"logps vs peft {'default' if row in policy_rows else 'anchor'}"][row] for row in range(6)]
+            wrong = [record[f"logps vs peft {'anchor' if row in policy_rows else 'default'}"][row] for row in range(6)]
+            assert max(right) < 2e-2, record  # vLLM's bf16 against the fp32 model
+            rights += right
+            if index >= 1:  # the policy moved at step 1: the adapters differ and the checks tell them apart
+                assert record["vllm default vs peft anchor"] > 0 and record["vllm anchor vs peft default"] > 0
+                assert sum(wrong) > 10 * sum(right), record
+                wrongs += wrong
+    print(f"vllm-lora: {len(rights)} rows, log-probs vs the row's adapter ≤ {max(rights):.1e}, vs the other adapter "
+          f"mean {sum(wrongs) / len(wrongs):.1e}; {adapter_bytes * 2} adapter bytes synced per step")  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def vllm_reference_cache(tmp_path_factory, vllm_policy):
     """`trl-bon cache-ref-rewards --use_vllm` for the vBoN run under vLLM (see `_reference_cache`)."""

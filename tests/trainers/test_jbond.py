@@ -145,6 +145,51 @@ class TestJBondTrainerValidation:
         with pytest.raises(NotImplementedError, match="peft_config=LoraConfig"):
             JBondTrainer("no/such/model", token_sum_reward, _config(tmp_path, use_vllm=True), prompt_dataset)
 
+    @pytest.mark.parametrize(
+        ("overrides", "fix"),
+        [
+            ({}, "set `use_vllm=True, vllm_mode='colocate'`"),
+            ({"use_vllm": True, "vllm_mode": "server"}, "set `use_vllm=True, vllm_mode='colocate'`"),
+            ({"use_vllm": True, "vllm_tensor_parallel_size": 2}, "vllm_tensor_parallel_size=1"),
+            ({"use_vllm": True, "vllm_enable_sleep_mode": True}, "without `vllm_enable_sleep_mode`"),
+            ({"use_vllm": True, "fsdp": "full_shard"}, "tested under DDP only"),
+        ],
+    )
+    def test_vllm_adapters_as_lora_needs_colocate_ddp(self, tmp_path, overrides, fix):
+        with pytest.raises(ValueError, match=fix):
+            _config(tmp_path, vllm_adapters_as_lora=True, **overrides)
+
+    @pytest.mark.parametrize(
+        ("lora", "fix"),
+        [
+            ({"use_dora": True}, "does not serve DoRA"),
+            ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+            ({"r": 1024}, "ranks up to 512"),
+        ],
+    )
+    def test_vllm_adapters_as_lora_refuses_unservable_adapters(self, tmp_path, prompt_dataset, lora, fix):
+        """Before any model or engine loads (the model path does not exist)."""
+        from peft import LoraConfig
+
+        from trl_bon import JBondTrainer
+
+        args = _config(tmp_path, use_vllm=True, vllm_adapters_as_lora=True)
+        peft_config = LoraConfig(**{"r": 4, "target_modules": ["q_proj", "v_proj"], **lora})
+        with pytest.raises(ValueError, match=fix):
+            JBondTrainer("no/such/model", token_sum_reward, args, prompt_dataset, peft_config=peft_config)
+
+    def test_vllm_adapters_as_lora_refuses_a_quantized_base(self, tmp_path, prompt_dataset):
+        from transformers import BitsAndBytesConfig
+
+        from trl_bon import JBondTrainer
+
+        args = _config(tmp_path, use_vllm=True, vllm_adapters_as_lora=True)
+        with pytest.raises(ValueError, match="unquantised base only"):
+            JBondTrainer(
+                "no/such/model", token_sum_reward, args, prompt_dataset, peft_config=_lora(),
+                quantization_config=BitsAndBytesConfig(load_in_4bit=True),
+            )  # fmt: skip
+
     @pytest.mark.parametrize(("value", "fix"), [(float("nan"), "return a number"), (float("inf"), "clip or fix")])
     def test_bad_rewards_raise(self, tmp_path, tiny_kit, prompt_dataset, value, fix):
         from trl_bon import JBondTrainer

@@ -115,6 +115,15 @@ class JBondConfig(RLOOConfig):
         anchor_update_period (`int`, *optional*, defaults to `1000`):
             Optimizer steps between hard copies when `anchor="periodic"`.
 
+        > Parameters that control vLLM
+
+        vllm_adapters_as_lora (`bool`, *optional*, defaults to `False`):
+            LoRA with `use_vllm=True, vllm_mode="colocate"`: the colocated engine serves the policy and the anchor
+            adapters as vLLM LoRA adapters (`enable_lora`), each row through its own adapter in one generate call, so
+            a generation batch hands vLLM the two adapters' tensors instead of merged full weights twice. DDP only,
+            `vllm_tensor_parallel_size=1`, no sleep mode, an unquantised base, no DoRA or `modules_to_save`. Off by
+            default until measured on a GPU (docs/engines.md).
+
         > Parameters that control logging
 
         log_ref_kl (`bool`, *optional*):
@@ -221,6 +230,16 @@ class JBondConfig(RLOOConfig):
         metadata={"help": "Optimizer steps between hard anchor copies when `anchor='periodic'`."},
     )
 
+    # Parameters that control vLLM
+    vllm_adapters_as_lora: bool = field(
+        default=False,
+        metadata={
+            "help": "LoRA with `vllm_mode='colocate'`: vLLM serves the policy and anchor adapters as LoRA adapters "
+            "(per-row routing, one generate call), so each generation batch syncs only adapter tensors instead of "
+            "merged full weights twice. Off by default until measured on a GPU."
+        },
+    )
+
     # Parameters that control logging
     log_ref_kl: bool | None = field(
         default=None,
@@ -321,6 +340,25 @@ class JBondConfig(RLOOConfig):
             )
         if self.use_vllm and is_8bit((self.model_init_kwargs or {}).get("quantization_config")):
             raise vllm_8bit_error()
+        if self.vllm_adapters_as_lora:
+            self._check_vllm_adapters_as_lora()
+
+    def _check_vllm_adapters_as_lora(self) -> None:
+        if not self.use_vllm or self.vllm_mode != "colocate":
+            raise ValueError(
+                "`vllm_adapters_as_lora=True` serves the adapters from the colocated vLLM engine: set "
+                "`use_vllm=True, vllm_mode='colocate'`, or `vllm_adapters_as_lora=False`."
+            )
+        if self.vllm_tensor_parallel_size != 1 or self.vllm_enable_sleep_mode:
+            raise ValueError(
+                "`vllm_adapters_as_lora=True` is implemented for `vllm_tensor_parallel_size=1` without "
+                "`vllm_enable_sleep_mode`; change those or set `vllm_adapters_as_lora=False`."
+            )
+        if self.deepspeed or self.fsdp:
+            raise ValueError(
+                "`vllm_adapters_as_lora=True` was tested under DDP only (DeepSpeed/FSDP partition the adapter tensors "
+                "it reads); set `vllm_adapters_as_lora=False`."
+            )
 
     def _check_whole_groups(self, steps_per_generation: int) -> None:
         group = self.num_generations

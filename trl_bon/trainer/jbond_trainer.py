@@ -23,7 +23,7 @@ the named seams of `_rloo_seams.py`; what it shares with `VBoNTrainer` is in `Bo
 
 import copy
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from accelerate.utils import is_peft_model
@@ -37,9 +37,11 @@ from .._trl_compat import (
     get_config_model_id,
     prepare_deepspeed,
     prepare_fsdp,
+    vllm_engine_kwargs,
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engine
 from ..rewards import check_finite_rewards
+from ..vllm_adapters import VLLMAdapters, check_adapter_servable, engine_lora_kwargs
 from ._bon_rloo import BoNRLOOTrainer
 from ._checkpoint import finetuning_settings
 from ._config_checks import check_train_prompts
@@ -182,23 +184,35 @@ class JBondTrainer(BoNRLOOTrainer):
                 "set `use_vllm=False`."
             )
         check_anchor_engine(args, lora=use_lora)
+        engine_kwargs = {}
+        if args.vllm_adapters_as_lora:
+            quantized = quantization_config or (args.model_init_kwargs or {}).get("quantization_config")
+            if quantized is not None or getattr(model, "is_quantized", False):
+                raise ValueError(
+                    "`vllm_adapters_as_lora=True` was tested with an unquantised base only; drop the quantization or "
+                    "set `vllm_adapters_as_lora=False`."
+                )
+            lora_config = peft_config if peft_config is not None else model.peft_config[model.active_adapter]
+            check_adapter_servable(lora_config)
+            engine_kwargs = engine_lora_kwargs(lora_config.r)
         # The full fine-tuning anchor (and optional reference) start as copies of the untouched policy π_ref. An
         # instance is copied before RLOO patches it with the fused LM head (the patch closes over the original).
         initial_model = copy.deepcopy(model) if not use_lora and not isinstance(model, str) else None
 
-        super().__init__(
-            model=model,
-            reward_funcs=reward_funcs,
-            args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            reward_processing_classes=reward_processing_classes,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            quantization_config=quantization_config,
-            peft_config=peft_config,
-        )
+        with vllm_engine_kwargs(**engine_kwargs) if engine_kwargs else nullcontext():
+            super().__init__(
+                model=model,
+                reward_funcs=reward_funcs,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                reward_processing_classes=reward_processing_classes,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                quantization_config=quantization_config,
+                peft_config=peft_config,
+            )
 
         # Anchor: a second LoRA adapter (fp32 shadow) or a second full model.
         self._anchor_model = None
@@ -216,6 +230,9 @@ class JBondTrainer(BoNRLOOTrainer):
         self.log_ref_kl = args.log_ref_kl if args.log_ref_kl is not None else is_peft_model(self.model)
         self.anchor_callback = AnchorCallback(self.anchor, args.anchor_schedule)
         self.add_callback(self.anchor_callback)
+        self._vllm_adapters = None
+        if args.vllm_adapters_as_lora:
+            self._vllm_adapters = VLLMAdapters((self.anchor.policy_adapter, self.anchor.adapter_name))
         self._stashed_rewards_per_func = None
         self._generation_time = 0.0
 
@@ -334,6 +351,8 @@ class JBondTrainer(BoNRLOOTrainer):
             names = [self.anchor.policy_adapter if slot == 0 else self.anchor.adapter_name for slot in slots]
             with generate_with_adapter_names(self.accelerator.unwrap_model(self.model_wrapped), names):
                 return super()._generate_single_turn(prompt_ids, None, {})
+        if self._vllm_adapters is not None:
+            return self._generate_through_vllm_adapters(prompt_ids, slots)
         policy_rows = [i for i, slot in enumerate(slots) if slot == 0]
         anchor_rows = [i for i, slot in enumerate(slots) if slot != 0]
         with rloo_group_size(self, 1):  # vLLM server mode de-duplicates prompts by group
@@ -351,6 +370,19 @@ class JBondTrainer(BoNRLOOTrainer):
             for row, row_ids in zip(rows, ids, strict=True):
                 completion_ids[row] = row_ids
         return completion_ids
+
+    def _generate_through_vllm_adapters(self, prompt_ids, slots):
+        """vLLM serves both adapters as LoRA (`vllm_adapters_as_lora`): once per step, hand vLLM the two adapters'
+        tensors (the base weights it loaded from the model path never change under LoRA), then one generate call with
+        each row routed to its adapter."""
+        llm = self.vllm_generation.llm
+        if self.state.global_step != self._last_loaded_step:
+            self._vllm_adapters.sync(llm, self.accelerator.unwrap_model(self.model_wrapped))
+            llm.reset_prefix_cache()
+            self._last_loaded_step = self.state.global_step  # TRL then skips its merged full-weight sync
+        names = [self.anchor.policy_adapter if slot == 0 else self.anchor.adapter_name for slot in slots]
+        with self._vllm_adapters.route(llm, names):
+            return super()._generate_single_turn(prompt_ids, None, {})
 
     # ------------------------------------------------------------------------------------------------------------
     # Hook 2: rewards

@@ -1,0 +1,22 @@
+"""`trl_bon.vllm_adapters` parts that need no vLLM: the engine's LoRA limits and the refusals (the serving itself is
+tested by the engines tier, `tests/engines/test_engines.py::test_vllm_colocate_jbond_adapters_served_as_lora`)."""
+
+import pytest
+
+from trl_bon.vllm_adapters import check_adapter_servable, engine_lora_kwargs
+
+
+@pytest.mark.parametrize(("rank", "max_rank"), [(1, 1), (4, 8), (16, 16), (17, 32), (320, 320), (321, 512)])
+def test_engine_rank_is_the_smallest_vllm_accepts(rank, max_rank):
+    assert engine_lora_kwargs(rank) == {"enable_lora": True, "max_lora_rank": max_rank, "max_loras": 2}
+
+
+def test_rank_above_vllms_largest_is_refused():
+    with pytest.raises(ValueError, match="ranks up to 512; lower `r` \\(got 513\\)"):
+        engine_lora_kwargs(513)
+
+
+def test_plain_lora_is_servable():
+    from peft import LoraConfig
+
+    check_adapter_servable(LoraConfig(r=16, target_modules="all-linear"))  # no error

@@ -1,0 +1,98 @@
+"""J-BOND's policy and anchor adapters served by vLLM as LoRA adapters (colocate mode, `vllm_adapters_as_lora=True`).
+
+Without this, TRL hands vLLM the *merged* full weights of the active adapter, and J-BOND needs two adapters per
+generation batch: two full-model syncs and two generate calls. vLLM serves LoRA adapters per request, and the base
+weights never change under LoRA (vLLM loads them from the same path as the trainer), so here each generation batch
+writes only the two adapters' tensors, vLLM reloads them in place, and one generate call routes each row to its
+adapter (slot 0 → policy, slots 1..k → anchor).
+"""
+
+import os
+import shutil
+import tempfile
+import weakref
+from contextlib import contextmanager
+
+
+#: vLLM's accepted `max_lora_rank` values (`vllm.config.lora.MaxLoRARanks`, vLLM 0.31).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def engine_lora_kwargs(rank: int) -> dict:
+    """`vllm.LLM` arguments that let the engine hold both J-BOND adapters at once (rank rounded up to vLLM's)."""
+    fitting = [allowed for allowed in VLLM_LORA_RANKS if allowed >= rank]
+    if not fitting:
+        raise ValueError(f"vLLM serves LoRA ranks up to {VLLM_LORA_RANKS[-1]}; lower `r` (got {rank}).")
+    return {"enable_lora": True, "max_lora_rank": fitting[0], "max_loras": 2}
+
+
+def check_adapter_servable(lora_config) -> None:
+    """Refuse adapters vLLM cannot serve as LoRA (cheap: before the engine is built)."""
+    if getattr(lora_config, "use_dora", False):
+        raise ValueError("vLLM does not serve DoRA adapters: set `vllm_adapters_as_lora=False`.")
+    if getattr(lora_config, "modules_to_save", None):
+        raise ValueError(
+            "`modules_to_save` trains full modules, which vLLM's LoRA adapters cannot carry: set "
+            "`vllm_adapters_as_lora=False` (merged-weight sync)."
+        )
+    engine_lora_kwargs(lora_config.r)
+
+
+class VLLMAdapters:
+    """The policy and anchor adapters as vLLM LoRA adapters of one colocated engine.
+
+    `sync(model)` writes each adapter's tensors to this process's own folder and has the engine reload them in place
+    (`LoRARequest(load_inplace=True)`); `route(llm, names)` makes the next `llm.generate` call serve row i through
+    adapter `names[i]`. `bytes_synced` counts the tensor bytes handed over so far.
+    """
+
+    def __init__(self, adapter_names: tuple[str, ...]):
+        from vllm.lora.request import LoRARequest
+
+        self.directory = tempfile.mkdtemp(prefix="trl_bon_vllm_adapters_")
+        weakref.finalize(self, shutil.rmtree, self.directory, ignore_errors=True)  # at the latest at interpreter exit
+        self.requests = {
+            name: LoRARequest(name, index + 1, os.path.join(self.directory, name))
+            for index, name in enumerate(adapter_names)
+        }
+        self.bytes_synced = 0
+        self.syncs = 0
+
+    def sync(self, llm, model) -> None:
+        """Hand the current tensors of every adapter of `model` (an unwrapped PeftModel) to the engine `llm`."""
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+        from vllm.lora.request import LoRARequest
+
+        for name, request in self.requests.items():
+            state = get_peft_model_state_dict(model, adapter_name=name)
+            tensors = {key: tensor.detach().to("cpu").contiguous() for key, tensor in state.items()}
+            os.makedirs(request.lora_path, exist_ok=True)
+            model.peft_config[name].save_pretrained(request.lora_path)
+            save_file(tensors, os.path.join(request.lora_path, "adapter_model.safetensors"))
+            self.bytes_synced += sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
+            reload = LoRARequest(request.lora_name, request.lora_int_id, request.lora_path, load_inplace=True)
+            llm.llm_engine.add_lora(reload)
+        self.syncs += 1
+
+    @contextmanager
+    def route(self, llm, names: list[str]):
+        """During the block, `llm.generate` serves row i through adapter `names[i]` (TRL builds the prompts list
+        row by row in colocate mode, one completion per row)."""
+        generate = llm.generate
+        requests = [self.requests[name] for name in names]
+
+        def generate_with_adapters(prompts, *args, **kwargs):
+            if len(prompts) != len(requests):
+                raise RuntimeError(f"vLLM got {len(prompts)} prompts for {len(requests)} adapter-routed rows.")
+            return generate(prompts, *args, lora_request=requests, **kwargs)
+
+        patched = "generate" in vars(llm)  # someone else's instance-level wrapper is put back, not dropped
+        llm.generate = generate_with_adapters
+        try:
+            yield
+        finally:
+            if patched:
+                llm.generate = generate
+            else:
+                del llm.generate  # back to the class's method
