@@ -67,7 +67,7 @@ METHODS = {
 COMMANDS = {**convergence.COMMANDS, "grpo": ["-m", "trl.scripts.grpo"]}
 #: seconds-size runs for the tests: two steps of a few prompts, a few BoN-SFT prompts
 SMOKE = {"max_steps": 2, "logging_steps": 1}
-SMOKE_PROMPTS = 8
+SMOKE_PROMPTS = 24  # vBoN needs 12 prompts per step (48 completions / 4)
 #: held-out evaluation: prompts, π_ref samples per prompt (M), policy samples per prompt (K), Best-of-N's N, pass@k
 EVAL = {"prompts": 300, "reference_samples": 32, "policy_samples": 16, "bon_ns": (4, 8), "pass_ks": (1, 4)}
 SMOKE_EVAL = {"prompts": 9, "reference_samples": 8, "policy_samples": 4, "bon_ns": (4, 8), "pass_ks": (1, 4)}

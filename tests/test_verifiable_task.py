@@ -172,7 +172,7 @@ def test_run_configs_seed_folders_caches_and_bon_sft_rounds(driver, tmp_path):
     assert first["model_name_or_path"] == "policy" and second["model_name_or_path"] == first["output_dir"]
     assert second["output_dir"] == str(tmp_path / "r")
     smoke = driver.run_configs("vbon_n4", 0, tmp_path / "s", smoke=True)[0]
-    assert smoke["max_steps"] == 2 and smoke["datasets"][0]["split"] == "train[:8]"
+    assert smoke["max_steps"] == 2 and smoke["datasets"][0]["split"] == "train[:24]"
 
 
 def test_pass_at_k_is_the_unbiased_estimator(driver):
