@@ -13,7 +13,7 @@ from tests.test_benchmarks import load
 
 
 REPO = Path(__file__).resolve().parents[1]
-ONLINE = ("jbond", "bond_n4", "bond_n8", "vbon_n4", "vbon_n8", "rloo", "grpo")
+ONLINE = ("jbond", "bond_n4", "bond_n8", "vbon_n4", "vbon_n8", "rloo", "grpo", "rloo_lr1e-4", "grpo_lr1e-4")
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +163,8 @@ def test_run_configs_seed_folders_caches_and_bon_sft_rounds(driver, tmp_path):
     (jbond,) = driver.run_configs("jbond", 2, tmp_path / "jbond")
     assert (jbond["seed"], jbond["output_dir"]) == (2, str(tmp_path / "jbond"))
     assert jbond["reward_funcs"] == ["recipes.rewards.reversal.reversal_accuracy"]
+    (grpo,) = driver.run_configs("grpo_lr1e-4", 0, tmp_path / "g")
+    assert (grpo["learning_rate"], jbond["learning_rate"]) == (1.0e-4, 1.0e-3)
     (vbon,) = driver.run_configs("vbon_n8", 0, tmp_path / "v")
     assert vbon["reference_cache_dir"] == str(tmp_path / "v" / "reference_rewards")  # its own: its cost is its own
     (one,) = driver.run_configs("bon_sft_n4", 0, tmp_path / "b")
@@ -227,3 +229,20 @@ def test_smoke_run_trains_through_the_cli_and_evaluates(driver, task):
     assert set(numbers["bon"]) == {"4", "8"}
     done = json.loads((task / "runs" / "smoke" / "seed0" / "jbond" / "done.json").read_text())
     assert done["sampled_completions"] == {"training": 96, "reference_cache": 0}
+
+
+def test_a_failed_run_is_reported_after_the_others(driver, tmp_path, monkeypatch):
+    for step in ("prompts", "pretrain"):
+        (tmp_path / "steps").mkdir(exist_ok=True)
+        (tmp_path / "steps" / f"{step}.json").write_text("{}")
+    tried = []
+
+    def train(method, seed, out, task, smoke):
+        tried.append(method)
+        if method == "jbond":
+            raise SystemExit("jbond failed")
+
+    monkeypatch.setattr(driver, "train", train)
+    with pytest.raises(SystemExit, match="seed0/jbond"):
+        driver.main(["--task-dir", str(tmp_path), "--methods", "jbond", "grpo"])
+    assert tried == ["jbond", "grpo"]
