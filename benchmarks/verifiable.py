@@ -31,7 +31,8 @@ so 12 methods × 3 seeds ≤ 45 min of CPU (measured rates: ~15 min), plus about
 
 Resumable run by run: a run is finished when its `done.json` exists (an interrupted run folder is deleted and the run
 redone); an evaluation when its `eval.json` exists. Outputs: `<task>/runs/<name>/seed<S>/<method>/` (config.yaml,
-log.txt, done.json, eval.json, the final model), `seed<S>/reference_eval.json` (π_ref and Best-of-N), `report.json`.
+log.txt, done.json, eval.json, the final model), `seed<S>/reference_eval.json` (π_ref and Best-of-N), `report.json`
+and `pass1_vs_kl.png` (each method's pass@1 against KL, Best-of-N's closed-form curve).
 """
 
 import argparse
@@ -397,7 +398,70 @@ def report(per_seed: dict) -> tuple[str, dict]:
         }
         numbers["runs"][method] = {k: mean_sem(v) for k, v in cols.items()} | {"seeds": len(rows)}
         lines.append(f"| {method} | " + " | ".join(fmt(v) for v in cols.values()) + " |")
+    lines += ["", "Seeds where pass@1 ≥ Best-of-N's success rate at KL ≤ KL(Best-of-N), each against its own π_ref:"]
+    for method in methods:
+        reached = {n: reaches_best_of_n(per_seed, method, n) for n in ref[0]["bon"]}
+        numbers["runs"][method]["reaches_bon"] = reached
+        lines.append(f"  {method}: " + ", ".join(f"BoN-{n} {h}/{k}" for n, (h, k) in reached.items()))
     return "\n".join(lines), numbers
+
+
+def best_of_n_curve(per_seed: dict, ns=range(1, 17)) -> list[tuple[int, float, float]]:
+    """(N, KL, success rate) of Best-of-N on the held-out prompts, from the closed forms on each prompt's estimated p,
+    averaged over prompts and seeds."""
+    import torch
+
+    from trl_bon.core import bon_kl_from_reference, bon_success_rate
+
+    p = [torch.tensor(r["reference"]["per_prompt_p"], dtype=torch.float64) for r in per_seed.values()]
+    curve = []
+    for n in ns:
+        kl = sum(bon_kl_from_reference(q, n).mean().item() for q in p) / len(p)
+        success = sum(bon_success_rate(q, n).mean().item() for q in p) / len(p)
+        curve.append((n, kl, success))
+    return curve
+
+
+def reaches_best_of_n(per_seed: dict, method: str, n: str) -> tuple[int, int]:
+    """(seeds where the method's pass@1 ≥ Best-of-N's success rate at KL ≤ KL(Best-of-N), seeds it has), each
+    seed against its own π_ref estimate: the question (a) of issue 25."""
+    hits = seeds = 0
+    for result in per_seed.values():
+        run = result["runs"].get(method)
+        if run is None:
+            continue
+        bon = result["reference"]["bon"][n]
+        seeds += 1
+        hits += run["pass@1"][0] >= bon["success_closed_form"][0] and run["kl"][0] <= bon["kl_closed_form"][0]
+    return hits, seeds
+
+
+def figure(per_seed: dict, numbers: dict, path: Path) -> Path:
+    """Held-out pass@1 against KL(π‖π_ref): each method's mean over seeds (± standard error), Best-of-N's closed-form
+    curve (N = 1…16) through π_ref."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    curve = best_of_n_curve(per_seed)
+    ax.plot([c[1] for c in curve], [c[2] for c in curve], "k-", lw=1, label="Best-of-N (closed form)")
+    for n, kl, success in curve:
+        if n in (2, 4, 8, 16):
+            ax.annotate(f"N={n}", (kl, success), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    for method, row in numbers["runs"].items():
+        (kl, kl_sem), (p1, p1_sem) = row["kl"], row["pass@1"]
+        ax.errorbar(kl, p1, xerr=kl_sem, yerr=p1_sem, fmt="o", capsize=2, label=method)
+    ax.set_xlabel("KL(π‖π_ref), nats (held-out prompts)")
+    ax.set_ylabel("pass@1 on held-out prompts")
+    ax.set_title(f"Digit reversal, 0/1 verifier: {len(per_seed)} seed(s)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def export(per_seed: dict, out: Path, dest: Path) -> None:
@@ -443,9 +507,11 @@ def main(argv=None):
     text, numbers = report(per_seed)
     print(text, flush=True)
     (out / "report.json").write_text(json.dumps({"report": numbers, "text": text}, indent=2))
+    log(f"figure: {figure(per_seed, numbers, out / 'pass1_vs_kl.png')}")
     if args.export:
         export(per_seed, out, args.export)
         (args.export / "report.json").write_text(json.dumps({"report": numbers, "text": text}, indent=2))
+        shutil.copy(out / "pass1_vs_kl.png", args.export / "pass1_vs_kl.png")
     if failed:
         raise SystemExit(f"failed runs: {', '.join(failed)}")
     return numbers

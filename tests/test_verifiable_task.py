@@ -214,6 +214,28 @@ def test_report_puts_best_of_n_next_to_each_method(driver):
     assert "| BoN-4" in text and "| jbond | 0.500 | 0.800 | 0.200 | 60.000 | 5000.000 |" in text
     assert numbers["runs"]["jbond"]["gain_per_1k_completions"][0] == pytest.approx(0.2 / 5)
     assert numbers["runs"]["jbond"]["gain_per_cpu_minute"][0] == pytest.approx(0.2)
+    assert numbers["runs"]["jbond"]["reaches_bon"] == {"4": (0, 1)} and "jbond: BoN-4 0/1" in text
+
+
+def test_reaching_best_of_n_needs_its_success_rate_within_its_kl(driver):
+    ref = {"bon": {"4": {"success_closed_form": [0.7, 0], "kl_closed_form": [0.4, 0]}}}
+    seeds = {
+        s: {"reference": ref, "runs": {"m": {"pass@1": [p, 0], "kl": [kl, 0]}}}
+        for s, (p, kl) in enumerate([(0.7, 0.4), (0.9, 0.41), (0.69, 0.1)])
+    }
+    assert driver.reaches_best_of_n(seeds, "m", "4") == (1, 3)
+    assert driver.reaches_best_of_n(seeds, "other", "4") == (0, 0)
+
+
+def test_figure_draws_best_of_n_from_the_closed_forms(driver, tmp_path):
+    ref = {"per_prompt_p": [0.0, 0.5, 1.0]}
+    per_seed = {0: {"reference": ref}, 1: {"reference": ref}}
+    curve = driver.best_of_n_curve(per_seed, ns=(1, 2))
+    assert curve[0] == (1, 0.0, pytest.approx(0.5))
+    assert curve[1][2] == pytest.approx((0 + 0.75 + 1) / 3)  # s_2 = 1 - (1 - p)^2 per prompt, averaged
+    numbers = {"runs": {"jbond": {"kl": (0.3, 0.01), "pass@1": (0.7, 0.02)}}}
+    path = driver.figure(per_seed, numbers, tmp_path / "f" / "pass1_vs_kl.png")
+    assert path.stat().st_size > 0
 
 
 def test_driver_refuses_an_unbuilt_task(driver, tmp_path):
