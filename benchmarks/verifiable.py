@@ -465,15 +465,15 @@ def figure(per_seed: dict, numbers: dict, path: Path) -> Path:
 
 
 def export(per_seed: dict, out: Path, dest: Path) -> None:
-    """Copy what the results page cites into the repository: per seed, π_ref's evaluation and each run's done.json
-    and eval.json."""
+    """Copy what the results page cites into the repository: per seed, π_ref's evaluation and each run's done.json,
+    eval.json, config.yaml and log.txt (its per-step training metrics; ~14 kB)."""
     for seed in per_seed:
         target = dest / f"seed{seed}"
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy(out / f"seed{seed}" / "reference_eval.json", target / "reference_eval.json")
         for method in per_seed[seed]["runs"]:
             (target / method).mkdir(exist_ok=True)
-            for name in ("done.json", "eval.json", "config.yaml"):
+            for name in ("done.json", "eval.json", "config.yaml", "log.txt"):  # log.txt: the per-step metrics
                 shutil.copy(out / f"seed{seed}" / method / name, target / method / name)
 
 
