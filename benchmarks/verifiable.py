@@ -444,19 +444,21 @@ def figure(per_seed: dict, numbers: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     curve = best_of_n_curve(per_seed)
     ax.plot([c[1] for c in curve], [c[2] for c in curve], "k-", lw=1, label="Best-of-N (closed form)")
     for n, kl, success in curve:
         if n in (2, 4, 8, 16):
             ax.annotate(f"N={n}", (kl, success), textcoords="offset points", xytext=(4, -10), fontsize=8)
-    for method, row in numbers["runs"].items():
+    markers = "osD^v<>pXh*P"  # with tab20's colours, no two of the 12 methods look alike
+    for i, (method, row) in enumerate(numbers["runs"].items()):
         (kl, kl_sem), (p1, p1_sem) = row["kl"], row["pass@1"]
-        ax.errorbar(kl, p1, xerr=kl_sem, yerr=p1_sem, fmt="o", capsize=2, label=method)
+        style = {"marker": markers[i % len(markers)], "color": plt.cm.tab20(i % 20), "linestyle": "none"}
+        ax.errorbar(kl, p1, xerr=kl_sem, yerr=p1_sem, capsize=2, label=method, **style)
     ax.set_xlabel("KL(π‖π_ref), nats (held-out prompts)")
     ax.set_ylabel("pass@1 on held-out prompts")
     ax.set_title(f"Digit reversal, 0/1 verifier: {len(per_seed)} seed(s)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
