@@ -65,3 +65,35 @@ def test_tryout_commands_write_only_to_the_kit_folder():
         for path in outputs + inputs:
             assert path.startswith("trl_bon_kit/"), command
         assert "docs/" not in command, command
+
+
+def test_kit_verifier_line_parses_and_loads_its_verifier_by_dotted_path(tmp_path, monkeypatch):
+    """The optional 0/1-verifier line: its YAML parses with J-BOND's strict parser and, from the kit folder, the
+    dotted path resolves to the kit's verifier, which scores 0/1."""
+    import yaml
+
+    from trl_bon.scripts import jbond, kit
+    from trl_bon.scripts.utils import resolve_reward_funcs
+
+    (tmp_path / "verifier.py").write_text(kit.VERIFIER)
+    path = tmp_path / "jbond_verifier.yaml"
+    path.write_text(yaml.safe_dump(kit.verifier_config(tmp_path), sort_keys=False))
+    script_args, training_args = jbond.make_parser().parse_args_and_config(["--config", str(path)])[:2]
+    assert (training_args.jbond_ties, training_args.anchor) == ("half", "fixed")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (verifier,) = resolve_reward_funcs(script_args)
+    assert verifier(completions=["the cat", "a cat", "thee"]) == [1.0, 0.0, 0.0]
+
+
+@pytest.mark.slow
+def test_kit_verifier_line_runs(tmp_path, monkeypatch, capsys):
+    from trl_bon.scripts.cli import main
+
+    root = tmp_path / "kit"
+    assert main(["kit", str(root)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "jbond_verifier.yaml" in x)
+    monkeypatch.chdir(root)
+    monkeypatch.syspath_prepend(str(root))
+    assert main(shlex.split(line.split("&&")[1])[1:]) == 0
+    assert (root / "out" / "jbond_verifier" / "model.safetensors").is_file()

@@ -25,6 +25,8 @@ def _parser(kind: str):
         from trl_bon.scripts.evaluate import make_parser
     elif kind == "rloo":
         from trl.scripts.rloo import make_parser
+    elif kind == "grpo":
+        from trl.scripts.grpo import make_parser
     else:
         raise AssertionError(f"no parser for recipes/{kind}/")
     return make_parser()
@@ -58,7 +60,7 @@ def test_method_recipe_parses(path, tmp_path):
     # exact launch line.
     assert "Hardware:" in header
     assert re.search(r"memory: ~\d+(\.\d+)? GB \((ESTIMATE|measured)", header), header
-    assert "Launch" in header and re.search(r"accelerate launch|trl-bon |trl rloo", header)
+    assert "Launch" in header and re.search(r"accelerate launch|trl-bon |trl rloo|trl grpo", header)
     # ... and says honestly whether it ever ran at its size (and when)
     assert re.search(r"never run|run in full .*on \d{4}-\d{2}-\d{2}", header), header
     kind = path.parent.name

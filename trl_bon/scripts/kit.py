@@ -94,6 +94,32 @@ def kit_configs(root: Path) -> dict[str, dict]:
     }
 
 
+#: The kit's 0/1 verifier, written next to its YAML files and passed by dotted path (`verifier.says_the`), as a user
+#: passes their own (docs/verifiable_rewards.md).
+VERIFIER = """\"\"\"A 0/1 verifier for the try-out kit: 1.0 if the completion contains the word "the", else 0.0.\"\"\"
+
+
+def says_the(completions, **kwargs):
+    return [float("the" in completion.split()) for completion in completions]
+"""
+
+
+def verifier_config(root: Path) -> dict:
+    """J-BOND on the kit's policy with the 0/1 verifier instead of the reward model: ties count half a loss
+    (`jbond_ties: half`) and the anchor stays π_ref, so the target is Best-of-2 of π_ref (pass@2)."""
+    return {
+        "model_name_or_path": str(root / "policy"),
+        "reward_funcs": ["verifier.says_the"],
+        "dataset_name": str(root / "prompts"),
+        **CPU_TRAINING,
+        "output_dir": str(root / "out" / "jbond_verifier"),
+        "per_device_train_batch_size": 6,
+        "jbond_ties": "half",
+        "anchor": "fixed",
+        "save_strategy": "no",
+    }
+
+
 def kit_commands(root: Path) -> list[tuple[str, str]]:
     """`(what it does, command line)` in the order to run them."""
     config = {stem: shlex.quote(str(root / f"{stem}.yaml")) for stem in ("jbond", "vbon", "bon_sft", "eval")}
@@ -117,6 +143,8 @@ def write_kit(root: str | Path, seed: int = 0) -> list[tuple[str, str]]:
     write_prompts(root / "prompts")
     for stem, config in kit_configs(root).items():
         (root / f"{stem}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (root / "verifier.py").write_text(VERIFIER)
+    (root / "jbond_verifier.yaml").write_text(yaml.safe_dump(verifier_config(root), sort_keys=False))
     return kit_commands(root)
 
 
@@ -141,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     print("Run, in this order (each takes about 10 s on an idle 2-core CPU, mostly start-up):\n")
     for what, command in commands:
         print(f"# {what}\n{command}\n")
+    print(
+        "# Optional: a 0/1 verifier (verifier.py, passed by dotted path) instead of the reward model, J-BOND, ties "
+        "counted half (docs/verifiable_rewards.md); run from the kit folder so `verifier` imports\n"
+        f"#   cd {shlex.quote(str(root))} && trl-bon jbond --config jbond_verifier.yaml\n"
+    )
     print(
         "# Optional: two CPU processes (trl-bon starts them with torchrun; see docs/cli.md, Launching)\n"
         f"#   {commands[0][1]} --num_processes 2 --output_dir {shlex.quote(str(root / 'out' / 'jbond-2proc'))}"
