@@ -69,6 +69,14 @@ METHODS = {
     # at 1e-3 reached held-out pass@1 0.58 at KL 3.3, J-BOND 0.89 at KL 0.82, in the first single-seed probe)
     "grpo_lr1e-4": ("grpo", "grpo/verifiable_tiny.yaml", {"learning_rate": 1.0e-4}),
     "rloo_lr1e-4": ("rloo", "rloo/verifiable_tiny.yaml", {"learning_rate": 1.0e-4}),
+    # J-BOND with a fixed anchor: its target is exactly Best-of-2 of π_ref, whose success rate and KL are closed forms
+    "jbond_fixed": ("jbond", "jbond/verifiable_tiny.yaml", {"anchor": "fixed"}),
+    # at 1e-3 the N = 4 trainers landed below Best-of-N's curve (BOND N = 4: pass@1 0.73 at KL 0.65, Best-of-4 0.76
+    # at 0.40): a smaller step, to see whether they land on it
+    "jbond_lr3e-4": ("jbond", "jbond/verifiable_tiny.yaml", {"learning_rate": 3.0e-4}),
+    "bond_n4_lr3e-4": ("jbond", "jbond/verifiable_tiny_bond_n4.yaml", {"learning_rate": 3.0e-4}),
+    "vbon_n4_lr3e-4": ("vbon", "vbon/verifiable_tiny_n4.yaml", {"learning_rate": 3.0e-4}),
+    "bon_sft_n4_lr3e-4": ("bon_sft", "bon_sft/verifiable_tiny_n4.yaml", {"learning_rate": 3.0e-4}),
 }
 COMMANDS = {**convergence.COMMANDS, "grpo": ["-m", "trl.scripts.grpo"]}
 #: seconds-size runs for the tests: two steps of a few prompts, a few BoN-SFT prompts
@@ -348,7 +356,26 @@ def load_seed(seed: int, methods: list[str], out: Path) -> dict | None:
                 **json.loads((run_dir / "eval.json").read_text()),
                 **json.loads((run_dir / "done.json").read_text()),
             }
-    return {"reference": json.loads((folder / "reference_eval.json").read_text()), "runs": runs}
+    return {"reference": with_best_of_2(json.loads((folder / "reference_eval.json").read_text())), "runs": runs}
+
+
+def with_best_of_2(reference: dict) -> dict:
+    """π_ref's evaluation with Best-of-2 added (the target of J-BOND with a fixed anchor), from the same closed forms
+    on the same per-prompt p̂ (M samples each): evaluations written before it was reported have only N = 4 and 8."""
+    if "2" in reference["bon"]:
+        return reference
+    import torch
+
+    from trl_bon.core import bon_kl_from_reference, bon_success_rate
+
+    p = torch.tensor(reference["per_prompt_p"], dtype=torch.float64)
+    m = reference["settings"]["reference_samples"]
+    best_of_2 = {
+        "success_closed_form": mean_sem(bon_success_rate(p, 2).tolist()),
+        "kl_closed_form": mean_sem(bon_kl_from_reference(p, 2).tolist()),
+        "pass@n_unbiased": mean_sem([pass_at_k(m, round(q * m), 2) for q in p.tolist()]),
+    }
+    return {**reference, "bon": {"2": best_of_2, **reference["bon"]}}
 
 
 def fmt(values: list[float]) -> str:
@@ -451,7 +478,7 @@ def figure(per_seed: dict, numbers: dict, path: Path) -> Path:
     for n, kl, success in curve:
         if n in (2, 4, 8, 16):
             ax.annotate(f"N={n}", (kl, success), textcoords="offset points", xytext=(4, -10), fontsize=8)
-    markers = "osD^v<>pXh*P"  # with tab20's colours, no two of the 12 methods look alike
+    markers = "osD^v<>pXh*P8dH"  # with tab20's colours, no two of the 17 methods look alike
     for i, (method, row) in enumerate(numbers["runs"].items()):
         (kl, kl_sem), (p1, p1_sem) = row["kl"], row["pass@1"]
         style = {"marker": markers[i % len(markers)], "color": plt.cm.tab20(i % 20), "linestyle": "none"}

@@ -2,6 +2,7 @@
 benchmark driver's configs, budgets and evaluation maths."""
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tests.test_benchmarks import load
 
 REPO = Path(__file__).resolve().parents[1]
 ONLINE = ("jbond", "bond_n4", "bond_n8", "vbon_n4", "vbon_n8", "rloo", "grpo", "rloo_lr1e-4", "grpo_lr1e-4")
+ONLINE += ("jbond_fixed", "jbond_lr3e-4", "bond_n4_lr3e-4", "vbon_n4_lr3e-4")
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +147,42 @@ def test_recipes_validate_as_their_trainers_configs(driver, tmp_path):
         bond = JBondConfig(**{**fields, "output_dir": str(tmp_path)})
         assert (bond.mode, bond.num_candidates, bond.include_tie_correction) == ("bond", n, True)
         assert recipe(f"vbon/verifiable_tiny_n{n}.yaml")["vbon_objective"] == "exact"
+
+
+def test_follow_up_methods_build_their_trainers_configs_with_their_one_change(driver, tmp_path):
+    from trl_bon import BoNSFTConfig, JBondConfig, VBoNConfig
+
+    classes = {"jbond": JBondConfig, "vbon": VBoNConfig, "bon_sft": BoNSFTConfig}
+    script_keys = {"model_name_or_path", "reward_funcs", "dataset_name", "dataset_train_split", "datasets"}
+
+    def built(method):
+        (config, *_) = driver.run_configs(method, 0, tmp_path / method)
+        fields = {k: v for k, v in config.items() if k not in script_keys | {"reference_cache_dir"}}
+        return classes[driver.METHODS[method][0]](**fields)
+
+    fixed = built("jbond_fixed")
+    assert (fixed.mode, fixed.anchor, fixed.jbond_ties, fixed.learning_rate) == ("jbond", "fixed", "half", 1.0e-3)
+    assert built("jbond").anchor == "ema"
+    for lower, base in [("jbond_lr3e-4", "jbond"), ("bond_n4_lr3e-4", "bond_n4"), ("vbon_n4_lr3e-4", "vbon_n4")]:
+        slow, fast = built(lower), built(base)
+        assert (slow.learning_rate, fast.learning_rate) == (3.0e-4, 1.0e-3), lower
+        assert {k: v for k, v in driver.run_configs(lower, 0, tmp_path)[0].items() if k != "learning_rate"} == {
+            k: v for k, v in driver.run_configs(base, 0, tmp_path)[0].items() if k != "learning_rate"
+        }, f"{lower} changes only the learning rate of {base}"
+    sft = built("bon_sft_n4_lr3e-4")
+    assert (sft.learning_rate, sft.num_candidates) == (3.0e-4, 4)
+
+
+def test_best_of_2_is_added_from_the_closed_forms_on_the_same_p(driver):
+    reference = {"settings": {"reference_samples": 4}, "per_prompt_p": [0.0, 0.5, 1.0], "bon": {"4": {}, "8": {}}}
+    bon = driver.with_best_of_2(reference)["bon"]
+    assert list(bon) == ["2", "4", "8"]
+    assert bon["2"]["success_closed_form"][0] == pytest.approx((0 + 0.75 + 1) / 3)
+    assert bon["2"]["kl_closed_form"][0] == pytest.approx((0.75 * math.log(1.5) + 0.25 * math.log(0.5)) / 3)
+    assert bon["2"]["pass@n_unbiased"][0] == pytest.approx(
+        (0 + (1 - 1 / 6) + 1) / 3
+    )  # 2 of 4 correct: 1 − C(2,2)/C(4,2)
+    assert driver.with_best_of_2({"bon": {"2": "kept"}})["bon"] == {"2": "kept"}
 
 
 def test_every_method_samples_the_same_training_completions(driver, tmp_path):
