@@ -77,6 +77,11 @@ METHODS = {
     "bond_n4_lr3e-4": ("jbond", "jbond/verifiable_tiny_bond_n4.yaml", {"learning_rate": 3.0e-4}),
     "vbon_n4_lr3e-4": ("vbon", "vbon/verifiable_tiny_n4.yaml", {"learning_rate": 3.0e-4}),
     "bon_sft_n4_lr3e-4": ("bon_sft", "bon_sft/verifiable_tiny_n4.yaml", {"learning_rate": 3.0e-4}),
+    # at 3e-4 they moved closer to the curve but stayed below it, and fixed-anchor J-BOND at 1e-3 overshot Best-of-2's
+    # KL threefold: smaller steps again, to see whether the gap closes with the step size
+    "jbond_fixed_lr3e-4": ("jbond", "jbond/verifiable_tiny.yaml", {"anchor": "fixed", "learning_rate": 3.0e-4}),
+    "bond_n4_lr1e-4": ("jbond", "jbond/verifiable_tiny_bond_n4.yaml", {"learning_rate": 1.0e-4}),
+    "bon_sft_n4_lr1e-4": ("bon_sft", "bon_sft/verifiable_tiny_n4.yaml", {"learning_rate": 1.0e-4}),
 }
 COMMANDS = {**convergence.COMMANDS, "grpo": ["-m", "trl.scripts.grpo"]}
 #: seconds-size runs for the tests: two steps of a few prompts, a few BoN-SFT prompts
@@ -478,7 +483,7 @@ def figure(per_seed: dict, numbers: dict, path: Path) -> Path:
     for n, kl, success in curve:
         if n in (2, 4, 8, 16):
             ax.annotate(f"N={n}", (kl, success), textcoords="offset points", xytext=(4, -10), fontsize=8)
-    markers = "osD^v<>pXh*P8dH"  # with tab20's colours, no two of the 17 methods look alike
+    markers = "osD^v<>pXh*P8dH"  # with tab20's colours, no two of the 20 methods look alike
     for i, (method, row) in enumerate(numbers["runs"].items()):
         (kl, kl_sem), (p1, p1_sem) = row["kl"], row["pass@1"]
         style = {"marker": markers[i % len(markers)], "color": plt.cm.tab20(i % 20), "linestyle": "none"}

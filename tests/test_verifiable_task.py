@@ -15,7 +15,7 @@ from tests.test_benchmarks import load
 
 REPO = Path(__file__).resolve().parents[1]
 ONLINE = ("jbond", "bond_n4", "bond_n8", "vbon_n4", "vbon_n8", "rloo", "grpo", "rloo_lr1e-4", "grpo_lr1e-4")
-ONLINE += ("jbond_fixed", "jbond_lr3e-4", "bond_n4_lr3e-4", "vbon_n4_lr3e-4")
+ONLINE += ("jbond_fixed", "jbond_lr3e-4", "bond_n4_lr3e-4", "vbon_n4_lr3e-4", "jbond_fixed_lr3e-4", "bond_n4_lr1e-4")
 
 
 @pytest.fixture(scope="module")
@@ -163,14 +163,20 @@ def test_follow_up_methods_build_their_trainers_configs_with_their_one_change(dr
     fixed = built("jbond_fixed")
     assert (fixed.mode, fixed.anchor, fixed.jbond_ties, fixed.learning_rate) == ("jbond", "fixed", "half", 1.0e-3)
     assert built("jbond").anchor == "ema"
-    for lower, base in [("jbond_lr3e-4", "jbond"), ("bond_n4_lr3e-4", "bond_n4"), ("vbon_n4_lr3e-4", "vbon_n4")]:
+    slower = [
+        ("jbond_lr3e-4", "jbond", 3e-4),
+        ("bond_n4_lr3e-4", "bond_n4", 3e-4),
+        ("vbon_n4_lr3e-4", "vbon_n4", 3e-4),
+    ]
+    slower += [("jbond_fixed_lr3e-4", "jbond_fixed", 3e-4), ("bond_n4_lr1e-4", "bond_n4", 1e-4)]
+    slower += [("bon_sft_n4_lr3e-4", "bon_sft_n4", 3e-4), ("bon_sft_n4_lr1e-4", "bon_sft_n4", 1e-4)]
+    for lower, base, rate in slower:
         slow, fast = built(lower), built(base)
-        assert (slow.learning_rate, fast.learning_rate) == (3.0e-4, 1.0e-3), lower
+        assert (slow.learning_rate, fast.learning_rate) == (rate, 1.0e-3), lower
         assert {k: v for k, v in driver.run_configs(lower, 0, tmp_path)[0].items() if k != "learning_rate"} == {
             k: v for k, v in driver.run_configs(base, 0, tmp_path)[0].items() if k != "learning_rate"
         }, f"{lower} changes only the learning rate of {base}"
-    sft = built("bon_sft_n4_lr3e-4")
-    assert (sft.learning_rate, sft.num_candidates) == (3.0e-4, 4)
+    assert built("jbond_fixed_lr3e-4").anchor == "fixed"
 
 
 def test_best_of_2_is_added_from_the_closed_forms_on_the_same_p(driver):
