@@ -28,6 +28,7 @@ per run, 11.4 min for all 36, 34 min of wall time with the evaluation, niced bes
     python benchmarks/verifiable.py --methods jbond grpo --seeds 0                  # train (resumable)
     python benchmarks/verifiable.py --seeds 0 1 2 --eval                            # all methods, then evaluate
     python benchmarks/verifiable.py --seeds 0 1 2 --report --export benchmarks/data/verifiable   # tables + evidence
+    cp ~/.cache/trl-bon-verifiable/runs/protocol/pass1_vs_kl.png docs/img/verifiable/             # the docs' figure
     python benchmarks/verifiable.py --smoke                                         # seconds-size runs (tests)
 
 Resumable run by run: a run is finished when its `done.json` exists (an interrupted run folder is deleted and the run
@@ -101,7 +102,11 @@ def parse_args(argv=None):
     parser.add_argument("--smoke", action="store_true", help="two-step runs and a 9-prompt evaluation (tests)")
     parser.add_argument("--eval", action="store_true", help="evaluate every finished run (and π_ref) per seed")
     parser.add_argument("--report", action="store_true", help="only print the table of what was evaluated")
-    parser.add_argument("--export", type=Path, help="copy each evaluated run's done.json and eval.json here")
+    parser.add_argument(
+        "--export",
+        type=Path,
+        help="copy π_ref's and each evaluated run's evaluation, done.json, config and log here, and the report",
+    )
     return parser.parse_args(argv)
 
 
@@ -469,29 +474,59 @@ def reaches_best_of_n(per_seed: dict, method: str, n: str) -> tuple[int, int]:
     return hits, seeds
 
 
+#: figure colours: one colour map per family of methods, a darker shade and another marker per variant
+FAMILIES = {
+    "jbond": "Blues",
+    "bond": "Oranges",
+    "vbon": "Greens",
+    "bon_sft": "Reds",
+    "rloo": "Purples",
+    "grpo": "Greys",
+}
+
+
+def family(method: str) -> str:
+    """The family a method's name starts with: `bond_n4_lr3e-4` → bond."""
+    return next(f for f in FAMILIES if method == f or method.startswith(f + "_"))
+
+
 def figure(per_seed: dict, numbers: dict, path: Path) -> Path:
     """Held-out pass@1 against KL(π‖π_ref): each method's mean over seeds (± standard error), Best-of-N's closed-form
-    curve (N = 1…16) through π_ref."""
+    curve (N = 1…16) through π_ref; on the left every method, on the right the region of Best-of-N's curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1, 1.4]})
     curve = best_of_n_curve(per_seed)
-    ax.plot([c[1] for c in curve], [c[2] for c in curve], "k-", lw=1, label="Best-of-N (closed form)")
-    for n, kl, success in curve:
-        if n in (2, 4, 8, 16):
-            ax.annotate(f"N={n}", (kl, success), textcoords="offset points", xytext=(4, -10), fontsize=8)
-    markers = "osD^v<>pXh*P8dH"  # with tab20's colours, no two of the 20 methods look alike
-    for i, (method, row) in enumerate(numbers["runs"].items()):
-        (kl, kl_sem), (p1, p1_sem) = row["kl"], row["pass@1"]
-        style = {"marker": markers[i % len(markers)], "color": plt.cm.tab20(i % 20), "linestyle": "none"}
-        ax.errorbar(kl, p1, xerr=kl_sem, yerr=p1_sem, capsize=2, label=method, **style)
-    ax.set_xlabel("KL(π‖π_ref), nats (held-out prompts)")
-    ax.set_ylabel("pass@1 on held-out prompts")
-    ax.set_title(f"Digit reversal, 0/1 verifier: {len(per_seed)} seed(s)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    members = {f: [m for m in numbers["runs"] if family(m) == f] for f in FAMILIES}
+    markers = "osD^vP*X"
+    for ax in axes:
+        ax.plot([c[1] for c in curve], [c[2] for c in curve], "k-", lw=1.2, label="Best-of-N of π_ref (closed form)")
+        ax.plot([c[1] for c in curve], [c[2] for c in curve], "k.", ms=4)
+        for n, kl, success in curve:
+            if n in (1, 2, 4, 8, 16):
+                ax.annotate(f"N={n}", (kl, success), textcoords="offset points", xytext=(-8, 6), fontsize=8)
+        for method, row in numbers["runs"].items():
+            group = members[family(method)]
+            i = group.index(method)
+            shade = getattr(plt.cm, FAMILIES[family(method)])(0.9 - 0.5 * i / max(len(group) - 1, 1))
+            (kl, kl_sem), (p1, p1_sem) = row["kl"], row["pass@1"]
+            style = {"marker": markers[i % len(markers)], "color": shade, "linestyle": "none", "ms": 7}
+            ax.errorbar(kl, p1, xerr=kl_sem, yerr=p1_sem, capsize=2, label=method, **style)
+        ax.set_xlabel("KL(π‖π_ref), nats (held-out prompts)")
+        ax.set_ylabel("pass@1 on held-out prompts")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("every method")
+    zoom = max(c[1] for c in curve if c[0] <= 8) * 1.35
+    axes[1].set_xlim(-0.02, zoom)
+    axes[1].set_title(f"KL ≤ {zoom:.2f} (Best-of-N's region)")
+    fig.suptitle(f"Digit reversal, 0/1 verifier: held-out pass@1 against KL, {len(per_seed)} seed(s) (mean ± s.e.)")
+    handles, labels = axes[1].get_legend_handles_labels()  # grouped by family, in the order of FAMILIES
+    order = [0] + sorted(range(1, len(labels)), key=lambda j: list(FAMILIES).index(family(labels[j])))
+    handles, labels = [handles[j] for j in order], [labels[j] for j in order]
+    axes[1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -546,7 +581,6 @@ def main(argv=None):
     if args.export:
         export(per_seed, out, args.export)
         (args.export / "report.json").write_text(json.dumps({"report": numbers, "text": text}, indent=2))
-        shutil.copy(out / "pass1_vs_kl.png", args.export / "pass1_vs_kl.png")
     if failed:
         raise SystemExit(f"failed runs: {', '.join(failed)}")
     return numbers

@@ -280,6 +280,14 @@ def test_figure_draws_best_of_n_from_the_closed_forms(driver, tmp_path):
     numbers = {"runs": {"jbond": {"kl": (0.3, 0.01), "pass@1": (0.7, 0.02)}}}
     path = driver.figure(per_seed, numbers, tmp_path / "f" / "pass1_vs_kl.png")
     assert path.stat().st_size > 0
+    families = {m: driver.family(m) for m in ("jbond_fixed", "bond_n4_lr3e-4", "bon_sft_n4", "grpo_lr1e-4")}
+    assert families == {
+        "jbond_fixed": "jbond",
+        "bond_n4_lr3e-4": "bond",
+        "bon_sft_n4": "bon_sft",
+        "grpo_lr1e-4": "grpo",
+    }
+    assert {driver.family(m) for m in driver.METHODS} == set(driver.FAMILIES)  # every method has its colour family
 
 
 def test_driver_refuses_an_unbuilt_task(driver, tmp_path):
