@@ -15,14 +15,15 @@ held-out prompts (`evaluate_policy`):
 - pass@1 and pass@4 of the policy (unbiased estimator from K samples per prompt) and its KL(π‖π_ref) (the mean
   sequence log-ratio log π(y|x) − log π_ref(y|x) over its own samples, completion tokens up to EOS), all by sampling
   at temperature 1 with dropout off;
-- for π_ref (the same prompts, M samples each): its pass@1, and Best-of-N's success rate and KL for N = 4 and 8 from
-  the closed forms (`trl_bon.core.bon_success_rate`, `bon_kl_from_reference`) on each prompt's estimated p, next to
-  the unbiased pass@N of the same samples.
+- for π_ref (the same prompts, M samples each): its pass@1, and Best-of-N's success rate and KL for N = 2, 4 and 8
+  from the closed forms (`trl_bon.core.bon_success_rate`, `bon_kl_from_reference`) on each prompt's estimated p, next
+  to the unbiased pass@N of the same samples (N = 2, fixed-anchor J-BOND's target, added at report time).
 
 Budget: one run ≤ 90 s of CPU on one core (measured, 2-core machine shared with other jobs: J-BOND 23 s, GRPO 18 s
 of CPU for 120 steps, 3 min of wall time each at a load of 8; a smoke run, mostly start-up and the TRL import, 8 s),
 so 12 methods × 3 seeds ≤ 45 min of CPU. Measured, the 3-seed protocol of 2026-12-06 (`done.json`): 10–29 s of CPU
-per run, 11.4 min for all 36, 34 min of wall time with the evaluation, niced beside other jobs on 2 cores.
+per run, 11.4 min for all 36, 34 min of wall time with the evaluation, niced beside other jobs on 2 cores; the eight
+follow-up methods (fixed anchor, lower learning rates) 24 runs more in 10 min of wall time: 18 min of CPU for all 60.
 
     python benchmarks/verifiable_setup.py                                           # once: builds the task (~2 min)
     python benchmarks/verifiable.py --methods jbond grpo --seeds 0                  # train (resumable)
