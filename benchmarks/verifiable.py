@@ -84,6 +84,20 @@ METHODS = {
     "jbond_fixed_lr3e-4": ("jbond", "jbond/verifiable_tiny.yaml", {"anchor": "fixed", "learning_rate": 3.0e-4}),
     "bond_n4_lr1e-4": ("jbond", "jbond/verifiable_tiny_bond_n4.yaml", {"learning_rate": 1.0e-4}),
     "bon_sft_n4_lr1e-4": ("bon_sft", "bon_sft/verifiable_tiny_n4.yaml", {"learning_rate": 1.0e-4}),
+    # smaller steps came closer to the curve, but the 1e-4 runs were still rising at step 120: the same at 1e-4 for
+    # fixed-anchor J-BOND, and two 3e-4 runs 4x longer (4x the samples: outside the matched-budget comparison), to see
+    # whether the gap to the curve closes at the fixed point
+    "jbond_fixed_lr1e-4": ("jbond", "jbond/verifiable_tiny.yaml", {"anchor": "fixed", "learning_rate": 1.0e-4}),
+    "jbond_fixed_lr3e-4_480steps": (
+        "jbond",
+        "jbond/verifiable_tiny.yaml",
+        {"anchor": "fixed", "learning_rate": 3.0e-4, "max_steps": 480},
+    ),
+    "bond_n4_lr3e-4_480steps": (
+        "jbond",
+        "jbond/verifiable_tiny_bond_n4.yaml",
+        {"learning_rate": 3.0e-4, "max_steps": 480},
+    ),
 }
 COMMANDS = {**convergence.COMMANDS, "grpo": ["-m", "trl.scripts.grpo"]}
 #: seconds-size runs for the tests: two steps of a few prompts, a few BoN-SFT prompts

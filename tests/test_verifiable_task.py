@@ -170,6 +170,7 @@ def test_follow_up_methods_build_their_trainers_configs_with_their_one_change(dr
     ]
     slower += [("jbond_fixed_lr3e-4", "jbond_fixed", 3e-4), ("bond_n4_lr1e-4", "bond_n4", 1e-4)]
     slower += [("bon_sft_n4_lr3e-4", "bon_sft_n4", 3e-4), ("bon_sft_n4_lr1e-4", "bon_sft_n4", 1e-4)]
+    slower += [("jbond_fixed_lr1e-4", "jbond_fixed", 1e-4)]
     for lower, base, rate in slower:
         slow, fast = built(lower), built(base)
         assert (slow.learning_rate, fast.learning_rate) == (rate, 1.0e-3), lower
@@ -177,6 +178,13 @@ def test_follow_up_methods_build_their_trainers_configs_with_their_one_change(dr
             k: v for k, v in driver.run_configs(base, 0, tmp_path)[0].items() if k != "learning_rate"
         }, f"{lower} changes only the learning rate of {base}"
     assert built("jbond_fixed_lr3e-4").anchor == "fixed"
+    for longer, shorter in [
+        ("jbond_fixed_lr3e-4_480steps", "jbond_fixed_lr3e-4"),
+        ("bond_n4_lr3e-4_480steps", "bond_n4_lr3e-4"),
+    ]:
+        (long_run,), (short_run,) = driver.run_configs(longer, 0, tmp_path), driver.run_configs(shorter, 0, tmp_path)
+        assert (built(longer).max_steps, built(shorter).max_steps) == (480, 120)
+        assert {**long_run, "max_steps": 120} == short_run, f"{longer} changes only the number of steps of {shorter}"
 
 
 def test_best_of_2_is_added_from_the_closed_forms_on_the_same_p(driver):
@@ -198,7 +206,9 @@ def test_every_method_samples_the_same_training_completions(driver, tmp_path):
         budgets[method] = driver.sampled_completions(method, configs)
         if method in ONLINE:
             assert configs[0]["per_device_train_batch_size"] == 48 and configs[0]["max_steps"] == 120
-    assert {b["training"] for b in budgets.values()} == {120 * 48}
+    longer = {m for m in driver.METHODS if m.endswith("_480steps")}  # the fixed-point probes, 4x the samples
+    assert {b["training"] for m, b in budgets.items() if m not in longer} == {120 * 48}
+    assert {budgets[m]["training"] for m in longer} == {480 * 48} and len(longer) == 2
     assert budgets["vbon_n4"]["reference_cache"] == 480 * 8
     assert all(b["reference_cache"] == 0 for m, b in budgets.items() if not m.startswith("vbon"))
 
