@@ -22,8 +22,9 @@ held-out prompts (`evaluate_policy`):
 Budget: one run ≤ 90 s of CPU on one core (measured, 2-core machine shared with other jobs: J-BOND 23 s, GRPO 18 s
 of CPU for 120 steps, 3 min of wall time each at a load of 8; a smoke run, mostly start-up and the TRL import, 8 s),
 so 12 methods × 3 seeds ≤ 45 min of CPU. Measured, the 3-seed protocol of 2026-12-06 (`done.json`): 10–29 s of CPU
-per run, 11.4 min for all 36, 34 min of wall time with the evaluation, niced beside other jobs on 2 cores; the eight
-follow-up methods (fixed anchor, lower learning rates) 24 runs more in 10 min of wall time: 18 min of CPU for all 60.
+per run, 11.4 min for all 36, 34 min of wall time with the evaluation, niced beside other jobs on 2 cores; the eleven
+follow-up methods (fixed anchor, lower learning rates, two 480-step probes) 33 runs more in 21 min of wall time: 24
+min of CPU for all 69.
 
     python benchmarks/verifiable_setup.py                                           # once: builds the task (~2 min)
     python benchmarks/verifiable.py --methods jbond grpo --seeds 0                  # train (resumable)
