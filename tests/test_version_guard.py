@@ -25,11 +25,28 @@ def test_importing_the_compat_module_checks_the_trl_version(monkeypatch):
         importlib.reload(compat)  # a tested version is silent
 
 
+def _imports_compat(path: Path, seen: set) -> bool:
+    """Whether `path` imports `_trl_compat`, itself or through a sibling module of the trainer package it imports."""
+    seen.add(path)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level > 0}
+    if "_trl_compat" in modules:
+        return True
+    siblings = [path.parent / f"{module}.py" for module in modules if module]
+    return any(_imports_compat(s, seen) for s in siblings if s.is_file() and s not in seen)
+
+
 @pytest.mark.parametrize("path", TRAINERS, ids=[p.stem for p in TRAINERS])
 def test_every_trainer_imports_the_compat_module(path):
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert "_trl_compat" in modules, f"{path.name} must import trl_bon._trl_compat (it runs the TRL version guard)"
+    assert _imports_compat(path, set()), f"{path.name} must import trl_bon._trl_compat (it runs the TRL version guard)"
+
+
+def test_a_trainer_without_the_compat_import_is_caught(tmp_path):
+    (tmp_path / "_base.py").write_text("from .other import thing\n")
+    (tmp_path / "x_trainer.py").write_text("from ._base import Base\nfrom .. import core\n")
+    assert not _imports_compat(tmp_path / "x_trainer.py", set())
+    (tmp_path / "_base.py").write_text("from .._trl_compat import use_adapter\n")
+    assert _imports_compat(tmp_path / "x_trainer.py", set())
 
 
 def _requirements() -> dict:
