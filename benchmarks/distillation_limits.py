@@ -51,6 +51,8 @@ RUNS = {
     "trainer_lr3e-4": ("jbond", {"learning_rate": 3e-4}, None),
     "trainer_dense": ("jbond", {}, CHAR_WEIGHTS),
     "trainer_dense_lr3e-4": ("jbond", {"learning_rate": 3e-4}, CHAR_WEIGHTS),
+    # the dense run's KL plateau above Best-of-2's: does a smaller step (less SGD noise) lower it?
+    "trainer_dense_lr5e-5": ("jbond", {"learning_rate": 5e-5}, CHAR_WEIGHTS),
     "trainer_wide": ("jbond", {"model_name_or_path": WIDE_POLICY}, None),
     "trainer_deep": ("jbond", {"model_name_or_path": DEEP_POLICY}, None),
     "trainer_wide4": ("jbond", {"model_name_or_path": WIDE4_POLICY}, None),
