@@ -305,14 +305,7 @@ def main(argv=None):
     }
     manifest = {"cache_dir": str(cache.root), "packages": PACKAGES, "args": vars(args)}
     for step in STEPS:
-        info = cache.done(step)
-        if info is None:
-            start = time.perf_counter()
-            info = runners[step]()
-            info["step_seconds"] = time.perf_counter() - start
-            cache.finish(step, info)
-            log(f"{step}: finished in {info['step_seconds']:.1f}s")
-        manifest[step] = info
+        manifest[step] = cache.run(step, runners[step], log)
         if step == "site":
             sys.path.insert(0, str(cache.path("site")))  # vaderSentiment for the judge step
     (cache.root / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))

@@ -120,6 +120,19 @@ class Cache:
         os.replace(tmp, marker)
         return info
 
+    def run(self, step: str, runner, log) -> dict:
+        """The step's record: the one saved when it finished before (unless forced), else run, timed and saved."""
+        info = self.done(step)
+        if info is not None:
+            log(f"{step}: done before, skipped")
+            return info
+        start = time.perf_counter()
+        info = runner()
+        info["step_seconds"] = time.perf_counter() - start
+        self.finish(step, info)
+        log(f"{step}: finished in {info['step_seconds']:.1f}s")
+        return info
+
 
 def run_pip(cmd: list[str]) -> None:
     """Run pip quietly; show its output only when it fails."""
@@ -467,16 +480,7 @@ def main(argv=None):
     }
     manifest = {"cache_dir": str(cache.root), "packages": PACKAGES}
     for step in STEPS:
-        info = cache.done(step)
-        if info is not None:
-            log(f"{step}: done before, skipped")
-        else:
-            start = time.perf_counter()
-            info = runners[step]()
-            info["step_seconds"] = time.perf_counter() - start
-            cache.finish(step, info)
-            log(f"{step}: finished in {info['step_seconds']:.1f}s")
-        manifest[step] = info
+        manifest[step] = cache.run(step, runners[step], log)
         if step == args.stop_after:
             break
         if step == "site":
