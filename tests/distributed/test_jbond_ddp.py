@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_torchrun
+from tests.helpers import assert_ranks_finished, run_torchrun
 from trl_bon.trainer._checkpoint import read_manifest
 
 
@@ -17,7 +17,7 @@ SCRIPT = Path(__file__).with_name("jbond_ddp_script.py")
 def test_jbond_lora_anchor_identical_across_ranks(tmp_path, tiny_kit):
     env = {"PYTHONPATH": str(Path(__file__).parents[2])}
     result = run_torchrun(SCRIPT, [tiny_kit["policy"], str(tmp_path)], env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert_ranks_finished(result, [tmp_path / f"rank{rank}.pt" for rank in (0, 1)])
 
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
     assert [state["world_size"] for state in ranks] == [2, 2]

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tests.helpers import run_torchrun
+from tests.helpers import assert_ranks_finished, run_torchrun
 
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
@@ -78,7 +78,7 @@ def test_jbond_script_torchrun_two_ranks_agree(tiny_kit, tmp_path):
         "1",
     ]
     result = run_torchrun(wrapper, args, env={"DUMP_DIR": str(tmp_path)})
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert_ranks_finished(result, [tmp_path / f"rank{r}.pt" for r in (0, 1)])
     dumps = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert [d["world_size"] for d in dumps] == [2, 2]
     assert [d["rank"] for d in dumps] == [0, 1]
