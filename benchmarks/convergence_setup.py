@@ -281,18 +281,8 @@ def step_reward(cache, args) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    cache = shared.Cache(args.cache_dir, [])
-    cache.force = set(args.force)
-    for step in args.force:
-        cache.force.update(CONSUMERS.get(step, ()))
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    shared.offline_setup_env(args.threads)
+    cache = shared.Cache(args.cache_dir, args.force, CONSUMERS)
     runners = {
         "wheels": lambda: shared.step_wheels(cache, PACKAGES),
         "site": lambda: shared.step_site(cache, ("vaderSentiment",)),

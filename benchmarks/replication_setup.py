@@ -89,8 +89,21 @@ def log(message: str) -> None:
     print(f"[setup {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def offline_setup_env(threads: int | None) -> None:
+    """A setup script's process: offline, quiet, and on `threads` threads when given (before anything imports torch's
+    kernels)."""
+    if threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 class Cache:
-    def __init__(self, root: str, force: list[str]):
+    def __init__(self, root: str, force: list[str], consumers: dict | None = None):
         self.root = Path(root).expanduser().resolve()
         repo = Path(__file__).resolve().parents[1]
         if self.root == repo or repo in self.root.parents:
@@ -98,8 +111,9 @@ class Cache:
                 f"--cache-dir {self.root} is inside the repository {repo}; choose a directory outside it."
             )
         (self.root / "steps").mkdir(parents=True, exist_ok=True)
-        # forcing a step also redoes the steps that consume its output
-        consumers = {"wheels": STEPS[1:], "data": ("prompts", "reward"), "policy": ("prompts",)}
+        # forcing a step also redoes the steps that consume its output (by default this script's steps)
+        if consumers is None:
+            consumers = {"wheels": STEPS[1:], "data": ("prompts", "reward"), "policy": ("prompts",)}
         self.force = set(force)
         for step in force:
             self.force.update(consumers.get(step, ()))
