@@ -1,21 +1,14 @@
 """One ledger for everything trl-bon saves and later reuses, and one check that refuses a stale one.
 
-Four results outlive the process that made them: checkpoints (`checkpoint-N/trl_bon_checkpoint.json`), vBoN's
-reference-reward cache (`metadata.json`), BoN-SFT's round data (`_bon_data/round-k/metadata.json`) and the J-BOND
-anchor (`checkpoint-N/anchor/anchor.json`). Each one's *record* is a JSON object of named fields: the content
-identities of [`trl_bon.identity`] (model, tokenizer, reward) and the settings the result depends on. Each is written
-with [`write_record`] (atomically), read back with [`read_record`] (a damaged file is named), and checked before
-reuse with [`refuse_if_stale`], whose one error names every field that differs, with both values, and the way out.
+Checkpoints, vBoN's reference-reward cache, BoN-SFT's round data and the J-BOND anchor each keep a *record*: a JSON
+object of the content identities of [`trl_bon.identity`] and the settings the result depends on, written with
+[`write_record`], read back with [`read_record`] and checked before reuse with [`refuse_if_stale`].
 
-Comparison rules (in [`differences`]):
-
-- only the fields of *this run's* record are compared: a saved record may carry more (a version, a path kept for
-  information), so adding a field to a record never invalidates what was saved before it;
-- nested objects are compared field by field and named by their dotted path (`model.weights`,
-  `generation_settings.temperature`);
-- a nested object's `name_or_path` is a label for people, never compared (a model moved to another folder is the
-  same model): when another field of that object differs, the difference is shown by the two labels;
-- numbers agree within a relative 1e-9, so a JSON round trip is not a change.
+Comparison rules (in [`differences`]): only the fields of *this run's* record are compared, so a field added to a
+record never invalidates what was saved before it; nested objects are compared field by field and named by their dotted
+path (`generation_settings.temperature`); a nested `name_or_path` is a label for people, never compared (a model moved
+to another folder is the same model), and names the object when another of its fields differs; numbers agree within a
+relative 1e-9, so a JSON round trip is not a change.
 """
 
 import json
@@ -38,8 +31,7 @@ def _same(a, b) -> bool:
 
 def differences(saved: dict, current: dict, keys=None, prefix: str = "") -> list[tuple[str, object, object, str]]:
     """`(dotted field, saved value, current value, note)` for every field of `current` (or of `keys`) that `saved`
-    does not match; a nested object with a label (`name_or_path`) is shown by its labels, its differing fields in
-    the note."""
+    does not match; a labelled object that differs is shown by its labels, its differing fields in the note."""
     found = []
     for key in current if keys is None else keys:
         a, b = saved.get(key), current.get(key)
@@ -60,21 +52,14 @@ class StaleResultError(ValueError):
 
 
 def refuse_if_stale(
-    saved: dict,
-    current: dict,
-    *,
-    subject: str,
-    escape: str,
-    saved_as: str = "saved",
-    current_as: str = "this run",
-    keys=None,
+    saved: dict, current: dict, *, subject: str, escape: str, saved_as: str = "saved", current_as: str = "this run"
 ) -> None:
     """Raise a [`StaleResultError`] if `saved` differs from `current` on any compared field (see [`differences`]).
 
     The message reads `<subject> other settings than this run (fields that differ: 'a', 'b'): a: <saved_as> X,
     <current_as> Y; …. <escape>`: `subject` names the result and ends with "made with" (or its like), `escape` is the
     fix (a new folder, a deleted file, matching settings)."""
-    found = differences(saved, current, keys)
+    found = differences(saved, current)
     if found:
         fields = ", ".join(repr(name) for name in dict.fromkeys(field.split(".")[0] for field, *_ in found))
         raise StaleResultError(
@@ -84,12 +69,17 @@ def refuse_if_stale(
         )
 
 
-def write_record(path: str | os.PathLike, record: dict) -> None:
-    """Write `record` as JSON to `path` atomically (a temporary file renamed into place): it exists whole or not."""
+def write_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temporary file renamed into place: the file exists whole or not at all."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_record(path: str | os.PathLike, record: dict) -> None:
+    """Write `record` as JSON to `path`, atomically."""
+    write_atomically(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_record(path: str | os.PathLike, what: str, fix: str) -> dict:
@@ -104,10 +94,4 @@ def read_record(path: str | os.PathLike, what: str, fix: str) -> dict:
     return record
 
 
-__all__ = [
-    "StaleResultError",
-    "differences",
-    "read_record",
-    "refuse_if_stale",
-    "write_record",
-]
+__all__ = ["StaleResultError", "differences", "read_record", "refuse_if_stale", "write_atomically", "write_record"]

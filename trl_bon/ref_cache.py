@@ -2,31 +2,14 @@
 
 The reference policy is frozen, so the reward distribution of its completions for a prompt, which gives vBoN's CDF
 F̂ (Amini et al., arXiv 2407.06057), is computed once, offline, and joined onto the training dataset as a list
-column (`ref_rewards` by default) that reaches `VBoNTrainer` with each prompt.
+column (`ref_rewards` by default). A prompt is keyed by [`prompt_id`], the SHA-256 of its canonical JSON (text and
+chat prompts alike, independent of any tokenizer), or by a dataset column of your own ids (`prompt_id_column`).
 
-**Prompt ids.** A prompt is keyed by `prompt_id(prompt)`: the SHA-256 of its canonical JSON (sorted keys, no
-whitespace, UTF-8), so plain-text and conversational prompts both work, the key does not depend on a tokenizer, and
-it is never a decoded string (the official vBoN code had to round-trip prompts through the tokenizer to match its
-keys). A dataset column of your own ids (e.g. a dataset index) can be used instead (`prompt_id_column`).
-
-**Layout** of `output_dir`:
-
-- `metadata.json`: what the rewards depend on, keyed by content (see `trl_bon.identity`): the model (config hash and
-  weights fingerprint, not its path, which is kept only for information), the tokenizer (vocabulary and chat
-  template), every generation setting (including
-  `generation_kwargs` and the chat-template arguments) and the backend, the reward (names, weights, and each
-  function's identity: weights fingerprint and tokenizer of a reward model, hash of a callable's source, closure and
-  the globals it reads), M, the seed, the
-  prompt-id scheme and the format version. The CDF is only valid for all of these, so resuming, extending or joining
-  a cache whose entries differ is refused with the list of differences.
-- `shards/shard-00000.jsonl`, …: one JSON line per prompt, `{"prompt_id": str, "ref_rewards": [M floats]}`, the
-  weighted scalar rewards in sampling order. Shards hold about `SHARD_SAMPLES` completions each (at least one
-  prompt) and are written atomically as they finish. Loading checks every line (finite numbers, M of them) and names
-  the file of any damaged shard or `metadata.json`.
-
-**Resuming.** Re-running the build with the same arguments skips every prompt already in a finished shard and
-samples only the rest. Shard `k` is sampled with its own seed derived from `(seed, k)`, so an interrupted and resumed
-build produces exactly the shards an uninterrupted one would. Extending a cache to new prompts works the same way.
+`output_dir` holds `metadata.json`, the [`trl_bon.provenance`] record of everything the rewards depend on (model,
+tokenizer, generation settings, backend, reward, M, seed, prompt-id scheme): a cache that differs in any of them is
+refused. `shards/shard-00000.jsonl`, … hold one line `{"prompt_id": str, "ref_rewards": [M floats]}` per prompt, about
+`SHARD_SAMPLES` completions per shard, each written atomically and sampled with a seed derived from `(seed, k)`:
+re-running the build resumes or extends a cache, and gives exactly the shards an uninterrupted build would.
 """
 
 import hashlib
@@ -38,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
-from .provenance import read_record, refuse_if_stale, write_record
+from .provenance import read_record, refuse_if_stale, write_atomically, write_record
 from .rewards import as_scorer
 from .sampling import GenerationSettings, Sampler
 
@@ -50,18 +34,6 @@ PROMPT_ID_SCHEME = "sha256(canonical-json(prompt))"
 CACHE_COMMAND = "trl-bon cache-ref-rewards"
 #: Completions per shard (the unit of saving and resuming): a shard holds max(1, SHARD_SAMPLES // M) prompts.
 SHARD_SAMPLES = 4096
-# Metadata entries that must match for a cache to be resumed or reused.
-_IDENTITY_KEYS = (
-    "format_version",
-    "model",
-    "tokenizer",
-    "generation_settings",
-    "backend",
-    "reward",
-    "num_samples",
-    "seed",
-    "prompt_id",
-)
 
 
 def prompt_id(prompt) -> str:
@@ -105,27 +77,20 @@ class ReferenceRewardCache:
         model_identity: dict | None = None,
         tokenizer_identity: dict | None = None,
     ) -> None:
-        """Raise if the cache was built with other generation settings, another reward or another model, listing
-        the differences.
+        """Raise a `StaleResultError` listing the differences if the cache was built with other generation
+        settings, another reward, model or tokenizer (those given): F̂ would then be another distribution.
 
-        The CDF F̂ is the reward distribution of π_ref's completions *under these sampling settings and this
-        reward*: with another temperature, completion length, reward weight or reference model it is simply a
-        different distribution. `model_identity` is `trl_bon.identity.model_identity(π_ref)`, `tokenizer_identity`
-        `trl_bon.identity.tokenizer_identity(tokenizer)`: another chat template gives other prompt tokens.
+        `model_identity` and `tokenizer_identity` are those of [`trl_bon.identity`] for π_ref and its tokenizer.
         """
         expected = {
-            key: value
-            for key, value in (
-                ("generation_settings", settings.to_dict() if settings is not None else None),
-                ("reward", reward_signature),
-                ("model", model_identity),
-                ("tokenizer", tokenizer_identity),
-            )
-            if value is not None
+            "generation_settings": settings.to_dict() if settings is not None else None,
+            "reward": reward_signature,
+            "model": model_identity,
+            "tokenizer": tokenizer_identity,
         }
         refuse_if_stale(
             self.metadata,
-            expected,
+            {key: value for key, value in expected.items() if value is not None},
             subject=f"The reference-reward cache at {self.path} was built with",
             escape=f"Rebuild it with matching settings (`{CACHE_COMMAND}` or `build_reference_reward_cache`) into a "
             "new directory, or change the run's settings to the cache's.",
@@ -140,29 +105,21 @@ _DAMAGED_FIX = (
 )
 
 
-def _check_row(row, path: Path, line_number: int, num_samples: int | None) -> None:
-    where = f"{path}, line {line_number}"
-    if not isinstance(row, dict) or not isinstance(row.get("prompt_id"), str) or "ref_rewards" not in row:
-        raise ValueError(f"{where} is not a cache row (`{{'prompt_id': str, 'ref_rewards': [...]}}`). {_DAMAGED_FIX}")
-    values = row["ref_rewards"]
+def _rewards_problem(values, num_samples: int | None = None) -> str | None:
+    """What is wrong with one prompt's reference rewards (not a non-empty list of finite numbers, or not M of them)."""
     if not isinstance(values, list) or not values:
-        raise ValueError(
-            f"{where}: `ref_rewards` must be a non-empty list of numbers, got {values!r:.60}. {_DAMAGED_FIX}"
-        )
-    bad = next(
-        (v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)), None
-    )
-    if bad is not None or (num_samples is not None and len(values) != num_samples):
-        problem = f"holds {bad!r}" if bad is not None else f"holds {len(values)} rewards, not M = {num_samples}"
-        raise ValueError(f"{where}: `ref_rewards` {problem}; every value must be a finite number. {_DAMAGED_FIX}")
+        return f"must be a non-empty list of numbers, got {values!r:.60}"
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)]
+    if bad:
+        return f"holds {bad[0]!r}; every value must be a finite number"
+    if num_samples is not None and len(values) != num_samples:
+        return f"holds {len(values)} rewards, not M = {num_samples}"
+    return None
 
 
 def _read_shards(output_dir: Path, num_samples: int | None) -> tuple[dict[str, list[float]], list[int]]:
     rewards, indices = {}, []
-    shard_dir = output_dir / "shards"
-    if not shard_dir.is_dir():
-        return rewards, indices
-    for path in sorted(shard_dir.glob("shard-*.jsonl")):
+    for path in sorted((output_dir / "shards").glob("shard-*.jsonl")):
         indices.append(int(path.stem.split("-")[1]))
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
@@ -175,7 +132,14 @@ def _read_shards(output_dir: Path, num_samples: int | None) -> tuple[dict[str, l
                 raise ValueError(
                     f"The cache shard {path} is damaged at line {number} ({error}). {_DAMAGED_FIX}"
                 ) from error
-            _check_row(row, path, number, num_samples)
+            where = f"{path}, line {number}"
+            if not isinstance(row, dict) or not isinstance(row.get("prompt_id"), str) or "ref_rewards" not in row:
+                raise ValueError(
+                    f"{where} is not a cache row (`{{'prompt_id': str, 'ref_rewards': [...]}}`). {_DAMAGED_FIX}"
+                )
+            problem = _rewards_problem(row["ref_rewards"], num_samples)
+            if problem:
+                raise ValueError(f"{where}: `ref_rewards` {problem}. {_DAMAGED_FIX}")
             rewards[row["prompt_id"]] = row["ref_rewards"]
     return rewards, indices
 
@@ -230,11 +194,7 @@ def check_reference_reward_column(dataset, column: str = "ref_rewards", name: st
     """Raise a `ValueError` naming the first row of `dataset` (a `Dataset`) whose `column` is not a non-empty list of
     finite numbers: vBoN's CDF F̂ of that prompt would be empty or NaN, and training would fail at its first step."""
     for row, values in enumerate(dataset[column]):
-        try:
-            finite = values is not None and len(values) > 0 and all(math.isfinite(float(v)) for v in values)
-        except (TypeError, ValueError):  # a None or a string among the values
-            finite = False
-        if not finite:
+        if _rewards_problem(values):
             raise ValueError(
                 f"Row {row} of `{name}` has {column!r} = {values!r:.60}: every prompt needs its M reference rewards "
                 f"as a non-empty list of finite numbers. Rebuild them with `{CACHE_COMMAND}` and join them with "
@@ -291,14 +251,9 @@ def build_reference_reward_cache(
     output_dir = Path(output_dir)
     ids = _row_ids(dataset, "prompt", prompt_id_column)  # fails on a missing column before any model loads
     seed = sampler.seed or 0
-    identity = sampler.identity()
-    metadata = {
+    metadata = {  # what the rewards depend on: a saved cache must match every entry
         "format_version": FORMAT_VERSION,
-        "model": identity["model"],
-        "model_name": sampler.model_name,
-        "tokenizer": identity["tokenizer"],
-        "generation_settings": identity["generation_settings"],
-        "backend": identity["backend"],
+        **sampler.identity(),  # model, tokenizer, generation settings, backend
         "reward": scorer.signature(),
         "num_samples": num_samples,
         "seed": seed,
@@ -315,11 +270,10 @@ def build_reference_reward_cache(
             escape="Use a new `output_dir`.",
             saved_as="cache has",
             current_as="expected",
-            keys=_IDENTITY_KEYS,
         )
     else:
         output_dir.mkdir(parents=True, exist_ok=True)
-        write_record(meta_path, {**metadata, "trl_bon_version": __version__})
+        write_record(meta_path, {**metadata, "model_name": sampler.model_name, "trl_bon_version": __version__})
 
     # Distinct prompts in order of first appearance, minus those already cached.
     first_row: dict[str, int] = {}
@@ -338,11 +292,10 @@ def build_reference_reward_cache(
         index = next_index + offset
         rows = dataset.select([first_row[pid] for pid in shard])
         rewards = sampler.score(rows, num_samples, scorer, seed=_shard_seed(seed, index)).rewards.tolist()
-        lines = [json.dumps({"prompt_id": pid, "ref_rewards": r}) for pid, r in zip(shard, rewards, strict=True)]
-        path = output_dir / "shards" / f"shard-{index:05d}.jsonl"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        os.replace(tmp, path)  # atomic: a shard is either complete or absent
+        lines = [
+            json.dumps({"prompt_id": pid, "ref_rewards": r}) + "\n" for pid, r in zip(shard, rewards, strict=True)
+        ]
+        write_atomically(output_dir / "shards" / f"shard-{index:05d}.jsonl", "".join(lines))
         bar.update(1)
     bar.close()
     return load_reference_reward_cache(output_dir)
@@ -350,8 +303,5 @@ def build_reference_reward_cache(
 
 def reference_reward_tensor(values: Sequence[Sequence[float]], device=None) -> torch.Tensor:
     """Stack per-sample reference-reward lists of possibly different lengths into a NaN-padded `(B, M_max)` tensor."""
-    width = max(len(v) for v in values)
-    out = torch.full((len(values), width), torch.nan, dtype=torch.float32)
-    for i, v in enumerate(values):
-        out[i, : len(v)] = torch.as_tensor(v, dtype=torch.float32)
-    return out if device is None else out.to(device)
+    rows = [torch.as_tensor(v, dtype=torch.float32) for v in values]
+    return pad_sequence(rows, batch_first=True, padding_value=torch.nan).to(device)
