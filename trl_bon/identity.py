@@ -1,31 +1,19 @@
-"""What a cached result depends on, as content rather than names: model, tokenizer and reward fingerprints, and early
-checks of model paths.
+"""What a saved result depends on, as content rather than names, and early checks of model paths.
 
-A cache keyed by a model's *path* or a reward's *name* is silently stale when the folder is overwritten by another
-run or a different function keeps the same `__name__`. The offline layer keys its caches by:
+A cache keyed by a model's *path* or a reward's *name* is silently stale when the folder is overwritten or another
+function keeps the same `__name__`, so records (see [`trl_bon.provenance`]) hold:
 
-- **a model**: a hash of its config (minus bookkeeping keys such as the path, the transformers version or the pad id
-  a trainer sets) and a fingerprint of its weights: for each parameter its name, shape and 1,024 evenly spaced values
-  rounded to bfloat16, hashed together. Rounding makes an fp32 model and its bf16 copy agree; any fine-tuning step
-  changes the sampled values. It is a fingerprint, not a hash of every byte: it costs one strided read of each
-  tensor. A PEFT model is fingerprinted through its base weights plus, separately, its adapters unless they are
-  fresh (every LoRA B matrix zero, so the model computes exactly the base model). Under DeepSpeed ZeRO-3 each
-  partitioned tensor is gathered in turn, so every rank must fingerprint the model (it reads whole tensors).
-- **a tokenizer**: a hash of what turns text into ids (its `tokenizer.json` state without the per-call padding and
-  truncation settings: vocabulary, merges, normalisation, added and special tokens), a hash of its chat template and
-  its EOS id. Editing the chat template changes the prompt tokens, so it changes the identity;
-- **a reward model**: the same fingerprint, plus its tokenizer's identity;
-- **a reward callable**: its qualified name plus a SHA-256 of its source code, of the values it closes over and of the
-  module-level globals its code reads (a table, a constant, a helper function of the same module, followed
-  recursively), values hashed with `datasets`' `Hasher` (the one behind the `map` cache). Editing a table the
-  function reads therefore invalidates the caches built with it. Functions imported from other modules count by
-  name, like library code. When the source is not available (a built-in, a lambda built by `eval`, code typed in a
-  REPL) or does not say everything (the callable reads a file, a helper from another module or an instance
-  attribute), set an attribute `trl_bon_identity = "<any version string>"` on the function (or its class): it
-  replaces the hash, and changing it invalidates the caches built with it.
+- [`model_identity`]: a config hash and a weights fingerprint (1,024 evenly spaced values per tensor, rounded to
+  bfloat16: an fp32 model and its bf16 copy agree, any fine-tuning step differs; PEFT adapters apart);
+- [`tokenizer_identity`]: what turns a prompt into ids (vocabulary, merges, normalisation, special tokens, chat
+  template, EOS id);
+- [`callable_identity`]: a reward callable's source, the values it closes over and the module-level globals its code
+  reads (tables, constants, helpers of its module, followed recursively), values hashed with `datasets`' `Hasher`
+  (the one behind the `map` cache). Functions of other modules count by name, like library code. When the source is
+  unavailable (a built-in, `eval`, a REPL) or incomplete (the callable reads a file or an instance attribute), set
+  `trl_bon_identity = "<version string>"` on the function or its class: it replaces the hash.
 """
 
-import contextlib
 import functools
 import hashlib
 import inspect
@@ -39,22 +27,9 @@ from torch import nn
 
 #: Config entries that do not change what a model computes (or that trainers rewrite), left out of its identity.
 _VOLATILE_CONFIG_KEYS = frozenset(
-    {
-        "_name_or_path",
-        "name_or_path",
-        "transformers_version",
-        "pad_token_id",
-        "torch_dtype",
-        "dtype",
-        "use_cache",
-        "_attn_implementation",
-        "_attn_implementation_autoset",
-        "attn_implementation",
-        "architectures",
-        "_commit_hash",
-        "output_hidden_states",
-        "return_dict",
-    }
+    "_name_or_path name_or_path transformers_version pad_token_id torch_dtype dtype use_cache architectures "
+    "_attn_implementation _attn_implementation_autoset attn_implementation _commit_hash output_hidden_states "
+    "return_dict".split()
 )
 _VALUES_PER_TENSOR = 1024
 IDENTITY_ATTRIBUTE = "trl_bon_identity"
@@ -64,49 +39,41 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _config_hash(config) -> str:
+def _config_hash(config) -> str | None:
     def clean(value):
         if isinstance(value, dict):
             return {k: clean(v) for k, v in sorted(value.items()) if k not in _VOLATILE_CONFIG_KEYS}
         return value
 
+    if config is None:
+        return None
     return _sha256(json.dumps(clean(config.to_dict()), sort_keys=True, default=str).encode())
 
 
-def _tensor_sample(tensor: torch.Tensor) -> bytes:
-    flat = tensor.detach().reshape(-1)
-    step = max(1, flat.numel() // _VALUES_PER_TENSOR)
-    values = flat[::step][:_VALUES_PER_TENSOR]
-    if values.is_floating_point():
-        values = values.to(torch.bfloat16).view(torch.int16)  # fp32 and its bf16 copy agree
-    return values.cpu().contiguous().numpy().tobytes()
+def _gathered(tensor: torch.Tensor):
+    """Context in which `tensor` is whole: a DeepSpeed ZeRO-3 partition is gathered (collective: every rank must
+    read the same tensors in the same order)."""
+    from peft.utils.integrations import gather_params_ctx
 
-
-@contextlib.contextmanager
-def _whole(tensor: torch.Tensor):
-    """The whole tensor: a DeepSpeed ZeRO-3 partition (empty on every rank) is gathered for the duration, one at a
-    time (collective: every rank must read the same tensors in the same order)."""
-    if not hasattr(tensor, "ds_id"):
-        yield tensor
-        return
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters([tensor]):
-        yield tensor
+    return gather_params_ctx(tensor, modifier_rank=None)
 
 
 def _weights_fingerprint(named_tensors) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
-        with _whole(tensor) as whole:
-            digest.update(f"{name}:{tuple(whole.shape)};".encode())
-            digest.update(_tensor_sample(whole))
+        with _gathered(tensor):
+            flat = tensor.detach().reshape(-1)
+            values = flat[:: max(1, flat.numel() // _VALUES_PER_TENSOR)][:_VALUES_PER_TENSOR]
+            if values.is_floating_point():
+                values = values.to(torch.bfloat16).view(torch.int16)  # fp32 and its bf16 copy agree
+            digest.update(f"{name}:{tuple(tensor.shape)};".encode())
+            digest.update(values.cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
 def _is_nonzero(tensor: torch.Tensor) -> bool:
-    with _whole(tensor) as whole:
-        return bool(whole.detach().abs().sum() > 0)
+    with _gathered(tensor):
+        return bool(tensor.detach().abs().sum() > 0)
 
 
 def model_identity(model: nn.Module, weights: bool = True) -> dict:
@@ -115,26 +82,25 @@ def model_identity(model: nn.Module, weights: bool = True) -> dict:
     Two loads of the same checkpoint agree whatever their path or dtype (fp32 / bf16); a fine-tuned model differs.
     `weights=False` gives the config hash alone (the architecture: what a checkpoint's weights must load onto).
     """
-    config = getattr(model, "config", None)
+    peft = hasattr(model, "peft_config")
+    base = model.get_base_model() if peft else model
+    identity = {"config": _config_hash(getattr(base, "config", None))}
     if not weights:
-        base = model.get_base_model() if hasattr(model, "peft_config") else model
-        return {"config": _config_hash(base.config) if getattr(base, "config", None) is not None else None}
-    if hasattr(model, "peft_config"):  # PeftModel: base weights under their plain names, adapters apart
-        base, adapters = [], []
-        for name, param in model.get_base_model().named_parameters():
-            if "lora_" in name or any(f".{adapter}." in name for adapter in model.peft_config):
-                adapters.append((name, param))
-            else:
-                base.append((name.replace(".base_layer", ""), param))
-        identity = {"weights": _weights_fingerprint(base)}
-        # Adapters whose B matrices are all zero (a fresh LoRA) leave the function unchanged: the base model's
-        # identity then stands for the model, so a trainer's fresh LoRA policy matches a cache built on the base.
-        if any(("lora_B" in name or "lora_embedding_B" in name) and _is_nonzero(p) for name, p in adapters):
-            identity["adapters"] = _weights_fingerprint(adapters)
-        config = model.get_base_model().config
-    else:
-        identity = {"weights": _weights_fingerprint(model.named_parameters())}
-    return {"config": _config_hash(config) if config is not None else None, **identity}
+        return identity
+    if not peft:
+        return {**identity, "weights": _weights_fingerprint(model.named_parameters())}
+    plain, adapters = [], []  # base weights under their plain names, adapters apart
+    for name, param in base.named_parameters():
+        if "lora_" in name or any(f".{adapter}." in name for adapter in model.peft_config):
+            adapters.append((name, param))
+        else:
+            plain.append((name.replace(".base_layer", ""), param))
+    identity["weights"] = _weights_fingerprint(plain)
+    # Adapters whose B matrices are all zero (a fresh LoRA) leave the function unchanged: the base model's identity
+    # then stands for the model, so a trainer's fresh LoRA policy matches a cache built on the base.
+    if any(("lora_B" in name or "lora_embedding_B" in name) and _is_nonzero(p) for name, p in adapters):
+        identity["adapters"] = _weights_fingerprint(adapters)
+    return identity
 
 
 #: Tokenizer state that does not change the tokens of a text (set per call, or by the trainers).
@@ -162,6 +128,11 @@ def tokenizer_identity(tokenizer) -> dict:
     }
 
 
+def _ref(value) -> str:
+    """A value counted by name (a class, a built-in, a function of another module), like library code."""
+    return f"ref:{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
+
+
 def _value_hash(value, what: str, seen: set) -> str:
     """Content hash of a value a reward callable reads (a closure cell or a module-level global)."""
     if inspect.ismodule(value):
@@ -175,7 +146,7 @@ def _value_hash(value, what: str, seen: set) -> str:
     if isinstance(value, functools.partial):
         return callable_identity(value)
     if isinstance(value, type) or inspect.isbuiltin(value):
-        return f"ref:{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
+        return _ref(value)
     from datasets.fingerprint import Hasher
 
     try:
@@ -198,15 +169,13 @@ def _global_names(code) -> set[str]:
 
 def _function_hash(func, seen: set) -> str:
     """SHA-256 of a plain function's behaviour: its source, the values it closes over and the module-level globals
-    its code reads (followed into the functions of its own module that it calls, so a helper or table edited in
-    place changes the hash). Functions imported from other modules count by name, like a library."""
+    its code reads, followed into the functions of its own module."""
     func = getattr(func, "__func__", func)
     if not inspect.isfunction(func):
-        return f"ref:{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
-    key = id(func.__code__)
-    if key in seen:  # recursion between helpers
+        return _ref(func)
+    if id(func.__code__) in seen:  # recursion between helpers
         return f"seen:{func.__qualname__}"
-    seen.add(key)
+    seen.add(id(func.__code__))
     try:
         source = inspect.getsource(func)
     except (OSError, TypeError):
@@ -218,14 +187,12 @@ def _function_hash(func, seen: set) -> str:
         except ValueError:  # empty cell
             continue
         digest.update(_value_hash(value, "a value it closes over", seen).encode())
-    for name in sorted(_global_names(func.__code__)):
-        if name not in func.__globals__:
-            continue  # a builtin or an attribute name
+    for name in sorted(_global_names(func.__code__) & func.__globals__.keys()):  # others: builtins, attributes
         value = func.__globals__[name]
-        if inspect.isfunction(value) and value.__module__ != func.__module__:
-            digest.update(f"{name}=ref:{value.__module__}.{value.__qualname__}".encode())
-            continue
-        digest.update(f"{name}={_value_hash(value, f'the global {name!r}', seen)}".encode())
+        foreign = inspect.isfunction(value) and value.__module__ != func.__module__
+        digest.update(
+            f"{name}={_ref(value) if foreign else _value_hash(value, f'the global {name!r}', seen)}".encode()
+        )
     return digest.hexdigest()
 
 
@@ -258,24 +225,26 @@ def callable_identity(func) -> str:
     return f"{name}:{_sha256(source.encode())[:16]}:{_sha256(behaviour.encode())[:16]}"
 
 
-def looks_like_local_path(name: str) -> bool:
-    """True if `name` can only be a local path, never a Hub id (`name` or `owner/name`)."""
-    if os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1:
-        return True
-    first = name.split("/")[0]
-    return "/" in name and Path(first).is_dir()  # `outputs/run` next to a local `outputs/` folder
+class ModelPathError(FileNotFoundError):
+    """A model path that cannot load; `trl-bon` prints it as one line (no traceback)."""
 
 
-#: What a model path must be, in every error about one.
-EXPECTED_MODEL = "expected a local folder with config.json (written by `save_pretrained`) or a Hub id `org/name`"
-_MODEL_FILES = ("config.json", "adapter_config.json")
+def _refuse(name: str, what: str, verdict: str, problem: str):
+    raise ModelPathError(
+        f"The {what} {name!r} {verdict}: {problem}; expected a local folder with config.json (written by "
+        "`save_pretrained`) or a Hub id `org/name`."
+    )
 
 
-def _in_hub_cache(repo_id: str) -> bool:
-    """True if some revision of the Hub model `repo_id` is in the local Hugging Face cache."""
-    from huggingface_hub.constants import HF_HUB_CACHE
+def _is_hub_id(name: str) -> bool:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
 
-    return (Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}").is_dir()
+    try:
+        validate_repo_id(name)  # refuses absolute and relative paths (`/`, `.`, `~`, two slashes)
+    except HFValidationError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=64)
@@ -284,7 +253,7 @@ def _hub_lookup_error(repo_id: str) -> str | None:
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    if _in_hub_cache(repo_id):
+    if (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}").is_dir():  # some revision is cached
         return None
     if constants.HF_HUB_OFFLINE:
         return "no local folder of that name, and no Hub model of that id in the local cache (HF_HUB_OFFLINE is set)"
@@ -299,10 +268,6 @@ def _hub_lookup_error(repo_id: str) -> str | None:
     return None
 
 
-class ModelPathError(FileNotFoundError):
-    """A model path that cannot load; `trl-bon` prints it as one line (no traceback)."""
-
-
 def check_model_path(name: str, what: str = "model", *, model_folder: bool = True) -> None:
     """Fail in one line, before any model loads, on a model path that cannot load: a missing local folder, a folder
     without `config.json` / `adapter_config.json` (unless `model_folder=False`, for a training `output_dir` holding
@@ -310,11 +275,11 @@ def check_model_path(name: str, what: str = "model", *, model_folder: bool = Tru
     against the local cache offline, with one request online)."""
     path = Path(name).expanduser()
     if path.is_dir():
-        if model_folder and not any((path / file).is_file() for file in _MODEL_FILES):
+        if model_folder and not any((path / file).is_file() for file in ("config.json", "adapter_config.json")):
             _refuse(name, what, "is not a model", "the folder holds no config.json (nor adapter_config.json)")
     elif path.exists():
         _refuse(name, what, "is not a model", "it is a file, not a folder")
-    elif looks_like_local_path(name) or not _is_hub_id(name):
+    elif not _is_hub_id(name) or ("/" in name and Path(name.split("/")[0]).is_dir()):  # `outputs/run` by `outputs/`
         _refuse(name, what, "does not exist", "no such local folder")
     else:
         problem = _hub_lookup_error(name)
@@ -322,39 +287,17 @@ def check_model_path(name: str, what: str = "model", *, model_folder: bool = Tru
             _refuse(name, what, "does not exist", problem)
 
 
-def _refuse(name: str, what: str, verdict: str, problem: str):
-    raise ModelPathError(f"The {what} {name!r} {verdict}: {problem}; {EXPECTED_MODEL}.")
-
-
-def _is_hub_id(name: str) -> bool:
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
+def check_safetensors(path: str | os.PathLike, what: str) -> None:
+    """Raise a `ValueError` naming `path` if safetensors cannot read it: a damaged header, or data shorter than the
+    header says (a truncated copy or an interrupted save). Reads only the header."""
+    from safetensors import SafetensorError, safe_open
 
     try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
-
-
-def check_safetensors(path: str | os.PathLike, what: str) -> None:
-    """Raise a `ValueError` naming `path` if it is not a whole safetensors file: a header that is not one, or data
-    shorter than the header says (a truncated copy or an interrupted save). Reads only the header."""
-    path = Path(path)
-    size = path.stat().st_size
-    fix = "Copy or save it again (or resume from an earlier checkpoint)."
-    with open(path, "rb") as handle:
-        prefix = handle.read(8)
-        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
-        if not 0 < length <= size - 8:
-            raise ValueError(f"The {what} {path} is not a safetensors file (no valid header): it is damaged. {fix}")
-        try:
-            header = json.loads(handle.read(length))
-            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
-            raise ValueError(f"The {what} {path} has a damaged safetensors header ({error}). {fix}") from error
-    if 8 + length + end > size:
+        with safe_open(path, framework="pt"):
+            pass
+    except SafetensorError as error:
+        problem = "is truncated" if "not fully covered" in str(error) else "is not a safetensors file"
         raise ValueError(
-            f"The {what} {path} is truncated: its header describes {8 + length + end} bytes, the file has {size}. "
-            + fix
-        )
+            f"The {what} {path} {problem} ({error}): it is damaged. Copy or save it again (or resume from an earlier "
+            "checkpoint)."
+        ) from error
