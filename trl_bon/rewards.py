@@ -10,9 +10,9 @@ evaluation score completions here instead. The conventions are TRL's (a parity t
   may be `async`, and may return `None` for a sample, which becomes NaN (that function is skipped for that sample);
 - the scalar reward is the weighted `nansum` over functions; a sample every function skipped is NaN.
 
-What TRL leaves to a crash deep inside a library is checked here, before any sampling where possible: a reward that
-is not one number (or `None`) per completion, a causal LM given as a reward model (its classification head would be
-random), a local reward-model path that does not exist, and a tokenizer that cannot belong to the reward model.
+Checked here, before any sampling where possible, instead of TRL's crash deep inside a library: a reward that is not
+one number (or `None`) per completion, a causal LM given as a reward model (its head would be random), a missing
+reward-model path, and a tokenizer that cannot belong to the reward model.
 """
 
 import asyncio
@@ -50,48 +50,25 @@ def _check_is_reward_model(name: str, architectures) -> None:
         )
 
 
-def _check_reward_model_path(path: str, model_init_kwargs: dict | None):
-    """Read the config at `path` (no weights) and refuse a causal LM; return the config."""
-    from transformers import AutoConfig
-
-    check_model_path(path, "reward model")
-    kwargs = dict(model_init_kwargs or {})
-    config = AutoConfig.from_pretrained(
-        path, revision=kwargs.get("revision"), trust_remote_code=kwargs.get("trust_remote_code", False)
-    )
-    _check_is_reward_model(path, config.architectures)
-    return config
-
-
-def _load_reward_model(path: str, model_init_kwargs: dict | None):
-    from transformers import AutoModelForSequenceClassification
-
-    _check_reward_model_path(path, model_init_kwargs)
-    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **dict(model_init_kwargs or {}))
-
-
 def _check_tokenizer(model, tokenizer, loaded_from_model: bool) -> None:
     """Fail when `tokenizer` cannot be the reward model's; warn when it looks like another model's."""
     name = model.config._name_or_path
-    vocab = model.get_input_embeddings().num_embeddings
-    fix = "Pass the reward model's own tokenizer in `reward_processing_classes` (or None to load it from its folder)."
-    if len(tokenizer) > vocab:
-        raise ValueError(
-            f"The tokenizer given for the reward model {name!r} has {len(tokenizer)} tokens but the model embeds only "
-            f"{vocab}: it is another model's tokenizer. {fix}"
-        )
-    if len(tokenizer) * 2 < vocab:  # embeddings are padded to a multiple of 64 or so, never to twice the vocabulary
-        raise ValueError(
-            f"The tokenizer given for the reward model {name!r} has {len(tokenizer)} tokens but the model embeds "
-            f"{vocab}: it uses less than half of the model's vocabulary, so it is another model's tokenizer. {fix}"
+    size, vocab = len(tokenizer), model.get_input_embeddings().num_embeddings
+    problems = [f"{size} tokens but the model embeds only {vocab}:"] if size > vocab else []
+    if size * 2 < vocab:  # embeddings are padded to a multiple of 64 or so, never to twice the vocabulary
+        problems.append(
+            f"{size} tokens but the model embeds {vocab}: it uses less than half of the model's vocabulary, so"
         )
     for special in ("pad_token_id", "eos_token_id", "bos_token_id"):
         token_id = getattr(tokenizer, special, None)
         if isinstance(token_id, int) and not 0 <= token_id < vocab:
-            raise ValueError(
-                f"The tokenizer given for the reward model {name!r} has {special}={token_id}, outside the model's "
-                f"{vocab} embeddings: it is another model's tokenizer. {fix}"
-            )
+            problems.append(f"{special}={token_id}, outside the model's {vocab} embeddings:")
+    if problems:
+        raise ValueError(
+            f"The tokenizer given for the reward model {name!r} has {problems[0]} it is another model's tokenizer. "
+            "Pass the reward model's own tokenizer in `reward_processing_classes` (or None to load it from its "
+            "folder)."
+        )
     if loaded_from_model:
         return
     mismatches = []
@@ -115,11 +92,15 @@ def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> N
 
     Called by the RLOO-based trainers ahead of `RLOOTrainer.__init__`, which would load a path with
     `AutoModelForSequenceClassification` and a randomly initialised score head."""
-    from transformers import PreTrainedModel
+    from transformers import AutoConfig, PreTrainedModel
 
+    kwargs = model_init_kwargs or {}
     for func in reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]:
-        if isinstance(func, str):
-            _check_reward_model_path(func, model_init_kwargs)
+        if isinstance(func, str):  # its config only: no weights load before the check
+            check_model_path(func, "reward model")
+            revision, remote_code = kwargs.get("revision"), kwargs.get("trust_remote_code", False)
+            config = AutoConfig.from_pretrained(func, revision=revision, trust_remote_code=remote_code)
+            _check_is_reward_model(func, config.architectures)
         elif isinstance(func, PreTrainedModel):
             _check_is_reward_model(func.config._name_or_path, [type(func).__name__])
 
@@ -130,7 +111,7 @@ def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
     `tokenizers` are the processing classes in use (one per function, None for callables); `given` those the user
     passed (None or a list): a tokenizer loaded from the model's own folder is only checked for its size."""
     if not isinstance(given, (list, tuple)):
-        given = [given] * len(reward_funcs) if given is not None else [None] * len(reward_funcs)
+        given = [given] * len(reward_funcs)
     for func, tokenizer, passed in zip(reward_funcs, tokenizers, given, strict=True):
         if isinstance(func, nn.Module) and tokenizer is not None:
             _check_tokenizer(func, tokenizer, loaded_from_model=passed is None)
@@ -194,17 +175,12 @@ def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequ
     (weights fingerprint and tokenizer identity for a model, hash of source, closure and globals for a callable; see
     `trl_bon.identity`). `tokenizers` are the reward models' tokenizers (None for callables)."""
     identities = []
-    tokenizers = list(tokenizers) if tokenizers is not None else [None] * len(funcs)
-    for func, tokenizer in zip(funcs, tokenizers, strict=True):
-        if isinstance(func, nn.Module):
-            identity = model_identity(func)
-            if tokenizer is not None:  # the reward model reads the tokens of its own tokenizer and chat template
-                identity["tokenizer"] = tokenizer_identity(tokenizer)
-            identities.append(identity)
-        elif isinstance(func, str):
-            identities.append(func)
+    for func, tokenizer in zip(funcs, tokenizers if tokenizers is not None else [None] * len(funcs), strict=True):
+        if isinstance(func, nn.Module):  # a reward model reads the tokens of its own tokenizer and chat template
+            read = {"tokenizer": tokenizer_identity(tokenizer)} if tokenizer is not None else {}
+            identities.append({**model_identity(func), **read})
         else:
-            identities.append(callable_identity(func))
+            identities.append(func if isinstance(func, str) else callable_identity(func))
     return {
         "reward_funcs": [reward_func_name(f) for f in funcs],
         "reward_weights": [float(w) for w in weights],
@@ -233,6 +209,8 @@ class RewardScorer:
             Texts per reward-model forward.
         chat_template_kwargs (`dict`, *optional*):
             Extra arguments for `apply_chat_template` on conversational samples.
+        device (`str` or `torch.device`, *optional*):
+            Device the reward models are moved to; where they were loaded by default.
 
     Example:
 
@@ -256,7 +234,7 @@ class RewardScorer:
         chat_template_kwargs: dict | None = None,
         device: str | torch.device | None = None,
     ):
-        from transformers import AutoTokenizer, PreTrainedModel
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
         funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
         if not funcs:
@@ -272,13 +250,15 @@ class RewardScorer:
             )
         if reward_weights is not None and len(reward_weights) != len(funcs):
             raise ValueError(f"Got {len(reward_weights)} reward weights for {len(funcs)} reward functions.")
+        check_reward_funcs(funcs, model_init_kwargs)
         self.device = torch.device(device) if device is not None else None
         self.funcs, self.tokenizers = [], []
         for func, tokenizer in zip(funcs, reward_processing_classes, strict=True):
             if isinstance(func, str):
-                func = _load_reward_model(func, model_init_kwargs)
+                func = AutoModelForSequenceClassification.from_pretrained(
+                    func, num_labels=1, **model_init_kwargs or {}
+                )
             if isinstance(func, PreTrainedModel):
-                _check_is_reward_model(func.config._name_or_path, [type(func).__name__])
                 func.eval()
                 if self.device is not None:
                     func.to(self.device)
