@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .provenance import read_record, refuse_if_stale, write_atomically, write_record
 from .rewards import as_scorer
-from .sampling import GenerationSettings, Sampler
+from .sampling import GenerationSettings, Sampler, _row_seed
 
 
 FORMAT_VERSION = 3  # 3: keyed by the tokenizer too, and by the globals a reward callable reads
@@ -53,10 +53,6 @@ def _row_ids(dataset, prompt_column: str, prompt_id_column: str | None) -> list[
     if prompt_column not in dataset.column_names:
         raise ValueError(f"The dataset has no prompt column {prompt_column!r} (columns: {dataset.column_names}).")
     return [prompt_id(p) for p in dataset[prompt_column]]
-
-
-def _shard_seed(seed: int, shard_index: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{shard_index}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 @dataclass
@@ -226,8 +222,6 @@ def build_reference_reward_cache(
         prompt_id_column (`str`, *optional*):
             Column of user ids to key prompts by; `None` keys by `prompt_id(prompt)` (hash of the canonical JSON).
 
-    Shard k is sampled with a seed derived from `(sampler.seed, k)`, so a resumed build equals an uninterrupted one.
-
     Returns:
         [`ReferenceRewardCache`]: the complete cache (also loadable later with [`load_reference_reward_cache`]).
 
@@ -283,21 +277,15 @@ def build_reference_reward_cache(
     todo = [pid for pid in first_row if pid not in done]
     prompts_per_shard = max(1, SHARD_SAMPLES // num_samples)
     shards = [todo[i : i + prompts_per_shard] for i in range(0, len(todo), prompts_per_shard)]
-    next_index = max(shard_indices, default=-1) + 1
     (output_dir / "shards").mkdir(exist_ok=True)
-    bar = tqdm(
-        total=len(shards), desc=f"reference rewards (M={num_samples})", unit="shard", disable=not sampler.progress
-    )
-    for offset, shard in enumerate(shards):
-        index = next_index + offset
+    progress = tqdm(shards, desc=f"reference rewards (M={num_samples})", unit="shard", disable=not sampler.progress)
+    for index, shard in enumerate(progress, start=max(shard_indices, default=-1) + 1):
         rows = dataset.select([first_row[pid] for pid in shard])
-        rewards = sampler.score(rows, num_samples, scorer, seed=_shard_seed(seed, index)).rewards.tolist()
+        rewards = sampler.score(rows, num_samples, scorer, seed=_row_seed(seed, index)).rewards.tolist()
         lines = [
             json.dumps({"prompt_id": pid, "ref_rewards": r}) + "\n" for pid, r in zip(shard, rewards, strict=True)
         ]
-        write_atomically(output_dir / "shards" / f"shard-{index:05d}.jsonl", "".join(lines))
-        bar.update(1)
-    bar.close()
+        write_atomically(output_dir / "shards" / f"shard-{index:05d}.jsonl", "".join(lines))  # whole or absent
     return load_reference_reward_cache(output_dir)
 
 

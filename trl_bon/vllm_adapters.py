@@ -1,16 +1,13 @@
 """J-BOND's policy and anchor adapters served by vLLM as LoRA adapters (colocate mode, `vllm_adapters_as_lora=True`).
 
-Without this, TRL hands vLLM the *merged* full weights of the active adapter, and J-BOND needs two adapters per
-generation batch: two full-model syncs and two generate calls. vLLM serves LoRA adapters per request, and the base
-weights never change under LoRA (vLLM loads them from the same path as the trainer), so here each generation batch
-writes only the two adapters' tensors, vLLM reloads them in place, and one generate call routes each row to its
+TRL hands vLLM the *merged* full weights of the active adapter: two full-model syncs and two generate calls per J-BOND
+generation batch. Under LoRA the base weights never change (vLLM loads them from the trainer's path), so here each
+batch writes only the two adapters' tensors, vLLM reloads them in place, and one generate call routes each row to its
 adapter (slot 0 → policy, slots 1..k → anchor).
 """
 
 import os
-import shutil
 import tempfile
-import weakref
 from contextlib import contextmanager
 
 
@@ -49,10 +46,9 @@ class VLLMAdapters:
     def __init__(self, adapter_names: tuple[str, ...]):
         from vllm.lora.request import LoRARequest
 
-        self.directory = tempfile.mkdtemp(prefix="trl_bon_vllm_adapters_")
-        weakref.finalize(self, shutil.rmtree, self.directory, ignore_errors=True)  # at the latest at interpreter exit
+        self._directory = tempfile.TemporaryDirectory(prefix="trl_bon_vllm_adapters_")  # removed with this object
         self.requests = {
-            name: LoRARequest(name, index + 1, os.path.join(self.directory, name))
+            name: LoRARequest(name, index + 1, os.path.join(self._directory.name, name))
             for index, name in enumerate(adapter_names)
         }
         self.bytes_synced = 0
