@@ -1,17 +1,10 @@
 """What a saved result depends on, as content rather than names, and early checks of model paths.
 
-A cache keyed by a model's *path* or a reward's *name* is silently stale when the folder is overwritten or another
-function keeps the same `__name__`, so records (see [`trl_bon.provenance`]) hold:
-
-- [`model_identity`]: a config hash and a weights fingerprint (1,024 evenly spaced values per tensor, rounded to
-  bfloat16: an fp32 model and its bf16 copy agree, any fine-tuning step differs; PEFT adapters apart);
-- [`tokenizer_identity`]: what turns a prompt into ids (vocabulary, merges, normalisation, special tokens, chat
-  template, EOS id);
-- [`callable_identity`]: a reward callable's source, the values it closes over and the module-level globals its code
-  reads (tables, constants, helpers of its module, followed recursively), values hashed with `datasets`' `Hasher`
-  (the one behind the `map` cache). Functions of other modules count by name, like library code. When the source is
-  unavailable (a built-in, `eval`, a REPL) or incomplete (the callable reads a file or an instance attribute), set
-  `trl_bon_identity = "<version string>"` on the function or its class: it replaces the hash.
+A record keyed by a model's *path* or a reward's *name* (see [`trl_bon.provenance`]) is silently stale when the folder
+is overwritten or another function keeps the same `__name__`, so records hold [`model_identity`] (config hash and a
+weights fingerprint), [`tokenizer_identity`] (what turns a prompt into ids, chat template included) and
+[`callable_identity`] (a reward callable's source, closure and the module-level globals it reads, hashed with
+`datasets`' `Hasher`, the one behind the `map` cache; or the version string it declares as `trl_bon_identity`).
 """
 
 import functools
@@ -79,7 +72,8 @@ def _is_nonzero(tensor: torch.Tensor) -> bool:
 def model_identity(model: nn.Module, weights: bool = True) -> dict:
     """`{"config": sha256, "weights": fingerprint}` of a model (for PEFT: base weights, plus `"adapters"`).
 
-    Two loads of the same checkpoint agree whatever their path or dtype (fp32 / bf16); a fine-tuned model differs.
+    The fingerprint hashes each tensor's name, shape and 1,024 evenly spaced values rounded to bfloat16: two loads of
+    the same checkpoint agree whatever their path or dtype (fp32 / bf16), a fine-tuned model differs.
     `weights=False` gives the config hash alone (the architecture: what a checkpoint's weights must load onto).
     """
     peft = hasattr(model, "peft_config")
@@ -103,10 +97,6 @@ def model_identity(model: nn.Module, weights: bool = True) -> dict:
     return identity
 
 
-#: Tokenizer state that does not change the tokens of a text (set per call, or by the trainers).
-_VOLATILE_TOKENIZER_KEYS = ("padding", "truncation")
-
-
 def tokenizer_identity(tokenizer) -> dict:
     """`{"tokens": sha256, "chat_template": sha256 | None, "eos_token_id": int}` of a tokenizer: what decides the
     token ids of a prompt (vocabulary, merges, normalisation, added and special tokens, chat template), not its
@@ -114,7 +104,7 @@ def tokenizer_identity(tokenizer) -> dict:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         state = json.loads(backend.to_str())
-        for key in _VOLATILE_TOKENIZER_KEYS:
+        for key in ("padding", "truncation"):  # set per call, or by the trainers: not what a text's tokens are
             state.pop(key, None)
     else:  # a slow (Python) tokenizer: its vocabulary and special tokens
         state = {"vocab": sorted(tokenizer.get_vocab().items()), "special": tokenizer.special_tokens_map}
@@ -198,11 +188,13 @@ def _function_hash(func, seen: set) -> str:
 
 def callable_identity(func) -> str:
     """`"module.qualname:sha256"` of a reward callable: its source, closure and the globals it reads (tables,
-    constants, helpers of its module; hashed with `datasets`' `Hasher`), or its `trl_bon_identity`.
+    constants, helpers of its module, followed recursively; functions of other modules count by name, like library
+    code).
 
     A `functools.partial` is its function's identity plus its bound arguments; a callable object is its class's
-    source and the globals its `__call__` reads (instance attributes are not read: declare `trl_bon_identity` when
-    they change the rewards).
+    source and the globals its `__call__` reads. When the source is unavailable (a built-in, `eval`, a REPL) or does
+    not say everything (the callable reads a file or an instance attribute), set `trl_bon_identity = "<version>"` on
+    the function or its class: it replaces the hash, and changing it invalidates what was built with the old one.
     """
     declared = getattr(func, IDENTITY_ATTRIBUTE, None)
     if isinstance(func, functools.partial) and declared is None:
@@ -227,13 +219,6 @@ def callable_identity(func) -> str:
 
 class ModelPathError(FileNotFoundError):
     """A model path that cannot load; `trl-bon` prints it as one line (no traceback)."""
-
-
-def _refuse(name: str, what: str, verdict: str, problem: str):
-    raise ModelPathError(
-        f"The {what} {name!r} {verdict}: {problem}; expected a local folder with config.json (written by "
-        "`save_pretrained`) or a Hub id `org/name`."
-    )
 
 
 def _is_hub_id(name: str) -> bool:
@@ -273,18 +258,21 @@ def check_model_path(name: str, what: str = "model", *, model_folder: bool = Tru
     without `config.json` / `adapter_config.json` (unless `model_folder=False`, for a training `output_dir` holding
     `checkpoint-*` folders), a file, or a Hub-id-shaped name that is neither a local folder nor a Hub model (checked
     against the local cache offline, with one request online)."""
-    path = Path(name).expanduser()
+    path, problem = Path(name).expanduser(), None
     if path.is_dir():
         if model_folder and not any((path / file).is_file() for file in ("config.json", "adapter_config.json")):
-            _refuse(name, what, "is not a model", "the folder holds no config.json (nor adapter_config.json)")
+            problem = "is not a model: the folder holds no config.json (nor adapter_config.json)"
     elif path.exists():
-        _refuse(name, what, "is not a model", "it is a file, not a folder")
+        problem = "is not a model: it is a file, not a folder"
     elif not _is_hub_id(name) or ("/" in name and Path(name.split("/")[0]).is_dir()):  # `outputs/run` by `outputs/`
-        _refuse(name, what, "does not exist", "no such local folder")
-    else:
-        problem = _hub_lookup_error(name)
-        if problem:
-            _refuse(name, what, "does not exist", problem)
+        problem = "does not exist: no such local folder"
+    elif _hub_lookup_error(name):
+        problem = f"does not exist: {_hub_lookup_error(name)}"  # asked once: the lookup is cached
+    if problem:
+        raise ModelPathError(
+            f"The {what} {name!r} {problem}; expected a local folder with config.json (written by `save_pretrained`) "
+            "or a Hub id `org/name`."
+        )
 
 
 def check_safetensors(path: str | os.PathLike, what: str) -> None:
