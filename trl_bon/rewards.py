@@ -39,9 +39,8 @@ def reward_func_name(func: RewardFunc) -> str:
 
 def _check_is_reward_model(name: str, architectures) -> None:
     """Refuse a causal LM given as a reward model: it would get a randomly initialised classification head."""
-    architectures = list(architectures or [])
     generative = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
-    if architectures and all(any(a.endswith(g) for g in generative) for a in architectures):
+    if architectures and all(architecture.endswith(generative) for architecture in architectures):
         raise ValueError(
             f"The reward model {name!r} is a {', '.join(architectures)}, not a sequence classifier: loading it with "
             "`AutoModelForSequenceClassification(num_labels=1)` would add a randomly initialised head, and its "
@@ -88,10 +87,10 @@ def _check_tokenizer(model, tokenizer, loaded_from_model: bool) -> None:
 
 
 def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> None:
-    """Refuse, before any reward model loads, a causal LM given as a reward model (by path or instance).
+    """Refuse, before any reward model loads, a missing reward-model path and a causal LM given as a reward model (by
+    path or instance), which `AutoModelForSequenceClassification` would load with a randomly initialised score head.
 
-    Called by the RLOO-based trainers ahead of `RLOOTrainer.__init__`, which would load a path with
-    `AutoModelForSequenceClassification` and a randomly initialised score head."""
+    Called by [`RewardScorer`] and by the RLOO-based trainers ahead of `RLOOTrainer.__init__`."""
     from transformers import AutoConfig, PreTrainedModel
 
     kwargs = model_init_kwargs or {}
@@ -142,9 +141,8 @@ def reward_values(output, name: str, count: int) -> torch.Tensor:
             "exactly one reward (or None) per completion."
         )
     for i, value in enumerate(output):
-        if value is not None and not isinstance(value, numbers.Real):
-            if isinstance(value, torch.Tensor) and value.numel() == 1:
-                continue
+        scalar = isinstance(value, numbers.Real) or (isinstance(value, torch.Tensor) and value.numel() == 1)
+        if value is not None and not scalar:
             raise ValueError(
                 f"The reward function '{name}' returned {type(value).__name__} {value!r:.60} for completion {i}; "
                 "each reward must be a number (int or float) or None."
@@ -320,7 +318,6 @@ class RewardScorer:
             raise ValueError(
                 f"Got {len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion."
             )
-
         rewards = torch.empty(len(prompts), len(self.funcs))
         for i, (func, tokenizer) in enumerate(zip(self.funcs, self.tokenizers, strict=True)):
             if isinstance(func, nn.Module):
