@@ -103,6 +103,8 @@ _DAMAGED_FIX = (
 
 def _rewards_problem(values, num_samples: int | None = None) -> str | None:
     """What is wrong with one prompt's reference rewards (not a non-empty list of finite numbers, or not M of them)."""
+    if hasattr(values, "tolist"):  # a row of a numpy- or torch-formatted dataset
+        values = values.tolist()
     if not isinstance(values, list) or not values:
         return f"must be a non-empty list of numbers, got {values!r:.60}"
     bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)]
