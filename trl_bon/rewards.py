@@ -105,7 +105,7 @@ def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> N
 
 
 def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
-    """Refuse a reward model whose tokenizer cannot be its own ([`RewardScorer`]'s check, for the trainers).
+    """Refuse a reward model whose tokenizer cannot be its own (for [`RewardScorer`] and the trainers).
 
     `tokenizers` are the processing classes in use (one per function, None for callables); `given` those the user
     passed (None or a list): a tokenizer loaded from the model's own folder is only checked for its size."""
@@ -260,16 +260,15 @@ class RewardScorer:
                 func.eval()
                 if self.device is not None:
                     func.to(self.device)
-                loaded_from_model = tokenizer is None
                 if tokenizer is None:
                     tokenizer = AutoTokenizer.from_pretrained(func.config._name_or_path)
-                _check_tokenizer(func, tokenizer, loaded_from_model)
                 if tokenizer.pad_token_id is None:
                     tokenizer.pad_token = tokenizer.eos_token
                 # The reward is read at the last non-pad token, so the model must know the tokenizer's pad id.
                 func.config.get_text_config().pad_token_id = tokenizer.pad_token_id
             self.funcs.append(func)
             self.tokenizers.append(tokenizer)
+        check_reward_tokenizers(self.funcs, self.tokenizers, reward_processing_classes)
         self.names = [reward_func_name(f) for f in self.funcs]
         self.weights = torch.tensor(reward_weights if reward_weights is not None else [1.0] * len(funcs))
         self.batch_size = batch_size
