@@ -4,39 +4,42 @@ import dataclasses
 import warnings
 
 
-def warn_if_bf16_on_cpu(args) -> None:
-    """Warn when TRL's default `bf16=True` would train on a CPU.
+class BoNConfigMixin:
+    """What the three configs do around their TRL parent's `__post_init__`, in this order.
 
-    TRL's configs default to bf16, which is right on a GPU but makes CPU matmuls many times slower than fp32 (a
-    SmolLM2-135M J-BOND step took 80 s instead of 11 s on a 2-core CPU).
+    - Move TRL's `gradient_checkpointing` (its default included) to transformers' new name `activation_checkpointing`
+      before transformers reads it, which would otherwise warn on every config about a value the user never set; a
+      value given under the new name wins, as in transformers.
+    - Warn when TRL's default `bf16=True` would train on a CPU, where bf16 matmuls are many times slower than fp32 (a
+      SmolLM2-135M J-BOND step took 80 s instead of 11 s on a 2-core CPU).
+    - Build `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] the sampling reads; its constructor
+      checks the sampling options once.
     """
-    if args.bf16 and args.device.type == "cpu":
-        warnings.warn(
-            "`bf16=True` on a CPU: bf16 matmuls are many times slower than fp32 on most CPUs. Pass `bf16=False` "
-            "(`--bf16 False` on the command line) to train in fp32.",
-            UserWarning,
-            stacklevel=3,
-        )
+
+    def __post_init__(self):
+        from ..sampling import GenerationSettings  # here, not at import: sampling imports torch
+
+        if "activation_checkpointing" in {f.name for f in dataclasses.fields(self)}:  # transformers >= 5.25
+            for old in ("gradient_checkpointing", "gradient_checkpointing_kwargs"):
+                new = old.replace("gradient", "activation")
+                if getattr(self, new) is None and getattr(self, old) is not None:
+                    setattr(self, new, getattr(self, old))
+                    setattr(self, old, None)
+        super().__post_init__()
+        if self.bf16 and self.device.type == "cpu":
+            warnings.warn(
+                "`bf16=True` on a CPU: bf16 matmuls are many times slower than fp32 on most CPUs. Pass `bf16=False` "
+                "(`--bf16 False` on the command line) to train in fp32.",
+                UserWarning,
+                stacklevel=4,
+            )
+        self.generation_settings = GenerationSettings.from_trainer_args(self)
 
 
-def adopt_activation_checkpointing(args) -> None:
-    """Pass TRL's `gradient_checkpointing` under transformers' new name, `activation_checkpointing`.
-
-    TRL 1.16's configs declare `gradient_checkpointing=True` as their default, and transformers >= 5.25 renamed the
-    field: its `__post_init__` then warns on every config that the old name is deprecated, about a value the user never
-    set. TRL documents and our recipes use the old name, so a value under it (default or given) is moved to the new
-    one before transformers reads it: same behaviour, no warning. A value given under the new name wins, as in
-    transformers. On transformers without the new field nothing changes.
-    """
-    if "activation_checkpointing" not in {f.name for f in dataclasses.fields(args)}:
-        return
-    for old, new in (
-        ("gradient_checkpointing", "activation_checkpointing"),
-        ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
-    ):
-        if getattr(args, new) is None and getattr(args, old) is not None:
-            setattr(args, new, getattr(args, old))
-            setattr(args, old, None)
+def require(args, name: str, value, why: str, fix: str = "") -> None:
+    """Refuse an option the method needs at `value`, in one line: the value given, why it cannot work, the fix."""
+    if getattr(args, name) != value:
+        raise ValueError(f"`{name}={getattr(args, name)!r}`: {why}. Set `{name}={value!r}`{fix}.")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -224,11 +227,12 @@ DISABLE_DROPOUT_HELP = (
 
 
 def check_dropout_disabled(args) -> None:
-    """Reject `disable_dropout=False` (RLOO's default), which would score `old_logps` and the loss under different
-    dropout masks: the importance ratio of a one-update-per-generation step would then not be 1."""
-    if not args.disable_dropout:
-        raise ValueError(
-            "`disable_dropout=False`: with dropout on, `old_logps` and the loss forward draw different dropout masks, "
-            "so the importance ratio is not 1 and RLOO's clip zeroes whole rows (and the KL terms are noisy). Set "
-            "`disable_dropout=True` (the default here)."
-        )
+    """Reject `disable_dropout=False` (RLOO's default) in the RLOO-based configs."""
+    require(
+        args,
+        "disable_dropout",
+        True,
+        "with dropout on, `old_logps` and the loss forward draw different dropout masks, so the importance ratio is "
+        "not 1 and RLOO's clip zeroes whole rows (and the KL terms are noisy)",
+        " (the default here)",
+    )

@@ -7,22 +7,13 @@ from trl import RLOOConfig
 
 from ..core.ema import AnchorSchedule
 from ..core.jbond import JBondOptions
-from ..sampling import GenerationSettings
-from ._config_checks import (
-    DISABLE_DROPOUT_HELP,
-    adopt_activation_checkpointing,
-    check_dropout_disabled,
-    warn_if_bf16_on_cpu,
-)
+from ._config_checks import DISABLE_DROPOUT_HELP, BoNConfigMixin, check_dropout_disabled, require
 
 
 def is_8bit(quantization_config) -> bool:
-    """Whether a `BitsAndBytesConfig` (or its dict form) loads the model in 8-bit."""
-    if quantization_config is None:
-        return False
+    """Whether a `BitsAndBytesConfig` (or its dict form) loads the model in 8-bit (other backends have no such key)."""
     if isinstance(quantization_config, dict):
         return bool(quantization_config.get("load_in_8bit", False))
-    # Other quantisation backends (GPTQ, AWQ, ...) have no `load_in_8bit` attribute.
     return bool(getattr(quantization_config, "load_in_8bit", False))
 
 
@@ -35,7 +26,7 @@ def vllm_8bit_error() -> ValueError:
 
 
 @dataclass
-class JBondConfig(RLOOConfig):
+class JBondConfig(BoNConfigMixin, RLOOConfig):
     r"""
     Configuration class for the [`JBondTrainer`]. Only J-BOND/BOND-specific parameters are listed; see [`RLOOConfig`]
     and [`~transformers.TrainingArguments`] for the rest.
@@ -250,20 +241,17 @@ class JBondConfig(RLOOConfig):
     )
 
     def __post_init__(self):
-        adopt_activation_checkpointing(self)  # before TRL/transformers read it: no rename warning
         # The objective's options, checked by `JBondOptions` (J-BOND fixes N = 2). `num_generations` must be known
         # before RLOOConfig validates the batch layout against it.
         self.objective = JBondOptions(**{f.name: getattr(self, f.name) for f in fields(JBondOptions)})
         self.num_candidates = self.objective.num_candidates
-        num_anchor_samples = 2
-        if self.mode == "bond":
-            if self.num_quantile_samples < self.num_candidates:
-                raise ValueError(
-                    f"The Best-of-N target is drawn from the first N of the `num_quantile_samples` anchor samples, so "
-                    f"`num_quantile_samples` ({self.num_quantile_samples}) must be >= `num_candidates` "
-                    f"({self.num_candidates}). Raise `num_quantile_samples` or lower `num_candidates`."
-                )
-            num_anchor_samples = self.num_quantile_samples
+        num_anchor_samples = self.num_quantile_samples if self.mode == "bond" else 2
+        if num_anchor_samples < self.num_candidates:
+            raise ValueError(
+                f"The Best-of-N target is drawn from the first N of the `num_quantile_samples` anchor samples, so "
+                f"`num_quantile_samples` ({self.num_quantile_samples}) must be >= `num_candidates` "
+                f"({self.num_candidates}). Raise `num_quantile_samples` or lower `num_candidates`."
+            )
         derived = 1 + num_anchor_samples
         if self.num_generations not in (None, derived):
             raise ValueError(
@@ -276,30 +264,26 @@ class JBondConfig(RLOOConfig):
             self.per_device_train_batch_size = 2 * derived
         if self.anchor is None:
             self.anchor = "ema" if self.mode == "jbond" else "fixed"
-        if self.generation_batch_size is None:
-            # Checked before RLOOConfig's global divisibility check so that the message names the per-device fix.
-            self._check_whole_groups(self.steps_per_generation or self.gradient_accumulation_steps)
+        # Every device must hold whole prompt groups (the slot of a row is its position in its group; vLLM server mode
+        # slices results back in equal per-rank chunks). Checked before RLOOConfig's global divisibility check so that
+        # the message names the per-device fix; `steps_per_generation` is required below to follow gradient
+        # accumulation, so this is the generation batch every valid config has.
+        self._check_whole_groups(self.steps_per_generation or self.gradient_accumulation_steps)
 
         super().__post_init__()
-        warn_if_bf16_on_cpu(self)
-        self.generation_settings = GenerationSettings.from_trainer_args(self)  # checks temperature, length, …
         check_dropout_disabled(self)
-
-        if self.beta != 0.0:
-            raise ValueError(
-                f"`beta` is RLOO's KL coefficient towards a reference model and is not used by J-BOND/BOND (got "
-                f"{self.beta}): the policy is regularised towards the anchor by the −Δ term of the return and by "
-                f"`anchor_kl_coef`. Set `beta=0.0` (and `log_ref_kl=True` to monitor KL(π‖π_ref))."
-            )
+        require(
+            self,
+            "beta",
+            0.0,
+            "RLOO's KL coefficient towards a reference model is not used by J-BOND/BOND: the policy is regularised "
+            "towards the anchor by the −Δ term of the return and by `anchor_kl_coef`",
+            " (and `log_ref_kl=True` to monitor KL(π‖π_ref))",
+        )
         self.anchor_schedule = AnchorSchedule(self.anchor, self.anchor_ema_rate, self.anchor_update_period)
-
         # The loss reuses RLOO's clipped ratio loss at ratio 1, where it is exactly −mean(w·log π). Several policy
         # updates per generation would move the ratio away from 1, and the clip would then also cap the SFT weights.
-        if self.num_iterations != 1:
-            raise ValueError(
-                f"J-BOND's per-sequence weights assume one policy update per generation batch (ratio 1), but "
-                f"`num_iterations={self.num_iterations}`. Set `num_iterations=1`."
-            )
+        require(self, "num_iterations", 1, "J-BOND's per-sequence weights assume one policy update per generation")
         if self.steps_per_generation != self.gradient_accumulation_steps:
             raise ValueError(
                 f"`steps_per_generation` ({self.steps_per_generation}) differs from `gradient_accumulation_steps` "
@@ -307,21 +291,20 @@ class JBondConfig(RLOOConfig):
                 "and the importance ratio would drift from 1. Leave `steps_per_generation` and "
                 "`generation_batch_size` unset (they then follow `gradient_accumulation_steps`)."
             )
-        if self.normalize_advantages:
-            raise ValueError(
-                "`normalize_advantages=True` would rescale J-BOND's per-sequence loss weights (including the SFT "
-                "weight 1 − jeffreys_beta) and change the objective. Set `normalize_advantages=False`."
-            )
-        if self.sync_ref_model:
-            raise ValueError(
-                "`sync_ref_model` updates RLOO's reference model, which J-BOND does not use. Set "
-                "`sync_ref_model=False` and use `anchor='ema'` with `anchor_ema_rate` instead."
-            )
-
-        # Every device must hold whole prompt groups: the slot of a row is its position in its group, and with
-        # vLLM server mode every rank must hold equally many policy and anchor rows (the server slices the results
-        # back in equal per-rank chunks).
-        self._check_whole_groups(self.steps_per_generation)
+        require(
+            self,
+            "normalize_advantages",
+            False,
+            "it would rescale J-BOND's per-sequence loss weights (including the SFT weight 1 − jeffreys_beta) and "
+            "change the objective",
+        )
+        require(
+            self,
+            "sync_ref_model",
+            False,
+            "it updates RLOO's reference model, which J-BOND does not use",
+            " and use `anchor='ema'` with `anchor_ema_rate` instead",
+        )
         num_prompts = self.generation_batch_size // self.num_generations
         if self.baseline == "batch_loo" and num_prompts < 2:
             raise ValueError(
