@@ -64,11 +64,7 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
         jbond_ties (`str`, *optional*, defaults to `"strict"`):
             How the crude reward counts a tie with an anchor sample: `"strict"` (eq. 17 as printed: a tie earns 0)
             or `"half"` (half a loss, −penalty/2 per tied anchor sample when the others beat y). Set `"half"` for
-            discrete rewards such as 0/1 verifiers, where the strict rule leaves a wrong sample unpenalised whenever
-            an anchor sample is wrong too (a fixed-anchor phase then stops 0.012 nats from Best-of-2 at p = 0.3,
-            0.0015 with `"half"`). The default stays the paper's: with the EMA anchor on the two-token task `"half"`
-            tracked the Best-of-N laws less closely (nearest law 0.43 / 0.31 nats away after 100 steps against
-            0.17 / 0.16). Both are the same when no reward ties.
+            discrete rewards such as 0/1 verifiers (docs/verifiable_rewards.md); both agree when no reward ties.
         baseline (`str`, *optional*, defaults to `"batch_loo"`):
             Baseline subtracted from the policy return: `"batch_loo"`, the mean return of the *other* prompts of the
             global generation batch (J-BOND Alg. 2), or `"none"`. A per-prompt leave-one-out baseline is not offered:
@@ -90,10 +86,8 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
             `"add_one"` → (c + 1)/(k + 1).
         include_tie_correction (`bool`, *optional*, defaults to `False`):
             Add log B̂ (BOND eq. 4, estimated from the same anchor samples without smoothing) to the BOND reward.
-            Set it for 0/1 verifiers and other discrete rewards: without it BOND's fixed point stops 0.02–0.03 nats
-            short of Best-of-N there (it is exact with it). Where no anchor sample ties the policy sample it is the
-            constant log N, removed by the baseline. Off by default: on the two-token task (7 outcomes) 80 steps land
-            0.031 / 0.026 nats from Best-of-4 with it against 0.029 / 0.019 without (more variance).
+            Set it for 0/1 verifiers and other discrete rewards, where BOND's fixed point is Best-of-N only with it
+            (docs/verifiable_rewards.md). Without ties it is the constant log N, removed by the baseline.
 
         > Parameters that control the anchor
 
@@ -110,18 +104,15 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
 
         vllm_adapters_as_lora (`bool`, *optional*, defaults to `False`):
             LoRA with `use_vllm=True, vllm_mode="colocate"`: the colocated engine serves the policy and the anchor
-            adapters as vLLM LoRA adapters (`enable_lora`), each row through its own adapter in one generate call, so
-            a generation batch hands vLLM the two adapters' tensors instead of merged full weights twice. DDP only,
-            `vllm_tensor_parallel_size=1`, no sleep mode, an unquantised base, no DoRA or `modules_to_save`. Off by
-            default until measured on a GPU (docs/engines.md).
+            adapters as vLLM LoRA adapters, each row through its own adapter in one generate call, so a generation
+            batch syncs the adapters' tensors instead of merged full weights twice. DDP only (docs/engines.md).
 
         > Parameters that control logging
 
         log_ref_kl (`bool`, *optional*):
-            Log KL(π‖π_ref) as `kl_k1` and `kl_k3` (completion tokens of the policy samples; the metric names
-            every trainer uses, see docs/metrics.md). `None` logs it when π_ref is free
-            (LoRA: adapters disabled, one extra forward pass over the policy samples) and not for full fine-tuning,
-            where `True` loads a frozen copy of π_ref (memory of a third model).
+            Log KL(π‖π_ref) of the policy samples as `kl_k1` and `kl_k3` (docs/metrics.md). `None` logs it when π_ref
+            is free (LoRA: adapters disabled, one extra forward pass) and not for full fine-tuning, where `True` loads
+            a frozen copy of π_ref (memory of a third model).
 
     Built once from the fields, and checked there: `objective`, the [`~trl_bon.core.JBondOptions`] the trainer passes
     to `core.jbond_weights`, `anchor_schedule`, the [`~trl_bon.core.AnchorSchedule`] of its `AnchorCallback`, and
