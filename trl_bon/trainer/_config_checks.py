@@ -126,13 +126,10 @@ def check_train_prompts(train_dataset, eval_dataset, prompts_per_batch: int) -> 
         )
 
 
-def check_prompt_lengths(dataset, tokenizer, model, max_completion_length: int, name: str, **template_kwargs) -> None:
+def check_prompt_lengths(prompts: list, tokenizer, model, max_completion_length: int, name: str, **template_kwargs):
     """Reject prompts that, with `max_completion_length` new tokens, exceed the context window of `model` (an
     instance or a path): GPT-2's absolute positions crash, rotary models silently degrade past their trained length.
-
-    `dataset` is a `Dataset` with a `prompt` column or a list of prompts; `tokenizer=None` loads the model's own
-    (only its tokenizer files: the check runs before the weights load)."""
-    from datasets import Dataset
+    `tokenizer=None` loads the model's own (only its tokenizer files: the check runs before the weights load)."""
     from transformers import AutoConfig, AutoTokenizer
 
     from .._trl_compat import get_config_model_id
@@ -140,14 +137,10 @@ def check_prompt_lengths(dataset, tokenizer, model, max_completion_length: int, 
 
     config = AutoConfig.from_pretrained(model) if isinstance(model, str) else model.config
     window = context_window(config)
-    if isinstance(dataset, Dataset):
-        prompts = list(dataset["prompt"]) if "prompt" in dataset.column_names else []
-    else:
-        prompts = list(dataset) if isinstance(dataset, list | tuple) else []
     if window is None or not prompts:
         return
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(get_config_model_id(config))
-    lengths = [len(ids) for ids in tokenize_prompts(tokenizer, prompts, template_kwargs)]
+    lengths = [len(ids) for ids in tokenize_prompts(tokenizer, list(prompts), template_kwargs)]
     too_long = [i for i, length in enumerate(lengths) if length + max_completion_length > window]
     if too_long:
         raise ValueError(
@@ -159,21 +152,21 @@ def check_prompt_lengths(dataset, tokenizer, model, max_completion_length: int, 
 
 
 def check_train_prompt_lengths(trainer) -> None:
-    """[`check_prompt_lengths`] on an `RLOOTrainer`'s training prompts, tokenised as it will tokenise them."""
-    args = trainer.args
-    check_prompt_lengths(
-        trainer.train_dataset,
-        trainer._tokenizer,
-        trainer.model,
-        args.max_completion_length,
-        "train_dataset",
-        **trainer.chat_template_kwargs,
-    )
+    """[`check_prompt_lengths`] on an `RLOOTrainer`'s training prompts, tokenised as it will tokenise them (an
+    `IterableDataset`'s prompts are not known before training)."""
+    from datasets import Dataset
+
+    if isinstance(trainer.train_dataset, Dataset):
+        tokenizer = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)  # a processor's own
+        prompts, max_length = trainer.train_dataset["prompt"], trainer.args.max_completion_length
+        check_prompt_lengths(
+            prompts, tokenizer, trainer.model, max_length, "train_dataset", **trainer.chat_template_kwargs
+        )
 
 
 def check_sampling_inputs(model, prompts: list, max_completion_length: int, tokenizer=None, chat_template_kwargs=None):
-    """What the sampler checks before it loads `model` (a path or an instance): the prompts
-    ([`~trl_bon.sampling.check_prompts`]), and every prompt plus `max_completion_length` fits the context window."""
+    """`trl-bon bon-sft`'s check of its prompts before any model loads ([`~trl_bon.sampling.check_prompts`], and
+    every prompt plus `max_completion_length` fits the context window of `model`, a path or an instance)."""
     from ..sampling import check_prompts
 
     check_prompts(prompts)
