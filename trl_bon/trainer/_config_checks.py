@@ -36,10 +36,22 @@ class BoNConfigMixin:
         self.generation_settings = GenerationSettings.from_trainer_args(self)
 
 
+# The configs' one-line errors: the value given, why it cannot work, the fix.
 def require(args, name: str, value, why: str, fix: str = "") -> None:
-    """Refuse an option the method needs at `value`, in one line: the value given, why it cannot work, the fix."""
+    """Refuse an option the method needs at `value`."""
     if getattr(args, name) != value:
         raise ValueError(f"`{name}={getattr(args, name)!r}`: {why}. Set `{name}={value!r}`{fix}.")
+
+
+def require_one_of(args, name: str, choices: tuple) -> None:
+    if getattr(args, name) not in choices:
+        raise ValueError(f"Unknown `{name}={getattr(args, name)!r}`; set `{name}` to one of {choices}.")
+
+
+def require_at_least(args, name: str, minimum: int, why: str = "") -> None:
+    """Refuse an unset or too small count; `why` follows the minimum, e.g. " (N=1 is the reference policy)"."""
+    if getattr(args, name) is None or getattr(args, name) < minimum:
+        raise ValueError(f"`{name}` must be at least {minimum}{why}, got {getattr(args, name)}.")
 
 
 # ----------------------------------------------------------------------------------------------------------------

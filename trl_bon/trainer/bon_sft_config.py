@@ -5,7 +5,7 @@ from typing import Any
 
 from trl import SFTConfig
 
-from ._config_checks import BoNConfigMixin
+from ._config_checks import BoNConfigMixin, require_at_least, require_one_of
 
 
 TIE_BREAKS = ("random", "first")
@@ -100,15 +100,9 @@ class BoNSFTConfig(BoNConfigMixin, SFTConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.num_candidates < 1:
-            raise ValueError(
-                f"Best-of-N needs at least one candidate per prompt, got `num_candidates={self.num_candidates}`. "
-                "Set `num_candidates` to N >= 1 (N = 1 is plain SFT on reference samples)."
-            )
-        if self.tie_break not in TIE_BREAKS:
-            raise ValueError(f"Unknown `tie_break={self.tie_break!r}`; set it to one of {TIE_BREAKS}.")
-        if self.generation_batch_size < 1:
-            raise ValueError(f"`generation_batch_size` must be at least 1, got {self.generation_batch_size}.")
+        require_at_least(self, "num_candidates", 1, " (N = 1 is plain SFT on reference samples)")
+        require_one_of(self, "tie_break", TIE_BREAKS)
+        require_at_least(self, "generation_batch_size", 1)
         if self.completion_only_loss is None:
             raise ValueError(
                 "BoN-SFT always builds a prompt-completion dataset; set `completion_only_loss=True` (loss on the "

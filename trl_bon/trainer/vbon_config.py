@@ -5,7 +5,13 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from ._config_checks import DISABLE_DROPOUT_HELP, BoNConfigMixin, check_dropout_disabled
+from ._config_checks import (
+    DISABLE_DROPOUT_HELP,
+    BoNConfigMixin,
+    check_dropout_disabled,
+    require_at_least,
+    require_one_of,
+)
 
 
 OBJECTIVES = ("l1", "exact")
@@ -131,11 +137,7 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
                 "reference policy. Leave `beta` unset to use vBoN's 1/(num_candidates − 1)."
             )
         check_dropout_disabled(self)
-        if self.num_candidates is None or self.num_candidates < 2:
-            raise ValueError(
-                f"vBoN distils Best-of-N, so `num_candidates` (N) must be at least 2 (N=1 is the reference policy "
-                f"itself), got {self.num_candidates}; set e.g. `num_candidates=4` (`--num_candidates 4`)."
-            )
+        require_at_least(self, "num_candidates", 2, " (N of the Best-of-N vBoN distils, e.g. `--num_candidates 4`)")
         kl_coef = 1.0 / (self.num_candidates - 1)
         if self.beta is None:
             self.beta = kl_coef
@@ -146,8 +148,7 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
                 "vBoN's value.",
                 stacklevel=3,
             )
-        if self.vbon_objective not in OBJECTIVES:
-            raise ValueError(f"`vbon_objective` must be one of {OBJECTIVES}, got {self.vbon_objective!r}.")
+        require_one_of(self, "vbon_objective", OBJECTIVES)
         if self.reproduce_vbon_code_scaling and self.vbon_objective != "exact":
             raise ValueError(
                 "`reproduce_vbon_code_scaling=True` changes the scaling of the exact score only; set "
@@ -168,7 +169,4 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
                 f"`remove_unused_columns=True` would drop the reference-reward column "
                 f"{self.reference_rewards_column!r} before it reaches the trainer; set `remove_unused_columns=False`."
             )
-        if self.num_reference_samples < 1:
-            raise ValueError(
-                f"`num_reference_samples` (M) must be at least 1, got {self.num_reference_samples}; vBoN uses ~300."
-            )
+        require_at_least(self, "num_reference_samples", 1, " (M reference samples per prompt; vBoN uses ~300)")
