@@ -1,4 +1,4 @@
-"""Checks shared by the trl-bon configs."""
+"""Checks shared by the configs (in `__post_init__`) and the trainers (in `__init__`, before any model loads)."""
 
 import dataclasses
 import warnings
@@ -54,8 +54,22 @@ def require_at_least(args, name: str, minimum: int, why: str = "") -> None:
         raise ValueError(f"`{name}` must be at least {minimum}{why}, got {getattr(args, name)}.")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Checks run by the configs' `__post_init__` and the trainers' `__init__`, before any model loads or any sampling.
+DISABLE_DROPOUT_HELP = (
+    "Must stay True: dropout draws a different mask in each forward, so the importance ratio of the first (and only) "
+    "update is not 1 and RLOO's clip zeroes the gradient of whole rows."
+)
+
+
+def check_dropout_disabled(args) -> None:
+    """Reject `disable_dropout=False` (RLOO's default) in the RLOO-based configs."""
+    require(
+        args,
+        "disable_dropout",
+        True,
+        "with dropout on, `old_logps` and the loss forward draw different dropout masks, so the importance ratio is "
+        "not 1 and RLOO's clip zeroes whole rows (and the KL terms are noisy)",
+        " (the default here)",
+    )
 
 
 def check_model_inputs(model, reward_funcs=()) -> None:
@@ -223,21 +237,3 @@ class RewardOutputChecksMixin:
         funcs = [checked(f, n) for f, n in zip(self.reward_funcs, self.reward_func_names, strict=True)]
         with rloo_reward_funcs(self, funcs):
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-
-
-DISABLE_DROPOUT_HELP = (
-    "Must stay True: dropout draws a different mask in each forward, so the importance ratio of the first (and only) "
-    "update is not 1 and RLOO's clip zeroes the gradient of whole rows."
-)
-
-
-def check_dropout_disabled(args) -> None:
-    """Reject `disable_dropout=False` (RLOO's default) in the RLOO-based configs."""
-    require(
-        args,
-        "disable_dropout",
-        True,
-        "with dropout on, `old_logps` and the loss forward draw different dropout masks, so the importance ratio is "
-        "not 1 and RLOO's clip zeroes whole rows (and the KL terms are noisy)",
-        " (the default here)",
-    )
