@@ -314,24 +314,15 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
             )
         if self.use_vllm and is_8bit((self.model_init_kwargs or {}).get("quantization_config")):
             raise vllm_8bit_error()
-        if self.vllm_adapters_as_lora:
-            self._check_vllm_adapters_as_lora()
-
-    def _check_vllm_adapters_as_lora(self) -> None:
-        if not self.use_vllm or self.vllm_mode != "colocate":
+        colocated_ddp = self.use_vllm and self.vllm_mode == "colocate" and not (self.deepspeed or self.fsdp)
+        if self.vllm_adapters_as_lora and not (
+            colocated_ddp and self.vllm_tensor_parallel_size == 1 and not self.vllm_enable_sleep_mode
+        ):
             raise ValueError(
-                "`vllm_adapters_as_lora=True` serves the adapters from the colocated vLLM engine: set "
-                "`use_vllm=True, vllm_mode='colocate'`, or `vllm_adapters_as_lora=False`."
-            )
-        if self.vllm_tensor_parallel_size != 1 or self.vllm_enable_sleep_mode:
-            raise ValueError(
-                "`vllm_adapters_as_lora=True` is implemented for `vllm_tensor_parallel_size=1` without "
-                "`vllm_enable_sleep_mode`; change those or set `vllm_adapters_as_lora=False`."
-            )
-        if self.deepspeed or self.fsdp:
-            raise ValueError(
-                "`vllm_adapters_as_lora=True` was tested under DDP only (DeepSpeed/FSDP partition the adapter tensors "
-                "it reads); set `vllm_adapters_as_lora=False`."
+                "`vllm_adapters_as_lora=True` serves the adapters from the colocated vLLM engine; it is implemented "
+                "for `vllm_tensor_parallel_size=1` without `vllm_enable_sleep_mode` and tested under DDP only "
+                "(DeepSpeed/FSDP partition the adapter tensors it reads). Under DDP, set `use_vllm=True, "
+                "vllm_mode='colocate'` with those, or `vllm_adapters_as_lora=False`."
             )
 
     def _check_whole_groups(self, steps_per_generation: int) -> None:
