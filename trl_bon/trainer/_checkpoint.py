@@ -165,7 +165,11 @@ class OutputDirLock:
 
     def release(self) -> None:
         if self._handle is not None:
-            self._handle.close()  # closing the file drops its lock
+            import fcntl
+
+            # Unlocked explicitly: forked processes (dataloader workers) share the file and would keep the lock.
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
             self._handle = None
 
 
