@@ -9,18 +9,20 @@ from contextlib import contextmanager
 
 import trl
 from packaging.version import Version
-from trl.cli.commands.training import _subtract_subsequence
+
+# Re-exported (`name as name`) for the trainers, the sampler and the CLI.
+from trl.cli.commands.training import _subtract_subsequence as _subtract_subsequence
 from trl.generation import vllm_generation
-from trl.generation.vllm_generation import VLLMGeneration
-from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed, prepare_fsdp
-from trl.trainer.utils import (
-    add_fused_lm_head,
-    create_model_from_path,
-    disable_dropout_in_model,
-    get_config_model_id,
-    pad,
-    use_adapter,
-)
+from trl.generation.vllm_generation import VLLMGeneration as VLLMGeneration
+from trl.models.utils import disable_gradient_checkpointing as disable_gradient_checkpointing
+from trl.models.utils import prepare_deepspeed as prepare_deepspeed
+from trl.models.utils import prepare_fsdp as prepare_fsdp
+from trl.trainer.utils import add_fused_lm_head as add_fused_lm_head
+from trl.trainer.utils import create_model_from_path as create_model_from_path
+from trl.trainer.utils import disable_dropout_in_model as disable_dropout_in_model
+from trl.trainer.utils import get_config_model_id as get_config_model_id
+from trl.trainer.utils import pad as pad
+from trl.trainer.utils import use_adapter as use_adapter
 
 
 TESTED_TRL = (Version("1.16.0"), Version("1.17.0"))  # [lower, upper): keep in step with pyproject.toml
@@ -111,26 +113,3 @@ def vllm_engine_kwargs(**extra):
 # Every trainer (and the sampler) imports this module, so an untested TRL is reported once, when trl-bon first
 # touches TRL's internals.
 check_trl_version()
-
-
-__all__ = [
-    "GENERATION_OUTPUT_KEYS",
-    "HF_ARGUMENT_GROUP_ATTRIBUTE",
-    "OVERRIDDEN_TRAINER_METHODS",
-    "POLICY_ROWS_SCORING_SEAM",
-    "RLOO_STATE_ATTRIBUTES",
-    "VLLMGeneration",
-    "WRAPPED_RLOO_HOOKS",
-    "_subtract_subsequence",
-    "add_fused_lm_head",
-    "check_trl_version",
-    "create_model_from_path",
-    "disable_dropout_in_model",
-    "disable_gradient_checkpointing",
-    "get_config_model_id",
-    "pad",
-    "prepare_deepspeed",
-    "prepare_fsdp",
-    "use_adapter",
-    "vllm_engine_kwargs",
-]

@@ -21,10 +21,8 @@ def cpu_repacks_4bit_weights() -> bool:
 
 
 def check_4bit_layer_sizes(model) -> None:
-    """Raise a one-line `ValueError` naming the first 4-bit layer on CPU whose sizes the AVX512-BF16 kernel cannot
-    take (output size a multiple of 32, input size a multiple of the quantisation block), and what to do instead. A
-    no-op for models that are not loaded in 4-bit, for layers on another device, and on CPUs where bitsandbytes does
-    not repack."""
+    """Raise a one-line `ValueError` naming the first 4-bit CPU layer whose sizes the repacking cannot take, and what
+    to do instead; a no-op without 4-bit CPU layers or where bitsandbytes does not repack."""
     if not getattr(model, "is_loaded_in_4bit", False) or not cpu_repacks_4bit_weights():
         return
     from bitsandbytes.nn import Linear4bit

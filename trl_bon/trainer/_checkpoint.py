@@ -1,18 +1,11 @@
-"""Atomic, self-describing checkpoints for the trl-bon trainers.
+"""Atomic, self-describing checkpoints for the trl-bon trainers (the guarantees are listed in docs/reliability.md).
 
 `Trainer._save_checkpoint` writes `checkpoint-N/` file by file, rotates old checkpoints away, and only then runs the
-`on_save` callbacks. A kill in between leaves a `checkpoint-N/` that looks resumable but lacks part of its state (the
-J-BOND anchor, say) while the previous checkpoint is already deleted under `save_total_limit=1`. [`CheckpointMixin`]
-instead lets `Trainer` write into a hidden staging directory, adds the trainer's own resume state and a manifest
-(`trl_bon_checkpoint.json`: trainer, method, key settings, model fingerprint, every file with its size and SHA-256),
-and only then renames the staged directory to `checkpoint-N/` and rotates. A `checkpoint-N/` with a valid manifest is
-therefore complete, and `resume_from_checkpoint=True` resumes the newest such checkpoint, refusing one written by
-another trainer, method or setting, or one whose files no longer match their recorded SHA-256 (a bit flip, a copy
-that went wrong).
-
-While `train()` runs, the main process holds an exclusive lock on `<output_dir>/_trl_bon.lock` (`fcntl.flock`,
-released on exit and by the kernel when the process dies, so a killed run never blocks the next), so a second run in
-the same folder fails at start instead of mixing its checkpoints with the first one's.
+`on_save` callbacks: a kill in between leaves a `checkpoint-N/` that looks resumable but lacks part of its state (the
+J-BOND anchor, say) while the previous checkpoint is already deleted. [`CheckpointMixin`] lets `Trainer` write into a
+hidden staging directory, adds the trainer's own resume state and a manifest (`trl_bon_checkpoint.json`: settings,
+model record, every file's size and SHA-256), and only then renames it to `checkpoint-N/` and rotates. While `train()`
+runs, the main process holds an [`OutputDirLock`] on `output_dir`.
 """
 
 import hashlib
@@ -25,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints, sort_checkpoints
 
 from ..identity import model_identity
 from ..provenance import read_record, refuse_if_stale, write_record
@@ -38,7 +31,6 @@ LOCK_NAME = "_trl_bon.lock"  # the leading underscore keeps it out of what `push
 STAGING_PREFIX = ".partial-"  # not matched by Trainer's `checkpoint-*` glob nor by `get_last_checkpoint`
 #: How torch (`PytorchStreamWriter`, "enforce fail … unexpected pos") and safetensors report a failed write.
 _WRITE_FAILURE = re.compile(r"unexpected pos|write failed|PytorchStreamWriter|No space left|Read-only file|Disk quota")
-_RESUME_FIX = "Resume with the same trainer, method and settings, or start a new run in a new `output_dir`."
 
 
 def model_record(model) -> dict[str, str]:
@@ -76,41 +68,42 @@ def read_manifest(checkpoint: str | os.PathLike, verify: bool = False) -> tuple[
     With `verify`, every file's SHA-256 is checked against the manifest too (one read of the checkpoint): a same-size
     change (a bit flip, a file replaced by another of the same size) is named."""
     checkpoint = Path(checkpoint)
-    path = checkpoint / MANIFEST_NAME
     if not checkpoint.is_dir():
         return None, f"{checkpoint} is not a directory"
-    if not path.is_file():
+    if not (checkpoint / MANIFEST_NAME).is_file():
         return None, f"it has no `{MANIFEST_NAME}` (a save that was interrupted, or not written by trl-bon)"
     try:
-        manifest = read_record(path, "manifest", "")
+        manifest = read_record(checkpoint / MANIFEST_NAME, "manifest", "")
         files = manifest["files"]
     except (ValueError, KeyError, TypeError) as error:
         return None, f"its `{MANIFEST_NAME}` is unreadable ({error})"
     for name, entry in files.items():
-        size, digest = (entry, None) if isinstance(entry, int) else (entry["size"], entry["sha256"])
+        size, digest = (entry, None) if isinstance(entry, int) else (entry["size"], entry["sha256"])  # format 1: size
         file = checkpoint / name
         if not file.is_file():
             return None, f"`{name}` is missing"
         if file.stat().st_size != size:
             return None, f"`{name}` has {file.stat().st_size} bytes instead of {size} (truncated or overwritten)"
-    if verify:
-        for name, entry in files.items():
-            if not isinstance(entry, int) and _file_sha256(checkpoint / name) != entry["sha256"]:
-                return None, f"`{name}` differs from the SHA-256 recorded when it was saved (corrupted or modified)"
+        if verify and digest is not None and _file_sha256(file) != digest:
+            return None, f"`{name}` differs from the SHA-256 recorded when it was saved (corrupted or modified)"
     return manifest, None
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """`checkpoint-N` directories of `run_dir`, oldest step first."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    found = []
-    for path in run_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-        suffix = path.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
-        if suffix.isdigit() and path.is_dir():
-            found.append((int(suffix), path))
-    return [path for _, path in sorted(found)]
+    return [Path(path) for path in sort_checkpoints(str(run_dir))]
+
+
+def complete_checkpoints(run_dir: str | os.PathLike, warn: bool = False) -> dict[Path, dict]:
+    """The complete checkpoints of `run_dir` (oldest step first) with their manifests; `warn` names the others."""
+    complete = {}
+    for checkpoint in list_checkpoints(run_dir):
+        manifest, why = read_manifest(checkpoint)
+        if manifest is not None:
+            complete[checkpoint] = manifest
+        elif warn:
+            warnings.warn(f"Skipping {checkpoint} when resuming: {why}.", UserWarning, stacklevel=4)
+    return complete
 
 
 def _fsync_tree(directory: Path) -> None:
@@ -174,6 +167,7 @@ class OutputDirLock:
         if self._handle is not None:
             import fcntl
 
+            # Unlocked explicitly: forked processes (dataloader workers) share the file and would keep the lock.
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
@@ -204,59 +198,48 @@ class CheckpointMixin:
     _checkpoint_staging: str | None = None
     _resume_checkpoint: str | None = None
 
-    # ------------------------------------------------------------------------------------------------------------
-    # Hooks for the trainers
-
     def _save_resume_state(self, checkpoint_dir: Path) -> None:
         """Write the trainer's own resume state into the staged `checkpoint_dir` (all processes call it)."""
 
     def _load_resume_state(self, checkpoint_dir: Path) -> None:
         """Restore what `_save_resume_state` wrote, after `Trainer` restored the model from `checkpoint_dir`."""
 
-    # ------------------------------------------------------------------------------------------------------------
-    # Before anything is loaded
-
     def _init_checkpointing(self, args, settings: dict[str, Any]) -> None:
         """Record the run's settings and refuse, before any model loads, an `output_dir` or a resume that cannot work.
 
-        Refused: an unwritable `output_dir` (rather than at the first save); an `output_dir` holding complete
-        checkpoints of another trainer, method or setting (they would mix with this run's); a `resume_from_checkpoint`
-        path in `args` that is incomplete or of other settings.
+        Refused: an unwritable `output_dir` (rather than at the first save) or one another run is training in; an
+        `output_dir` holding complete checkpoints of another trainer, method or setting (they would mix with this
+        run's); a `resume_from_checkpoint` path in `args` that is incomplete or of other settings.
         """
         self._checkpoint_settings = {"trainer": type(self).__name__, **settings}
         self._resume_checkpoint = None
         self._verified_checkpoints = set()
         if args.should_save:
             check_writable_dir(args.output_dir)
-            if os.path.isdir(args.output_dir):  # a run already training there: fail now, before any model loads
-                probe = OutputDirLock(args.output_dir)  # (a folder that does not exist yet has no run in it)
+            if os.path.isdir(args.output_dir):  # (a folder that does not exist yet has no run in it)
+                probe = OutputDirLock(args.output_dir)
                 probe.acquire()
                 probe.release()
         if args.save_strategy != SaveStrategy.NO:
-            for checkpoint in list_checkpoints(args.output_dir):
-                manifest, _ = read_manifest(checkpoint)
-                if manifest is not None:
-                    refuse_if_stale(
-                        manifest.get("settings", {}),
-                        self._checkpoint_settings,
-                        subject=f"`output_dir` ({args.output_dir}) holds checkpoints of another run "
-                        f"({checkpoint.name}), made with",
-                        escape="This run's checkpoints would mix with them: use a new `output_dir`, or delete "
-                        f"`{Path(args.output_dir) / PREFIX_CHECKPOINT_DIR}-*` if that run is no longer needed.",
-                        saved_as="checkpoint",
-                    )
+            for checkpoint, manifest in complete_checkpoints(args.output_dir).items():
+                refuse_if_stale(
+                    manifest.get("settings", {}),
+                    self._checkpoint_settings,
+                    subject=f"`output_dir` ({args.output_dir}) holds checkpoints of another run "
+                    f"({checkpoint.name}), made with",
+                    escape="This run's checkpoints would mix with them: use a new `output_dir`, or delete "
+                    f"`{Path(args.output_dir) / PREFIX_CHECKPOINT_DIR}-*` if that run is no longer needed.",
+                    saved_as="checkpoint",
+                )
         if isinstance(args.resume_from_checkpoint, str) and args.resume_from_checkpoint:
             self._check_resumable(args.resume_from_checkpoint)
 
     def _check_resumable(self, checkpoint: str | os.PathLike, model=None) -> dict:
         """The manifest of `checkpoint`, or an error naming what is incomplete, which file changed since it was saved
         (SHA-256, read once per checkpoint and trainer) or which setting differs."""
-        verified = getattr(self, "_verified_checkpoints", set())
-        manifest, why = read_manifest(checkpoint, verify=str(checkpoint) not in verified)
-        if manifest is not None:
-            verified.add(str(checkpoint))
+        manifest, why = read_manifest(checkpoint, verify=str(checkpoint) not in self._verified_checkpoints)
         if manifest is None:
-            others = self._complete_checkpoints(Path(checkpoint).parent)
+            others = complete_checkpoints(Path(checkpoint).parent)
             complete = [path for path in others if path.resolve() != Path(checkpoint).resolve()]
             alternative = f" The newest complete one there is {complete[-1]}." if complete else ""
             raise ValueError(
@@ -264,6 +247,7 @@ class CheckpointMixin:
                 f"optimizer, RNG, anchor).{alternative} Pass a complete checkpoint, `resume_from_checkpoint=True` "
                 "for the newest complete one, or start a new run in a new `output_dir`."
             )
+        self._verified_checkpoints.add(str(checkpoint))
         saved, current = dict(manifest.get("settings", {})), dict(self._checkpoint_settings)
         if model is not None and manifest.get("format", 1) >= 3:  # older manifests hashed the config another way
             saved["model"], current["model"] = manifest.get("model", {}), model_record(model)
@@ -271,28 +255,16 @@ class CheckpointMixin:
             saved,
             current,
             subject=f"Cannot resume from {checkpoint}: it was written with",
-            escape=_RESUME_FIX,
+            escape="Resume with the same trainer, method and settings, or start a new run in a new `output_dir`.",
             saved_as="checkpoint",
         )
         return manifest
-
-    def _complete_checkpoints(self, run_dir: str | os.PathLike) -> list[Path]:
-        return [checkpoint for checkpoint in list_checkpoints(run_dir) if read_manifest(checkpoint)[0] is not None]
-
-    # ------------------------------------------------------------------------------------------------------------
-    # Resume
 
     def _resolve_resume(self, resume_from_checkpoint: str | bool | None) -> str | None:
         """The checkpoint to resume (checked), or `None` for a fresh start into an `output_dir` without checkpoints."""
         run_dir = Path(self.args.output_dir)
         if resume_from_checkpoint is True:
-            complete = []
-            for checkpoint in list_checkpoints(run_dir):
-                manifest, why = read_manifest(checkpoint)
-                if manifest is None:
-                    warnings.warn(f"Skipping {checkpoint} when resuming: {why}.", UserWarning, stacklevel=3)
-                else:
-                    complete.append(checkpoint)
+            complete = list(complete_checkpoints(run_dir, warn=True))
             if not complete:
                 raise ValueError(
                     f"No complete checkpoint in `output_dir` ({run_dir}) to resume from; pass a checkpoint path, or "
@@ -309,15 +281,14 @@ class CheckpointMixin:
                     "Raise `max_steps` to train further."
                 )
             return str(resume_from_checkpoint)
-        if self.args.save_strategy != SaveStrategy.NO:
-            existing = list_checkpoints(run_dir)
-            if existing:
-                raise ValueError(
-                    f"`output_dir` ({run_dir}) already holds checkpoints ({', '.join(p.name for p in existing)}) from "
-                    "an earlier run, and this run starts from scratch: `resume_from_checkpoint=True` would later mix "
-                    "the two. Continue that run with `resume_from_checkpoint=True`, use a new `output_dir`, or delete "
-                    f"`{run_dir / PREFIX_CHECKPOINT_DIR}-*`."
-                )
+        existing = list_checkpoints(run_dir) if self.args.save_strategy != SaveStrategy.NO else []
+        if existing:
+            raise ValueError(
+                f"`output_dir` ({run_dir}) already holds checkpoints ({', '.join(p.name for p in existing)}) from an "
+                "earlier run, and this run starts from scratch: `resume_from_checkpoint=True` would later mix the "
+                "two. Continue that run with `resume_from_checkpoint=True`, use a new `output_dir`, or delete "
+                f"`{run_dir / PREFIX_CHECKPOINT_DIR}-*`."
+            )
         return None
 
     def _clean_staging(self, run_dir: Path) -> None:
@@ -358,9 +329,6 @@ class CheckpointMixin:
             )
         finally:
             lock.release()
-
-    # ------------------------------------------------------------------------------------------------------------
-    # Save
 
     def _get_output_dir(self, trial) -> str:
         # While a checkpoint is being saved, `Trainer._save_checkpoint` writes (and rotates) inside the staging root.
@@ -441,13 +409,3 @@ class CheckpointMixin:
         _fsync_dir(final.parent)
         shutil.rmtree(staged.parent, ignore_errors=True)
         shutil.rmtree(replaced, ignore_errors=True)
-
-
-__all__ = [
-    "MANIFEST_NAME",
-    "CheckpointMixin",
-    "CheckpointWriteError",
-    "OutputDirLock",
-    "list_checkpoints",
-    "read_manifest",
-]

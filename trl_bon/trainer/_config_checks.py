@@ -1,46 +1,75 @@
-"""Checks shared by the trl-bon configs."""
+"""Checks shared by the configs (in `__post_init__`) and the trainers (in `__init__`, before any model loads)."""
 
 import dataclasses
 import warnings
 
 
-def warn_if_bf16_on_cpu(args) -> None:
-    """Warn when TRL's default `bf16=True` would train on a CPU.
+class BoNConfigMixin:
+    """What the three configs do around their TRL parent's `__post_init__`, in this order.
 
-    TRL's configs default to bf16, which is right on a GPU but makes CPU matmuls many times slower than fp32 (a
-    SmolLM2-135M J-BOND step took 80 s instead of 11 s on a 2-core CPU).
+    - Move TRL's `gradient_checkpointing` (its default included) to transformers' new name `activation_checkpointing`
+      before transformers reads it, which would otherwise warn on every config about a value the user never set; a
+      value given under the new name wins, as in transformers.
+    - Warn when TRL's default `bf16=True` would train on a CPU, where bf16 matmuls are many times slower than fp32 (a
+      SmolLM2-135M J-BOND step took 80 s instead of 11 s on a 2-core CPU).
+    - Build `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] the sampling reads; its constructor
+      checks the sampling options once.
     """
-    if args.bf16 and args.device.type == "cpu":
-        warnings.warn(
-            "`bf16=True` on a CPU: bf16 matmuls are many times slower than fp32 on most CPUs. Pass `bf16=False` "
-            "(`--bf16 False` on the command line) to train in fp32.",
-            UserWarning,
-            stacklevel=3,
-        )
+
+    def __post_init__(self):
+        from ..sampling import GenerationSettings  # here, not at import: sampling imports torch
+
+        if "activation_checkpointing" in {f.name for f in dataclasses.fields(self)}:  # transformers >= 5.25
+            for old in ("gradient_checkpointing", "gradient_checkpointing_kwargs"):
+                new = old.replace("gradient", "activation")
+                if getattr(self, new) is None and getattr(self, old) is not None:
+                    setattr(self, new, getattr(self, old))
+                    setattr(self, old, None)
+        super().__post_init__()
+        if self.bf16 and self.device.type == "cpu":
+            warnings.warn(
+                "`bf16=True` on a CPU: bf16 matmuls are many times slower than fp32 on most CPUs. Pass `bf16=False` "
+                "(`--bf16 False` on the command line) to train in fp32.",
+                UserWarning,
+                stacklevel=4,
+            )
+        self.generation_settings = GenerationSettings.from_trainer_args(self)
 
 
-def adopt_activation_checkpointing(args) -> None:
-    """Pass TRL's `gradient_checkpointing` under transformers' new name, `activation_checkpointing`.
-
-    TRL 1.16's configs declare `gradient_checkpointing=True` as their default, and transformers >= 5.25 renamed the
-    field: its `__post_init__` then warns on every config that the old name is deprecated, about a value the user never
-    set. TRL documents and our recipes use the old name, so a value under it (default or given) is moved to the new
-    one before transformers reads it: same behaviour, no warning. A value given under the new name wins, as in
-    transformers. On transformers without the new field nothing changes.
-    """
-    if "activation_checkpointing" not in {f.name for f in dataclasses.fields(args)}:
-        return
-    for old, new in (
-        ("gradient_checkpointing", "activation_checkpointing"),
-        ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
-    ):
-        if getattr(args, new) is None and getattr(args, old) is not None:
-            setattr(args, new, getattr(args, old))
-            setattr(args, old, None)
+# The configs' one-line errors: the value given, why it cannot work, the fix.
+def require(args, name: str, value, why: str, fix: str = "") -> None:
+    """Refuse an option the method needs at `value`."""
+    if getattr(args, name) != value:
+        raise ValueError(f"`{name}={getattr(args, name)!r}`: {why}. Set `{name}={value!r}`{fix}.")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Checks run by the configs' `__post_init__` and the trainers' `__init__`, before any model loads or any sampling.
+def require_one_of(args, name: str, choices: tuple) -> None:
+    if getattr(args, name) not in choices:
+        raise ValueError(f"Unknown `{name}={getattr(args, name)!r}`; set `{name}` to one of {choices}.")
+
+
+def require_at_least(args, name: str, minimum: int, why: str = "") -> None:
+    """Refuse an unset or too small count; `why` follows the minimum, e.g. " (N=1 is the reference policy)"."""
+    if getattr(args, name) is None or getattr(args, name) < minimum:
+        raise ValueError(f"`{name}` must be at least {minimum}{why}, got {getattr(args, name)}.")
+
+
+DISABLE_DROPOUT_HELP = (
+    "Must stay True: dropout draws a different mask in each forward, so the importance ratio of the first (and only) "
+    "update is not 1 and RLOO's clip zeroes the gradient of whole rows."
+)
+
+
+def check_dropout_disabled(args) -> None:
+    """Reject `disable_dropout=False` (RLOO's default) in the RLOO-based configs."""
+    require(
+        args,
+        "disable_dropout",
+        True,
+        "with dropout on, `old_logps` and the loss forward draw different dropout masks, so the importance ratio is "
+        "not 1 and RLOO's clip zeroes whole rows (and the KL terms are noisy)",
+        " (the default here)",
+    )
 
 
 def check_model_inputs(model, reward_funcs=()) -> None:
@@ -123,13 +152,10 @@ def check_train_prompts(train_dataset, eval_dataset, prompts_per_batch: int) -> 
         )
 
 
-def check_prompt_lengths(dataset, tokenizer, model, max_completion_length: int, name: str, **template_kwargs) -> None:
+def check_prompt_lengths(prompts: list, tokenizer, model, max_completion_length: int, name: str, **template_kwargs):
     """Reject prompts that, with `max_completion_length` new tokens, exceed the context window of `model` (an
     instance or a path): GPT-2's absolute positions crash, rotary models silently degrade past their trained length.
-
-    `dataset` is a `Dataset` with a `prompt` column or a list of prompts; `tokenizer=None` loads the model's own
-    (only its tokenizer files: the check runs before the weights load)."""
-    from datasets import Dataset
+    `tokenizer=None` loads the model's own (only its tokenizer files: the check runs before the weights load)."""
     from transformers import AutoConfig, AutoTokenizer
 
     from .._trl_compat import get_config_model_id
@@ -137,14 +163,10 @@ def check_prompt_lengths(dataset, tokenizer, model, max_completion_length: int, 
 
     config = AutoConfig.from_pretrained(model) if isinstance(model, str) else model.config
     window = context_window(config)
-    if isinstance(dataset, Dataset):
-        prompts = list(dataset["prompt"]) if "prompt" in dataset.column_names else []
-    else:
-        prompts = list(dataset) if isinstance(dataset, list | tuple) else []
     if window is None or not prompts:
         return
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(get_config_model_id(config))
-    lengths = [len(ids) for ids in tokenize_prompts(tokenizer, prompts, template_kwargs)]
+    lengths = [len(ids) for ids in tokenize_prompts(tokenizer, list(prompts), template_kwargs)]
     too_long = [i for i, length in enumerate(lengths) if length + max_completion_length > window]
     if too_long:
         raise ValueError(
@@ -156,21 +178,21 @@ def check_prompt_lengths(dataset, tokenizer, model, max_completion_length: int, 
 
 
 def check_train_prompt_lengths(trainer) -> None:
-    """[`check_prompt_lengths`] on an `RLOOTrainer`'s training prompts, tokenised as it will tokenise them."""
-    args = trainer.args
-    check_prompt_lengths(
-        trainer.train_dataset,
-        trainer._tokenizer,
-        trainer.model,
-        args.max_completion_length,
-        "train_dataset",
-        **trainer.chat_template_kwargs,
-    )
+    """[`check_prompt_lengths`] on an `RLOOTrainer`'s training prompts, tokenised as it will tokenise them (an
+    `IterableDataset`'s prompts are not known before training)."""
+    from datasets import Dataset
+
+    if isinstance(trainer.train_dataset, Dataset):
+        tokenizer = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)  # a processor's own
+        prompts, max_length = trainer.train_dataset["prompt"], trainer.args.max_completion_length
+        check_prompt_lengths(
+            prompts, tokenizer, trainer.model, max_length, "train_dataset", **trainer.chat_template_kwargs
+        )
 
 
 def check_sampling_inputs(model, prompts: list, max_completion_length: int, tokenizer=None, chat_template_kwargs=None):
-    """What the sampler checks before it loads `model` (a path or an instance): the prompts
-    ([`~trl_bon.sampling.check_prompts`]), and every prompt plus `max_completion_length` fits the context window."""
+    """`trl-bon bon-sft`'s check of its prompts before any model loads ([`~trl_bon.sampling.check_prompts`], and
+    every prompt plus `max_completion_length` fits the context window of `model`, a path or an instance)."""
     from ..sampling import check_prompts
 
     check_prompts(prompts)
@@ -215,20 +237,3 @@ class RewardOutputChecksMixin:
         funcs = [checked(f, n) for f, n in zip(self.reward_funcs, self.reward_func_names, strict=True)]
         with rloo_reward_funcs(self, funcs):
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-
-
-DISABLE_DROPOUT_HELP = (
-    "Must stay True: dropout draws a different mask in each forward, so the importance ratio of the first (and only) "
-    "update is not 1 and RLOO's clip zeroes the gradient of whole rows."
-)
-
-
-def check_dropout_disabled(args) -> None:
-    """Reject `disable_dropout=False` (RLOO's default), which would score `old_logps` and the loss under different
-    dropout masks: the importance ratio of a one-update-per-generation step would then not be 1."""
-    if not args.disable_dropout:
-        raise ValueError(
-            "`disable_dropout=False`: with dropout on, `old_logps` and the loss forward draw different dropout masks, "
-            "so the importance ratio is not 1 and RLOO's clip zeroes whole rows (and the KL terms are noisy). Set "
-            "`disable_dropout=True` (the default here)."
-        )

@@ -5,15 +5,14 @@ from typing import Any
 
 from trl import SFTConfig
 
-from ..sampling import GenerationSettings
-from ._config_checks import adopt_activation_checkpointing, warn_if_bf16_on_cpu
+from ._config_checks import BoNConfigMixin, require_at_least, require_one_of
 
 
 TIE_BREAKS = ("random", "first")
 
 
 @dataclass
-class BoNSFTConfig(SFTConfig):
+class BoNSFTConfig(BoNConfigMixin, SFTConfig):
     r"""
     Configuration class for the [`BoNSFTTrainer`]. Only Best-of-N parameters are listed; see [`SFTConfig`] and
     [`~transformers.TrainingArguments`] for the rest. The trainer itself only trains: the Best-of-N and sampling
@@ -58,8 +57,8 @@ class BoNSFTConfig(SFTConfig):
         vllm_kwargs (`dict[str, Any]`, *optional*):
             Extra keyword arguments for `vllm.LLM`, e.g. `{"gpu_memory_utilization": 0.5}`.
 
-    The sampling settings are checked once, by the [`~trl_bon.sampling.GenerationSettings`] built from them,
-    `generation_settings`, which the sampling reads.
+    The sampling settings are checked once, by `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`]
+    the sampling reads.
     """
 
     _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["vllm_kwargs"]
@@ -100,19 +99,10 @@ class BoNSFTConfig(SFTConfig):
     )
 
     def __post_init__(self):
-        adopt_activation_checkpointing(self)  # before TRL/transformers read it: no rename warning
         super().__post_init__()
-        warn_if_bf16_on_cpu(self)
-        if self.num_candidates < 1:
-            raise ValueError(
-                f"Best-of-N needs at least one candidate per prompt, got `num_candidates={self.num_candidates}`. "
-                "Set `num_candidates` to N >= 1 (N = 1 is plain SFT on reference samples)."
-            )
-        if self.tie_break not in TIE_BREAKS:
-            raise ValueError(f"Unknown `tie_break={self.tie_break!r}`; set it to one of {TIE_BREAKS}.")
-        self.generation_settings = GenerationSettings.from_trainer_args(self)  # checks temperature, length, …
-        if self.generation_batch_size < 1:
-            raise ValueError(f"`generation_batch_size` must be at least 1, got {self.generation_batch_size}.")
+        require_at_least(self, "num_candidates", 1, " (N = 1 is plain SFT on reference samples)")
+        require_one_of(self, "tie_break", TIE_BREAKS)
+        require_at_least(self, "generation_batch_size", 1)
         if self.completion_only_loss is None:
             raise ValueError(
                 "BoN-SFT always builds a prompt-completion dataset; set `completion_only_loss=True` (loss on the "

@@ -7,22 +7,13 @@ from trl import RLOOConfig
 
 from ..core.ema import AnchorSchedule
 from ..core.jbond import JBondOptions
-from ..sampling import GenerationSettings
-from ._config_checks import (
-    DISABLE_DROPOUT_HELP,
-    adopt_activation_checkpointing,
-    check_dropout_disabled,
-    warn_if_bf16_on_cpu,
-)
+from ._config_checks import DISABLE_DROPOUT_HELP, BoNConfigMixin, check_dropout_disabled, require
 
 
 def is_8bit(quantization_config) -> bool:
-    """Whether a `BitsAndBytesConfig` (or its dict form) loads the model in 8-bit."""
-    if quantization_config is None:
-        return False
+    """Whether a `BitsAndBytesConfig` (or its dict form) loads the model in 8-bit (other backends have no such key)."""
     if isinstance(quantization_config, dict):
         return bool(quantization_config.get("load_in_8bit", False))
-    # Other quantisation backends (GPTQ, AWQ, ...) have no `load_in_8bit` attribute.
     return bool(getattr(quantization_config, "load_in_8bit", False))
 
 
@@ -35,7 +26,7 @@ def vllm_8bit_error() -> ValueError:
 
 
 @dataclass
-class JBondConfig(RLOOConfig):
+class JBondConfig(BoNConfigMixin, RLOOConfig):
     r"""
     Configuration class for the [`JBondTrainer`]. Only J-BOND/BOND-specific parameters are listed; see [`RLOOConfig`]
     and [`~transformers.TrainingArguments`] for the rest.
@@ -73,11 +64,7 @@ class JBondConfig(RLOOConfig):
         jbond_ties (`str`, *optional*, defaults to `"strict"`):
             How the crude reward counts a tie with an anchor sample: `"strict"` (eq. 17 as printed: a tie earns 0)
             or `"half"` (half a loss, −penalty/2 per tied anchor sample when the others beat y). Set `"half"` for
-            discrete rewards such as 0/1 verifiers, where the strict rule leaves a wrong sample unpenalised whenever
-            an anchor sample is wrong too (a fixed-anchor phase then stops 0.012 nats from Best-of-2 at p = 0.3,
-            0.0015 with `"half"`). The default stays the paper's: with the EMA anchor on the two-token task `"half"`
-            tracked the Best-of-N laws less closely (nearest law 0.43 / 0.31 nats away after 100 steps against
-            0.17 / 0.16). Both are the same when no reward ties.
+            discrete rewards such as 0/1 verifiers (docs/verifiable_rewards.md); both agree when no reward ties.
         baseline (`str`, *optional*, defaults to `"batch_loo"`):
             Baseline subtracted from the policy return: `"batch_loo"`, the mean return of the *other* prompts of the
             global generation batch (J-BOND Alg. 2), or `"none"`. A per-prompt leave-one-out baseline is not offered:
@@ -99,10 +86,8 @@ class JBondConfig(RLOOConfig):
             `"add_one"` → (c + 1)/(k + 1).
         include_tie_correction (`bool`, *optional*, defaults to `False`):
             Add log B̂ (BOND eq. 4, estimated from the same anchor samples without smoothing) to the BOND reward.
-            Set it for 0/1 verifiers and other discrete rewards: without it BOND's fixed point stops 0.02–0.03 nats
-            short of Best-of-N there (it is exact with it). Where no anchor sample ties the policy sample it is the
-            constant log N, removed by the baseline. Off by default: on the two-token task (7 outcomes) 80 steps land
-            0.031 / 0.026 nats from Best-of-4 with it against 0.029 / 0.019 without (more variance).
+            Set it for 0/1 verifiers and other discrete rewards, where BOND's fixed point is Best-of-N only with it
+            (docs/verifiable_rewards.md). Without ties it is the constant log N, removed by the baseline.
 
         > Parameters that control the anchor
 
@@ -119,18 +104,15 @@ class JBondConfig(RLOOConfig):
 
         vllm_adapters_as_lora (`bool`, *optional*, defaults to `False`):
             LoRA with `use_vllm=True, vllm_mode="colocate"`: the colocated engine serves the policy and the anchor
-            adapters as vLLM LoRA adapters (`enable_lora`), each row through its own adapter in one generate call, so
-            a generation batch hands vLLM the two adapters' tensors instead of merged full weights twice. DDP only,
-            `vllm_tensor_parallel_size=1`, no sleep mode, an unquantised base, no DoRA or `modules_to_save`. Off by
-            default until measured on a GPU (docs/engines.md).
+            adapters as vLLM LoRA adapters, each row through its own adapter in one generate call, so a generation
+            batch syncs the adapters' tensors instead of merged full weights twice. DDP only (docs/engines.md).
 
         > Parameters that control logging
 
         log_ref_kl (`bool`, *optional*):
-            Log KL(π‖π_ref) as `kl_k1` and `kl_k3` (completion tokens of the policy samples; the metric names
-            every trainer uses, see docs/metrics.md). `None` logs it when π_ref is free
-            (LoRA: adapters disabled, one extra forward pass over the policy samples) and not for full fine-tuning,
-            where `True` loads a frozen copy of π_ref (memory of a third model).
+            Log KL(π‖π_ref) of the policy samples as `kl_k1` and `kl_k3` (docs/metrics.md). `None` logs it when π_ref
+            is free (LoRA: adapters disabled, one extra forward pass) and not for full fine-tuning, where `True` loads
+            a frozen copy of π_ref (memory of a third model).
 
     Built once from the fields, and checked there: `objective`, the [`~trl_bon.core.JBondOptions`] the trainer passes
     to `core.jbond_weights`, `anchor_schedule`, the [`~trl_bon.core.AnchorSchedule`] of its `AnchorCallback`, and
@@ -250,20 +232,17 @@ class JBondConfig(RLOOConfig):
     )
 
     def __post_init__(self):
-        adopt_activation_checkpointing(self)  # before TRL/transformers read it: no rename warning
         # The objective's options, checked by `JBondOptions` (J-BOND fixes N = 2). `num_generations` must be known
         # before RLOOConfig validates the batch layout against it.
         self.objective = JBondOptions(**{f.name: getattr(self, f.name) for f in fields(JBondOptions)})
         self.num_candidates = self.objective.num_candidates
-        num_anchor_samples = 2
-        if self.mode == "bond":
-            if self.num_quantile_samples < self.num_candidates:
-                raise ValueError(
-                    f"The Best-of-N target is drawn from the first N of the `num_quantile_samples` anchor samples, so "
-                    f"`num_quantile_samples` ({self.num_quantile_samples}) must be >= `num_candidates` "
-                    f"({self.num_candidates}). Raise `num_quantile_samples` or lower `num_candidates`."
-                )
-            num_anchor_samples = self.num_quantile_samples
+        num_anchor_samples = self.num_quantile_samples if self.mode == "bond" else 2
+        if num_anchor_samples < self.num_candidates:
+            raise ValueError(
+                f"The Best-of-N target is drawn from the first N of the `num_quantile_samples` anchor samples, so "
+                f"`num_quantile_samples` ({self.num_quantile_samples}) must be >= `num_candidates` "
+                f"({self.num_candidates}). Raise `num_quantile_samples` or lower `num_candidates`."
+            )
         derived = 1 + num_anchor_samples
         if self.num_generations not in (None, derived):
             raise ValueError(
@@ -276,30 +255,26 @@ class JBondConfig(RLOOConfig):
             self.per_device_train_batch_size = 2 * derived
         if self.anchor is None:
             self.anchor = "ema" if self.mode == "jbond" else "fixed"
-        if self.generation_batch_size is None:
-            # Checked before RLOOConfig's global divisibility check so that the message names the per-device fix.
-            self._check_whole_groups(self.steps_per_generation or self.gradient_accumulation_steps)
+        # Every device must hold whole prompt groups (the slot of a row is its position in its group; vLLM server mode
+        # slices results back in equal per-rank chunks). Checked before RLOOConfig's global divisibility check so that
+        # the message names the per-device fix; `steps_per_generation` is required below to follow gradient
+        # accumulation, so this is the generation batch every valid config has.
+        self._check_whole_groups(self.steps_per_generation or self.gradient_accumulation_steps)
 
         super().__post_init__()
-        warn_if_bf16_on_cpu(self)
-        self.generation_settings = GenerationSettings.from_trainer_args(self)  # checks temperature, length, …
         check_dropout_disabled(self)
-
-        if self.beta != 0.0:
-            raise ValueError(
-                f"`beta` is RLOO's KL coefficient towards a reference model and is not used by J-BOND/BOND (got "
-                f"{self.beta}): the policy is regularised towards the anchor by the −Δ term of the return and by "
-                f"`anchor_kl_coef`. Set `beta=0.0` (and `log_ref_kl=True` to monitor KL(π‖π_ref))."
-            )
+        require(
+            self,
+            "beta",
+            0.0,
+            "RLOO's KL coefficient towards a reference model is not used by J-BOND/BOND: the policy is regularised "
+            "towards the anchor by the −Δ term of the return and by `anchor_kl_coef`",
+            " (and `log_ref_kl=True` to monitor KL(π‖π_ref))",
+        )
         self.anchor_schedule = AnchorSchedule(self.anchor, self.anchor_ema_rate, self.anchor_update_period)
-
         # The loss reuses RLOO's clipped ratio loss at ratio 1, where it is exactly −mean(w·log π). Several policy
         # updates per generation would move the ratio away from 1, and the clip would then also cap the SFT weights.
-        if self.num_iterations != 1:
-            raise ValueError(
-                f"J-BOND's per-sequence weights assume one policy update per generation batch (ratio 1), but "
-                f"`num_iterations={self.num_iterations}`. Set `num_iterations=1`."
-            )
+        require(self, "num_iterations", 1, "J-BOND's per-sequence weights assume one policy update per generation")
         if self.steps_per_generation != self.gradient_accumulation_steps:
             raise ValueError(
                 f"`steps_per_generation` ({self.steps_per_generation}) differs from `gradient_accumulation_steps` "
@@ -307,21 +282,20 @@ class JBondConfig(RLOOConfig):
                 "and the importance ratio would drift from 1. Leave `steps_per_generation` and "
                 "`generation_batch_size` unset (they then follow `gradient_accumulation_steps`)."
             )
-        if self.normalize_advantages:
-            raise ValueError(
-                "`normalize_advantages=True` would rescale J-BOND's per-sequence loss weights (including the SFT "
-                "weight 1 − jeffreys_beta) and change the objective. Set `normalize_advantages=False`."
-            )
-        if self.sync_ref_model:
-            raise ValueError(
-                "`sync_ref_model` updates RLOO's reference model, which J-BOND does not use. Set "
-                "`sync_ref_model=False` and use `anchor='ema'` with `anchor_ema_rate` instead."
-            )
-
-        # Every device must hold whole prompt groups: the slot of a row is its position in its group, and with
-        # vLLM server mode every rank must hold equally many policy and anchor rows (the server slices the results
-        # back in equal per-rank chunks).
-        self._check_whole_groups(self.steps_per_generation)
+        require(
+            self,
+            "normalize_advantages",
+            False,
+            "it would rescale J-BOND's per-sequence loss weights (including the SFT weight 1 − jeffreys_beta) and "
+            "change the objective",
+        )
+        require(
+            self,
+            "sync_ref_model",
+            False,
+            "it updates RLOO's reference model, which J-BOND does not use",
+            " and use `anchor='ema'` with `anchor_ema_rate` instead",
+        )
         num_prompts = self.generation_batch_size // self.num_generations
         if self.baseline == "batch_loo" and num_prompts < 2:
             raise ValueError(
@@ -340,24 +314,15 @@ class JBondConfig(RLOOConfig):
             )
         if self.use_vllm and is_8bit((self.model_init_kwargs or {}).get("quantization_config")):
             raise vllm_8bit_error()
-        if self.vllm_adapters_as_lora:
-            self._check_vllm_adapters_as_lora()
-
-    def _check_vllm_adapters_as_lora(self) -> None:
-        if not self.use_vllm or self.vllm_mode != "colocate":
+        colocated_ddp = self.use_vllm and self.vllm_mode == "colocate" and not (self.deepspeed or self.fsdp)
+        if self.vllm_adapters_as_lora and not (
+            colocated_ddp and self.vllm_tensor_parallel_size == 1 and not self.vllm_enable_sleep_mode
+        ):
             raise ValueError(
-                "`vllm_adapters_as_lora=True` serves the adapters from the colocated vLLM engine: set "
-                "`use_vllm=True, vllm_mode='colocate'`, or `vllm_adapters_as_lora=False`."
-            )
-        if self.vllm_tensor_parallel_size != 1 or self.vllm_enable_sleep_mode:
-            raise ValueError(
-                "`vllm_adapters_as_lora=True` is implemented for `vllm_tensor_parallel_size=1` without "
-                "`vllm_enable_sleep_mode`; change those or set `vllm_adapters_as_lora=False`."
-            )
-        if self.deepspeed or self.fsdp:
-            raise ValueError(
-                "`vllm_adapters_as_lora=True` was tested under DDP only (DeepSpeed/FSDP partition the adapter tensors "
-                "it reads); set `vllm_adapters_as_lora=False`."
+                "`vllm_adapters_as_lora=True` serves the adapters from the colocated vLLM engine; it is implemented "
+                "for `vllm_tensor_parallel_size=1` without `vllm_enable_sleep_mode` and tested under DDP only "
+                "(DeepSpeed/FSDP partition the adapter tensors it reads). Under DDP, set `use_vllm=True, "
+                "vllm_mode='colocate'` with those, or `vllm_adapters_as_lora=False`."
             )
 
     def _check_whole_groups(self, steps_per_generation: int) -> None:

@@ -5,12 +5,12 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from ..sampling import GenerationSettings
 from ._config_checks import (
     DISABLE_DROPOUT_HELP,
-    adopt_activation_checkpointing,
+    BoNConfigMixin,
     check_dropout_disabled,
-    warn_if_bf16_on_cpu,
+    require_at_least,
+    require_one_of,
 )
 
 
@@ -18,7 +18,7 @@ OBJECTIVES = ("l1", "exact")
 
 
 @dataclass
-class VBoNConfig(RLOOConfig):
+class VBoNConfig(BoNConfigMixin, RLOOConfig):
     r"""
     Configuration class for the [`VBoNTrainer`]. Only vBoN-specific parameters are listed; see [`RLOOConfig`] and
     [`~transformers.TrainingArguments`] for the rest.
@@ -72,8 +72,8 @@ class VBoNConfig(RLOOConfig):
         reference_cache_batch_size (`int`, *optional*, defaults to `64`):
             Sequences per `generate` call of `trl-bon cache-ref-rewards` (the trainer ignores it).
 
-    The sampling settings are checked once, by the [`~trl_bon.sampling.GenerationSettings`] built from them,
-    `generation_settings`, which the sampling reads.
+    The sampling settings are checked once, by `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`]
+    the sampling reads.
     """
 
     # Parameters whose default values are overridden from RLOOConfig
@@ -130,25 +130,14 @@ class VBoNConfig(RLOOConfig):
     )
 
     def __post_init__(self):
-        adopt_activation_checkpointing(self)  # before TRL/transformers read it: no rename warning
         super().__post_init__()
-        warn_if_bf16_on_cpu(self)
-        self.generation_settings = GenerationSettings.from_trainer_args(self)  # checks temperature, length, …
         if self.beta is not None and self.beta < 0:  # it would reward moving away from the reference policy
             raise ValueError(
                 f"`beta` must be >= 0, got {self.beta}: a negative KL coefficient rewards moving away from the "
                 "reference policy. Leave `beta` unset to use vBoN's 1/(num_candidates − 1)."
             )
         check_dropout_disabled(self)
-        if self.num_candidates is None:
-            raise ValueError(
-                "vBoN distils Best-of-N, so `num_candidates` (N) is required; set e.g. `num_candidates=4` "
-                "(`--num_candidates 4`)."
-            )
-        if self.num_candidates < 2:
-            raise ValueError(
-                f"`num_candidates` must be at least 2 (N=1 is the reference policy itself), got {self.num_candidates}."
-            )
+        require_at_least(self, "num_candidates", 2, " (N of the Best-of-N vBoN distils, e.g. `--num_candidates 4`)")
         kl_coef = 1.0 / (self.num_candidates - 1)
         if self.beta is None:
             self.beta = kl_coef
@@ -159,8 +148,7 @@ class VBoNConfig(RLOOConfig):
                 "vBoN's value.",
                 stacklevel=3,
             )
-        if self.vbon_objective not in OBJECTIVES:
-            raise ValueError(f"`vbon_objective` must be one of {OBJECTIVES}, got {self.vbon_objective!r}.")
+        require_one_of(self, "vbon_objective", OBJECTIVES)
         if self.reproduce_vbon_code_scaling and self.vbon_objective != "exact":
             raise ValueError(
                 "`reproduce_vbon_code_scaling=True` changes the scaling of the exact score only; set "
@@ -181,7 +169,4 @@ class VBoNConfig(RLOOConfig):
                 f"`remove_unused_columns=True` would drop the reference-reward column "
                 f"{self.reference_rewards_column!r} before it reaches the trainer; set `remove_unused_columns=False`."
             )
-        if self.num_reference_samples < 1:
-            raise ValueError(
-                f"`num_reference_samples` (M) must be at least 1, got {self.num_reference_samples}; vBoN uses ~300."
-            )
+        require_at_least(self, "num_reference_samples", 1, " (M reference samples per prompt; vBoN uses ~300)")
