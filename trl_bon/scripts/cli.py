@@ -93,15 +93,11 @@ def launch(route: str, num_processes: int, module_name: str, launch_args: list[s
     """Run `-m trl_bon.scripts.<module_name> <script_args>` under `torchrun` or `accelerate launch`."""
     module = f"trl_bon.scripts.{module_name}"
     if route == "torchrun":
-        from torch.distributed.run import get_args_parser, run
+        from torch.distributed.run import main as torchrun
 
         print(f"trl-bon: no GPU, starting {num_processes} CPU processes with torchrun (gloo).", file=sys.stderr)
         os.environ["ACCELERATE_USE_CPU"] = "true"
-        run(
-            get_args_parser().parse_args(
-                ["--standalone", "--nproc_per_node", str(num_processes), "-m", module, *script_args]
-            )
-        )
+        torchrun(["--standalone", "--nproc_per_node", str(num_processes), "-m", module, *script_args])
     else:
         from accelerate.commands.launch import launch_command, launch_command_parser
 
@@ -162,8 +158,7 @@ def main(argv: list[str] | None = None, launch: bool | None = None) -> int:
     try:
         return run_command(args.command, rest, allow_launch=launch and args.command in TRAINING_COMMANDS)
     except FileNotFoundError as error:
-        # A typo in a model path (`trl_bon.identity.ModelPathError`, looked up lazily: that module imports torch,
-        # which `plot` and `kit` never need): the one line says it all, a traceback would bury it.
+        # A typo in a model path: one line says it all (`identity` is looked up lazily: it imports torch)
         identity = sys.modules.get("trl_bon.identity")
         if identity is None or not isinstance(error, identity.ModelPathError):
             raise

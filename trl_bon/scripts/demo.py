@@ -37,36 +37,20 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
         description="Offline J-BOND demo on a tiny task with a known exact Best-of-N distribution: trains "
         "JBondTrainer on CPU and plots reward and KL against the exact Best-of-N points.",
     )
-    parser.add_argument("--steps", type=int, default=None, help="Optimizer steps (default 300, or 40 with --quick).")
-    parser.add_argument(
-        "--output-dir",
-        "--output_dir",
-        dest="output_dir",
-        default="trl_bon_demo",
-        help="Directory for demo.json, demo.png, demo.svg and the trained model (default: ./trl_bon_demo).",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="Random seed of the model build and of training.")
-    parser.add_argument(
-        "--quick", action="store_true", help="Reduced size for tests: 40 steps, 8 prompts per step, no model saving."
-    )
-    parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3).")
-    parser.add_argument(
-        "--anchor-ema-rate",
-        "--anchor_ema_rate",
-        dest="anchor_ema_rate",
-        type=float,
-        default=0.02,
-        help="Anchor EMA rate η (default 0.02, the paper's value).",
-    )
-    parser.add_argument(
-        "--prompts-per-step",
-        "--prompts_per_step",
-        dest="prompts_per_step",
-        type=int,
-        default=None,
-        help="Prompts per optimizer step, 3 completions each (default 16, or 8 with --quick).",
-    )
-    parser.add_argument("--no-plot", "--no_plot", dest="plot", action="store_false", help="Skip the PNG.")
+
+    def flag(name: str, **kwargs):  # `--output-dir` and `--output_dir` alike
+        parser.add_argument(*dict.fromkeys([f"--{name}", f"--{name.replace('-', '_')}"]), **kwargs)
+
+    flag("steps", type=int, default=None, help="Optimizer steps (default 300, or 40 with --quick).")
+    help_dir = "Directory for demo.json, demo.png, demo.svg and the trained model (default: ./trl_bon_demo)."
+    flag("output-dir", default="trl_bon_demo", help=help_dir)
+    flag("seed", type=int, default=0, help="Random seed of the model build and of training.")
+    flag("quick", action="store_true", help="Reduced size for tests: 40 steps, 8 prompts per step, no model saving.")
+    flag("lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3).")
+    flag("anchor-ema-rate", type=float, default=0.02, help="Anchor EMA rate η (default 0.02, the paper's value).")
+    help_prompts = "Prompts per optimizer step, 3 completions each (default 16, or 8 with --quick)."
+    flag("prompts-per-step", type=int, default=None, help=help_prompts)
+    flag("no-plot", dest="plot", action="store_false", help="Skip the PNG.")
     return parser
 
 

@@ -187,10 +187,7 @@ def load_splits(script_args, dataset_args, training_args, tokenizer_path: str | 
     evaluation = None
     if training_args.eval_strategy != "no":
         evaluation = get_split(dataset, script_args.dataset_test_split, "--dataset_test_split")
-    return (
-        apply_prompt_transform(train, script_args, tokenizer_path),
-        apply_prompt_transform(evaluation, script_args, tokenizer_path),
-    )
+    return tuple(apply_prompt_transform(split, script_args, tokenizer_path) for split in (train, evaluation))
 
 
 def finish(trainer, training_args, script_args) -> None:
@@ -221,12 +218,3 @@ def trainer_inputs(script_args, training_args, model_args, dataset_args) -> dict
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
-
-
-def run_main(parser, run, argv: list[str] | None) -> int:
-    """Parse `argv` with `parser`; call `run(script_args, training_args, model_args, dataset_args)`."""
-    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(
-        argv, fail_with_unknown_args=False
-    )
-    run(script_args, training_args, model_args, dataset_args)
-    return 0
