@@ -100,27 +100,12 @@ def round_metadata(round_index: int, prompts, scorer, training_args, policy: str
     }
 
 
-def _load_round(directory: Path, metadata: dict):
-    """The saved round's data, refused with the differences when it was made with other settings."""
-    from datasets import load_from_disk
-
-    from trl_bon.provenance import read_record, refuse_if_stale
-
-    fix = f"Delete {directory} to sample that round again, or use another `output_dir`."
-    saved = read_record(directory / "metadata.json", "round record", fix)
-    refuse_if_stale(saved, metadata, subject=f"{directory} holds Best-of-N data made with", escape=fix)
-    try:
-        return load_from_disk(str(directory / "dataset"))
-    except (FileNotFoundError, ValueError) as error:  # the folder deleted or damaged after the round was saved
-        raise ValueError(
-            f"{directory} records a finished round but its data ({directory / 'dataset'}) is missing or unreadable "
-            f"({error}). Delete {directory} to sample that round again (same settings, same data)."
-        ) from error
-
-
 def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, tokenizer, training_args):
     """The round's Best-of-N training set: loaded when saved with the same `metadata`, else one `best_of_n` call."""
+    from datasets import load_from_disk
+
     from trl_bon import best_of_n
+    from trl_bon.provenance import read_record, refuse_if_stale, write_record
     from trl_bon.sampling import Sampler
     from trl_bon.trainer.bon_sft_trainer import bon_sft_dataset
 
@@ -138,14 +123,21 @@ def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, 
         )
         # The model by content, not path: another model run in the same output_dir must not reuse this data.
         metadata = {**metadata, "model": sampler.identity()}
-        if (directory / "metadata.json").exists():
-            return _load_round(directory, metadata)
+        if (directory / "metadata.json").exists():  # refused, naming the differences, if made with other settings
+            fix = f"Delete {directory} to sample that round again, or use another `output_dir`."
+            saved = read_record(directory / "metadata.json", "round record", fix)
+            refuse_if_stale(saved, metadata, subject=f"{directory} holds Best-of-N data made with", escape=fix)
+            try:
+                return load_from_disk(str(directory / "dataset"))
+            except (FileNotFoundError, ValueError) as error:  # deleted or damaged after the round was saved
+                raise ValueError(
+                    f"{directory} records a finished round but its data ({directory / 'dataset'}) is missing or "
+                    f"unreadable ({error}). Delete {directory} to sample that round again (same settings, same data)."
+                ) from error
         num_candidates, tie_break = training_args.num_candidates, training_args.tie_break
         bon = best_of_n(sampler, prompt_dataset, scorer, num_candidates, tie_break=tie_break)
         dataset = bon_sft_dataset(bon, tokenizer)
         if training_args.process_index == 0:
-            from trl_bon.provenance import write_record
-
             dataset.save_to_disk(str(directory / "dataset"))
             # metadata.json is written last (atomically): its presence marks the round's data as complete.
             write_record(directory / "metadata.json", metadata)
