@@ -58,8 +58,11 @@ def _accepts(hint, container: type) -> bool:
 
 
 class BoNParser(TrlParser):
-    """`TrlParser` whose `--config` keys and values are checked like command-line flags.
+    """`TrlParser` whose `--config` keys and values are checked like command-line flags, and whose `--help` groups the
+    options by role, Best-of-N first.
 
+    The options are declared through one dataclass per help group (`HfArgumentParser` titles the group of a dataclass
+    by its `"_argument_group_name"`, listed in `_trl_compat`); parsing still returns the `dataclass_types` given.
     Parsing (not building) runs the TRL version guard, so `--help` does not import TRL's trainer internals.
 
     Args:
@@ -69,14 +72,58 @@ class BoNParser(TrlParser):
     """
 
     def __init__(self, dataclass_types, **kwargs):
+        self.type_hints = {}  # every option (= field) of the parser and its type
+        for dtype in dataclass_types:
+            hints = typing.get_type_hints(dtype)
+            self.type_hints.update({f.name: hints[f.name] for f in dataclasses.fields(dtype) if f.init})
         usage = "%(prog)s [--config FILE.yaml] [--option VALUE ...]"
         # `exit_on_error=False`: a bad value raises, so all of a YAML file's problems are gathered
         defaults = dict(allow_abbrev=False, usage=usage, description=HELP_PREAMBLE, exit_on_error=False)
-        super().__init__(dataclass_types, **{**defaults, "formatter_class": _HelpFormatter, **kwargs})
-        self.type_hints = {}  # every option (= field) of the parser and its type
-        for dtype in self.dataclass_types:
-            hints = typing.get_type_hints(dtype)
-            self.type_hints.update({f.name: hints[f.name] for f in dataclasses.fields(dtype) if f.init})
+        defaults["formatter_class"] = _HelpFormatter
+        super().__init__(self._help_groups(dataclass_types), **{**defaults, **kwargs})
+        self.dataclass_types = list(dataclass_types)
+
+    def _help_groups(self, dataclass_types) -> list[type]:
+        """One dataclass per help group, holding copies of the options' fields, in the order `--help` shows them."""
+        from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments
+
+        shared = {f.name for f in dataclasses.fields(BoNScriptArguments)}
+        roles = (ScriptArguments, ModelConfig, DatasetMixtureConfig)
+        training = not all(issubclass(dtype, roles) for dtype in dataclass_types)
+        groups = []  # (rank, title, field names)
+        for dtype in dataclass_types:
+            names, title = [f.name for f in dataclasses.fields(dtype) if f.init], dtype.__name__
+            if issubclass(dtype, ScriptArguments):  # eval's own options (`checkpoints`, …), then the shared ones
+                groups.append((0, f"Options of this command ({title})", [n for n in names if n not in shared]))
+                title = f"Script options: data, reward, prompts ({title})"
+                groups.append((1, title, [n for n in names if n in shared]))
+            elif issubclass(dtype, ModelConfig):
+                groups.append((2, f"π_ref{', LoRA' if training else ''} and quantization ({title})", names))
+            elif issubclass(dtype, DatasetMixtureConfig):
+                groups.append((4, "Dataset mixture (a `datasets:` list in the YAML)", names))
+            else:
+                base = next(c for c in dtype.__mro__ if c.__module__.split(".")[0] != "trl_bon")
+                inherited = {f.name for f in dataclasses.fields(base)}
+                groups.append((0, f"Best-of-N options ({title})", [n for n in names if n not in inherited]))
+                title = f"Training options inherited from TRL ({base.__name__})"
+                groups.append((3, title, [n for n in names if n in inherited]))
+        sources = {f.name: f for dtype in dataclass_types for f in dataclasses.fields(dtype)}
+
+        def option(name: str) -> tuple:  # a copy of the field, with the help shown for it
+            source, metadata = sources[name], dict(sources[name].metadata)
+            if name == "model_name_or_path":
+                metadata["help"] = MODEL_HELP
+            if not training and name.startswith(TRAINING_ONLY_OPTIONS):
+                metadata["help"] = argparse.SUPPRESS
+            default = dict(default=source.default, default_factory=source.default_factory)
+            return name, self.type_hints[name], dataclasses.field(**default, metadata=metadata)
+
+        return [
+            dataclasses.make_dataclass(
+                "Group", [option(n) for n in names], kw_only=True, namespace={"_argument_group_name": title}
+            )
+            for _, title, names in sorted(groups, key=lambda group: group[0])
+        ]
 
     def set_defaults_with_config(self, **config) -> list[str]:
         """Check and convert every key, then set the defaults; return the `accelerate launch` keys as flags."""
@@ -155,61 +202,6 @@ class BoNParser(TrlParser):
     def error(self, message: str):
         """One line, not a usage dump of a thousand options."""
         self.exit(2, f"{self.prog}: error: {message}\nRun `{self.prog} --help` for the options.\n")
-
-    def format_help(self) -> str:
-        """The options grouped by role, Best-of-N first; training-only options hidden from non-training parsers.
-
-        Written by an `HfArgumentParser` over the same fields, one dataclass per group (it titles the group of a
-        dataclass by its `_argument_group_name`, listed in `_trl_compat`).
-        """
-        from transformers import HfArgumentParser
-        from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments
-
-        shared = {f.name for f in dataclasses.fields(BoNScriptArguments)}
-        roles = (ScriptArguments, ModelConfig, DatasetMixtureConfig)
-        training = not all(issubclass(dtype, roles) for dtype in self.dataclass_types)
-        groups = []  # (rank, title, field names)
-        for dtype in self.dataclass_types:
-            names, title = [f.name for f in dataclasses.fields(dtype) if f.init], dtype.__name__
-            if issubclass(dtype, ScriptArguments):  # eval's own options (`checkpoints`, …), then the shared ones
-                groups.append((0, f"Options of this command ({title})", [n for n in names if n not in shared]))
-                groups.append(
-                    (1, f"Script options: data, reward, prompts ({title})", [n for n in names if n in shared])
-                )
-            elif issubclass(dtype, ModelConfig):
-                groups.append((2, f"π_ref{', LoRA' if training else ''} and quantization ({title})", names))
-            elif issubclass(dtype, DatasetMixtureConfig):
-                groups.append((4, "Dataset mixture (a `datasets:` list in the YAML)", names))
-            else:
-                base = next(c for c in dtype.__mro__ if c.__module__.split(".")[0] != "trl_bon")
-                inherited = {f.name for f in dataclasses.fields(base)}
-                groups.append((0, f"Best-of-N options ({title})", [n for n in names if n not in inherited]))
-                groups.append(
-                    (3, f"Training options inherited from TRL ({base.__name__})", [n for n in names if n in inherited])
-                )
-        metadata = {f.name: dict(f.metadata) for dtype in self.dataclass_types for f in dataclasses.fields(dtype)}
-        metadata["model_name_or_path"]["help"] = MODEL_HELP
-        for name in metadata if not training else ():
-            if name.startswith(TRAINING_ONLY_OPTIONS):
-                metadata[name]["help"] = argparse.SUPPRESS
-
-        def field(name):  # with this parser's default (a command's `set_defaults`); a list or dict from a factory
-            default = self.get_default(name)
-            if type(default).__hash__ is None:
-                return dataclasses.field(default_factory=lambda: default, metadata=metadata[name])
-            return dataclasses.field(default=default, metadata=metadata[name])
-
-        dtypes = [
-            dataclasses.make_dataclass(
-                "Group",
-                [(name, self.type_hints[name], field(name)) for name in names],
-                kw_only=True,
-                namespace={"_argument_group_name": title},
-            )
-            for _, title, names in sorted(groups, key=lambda group: group[0])
-        ]
-        kwargs = dict(prog=self.prog, usage=self.usage, description=self.description, formatter_class=_HelpFormatter)
-        return HfArgumentParser(dtypes, **kwargs).format_help()
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
