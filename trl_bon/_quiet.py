@@ -1,53 +1,44 @@
 """Silence three libraries' known-spurious messages at their source, so `trl-bon` prints only what a user can act on.
 
-Imported by `trl_bon/__init__.py` (before TRL, transformers or bitsandbytes are), so it covers the command line and
-library use alike. Each filter matches one message exactly; anything else those loggers or modules say still shows.
+Imported by `trl_bon/__init__.py` before TRL, transformers or bitsandbytes. Each filter matches one message exactly.
 
-- **bitsandbytes** (imported by transformers whenever it is installed, `trl-bon jbond --help` included) tries at
-  import, on CPUs with AVX512-BF16, to fetch a 4-bit CPU matmul kernel from the Hub through `kernels`. Offline or
-  without that Hub repository it logs "Failed to load CPU gemm_4bit_forward … Please make sure you already
-  `pip install kernels`", wrong advice when `kernels` is installed, and `kernels` adds "Skipping publisher trust
-  check …". The kernel only serves 4-bit layers on a CPU; bitsandbytes falls back to its own, so nothing is lost.
-- **transformers ≥ 5.25** renamed `gradient_checkpointing*` to `activation_checkpointing*` on models. TRL 1.16
-  (`unwrap_model_for_generation`, `disable_gradient_checkpointing`) and PEFT call the old names on every generation
-  step, which prints `FutureWarning`s no trl-bon user can fix. The config field of the same name is *not* filtered:
-  our configs pass it under the new name (see `trl_bon.trainer._config_checks.adopt_activation_checkpointing`).
+- **bitsandbytes** tries at import, on CPUs with AVX512-BF16, to fetch a 4-bit CPU kernel from the Hub through
+  `kernels`; offline it logs "Failed to load CPU gemm_4bit_forward … `pip install kernels`" (wrong advice when
+  `kernels` is installed) and `kernels` adds "Skipping publisher trust check …". bitsandbytes falls back to its own
+  kernel, so nothing is lost.
+- **transformers ≥ 5.25** renamed `gradient_checkpointing*` to `activation_checkpointing*` on models; TRL 1.16 and
+  PEFT call the old names on every generation step, a `FutureWarning` no user can fix. The config field of that name
+  is not filtered: our configs pass it under the new name.
 """
 
 import logging
 import warnings
 
 
-class _DropMessages(logging.Filter):
-    """Drop the records of one logger whose message starts with one of `prefixes`."""
+class _Drop(logging.Filter):
+    """Drop the records of one logger whose message starts with `prefix` and contains `part`."""
 
-    def __init__(self, *prefixes: str):
+    def __init__(self, prefix: str, part: str = ""):
         super().__init__()
-        self.prefixes = prefixes
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefixes)
-
-
-_BITSANDBYTES_KERNEL = "kernels-community/quantization-bitsandbytes"
-
-
-class _DropKernelTrustNotice(logging.Filter):
-    """`kernels`' offline trust notice, only for the kernel bitsandbytes fetches at import."""
+        self.prefix, self.part = prefix, part
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith("Skipping publisher trust check") and _BITSANDBYTES_KERNEL in message)
+        return not (message.startswith(self.prefix) and self.part in message)
+
+
+FILTERS = {  # logger -> what it drops: bitsandbytes' kernel advice, and `kernels`' trust notice for that kernel only
+    "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",),
+    "kernels._internals.hf_hub": ("Skipping publisher trust check", "kernels-community/quantization-bitsandbytes"),
+}
 
 
 def install() -> None:
     """Add the filters (idempotent: a filter already installed is not added twice)."""
-    bnb_cpu = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    if not any(isinstance(f, _DropMessages) for f in bnb_cpu.filters):
-        bnb_cpu.addFilter(_DropMessages("Failed to load CPU gemm_4bit_forward from kernels-community"))
-    kernels_hub = logging.getLogger("kernels._internals.hf_hub")
-    if not any(isinstance(f, _DropKernelTrustNotice) for f in kernels_hub.filters):
-        kernels_hub.addFilter(_DropKernelTrustNotice())
+    for name, drop in FILTERS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Drop) for f in logger.filters):
+            logger.addFilter(_Drop(*drop))
     warnings.filterwarnings(
         "ignore",
         message=r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated and will be removed in v6",

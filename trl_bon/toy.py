@@ -1,17 +1,12 @@
-"""Tiny offline models, tokenizers and tasks built from scratch (no Hub access).
+"""Tiny offline models, tokenizers and tasks built from scratch (no Hub access), for the tests, the benchmarks and
+`trl-bon demo`:
 
-Used by the test-suite, the benchmarks and `trl-bon demo`. Two kinds of kit:
-
-- `build_tiny_kit`: a byte-level BPE tokenizer trained on a few sentences, a 2-layer causal LM and a 2-layer
-  sequence-classification reward model, 64 wide so that 4-bit loading works on every CPU (Llama, rotary positions, or
-  GPT-2, learned absolute positions, with dropout in its config if asked), saved with `save_pretrained` so every
-  trainer takes them by path.
-- `tiny_causal_lm` / `word_level_tokenizer`: the same small models as instances, over a V-token word-level vocabulary
-  small enough to enumerate every multi-token completion (the exactness tests of positions and dropout use them).
-- `build_one_token_task`: a causal LM whose next-token distribution after a fixed one-token prompt is *exactly* a
-  given π_ref over a V-token vocabulary, plus a reward callable on the sampled token. With one-token completions
-  the policy distribution is the model's softmax, so the exact Best-of-N law (`core.bon_probs`) is the known target
-  and trained policies can be compared with it exactly.
+- `build_tiny_kit`: a byte-level BPE tokenizer, a 2-layer causal LM and a sequence-classification reward model (Llama
+  or GPT-2), saved with `save_pretrained` so every trainer takes them by path;
+- `tiny_causal_lm` / `word_level_tokenizer`: small models as instances over a V-token vocabulary small enough to
+  enumerate every multi-token completion;
+- `build_one_token_task`: a causal LM whose next-token distribution after a fixed prompt is *exactly* a given π_ref,
+  so trained policies can be compared exactly with the Best-of-N law (`core.bon_probs`).
 """
 
 from dataclasses import dataclass
@@ -34,45 +29,23 @@ CHAT_TEMPLATE = (
 )
 
 
-def _llama_config(vocab_size: int, tokenizer, **overrides):
-    from transformers import LlamaConfig
+def _model_config(architecture: str, tokenizer, dropout: float = 0.0, **overrides):
+    """Config of a 2-layer model over `tokenizer`: `"llama"` (rotary positions) or `"gpt2"` (learned absolute
+    positions), with `dropout` in every dropout probability."""
+    from transformers import GPT2Config, LlamaConfig
 
-    cfg = dict(
-        vocab_size=vocab_size,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        tie_word_embeddings=False,
-    )
-    cfg.update(overrides)
-    return LlamaConfig(**cfg)
-
-
-def _gpt2_config(vocab_size: int, tokenizer, dropout: float = 0.0, **overrides):
-    from transformers import GPT2Config
-
-    cfg = dict(
-        vocab_size=vocab_size,
-        n_positions=256,
-        n_embd=16,
-        n_layer=2,
-        n_head=2,
-        resid_pdrop=dropout,
-        embd_pdrop=dropout,
-        attn_pdrop=dropout,
-        summary_first_dropout=dropout,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
-    )
-    cfg.update(overrides)
-    return GPT2Config(**cfg)
+    tokens = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    if architecture == "llama":
+        size = dict(hidden_size=16, intermediate_size=32, num_attention_heads=2, num_key_value_heads=1)
+        config = dict(num_hidden_layers=2, max_position_embeddings=256, tie_word_embeddings=False, **size)
+        config.update(attention_dropout=dropout, bos_token_id=tokenizer.bos_token_id)
+        return LlamaConfig(vocab_size=len(tokenizer), **{**tokens, **config, **overrides})
+    if architecture == "gpt2":
+        config = dict(n_positions=256, n_embd=16, n_layer=2, n_head=2)
+        config.update(dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"), dropout))
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        return GPT2Config(vocab_size=len(tokenizer), **{**tokens, "bos_token_id": bos, **config, **overrides})
+    raise ValueError(f"Unknown architecture {architecture!r}; use one of {ARCHITECTURES}.")
 
 
 ARCHITECTURES = ("llama", "gpt2")
@@ -84,15 +57,6 @@ KIT_SIZES = {
     "llama": {"hidden_size": 64, "intermediate_size": 128, "num_key_value_heads": 2},
     "gpt2": {"n_embd": 64},
 }
-
-
-def _model_config(architecture: str, tokenizer, dropout: float, **overrides):
-    """Config of a 2-layer model: `"llama"` (rotary positions) or `"gpt2"` (learned absolute positions)."""
-    if architecture == "llama":
-        return _llama_config(len(tokenizer), tokenizer, attention_dropout=dropout, **overrides)
-    if architecture == "gpt2":
-        return _gpt2_config(len(tokenizer), tokenizer, dropout=dropout, **overrides)
-    raise ValueError(f"Unknown architecture {architecture!r}; use one of {ARCHITECTURES}.")
 
 
 def tiny_causal_lm(tokenizer, architecture: str = "llama", dropout: float = 0.0, seed: int = 0, **overrides):
@@ -152,20 +116,19 @@ def build_tiny_kit(
     """
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    root = Path(root)
     tokenizer = build_bpe_tokenizer()
     torch.manual_seed(seed)
     sizes = KIT_SIZES.get(architecture, {})
-    policy = AutoModelForCausalLM.from_config(_model_config(architecture, tokenizer, dropout, **sizes))
-    reward = AutoModelForSequenceClassification.from_config(
-        _model_config(architecture, tokenizer, dropout, num_labels=1, **sizes)
-    )
-    paths = {"policy": root / "policy", "reward": root / "reward"}
-    policy.save_pretrained(paths["policy"])
-    reward.save_pretrained(paths["reward"])
-    for path in paths.values():
-        tokenizer.save_pretrained(path)  # so Auto* classes resolve locally
-    return {name: str(path) for name, path in paths.items()}
+    models = {
+        "policy": AutoModelForCausalLM.from_config(_model_config(architecture, tokenizer, dropout, **sizes)),
+        "reward": AutoModelForSequenceClassification.from_config(
+            _model_config(architecture, tokenizer, dropout, num_labels=1, **sizes)
+        ),
+    }
+    for name, model in models.items():
+        model.save_pretrained(Path(root) / name)
+        tokenizer.save_pretrained(Path(root) / name)  # so Auto* classes resolve locally
+    return {name: str(Path(root) / name) for name in models}
 
 
 # The 6-outcome example of docs/maths.md §1, used throughout the tests.
@@ -234,8 +197,7 @@ def build_one_token_task(
     rewards = torch.tensor(rewards, dtype=torch.float64)
     tokenizer = word_level_tokenizer(len(ref_probs))
     torch.manual_seed(seed)
-    config = _llama_config(len(ref_probs), tokenizer, bos_token_id=None)
-    model = LlamaForCausalLM(config).eval()
+    model = LlamaForCausalLM(_model_config("llama", tokenizer)).eval()
     with torch.no_grad():
         hidden = model.model(input_ids=torch.tensor([[0]])).last_hidden_state[0, -1].double()
         # logits = W·h with W = log π_ref ⊗ h / |h|²  ⇒  logits = log π_ref exactly at the prompt.

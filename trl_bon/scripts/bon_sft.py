@@ -9,17 +9,11 @@
     accelerate launch --config_file recipes/accelerate/single_gpu.yaml -m trl_bon.scripts.bon_sft \\
         --config recipes/bon_sft/imdb_gpt2.yaml
 
-    trl-bon bon-sft --config recipes/bon_sft/imdb_gpt2.yaml           # same, launched through accelerate
-
-The dataset is prompt-only: N completions per prompt are sampled from the model (π_ref) with `best_of_n`, scored
-with the reward(s), and the best one becomes the SFT target (`--num_candidates`). `--num_rounds R > 1` repeats
-sample-then-train R times, each round sampling from the policy the previous round trained (RAFT / ReST-style). Each
-round's data is saved under `output_dir/_bon_data/round-k/` (the leading underscore keeps it out of `push_to_hub`),
-with the weights of every finished non-final round: a re-run with the same settings samples and trains nothing twice,
-and data made with other settings (or sampled from weights since retrained) is refused. A round killed mid-training
-continues from its own checkpoint with `--resume_from_checkpoint true` (rounds k >= 2 save in `output_dir/round-k`).
-Every `BoNSFTConfig` / `SFTConfig` / `TrainingArguments` field is a flag; `ModelConfig` gives `--use_peft --lora_r …
---load_in_8bit/--load_in_4bit`; `--config recipe.yaml` sets any of them. `trl-bon bon-sft --help` lists them all.
+The dataset is prompt-only: `best_of_n` samples `--num_candidates` completions per prompt and the best one becomes the
+SFT target. `--num_rounds R > 1` repeats sample-then-train R times from the policy trained so far (RAFT / ReST-style).
+Each round's data (and the weights of each finished non-final round) is saved in `output_dir/_bon_data/round-k/`, out
+of `push_to_hub`: a re-run with the same settings redoes nothing, and data made with other settings is refused. A round
+killed mid-training continues with `--resume_from_checkpoint true` (round k >= 2 saves in `output_dir/round-k`).
 """
 
 import copy
@@ -37,7 +31,6 @@ from trl_bon.scripts.utils import (
     load_splits,
     model_init_kwargs,
     resolve_reward_funcs,
-    run_main,
 )
 
 
@@ -91,11 +84,8 @@ def check_prompt_dataset(dataset, name: str = "train_dataset") -> None:
 
 
 def round_metadata(round_index: int, prompts, scorer, training_args, policy: str) -> dict:
-    """What a round's data depends on; saved data is reused only when this matches.
-
-    `policy` names the model the round samples from: the model id for round 1, the SHA-256 of the previous round's
-    trained weights after that (so data sampled from weights that were since retrained is never reused)."""
-
+    """What a round's data depends on; saved data is reused only when this matches. `policy` names the model sampled
+    from: the model id in round 1, then the SHA-256 of the previous round's trained weights."""
     encoded = json.dumps(list(prompts), sort_keys=True, default=str).encode()
     return {
         "round": round_index,
@@ -110,27 +100,12 @@ def round_metadata(round_index: int, prompts, scorer, training_args, policy: str
     }
 
 
-def _load_round(directory: Path, metadata: dict):
-    """The saved round's data, refused with the differences when it was made with other settings."""
-    from datasets import load_from_disk
-
-    from trl_bon.provenance import read_record, refuse_if_stale
-
-    fix = f"Delete {directory} to sample that round again, or use another `output_dir`."
-    saved = read_record(directory / "metadata.json", "round record", fix)
-    refuse_if_stale(saved, metadata, subject=f"{directory} holds Best-of-N data made with", escape=fix)
-    try:
-        return load_from_disk(str(directory / "dataset"))
-    except (FileNotFoundError, ValueError) as error:  # the folder deleted or damaged after the round was saved
-        raise ValueError(
-            f"{directory} records a finished round but its data ({directory / 'dataset'}) is missing or unreadable "
-            f"({error}). Delete {directory} to sample that round again (same settings, same data)."
-        ) from error
-
-
 def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, tokenizer, training_args):
     """The round's Best-of-N training set: loaded when saved with the same `metadata`, else one `best_of_n` call."""
+    from datasets import load_from_disk
+
     from trl_bon import best_of_n
+    from trl_bon.provenance import read_record, refuse_if_stale, write_record
     from trl_bon.sampling import Sampler
     from trl_bon.trainer.bon_sft_trainer import bon_sft_dataset
 
@@ -148,14 +123,21 @@ def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, 
         )
         # The model by content, not path: another model run in the same output_dir must not reuse this data.
         metadata = {**metadata, "model": sampler.identity()}
-        if (directory / "metadata.json").exists():
-            return _load_round(directory, metadata)
+        if (directory / "metadata.json").exists():  # refused, naming the differences, if made with other settings
+            fix = f"Delete {directory} to sample that round again, or use another `output_dir`."
+            saved = read_record(directory / "metadata.json", "round record", fix)
+            refuse_if_stale(saved, metadata, subject=f"{directory} holds Best-of-N data made with", escape=fix)
+            try:
+                return load_from_disk(str(directory / "dataset"))
+            except (FileNotFoundError, ValueError) as error:  # deleted or damaged after the round was saved
+                raise ValueError(
+                    f"{directory} records a finished round but its data ({directory / 'dataset'}) is missing or "
+                    f"unreadable ({error}). Delete {directory} to sample that round again (same settings, same data)."
+                ) from error
         num_candidates, tie_break = training_args.num_candidates, training_args.tie_break
         bon = best_of_n(sampler, prompt_dataset, scorer, num_candidates, tie_break=tie_break)
         dataset = bon_sft_dataset(bon, tokenizer)
         if training_args.process_index == 0:
-            from trl_bon.provenance import write_record
-
             dataset.save_to_disk(str(directory / "dataset"))
             # metadata.json is written last (atomically): its presence marks the round's data as complete.
             write_record(directory / "metadata.json", metadata)
@@ -272,7 +254,8 @@ def make_parser(prog: str | None = None):
 
 def cli(argv: list[str] | None = None) -> int:
     """`trl-bon bon-sft`: parse `argv` (flags and `--config`) and run [`main`]."""
-    return run_main(make_parser(), main, argv)
+    main(*make_parser().parse_args_and_config(argv, fail_with_unknown_args=False))
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,17 +7,12 @@
 subcommand.
 
     trl-bon cache-ref-rewards --config recipes/vbon/imdb_gpt2.yaml
-    python -m trl_bon.scripts.cache_ref_rewards --config recipes/vbon/imdb_gpt2.yaml
 
-It takes **the same flags and YAML as `trl-bon vbon`**, so the cache is built with exactly the training's model,
-prompts (dataset, split and prompt transform), reward(s) and sampling settings (`max_completion_length`,
-`temperature`, `top_p`, `top_k`, `min_p`, `repetition_penalty`, `generation_kwargs`, `chat_template_kwargs`), which
-`VBoNTrainer` checks when it joins the cache, together with the reference model's and the reward's content
-fingerprints. The cache goes to `--reference_cache_dir` (default `<output_dir>/_reference_rewards`), with M =
-`--num_reference_samples` (default 300) samples per distinct prompt, `--reference_cache_batch_size` sequences per
-`generate` call and `--seed`. The build is resumable: re-running skips finished shards (about 4,096 completions
-each). The test split is cached too when `--eval_strategy` is not `no`. It runs in one process (no
-`accelerate launch`); `--use_vllm` samples with an offline vLLM engine.
+It takes **the same flags and YAML as `trl-bon vbon`**, so the cache is built with the training's model, prompts,
+reward(s) and sampling settings, which `VBoNTrainer` checks when it joins the cache. The cache goes to
+`--reference_cache_dir` (default `<output_dir>/_reference_rewards`), `--num_reference_samples` per distinct prompt; the
+build resumes from its finished shards, and caches the test split too when `--eval_strategy` is not `no`. It runs in
+one process; `--use_vllm` samples with an offline vLLM engine.
 """
 
 import os
@@ -29,7 +24,6 @@ from trl_bon.scripts.utils import (
     load_splits,
     model_init_kwargs,
     resolve_reward_funcs,
-    run_main,
 )
 
 
@@ -44,8 +38,7 @@ def run(script_args, training_args, model_args, dataset_args):
     check_model_paths(model_args, script_args)
     output_dir = training_args.reference_cache_dir or os.path.join(training_args.output_dir, "_reference_rewards")
     kwargs = model_init_kwargs(model_args, training_args)
-    quantization_config = get_quantization_config(model_args)
-    if quantization_config is not None:
+    if (quantization_config := get_quantization_config(model_args)) is not None:
         kwargs["quantization_config"] = quantization_config
     sampler = Sampler(
         model_args.model_name_or_path,
@@ -54,7 +47,6 @@ def run(script_args, training_args, model_args, dataset_args):
         backend="vllm" if training_args.use_vllm else "transformers",
         seed=training_args.seed,
         model_init_kwargs=kwargs,
-        # The vLLM engine takes the run's own vLLM settings (they used to be ignored: the default 0.9 share).
         vllm_kwargs={
             "gpu_memory_utilization": training_args.vllm_gpu_memory_utilization,
             "tensor_parallel_size": training_args.vllm_tensor_parallel_size,
@@ -64,21 +56,14 @@ def run(script_args, training_args, model_args, dataset_args):
     )
     reward = RewardScorer(reward_funcs, reward_weights=training_args.reward_weights)
     train, evaluation = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
-    cache = None
+    num_samples, cache = training_args.num_reference_samples, None
     for name, split in (("train", train), ("eval", evaluation)):
         if split is None:
             continue
-        print(
-            f"Caching {training_args.num_reference_samples} reference rewards per prompt for the {name} split "
-            f"({split.num_rows} rows) in {output_dir}"
-        )
+        print(f"Caching {num_samples} reference rewards per prompt for the {name} split ({split.num_rows} rows)")
+        id_column = training_args.prompt_id_column
         cache = build_reference_reward_cache(
-            sampler,
-            split,
-            reward,
-            training_args.num_reference_samples,
-            output_dir,
-            prompt_id_column=training_args.prompt_id_column,
+            sampler, split, reward, num_samples, output_dir, prompt_id_column=id_column
         )
     print(
         f"Reference-reward cache: {len(cache.rewards)} prompts in {output_dir}. Train with "
@@ -98,7 +83,8 @@ def make_parser(prog: str | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(make_parser(), run, argv)
+    run(*make_parser().parse_args_and_config(argv, fail_with_unknown_args=False))
+    return 0
 
 
 if __name__ == "__main__":

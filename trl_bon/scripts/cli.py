@@ -1,28 +1,13 @@
-"""The `trl-bon` command line.
+"""The `trl-bon` command line (`trl` has no plugin hook for new subcommands, so trl-bon ships its own entry point).
 
-`trl` has no plugin hook for new subcommands (its CLI is a fixed list), so trl-bon ships its own entry point, built
-from TRL's CLI helpers. Each subcommand lives in `trl_bon/scripts/<module>.py` and exposes `make_parser(prog=None)`
-and a `main`; the modules are imported only when their subcommand runs, so `trl-bon --help` and `--version` stay fast,
-and `plot`, `kit` and `demo` (which parse their own arguments) skip the TRL imports of the launch logic.
-
-Training subcommands (`jbond`, `vbon`, `bon-sft`) behave like `trl rloo`/`trl sft`: the arguments are parsed once
-(so `--help` and argument errors appear before anything starts). Arguments the training parser does not know (from
-the command line or from keys of the `--config` YAML) must be flags of `accelerate launch` (`--num_processes 2`,
-`--config_file recipes/accelerate/multi_gpu.yaml`, `--accelerate_config <path or TRL config name>`); anything else is
-a one-line error naming the closest valid flag (see `trl_bon.scripts.parser.BoNParser`). Then:
-
-- one process asked for (no launcher flags, no default accelerate config, at most one GPU): `main` runs in this
-  process, no relaunch;
-- several processes without a GPU: the module runs under `torchrun --standalone --nproc_per_node N` (accelerate runs
-  CPU processes only through MPI, and would silently start one);
-- otherwise: `accelerate launch … -m trl_bon.scripts.<module> …`.
-
-`TRL_BON_LAUNCH=0` (or `main(argv, launch=False)`) always runs in this process, as the tests do.
+Each subcommand is a module `trl_bon.scripts.<module>` with `make_parser(prog=None)` and `main`, imported only when
+it runs, so `trl-bon --help` and `--version` stay fast. Training subcommands parse their arguments once, like `trl
+rloo`; arguments their parser does not know must be flags of `accelerate launch`. One process runs `main` here; several
+run under `torchrun` without a GPU (accelerate runs CPU processes only through MPI), else under `accelerate launch`.
 """
 
 import argparse
 import importlib
-import importlib.util
 import inspect
 import os
 import sys
@@ -49,8 +34,11 @@ SLOW_IMPORT_COMMANDS = (*TRAINING_COMMANDS, "cache-ref-rewards", "eval")
 SINGLE_PROCESS_SETTINGS = {"num_processes": 1, "num_machines": 1, "mixed_precision": "no", "dynamo_backend": "no"}
 
 
-def _available(module: str) -> bool:
-    return importlib.util.find_spec(f"trl_bon.scripts.{module}") is not None
+LAUNCH_HELP = """\
+Launch: flags of `accelerate launch` pass through (`--num_processes 2`, `--config_file
+recipes/accelerate/multi_gpu.yaml`, `--accelerate_config zero3` for a config shipped with TRL). One process runs in
+this Python process, without a relaunch; several run under `accelerate launch`, or under `torchrun` when there is no
+GPU (accelerate runs CPU processes only through MPI). `TRL_BON_LAUNCH=0` always runs in this process."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,9 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"trl-bon {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
-    for name, (module, help_text) in SUBCOMMANDS.items():
-        if _available(module):
-            subparsers.add_parser(name, help=help_text, add_help=False)
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
@@ -106,15 +93,11 @@ def launch(route: str, num_processes: int, module_name: str, launch_args: list[s
     """Run `-m trl_bon.scripts.<module_name> <script_args>` under `torchrun` or `accelerate launch`."""
     module = f"trl_bon.scripts.{module_name}"
     if route == "torchrun":
-        from torch.distributed.run import get_args_parser, run
+        from torch.distributed.run import main as torchrun
 
         print(f"trl-bon: no GPU, starting {num_processes} CPU processes with torchrun (gloo).", file=sys.stderr)
         os.environ["ACCELERATE_USE_CPU"] = "true"
-        run(
-            get_args_parser().parse_args(
-                ["--standalone", "--nproc_per_node", str(num_processes), "-m", module, *script_args]
-            )
-        )
+        torchrun(["--standalone", "--nproc_per_node", str(num_processes), "-m", module, *script_args])
     else:
         from accelerate.commands.launch import launch_command, launch_command_parser
 
@@ -165,8 +148,6 @@ def main(argv: list[str] | None = None, launch: bool | None = None) -> int:
         return 0
     rest = argv[argv.index(args.command) + 1 :]
     if "-h" in rest or "--help" in rest:
-        from trl_bon.scripts.parser import LAUNCH_HELP
-
         module = importlib.import_module(f"trl_bon.scripts.{SUBCOMMANDS[args.command][0]}")
         help_parser = module.make_parser(prog=f"trl-bon {args.command}")
         if args.command in TRAINING_COMMANDS:
@@ -177,8 +158,7 @@ def main(argv: list[str] | None = None, launch: bool | None = None) -> int:
     try:
         return run_command(args.command, rest, allow_launch=launch and args.command in TRAINING_COMMANDS)
     except FileNotFoundError as error:
-        # A typo in a model path (`trl_bon.identity.ModelPathError`, looked up lazily: that module imports torch,
-        # which `plot` and `kit` never need): the one line says it all, a traceback would bury it.
+        # A typo in a model path: one line says it all (`identity` is looked up lazily: it imports torch)
         identity = sys.modules.get("trl_bon.identity")
         if identity is None or not isinstance(error, identity.ModelPathError):
             raise

@@ -3,22 +3,17 @@
 #     "trl-bon[plot]",
 # ]
 # ///
-"""Offline J-BOND demo on a task whose exact Best-of-N distribution is known.
+"""Offline J-BOND demo on a task whose exact Best-of-N distribution is known, the `trl-bon demo` subcommand.
 
     trl-bon demo [--steps 300] [--output-dir trl_bon_demo] [--seed 0] [--quick]
-    python -m trl_bon.scripts.demo --quick
 
-No network and no GPU: the task is `trl_bon.toy.build_one_token_task`, a tiny Llama whose next-token distribution after
-the prompt `t0` is exactly π_ref = [0.30, 0.25, 0.20, 0.12, 0.08, 0.05] over six one-token completions with rewards
-[2, 5, 0, 4, 1, 3] (docs/maths.md §1). Because a completion is one token, the policy's distribution is its softmax,
-so reward, KL(π‖π_ref) and KL(π‖π_BoN) are computed **exactly** along training and compared with the exact Best-of-N
-law (`trl_bon.core.bon_probs`) for N = 2, 4, 8, 16.
-
-`JBondTrainer` trains the full model (J-BOND: Best-of-2 of an EMA anchor, crude reward −log 16, Jeffreys β = 0.5,
-batch leave-one-out baseline). The anchor moves towards the policy, so the target climbs Bo_2 → Bo_4 → Bo_8 …; the
-(KL, reward) trajectory should track the Best-of-N frontier (BOND paper, Sessa et al., arXiv 2407.14622). Departures
-from the paper's LLM settings, chosen so that it finishes in under a minute on 2 CPUs: Adam with lr 3e-3 instead of
-3e-6, 16 prompts per step instead of 128 and a constant learning rate; the anchor EMA rate is the paper's η = 0.02.
+The task (`trl_bon.toy.build_one_token_task`) is a tiny Llama whose next-token distribution after the prompt `t0` is
+exactly π_ref = [0.30, 0.25, 0.20, 0.12, 0.08, 0.05] over six one-token completions with rewards [2, 5, 0, 4, 1, 3]
+(docs/maths.md §1). A completion is one token, so the policy is the model's softmax: reward, KL(π‖π_ref) and
+KL(π‖π_BoN) are exact along training and compared with the exact Best-of-N law for N = 2, 4, 8, 16. `JBondTrainer`
+trains the full model (EMA anchor η = 0.02 as in the paper); the (KL, reward) trajectory should track the Best-of-N
+frontier. Departures from the paper's LLM settings, so that it finishes in under a minute on 2 CPUs: Adam with lr
+3e-3 instead of 3e-6, 16 prompts per step instead of 128, a constant learning rate.
 
 Writes `demo.json` (the trajectory, the exact BoN points, the settings), `demo.png` and `demo.svg` to `--output-dir`.
 """
@@ -42,50 +37,34 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
         description="Offline J-BOND demo on a tiny task with a known exact Best-of-N distribution: trains "
         "JBondTrainer on CPU and plots reward and KL against the exact Best-of-N points.",
     )
-    parser.add_argument("--steps", type=int, default=None, help="Optimizer steps (default 300, or 40 with --quick).")
-    parser.add_argument(
-        "--output-dir",
-        "--output_dir",
-        dest="output_dir",
-        default="trl_bon_demo",
-        help="Directory for demo.json, demo.png, demo.svg and the trained model (default: ./trl_bon_demo).",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="Random seed of the model build and of training.")
-    parser.add_argument(
-        "--quick", action="store_true", help="Reduced size for tests: 40 steps, 8 prompts per step, no model saving."
-    )
-    parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3).")
-    parser.add_argument(
-        "--anchor-ema-rate",
-        "--anchor_ema_rate",
-        dest="anchor_ema_rate",
-        type=float,
-        default=0.02,
-        help="Anchor EMA rate η (default 0.02, the paper's value).",
-    )
-    parser.add_argument(
-        "--prompts-per-step",
-        "--prompts_per_step",
-        dest="prompts_per_step",
-        type=int,
-        default=None,
-        help="Prompts per optimizer step, 3 completions each (default 16, or 8 with --quick).",
-    )
-    parser.add_argument("--no-plot", "--no_plot", dest="plot", action="store_false", help="Skip the PNG.")
+
+    def flag(name: str, **kwargs):  # `--output-dir` and `--output_dir` alike
+        parser.add_argument(*dict.fromkeys([f"--{name}", f"--{name.replace('-', '_')}"]), **kwargs)
+
+    flag("steps", type=int, default=None, help="Optimizer steps (default 300, or 40 with --quick).")
+    help_dir = "Directory for demo.json, demo.png, demo.svg and the trained model (default: ./trl_bon_demo)."
+    flag("output-dir", default="trl_bon_demo", help=help_dir)
+    flag("seed", type=int, default=0, help="Random seed of the model build and of training.")
+    flag("quick", action="store_true", help="Reduced size for tests: 40 steps, 8 prompts per step, no model saving.")
+    flag("lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3).")
+    flag("anchor-ema-rate", type=float, default=0.02, help="Anchor EMA rate η (default 0.02, the paper's value).")
+    help_prompts = "Prompts per optimizer step, 3 completions each (default 16, or 8 with --quick)."
+    flag("prompts-per-step", type=int, default=None, help=help_prompts)
+    flag("no-plot", dest="plot", action="store_false", help="Skip the PNG.")
     return parser
 
 
-def exact_metrics(probs, task, bon_targets) -> dict:
-    """Exact reward, KL to π_ref and KL(π‖π_BoN) for each N, from the policy's softmax."""
+def exact_metrics(probs, task, bon_targets=None) -> dict:
+    """Exact reward, KL to π_ref and KL(π‖π_BoN) for each N of `bon_targets`, of the distribution `probs`."""
     from trl_bon.core import kl_divergence
 
-    out = {
-        "reward": float((probs * task.rewards).sum()),
-        "kl_ref": float(kl_divergence(probs, task.ref_probs)),
-    }
-    for n, target in bon_targets.items():
-        out[f"kl_to_bon{n}"] = float(kl_divergence(probs, target))
+    out = {"reward": float((probs * task.rewards).sum()), "kl_ref": float(kl_divergence(probs, task.ref_probs))}
+    out.update({f"kl_to_bon{n}": float(kl_divergence(probs, target)) for n, target in (bon_targets or {}).items()})
     return out
+
+
+def _rounded(probs) -> list[float]:
+    return [round(p, 6) for p in probs.tolist()]
 
 
 def run(
@@ -109,7 +88,7 @@ def run(
     from transformers.utils import logging as hf_logging
 
     from trl_bon import JBondConfig, JBondTrainer
-    from trl_bon.core import bon_probs, kl_divergence
+    from trl_bon.core import bon_probs
     from trl_bon.toy import build_one_token_task
 
     hf_logging.disable_progress_bar()
@@ -118,15 +97,9 @@ def run(
     output_dir.mkdir(parents=True, exist_ok=True)
     task = build_one_token_task(output_dir / "task", seed=seed)
     bon_targets = {n: bon_probs(task.ref_probs, task.rewards, n) for n in BON_NS}
-    reference = {"reward": float((task.ref_probs * task.rewards).sum()), "kl_ref": 0.0}
+    reference = exact_metrics(task.ref_probs, task)
     bon_points = [
-        {
-            "n": n,
-            "reward": float((p * task.rewards).sum()),
-            "kl_ref": float(kl_divergence(p, task.ref_probs)),
-            "kl_bound": math.log(n) - (n - 1) / n,
-        }
-        for n, p in bon_targets.items()
+        {"n": n, **exact_metrics(p, task), "kl_bound": math.log(n) - (n - 1) / n} for n, p in bon_targets.items()
     ]
     prompts_per_step = prompts_per_step or (8 if quick else 16)
     eval_every = max(1, steps // 30)
@@ -135,27 +108,22 @@ def run(
     class ExactMetrics(TrainerCallback):
         """Exact metrics of the policy's softmax every `eval_every` optimizer steps."""
 
-        def __init__(self, trainer_ref):
-            self.trainer_ref = trainer_ref
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.on_step_end(args, state, control, model=model)
 
-        def record(self, step):
-            probs = task.policy_probs(self.trainer_ref[0].model)
-            row = {"step": step, **exact_metrics(probs, task, bon_targets)}
-            row["probs"] = [round(float(p), 6) for p in probs]
-            history.append(row)
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            step = state.global_step
+            if step % eval_every and step != steps:
+                return
+            probs = task.policy_probs(model)
+            history.append({"step": step, **exact_metrics(probs, task, bon_targets), "probs": _rounded(probs)})
             if step % (eval_every * 5) == 0 or step == steps:
-                kls = "  ".join(f"N={n}: {row[f'kl_to_bon{n}']:.4f}" for n in BON_NS)
+                kls = "  ".join(f"N={n}: {history[-1][f'kl_to_bon{n}']:.4f}" for n in BON_NS)
                 print(
-                    f"step {step:4d}  reward {row['reward']:.3f}  KL(π‖π_ref) {row['kl_ref']:.3f}  KL(π‖π_BoN) {kls}",
+                    f"step {step:4d}  reward {history[-1]['reward']:.3f}  KL(π‖π_ref) {history[-1]['kl_ref']:.3f}  "
+                    f"KL(π‖π_BoN) {kls}",
                     flush=True,
                 )
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.record(0)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step % eval_every == 0 or state.global_step == steps:
-                self.record(state.global_step)
 
     args = JBondConfig(
         output_dir=str(output_dir / "run"),
@@ -174,97 +142,60 @@ def run(
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    trainer_ref = []
     trainer = JBondTrainer(
         model=task.model_path,
         reward_funcs=task.reward_func,
         args=args,
         train_dataset=task.dataset(steps * prompts_per_step),
-        callbacks=[ExactMetrics(trainer_ref)],
+        callbacks=[ExactMetrics()],
     )
-    trainer_ref.append(trainer)
     trainer.remove_callback(PrinterCallback)  # the exact-metric lines above replace the raw log dicts
     print(
         f"J-BOND on the 6-outcome toy task: {steps} steps, {prompts_per_step} prompts/step, lr {lr}, "
-        f"anchor EMA η = {anchor_ema_rate}",
-        flush=True,
-    )
-    print(
-        "exact Best-of-N points: "
+        f"anchor EMA η = {anchor_ema_rate}\nexact Best-of-N points: "
         + "  ".join(f"N={b['n']}: reward {b['reward']:.3f} KL {b['kl_ref']:.3f}" for b in bon_points),
         flush=True,
     )
     torch.manual_seed(seed)
     trainer.train()
-    final = history[-1]
     # The Best-of-N the policy is closest to (in KL(π‖π_BoN)), and its distance on the BoN frontier.
-    nearest = min(BON_NS, key=lambda n: final[f"kl_to_bon{n}"])
+    nearest = min(BON_NS, key=lambda n: history[-1][f"kl_to_bon{n}"])
+    settings = dict(steps=steps, prompts_per_step=prompts_per_step, lr=lr, anchor_ema_rate=anchor_ema_rate, seed=seed)
     results = {
         "task": {
             "ref_probs": task.ref_probs.tolist(),
             "rewards": task.rewards.tolist(),
-            "bon_probs": {str(n): [round(float(x), 6) for x in p] for n, p in bon_targets.items()},
+            "bon_probs": {str(n): _rounded(p) for n, p in bon_targets.items()},
         },
         "reference": reference,
         "bon": bon_points,
         "history": history,
-        "final": {
-            **{k: v for k, v in final.items() if k != "probs"},
-            "nearest_bon_n": nearest,
-            "probs": final["probs"],
-        },
-        "settings": {
-            "steps": steps,
-            "prompts_per_step": prompts_per_step,
-            "lr": lr,
-            "anchor_ema_rate": anchor_ema_rate,
-            "seed": seed,
-            "quick": quick,
-            "trainer": "JBondTrainer",
-            "mode": "jbond",
-            "jeffreys_beta": args.jeffreys_beta,
-            "fine_tuning": "full",
-        },
+        "final": {**history[-1], "nearest_bon_n": nearest},
+        "settings": {**settings, "quick": quick, "trainer": "JBondTrainer", "mode": "jbond", "fine_tuning": "full"},
         "files": {},
-        "wall_time_s": None,
     }
+    results["settings"]["jeffreys_beta"] = args.jeffreys_beta
     if not quick:
         trainer.save_model(str(output_dir / "model"))
         results["files"]["model"] = str(output_dir / "model")
     if plot:
         from trl_bon.plotting import plot_demo
 
-        results["files"]["png"] = plot_demo(
-            history,
-            bon_points,
-            reference,
-            output_dir / "demo.png",
-            title=f"J-BOND (EMA anchor η={anchor_ema_rate}) vs exact Best-of-N, 6-outcome toy task",
-        )
+        title = f"J-BOND (EMA anchor η={anchor_ema_rate}) vs exact Best-of-N, 6-outcome toy task"
+        results["files"]["png"] = plot_demo(history, bon_points, reference, output_dir / "demo.png", title=title)
     results["files"]["json"] = str(output_dir / "demo.json")
     results["wall_time_s"] = round(time.time() - start, 1)
-    with open(results["files"]["json"], "w") as f:
-        json.dump(results, f, indent=2)
+    Path(results["files"]["json"]).write_text(json.dumps(results, indent=2))
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    steps = args.steps if args.steps is not None else (40 if args.quick else 300)
-    if steps < 1:
-        raise SystemExit(f"--steps must be >= 1, got {steps}.")
-    results = run(
-        steps,
-        args.output_dir,
-        seed=args.seed,
-        quick=args.quick,
-        lr=args.lr,
-        anchor_ema_rate=args.anchor_ema_rate,
-        prompts_per_step=args.prompts_per_step,
-        plot=args.plot,
-    )
-    final = results["final"]
-    n = final["nearest_bon_n"]
+    args.steps = args.steps if args.steps is not None else (40 if args.quick else 300)
+    if args.steps < 1:
+        raise SystemExit(f"--steps must be >= 1, got {args.steps}.")
+    results = run(**vars(args))
+    final, n = results["final"], results["final"]["nearest_bon_n"]
     bon_n = next(b for b in results["bon"] if b["n"] == n)
     print(
         f"\nfinal policy: reward {final['reward']:.3f} (π_ref {results['reference']['reward']:.3f}), "

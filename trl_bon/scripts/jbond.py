@@ -8,14 +8,10 @@
 
     accelerate launch --config_file recipes/accelerate/single_gpu.yaml -m trl_bon.scripts.jbond \\
         --config recipes/jbond/imdb_gpt2.yaml
+    trl-bon jbond --config recipes/jbond/imdb_gpt2.yaml  # same; one process runs without a relaunch
 
-    trl-bon jbond --config recipes/jbond/imdb_gpt2.yaml               # same; one process runs without a relaunch
-    trl-bon jbond --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name trl-lib/tldr \\
-        --reward_model_name_or_path <reward model> --use_peft --load_in_8bit --output_dir qwen-jbond
-
-Every `JBondConfig` / `RLOOConfig` / `TrainingArguments` field is a flag (`--mode bond --num_candidates 8`,
-`--anchor_ema_rate 0.02`, …); `ModelConfig` gives `--use_peft --lora_r … --load_in_8bit/--load_in_4bit`;
-`--config recipe.yaml` sets any of them. `trl-bon jbond --help` lists them, Best-of-N options first.
+Every field of `JBondConfig`, `ModelConfig` (`--use_peft`, `--load_in_8bit`, …) and the script arguments is a flag and
+a `--config` key; `trl-bon jbond --help` lists them, Best-of-N options first.
 """
 
 from dataclasses import dataclass

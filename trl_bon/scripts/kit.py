@@ -2,12 +2,10 @@
 
     trl-bon kit trl_bon_kit            # then copy the printed lines, one by one
 
-The kit folder holds a tiny Llama causal LM with its BPE tokenizer (`policy/`, π_ref), a tiny Llama reward model
-(`reward/`, randomly initialised: its score is an arbitrary but fixed function of the text), a
-prompt dataset (`prompts/train.jsonl`, `prompts/test.jsonl`) and one YAML per command. Each printed command runs on a
-CPU in about 10 s on an idle 2-core machine (mostly Python start-up and the TRL import), in fp32 (`bf16: false`,
-`use_cpu: true`), offline; outputs go to `<kit>/out/`.
-The same YAML keys work with real models: swap the paths for Hub ids and drop the CPU settings.
+The kit holds a tiny Llama policy with its BPE tokenizer (`policy/`, π_ref), a randomly initialised tiny reward model
+(`reward/`: an arbitrary but fixed function of the text), prompts (`prompts/{train,test}.jsonl`) and one YAML per
+command. Each command runs offline on a CPU in about 10 s (fp32, `use_cpu: true`) and writes to `<kit>/out/`. The
+same YAML keys work with real models: swap the paths for Hub ids and drop the CPU settings.
 """
 
 import argparse
@@ -44,43 +42,33 @@ def write_prompts(folder: Path) -> None:
 
 def kit_configs(root: Path) -> dict[str, dict]:
     """The YAML of each command, keyed by file stem."""
-    data = {
-        "model_name_or_path": str(root / "policy"),
-        "reward_model_name_or_path": [str(root / "reward")],
-        "dataset_name": str(root / "prompts"),
-    }
     out = root / "out"
-    cache = {"reference_cache_dir": str(out / "reference_rewards"), "num_reference_samples": 16}
+    data = {"model_name_or_path": str(root / "policy"), "reward_model_name_or_path": [str(root / "reward")]}
+    data["dataset_name"] = str(root / "prompts")
+
+    def training(stem: str, **settings) -> dict:
+        return {**data, **CPU_TRAINING, "output_dir": str(out / stem), **settings}
+
     return {
-        "jbond": {
-            **data,
-            **CPU_TRAINING,
-            "output_dir": str(out / "jbond"),
-            "per_device_train_batch_size": 6,  # J-BOND: groups of 1 policy + 2 anchor completions
-            "use_peft": True,
-            "lora_r": 4,
-            "lora_target_modules": ["q_proj", "v_proj"],
-            "save_strategy": "steps",
-            "save_steps": 4,
-        },
-        "vbon": {
-            **data,
-            **CPU_TRAINING,
-            **cache,
-            "output_dir": str(out / "vbon"),
-            "num_candidates": 4,
-            "num_generations": 2,
-            "per_device_train_batch_size": 4,
-            "save_strategy": "no",
-        },
-        "bon_sft": {
-            **data,
-            **CPU_TRAINING,
-            "output_dir": str(out / "bon_sft"),
-            "num_candidates": 4,
-            "per_device_train_batch_size": 4,
-            "save_strategy": "no",
-        },
+        "jbond": training(
+            "jbond",
+            per_device_train_batch_size=6,  # J-BOND: groups of 1 policy + 2 anchor completions
+            use_peft=True,
+            lora_r=4,
+            lora_target_modules=["q_proj", "v_proj"],
+            save_strategy="steps",
+            save_steps=4,
+        ),
+        "vbon": training(
+            "vbon",
+            reference_cache_dir=str(out / "reference_rewards"),
+            num_reference_samples=16,
+            num_candidates=4,
+            num_generations=2,
+            per_device_train_batch_size=4,
+            save_strategy="no",
+        ),
+        "bon_sft": training("bon_sft", num_candidates=4, per_device_train_batch_size=4, save_strategy="no"),
         "eval": {
             **data,
             "dataset_test_split": "test",
@@ -107,17 +95,10 @@ def says_the(completions, **kwargs):
 def verifier_config(root: Path) -> dict:
     """J-BOND on the kit's policy with the 0/1 verifier instead of the reward model: ties count half a loss
     (`jbond_ties: half`) and the anchor stays π_ref, so the target is Best-of-2 of π_ref (pass@2)."""
-    return {
-        "model_name_or_path": str(root / "policy"),
-        "reward_funcs": ["verifier.says_the"],
-        "dataset_name": str(root / "prompts"),
-        **CPU_TRAINING,
-        "output_dir": str(root / "out" / "jbond_verifier"),
-        "per_device_train_batch_size": 6,
-        "jbond_ties": "half",
-        "anchor": "fixed",
-        "save_strategy": "no",
-    }
+    config = {**kit_configs(root)["jbond"], "reward_funcs": ["verifier.says_the"], "jbond_ties": "half"}
+    for key in ("reward_model_name_or_path", "use_peft", "lora_r", "lora_target_modules", "save_steps"):
+        del config[key]  # the verifier instead of the reward model, full fine-tuning, no checkpoints
+    return {**config, "output_dir": str(root / "out" / "jbond_verifier"), "anchor": "fixed", "save_strategy": "no"}
 
 
 def kit_commands(root: Path) -> list[tuple[str, str]]:

@@ -1,9 +1,5 @@
-"""Helpers shared by the `trl-bon` scripts: script arguments, reward functions, datasets, model-loading kwargs.
-
-They follow TRL's own scripts (`trl/scripts/rloo.py`, `sft.py`): a parser over `(ScriptArguments subclass, XConfig,
-ModelConfig, DatasetMixtureConfig)` (`trl_bon.scripts.parser.training_parser`, a strict `TrlParser`),
-`get_peft_config` / `get_quantization_config` for LoRA and 8/4-bit, `--config recipe.yaml` for everything. Public:
-recipes and your own scripts may import them (e.g. `make_prompts` to build the IMDB prompts of a baseline).
+"""Helpers of the `trl-bon` scripts, built as TRL's own scripts (`trl/scripts/rloo.py`) build them. Public: recipes
+and your own scripts may import them (e.g. `make_prompts` to build the IMDB prompts of a baseline).
 """
 
 import importlib
@@ -22,17 +18,14 @@ class BoNScriptArguments(ScriptArguments):
 
     Args:
         reward_model_name_or_path (`list[str]`, *optional*):
-            Reward model id(s) or local path(s), loaded as `num_labels=1` sequence classifiers (TRL convention).
+            Reward model id(s) or path(s), loaded as `num_labels=1` sequence classifiers (TRL convention).
         reward_funcs (`list[str]`, *optional*):
-            Reward callables: a TRL built-in (`accuracy_reward`, `reasoning_accuracy_reward`, `think_format_reward`)
-            or any dotted import path (`my_lib.rewards.my_reward`, resolved from the current directory too).
+            Reward callables: a TRL built-in or a dotted import path, resolved from the current directory too.
         prompt_column (`str`, *optional*):
-            Build the `prompt` column from this text column (e.g. `text` for `stanfordnlp/imdb`). Without
-            `prompt_min_tokens`/`prompt_max_tokens` the text is copied as is.
+            Build the `prompt` column from this text column (e.g. `text` for `stanfordnlp/imdb`).
         prompt_min_tokens, prompt_max_tokens (`int`, *optional*):
             Truncate each prompt to its first L tokens (policy tokenizer), L uniform in [min, max] and fixed per row
-            (seeded by `prompt_seed` and the row index, so every rank and rerun sees the same prompts). IMDB recipes
-            use 2–8-token review prefixes, as in the vBoN and TRL sentiment examples.
+            (seeded by `prompt_seed` and the row index, so every rank and rerun sees the same prompts).
         prompt_seed (`int`, *optional*, defaults to `0`):
             Seed of the prompt lengths.
     """
@@ -67,8 +60,7 @@ class BoNScriptArguments(ScriptArguments):
 
 
 def as_list(value) -> list:
-    """A YAML/CLI value of a list option as a list: TRL's configs give one reward model as a plain string
-    (`reward_model_name_or_path: /path/to/rm`), which must not be iterated character by character."""
+    """A list option's value as a list: a single string (`reward_model_name_or_path: /path/to/rm`) is one item."""
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
@@ -100,11 +92,7 @@ def resolve_reward_funcs(script_args, required: bool = True) -> list:
     """Reward model paths and callables from `--reward_model_name_or_path` / `--reward_funcs` (TRL's resolution)."""
     from trl.rewards import accuracy_reward, reasoning_accuracy_reward, think_format_reward
 
-    registry = {
-        "accuracy_reward": accuracy_reward,
-        "reasoning_accuracy_reward": reasoning_accuracy_reward,
-        "think_format_reward": think_format_reward,
-    }
+    registry = {func.__name__: func for func in (accuracy_reward, reasoning_accuracy_reward, think_format_reward)}
     funcs = as_list(script_args.reward_model_name_or_path)
     funcs += [import_reward_func(name, registry) for name in as_list(script_args.reward_funcs)]
     if required and not funcs:
@@ -116,8 +104,7 @@ def resolve_reward_funcs(script_args, required: bool = True) -> list:
 
 
 def check_model_paths(model_args, script_args) -> None:
-    """Every model path of a command (policy, reward models), checked once where it enters: a one-line error naming
-    the path and what was expected, before any model loads or any output folder is made."""
+    """Every model path of a command (policy, reward models): a one-line error before any model loads."""
     from trl_bon.identity import check_model_path
 
     if model_args.model_name_or_path is None:
@@ -129,14 +116,9 @@ def check_model_paths(model_args, script_args) -> None:
 
 def model_init_kwargs(model_args, training_args) -> dict:
     """`model_init_kwargs` as TRL's scripts build them from `ModelConfig` (revision, dtype, attention, remote code)."""
-    kwargs = dict(
-        revision=model_args.model_revision,
-        trust_remote_code=training_args.trust_remote_code,
-        attn_implementation=model_args.attn_implementation,
-        dtype=model_args.dtype,
-    )
-    kwargs.update(training_args.model_init_kwargs or {})
-    return kwargs
+    kwargs = dict(revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code)
+    kwargs.update(attn_implementation=model_args.attn_implementation, dtype=model_args.dtype)
+    return {**kwargs, **(training_args.model_init_kwargs or {})}
 
 
 def make_prompts(dataset, tokenizer, column: str | None, min_tokens: int | None, max_tokens: int | None, seed: int):
@@ -194,14 +176,8 @@ def apply_prompt_transform(dataset, script_args, tokenizer_path: str):
         return dataset
     from transformers import AutoTokenizer
 
-    return make_prompts(
-        dataset,
-        AutoTokenizer.from_pretrained(tokenizer_path),
-        column=script_args.prompt_column,
-        min_tokens=script_args.prompt_min_tokens,
-        max_tokens=script_args.prompt_max_tokens,
-        seed=script_args.prompt_seed,
-    )
+    options = (script_args.prompt_column, script_args.prompt_min_tokens, script_args.prompt_max_tokens)
+    return make_prompts(dataset, AutoTokenizer.from_pretrained(tokenizer_path), *options, script_args.prompt_seed)
 
 
 def load_splits(script_args, dataset_args, training_args, tokenizer_path: str | None):
@@ -211,10 +187,7 @@ def load_splits(script_args, dataset_args, training_args, tokenizer_path: str | 
     evaluation = None
     if training_args.eval_strategy != "no":
         evaluation = get_split(dataset, script_args.dataset_test_split, "--dataset_test_split")
-    return (
-        apply_prompt_transform(train, script_args, tokenizer_path),
-        apply_prompt_transform(evaluation, script_args, tokenizer_path),
-    )
+    return tuple(apply_prompt_transform(split, script_args, tokenizer_path) for split in (train, evaluation))
 
 
 def finish(trainer, training_args, script_args) -> None:
@@ -228,12 +201,8 @@ def finish(trainer, training_args, script_args) -> None:
 
 
 def trainer_inputs(script_args, training_args, model_args, dataset_args) -> dict:
-    """The keyword arguments of every trl-bon trainer, built from parsed arguments as TRL's scripts build them.
-
-    In order: the reward model(s) and function(s) (`resolve_reward_funcs`), π_ref with TRL's `model_init_kwargs`
-    (revision, dtype, attention, remote code), the train (and, when evaluating, eval) split with the prompt
-    transform, and the quantization and LoRA configs from `ModelConfig`.
-    """
+    """The keyword arguments of a trl-bon trainer from parsed arguments: reward(s), π_ref with TRL's
+    `model_init_kwargs`, the train (and, when evaluating, eval) split with the prompt transform, quantization, LoRA."""
     from trl import get_peft_config, get_quantization_config
 
     reward_funcs = resolve_reward_funcs(script_args)
@@ -249,12 +218,3 @@ def trainer_inputs(script_args, training_args, model_args, dataset_args) -> dict
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
-
-
-def run_main(parser, run, argv: list[str] | None) -> int:
-    """Parse `argv` with `parser`; call `run(script_args, training_args, model_args, dataset_args)`."""
-    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(
-        argv, fail_with_unknown_args=False
-    )
-    run(script_args, training_args, model_args, dataset_args)
-    return 0

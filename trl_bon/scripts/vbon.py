@@ -8,14 +8,12 @@
 
     # 1. once: M reference rewards per prompt (same YAML, so the cache has the training's sampling settings)
     trl-bon cache-ref-rewards --config recipes/vbon/imdb_gpt2.yaml
-    # 2. train
+    # 2. train on the cache in `--reference_cache_dir`
     accelerate launch --config_file recipes/accelerate/single_gpu.yaml -m trl_bon.scripts.vbon \\
         --config recipes/vbon/imdb_gpt2.yaml
 
-The cache is joined from `--reference_cache_dir` (a `VBoNConfig` field). Every `VBoNConfig` / `RLOOConfig` /
-`TrainingArguments` field is a flag (`--num_candidates 11`, `--vbon_objective exact`, …); `ModelConfig` gives
-`--use_peft --lora_r … --load_in_8bit/--load_in_4bit`; `--config recipe.yaml` sets any of them. `trl-bon vbon --help`
-lists them, Best-of-N options first.
+Every field of `VBoNConfig`, `ModelConfig` (`--use_peft`, `--load_in_8bit`, …) and the script arguments is a flag and a
+`--config` key; `trl-bon vbon --help` lists them, Best-of-N options first.
 """
 
 from dataclasses import dataclass
