@@ -76,8 +76,8 @@ OVERRIDDEN_TRAINER_METHODS = {
 #: The class attribute by which `transformers.HfArgumentParser` puts a dataclass's options into an argument group of
 #: that title (documented in its docstring, underscored by name); `trl-bon --help` groups its options with it.
 HF_ARGUMENT_GROUP_ATTRIBUTE = "_argument_group_name"
-# DeepSpeed ZeRO-3 keeps no public accessors for a partitioned parameter: the anchor (`anchor/_engines.py`,
-# `anchor/state.py`) and the model fingerprint (`identity.py`) read its attributes `ds_id` (partitioned), `ds_shape`
+# DeepSpeed ZeRO-3 keeps no public accessors for a partitioned parameter: the anchor (`anchor/_engines.py`, `model.py`,
+# `anchor/state.py`) reads its attributes `ds_id` (partitioned), `ds_shape`
 # (whole shape) and `ds_tensor` (this rank's partition). DeepSpeed is installed only in the engines tier, whose ZeRO-3
 # runs (`tests/engines`) exercise them.
 

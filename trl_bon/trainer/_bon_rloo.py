@@ -40,7 +40,7 @@ class BoNRLOOTrainer(
         quantization_config=None,
         peft_config=None,
     ):
-        check_model_inputs(model, reward_funcs)  # last before any model loads: the cheaper checks speak first
+        check_model_inputs(model)  # last before any model loads: the cheaper checks speak first
         check_reward_funcs(reward_funcs, args.model_init_kwargs)  # a causal LM as reward model: before it loads
         super().__init__(
             model=model,

@@ -72,16 +72,14 @@ def check_dropout_disabled(args) -> None:
     )
 
 
-def check_model_inputs(model, reward_funcs=()) -> None:
-    """The trainers' model and reward-model paths (instances pass), checked before any model loads or `output_dir` is
-    made: one line naming the path and what was expected (see `trl_bon.identity.check_model_path`)."""
+def check_model_inputs(model) -> None:
+    """The policy's model path (an instance passes), checked before any model loads or `output_dir` is made: one line
+    naming the path and what was expected (see `trl_bon.identity.check_model_path`; reward-model paths are
+    `trl_bon.rewards.check_reward_funcs`'s)."""
     from trl_bon.identity import check_model_path
 
     if isinstance(model, str):
         check_model_path(model, "policy `model`")
-    for func in reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]:  # TRL takes one or a list
-        if isinstance(func, str):
-            check_model_path(func, "reward model in `reward_funcs`")
 
 
 def check_writable_dir(directory: str, name: str = "output_dir") -> None:
