@@ -12,9 +12,6 @@ import torch
 from .quantiles import vbon_log_cdf
 
 
-OBJECTIVES = ("l1", "exact")
-
-
 def cache_statistics(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask: torch.Tensor | None = None):
     """Per-sample statistics of a policy reward against its prompt's cached reference rewards.
 
@@ -113,7 +110,7 @@ def vbon_scores(
         rewards: `(B,)` scalar policy rewards.
         ref_rewards: `(B, M)` cached reference rewards, NaN-padded (or with `ref_mask`).
         n: N ≥ 2.
-        objective: `"l1"` or `"exact"`.
+        objective: `"l1"` or `"exact"` (checked by `VBoNConfig`).
         ref_logps: `(B,)` reference sequence log-probabilities of the policy samples (needed for `"exact"`).
         ref_mask: optional `(B, M)` validity mask.
         reproduce_code_scaling: see above.
@@ -121,17 +118,12 @@ def vbon_scores(
     Returns:
         dict with `score`, `log_cdf`, `at_floor` (each `(B,)`, `score` and `log_cdf` in the dtype of `rewards`).
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"Unknown vbon_objective {objective!r}; choose one of {OBJECTIVES}.")
     log_cdf, log_q_hat, at_floor = cache_statistics(rewards, ref_rewards, ref_mask)
     if objective == "l1":
         score = log_cdf
+    elif reproduce_code_scaling:
+        score = binomial_log_ratio(log_cdf, ref_logps, n) / n
     else:
-        if ref_logps is None:
-            raise ValueError("The exact vBoN score needs the reference log-probabilities `ref_logps` of the samples.")
-        if reproduce_code_scaling:
-            score = binomial_log_ratio(log_cdf, ref_logps, n) / n
-        else:
-            log_q = torch.maximum(log_q_hat.double(), ref_logps.double())
-            score = exact_log_ratio(log_cdf, log_q, n) / (n - 1)
+        log_q = torch.maximum(log_q_hat.double(), ref_logps.double())
+        score = exact_log_ratio(log_cdf, log_q, n) / (n - 1)
     return {"score": score.to(rewards.dtype), "log_cdf": log_cdf, "at_floor": at_floor}
