@@ -1,9 +1,6 @@
-"""vBoN scores (Amini et al., arXiv 2407.06057): the l1 log-CDF score and the exact log-ratio log π_BoN − log π_ref.
-
-Everything is computed from a per-prompt cache of M reference rewards (docs/maths.md §2) and, for the exact score,
-the reference sequence log-probability of the policy sample (completion tokens only, docs/maths.md). Pure
-tensor functions; computations run in float64 and return the dtype of `rewards`.
-"""
+"""vBoN scores (Amini et al., arXiv 2407.06057): the l1 log-CDF score and the exact log-ratio log π_BoN − log π_ref,
+from a per-prompt cache of M reference rewards (docs/maths.md §2) and, for the exact score, the reference sequence
+log-probability of the policy sample."""
 
 import math
 
@@ -72,9 +69,8 @@ def exact_log_ratio(log_p_lt: torch.Tensor, log_q: torch.Tensor, n: int) -> torc
 
 
 def binomial_log_ratio(log_cdf: torch.Tensor, log_ref: torch.Tensor, n: int) -> torch.Tensor:
-    """vBoN's injective form log Σ_{i=1..N} C(N, i)·π_ref(y)^i·F^(N−i) − log π_ref(y) (vBoN eq. 3).
-
-    As the official code computes it (logsumexp over i). Exact only without ties; kept to reproduce the code.
+    """vBoN's injective form log Σ_{i=1..N} C(N, i)·π_ref(y)^i·F^(N−i) − log π_ref(y) (vBoN eq. 3), as the official
+    code computes it (logsumexp over i). Exact only without ties; kept to reproduce the code.
 
     Args:
         log_cdf: `(B,)` log F(r(y)) (vBoN's F̂ from the cache).
