@@ -86,6 +86,8 @@ class AnchorState:
             rate (`float`):
                 EMA rate η ∈ [0, 1]: `0` leaves the anchor unchanged, `1` copies the policy.
         """
+        if not 0.0 <= rate <= 1.0:  # checked here, where a caller hands η in, not in the pure `core.ema_update_`
+            raise ValueError(f"The EMA rate must lie in [0, 1], got {rate}; the paper uses 0.02.")
         for name, anchor, policy in self.pairs():
             with _gathered([anchor, policy]):
                 anchor_local = _local(anchor)

@@ -47,7 +47,7 @@ def ema_update_(
     Args:
         targets: anchor tensors, updated in place.
         sources: policy tensors θ, same shapes.
-        rate: η ∈ [0, 1] (checked by [`AnchorSchedule`]); 0 freezes the anchor, 1 copies the policy.
+        rate: η ∈ [0, 1] (checked by its callers); 0 freezes the anchor, 1 copies the policy.
         shadows: optional higher-precision copies of `targets`, updated in place and copied into `targets`.
     """
     if len(targets) != len(sources) or (shadows is not None and len(shadows) != len(targets)):

@@ -1,10 +1,8 @@
 """[`VBoNTrainer`]: variational Best-of-N (Amini et al., arXiv 2407.06057) on top of TRL's [`~trl.RLOOTrainer`].
 
-vBoN minimises KL(π‖π_BoN). Divided by N−1 this is KL-regularised RL with KL coefficient 1/(N−1) and a per-sample
-score built from a cache of reference rewards (docs/maths.md §5): log F̂(r(y)) for the l1 bound, or
-(log π_BoN(y) − log π_ref(y))/(N−1) for the exact objective. RLOO already puts a sequence-level KL in the reward
-and uses a leave-one-out baseline, so the trainer only replaces the reward: it overrides `_calculate_rewards`
-(via `super()`, no TRL code copied) so that RLOO's weighted reward equals the vBoN score.
+KL(π‖π_BoN) divided by N−1 is KL-regularised RL with KL coefficient 1/(N−1) and the vBoN score as reward (docs/maths.md
+§5). RLOO already has the KL term and a leave-one-out baseline, so the trainer only replaces the reward, through
+`_calculate_rewards` (via `super()`, no TRL code copied).
 """
 
 import os
