@@ -403,7 +403,7 @@ class JBondTrainer(BoNRLOOTrainer):
             input_ids, attention_mask = input_ids[rows], attention_mask[rows]
         args = self.args
         batch_size = args.per_device_train_batch_size if self.model.training else args.per_device_eval_batch_size
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
             per_token_logps, _, _ = self._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, out["completion_ids"].size(1), batch_size, **forward_kwargs
             )

@@ -146,7 +146,6 @@ class VBoNTrainer(BoNRLOOTrainer):
                 disable_all_dropout(scored)
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
-        self.num_candidates = args.num_candidates
         self._vbon_raw_rewards = None
         self._vbon_cache = None
         self.train_dataset = self._attach_reference_rewards(self.train_dataset, "train_dataset")
@@ -248,7 +247,7 @@ class VBoNTrainer(BoNRLOOTrainer):
         scores = vbon_scores(
             rewards[local],
             ref_rewards,
-            self.num_candidates,
+            self.args.num_candidates,
             self.args.vbon_objective,
             ref_logps=ref_logps,
             reproduce_code_scaling=self.args.reproduce_vbon_code_scaling,
