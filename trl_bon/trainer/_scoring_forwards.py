@@ -99,9 +99,7 @@ class ScoringForwardsMixin:
 
     def _compute_loss(self, model, inputs):
         skipped = inputs.get(OLD_LOGPS_SKIPPED)
-        if skipped is None or not skipped.any():
-            return super()._compute_loss(model, inputs)
-        self._skipped_loss_rows = skipped
+        self._skipped_loss_rows = skipped if skipped is not None and skipped.any() else None
         try:
             return super()._compute_loss(model, inputs)
         finally:
