@@ -108,6 +108,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--anchor-ema-rate", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    schedule = core.AnchorSchedule(rate=args.anchor_ema_rate)  # η checked once, where it enters (as in `JBondConfig`)
     torch.manual_seed(args.seed)
 
     # Task, policy π (= π_ref at the start) and anchor π_a (a frozen copy, moved only by the EMA).
@@ -154,7 +155,7 @@ def main(argv=None) -> list[dict]:
         loss.backward()
         optimizer.step()
         # 6. anchor EMA
-        core.ema_update_(list(anchor.parameters()), list(policy.parameters()), args.anchor_ema_rate)
+        core.ema_update_(list(anchor.parameters()), list(policy.parameters()), schedule.rate)
     return history
 
 

@@ -500,7 +500,8 @@ def test_model_card_reads_name(rloo_trainer, tmp_path, monkeypatch):
 
 def test_rloo_logs_what_the_seams_replace(rloo_trainer, generation_output):
     """`_generate_and_score_completions` appends one value per batch to `_metrics[mode]["reward"]` (and the other
-    reward metrics `log_policy_rewards` replaces) and one entry per row to the completions table's columns."""
+    reward metrics `BoNRLOOTrainer._log_policy_rewards` replaces) and one entry per row to the completions table's
+    columns."""
     metrics = rloo_trainer._metrics["train"]
     for name in ("reward", "reward_std", "rewards/reward/mean", "rewards/reward/std"):
         assert len(metrics[name]) >= 1, name

@@ -1,5 +1,4 @@
-"""[`AnchorCallback`]: moves the anchor once per optimizer step, and saves and restores it for the trainer's
-checkpoints (the trainer decides when: see `trl_bon.trainer._checkpoint`)."""
+"""[`AnchorCallback`]: moves the anchor, and saves and restores it for the trainer's checkpoints."""
 
 import dataclasses
 import os
@@ -15,12 +14,9 @@ class AnchorCallback(TrainerCallback):
     """
     Moves the anchor once per optimizer step, and writes and reads it in a checkpoint's `anchor/` folder.
 
-    `Trainer` calls `on_step_end` once per optimizer step, after gradient accumulation, which is the cadence of eq. 18
-    (never per micro-batch). At `on_train_begin`, after `Trainer` prepared the model, the anchor is re-bound to the
-    prepared (possibly sharded) tensors. Checkpoints are the trainer's business: `JBondTrainer` writes the anchor
-    into each checkpoint before it becomes visible ([`~AnchorCallback.save_to_checkpoint`]) and restores it from the
-    checkpoint it resumes ([`~AnchorCallback.load_from_checkpoint`]; `Trainer` itself reloads only the active
-    adapter).
+    `on_step_end` runs once per optimizer step, after gradient accumulation: the cadence of eq. 18. `on_train_begin`
+    re-binds the anchor to the model `Trainer` prepared (possibly sharded). `JBondTrainer` calls the two checkpoint
+    methods when it saves and resumes (`Trainer` itself reloads only the active adapter).
 
     Args:
         anchor ([`LoraAnchor`] or [`ModelAnchor`]):
@@ -61,9 +57,7 @@ class AnchorCallback(TrainerCallback):
     def load_from_checkpoint(self, checkpoint_dir: str | os.PathLike, global_step: int) -> None:
         """
         Load the anchor saved in `checkpoint_dir/anchor/`, refusing one saved at another step than `global_step`.
-
-        It binds the anchor to the model as it is now first, so it gives the same result whether it runs before or
-        after this callback's own `on_train_begin` (binding twice is harmless).
+        It binds the anchor first, so it does not depend on running after `on_train_begin`.
 
         Args:
             checkpoint_dir (`str` or `os.PathLike`):

@@ -23,9 +23,7 @@ class LoraAnchor(AnchorState):
 
     The anchor adapter reuses the policy adapter's config and starts as a copy of it (a fresh LoRA has B = 0, so the
     anchor then starts at π_ref). It is frozen and takes the policy adapter's dtype, so that an anchor equal to the
-    policy computes the same log-probabilities. When the adapter is not fp32 (bf16, or cast to bf16 on a quantised
-    base), an fp32 shadow is the true EMA state and the compute adapter receives a cast copy after every update; an
-    fp32 adapter is its own EMA state, so it costs no shadow. Checkpoints store the fp32 state.
+    policy computes the same log-probabilities; a non-fp32 adapter gets an fp32 shadow ([`AnchorState`]).
 
     Args:
         model ([`~peft.PeftModel`]):

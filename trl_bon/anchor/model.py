@@ -22,8 +22,7 @@ class ModelAnchor(AnchorState):
 
     The anchor starts from `anchor_model`'s own weights (load it from the same checkpoint as the policy) and is frozen
     and put in eval mode. The EMA covers the parameters *and* the floating-point buffers, paired by name (TRL's
-    `SyncRefModelCallback` skips buffers). When the anchor is not fp32, an fp32 shadow of every floating tensor is the
-    true EMA state (twice the anchor's memory in bf16); set `fp32_shadow=False` to update in place instead.
+    `SyncRefModelCallback` skips buffers). An fp32 shadow costs twice the anchor's memory in bf16.
 
     Args:
         anchor_model ([`~transformers.PreTrainedModel`]):

@@ -1,6 +1,5 @@
-"""[`AnchorState`]: what every anchor shares — the (anchor, policy) tensor pairs, their fp32 shadows, the EMA and hard
-updates, the state dict, the memory count — and its files: the weights and `anchor.json`, the anchor's provenance
-record (kind, adapter, update rule, step), checked with `trl_bon.provenance` when the anchor is loaded back."""
+"""[`AnchorState`]: what every anchor shares, and its files: the weights and `anchor.json`, the provenance record
+(kind, adapter, update rule, step) checked with `trl_bon.provenance` when the anchor is loaded back."""
 
 import os
 from collections.abc import Iterator
@@ -23,12 +22,9 @@ ANCHOR_SUBFOLDER = "anchor"
 class AnchorState:
     """
     The EMA state of an anchor: (anchor, policy) tensor pairs, their fp32 shadows, the EMA and hard updates, the state
-    dict and the memory count.
-
-    Subclasses enumerate the pairs (`_named_pairs`: `(name, anchor tensor, policy tensor)`), activate the anchor
-    (`active`) and write and read its weights (`_write_weights` / `_read_weights`; `save` and `load` do the rest). A
-    shadow exists for every pair when `fp32_shadow` is set (by default: when some anchor tensor is not fp32);
-    otherwise an fp32 anchor tensor is its own EMA state.
+    dict and the memory count. Subclasses enumerate the pairs (`_named_pairs`: `(name, anchor tensor, policy
+    tensor)`), activate the anchor (`active`) and write and read its weights (`_write_weights` / `_read_weights`;
+    `save` and `load` do the rest). Without a shadow (`fp32_shadow=False`) an fp32 anchor tensor is its own EMA state.
 
     Args:
         fp32_shadow (`bool`, *optional*):
@@ -55,10 +51,8 @@ class AnchorState:
 
     def bind(self) -> None:
         """
-        Enumerate the pairs and check their layout; re-shard the shadows if an engine sharded the model since.
-
-        Runs once lazily, and again when `Trainer.train()` has prepared the model ([`AnchorCallback`] calls it at
-        `on_train_begin`): FSDP2 replaces the parameters by sharded ones, DeepSpeed partitions them.
+        Enumerate the pairs and check their layout; re-shard the shadows if an engine sharded the model since (once
+        lazily, and again at `on_train_begin`, after FSDP2 or DeepSpeed prepared the model).
         """
         pairs = list(self._named_pairs())
         for name, anchor, policy in pairs:
@@ -92,6 +86,8 @@ class AnchorState:
             rate (`float`):
                 EMA rate η ∈ [0, 1]: `0` leaves the anchor unchanged, `1` copies the policy.
         """
+        if not 0.0 <= rate <= 1.0:  # checked here, where a caller hands η in, not in the pure `core.ema_update_`
+            raise ValueError(f"The EMA rate must lie in [0, 1], got {rate}; the paper uses 0.02.")
         for name, anchor, policy in self.pairs():
             with _gathered([anchor, policy]):
                 anchor_local = _local(anchor)
@@ -164,7 +160,7 @@ class AnchorState:
     # Files: the weights (written by each kind its own way) and the record `anchor.json`
 
     def _record(self) -> dict[str, Any]:
-        """What `anchor.json` must say for [`~AnchorState.load`] to accept a saved anchor into this one."""
+        """What `anchor.json` must say for `load` to accept a saved anchor into this one."""
         return {"kind": self.kind}
 
     def _write_weights(self, directory: Path, state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -177,9 +173,8 @@ class AnchorState:
 
     def save(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
         """
-        Write the anchor's fp32 state to `directory` and its record to `directory/anchor.json`.
-
-        Under FSDP2 and ZeRO-3 it gathers the whole tensors: call it on every rank; only rank 0 writes.
+        Write the anchor's fp32 state to `directory` and its record to `directory/anchor.json`. Under FSDP2 and ZeRO-3
+        it gathers the whole tensors: call it on every rank; only rank 0 writes.
 
         Args:
             directory (`str` or `os.PathLike`):

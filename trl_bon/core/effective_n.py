@@ -1,16 +1,9 @@
 """Effective N: which Best-of-N a policy matches, read from its win rate or its KL to π_ref (docs/metrics.md).
 
-Two meters, each the inverse of a closed-form law of Best-of-N sampling from π_ref with a continuous reward:
-
-- **win rate**: BoN_N beats an independent π_ref sample with probability N/(N+1) (the best of N + 1 i.i.d. draws is
-  any one of them with probability 1/(N+1)), so N_win = w / (1 − w);
-- **KL**: KL(π_BoN‖π_ref) = log N − (N−1)/N, an upper bound that is an equality for a continuous reward (Beirami et
-  al., arXiv 2401.01879; quoted by BOND, arXiv 2407.14622 v1; docs/maths.md §1, `core.metrics.bon_kl_bound`),
-  inverted for N_KL.
-
-Both laws are exact for a continuous reward (ties have probability 0). With ties (discrete rewards, a finite outcome
-space, a reward that saturates) Best-of-N's KL is below the bound and its win rate with ties counted ½ is below
-N/(N+1), so both meters under-read N. Pure tensor functions; no TRL, no transformers.
+Each meter inverts a closed-form law of Best-of-N sampling from π_ref that is exact for a continuous reward: the win
+rate N/(N+1) ([`bon_win_rate`]) and KL(π_BoN‖π_ref) = log N − (N−1)/N (Beirami et al., arXiv 2401.01879; quoted by
+BOND, arXiv 2407.14622 v1; `core.metrics.bon_kl_bound`). With ties (discrete rewards, a saturating reward) Best-of-N
+has a lower KL and a lower win rate (ties counted ½), so both meters under-read N.
 """
 
 import torch
@@ -40,11 +33,7 @@ def bon_win_rate(n: torch.Tensor | float) -> torch.Tensor | float:
 
 def effective_n_from_win_rate(win_rate: torch.Tensor) -> torch.Tensor:
     """N_win = w / (1 − w): the N whose Best-of-N has the policy's win rate w against π_ref (inverse of
-    [`bon_win_rate`]).
-
-    Exact for a continuous reward. w = ½ (π_ref against itself) gives 1; w → 1 gives +inf (the policy beats every
-    π_ref sample, more than any finite N does for sure); w < ½ gives N < 1 (the policy loses to π_ref); NaN stays NaN.
-    With ties counted ½ (`core.win_rate`) and discrete rewards, w is below N/(N+1) and N_win under-reads N.
+    [`bon_win_rate`]). w = ½ (π_ref against itself) gives 1, w → 1 gives +inf, w < ½ gives N < 1; NaN stays NaN.
 
     Args:
         win_rate: win rates in [0, 1], any shape.
@@ -65,11 +54,8 @@ def effective_n_from_kl(kl: torch.Tensor) -> torch.Tensor:
     """N_KL: the N ≥ 1 with log N − (N−1)/N = KL, the KL(π_BoN‖π_ref) of Best-of-N (inverse of `bon_kl_bound`).
 
     With t = log N the law is g(t) = t − 1 + e^(−t), increasing on t ≥ 0 with g(0) = 0 and t − 1 ≤ g(t) ≤ t, so the
-    root lies in [KL, KL + 1] and is found by bisection in float64 (64 halvings: below float64's resolution in N).
-    Exact for a continuous reward, where the law is an equality; with ties Best-of-N's KL is below the bound and
-    N_KL under-reads N.
-
-    Near N = 1 the law is flat (KL ≈ (log N)²/2), so an error δ in the KL moves N by about √(2δ).
+    root lies in [KL, KL + 1] and is found by bisection in float64. Near N = 1 the law is flat (KL ≈ (log N)²/2), so
+    an error δ in the KL moves N by about √(2δ).
 
     Edge cases: KL ≤ 0 gives 1 (only π_ref itself has KL 0; a negative value is the noise of a k1 batch estimate);
     every finite KL has a finite N, but KL above ≈ 708.8 (N beyond float64's largest number) gives +inf; NaN stays

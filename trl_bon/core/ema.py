@@ -47,11 +47,9 @@ def ema_update_(
     Args:
         targets: anchor tensors, updated in place.
         sources: policy tensors θ, same shapes.
-        rate: η ∈ [0, 1]; 0 freezes the anchor, 1 copies the policy.
+        rate: η ∈ [0, 1] (checked by its callers); 0 freezes the anchor, 1 copies the policy.
         shadows: optional higher-precision copies of `targets`, updated in place and copied into `targets`.
     """
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"The EMA rate must lie in [0, 1], got {rate}.")
     if len(targets) != len(sources) or (shadows is not None and len(shadows) != len(targets)):
         raise ValueError("ema_update_ needs as many sources (and shadows) as targets.")
     states = targets if shadows is None else shadows

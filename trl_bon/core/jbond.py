@@ -25,10 +25,8 @@ QUANTILE_SMOOTHINGS = ("clamp", "add_one")  # not "none": p̂≤ = 0 would make 
 @dataclass(frozen=True)
 class JBondOptions:
     """The options of the J-BOND/BOND objective (BOND arXiv v1 eqs. 11, 15, 17, 19), checked once, here.
-
-    `JBondConfig` builds one (`args.objective`) from its fields of the same names, whose help describes them;
-    [`jbond_weights`] reads it without checking again. In J-BOND mode `num_candidates` is 2 (unset becomes 2).
-    """
+    `JBondConfig` builds one (`args.objective`) from its fields of the same names, whose help describes them. In J-BOND
+    mode `num_candidates` is 2 (unset becomes 2)."""
 
     mode: str = "jbond"
     jbond_penalty: float = math.log(16.0)
@@ -115,12 +113,8 @@ def jbond_reward(
 
 
 def best_anchor_index(anchor_rewards: torch.Tensor) -> torch.Tensor:
-    """Index of the best anchor sample per prompt, the Best-of-n target y_bo2; ties take the first.
-
-    J-BOND distils Best-of-2 (Alg. 2): the SFT target is the better of the two anchor samples. A tie between them
-    has no preferred side; taking the first keeps the choice deterministic and unbiased, as the anchor samples are
-    exchangeable.
-    """
+    """Index of the best anchor sample per prompt, the Best-of-n target y_bo2 (Alg. 2); ties take the first, which is
+    deterministic and unbiased, as the anchor samples are exchangeable."""
     return anchor_rewards.argmax(dim=-1)  # torch.argmax returns the first maximal index
 
 
@@ -195,8 +189,7 @@ def jbond_weights(
     policy sample is R = r(y) − Δ with Δ = log π(y) − log π_a(y) (eq. 15), where r is
 
     - `mode="jbond"`: J-BOND's crude reward r_J = −penalty if y loses to both anchor samples, else 0 (eq. 17; ties
-      per `jbond_ties`);
-      the target is the better of the k = 2 anchor samples;
+      per `jbond_ties`); the target is the better of the k = 2 anchor samples;
     - `mode="bond"`: BOND's quantile reward (N−1)·log p̂≤(y) [+ log B̂(y)] estimated from the k anchor samples
       (eqs. 8, 10; [`~trl_bon.core.log_bon_ratio`]); the target is the best of the first N anchor samples.
 
@@ -210,10 +203,8 @@ def jbond_weights(
         anchor_rewards: `(P, k)` rewards of the anchor samples of the same prompts, finite.
         log_ratio: `(P,)` detached Δ = Σ_t log π(y_t) − log π_a(y_t) over the policy sample's completion tokens.
         lengths: `(P, 1 + k)` completion lengths of all rows (used by `"token_mean"` only).
-        options: the objective's [`JBondOptions`] (the paper's J-BOND by default): `mode`, the crude reward's
-            `jbond_penalty` and `jbond_ties` (`"jbond"`), `num_candidates` N ≤ k, `quantile_smoothing` and
-            `include_tie_correction` (`"bond"`), `baseline` (`"batch_loo"`: leave-one-out over the prompts, none
-            with a single prompt), `jeffreys_beta` β, `anchor_kl_coef` γ, `loss_normalization`.
+        options: the objective's [`JBondOptions`] (the paper's J-BOND by default); N ≤ k in `"bond"` mode, and the
+            `"batch_loo"` baseline is none with a single prompt.
 
     Returns:
         [`JBondWeights`]: `weights` `(P, 1 + k)` in the dtype of the rewards, `target` `(P,)`, and `stats`:

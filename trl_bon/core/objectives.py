@@ -1,9 +1,6 @@
-"""Estimates of the objective each trainer optimises, logged beside TRL's `loss` (docs/metrics.md).
-
-TRL's `loss` is the surrogate whose gradient is the method's: for J-BOND it is the constant −(1 − β) with the batch
-baseline, for vBoN ≈ 0 (leave-one-out advantages sum to zero), so it does not move when the policy learns. These
-estimate the objective itself from quantities the trainers already compute, one batch at a time.
-"""
+"""Estimates of the objective each trainer optimises, logged beside TRL's `loss` (docs/metrics.md), which is a
+surrogate that does not move when the policy learns (J-BOND: the constant −(1 − β) with the batch baseline; vBoN: ≈ 0,
+as leave-one-out advantages sum to zero)."""
 
 import torch
 

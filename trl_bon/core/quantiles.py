@@ -17,9 +17,7 @@ def _counts(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask: torch.Te
 
     `rewards` is `(B,)` or `(B, S)` (S samples scored against the same reference group); `ref_rewards` `(B, K)`.
     """
-    if ref_mask is None:
-        ref_mask = torch.ones_like(ref_rewards, dtype=torch.bool)
-    ref_mask = ref_mask.bool()
+    ref_mask = torch.ones_like(ref_rewards, dtype=torch.bool) if ref_mask is None else ref_mask.bool()
     r = rewards.unsqueeze(-1)  # (B, 1) or (B, S, 1)
     ref = ref_rewards if rewards.dim() == 1 else ref_rewards.unsqueeze(1)
     mask = ref_mask if rewards.dim() == 1 else ref_mask.unsqueeze(1)

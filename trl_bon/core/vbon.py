@@ -1,18 +1,12 @@
-"""vBoN scores (Amini et al., arXiv 2407.06057): the l1 log-CDF score and the exact log-ratio log π_BoN − log π_ref.
-
-Everything is computed from a per-prompt cache of M reference rewards (docs/maths.md §2) and, for the exact score,
-the reference sequence log-probability of the policy sample (completion tokens only, docs/maths.md). Pure
-tensor functions; computations run in float64 and return the dtype of `rewards`.
-"""
+"""vBoN scores (Amini et al., arXiv 2407.06057): the l1 log-CDF score and the exact log-ratio log π_BoN − log π_ref,
+from a per-prompt cache of M reference rewards (docs/maths.md §2) and, for the exact score, the reference sequence
+log-probability of the policy sample."""
 
 import math
 
 import torch
 
 from .quantiles import vbon_log_cdf
-
-
-OBJECTIVES = ("l1", "exact")
 
 
 def cache_statistics(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask: torch.Tensor | None = None):
@@ -75,9 +69,8 @@ def exact_log_ratio(log_p_lt: torch.Tensor, log_q: torch.Tensor, n: int) -> torc
 
 
 def binomial_log_ratio(log_cdf: torch.Tensor, log_ref: torch.Tensor, n: int) -> torch.Tensor:
-    """vBoN's injective form log Σ_{i=1..N} C(N, i)·π_ref(y)^i·F^(N−i) − log π_ref(y) (vBoN eq. 3).
-
-    As the official code computes it (logsumexp over i). Exact only without ties; kept to reproduce the code.
+    """vBoN's injective form log Σ_{i=1..N} C(N, i)·π_ref(y)^i·F^(N−i) − log π_ref(y) (vBoN eq. 3), as the official
+    code computes it (logsumexp over i). Exact only without ties; kept to reproduce the code.
 
     Args:
         log_cdf: `(B,)` log F(r(y)) (vBoN's F̂ from the cache).
@@ -113,7 +106,7 @@ def vbon_scores(
         rewards: `(B,)` scalar policy rewards.
         ref_rewards: `(B, M)` cached reference rewards, NaN-padded (or with `ref_mask`).
         n: N ≥ 2.
-        objective: `"l1"` or `"exact"`.
+        objective: `"l1"` or `"exact"` (checked by `VBoNConfig`).
         ref_logps: `(B,)` reference sequence log-probabilities of the policy samples (needed for `"exact"`).
         ref_mask: optional `(B, M)` validity mask.
         reproduce_code_scaling: see above.
@@ -121,17 +114,12 @@ def vbon_scores(
     Returns:
         dict with `score`, `log_cdf`, `at_floor` (each `(B,)`, `score` and `log_cdf` in the dtype of `rewards`).
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"Unknown vbon_objective {objective!r}; choose one of {OBJECTIVES}.")
     log_cdf, log_q_hat, at_floor = cache_statistics(rewards, ref_rewards, ref_mask)
     if objective == "l1":
         score = log_cdf
+    elif reproduce_code_scaling:
+        score = binomial_log_ratio(log_cdf, ref_logps, n) / n
     else:
-        if ref_logps is None:
-            raise ValueError("The exact vBoN score needs the reference log-probabilities `ref_logps` of the samples.")
-        if reproduce_code_scaling:
-            score = binomial_log_ratio(log_cdf, ref_logps, n) / n
-        else:
-            log_q = torch.maximum(log_q_hat.double(), ref_logps.double())
-            score = exact_log_ratio(log_cdf, log_q, n) / (n - 1)
+        log_q = torch.maximum(log_q_hat.double(), ref_logps.double())
+        score = exact_log_ratio(log_cdf, log_q, n) / (n - 1)
     return {"score": score.to(rewards.dtype), "log_cdf": log_cdf, "at_floor": at_floor}

@@ -1,63 +1,61 @@
-"""`BoNRLOOTrainer`: what `JBondTrainer` and `VBoNTrainer` share on top of TRL's `RLOOTrainer`."""
+"""`BoNRLOOTrainer`: what `JBondTrainer` and `VBoNTrainer` share on top of TRL's `RLOOTrainer`, the shared metric
+vocabulary (docs/metrics.md) included.
 
+RLOO logs `reward`, `reward_std` and `rewards/<func>/mean|std` from the reward matrix its `_calculate_rewards` hook
+returns, and trains on the same matrix. J-BOND's matrix holds anchor rows too and vBoN's holds the vBoN score, so
+after RLOO has logged, the batch's entries are set to the raw reward of the samples the policy drew: a trl-bon run and
+an RLOO run plot the same quantity under the same name. Doing it earlier would change what RLOO trains on.
+"""
+
+import math
 from contextlib import contextmanager
 
+import torch
 from peft import PeftModel
 from trl import RLOOTrainer
+from trl.trainer.utils import nanstd
 
+from .. import core
 from .._trl_compat import use_adapter
 from ..quantization import keep_4bit_weights_trainable
 from ..rewards import check_reward_funcs, check_reward_tokenizers
-from ._checkpoint import CheckpointMixin
-from ._config_checks import RewardOutputChecksMixin, check_model_inputs, check_train_prompt_lengths
-from ._metric_vocabulary import EffectiveNLogMixin
+from ._checkpoint import CheckpointMixin, finetuning_settings
+from ._config_checks import (
+    RewardOutputChecksMixin,
+    check_model_inputs,
+    check_train_prompt_lengths,
+    check_train_prompts,
+)
 from ._model_card import BoNModelCardMixin
+from ._rloo_seams import replace_last_metric
 from ._scoring_forwards import ScoringForwardsMixin
 
 
-class BoNRLOOTrainer(
-    EffectiveNLogMixin, BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer
-):
-    """`RLOOTrainer` with the mixins both RLOO-based trainers stack on it (effective-N meters, model card,
-    transactional checkpoints, checked reward outputs, exact and recorded scoring forwards), the checks that bracket
-    RLOO's construction, and π_ref.
+class BoNRLOOTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
+    """`RLOOTrainer` with the mixins both RLOO-based trainers stack on it (model card, transactional checkpoints,
+    checked reward outputs, exact and recorded scoring forwards), the checks that bracket RLOO's construction, π_ref,
+    and the metrics both log.
 
-    A subclass runs its own cheap checks (and `_init_checkpointing`) first, then calls `super().__init__` with RLOO's
-    arguments.
+    A subclass calls `_check_early` and its own cheap checks first, then `super().__init__` with RLOO's arguments.
     """
 
-    def __init__(
-        self,
-        model,
-        reward_funcs,
-        args,
-        train_dataset=None,
-        eval_dataset=None,
-        processing_class=None,
-        reward_processing_classes=None,
-        callbacks=None,
-        optimizers=(None, None),
-        quantization_config=None,
-        peft_config=None,
-    ):
+    # The name of the trainer's logged win rate against π_ref samples, read by `effective_n_win`; `None`: none.
+    _win_rate_vs_ref_metric: str | None = None
+
+    def __init__(self, model, reward_funcs, args, **kwargs):
         check_model_inputs(model)  # last before any model loads: the cheaper checks speak first
         check_reward_funcs(reward_funcs, args.model_init_kwargs)  # a causal LM as reward model: before it loads
-        super().__init__(
-            model=model,
-            reward_funcs=reward_funcs,
-            args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            reward_processing_classes=reward_processing_classes,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            quantization_config=quantization_config,
-            peft_config=peft_config,
-        )
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
         keep_4bit_weights_trainable(self.model)
-        check_reward_tokenizers(self.reward_funcs, self.reward_processing_classes, reward_processing_classes)
+        given_tokenizers = kwargs.get("reward_processing_classes")
+        check_reward_tokenizers(self.reward_funcs, self.reward_processing_classes, given_tokenizers)
         check_train_prompt_lengths(self)
+
+    def _check_early(self, args, settings: dict, model, peft_config, train_dataset, eval_dataset) -> None:
+        """The cheap checks both trainers run before any model loads: the prompts, and the checkpoint ledger of
+        `settings` (plus the fine-tuning kind) against a resumed run's."""
+        check_train_prompts(train_dataset, eval_dataset, args.generation_batch_size // args.num_generations)
+        self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
 
     @property
     def _frozen_reference(self):
@@ -78,3 +76,44 @@ class BoNRLOOTrainer(
             return
         with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
             yield self.model
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Metrics
+
+    @property
+    def _mode_metrics(self) -> dict:
+        """RLOO's metrics of the current mode (`_metrics["train"]` or `["eval"]`), chosen as RLOO chooses it."""
+        return self._metrics["train" if self.model.training else "eval"]
+
+    def _log_policy_rewards(self, rewards_per_func: torch.Tensor) -> None:
+        """Overwrite the batch's last `reward`, `reward_std` and `rewards/<func>/mean|std` with the raw rewards
+        `(B, F)` of the policy's samples only (NaN where a function did not apply)."""
+        metrics = self._mode_metrics
+        for i, name in enumerate(self.reward_func_names):
+            replace_last_metric(metrics, f"rewards/{name}/mean", torch.nanmean(rewards_per_func[:, i]))
+            replace_last_metric(metrics, f"rewards/{name}/std", nanstd(rewards_per_func[:, i]))
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # as RLOO: unscorable rows are left out
+        replace_last_metric(metrics, "reward", torch.nanmean(rewards))
+        replace_last_metric(metrics, "reward_std", nanstd(rewards))
+
+    def _log_kl_to_ref(self, policy_logps, ref_logps, mask) -> None:
+        """Log `kl_k1` and `kl_k3`: KL(π‖π_ref) per sequence of the policy's samples (completion tokens), averaged
+        over the global batch, from `(B, T)` per-token tensors of this process."""
+        for name, estimate in (("kl_k1", core.kl_k1), ("kl_k3", core.kl_k3)):
+            per_sequence = self.accelerator.gather(estimate(policy_logps, ref_logps, mask))
+            self._mode_metrics[name].append(per_sequence.mean().item())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the effective-N meters (`core.effective_n`, named as in `trl-bon eval`) on the logging steps whose
+        metrics hold a KL to π_ref (`kl_k1`) or a win rate against π_ref samples. Each is computed from the metric
+        averaged since the last log, as RLOO averages it: the meters are non-linear, and N of the mean KL is what
+        the logged KL means."""
+        metrics = self._mode_metrics
+        meters = (("kl_k1", "effective_n_kl", core.effective_n_from_kl),)
+        meters += ((self._win_rate_vs_ref_metric, "effective_n_win", core.effective_n_from_win_rate),)
+        for source, name, meter in meters:
+            values = [value for value in metrics.get(source, ()) if not math.isnan(value)] if source else []
+            if values:
+                metrics[name] = [meter(torch.tensor(sum(values) / len(values), dtype=torch.float64)).item()]
+        super().log(logs, start_time)

@@ -17,79 +17,63 @@ import torch
 
 
 @contextmanager
+def _swapped(owner, **values):
+    """Set the attributes `values` of `owner` for the length of the block, then put the old values back."""
+    saved = {name: getattr(owner, name) for name in values}
+    for name, value in values.items():
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(owner, name, value)
+
+
 def rloo_group_size(trainer, size: int):
     """RLOO sees prompt groups of `size` completions (`num_generations`, `num_generations_eval`): vLLM server mode
     de-duplicates prompts by group, so J-BOND's policy rows (1 per prompt) and anchor rows (k) are generated apart."""
-    saved = trainer.num_generations, trainer.num_generations_eval
-    trainer.num_generations = trainer.num_generations_eval = size
-    try:
-        yield
-    finally:
-        trainer.num_generations, trainer.num_generations_eval = saved
+    return _swapped(trainer, num_generations=size, num_generations_eval=size)
 
 
-@contextmanager
 def rloo_generation_model(trainer, model):
     """RLOO generates with `model` in place of the policy (`model_wrapped`, which `_generate_single_turn` reads)."""
-    saved, trainer.model_wrapped = trainer.model_wrapped, model
-    try:
-        yield
-    finally:
-        trainer.model_wrapped = saved
+    return _swapped(trainer, model_wrapped=model)
 
 
-@contextmanager
 def rloo_reward_funcs(trainer, reward_funcs: list):
     """RLOO's `_calculate_rewards` calls `reward_funcs` (same order, same names) in place of `trainer.reward_funcs`."""
-    saved, trainer.reward_funcs = trainer.reward_funcs, reward_funcs
-    try:
-        yield
-    finally:
-        trainer.reward_funcs = saved
+    return _swapped(trainer, reward_funcs=reward_funcs)
 
 
-@contextmanager
 def trainer_name(trainer, name: str):
     """TRL's `create_model_card` names the method `name` (its class attribute `_name`) for one call."""
-    saved, trainer._name = trainer._name, name
-    try:
-        yield
-    finally:
-        trainer._name = saved
+    return _swapped(trainer, _name=name)
 
 
 @contextmanager
+def _called_with(model, method: str, **extra):
+    """`model.<method>` receives the keyword arguments `extra` on every call, by a shadow on the instance; one already
+    there (FSDP2 registers an unsharding `generate` on the instance) is called through and put back after."""
+    bound = getattr(model, method)
+    own = vars(model).get(method)
+    setattr(model, method, lambda *args, **kwargs: bound(*args, **extra, **kwargs))
+    try:
+        yield
+    finally:
+        delattr(model, method)
+        if own is not None:
+            setattr(model, method, own)
+
+
 def generate_with_adapter_names(model, adapter_names: list[str]):
     """`model.generate` (a `PeftModel`, which RLOO's `_generate_single_turn` calls) routes row i through the LoRA
-    adapter `adapter_names[i]` (PEFT's mixed-adapter batches), by shadowing it on the instance for the call."""
-    class_generate = model.generate
-    instance_generate = vars(model).get("generate")  # FSDP2 registers an unsharding `generate` on the instance
-
-    def generate(*args, **kwargs):
-        return class_generate(*args, adapter_names=adapter_names, **kwargs)
-
-    model.generate = generate
-    try:
-        yield
-    finally:
-        del model.generate
-        if instance_generate is not None:
-            model.generate = instance_generate
+    adapter `adapter_names[i]` (PEFT's mixed-adapter batches)."""
+    return _called_with(model, "generate", adapter_names=adapter_names)
 
 
-@contextmanager
 def save_selected_adapters(model, adapter_names: list[str]):
     """`model.save_pretrained` (a `PeftModel`, which `Trainer._save` calls) writes only `adapter_names`."""
-    class_save = model.save_pretrained
-
-    def save_pretrained(*args, **kwargs):
-        return class_save(*args, selected_adapters=adapter_names, **kwargs)
-
-    model.save_pretrained = save_pretrained
-    try:
-        yield
-    finally:
-        del model.save_pretrained
+    return _called_with(model, "save_pretrained", selected_adapters=adapter_names)
 
 
 @contextmanager

@@ -1,28 +1,20 @@
 """The log-prob forwards of the RLOO-based trainers: exact (positions, dropout) and recorded for reuse.
 
-Every log-probability the trainers use — `old_logps` and the loss forward of the policy, the anchor, the reference —
-goes through `RLOOTrainer._get_per_token_logps_and_entropies`, wrapped here via `super()`:
+Every log-probability the trainers use goes through `RLOOTrainer._get_per_token_logps_and_entropies`, wrapped here:
 
 - **Positions.** TRL's forward passes only `input_ids` and `attention_mask`, so a model with learned absolute
-  positions (GPT-2 style) scores a left-padded row at positions shifted by its padding, while `generate` sampled it at
-  positions counted from the first real token. The wrapper passes `position_ids` derived from the attention mask
-  exactly as `generate` does, so every row is scored at the positions it was sampled at. Rotary models are unchanged
-  (up to float rounding): their attention depends only on relative positions.
+  positions (GPT-2 style) would score a left-padded row at positions shifted by its padding, while `generate` sampled
+  it at positions counted from the first real token. The wrapper passes `position_ids` derived from the mask exactly
+  as `generate` does (rotary models are unchanged up to rounding: they depend on relative positions only).
 - **Reuse.** `_generate_and_score_completions` runs, without gradients, the policy forward behind `old_logps` and,
-  when `beta != 0`, the reference forward behind its KL penalty, in that order and before `_calculate_rewards`; it
-  keeps only sequence sums. J-BOND needs the per-token policy log-probs (k3 KL metric) and vBoN's `exact` objective
-  needs the reference log-probs of each completion. Recording them here instead of running the forwards again halves
-  that work; `tests/contract/test_rloo_contract.py` pins the call order this relies on.
-- **Policy rows only** (J-BOND). J-BOND reads the policy's log-probs of its policy rows only (Δ = log π − log π_a);
-  the anchor rows (two thirds of a J-BOND batch) need them only for the `jbond/target_nll` diagnostic, so off logging
-  steps J-BOND records with `policy_rows`, which scores only those rows in RLOO's `old_logps` forward (the first
-  recorded forward, pinned by the contract tests): the other rows get `old_logps = 0` and are flagged in the batch
-  under `OLD_LOGPS_SKIPPED`. In the loss forward (`_compute_loss`) a flagged row's per-token log-probs are replaced by
-  `p − sg(p)`: value 0, gradient ∇p, so its importance ratio is exactly 1 and its gradient is −w·∇Σ_t log π, which is
-  what the skipped `old_logps` would have given (J-BOND runs one update per generation batch, where the ratio is 1 for
-  every row).
-
-`disable_all_dropout` switches off every dropout the scoring forwards could run with (see its docstring).
+  when `beta != 0`, the reference forward of its KL penalty, in that order and before `_calculate_rewards`, keeping
+  only sequence sums. J-BOND's KL metrics and vBoN's `exact` objective need the per-token values: recording them
+  here halves that work (`tests/contract/test_rloo_contract.py` pins the call order).
+- **Policy rows only** (J-BOND). Off logging steps J-BOND needs the policy's log-probs of its policy rows only
+  (Δ = log π − log π_a), so `policy_rows` scores only those rows in the `old_logps` forward; the other rows (two
+  thirds of a batch) get `old_logps = 0` and are flagged under `OLD_LOGPS_SKIPPED`. In the loss forward a flagged
+  row's per-token log-probs become `p − sg(p)`: value 0, gradient ∇p, so its importance ratio is exactly 1, as the
+  skipped `old_logps` would have given (J-BOND runs one update per generation batch).
 """
 
 from contextlib import contextmanager
@@ -75,9 +67,7 @@ class _WithPositionIds:
 
 
 class ScoringForwardsMixin:
-    """Scores with mask-derived positions, records the per-token log-probs of every
-    `_get_per_token_logps_and_entropies` call made while recording, and (J-BOND) scores RLOO's `old_logps` forward
-    on the policy rows only (module docstring)."""
+    """The three wrappers of the module docstring: positions, recording, policy rows only."""
 
     _scoring_forwards: list | None = None
     _policy_rows: torch.Tensor | None = None  # rows the next recorded forward scores (the `old_logps` one)
@@ -109,9 +99,7 @@ class ScoringForwardsMixin:
 
     def _compute_loss(self, model, inputs):
         skipped = inputs.get(OLD_LOGPS_SKIPPED)
-        if skipped is None or not skipped.any():
-            return super()._compute_loss(model, inputs)
-        self._skipped_loss_rows = skipped
+        self._skipped_loss_rows = skipped if skipped is not None and skipped.any() else None
         try:
             return super()._compute_loss(model, inputs)
         finally:

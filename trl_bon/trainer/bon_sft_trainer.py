@@ -1,13 +1,11 @@
-"""[`BoNSFTTrainer`]: supervised fine-tuning on Best-of-N samples (BOND eqs. 12–13, β = 0; docs/maths.md §6).
+"""[`BoNSFTTrainer`]: supervised fine-tuning on Best-of-N samples (BOND eqs. 12–13, β = 0; docs/maths.md §6), and
+[`bon_sft_dataset`], which turns a [`~trl_bon.best_of_n`] result into its training set. RAFT/ReST-style rounds are an
+outer loop over trainers (`trl_bon/scripts/bon_sft.py`)."""
 
-BoN-SFT minimises the forward KL `KL(π_BoN‖π_θ)`: sample N completions per prompt from the reference model, keep the
-highest-reward one (ties at random), and fine-tune on the kept pairs with the loss on completion tokens only. The
-sampling is one [`~trl_bon.best_of_n`] call made *before* the trainer, turned into a training set by
-[`bon_sft_dataset`]; the trainer is [`~trl.SFTTrainer`] on that set plus the Best-of-N statistics in its logs. One
-trainer trains one round: RAFT/ReST-style rounds are an outer loop (see `docs/bon_sft_trainer.md` and
-`trl_bon/scripts/bon_sft.py`).
-"""
+import hashlib
+import json
 
+import torch
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 from trl import SFTTrainer
@@ -55,8 +53,6 @@ def bon_sft_dataset(output: BestOfNOutput, tokenizer: PreTrainedTokenizerBase) -
 
 def bon_statistics(dataset: Dataset) -> dict[str, float]:
     """Reward and length statistics of a [`bon_sft_dataset`], logged as `bon_sft/*` at the first logging step."""
-    import torch
-
     rewards = torch.tensor(dataset["candidate_rewards"], dtype=torch.float64)
     chosen = torch.tensor(dataset["reward"], dtype=torch.float64)
     num_maximal = (rewards == rewards.max(dim=1, keepdim=True).values).sum(dim=1)
@@ -72,9 +68,6 @@ def bon_statistics(dataset: Dataset) -> dict[str, float]:
 
 def bon_data_fingerprint(dataset: Dataset) -> str:
     """Hash of what SFT trains on (token ids, loss mask, rewards): a checkpoint resumes only onto the same data."""
-    import hashlib
-    import json
-
     content = [list(dataset[column]) for column in BON_COLUMNS]
     return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
 
@@ -111,9 +104,8 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
     It is [`~trl.SFTTrainer`] on a Best-of-N training set: for each prompt, `num_candidates` completions sampled from
     the reference model π_ref with [`~trl_bon.best_of_n`], the best one kept (ties broken uniformly at random,
     seeded), turned into exact token ids by [`bon_sft_dataset`]. The loss is on the completion tokens only: the
-    forward-KL objective `KL(π_BoN‖π_θ)`. The trainer never samples; one trainer trains one round (the iterative
-    RAFT/ReST variant is a loop over rounds, see `docs/bon_sft_trainer.md`). The `bon_sft/*` reward statistics of
-    the data are logged at the first logging step.
+    forward-KL objective `KL(π_BoN‖π_θ)`. The trainer never samples; one trainer trains one round (see
+    `docs/bon_sft_trainer.md` for rounds). The `bon_sft/*` statistics of the data are logged at the first log.
 
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):

@@ -1,10 +1,8 @@
 """[`VBoNTrainer`]: variational Best-of-N (Amini et al., arXiv 2407.06057) on top of TRL's [`~trl.RLOOTrainer`].
 
-vBoN minimises KL(π‖π_BoN). Divided by N−1 this is KL-regularised RL with KL coefficient 1/(N−1) and a per-sample
-score built from a cache of reference rewards (docs/maths.md §5): log F̂(r(y)) for the l1 bound, or
-(log π_BoN(y) − log π_ref(y))/(N−1) for the exact objective. RLOO already puts a sequence-level KL in the reward
-and uses a leave-one-out baseline, so the trainer only replaces the reward: it overrides `_calculate_rewards`
-(via `super()`, no TRL code copied) so that RLOO's weighted reward equals the vBoN score.
+KL(π‖π_BoN) divided by N−1 is KL-regularised RL with KL coefficient 1/(N−1) and the vBoN score as reward (docs/maths.md
+§5). RLOO already has the KL term and a leave-one-out baseline, so the trainer only replaces the reward, through
+`_calculate_rewards` (via `super()`, no TRL code copied).
 """
 
 import os
@@ -26,9 +24,6 @@ from ..ref_cache import (
 )
 from ..rewards import check_finite_rewards, reward_signature
 from ._bon_rloo import BoNRLOOTrainer
-from ._checkpoint import finetuning_settings
-from ._config_checks import check_train_prompts
-from ._metric_vocabulary import log_kl_to_ref, log_policy_rewards
 from ._rloo_seams import replace_last_logged
 from ._scoring_forwards import disable_all_dropout
 from .vbon_config import VBoNConfig
@@ -122,8 +117,7 @@ class VBoNTrainer(BoNRLOOTrainer):
                 + ("None." if args is None else f"{type(args).__name__}.")
             )
         settings = {"method": "vbon", "num_candidates": args.num_candidates, "vbon_objective": args.vbon_objective}
-        self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
-        check_train_prompts(train_dataset, eval_dataset, args.generation_batch_size // args.num_generations)
+        self._check_early(args, settings, model, peft_config, train_dataset, eval_dataset)
         evals = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
         given = {
             "train_dataset": train_dataset,
@@ -152,7 +146,6 @@ class VBoNTrainer(BoNRLOOTrainer):
                 disable_all_dropout(scored)
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
-        self.num_candidates = args.num_candidates
         self._vbon_raw_rewards = None
         self._vbon_cache = None
         self.train_dataset = self._attach_reference_rewards(self.train_dataset, "train_dataset")
@@ -161,7 +154,7 @@ class VBoNTrainer(BoNRLOOTrainer):
                 name: self._attach_reference_rewards(ds, f"eval_dataset[{name!r}]")
                 for name, ds in self.eval_dataset.items()
             }
-        elif self.eval_dataset is not None:
+        else:
             self.eval_dataset = self._attach_reference_rewards(self.eval_dataset, "eval_dataset")
 
     def _card_settings(self) -> dict[str, object]:
@@ -174,9 +167,6 @@ class VBoNTrainer(BoNRLOOTrainer):
         }
 
     # ------------------------------------------------------------------ reference-reward cache
-
-    def _reward_signature(self) -> dict:
-        return reward_signature(self.reward_funcs, self.reward_weights.tolist(), self.reward_processing_classes)
 
     def _load_cache(self):
         """The reference-reward cache of this run, loaded once and checked against its settings, rewards and π_ref."""
@@ -197,7 +187,7 @@ class VBoNTrainer(BoNRLOOTrainer):
             identity = model_identity(self.accelerator.unwrap_model(ref_model))
         cache.check_compatible(
             args.generation_settings,
-            self._reward_signature(),
+            reward_signature(self.reward_funcs, self.reward_weights.tolist(), self.reward_processing_classes),
             identity,
             tokenizer_identity(getattr(self.processing_class, "tokenizer", self.processing_class)),
         )
@@ -252,27 +242,22 @@ class VBoNTrainer(BoNRLOOTrainer):
         local = slice(rank * len(prompts), (rank + 1) * len(prompts))
         column = self.args.reference_rewards_column
         ref_rewards = reference_reward_tensor([example[column] for example in inputs], device=device)
-        ref_logps = None
-        if self.args.vbon_objective == "exact":
-            ref_logps = self._reference_sequence_logps(completion_ids_list)
+        exact = self.args.vbon_objective == "exact"
+        ref_logps = self._reference_sequence_logps(completion_ids_list) if exact else None
         scores = vbon_scores(
             rewards[local],
             ref_rewards,
-            self.num_candidates,
+            self.args.num_candidates,
             self.args.vbon_objective,
             ref_logps=ref_logps,
             reproduce_code_scaling=self.args.reproduce_vbon_code_scaling,
         )
         score = gather(scores["score"])
-        log_cdf = gather(scores["log_cdf"])
-        at_floor = gather(scores["at_floor"].float())
-
-        mode = "train" if self.model.training else "eval"
-        metrics = self._metrics[mode]
+        metrics = self._mode_metrics
         metrics["vbon/score"].append(score.mean().item())  # what RLOO trains on, before its KL term
-        metrics["vbon/log_cdf"].append(log_cdf.mean().item())
-        metrics["vbon/frac_below_all_ref"].append(at_floor.mean().item())
-        if self.args.vbon_objective == "exact":
+        metrics["vbon/log_cdf"].append(gather(scores["log_cdf"]).mean().item())
+        metrics["vbon/frac_below_all_ref"].append(gather(scores["at_floor"].float()).mean().item())
+        if exact:
             metrics["vbon/exact_score"].append(score.mean().item())
         # Win rate against the prompt's cached π_ref rewards (ties ½), the same quantity as `trl-bon eval`'s.
         metrics["win_rate_vs_ref"].append(gather(core.win_rate(rewards[local], ref_rewards)).mean().item())
@@ -284,15 +269,16 @@ class VBoNTrainer(BoNRLOOTrainer):
             output = super()._generate_and_score_completions(inputs)
         # RLOO logged the vBoN score as `reward` / `rewards/<func>/*` and in the completions table; the vocabulary
         # (docs/metrics.md) keeps the raw reward there, and the score in `vbon/score`.
-        mode = "train" if self.model.training else "eval"
-        metrics, raw = self._metrics[mode], self._vbon_raw_rewards
-        log_policy_rewards(metrics, self.reward_func_names, raw, self.reward_weights)
+        raw = self._vbon_raw_rewards
+        self._log_policy_rewards(raw)
         for i, name in enumerate(self.reward_func_names):
             replace_last_logged(self._logs["rewards"][name], raw[:, i].tolist())
         seq_kl = torch.zeros_like(self._vbon_scores)  # β = 0: no reference forward, no KL term
         if len(forwards) == 2:  # policy (`old_logps`) and reference (KL penalty) forwards: KL to π_ref is free
-            log_kl_to_ref(metrics, self.accelerator.gather, forwards[0], forwards[1], output["completion_mask"])
+            self._log_kl_to_ref(forwards[0], forwards[1], output["completion_mask"])
             seq_kl = self.accelerator.gather(core.kl_k1(forwards[0], forwards[1], output["completion_mask"]))
         objective = core.vbon_objective_estimate(self._vbon_scores, seq_kl, self.beta)
-        metrics["objective/vbon"].append(objective.item())  # `loss` is ≈ 0 by construction (docs/metrics.md)
+        self._mode_metrics["objective/vbon"].append(
+            objective.item()
+        )  # `loss` is ≈ 0 by construction (docs/metrics.md)
         return output
