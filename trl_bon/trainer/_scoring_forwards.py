@@ -22,6 +22,9 @@ goes through `RLOOTrainer._get_per_token_logps_and_entropies`, wrapped here via 
   what the skipped `old_logps` would have given (J-BOND runs one update per generation batch, where the ratio is 1 for
   every row).
 
+- **Rows of weight 0** (J-BOND, BOND). The loss forward and backward skip the rows whose loss weight is exactly 0
+  (every anchor row but the best of its group), which add nothing to RLOO's loss or its gradient (`_rows_with_weight`).
+
 `disable_all_dropout` switches off every dropout the scoring forwards could run with (see its docstring).
 """
 
@@ -108,14 +111,42 @@ class ScoringForwardsMixin:
         return output
 
     def _compute_loss(self, model, inputs):
+        inputs, kept_fraction = self._rows_with_weight(inputs)
         skipped = inputs.get(OLD_LOGPS_SKIPPED)
-        if skipped is None or not skipped.any():
-            return super()._compute_loss(model, inputs)
-        self._skipped_loss_rows = skipped
+        self._skipped_loss_rows = skipped if skipped is not None and skipped.any() else None
         try:
-            return super()._compute_loss(model, inputs)
+            return super()._compute_loss(model, inputs) * kept_fraction
         finally:
             self._skipped_loss_rows = None
+
+    def _rows_with_weight(self, inputs):
+        """The batch without the rows whose loss weight (`advantages`) is exactly 0, and the fraction of rows kept.
+
+        RLOO's loss is the mean over rows of −min(r·w, clip(r)·w), so a row with w = 0 adds nothing to its value or
+        gradient, and mean(kept rows)·(kept fraction) is the loss of the whole batch. J-BOND gives weight 0 to every
+        anchor row but the best of each group (a third of its batch; more for BOND's larger groups), so its loss
+        forward and backward skip them. Every process keeps as many rows (topped up with weight-0 rows), because RLOO
+        gathers per-row clip statistics; the logged `entropy` and clip ratios are over the rows kept.
+        """
+        weights = inputs["advantages"]
+        num_rows = weights.size(0)
+        multimodal = any(key in inputs for key in _OWN_POSITION_KEYS)
+        if multimodal or self.aux_loss_enabled:  # an aux loss is added unscaled: it would be rescaled
+            return inputs, 1.0
+        has_weight = weights != 0
+        count = has_weight.sum().reshape(1)
+        if self.accelerator.num_processes > 1:
+            count = self.accelerator.gather(count).max()
+        count = max(int(count), 1)
+        if count == num_rows:
+            return inputs, 1.0
+        # Rows with weight first (stable, so in batch order), then as many weight-0 rows as the count needs.
+        rows = torch.argsort(has_weight.to(torch.int8), descending=True, stable=True)[:count].sort().values
+        kept = {
+            key: value[rows] if isinstance(value, torch.Tensor) and value.dim() and value.size(0) == num_rows else value
+            for key, value in inputs.items()
+        }
+        return kept, count / num_rows
 
     @contextmanager
     def _record_scoring_forwards(self, policy_rows: torch.Tensor | None = None):
