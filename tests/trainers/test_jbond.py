@@ -280,7 +280,8 @@ class TestJBondTrainer:
 
     def test_loss_forward_skips_the_rows_of_weight_0(self, tmp_path, tiny_kit, prompt_dataset, monkeypatch):
         """The loss forward scores only the rows with a weight (policy + best anchor: 8 of 12), at RLOO's loss value
-        and the gradient of −mean(w·log π) over all 12; processes that must agree on a count top up with weight-0 rows, in batch order."""
+        and the gradient of −mean(w·log π) over all 12; processes that must agree on a count top up with weight-0
+        rows, in batch order."""
         from types import SimpleNamespace
 
         trainer = _trainer(tiny_kit, prompt_dataset, _config(tmp_path, per_device_train_batch_size=12))

@@ -143,7 +143,7 @@ class ScoringForwardsMixin:
         # Rows with weight first (stable, so in batch order), then as many weight-0 rows as the count needs.
         rows = torch.argsort(has_weight.to(torch.int8), descending=True, stable=True)[:count].sort().values
         kept = {
-            key: value[rows] if isinstance(value, torch.Tensor) and value.dim() and value.size(0) == num_rows else value
+            key: value[rows] if torch.is_tensor(value) and value.dim() and value.size(0) == num_rows else value
             for key, value in inputs.items()
         }
         return kept, count / num_rows
