@@ -17,11 +17,15 @@ goes through `RLOOTrainer._get_per_token_logps_and_entropies`, wrapped here via 
   the anchor rows (two thirds of a J-BOND batch) need them only for the `jbond/target_nll` diagnostic, so off logging
   steps J-BOND records with `policy_rows`, which scores only those rows in RLOO's `old_logps` forward (the first
   recorded forward, pinned by the contract tests): the other rows get `old_logps = 0` and are flagged in the batch
-  under `OLD_LOGPS_SKIPPED`. In the loss forward (`_compute_loss`) a flagged row's per-token log-probs are replaced by
-  `p − sg(p)`: value 0, gradient ∇p, so its importance ratio is exactly 1 and its gradient is −w·∇Σ_t log π, which is
-  what the skipped `old_logps` would have given (J-BOND runs one update per generation batch, where the ratio is 1 for
-  every row).
-
+  under `OLD_LOGPS_SKIPPED`. In the loss forward (`_compute_loss`) a flagged row reads `old_logps = 0` and its
+  per-token log-probs are replaced by `p − sg(p)`: value 0, gradient ∇p, so its importance ratio is exactly 1 and
+  its gradient is −w·∇Σ_t log π, which is what the skipped `old_logps` would have given (J-BOND runs one update per
+  generation batch, where the ratio is 1 for every row).
+- **Log-probs read while generating.** With plain `generate` and one update per generation batch, the policy's
+  log-probs of the rows it sampled are read from the logits `generate` sampled them from (`SampledTokenLogps`,
+  temperature applied as in TRL's forward), so RLOO's `old_logps` forward does not run: vBoN scores none of its
+  rows, J-BOND none off logging steps. Those rows are then flagged under `OLD_LOGPS_SKIPPED` too: the loss reads
+  them at ratio exactly 1, so the decoding's rounding (KV cache, bf16) cannot reach the ratio.
 - **Rows of weight 0** (J-BOND, BOND). The loss forward and backward skip the rows whose loss weight is exactly 0
   (every anchor row but the best of its group), which add nothing to RLOO's loss or its gradient (`_rows_with_weight`).
 
@@ -77,6 +81,53 @@ class _WithPositionIds:
         return self._model(*args, **kwargs)
 
 
+class SampledTokenLogps:
+    """
+    Context manager: forward hooks on the model that `generate` runs, keeping the log-probability of each sampled
+    token under the logits it was sampled from, divided by the temperature and nothing else (TRL's convention: no
+    top-k/top-p), as RLOO's `old_logps` forward would compute it.
+
+    `generate` calls the model once per new token: call t returns token t's logits, and token t is the last
+    `input_ids` of call t + 1; the final token is read from the completions.
+    """
+
+    def __init__(self, model: torch.nn.Module, temperature: float):
+        self.model, self.temperature = model, temperature
+        self._steps: list[torch.Tensor] = []
+        self._pending: torch.Tensor | None = None
+
+    def __enter__(self) -> "SampledTokenLogps":
+        self._handles = [
+            self.model.register_forward_pre_hook(self._read_sampled_token, with_kwargs=True),
+            self.model.register_forward_hook(self._keep_distribution),
+        ]
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def _read_sampled_token(self, module, args, kwargs):
+        if self._pending is not None:
+            self._steps.append(self._pending.gather(1, kwargs["input_ids"][:, -1:]))
+            self._pending = None
+
+    def _keep_distribution(self, module, args, output):
+        self._pending = torch.log_softmax(output.logits[:, -1].float() / self.temperature, dim=-1)
+
+    def per_token(self, completion_ids: list[list[int]]) -> torch.Tensor | None:
+        """`(rows, longest completion)` log-probs aligned with `completion_ids`, 0 after each row's end; `None` when
+        the model calls do not match the completions (the caller then scores them with a forward)."""
+        lengths = torch.tensor([len(ids) for ids in completion_ids])
+        length = int(lengths.max()) if len(lengths) else 0
+        if self._pending is None or len(self._steps) + 1 != length:
+            return None
+        last = [ids[-1] if len(ids) == length else 0 for ids in completion_ids]
+        last = torch.tensor(last, device=self._pending.device)[:, None]
+        logps = torch.cat([*self._steps, self._pending.gather(1, last)], dim=1)
+        return logps.masked_fill(torch.arange(length) >= lengths[:, None].to(logps.device), 0.0)
+
+
 class ScoringForwardsMixin:
     """Scores with mask-derived positions, records the per-token log-probs of every
     `_get_per_token_logps_and_entropies` call made while recording, and (J-BOND) scores RLOO's `old_logps` forward
@@ -85,11 +136,45 @@ class ScoringForwardsMixin:
     _scoring_forwards: list | None = None
     _policy_rows: torch.Tensor | None = None  # rows the next recorded forward scores (the `old_logps` one)
     _skipped_loss_rows: torch.Tensor | None = None  # rows of the loss forward whose `old_logps` were skipped
+    _generated_logps: tuple[torch.Tensor, torch.Tensor] | None = None  # (per-token log-probs, rows the policy drew)
+    _old_logps_generated = False  # the last generation batch's `old_logps` were read while generating
+
+    def _rows_sampled_by_policy(self, num_rows: int) -> torch.Tensor:
+        """Which local rows of a generation batch the policy sampled (all; J-BOND: its policy slot)."""
+        return torch.ones(num_rows, dtype=torch.bool)
+
+    def _reads_generation_logps(self) -> bool:
+        """Whether `old_logps` can be read while generating: plain `generate`, one update per generation batch."""
+        args = self.args
+        on_policy = args.num_iterations == 1 and args.steps_per_generation == args.gradient_accumulation_steps
+        return on_policy and not (self.use_vllm or self.use_transformers_continuous_batching)
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields):
+        if images is not None or multimodal_fields or not self._reads_generation_logps():
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields)
+        unwrapped = self.accelerator.unwrap_model(self.model_wrapped)
+        model = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        with SampledTokenLogps(model, self.temperature) as sampled:
+            completion_ids = super()._generate_single_turn(prompt_ids, images, multimodal_fields)
+        logps = sampled.per_token(completion_ids)
+        self._generated_logps = None if logps is None else (logps, self._rows_sampled_by_policy(len(prompt_ids)))
+        return completion_ids
+
+    def _generate_and_score_completions(self, inputs):
+        self._old_logps_generated, self._generated_logps = False, None
+        output = super()._generate_and_score_completions(inputs)
+        if self._old_logps_generated:  # on-policy: the loss reads these rows at ratio exactly 1
+            output[OLD_LOGPS_SKIPPED] = torch.ones_like(output["old_logps"], dtype=torch.bool)
+        return output
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         model = _WithPositionIds(model)
         rows, self._policy_rows = self._policy_rows, None  # only the first recorded forward: RLOO's `old_logps`
-        if rows is None:
+        generated = self._read_generated_logps(input_ids.size(0), logits_to_keep, rows)
+        if generated is not None:
+            self._old_logps_generated = True
+            output = (generated.to(input_ids.device), None, None)
+        elif rows is None:
             output = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
@@ -110,10 +195,26 @@ class ScoringForwardsMixin:
             output = (torch.where(skipped[:, None], logps - logps.detach(), logps), *output[1:])
         return output
 
+    def _read_generated_logps(self, num_rows, num_tokens, rows):
+        """The log-probs read while generating, for this forward's rows (all, or `rows`; 0 elsewhere), if the policy
+        sampled every one of them; they serve the first forward after generating only (RLOO's `old_logps` one)."""
+        generated, self._generated_logps = self._generated_logps, None
+        if generated is None:
+            return None
+        logps, sampled_by_policy = generated
+        wanted = torch.ones(num_rows, dtype=torch.bool)
+        if rows is not None:
+            wanted = torch.isin(torch.arange(num_rows), rows.cpu())
+        if logps.shape != (num_rows, num_tokens) or not sampled_by_policy[wanted].all():
+            return None
+        return logps.masked_fill(~wanted[:, None].to(logps.device), 0.0)
+
     def _compute_loss(self, model, inputs):
         inputs, kept_fraction = self._rows_with_weight(inputs)
         skipped = inputs.get(OLD_LOGPS_SKIPPED)
         self._skipped_loss_rows = skipped if skipped is not None and skipped.any() else None
+        if self._skipped_loss_rows is not None:  # with log-probs p − sg(p) (value 0): ratio exp(0 − 0) = 1
+            inputs = {**inputs, "old_logps": inputs["old_logps"].masked_fill(skipped, 0.0)}
         try:
             return super()._compute_loss(model, inputs) * kept_fraction
         finally:
