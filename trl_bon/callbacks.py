@@ -5,7 +5,7 @@ import math
 from transformers import TrainerCallback
 
 
-# The logged names (`trl_bon.trainer._bon_rloo.BoNRLOOTrainer`), repeated here so that the callback imports without TRL.
+# The logged names (`trl_bon.trainer._bon_rloo`), repeated here so that the callback imports without TRL.
 _KL = "kl_k1"
 _METERS = {"kl": "effective_n_kl", "win": "effective_n_win"}
 

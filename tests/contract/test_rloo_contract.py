@@ -381,6 +381,25 @@ def test_prepare_inputs_carries_an_extra_per_row_key_to_the_loss(rloo_trainer, g
     torch.testing.assert_close(inputs["old_logps"], batch["old_logps"][inputs["row_tag"]], rtol=0, atol=0)
 
 
+def test_compute_loss_is_a_mean_over_rows_where_weight_0_rows_count_nothing(rloo_trainer, generation_output):
+    """`ScoringForwardsMixin._rows_with_weight` drops the rows whose advantage is 0 from the loss forward and scales
+    the loss by the fraction kept: exact only while RLOO's loss is a plain mean over rows of per-row terms ∝ w."""
+    inputs = dict(generation_output)
+    inputs["advantages"] = torch.tensor([1.5, 0.0, -0.5, 0.0])
+    loss = rloo_trainer._compute_loss(rloo_trainer.model, inputs)
+    expected = _gradients(rloo_trainer, inputs)
+    rows = torch.tensor([0, 2])
+    kept = {key: value[rows] if torch.is_tensor(value) and value.dim() else value for key, value in inputs.items()}
+    kept_loss = rloo_trainer._compute_loss(rloo_trainer.model, kept) * 0.5
+    torch.testing.assert_close(kept_loss, loss, atol=1e-6, rtol=1e-6)
+    params = [p for p in rloo_trainer.model.parameters() if p.requires_grad]
+    gradients = torch.autograd.grad(kept_loss, params, allow_unused=True)
+    assert any(g is not None and g.abs().max() > 0 for g in expected)
+    for gradient, reference in zip(gradients, expected, strict=True):
+        if reference is not None:
+            torch.testing.assert_close(gradient, reference, atol=1e-6, rtol=1e-5)
+
+
 def test_compute_loss_reads_log_probs_through_the_ratio_only(rloo_trainer, generation_output, monkeypatch):
     """A row whose `old_logps` is 0 and whose loss-forward log-probs are p − sg(p) has RLOO's gradient at ratio 1."""
     inputs = dict(generation_output)

@@ -278,6 +278,52 @@ class TestJBondTrainer:
         for rloo_grad, manual_grad in zip(*grads, strict=True):
             torch.testing.assert_close(rloo_grad, manual_grad, rtol=1e-4, atol=1e-7)
 
+    def test_loss_forward_skips_the_rows_of_weight_0(self, tmp_path, tiny_kit, prompt_dataset, monkeypatch):
+        """The loss forward scores only the rows with a weight (policy + best anchor: 8 of 12), at RLOO's loss value
+        and the gradient of −mean(w·log π) over all 12; processes that must agree on a count top up with weight-0
+        rows, in batch order."""
+        from types import SimpleNamespace
+
+        trainer = _trainer(tiny_kit, prompt_dataset, _config(tmp_path, per_device_train_batch_size=12))
+        trainer.model.train()
+        inputs = [{"prompt": prompt} for prompt in prompt_dataset["prompt"][:4] for _ in range(3)]  # 4 groups of 3
+        out = trainer._generate_and_score_completions(inputs)
+        with_weight = (out["advantages"] != 0).nonzero().squeeze(1)
+        assert with_weight.numel() == 8
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+        mask = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+        per_token, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, mask, out["completion_ids"].size(1)
+        )
+        all_rows_loss = -(out["advantages"] * (per_token * out["completion_mask"]).sum(1)).mean()
+        params = [p for p in trainer.model.parameters() if p.requires_grad]
+        expected = torch.autograd.grad(all_rows_loss, params)
+
+        scored = []
+        forward = trainer._get_per_token_logps_and_entropies
+
+        def recording(model, input_ids, *args, **kwargs):
+            scored.append(input_ids)
+            return forward(model, input_ids, *args, **kwargs)
+
+        monkeypatch.setattr(trainer, "_get_per_token_logps_and_entropies", recording)
+        loss = trainer._compute_loss(trainer.model, out)
+        assert len(scored) == 1 and torch.equal(scored[0], ids[with_weight])
+        torch.testing.assert_close(loss, -out["advantages"].mean(), rtol=1e-5, atol=1e-6)  # ratio 1: −mean(w)
+        for gradient, reference in zip(torch.autograd.grad(loss, params), expected, strict=True):
+            torch.testing.assert_close(gradient, reference, rtol=1e-4, atol=1e-7)
+
+        # Another process kept 10 rows: this one forwards its 8 and the first 2 weight-0 rows, in batch order.
+        other_process_count = SimpleNamespace(num_processes=2, gather=lambda count: torch.tensor([count.item(), 10]))
+        monkeypatch.setattr(trainer, "accelerator", other_process_count)
+        kept, fraction = trainer._rows_with_weight(out)
+        weight_0 = (out["advantages"] == 0).nonzero().squeeze(1)
+        rows = torch.cat([with_weight, weight_0[:2]]).sort().values
+        assert fraction == 10 / 12
+        assert torch.equal(kept["completion_ids"], out["completion_ids"][rows])
+        assert torch.equal(kept["advantages"], out["advantages"][rows])
+        assert torch.equal(kept["old_logps"], out["old_logps"][rows])
+
     def test_gamma_lowers_kl_to_anchor(self, tmp_path, one_token_task):
         """γ > 0 must *lower* KL(π‖π_a) (BOND eq. 19, docs/maths.md §3), measured exactly on the one-token task."""
         from trl_bon import JBondTrainer

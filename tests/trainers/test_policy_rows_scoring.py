@@ -1,5 +1,6 @@
-"""J-BOND scores RLOO's `old_logps` forward on its policy rows only (off logging steps), with the loss and gradient
-of the all-rows computation.
+"""J-BOND scores RLOO's `old_logps` forward on its policy rows only (off logging steps), and J-BOND with a LoRA
+anchor and vBoN read those log-probs while generating instead, each with the loss and gradient of the all-rows
+computation.
 
 The two-token task puts prompts of 2 and 5 tokens in one left-padded batch with two-token completions, on a GPT-2
 (learned positions, dropout 0.1 in its config) and a Llama (rotary, attention dropout 0.1); the LoRA adapter has
@@ -72,10 +73,12 @@ def test_old_logps_forward_scores_policy_rows_only(two_token_tasks, tmp_path, ar
     rows = out["completion_ids"].size(0)
     policy = torch.arange(rows) % trainer.num_generations == 0
     # `old_logps` (policy) and Δ (anchor) forwards, over the policy rows; no reference forward off logging steps.
-    assert rows_scored == [rows // 3, rows // 3]
+    # A LoRA anchor samples both kinds of rows in one `generate` call, which gives the policy rows' log-probs: then
+    # only the anchor forward runs, and every row reads ratio 1 in the loss.
+    assert rows_scored == ([rows // 3] if lora else [rows // 3, rows // 3])
     from trl_bon.trainer._scoring_forwards import OLD_LOGPS_SKIPPED
 
-    assert out[OLD_LOGPS_SKIPPED].tolist() == (~policy).tolist()
+    assert out[OLD_LOGPS_SKIPPED].tolist() == ([True] * rows if lora else (~policy).tolist())
     assert not {"kl_k1", "kl_k3", "jbond/target_nll", "objective/jeffreys"} & set(trainer._metrics["train"])
     assert (out["advantages"][~policy] != 0).any()  # the Best-of-N targets (anchor rows) carry weight
 
@@ -113,3 +116,56 @@ def test_logging_step_scores_every_row_and_logs_the_diagnostics(two_token_tasks,
     for name in ("kl_k1", "kl_k3", "jbond/target_nll", "objective/jeffreys"):
         assert len(metrics[name]) == 1, name
     assert metrics["jbond/target_nll"][0] > 0
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_vbon_reads_old_logps_while_generating(two_token_tasks, tmp_path, architecture, monkeypatch):
+    """vBoN runs no `old_logps` forward: the log-probs `generate` sampled with (temperature 1.5 here) equal a fresh
+    forward's on a left-padded batch with EOS-ended rows, and the loss and its gradient are the all-rows ones."""
+    from datasets import Dataset
+
+    from trl_bon import VBoNConfig, VBoNTrainer
+    from trl_bon.trainer._scoring_forwards import OLD_LOGPS_SKIPPED
+
+    task = two_token_tasks[architecture]
+    args = VBoNConfig(
+        **cpu_args(output_dir=str(tmp_path), max_completion_length=2, max_steps=10, temperature=1.5),
+        num_candidates=4,
+        per_device_train_batch_size=12,
+        num_generations=3,
+    )
+    data = Dataset.from_dict({"prompt": list(task.prompts) * 6, "ref_rewards": [[0.0, 0.5, 1.0]] * 12})
+    trainer = VBoNTrainer(task.model_path, task.reward_func, args=args, train_dataset=data)
+    trainer.model.train()
+    rows_scored = []
+    from trl import RLOOTrainer
+
+    original = RLOOTrainer._get_per_token_logps_and_entropies
+
+    def counting(self, model, input_ids, *args, **kwargs):
+        rows_scored.append(input_ids.size(0))
+        return original(self, model, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(RLOOTrainer, "_get_per_token_logps_and_entropies", counting)
+    torch.manual_seed(0)
+    out = trainer._generate_and_score_completions([dict(row) for row in data])
+    monkeypatch.undo()
+    assert rows_scored == [12]  # the reference forward of the KL penalty only
+    assert (out["prompt_mask"] == 0).any() and (out["completion_mask"].sum(1) == 1).any()  # padded, EOS-ended rows
+    assert out[OLD_LOGPS_SKIPPED].all()
+
+    input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    attention_mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    with torch.no_grad():
+        per_token, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, input_ids, attention_mask, out["completion_ids"].size(1)
+        )
+    full = {key: value for key, value in out.items() if key != OLD_LOGPS_SKIPPED}
+    full["old_logps"] = (per_token * out["completion_mask"]).sum(1)
+    torch.testing.assert_close(out["old_logps"], full["old_logps"], atol=1e-5, rtol=0)
+    loss, gradients = _loss_and_gradients(trainer, out)
+    expected_loss, expected_gradients = _loss_and_gradients(trainer, full)
+    torch.testing.assert_close(loss, expected_loss, atol=1e-5, rtol=0)
+    assert any(g.abs().max() > 1e-3 for g in expected_gradients)
+    for gradient, expected in zip(gradients, expected_gradients, strict=True):
+        torch.testing.assert_close(gradient, expected, atol=1e-5, rtol=1e-5)

@@ -13,8 +13,15 @@ Every log-probability the trainers use goes through `RLOOTrainer._get_per_token_
 - **Policy rows only** (J-BOND). Off logging steps J-BOND needs the policy's log-probs of its policy rows only
   (Δ = log π − log π_a), so `policy_rows` scores only those rows in the `old_logps` forward; the other rows (two
   thirds of a batch) get `old_logps = 0` and are flagged under `OLD_LOGPS_SKIPPED`. In the loss forward a flagged
-  row's per-token log-probs become `p − sg(p)`: value 0, gradient ∇p, so its importance ratio is exactly 1, as the
-  skipped `old_logps` would have given (J-BOND runs one update per generation batch).
+  row reads `old_logps = 0` and its per-token log-probs become `p − sg(p)`: value 0, gradient ∇p, so its importance
+  ratio is exactly 1, as the skipped `old_logps` would have given (J-BOND runs one update per generation batch).
+- **Log-probs read while generating.** With plain `generate` and one update per generation batch, the policy's
+  log-probs of the rows it sampled are read from the logits `generate` sampled them from (`SampledTokenLogps`,
+  temperature applied as in TRL's forward), so RLOO's `old_logps` forward does not run: vBoN scores none of its
+  rows, J-BOND none off logging steps. Those rows are flagged under `OLD_LOGPS_SKIPPED` too: the loss reads them at
+  ratio exactly 1, so decoding's rounding (KV cache, bf16) cannot reach the ratio.
+- **Rows of weight 0** (J-BOND, BOND). The loss forward and backward skip the rows whose loss weight is exactly 0
+  (every anchor row but the best of its group), which add nothing to RLOO's loss or its gradient (`_rows_with_weight`).
 """
 
 from contextlib import contextmanager
@@ -66,17 +73,99 @@ class _WithPositionIds:
         return self._model(*args, **kwargs)
 
 
+class SampledTokenLogps:
+    """
+    Context manager: forward hooks on the model that `generate` runs, keeping the log-probability of each sampled
+    token under the logits it was sampled from, divided by the temperature and nothing else (TRL's convention: no
+    top-k/top-p), as RLOO's `old_logps` forward would compute it.
+
+    `generate` calls the model once per new token: call t returns token t's logits, and token t is the last
+    `input_ids` of call t + 1; the final token is read from the completions.
+    """
+
+    def __init__(self, model: torch.nn.Module, temperature: float):
+        self.model, self.temperature = model, temperature
+        self._steps: list[torch.Tensor] = []
+        self._pending: torch.Tensor | None = None
+
+    def __enter__(self) -> "SampledTokenLogps":
+        self._handles = [
+            self.model.register_forward_pre_hook(self._read_sampled_token, with_kwargs=True),
+            self.model.register_forward_hook(self._keep_distribution),
+        ]
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def _read_sampled_token(self, module, args, kwargs):
+        if self._pending is not None:
+            self._steps.append(self._pending.gather(1, kwargs["input_ids"][:, -1:]))
+            self._pending = None
+
+    def _keep_distribution(self, module, args, output):
+        self._pending = torch.log_softmax(output.logits[:, -1].float() / self.temperature, dim=-1)
+
+    def per_token(self, completion_ids: list[list[int]]) -> torch.Tensor | None:
+        """`(rows, longest completion)` log-probs aligned with `completion_ids`, 0 after each row's end; `None` when
+        the model calls do not match the completions (the caller then scores them with a forward)."""
+        lengths = torch.tensor([len(ids) for ids in completion_ids])
+        length = int(lengths.max()) if len(lengths) else 0
+        if self._pending is None or len(self._steps) + 1 != length:
+            return None
+        last = [ids[-1] if len(ids) == length else 0 for ids in completion_ids]
+        last = torch.tensor(last, device=self._pending.device)[:, None]
+        logps = torch.cat([*self._steps, self._pending.gather(1, last)], dim=1)
+        return logps.masked_fill(torch.arange(length) >= lengths[:, None].to(logps.device), 0.0)
+
+
 class ScoringForwardsMixin:
-    """The three wrappers of the module docstring: positions, recording, policy rows only."""
+    """The wrappers of the module docstring: positions, recording, policy rows only, log-probs read while generating,
+    rows of weight 0."""
 
     _scoring_forwards: list | None = None
     _policy_rows: torch.Tensor | None = None  # rows the next recorded forward scores (the `old_logps` one)
     _skipped_loss_rows: torch.Tensor | None = None  # rows of the loss forward whose `old_logps` were skipped
+    _generated_logps: tuple[torch.Tensor, torch.Tensor] | None = None  # (per-token log-probs, rows the policy drew)
+    _old_logps_generated = False  # the last generation batch's `old_logps` were read while generating
+
+    def _rows_sampled_by_policy(self, num_rows: int) -> torch.Tensor:
+        """Which local rows of a generation batch the policy sampled (all; J-BOND: its policy slot)."""
+        return torch.ones(num_rows, dtype=torch.bool)
+
+    def _reads_generation_logps(self) -> bool:
+        """Whether `old_logps` can be read while generating: plain `generate`, one update per generation batch."""
+        args = self.args
+        on_policy = args.num_iterations == 1 and args.steps_per_generation == args.gradient_accumulation_steps
+        return on_policy and not (self.use_vllm or self.use_transformers_continuous_batching)
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields):
+        if images is not None or multimodal_fields or not self._reads_generation_logps():
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields)
+        unwrapped = self.accelerator.unwrap_model(self.model_wrapped)
+        model = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        with SampledTokenLogps(model, self.temperature) as sampled:
+            completion_ids = super()._generate_single_turn(prompt_ids, images, multimodal_fields)
+        logps = sampled.per_token(completion_ids)
+        self._generated_logps = None if logps is None else (logps, self._rows_sampled_by_policy(len(prompt_ids)))
+        return completion_ids
+
+    def _generate_and_score_completions(self, inputs):
+        self._old_logps_generated, self._generated_logps = False, None
+        output = super()._generate_and_score_completions(inputs)
+        if self._old_logps_generated:  # on-policy: the loss reads these rows at ratio exactly 1
+            output[OLD_LOGPS_SKIPPED] = torch.ones_like(output["old_logps"], dtype=torch.bool)
+        return output
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         model = _WithPositionIds(model)
         rows, self._policy_rows = self._policy_rows, None  # only the first recorded forward: RLOO's `old_logps`
-        if rows is None:
+        generated = self._read_generated_logps(input_ids.size(0), logits_to_keep, rows)
+        if generated is not None:
+            self._old_logps_generated = True
+            output = (generated.to(input_ids.device), None, None)
+        elif rows is None:
             output = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
@@ -97,13 +186,59 @@ class ScoringForwardsMixin:
             output = (torch.where(skipped[:, None], logps - logps.detach(), logps), *output[1:])
         return output
 
+    def _read_generated_logps(self, num_rows, num_tokens, rows):
+        """The log-probs read while generating, for this forward's rows (all, or `rows`; 0 elsewhere), if the policy
+        sampled every one of them; they serve the first forward after generating only (RLOO's `old_logps` one)."""
+        generated, self._generated_logps = self._generated_logps, None
+        if generated is None:
+            return None
+        logps, sampled_by_policy = generated
+        wanted = torch.ones(num_rows, dtype=torch.bool)
+        if rows is not None:
+            wanted = torch.isin(torch.arange(num_rows), rows.cpu())
+        if logps.shape != (num_rows, num_tokens) or not sampled_by_policy[wanted].all():
+            return None
+        return logps.masked_fill(~wanted[:, None].to(logps.device), 0.0)
+
     def _compute_loss(self, model, inputs):
+        inputs, kept_fraction = self._rows_with_weight(inputs)
         skipped = inputs.get(OLD_LOGPS_SKIPPED)
         self._skipped_loss_rows = skipped if skipped is not None and skipped.any() else None
+        if self._skipped_loss_rows is not None:  # with log-probs p − sg(p) (value 0): ratio exp(0 − 0) = 1
+            inputs = {**inputs, "old_logps": inputs["old_logps"].masked_fill(skipped, 0.0)}
         try:
-            return super()._compute_loss(model, inputs)
+            return super()._compute_loss(model, inputs) * kept_fraction
         finally:
             self._skipped_loss_rows = None
+
+    def _rows_with_weight(self, inputs):
+        """The batch without the rows whose loss weight (`advantages`) is exactly 0, and the fraction of rows kept.
+
+        RLOO's loss is the mean over rows of −min(r·w, clip(r)·w), so a row with w = 0 adds nothing to its value or
+        gradient, and mean(kept rows)·(kept fraction) is the loss of the whole batch. J-BOND gives weight 0 to every
+        anchor row but the best of each group (a third of its batch; more for BOND's larger groups), so its loss
+        forward and backward skip them. Every process keeps as many rows (topped up with weight-0 rows), because RLOO
+        gathers per-row clip statistics; the logged `entropy` and clip ratios are over the rows kept.
+        """
+        weights = inputs["advantages"]
+        num_rows = weights.size(0)
+        multimodal = any(key in inputs for key in _OWN_POSITION_KEYS)
+        if multimodal or self.aux_loss_enabled:  # an aux loss is added unscaled: it would be rescaled
+            return inputs, 1.0
+        has_weight = weights != 0
+        count = has_weight.sum().reshape(1)
+        if self.accelerator.num_processes > 1:
+            count = self.accelerator.gather(count).max()
+        count = max(int(count), 1)
+        if count == num_rows:
+            return inputs, 1.0
+        # Rows with weight first (stable, so in batch order), then as many weight-0 rows as the count needs.
+        rows = torch.argsort(has_weight.to(torch.int8), descending=True, stable=True)[:count].sort().values
+        kept = {
+            key: value[rows] if torch.is_tensor(value) and value.dim() and value.size(0) == num_rows else value
+            for key, value in inputs.items()
+        }
+        return kept, count / num_rows
 
     @contextmanager
     def _record_scoring_forwards(self, policy_rows: torch.Tensor | None = None):

@@ -314,6 +314,18 @@ class JBondTrainer(BoNRLOOTrainer):
             return False
         return bool(getattr(self.model.peft_config[self.anchor.policy_adapter], "use_dora", False))
 
+    def _one_generate_call(self) -> bool:
+        """Policy and anchor rows in one `generate` call, each through its adapter (LoRA anchor, plain `generate`;
+        PEFT refuses `adapter_names` with DoRA)."""
+        plain_generate = not (self.use_vllm or self.use_transformers_continuous_batching)
+        return self._anchor_model is None and plain_generate and not self._uses_dora()
+
+    def _reads_generation_logps(self) -> bool:
+        return self._one_generate_call() and super()._reads_generation_logps()
+
+    def _rows_sampled_by_policy(self, num_rows: int) -> torch.Tensor:
+        return self._slots(num_rows) == 0
+
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields):
         if images is not None or multimodal_fields:
             raise NotImplementedError("JBondTrainer supports text-only prompts; remove the images from the dataset.")
@@ -328,11 +340,8 @@ class JBondTrainer(BoNRLOOTrainer):
     def _generate_policy_and_anchor_rows(self, prompt_ids):
         num_generations = self.num_generations
         slots = self._slots(len(prompt_ids)).tolist()
-        single_call = not (self.use_vllm or self.use_transformers_continuous_batching or self._uses_dora())
-        if self._anchor_model is None and single_call:
-            # LoRA anchor with transformers `generate`: one call, each row through its own adapter (PEFT refuses
-            # `adapter_names` with DoRA, which takes the two calls below). Decoding time is set by the number of
-            # sequential steps, not the batch size, so one call beats two.
+        if self._one_generate_call():
+            # Decoding time is set by the number of sequential steps, not the batch size, so one call beats two.
             names = [self.anchor.policy_adapter if slot == 0 else self.anchor.adapter_name for slot in slots]
             with generate_with_adapter_names(self.accelerator.unwrap_model(self.model_wrapped), names):
                 return super()._generate_single_turn(prompt_ids, None, {})
@@ -433,8 +442,8 @@ class JBondTrainer(BoNRLOOTrainer):
         rows = (slots == 0).nonzero().squeeze(1)
         with self._record_scoring_forwards(None if diagnostics else rows) as forwards:
             out = super()._generate_and_score_completions(inputs)
-        if not diagnostics:
-            out[OLD_LOGPS_SKIPPED] = slots != 0
+        if not diagnostics:  # the anchor rows (the policy rows are flagged already if read while generating)
+            out[OLD_LOGPS_SKIPPED] = (slots != 0) | out.get(OLD_LOGPS_SKIPPED, slots < 0)
         policy_token_logps = forwards[0]  # beta = 0: RLOO's only scoring forward is the policy's
         mask, group = out["completion_mask"], self.num_generations
         # Δ = log π − log π_a of the policy samples (slot 0), summed over their completion tokens.
