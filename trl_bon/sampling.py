@@ -1,11 +1,10 @@
 """Sampling N scored completions per prompt: the one sampler behind BoN-SFT data, vBoN's reference-reward cache,
 BOND's reference quantiles and the evaluation.
 
-Generation matches what TRL's trainers do with the same settings (`do_sample=True`, temperature / top-p / top-k /
-min-p, completions cut after the first EOS and keeping it, decoded with `skip_special_tokens=True`), so samples drawn
-here come from the same distribution the trainers train against: Best-of-N is defined relative to π_ref at one
-temperature, so the same settings must be used everywhere. Every forward runs with dropout off, and left-padded rows
-get position ids from the attention mask, so models with learned absolute positions (GPT-2) are exact too.
+Generation matches TRL's trainers with the same settings (`do_sample=True`, completions cut after the first EOS and
+keeping it, decoded with `skip_special_tokens=True`): Best-of-N is defined relative to π_ref at one temperature, so
+samples drawn here must come from the law the trainers train against. Every forward runs with dropout off, and
+left-padded rows get position ids from the attention mask, so learned absolute positions (GPT-2) are exact too.
 """
 
 import contextlib
@@ -36,12 +35,9 @@ def _parse_dict(value, name: str) -> dict:
 
 @dataclass
 class GenerationSettings:
-    """Everything that decides which completions are drawn: the one declaration of the sampling settings.
-
-    Shared by the trainers' configs (each holds one, `args.generation_settings`, read with [`from_trainer_args`]
-    and checked here, once), every cache's metadata (a reward CDF or a Best-of-N data set holds only for its own
-    settings) and `trl-bon eval`, whose options are these fields.
-    """
+    """Everything that decides which completions are drawn, checked here once: held by the trainers' configs
+    (`args.generation_settings`, from [`from_trainer_args`]), recorded in every cache's metadata and the options of
+    `trl-bon eval`."""
 
     max_completion_length: int = field(default=64, metadata={"help": "Max new tokens (use the training value)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (use the training value)."})
@@ -128,8 +124,8 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None)
 
 
 def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> list[list[int]]:
-    """Token ids of each prompt exactly as `RLOOTrainer._tokenize_prompts` makes them (text-only prompts), for
-    prompts already checked where they entered ([`check_prompts`])."""
+    """Token ids of each prompt as `RLOOTrainer._tokenize_prompts` makes them, for prompts already checked
+    ([`check_prompts`])."""
     from trl import is_conversational
 
     if is_conversational({"prompt": prompts[0]}):
@@ -216,12 +212,19 @@ def eval_mode(model):
         model.train(was_training)
 
 
+def _left_pad(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(input_ids, attention_mask)` of `rows` left-padded, so that every row ends at the same position."""
+    from ._trl_compat import pad
+
+    rows = [torch.tensor(row) for row in rows]
+    mask = pad([torch.ones_like(row) for row in rows], padding_value=0, padding_side="left")
+    return pad(rows, padding_value=pad_token_id, padding_side="left").to(device), mask.to(device)
+
+
 @torch.no_grad()
 def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size):
     """Yield the completions of `prompt_ids`, one `generate` batch (`batch_size` rows) at a time."""
     from transformers import GenerationConfig
-
-    from ._trl_compat import pad
 
     eos_ids = _eos_ids(model, tokenizer)
     config = GenerationConfig(
@@ -240,9 +243,9 @@ def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size):
     device = next(model.parameters()).device
     with eval_mode(model):
         for start in range(0, len(prompt_ids), batch_size):
-            rows = [torch.tensor(ids) for ids in prompt_ids[start : start + batch_size]]
-            input_ids = pad(rows, padding_value=tokenizer.pad_token_id, padding_side="left").to(device)
-            attention_mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="left").to(device)
+            input_ids, attention_mask = _left_pad(
+                prompt_ids[start : start + batch_size], tokenizer.pad_token_id, device
+            )
             # `generate` derives position ids from the attention mask, so left padding does not shift absolute
             # positions (GPT-2); `completion_logps` scores with the same positions.
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
@@ -267,10 +270,6 @@ def completion_logps(
     Returns:
         `(logps, mask)`, both `(B, T_max)` float32 on CPU; `mask` is 1 on completion tokens, 0 on padding. The prompt
         never enters the sums.
-
-    Rows are left-padded with position ids taken from the attention mask (as `generate` assigns them) and the model
-    runs with dropout off, so a GPT-2-style model (learned absolute positions, dropout in its config) scores each
-    completion exactly as it would unpadded.
     """
     device = next(model.parameters()).device
     width = max(len(c) for c in completion_ids)
@@ -279,22 +278,13 @@ def completion_logps(
     for start in range(0, len(completion_ids), batch_size):
         prompts, completions = prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size]
         seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
-        length = max(len(s) for s in seqs)
-        # Left-pad so every completion ends at the same position; an explicit attention mask hides the padding.
-        input_ids = torch.full((len(seqs), length), pad_token_id, dtype=torch.long)
-        attention = torch.zeros(len(seqs), length, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            input_ids[i, length - len(s) :] = torch.tensor(s)
-            attention[i, length - len(s) :] = 1
+        input_ids, attention = _left_pad(seqs, pad_token_id, device)
+        # position ids from the attention mask, as `generate` assigns them: left padding shifts no position
         position_ids = (attention.cumsum(-1) - 1).clamp_min(0)
         with eval_mode(model):
-            logits = model(
-                input_ids=input_ids.to(device),
-                attention_mask=attention.to(device),
-                position_ids=position_ids.to(device),
-            ).logits.float()
+            logits = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids).logits.float()
         logps = torch.log_softmax(logits[:, :-1] / temperature, dim=-1)
-        token_logps = logps.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
+        token_logps = logps.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1).cpu()
         for i, c in enumerate(completions):
             if c:
                 all_logps[start + i, : len(c)] = token_logps[i, -len(c) :]
@@ -454,11 +444,10 @@ class Sampler:
         return other
 
     def identity(self) -> dict:
-        """What decides the samples' law, for caches: model identity (config + weights fingerprint, not the path),
-        tokenizer identity (vocabulary and chat template: they decide the prompt tokens), every generation setting
-        and the backend. The vLLM backend fingerprints the checkpoint at its path, loaded
-        once with transformers and dropped (vLLM holds its own copy), so that its caches are keyed like the
-        trainers' π_ref: keyed by the path, a vBoN trainer refused every cache built with vLLM."""
+        """What decides the samples' law, for caches: model (config + weights fingerprint, not the path), tokenizer
+        (vocabulary and chat template), every generation setting and the backend. The vLLM backend fingerprints the
+        checkpoint at its path, loaded once with transformers and dropped, so that its caches are keyed like the
+        trainers' π_ref."""
         from .identity import model_identity, tokenizer_identity
 
         if self.backend != "vllm":
@@ -478,29 +467,22 @@ class Sampler:
     def prompt_ids(self, prompts: list) -> list[list[int]]:
         return tokenize_prompts(self.tokenizer, prompts, self.settings.chat_template_kwargs)
 
-    def _check_context(self, prompt_ids: list[list[int]]) -> None:
-        """Refuse prompts that leave no room for `max_completion_length` tokens in the model's context window:
-        a GPT-2-style model would crash inside `generate`, a rotary one would silently go past what it was trained
-        on."""
-        window = context_window(self.model.config)
-        if window is None:
-            return
-        longest = max(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-        if len(prompt_ids[longest]) + self.settings.max_completion_length > window:
-            raise ValueError(
-                f"Prompt {longest} has {len(prompt_ids[longest])} tokens; with max_completion_length="
-                f"{self.settings.max_completion_length} it exceeds the model's context window of {window} positions. "
-                "Truncate or drop long prompts, or lower `max_completion_length`."
-            )
-
     def _batches(self, prompts: list, n: int, seed: int | None, desc: str):
         """Yield `(first_row, completion_ids)` per `generate` batch, rows grouped by prompt."""
         if n < 1:
             raise ValueError(f"The number of samples per prompt must be at least 1, got {n}.")
         check_prompts(prompts)  # before the model loads
         prompt_ids = self.prompt_ids(prompts)
-        if self.backend == "transformers":
-            self._check_context(prompt_ids)
+        # a prompt with no room for `max_completion_length` tokens would crash `generate` (GPT-2) or silently run past
+        # the positions the model was trained on (rotary)
+        window = context_window(self.model.config) if self.backend == "transformers" else None
+        longest = max(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        if window is not None and len(prompt_ids[longest]) + self.settings.max_completion_length > window:
+            raise ValueError(
+                f"Prompt {longest} has {len(prompt_ids[longest])} tokens; with max_completion_length="
+                f"{self.settings.max_completion_length} it exceeds the model's context window of {window} positions. "
+                "Truncate or drop long prompts, or lower `max_completion_length`."
+            )
         repeated = [ids for ids in prompt_ids for _ in range(n)]
         seed = self.seed if seed is None else seed
         if seed is not None:
@@ -636,7 +618,7 @@ def best_of_n(sampler, prompts, reward, n: int, *, tie_break: str = "random") ->
     """
     from .rewards import as_scorer
 
-    if n < 1:
+    if n < 1:  # before `as_scorer` loads any reward model
         raise ValueError(f"Best-of-N needs n >= 1 candidates per prompt, got n={n}.")
     if tie_break not in ("random", "first"):
         raise ValueError(f"Unknown tie_break {tie_break!r}; use 'random' or 'first'.")
