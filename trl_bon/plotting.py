@@ -1,12 +1,5 @@
-"""Reward-vs-KL and win-rate-vs-KL plots (the papers' Pareto figures), with matplotlib's Agg backend.
-
-`trl-bon plot results.json --log_x --xlim 0 5` redraws the figures of an evaluation (`trl_bon/scripts/plot.py`).
-
-Every figure is written twice, `<name>.png` and `<name>.svg` beside it (vector, for a paper), and follows the same
-conventions: one colour *and* one marker per method (`method_style`), so methods stay apart in grey-scale print and
-beyond ten variants; training step encoded by marker size and opacity along each trajectory, with step labels only at
-the last checkpoint (and the first, up to four methods); a title; axis labels with units; one-standard-error bars
-clipped to the quantity's range (KL ≥ 0, win rates in [0, 1]).
+"""Reward-vs-KL and win-rate-vs-KL plots (the papers' Pareto figures), with matplotlib's Agg backend, each written
+as `<name>.png` and `<name>.svg` beside it. `trl-bon plot results.json --log_x` redraws an evaluation's figures.
 
 matplotlib is an optional dependency (`pip install 'trl-bon[plot]'`); everything else in trl-bon works without it.
 """
@@ -67,11 +60,6 @@ STEP_ALPHAS = (0.45, 1.0)
 FIRST_STEP_LABELS_UP_TO = 4
 
 
-def reference_value(reference: dict, key: str) -> float:
-    """π_ref's value of `key`: exact where it is known by definition, else the estimate in the results."""
-    return EXACT_AT_REFERENCE.get(key, reference.get(key))
-
-
 def trajectories(checkpoint_rows: list[dict]) -> dict[str, list[tuple[float, dict]]]:
     """`{method: [(step, row), …]}` in step order; `method@step` names share a method, other names are their own."""
     groups: dict[str, list] = {}
@@ -91,6 +79,13 @@ def step_ramp(position: int, count: int) -> tuple[float, float]:
     return size_0 + t * (size_1 - size_0), alpha_0 + t * (alpha_1 - alpha_0)
 
 
+def _step_markers(ax, xs: list, ys: list, color, marker: str, linewidths: float = 0.4) -> None:
+    """A trajectory's markers in the method's colour, growing and darkening with the step ([`step_ramp`])."""
+    ramp = [step_ramp(i, len(xs)) for i in range(len(xs))]
+    sizes, colors = [size for size, _ in ramp], [(*color, alpha) for _, alpha in ramp]
+    ax.scatter(xs, ys, s=sizes, color=colors, marker=marker, edgecolors="k", linewidths=linewidths, zorder=3)
+
+
 def _step_legend_title(groups: dict) -> str:
     """How the step is drawn, with the step range when every trajectory shares it."""
     ranges = {(points[0][0], points[-1][0]) for points in groups.values() if points[-1][0] != float("inf")}
@@ -100,16 +95,6 @@ def _step_legend_title(groups: dict) -> str:
         span = f" ({first:g} → {last:g})"
     labelled = "first and last" if len(groups) <= FIRST_STEP_LABELS_UP_TO else "last"
     return f"marker size: training step{span}\nlabels: {labelled} step, where there is room"
-
-
-def _kl_axis_label(kl_metric: str) -> str:
-    estimator = {"kl_k1": "k1", "kl_k3": "k3"}.get(kl_metric, kl_metric)
-    return f"KL(π‖π_ref) [nats; {estimator} estimate, summed over completion tokens]"
-
-
-def _title(ylabel: str) -> str:
-    name = ylabel.split(" (")[0]
-    return f"{name[0].upper()}{name[1:]} against KL to π_ref"
 
 
 def plot_pareto(
@@ -167,7 +152,7 @@ def plot_pareto(
     for key, ylabel, filename, *own_title in metrics:
         bounds = (0.0, 1.0) if "win_rate" in key else (-math.inf, math.inf)
         fig, ax = plt.subplots(figsize=(8.4, 4.8), layout="constrained")
-        ref_y = reference_value(reference, key)
+        ref_y = EXACT_AT_REFERENCE.get(key, reference.get(key))
         xs_all = [0.0]
         fixed_labels = []
         if bon:
@@ -198,17 +183,7 @@ def plot_pareto(
             ax.plot(xs, ys, "-", color=color, lw=1.4, alpha=0.8, zorder=2, label=method)
             xerr = [_sem(row, kl_metric) for _, row in points]
             _error_bars(ax, xs[1:], ys[1:], xerr, [_sem(row, key) for _, row in points], color, bounds)
-            ramp = [step_ramp(i, len(points)) for i in range(len(points))]
-            ax.scatter(
-                xs[1:],
-                ys[1:],
-                s=[size for size, _ in ramp],
-                color=[(*color, alpha) for _, alpha in ramp],
-                marker=marker,
-                edgecolors="k",
-                linewidths=0.4,
-                zorder=3,
-            )
+            _step_markers(ax, xs[1:], ys[1:], color, marker)
             # the legend shows the method's line with its marker at full size
             legend_handles[method] = Line2D([], [], color=color, marker=marker, ms=6, mec="k", mew=0.4)
             stepped = [(i, step) for i, (step, _) in enumerate(points) if step != float("inf")]
@@ -235,10 +210,12 @@ def plot_pareto(
             ax.set_xlim(*xlim)
         if ylim and key in ylim:
             ax.set_ylim(*ylim[key])
-        ax.set_xlabel(_kl_axis_label(kl_metric))
+        ax.set_xlabel(f"KL(π‖π_ref) [nats; {kl_metric.removeprefix('kl_')} estimate, summed over completion tokens]")
         ax.set_ylabel(ylabel)
         marked = _effective_n_axis(ax)
-        ax.set_title(own_title[0] if own_title else _title(ylabel), fontsize=11, pad=18 if marked else 6)
+        name = ylabel.split(" (")[0]
+        default_title = f"{name[0].upper()}{name[1:]} against KL to π_ref"
+        ax.set_title(own_title[0] if own_title else default_title, fontsize=11, pad=18 if marked else 6)
         if title:
             fig.suptitle(title, fontsize=12)
         ax.grid(alpha=0.3)
@@ -394,18 +371,8 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
     ]
     left.plot([0.0], [reference["reward"]], "ks", ms=7, label="π_ref", zorder=4)
     color, marker = method_style(0)
-    ramp = [step_ramp(i, len(history)) for i in range(len(history))]
     left.plot([h["kl_ref"] for h in history], [h["reward"] for h in history], "-", color=color, lw=1.2, zorder=2)
-    left.scatter(
-        [h["kl_ref"] for h in history],
-        [h["reward"] for h in history],
-        s=[size for size, _ in ramp],
-        color=[(*color, alpha) for _, alpha in ramp],
-        marker=marker,
-        edgecolors="k",
-        linewidths=0.3,
-        zorder=3,
-    )
+    _step_markers(left, [h["kl_ref"] for h in history], [h["reward"] for h in history], color, marker, 0.3)
     left.plot([], [], "-", color=color, marker=marker, mec="k", mew=0.3, label="J-BOND policy (marker size: step)")
     labelled = _labelled_steps([h["step"] for h in history if h["step"] > 0])
     labels = []
