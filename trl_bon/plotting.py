@@ -139,8 +139,6 @@ def plot_pareto(
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     groups = trajectories(results["checkpoints"])
     if methods is not None:
         missing = [method for method in methods if method not in groups]
@@ -153,27 +151,19 @@ def plot_pareto(
         bounds = (0.0, 1.0) if "win_rate" in key else (-math.inf, math.inf)
         fig, ax = plt.subplots(figsize=(8.4, 4.8), layout="constrained")
         ref_y = EXACT_AT_REFERENCE.get(key, reference.get(key))
-        xs_all = [0.0]
-        fixed_labels = []
+        bon_xs = [b["kl_bound"] for b in bon]
+        xs_all, fixed_labels = [0.0, *bon_xs], []
         if bon:
             ys = [ref_y] + [b[key] for b in bon]
-            ax.plot([0.0] + [b["kl_bound"] for b in bon], ys, "k-o", ms=4, label="Best-of-N (KL bound)")
+            ax.plot([0.0, *bon_xs], ys, "k-o", ms=4, label="Best-of-N (KL bound)")
             if all("kl_estimate" in b for b in bon):  # a table rebuilt from printed bounds may not have it
                 ax.plot([0.0] + [b["kl_estimate"] for b in bon], ys, "k--", alpha=0.5, label="Best-of-N (KL estimate)")
-            _error_bars(ax, [b["kl_bound"] for b in bon], ys[1:], None, [_sem(b, key) for b in bon], "k", bounds)
-            for b in bon:
-                # above-left of the point: the region over the Best-of-N curve is where trained policies rarely go
-                fixed_labels.append(
-                    ax.annotate(
-                        f"N={b['n']}",
-                        (b["kl_bound"], b[key]),
-                        textcoords="offset points",
-                        xytext=(-5, 5),
-                        ha="right",
-                        fontsize=8,
-                    )  # fmt: skip
-                )
-            xs_all += [b["kl_bound"] for b in bon]
+            _error_bars(ax, bon_xs, ys[1:], None, [_sem(b, key) for b in bon], "k", bounds)
+            # N above-left of each point: the region over the Best-of-N curve is where trained policies rarely go
+            fixed_labels = [
+                ax.annotate(f"N={b['n']}", (x, y), textcoords="offset points", xytext=(-5, 5), ha="right", fontsize=8)
+                for b, x, y in zip(bon, bon_xs, ys[1:], strict=True)
+            ]
         step_labels, legend_handles = [], {}
         for index, (method, points) in enumerate(groups.items()):
             color, marker = method_style(index)
@@ -235,10 +225,9 @@ def plot_pareto(
         else:
             ax.legend(handles, names, fontsize=8, loc="best")
         fig.canvas.draw()  # lay the figure out, so that the labels' boxes are final
-        _hide_overlapping(
-            [label for _, label in sorted(step_labels, key=lambda item: not item[0])], fixed_labels
-        )  # last steps first
-        files[filename.removesuffix(".png")] = _save(fig, output_dir / filename, dpi=150)
+        last_steps_first = [label for _, label in sorted(step_labels, key=lambda item: not item[0])]
+        _hide_overlapping(last_steps_first, fixed_labels)
+        files[filename.removesuffix(".png")] = _save(fig, Path(output_dir) / filename, dpi=150)
         plt.close(fig)
     return files
 
@@ -280,6 +269,7 @@ def _sem(row: dict, key: str) -> float:
 def _save(fig, path: Path, dpi: int) -> str:
     """Write `path` (PNG) and the same figure as SVG beside it; return the PNG's path."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     fig.savefig(path.with_suffix(".svg"))
     return str(path)
@@ -371,20 +361,26 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
     ]
     left.plot([0.0], [reference["reward"]], "ks", ms=7, label="π_ref", zorder=4)
     color, marker = method_style(0)
-    left.plot([h["kl_ref"] for h in history], [h["reward"] for h in history], "-", color=color, lw=1.2, zorder=2)
-    _step_markers(left, [h["kl_ref"] for h in history], [h["reward"] for h in history], color, marker, 0.3)
+    xs, ys = [h["kl_ref"] for h in history], [h["reward"] for h in history]
+    left.plot(xs, ys, "-", color=color, lw=1.2, zorder=2)
+    _step_markers(left, xs, ys, color, marker, 0.3)
     left.plot([], [], "-", color=color, marker=marker, mec="k", mew=0.3, label="J-BOND policy (marker size: step)")
     labelled = _labelled_steps([h["step"] for h in history if h["step"] > 0])
-    labels = []
-    for h in history:
-        if h["step"] in labelled:
-            label = left.annotate(
-                f"step {h['step']}", (h["kl_ref"], h["reward"]), textcoords="offset points", xytext=(-14, 10),
-                fontsize=7, color=color, ha="right", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": color},
-            )  # fmt: skip
-            labels.append((h["step"], label))
-    left.set_xlabel("exact KL(π‖π_ref) [nats]")
-    left.set_ylabel("exact expected reward")
+    labels = [  # last steps first: they are kept where labels overlap
+        left.annotate(
+            f"step {h['step']}",
+            (h["kl_ref"], h["reward"]),
+            textcoords="offset points",
+            xytext=(-14, 10),
+            fontsize=7,
+            color=color,
+            ha="right",
+            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": color},
+        )  # fmt: skip
+        for h in reversed(history)
+        if h["step"] in labelled
+    ]
+    left.set(xlabel="exact KL(π‖π_ref) [nats]", ylabel="exact expected reward")
     left.set_title("Reward against KL to π_ref", fontsize=11)
     left.grid(alpha=0.3)
     left.legend(fontsize=8, loc="lower right")
@@ -401,9 +397,7 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
             markevery=max(1, len(steps) // 10),
             label=f"N = {b['n']}",
         )
-    right.set_yscale("log")
-    right.set_xlabel("training step")
-    right.set_ylabel("exact KL(π‖π_BoN) [nats]")
+    right.set(yscale="log", xlabel="training step", ylabel="exact KL(π‖π_BoN) [nats]")
     right.set_title("Distance to each Best-of-N law", fontsize=11)
     right.grid(alpha=0.3)
     right.legend(fontsize=8, title="Best-of-N target", title_fontsize=8)
@@ -411,9 +405,7 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
         fig.suptitle(title, fontsize=12)
     fig.canvas.draw()
     # the demo's markers sit every 10 steps, packed at the end: its step labels (leader lines) only avoid each other
-    _hide_overlapping([label for _, label in sorted(labels, key=lambda item: -item[0])], fixed, avoid_markers=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _hide_overlapping(labels, fixed, avoid_markers=False)
     saved = _save(fig, path, dpi=120)
     plt.close(fig)
     return saved
