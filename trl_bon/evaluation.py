@@ -29,8 +29,7 @@ from .core.metrics import (
 )
 from .core.quantiles import empirical_quantile
 from .identity import check_model_path, check_safetensors
-from .rewards import RewardScorer
-from .sampling import Sampler, check_prompts, load_causal_lm, prompts_and_columns, select_best
+from .sampling import Sampler, check_prompts, load_causal_lm, prompts_and_columns, score_samples, select_best
 
 
 @dataclass
@@ -160,14 +159,6 @@ def _load_policy(model, model_init_kwargs: dict | None):
     return model
 
 
-def _scores(scorer: RewardScorer, samples, columns: dict) -> torch.Tensor:
-    """Weighted rewards of `samples` (a judge's scores), float64."""
-    repeated = {key: [values[i] for i in samples.prompt_index] for key, values in columns.items()}
-    per_func = scorer(samples.prompts, samples.completions, samples.completion_ids, **repeated)
-    scorer.check_finite(per_func)
-    return scorer.weighted(per_func).double()
-
-
 def _mean(values: torch.Tensor) -> float:
     return mean_and_sem(values)[0]
 
@@ -270,7 +261,9 @@ def evaluate_checkpoints(
     # ---- reference samples: drawn once, reused for quantiles, win rates and Best-of-N ---------------------------
     scored = reference.score(dataset, m, scorer)
     ref, ref_rewards = scored.samples, scored.rewards.double()
-    ref_judges = {name: _scores(judge, ref, columns).view(num_prompts, m) for name, judge in judges.items()}
+    ref_judges = {
+        name: score_samples(judge, ref, columns).double().view(num_prompts, m) for name, judge in judges.items()
+    }
     prompt_ids = reference.prompt_ids(prompts)
 
     # Best-of-N draws: best of the first N reference samples per prompt (ties at random, seeded).
@@ -338,7 +331,7 @@ def evaluate_checkpoints(
         }
         metrics.update(_effective_n(metrics["win_rate_vs_ref"], metrics["kl_k1"]))
         for judge_name, judge in judges.items():
-            values = _scores(judge, samples, columns)
+            values = score_samples(judge, samples, columns).double()
             metrics.update(_judge(judge_name, values, win_rate(values, ref_judges[judge_name][row_of])))
         for n in bon_ns:
             metrics.update(_with_sem(f"win_rate_vs_bon{n}", win_rate(rewards, bon_rewards[n][row_of])))

@@ -83,9 +83,7 @@ class GenerationSettings:
     @classmethod
     def from_trainer_args(cls, args) -> "GenerationSettings":
         """The settings a TRL `RLOOConfig`/`GRPOConfig`, a trl-bon config or `trl-bon eval`'s arguments sample with."""
-        return GenerationSettings(
-            **{f.name: getattr(args, f.name) for f in fields(GenerationSettings) if hasattr(args, f.name)}
-        )
+        return cls(**{f.name: getattr(args, f.name) for f in fields(GenerationSettings) if hasattr(args, f.name)})
 
 
 @dataclass
@@ -198,12 +196,8 @@ def _decode(tokenizer, prompts: list, completion_ids: list[list[int]]) -> list:
 
 @contextlib.contextmanager
 def eval_mode(model):
-    """Run `model` with dropout off (eval mode), restoring its mode after.
-
-    Every offline forward samples or scores the distribution the trainers define, which is the model *without*
-    dropout: GPT-2 checkpoints ship `resid/embd/attn_pdrop=0.1`, and a model left in train mode would draw and score
-    from a different, noisy distribution at each call.
-    """
+    """Run `model` with dropout off, restoring its mode after: the trainers' distribution is the model without
+    dropout (GPT-2 checkpoints ship `resid/embd/attn_pdrop=0.1`), and train mode would sample from a noisy one."""
     was_training = model.training
     model.eval()
     try:
@@ -345,13 +339,20 @@ def prompts_and_columns(prompts) -> tuple[list, dict[str, list]]:
     """Prompts and extra per-prompt columns from a list of prompts, or a `datasets.Dataset` / dict with a `prompt`
     column (its other columns reach reward callables, as a dataset's extra columns do in TRL)."""
     if hasattr(prompts, "column_names") or isinstance(prompts, dict):
-        columns = {
-            c: list(prompts[c]) for c in (prompts.column_names if hasattr(prompts, "column_names") else prompts)
-        }
+        columns = {c: list(v) for c, v in (prompts if isinstance(prompts, dict) else prompts.to_dict()).items()}
         if "prompt" not in columns:
             raise ValueError(f"The prompts have no `prompt` column (columns: {list(columns)}).")
         return columns.pop("prompt"), columns
     return list(prompts), {}
+
+
+def score_samples(scorer, samples: Samples, columns: dict[str, list]) -> torch.Tensor:
+    """Weighted rewards of `samples` by a [`~trl_bon.rewards.RewardScorer`], refusing non-finite ones; the per-prompt
+    `columns` reach reward callables."""
+    repeated = {key: [values[i] for i in samples.prompt_index] for key, values in columns.items()}
+    per_func = scorer(samples.prompts, samples.completions, samples.completion_ids, **repeated)
+    scorer.check_finite(per_func)
+    return scorer.weighted(per_func)
 
 
 class Sampler:
@@ -450,15 +451,11 @@ class Sampler:
         trainers' π_ref."""
         from .identity import model_identity, tokenizer_identity
 
-        if self.backend != "vllm":
-            model = model_identity(self.model)
-        else:
-            if self._vllm_model_identity is None:
-                loaded, _ = load_causal_lm(self._model, self.model_init_kwargs, self.tokenizer)
-                self._vllm_model_identity = model_identity(loaded)
-            model = self._vllm_model_identity
+        if self.backend == "vllm" and self._vllm_model_identity is None:
+            loaded, _ = load_causal_lm(self._model, self.model_init_kwargs, self.tokenizer)
+            self._vllm_model_identity = model_identity(loaded)
         return {
-            "model": model,
+            "model": self._vllm_model_identity if self.backend == "vllm" else model_identity(self.model),
             "tokenizer": tokenizer_identity(self.tokenizer),
             "generation_settings": self.settings.to_dict(),
             "backend": self.backend,
@@ -500,8 +497,9 @@ class Sampler:
             bar.update(len(batch))
         bar.close()
 
-    def _samples(self, prompts: list, n: int, completion_ids: list[list[int]]) -> Samples:
-        prompt_index = [i for i in range(len(prompts)) for _ in range(n)]
+    def _samples(self, prompts: list, n: int, completion_ids: list[list[int]], first: int = 0) -> Samples:
+        """`completion_ids` as samples, row `first + j` of the sampling order being sample `j`."""
+        prompt_index = [(first + j) // n for j in range(len(completion_ids))]
         repeated = [prompts[i] for i in prompt_index]
         return Samples(
             prompt_index=prompt_index,
@@ -530,29 +528,14 @@ class Sampler:
         scorer = as_scorer(reward)
         completion_ids, rewards = [], []
         for first, batch in self._batches(prompts, n, seed, f"sampling {n}/prompt"):
-            index = [(first + j) // n for j in range(len(batch))]
-            batch_prompts = [prompts[i] for i in index]
-            per_func = scorer(
-                batch_prompts,
-                _decode(self.tokenizer, batch_prompts, batch),
-                batch,
-                **{key: [values[i] for i in index] for key, values in columns.items()},
-            )
-            scorer.check_finite(per_func)
-            rewards.append(scorer.weighted(per_func))
+            rewards.append(score_samples(scorer, self._samples(prompts, n, batch, first), columns))
             completion_ids += batch
         return ScoredSamples(self._samples(prompts, n, completion_ids), torch.cat(rewards).view(len(prompts), n))
 
     def logps(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs of completions at the sampling temperature ([`completion_logps`])."""
-        return completion_logps(
-            self.model,
-            prompt_ids,
-            completion_ids,
-            self.settings.temperature,
-            self.tokenizer.pad_token_id,
-            self.batch_size,
-        )
+        temperature, pad_token_id = self.settings.temperature, self.tokenizer.pad_token_id
+        return completion_logps(self.model, prompt_ids, completion_ids, temperature, pad_token_id, self.batch_size)
 
 
 @dataclass
