@@ -51,9 +51,6 @@ class EvaluationResults:
     settings: dict
     files: dict = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
 class EvalOptions:
@@ -384,7 +381,7 @@ def write_results(results: EvaluationResults, output_dir: str | Path, plot: bool
     if plot:
         from .plotting import plot_pareto
 
-        files.update(plot_pareto(results.to_dict(), output_dir, kl_metric=kl_metric))
+        files.update(plot_pareto(asdict(results), output_dir, kl_metric=kl_metric))
     with open(files["json"], "w") as f:
-        json.dump({**results.to_dict(), "files": files}, f, indent=2, default=str)
+        json.dump({**asdict(results), "files": files}, f, indent=2, default=str)
     return files

@@ -200,8 +200,8 @@ def plot_pareto(
             ax.set_xlim(*xlim)
         if ylim and key in ylim:
             ax.set_ylim(*ylim[key])
-        ax.set_xlabel(f"KL(π‖π_ref) [nats; {kl_metric.removeprefix('kl_')} estimate, summed over completion tokens]")
-        ax.set_ylabel(ylabel)
+        estimator = kl_metric.removeprefix("kl_")
+        ax.set(xlabel=f"KL(π‖π_ref) [nats; {estimator} estimate, summed over completion tokens]", ylabel=ylabel)
         marked = _effective_n_axis(ax)
         name = ylabel.split(" (")[0]
         default_title = f"{name[0].upper()}{name[1:]} against KL to π_ref"

@@ -88,13 +88,12 @@ class GenerationSettings:
 
 @dataclass
 class Samples:
-    """Completions sampled for a list of prompts, `num_samples` per prompt, grouped by prompt (row-major)."""
+    """Completions sampled for a list of prompts, the same number per prompt, grouped by prompt (row-major)."""
 
     prompt_index: list[int]
     prompts: list
     completions: list
     completion_ids: list[list[int]]
-    num_samples: int
 
 
 def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None):
@@ -501,13 +500,7 @@ class Sampler:
         """`completion_ids` as samples, row `first + j` of the sampling order being sample `j`."""
         prompt_index = [(first + j) // n for j in range(len(completion_ids))]
         repeated = [prompts[i] for i in prompt_index]
-        return Samples(
-            prompt_index=prompt_index,
-            prompts=repeated,
-            completions=_decode(self.tokenizer, repeated, completion_ids),
-            completion_ids=completion_ids,
-            num_samples=n,
-        )
+        return Samples(prompt_index, repeated, _decode(self.tokenizer, repeated, completion_ids), completion_ids)
 
     def sample(self, prompts: Sequence, n: int, seed: int | None = None) -> Samples:
         """`n` completions per prompt, grouped by prompt; `seed` overrides the sampler's seed for this call."""
