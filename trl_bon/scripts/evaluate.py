@@ -90,6 +90,7 @@ def _is_model_dir(path: Path) -> bool:
 
 
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "adapter_config.json", "config.json")
+_CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")  # as `Trainer` names them
 
 
 def _same_weights(a: Path, b: Path) -> bool:
@@ -105,7 +106,7 @@ def _same_weights(a: Path, b: Path) -> bool:
 def _default_name(path: Path) -> str:
     """`run@3` for `.../run/checkpoint-3` (a bare `checkpoint-3` says nothing), else the folder name."""
     resolved = path.expanduser().resolve()
-    match = re.fullmatch(r"checkpoint-(\d+)", resolved.name)
+    match = _CHECKPOINT_DIR.fullmatch(resolved.name)
     return f"{resolved.parent.name}@{match.group(1)}" if match else resolved.name
 
 
@@ -124,14 +125,12 @@ def expand_checkpoints(entries) -> dict[str, str]:
             name, path = _default_name(Path(entry)), entry
         check_model_path(path, f"checkpoint '{name}'", model_folder=False)
         root = Path(path)
-        steps = sorted(
-            (p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-            key=lambda p: int(p.name.split("-")[-1]),
-        )
+        steps = {
+            int(m[1]): p for p in root.glob("checkpoint-*") if p.is_dir() and (m := _CHECKPOINT_DIR.fullmatch(p.name))
+        }
         if steps:
-            for step_dir in steps:
-                checkpoints[f"{name}@{step_dir.name.split('-')[-1]}"] = str(step_dir)
-            if _is_model_dir(root) and not _same_weights(root, steps[-1]):
+            checkpoints.update({f"{name}@{step}": str(steps[step]) for step in sorted(steps)})
+            if _is_model_dir(root) and not _same_weights(root, steps[max(steps)]):
                 checkpoints[f"{name}@final"] = str(root)
         elif _is_model_dir(root) or not root.exists():
             checkpoints[name] = path  # a local model folder, or a Hub id
