@@ -97,7 +97,8 @@ class Samples:
 
 
 def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None):
-    """Return `(model, tokenizer)` for a model id/path or an instance (PEFT and quantised models included).
+    """Return `(model, tokenizer)` for a model id/path, already checked where it entered, or an instance (PEFT and
+    quantised models included).
 
     Strings are loaded with TRL's own loader (fp32 unless `model_init_kwargs["dtype"]` says otherwise), so
     `quantization_config` and `device_map` in `model_init_kwargs` work as in the trainers. The tokenizer is loaded
@@ -109,7 +110,6 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None)
     from .quantization import check_4bit_layer_sizes
 
     if isinstance(model, str):
-        check_model_path(model)
         model = create_model_from_path(model, **(model_init_kwargs or {}))
     check_4bit_layer_sizes(model)
     if tokenizer is not None:
