@@ -66,9 +66,7 @@ def trajectories(checkpoint_rows: list[dict]) -> dict[str, list[tuple[float, dic
     for row in checkpoint_rows:
         method, step = _method_and_step(row["name"])
         groups.setdefault(method, []).append((step, row))
-    for points in groups.values():
-        points.sort(key=lambda point: point[0])
-    return groups
+    return {method: sorted(points, key=lambda point: point[0]) for method, points in groups.items()}
 
 
 def step_ramp(position: int, count: int) -> tuple[float, float]:
@@ -89,10 +87,7 @@ def _step_markers(ax, xs: list, ys: list, color, marker: str, linewidths: float 
 def _step_legend_title(groups: dict) -> str:
     """How the step is drawn, with the step range when every trajectory shares it."""
     ranges = {(points[0][0], points[-1][0]) for points in groups.values() if points[-1][0] != float("inf")}
-    span = ""
-    if len(ranges) == 1:
-        first, last = next(iter(ranges))
-        span = f" ({first:g} → {last:g})"
+    span = " ({:g} → {:g})".format(*next(iter(ranges))) if len(ranges) == 1 else ""
     labelled = "first and last" if len(groups) <= FIRST_STEP_LABELS_UP_TO else "last"
     return f"marker size: training step{span}\nlabels: {labelled} step, where there is room"
 
@@ -329,8 +324,6 @@ def _error_bars(ax, xs: list, ys: list, xerr: list | None, yerr: list, color, y_
 
 def _labelled_steps(steps: list[int], count: int = 4) -> set[int]:
     """About `count` evenly spread steps of `steps` (the last one included) to label on a trajectory."""
-    if not steps:
-        return set()
     stride = max(1, round(len(steps) / count))
     return {steps[i] for i in range(len(steps) - 1, -1, -stride)}
 
