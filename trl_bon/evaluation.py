@@ -1,27 +1,14 @@
-"""Evaluate Best-of-N distillation checkpoints against π_ref and Best-of-N (docs/maths.md §7).
+"""Evaluate Best-of-N distillation checkpoints against π_ref and Best-of-N: reward, KL(π‖π_ref) on completion tokens
+(k1, k3), win rates against the reference and the Best-of-N samples, KL to π_BoN in both directions (docs/maths.md §7;
+every metric is listed in docs/evaluation.md).
 
-For every checkpoint, on held-out prompts and at the training temperature:
-
-- **reward**: mean reward of the policy samples, and BOND's mean log p̂≤ against the reference samples;
-- **KL(π‖π_ref)** on completion tokens only: k1 = Σ_t (log π − log π_ref) and k3 = Σ_t (e^u − 1 − u),
-  u = log π_ref − log π, both from log-probs of the two models on the *policy's* samples;
-- **win rates** (ties count ½) against the reference samples of the same prompt, against vBoN's strict
-  single-sample rule (first reference sample, ties lose), and against BoN_N for every N;
-- **KL to π_BoN**: backward `mean_{y~π}[log π − log π_ref − (N−1)·log p̂≤ − log B̂]` and forward
-  `mean_{y~BoN}[log π_BoN(y) − log π(y)]` with `log π_BoN = log π_ref + (N−1)·log p̂≤ + log B̂`.
-
-Reference samples are drawn **once** (M per prompt) and reused for everything: the quantiles p̂≤, the win rates and
-the Best-of-N samples (BoN_N = best of the *first* N of the M samples). Where a quantity is evaluated *at* a Best-of-N
-sample, p̂≤ uses only the M − N samples that did not compete in that draw, so the estimate is not biased by the
-selection; `num_reference_samples` must therefore exceed the largest N.
-
-Best-of-N reference points (per N): the sampled BoN reward, its win rate vs the held-out reference samples, and
-KL(π_BoN‖π_ref) both as the bound log N − (N−1)/N and as the estimate `mean[(N−1)·log p̂≤ + log B̂]`.
+Reference samples are drawn **once** (M per prompt) and reused for the quantiles p̂≤, the win rates and the Best-of-N
+samples (BoN_N = best of the *first* N of the M samples); where a quantity is evaluated *at* a Best-of-N sample, p̂≤
+uses only the M − N samples that did not compete in that draw, so it is not biased by the selection.
 """
 
 import csv
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,8 +29,7 @@ from .core.metrics import (
 )
 from .core.quantiles import empirical_quantile
 from .identity import check_model_path, check_safetensors
-from .rewards import RewardScorer
-from .sampling import Sampler, check_prompts, load_causal_lm, prompts_and_columns, select_best
+from .sampling import Sampler, check_prompts, load_causal_lm, prompts_and_columns, score_samples, select_best
 
 
 @dataclass
@@ -64,9 +50,6 @@ class EvaluationResults:
     reference: dict
     settings: dict
     files: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -122,46 +105,36 @@ class EvalOptions:
             raise ValueError(f"Unknown quantile smoothing {self.quantile_smoothing!r}; choose one of {SMOOTHINGS}.")
 
 
-def _vocab_size(config) -> int | None:
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return getattr(config, "vocab_size", None)
-
-
 def _check_checkpoint(name: str, checkpoint, tokenizer) -> None:
     """Fail before any sampling if a checkpoint cannot be loaded or cannot share π_ref's tokenizer."""
-    if not isinstance(checkpoint, (str, Path)):
-        rows = checkpoint.get_input_embeddings().num_embeddings
-        if rows < len(tokenizer):
-            raise ValueError(
-                f"Checkpoint '{name}' embeds {rows} tokens but π_ref's tokenizer has {len(tokenizer)}: every model is "
-                "sampled and scored with π_ref's tokenizer, so they must share its vocabulary."
-            )
-        return
     from transformers import AutoConfig, AutoTokenizer
 
-    path = str(checkpoint)
-    check_model_path(path, f"checkpoint '{name}'", model_folder=False)
-    local = Path(path)
-    if local.exists() and not (local / "config.json").is_file() and not (local / "adapter_config.json").is_file():
-        raise ValueError(
-            f"Checkpoint '{name}': {path} holds no model (no config.json or adapter_config.json). Pass a folder "
-            "written by `save_pretrained` or a training output_dir with `checkpoint-*` folders."
-        )
-    if local.is_dir():  # a truncated copy would fail only when its turn comes, after the reference sampling
-        for weights in sorted(local.glob("*.safetensors")):
+    local = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else None
+    if local is None:
+        vocab = checkpoint.get_input_embeddings().num_embeddings
+    else:
+        path, adapter = str(checkpoint), (local / "adapter_config.json").is_file()
+        check_model_path(path, f"checkpoint '{name}'", model_folder=False)
+        if local.exists() and not (local / "config.json").is_file() and not adapter:
+            raise ValueError(
+                f"Checkpoint '{name}': {path} holds no model (no config.json or adapter_config.json). Pass a folder "
+                "written by `save_pretrained` or a training output_dir with `checkpoint-*` folders."
+            )
+        for weights in sorted(local.glob("*.safetensors")):  # a truncated copy would fail only after the sampling
             check_safetensors(weights, f"weights of checkpoint '{name}'")
-    if not (local / "adapter_config.json").is_file():
         try:
-            vocab = _vocab_size(AutoConfig.from_pretrained(path))
+            vocab = (
+                None if adapter else getattr(AutoConfig.from_pretrained(path).get_text_config(), "vocab_size", None)
+            )
         except OSError as error:
             raise ValueError(f"Checkpoint '{name}': cannot load a model config from {path!r} ({error}).") from error
-        if vocab is not None and vocab < len(tokenizer):
-            raise ValueError(
-                f"Checkpoint '{name}' has a {vocab}-token vocabulary but π_ref's tokenizer has {len(tokenizer)}: "
-                "every model is sampled and scored with π_ref's tokenizer, so they must share its vocabulary."
-            )
-    if local.is_dir() and any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        own = AutoTokenizer.from_pretrained(path)
+    if vocab is not None and vocab < len(tokenizer):
+        raise ValueError(
+            f"Checkpoint '{name}' has a {vocab}-token vocabulary but π_ref's tokenizer has {len(tokenizer)}: every "
+            "model is sampled and scored with π_ref's tokenizer, so they must share its vocabulary."
+        )
+    if local is not None and any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        own = AutoTokenizer.from_pretrained(str(checkpoint))
         if own.get_vocab() != tokenizer.get_vocab():
             raise ValueError(
                 f"Checkpoint '{name}' ships a tokenizer with another vocabulary than π_ref's ({len(own)} vs "
@@ -183,18 +156,25 @@ def _load_policy(model, model_init_kwargs: dict | None):
     return model
 
 
-def _scores(scorer: RewardScorer, samples, columns: dict) -> torch.Tensor:
-    """Weighted rewards of `samples` (a judge's scores), float64."""
-    repeated = {key: [values[i] for i in samples.prompt_index] for key, values in columns.items()}
-    per_func = scorer(samples.prompts, samples.completions, samples.completion_ids, **repeated)
-    scorer.check_finite(per_func)
-    return scorer.weighted(per_func).double()
+def _mean(values: torch.Tensor) -> float:
+    return mean_and_sem(values)[0]
 
 
 def _with_sem(key: str, values: torch.Tensor) -> dict:
     """`{key: mean, f"{key}_sem": standard error}` of `values`."""
     mean, sem = mean_and_sem(values)
     return {key: mean, f"{key}_sem": sem}
+
+
+def _judge(name: str, values: torch.Tensor, wins: torch.Tensor) -> dict:
+    """A judge's mean score and its mean win rate against π_ref's samples (`wins`, from `win_rate`)."""
+    return {name: _mean(values), f"{name}_win_rate_vs_ref": _mean(wins)}
+
+
+def _sequence_logps(sampler: Sampler, prompt_ids: list, completion_ids: list) -> torch.Tensor:
+    """Log-probability of each whole completion under `sampler`'s model, float64."""
+    logps, mask = sampler.logps(prompt_ids, completion_ids)
+    return (logps * mask).sum(-1).double()
 
 
 def _effective_n(win_rate_vs_ref: float, kl: float) -> dict:
@@ -278,7 +258,9 @@ def evaluate_checkpoints(
     # ---- reference samples: drawn once, reused for quantiles, win rates and Best-of-N ---------------------------
     scored = reference.score(dataset, m, scorer)
     ref, ref_rewards = scored.samples, scored.rewards.double()
-    ref_judges = {name: _scores(judge, ref, columns).view(num_prompts, m) for name, judge in judges.items()}
+    ref_judges = {
+        name: score_samples(judge, ref, columns).double().view(num_prompts, m) for name, judge in judges.items()
+    }
     prompt_ids = reference.prompt_ids(prompts)
 
     # Best-of-N draws: best of the first N reference samples per prompt (ties at random, seeded).
@@ -290,22 +272,20 @@ def evaluate_checkpoints(
         bon_ids[n] = [ref.completion_ids[i * m + int(c)] for i, c in enumerate(chosen)]
         bon_rewards[n] = ref_rewards.gather(1, chosen.unsqueeze(1)).squeeze(1)
     for n in tqdm(bon_ns, desc="π_ref log-probs of BoN samples", disable=not progress):
-        logps, mask = reference.logps(prompt_ids, bon_ids[n])
-        bon_ref_logps[n] = (logps * mask).sum(-1)
+        bon_ref_logps[n] = _sequence_logps(reference, prompt_ids, bon_ids[n])
 
     reference_row = {
         "name": "reference",
         "path": reference.model_name,
-        "reward": mean_and_sem(ref_rewards.flatten())[0],
+        "reward": _mean(ref_rewards.flatten()),
         "reward_sem": mean_and_sem(ref_rewards.mean(1))[1],
         # first reference sample vs the other M − 1: 0.5 in expectation, a sanity check of the win-rate code
-        "win_rate_vs_ref": mean_and_sem(win_rate(ref_rewards[:, 0], ref_rewards[:, 1:]))[0],
+        "win_rate_vs_ref": _mean(win_rate(ref_rewards[:, 0], ref_rewards[:, 1:])),
         "kl": 0.0,
     }
     reference_row.update(_effective_n(reference_row["win_rate_vs_ref"], 0.0))
     for name, values in ref_judges.items():
-        reference_row[name] = mean_and_sem(values.flatten())[0]
-        reference_row[f"{name}_win_rate_vs_ref"] = mean_and_sem(win_rate(values[:, 0], values[:, 1:]))[0]
+        reference_row.update(_judge(name, values.flatten(), win_rate(values[:, 0], values[:, 1:])))
     bon = []
     for n in bon_ns:
         held_out = ref_rewards[:, n:]  # independent of the BoN_n draw
@@ -314,13 +294,12 @@ def evaluate_checkpoints(
             **_with_sem("reward", bon_rewards[n]),
             **_with_sem("win_rate_vs_ref", win_rate(bon_rewards[n], held_out)),
             "kl_bound": bon_kl_bound(n),
-            "kl_estimate": mean_and_sem(log_bon_ratio(bon_rewards[n], held_out, n, smoothing))[0],
+            "kl_estimate": _mean(log_bon_ratio(bon_rewards[n], held_out, n, smoothing)),
         }
         point.update(_effective_n(point["win_rate_vs_ref"], point["kl_estimate"]))  # ≈ n: a check of the meters
         for name, values in ref_judges.items():
             chosen_values = values.gather(1, bon_index[n].unsqueeze(1)).squeeze(1)
-            point[name] = mean_and_sem(chosen_values)[0]
-            point[f"{name}_win_rate_vs_ref"] = mean_and_sem(win_rate(chosen_values, values[:, n:]))[0]
+            point.update(_judge(name, chosen_values, win_rate(chosen_values, values[:, n:])))
         bon.append(point)
 
     # ---- checkpoints ------------------------------------------------------------------------------------------
@@ -334,17 +313,14 @@ def evaluate_checkpoints(
         pol_logps, mask = sampler.logps(policy_prompt_ids, samples.completion_ids)
         ref_logps, _ = reference.logps(policy_prompt_ids, samples.completion_ids)
         seq_log_ratio = kl_k1(pol_logps, ref_logps, mask).double()
-        k3 = kl_k3(pol_logps, ref_logps, mask).double()
         refs_per_sample = ref_rewards[row_of]
         metrics = {
             "name": name,
             "path": str(checkpoint) if isinstance(checkpoint, (str, Path)) else "<instance>",
             **_with_sem("reward", rewards),
-            "log_quantile": mean_and_sem(torch.log(empirical_quantile(rewards, refs_per_sample, smoothing=smoothing)))[
-                0
-            ],
+            "log_quantile": _mean(torch.log(empirical_quantile(rewards, refs_per_sample, smoothing=smoothing))),
             **_with_sem("kl_k1", seq_log_ratio),
-            **_with_sem("kl_k3", k3),
+            **_with_sem("kl_k3", kl_k3(pol_logps, ref_logps, mask).double()),
             **_with_sem("win_rate_vs_ref", win_rate(rewards, refs_per_sample)),
             "win_rate_vs_ref_strict_first": float((rewards > refs_per_sample[:, 0]).double().mean()),
             "completion_length": float(mask.sum(-1).mean()),
@@ -352,29 +328,17 @@ def evaluate_checkpoints(
         }
         metrics.update(_effective_n(metrics["win_rate_vs_ref"], metrics["kl_k1"]))
         for judge_name, judge in judges.items():
-            values = _scores(judge, samples, columns)
-            metrics[judge_name] = mean_and_sem(values)[0]
-            metrics[f"{judge_name}_win_rate_vs_ref"] = mean_and_sem(win_rate(values, ref_judges[judge_name][row_of]))[
-                0
-            ]
+            values = score_samples(judge, samples, columns).double()
+            metrics.update(_judge(judge_name, values, win_rate(values, ref_judges[judge_name][row_of])))
         for n in bon_ns:
-            metrics[f"win_rate_vs_bon{n}"], metrics[f"win_rate_vs_bon{n}_sem"] = mean_and_sem(
-                win_rate(rewards, bon_rewards[n][row_of])
+            metrics.update(_with_sem(f"win_rate_vs_bon{n}", win_rate(rewards, bon_rewards[n][row_of])))
+            backward = backward_kl_to_bon(seq_log_ratio, rewards, refs_per_sample, n, smoothing)
+            metrics[f"kl_to_bon{n}_backward"] = _mean(backward)
+            policy_bon_logps = _sequence_logps(sampler, prompt_ids, bon_ids[n])
+            forward = forward_kl_to_bon(
+                bon_ref_logps[n], policy_bon_logps, bon_rewards[n], ref_rewards[:, n:], n, smoothing
             )
-            metrics[f"kl_to_bon{n}_backward"] = mean_and_sem(
-                backward_kl_to_bon(seq_log_ratio, rewards, refs_per_sample, n, smoothing)
-            )[0]
-            logps, bon_mask = sampler.logps(prompt_ids, bon_ids[n])
-            metrics[f"kl_to_bon{n}_forward"] = mean_and_sem(
-                forward_kl_to_bon(
-                    bon_ref_logps[n].double(),
-                    (logps * bon_mask).sum(-1).double(),
-                    bon_rewards[n],
-                    ref_rewards[:, n:],
-                    n,
-                    smoothing,
-                )
-            )[0]
+            metrics[f"kl_to_bon{n}_forward"] = _mean(forward)
         rows.append(metrics)
         del sampler
 
@@ -417,13 +381,7 @@ def write_results(results: EvaluationResults, output_dir: str | Path, plot: bool
     if plot:
         from .plotting import plot_pareto
 
-        files.update(plot_pareto(results.to_dict(), output_dir, kl_metric=kl_metric))
+        files.update(plot_pareto(asdict(results), output_dir, kl_metric=kl_metric))
     with open(files["json"], "w") as f:
-        json.dump({**results.to_dict(), "files": files}, f, indent=2, default=_json_default)
+        json.dump({**asdict(results), "files": files}, f, indent=2, default=str)
     return files
-
-
-def _json_default(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return str(value)

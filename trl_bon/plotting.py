@@ -1,12 +1,5 @@
-"""Reward-vs-KL and win-rate-vs-KL plots (the papers' Pareto figures), with matplotlib's Agg backend.
-
-`trl-bon plot results.json --log_x --xlim 0 5` redraws the figures of an evaluation (`trl_bon/scripts/plot.py`).
-
-Every figure is written twice, `<name>.png` and `<name>.svg` beside it (vector, for a paper), and follows the same
-conventions: one colour *and* one marker per method (`method_style`), so methods stay apart in grey-scale print and
-beyond ten variants; training step encoded by marker size and opacity along each trajectory, with step labels only at
-the last checkpoint (and the first, up to four methods); a title; axis labels with units; one-standard-error bars
-clipped to the quantity's range (KL ≥ 0, win rates in [0, 1]).
+"""Reward-vs-KL and win-rate-vs-KL plots (the papers' Pareto figures), with matplotlib's Agg backend, each written
+as `<name>.png` and `<name>.svg` beside it. `trl-bon plot results.json --log_x` redraws an evaluation's figures.
 
 matplotlib is an optional dependency (`pip install 'trl-bon[plot]'`); everything else in trl-bon works without it.
 """
@@ -67,20 +60,13 @@ STEP_ALPHAS = (0.45, 1.0)
 FIRST_STEP_LABELS_UP_TO = 4
 
 
-def reference_value(reference: dict, key: str) -> float:
-    """π_ref's value of `key`: exact where it is known by definition, else the estimate in the results."""
-    return EXACT_AT_REFERENCE.get(key, reference.get(key))
-
-
 def trajectories(checkpoint_rows: list[dict]) -> dict[str, list[tuple[float, dict]]]:
     """`{method: [(step, row), …]}` in step order; `method@step` names share a method, other names are their own."""
     groups: dict[str, list] = {}
     for row in checkpoint_rows:
         method, step = _method_and_step(row["name"])
         groups.setdefault(method, []).append((step, row))
-    for points in groups.values():
-        points.sort(key=lambda point: point[0])
-    return groups
+    return {method: sorted(points, key=lambda point: point[0]) for method, points in groups.items()}
 
 
 def step_ramp(position: int, count: int) -> tuple[float, float]:
@@ -91,25 +77,19 @@ def step_ramp(position: int, count: int) -> tuple[float, float]:
     return size_0 + t * (size_1 - size_0), alpha_0 + t * (alpha_1 - alpha_0)
 
 
+def _step_markers(ax, xs: list, ys: list, color, marker: str, linewidths: float = 0.4) -> None:
+    """A trajectory's markers in the method's colour, growing and darkening with the step ([`step_ramp`])."""
+    ramp = [step_ramp(i, len(xs)) for i in range(len(xs))]
+    sizes, colors = [size for size, _ in ramp], [(*color, alpha) for _, alpha in ramp]
+    ax.scatter(xs, ys, s=sizes, color=colors, marker=marker, edgecolors="k", linewidths=linewidths, zorder=3)
+
+
 def _step_legend_title(groups: dict) -> str:
     """How the step is drawn, with the step range when every trajectory shares it."""
     ranges = {(points[0][0], points[-1][0]) for points in groups.values() if points[-1][0] != float("inf")}
-    span = ""
-    if len(ranges) == 1:
-        first, last = next(iter(ranges))
-        span = f" ({first:g} → {last:g})"
+    span = " ({:g} → {:g})".format(*next(iter(ranges))) if len(ranges) == 1 else ""
     labelled = "first and last" if len(groups) <= FIRST_STEP_LABELS_UP_TO else "last"
     return f"marker size: training step{span}\nlabels: {labelled} step, where there is room"
-
-
-def _kl_axis_label(kl_metric: str) -> str:
-    estimator = {"kl_k1": "k1", "kl_k3": "k3"}.get(kl_metric, kl_metric)
-    return f"KL(π‖π_ref) [nats; {estimator} estimate, summed over completion tokens]"
-
-
-def _title(ylabel: str) -> str:
-    name = ylabel.split(" (")[0]
-    return f"{name[0].upper()}{name[1:]} against KL to π_ref"
 
 
 def plot_pareto(
@@ -154,8 +134,6 @@ def plot_pareto(
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     groups = trajectories(results["checkpoints"])
     if methods is not None:
         missing = [method for method in methods if method not in groups]
@@ -167,28 +145,20 @@ def plot_pareto(
     for key, ylabel, filename, *own_title in metrics:
         bounds = (0.0, 1.0) if "win_rate" in key else (-math.inf, math.inf)
         fig, ax = plt.subplots(figsize=(8.4, 4.8), layout="constrained")
-        ref_y = reference_value(reference, key)
-        xs_all = [0.0]
-        fixed_labels = []
+        ref_y = EXACT_AT_REFERENCE.get(key, reference.get(key))
+        bon_xs = [b["kl_bound"] for b in bon]
+        xs_all, fixed_labels = [0.0, *bon_xs], []
         if bon:
             ys = [ref_y] + [b[key] for b in bon]
-            ax.plot([0.0] + [b["kl_bound"] for b in bon], ys, "k-o", ms=4, label="Best-of-N (KL bound)")
+            ax.plot([0.0, *bon_xs], ys, "k-o", ms=4, label="Best-of-N (KL bound)")
             if all("kl_estimate" in b for b in bon):  # a table rebuilt from printed bounds may not have it
                 ax.plot([0.0] + [b["kl_estimate"] for b in bon], ys, "k--", alpha=0.5, label="Best-of-N (KL estimate)")
-            _error_bars(ax, [b["kl_bound"] for b in bon], ys[1:], None, [_sem(b, key) for b in bon], "k", bounds)
-            for b in bon:
-                # above-left of the point: the region over the Best-of-N curve is where trained policies rarely go
-                fixed_labels.append(
-                    ax.annotate(
-                        f"N={b['n']}",
-                        (b["kl_bound"], b[key]),
-                        textcoords="offset points",
-                        xytext=(-5, 5),
-                        ha="right",
-                        fontsize=8,
-                    )  # fmt: skip
-                )
-            xs_all += [b["kl_bound"] for b in bon]
+            _error_bars(ax, bon_xs, ys[1:], None, [_sem(b, key) for b in bon], "k", bounds)
+            # N above-left of each point: the region over the Best-of-N curve is where trained policies rarely go
+            fixed_labels = [
+                ax.annotate(f"N={b['n']}", (x, y), textcoords="offset points", xytext=(-5, 5), ha="right", fontsize=8)
+                for b, x, y in zip(bon, bon_xs, ys[1:], strict=True)
+            ]
         step_labels, legend_handles = [], {}
         for index, (method, points) in enumerate(groups.items()):
             color, marker = method_style(index)
@@ -198,17 +168,7 @@ def plot_pareto(
             ax.plot(xs, ys, "-", color=color, lw=1.4, alpha=0.8, zorder=2, label=method)
             xerr = [_sem(row, kl_metric) for _, row in points]
             _error_bars(ax, xs[1:], ys[1:], xerr, [_sem(row, key) for _, row in points], color, bounds)
-            ramp = [step_ramp(i, len(points)) for i in range(len(points))]
-            ax.scatter(
-                xs[1:],
-                ys[1:],
-                s=[size for size, _ in ramp],
-                color=[(*color, alpha) for _, alpha in ramp],
-                marker=marker,
-                edgecolors="k",
-                linewidths=0.4,
-                zorder=3,
-            )
+            _step_markers(ax, xs[1:], ys[1:], color, marker)
             # the legend shows the method's line with its marker at full size
             legend_handles[method] = Line2D([], [], color=color, marker=marker, ms=6, mec="k", mew=0.4)
             stepped = [(i, step) for i, (step, _) in enumerate(points) if step != float("inf")]
@@ -235,10 +195,12 @@ def plot_pareto(
             ax.set_xlim(*xlim)
         if ylim and key in ylim:
             ax.set_ylim(*ylim[key])
-        ax.set_xlabel(_kl_axis_label(kl_metric))
-        ax.set_ylabel(ylabel)
+        estimator = kl_metric.removeprefix("kl_")
+        ax.set(xlabel=f"KL(π‖π_ref) [nats; {estimator} estimate, summed over completion tokens]", ylabel=ylabel)
         marked = _effective_n_axis(ax)
-        ax.set_title(own_title[0] if own_title else _title(ylabel), fontsize=11, pad=18 if marked else 6)
+        name = ylabel.split(" (")[0]
+        default_title = f"{name[0].upper()}{name[1:]} against KL to π_ref"
+        ax.set_title(own_title[0] if own_title else default_title, fontsize=11, pad=18 if marked else 6)
         if title:
             fig.suptitle(title, fontsize=12)
         ax.grid(alpha=0.3)
@@ -258,10 +220,9 @@ def plot_pareto(
         else:
             ax.legend(handles, names, fontsize=8, loc="best")
         fig.canvas.draw()  # lay the figure out, so that the labels' boxes are final
-        _hide_overlapping(
-            [label for _, label in sorted(step_labels, key=lambda item: not item[0])], fixed_labels
-        )  # last steps first
-        files[filename.removesuffix(".png")] = _save(fig, output_dir / filename, dpi=150)
+        last_steps_first = [label for _, label in sorted(step_labels, key=lambda item: not item[0])]
+        _hide_overlapping(last_steps_first, fixed_labels)
+        files[filename.removesuffix(".png")] = _save(fig, Path(output_dir) / filename, dpi=150)
         plt.close(fig)
     return files
 
@@ -303,6 +264,7 @@ def _sem(row: dict, key: str) -> float:
 def _save(fig, path: Path, dpi: int) -> str:
     """Write `path` (PNG) and the same figure as SVG beside it; return the PNG's path."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     fig.savefig(path.with_suffix(".svg"))
     return str(path)
@@ -362,8 +324,6 @@ def _error_bars(ax, xs: list, ys: list, xerr: list | None, yerr: list, color, y_
 
 def _labelled_steps(steps: list[int], count: int = 4) -> set[int]:
     """About `count` evenly spread steps of `steps` (the last one included) to label on a trajectory."""
-    if not steps:
-        return set()
     stride = max(1, round(len(steps) / count))
     return {steps[i] for i in range(len(steps) - 1, -1, -stride)}
 
@@ -394,30 +354,26 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
     ]
     left.plot([0.0], [reference["reward"]], "ks", ms=7, label="π_ref", zorder=4)
     color, marker = method_style(0)
-    ramp = [step_ramp(i, len(history)) for i in range(len(history))]
-    left.plot([h["kl_ref"] for h in history], [h["reward"] for h in history], "-", color=color, lw=1.2, zorder=2)
-    left.scatter(
-        [h["kl_ref"] for h in history],
-        [h["reward"] for h in history],
-        s=[size for size, _ in ramp],
-        color=[(*color, alpha) for _, alpha in ramp],
-        marker=marker,
-        edgecolors="k",
-        linewidths=0.3,
-        zorder=3,
-    )
+    xs, ys = [h["kl_ref"] for h in history], [h["reward"] for h in history]
+    left.plot(xs, ys, "-", color=color, lw=1.2, zorder=2)
+    _step_markers(left, xs, ys, color, marker, 0.3)
     left.plot([], [], "-", color=color, marker=marker, mec="k", mew=0.3, label="J-BOND policy (marker size: step)")
     labelled = _labelled_steps([h["step"] for h in history if h["step"] > 0])
-    labels = []
-    for h in history:
-        if h["step"] in labelled:
-            label = left.annotate(
-                f"step {h['step']}", (h["kl_ref"], h["reward"]), textcoords="offset points", xytext=(-14, 10),
-                fontsize=7, color=color, ha="right", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": color},
-            )  # fmt: skip
-            labels.append((h["step"], label))
-    left.set_xlabel("exact KL(π‖π_ref) [nats]")
-    left.set_ylabel("exact expected reward")
+    labels = [  # last steps first: they are kept where labels overlap
+        left.annotate(
+            f"step {h['step']}",
+            (h["kl_ref"], h["reward"]),
+            textcoords="offset points",
+            xytext=(-14, 10),
+            fontsize=7,
+            color=color,
+            ha="right",
+            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": color},
+        )  # fmt: skip
+        for h in reversed(history)
+        if h["step"] in labelled
+    ]
+    left.set(xlabel="exact KL(π‖π_ref) [nats]", ylabel="exact expected reward")
     left.set_title("Reward against KL to π_ref", fontsize=11)
     left.grid(alpha=0.3)
     left.legend(fontsize=8, loc="lower right")
@@ -434,9 +390,7 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
             markevery=max(1, len(steps) // 10),
             label=f"N = {b['n']}",
         )
-    right.set_yscale("log")
-    right.set_xlabel("training step")
-    right.set_ylabel("exact KL(π‖π_BoN) [nats]")
+    right.set(yscale="log", xlabel="training step", ylabel="exact KL(π‖π_BoN) [nats]")
     right.set_title("Distance to each Best-of-N law", fontsize=11)
     right.grid(alpha=0.3)
     right.legend(fontsize=8, title="Best-of-N target", title_fontsize=8)
@@ -444,9 +398,7 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
         fig.suptitle(title, fontsize=12)
     fig.canvas.draw()
     # the demo's markers sit every 10 steps, packed at the end: its step labels (leader lines) only avoid each other
-    _hide_overlapping([label for _, label in sorted(labels, key=lambda item: -item[0])], fixed, avoid_markers=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _hide_overlapping(labels, fixed, avoid_markers=False)
     saved = _save(fig, path, dpi=120)
     plt.close(fig)
     return saved

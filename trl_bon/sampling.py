@@ -1,11 +1,10 @@
 """Sampling N scored completions per prompt: the one sampler behind BoN-SFT data, vBoN's reference-reward cache,
 BOND's reference quantiles and the evaluation.
 
-Generation matches what TRL's trainers do with the same settings (`do_sample=True`, temperature / top-p / top-k /
-min-p, completions cut after the first EOS and keeping it, decoded with `skip_special_tokens=True`), so samples drawn
-here come from the same distribution the trainers train against: Best-of-N is defined relative to π_ref at one
-temperature, so the same settings must be used everywhere. Every forward runs with dropout off, and left-padded rows
-get position ids from the attention mask, so models with learned absolute positions (GPT-2) are exact too.
+Generation matches TRL's trainers with the same settings (`do_sample=True`, completions cut after the first EOS and
+keeping it, decoded with `skip_special_tokens=True`): Best-of-N is defined relative to π_ref at one temperature, so
+samples drawn here must come from the law the trainers train against. Every forward runs with dropout off, and
+left-padded rows get position ids from the attention mask, so learned absolute positions (GPT-2) are exact too.
 """
 
 import contextlib
@@ -36,12 +35,9 @@ def _parse_dict(value, name: str) -> dict:
 
 @dataclass
 class GenerationSettings:
-    """Everything that decides which completions are drawn: the one declaration of the sampling settings.
-
-    Shared by the trainers' configs (each holds one, `args.generation_settings`, read with [`from_trainer_args`]
-    and checked here, once), every cache's metadata (a reward CDF or a Best-of-N data set holds only for its own
-    settings) and `trl-bon eval`, whose options are these fields.
-    """
+    """Everything that decides which completions are drawn, checked here once: held by the trainers' configs
+    (`args.generation_settings`, from [`from_trainer_args`]), recorded in every cache's metadata and the options of
+    `trl-bon eval`."""
 
     max_completion_length: int = field(default=64, metadata={"help": "Max new tokens (use the training value)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (use the training value)."})
@@ -87,24 +83,22 @@ class GenerationSettings:
     @classmethod
     def from_trainer_args(cls, args) -> "GenerationSettings":
         """The settings a TRL `RLOOConfig`/`GRPOConfig`, a trl-bon config or `trl-bon eval`'s arguments sample with."""
-        return GenerationSettings(
-            **{f.name: getattr(args, f.name) for f in fields(GenerationSettings) if hasattr(args, f.name)}
-        )
+        return cls(**{f.name: getattr(args, f.name) for f in fields(GenerationSettings) if hasattr(args, f.name)})
 
 
 @dataclass
 class Samples:
-    """Completions sampled for a list of prompts, `num_samples` per prompt, grouped by prompt (row-major)."""
+    """Completions sampled for a list of prompts, the same number per prompt, grouped by prompt (row-major)."""
 
     prompt_index: list[int]
     prompts: list
     completions: list
     completion_ids: list[list[int]]
-    num_samples: int
 
 
 def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None):
-    """Return `(model, tokenizer)` for a model id/path or an instance (PEFT and quantised models included).
+    """Return `(model, tokenizer)` for a model id/path, already checked where it entered, or an instance (PEFT and
+    quantised models included).
 
     Strings are loaded with TRL's own loader (fp32 unless `model_init_kwargs["dtype"]` says otherwise), so
     `quantization_config` and `device_map` in `model_init_kwargs` work as in the trainers. The tokenizer is loaded
@@ -116,7 +110,6 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None)
     from .quantization import check_4bit_layer_sizes
 
     if isinstance(model, str):
-        check_model_path(model)
         model = create_model_from_path(model, **(model_init_kwargs or {}))
     check_4bit_layer_sizes(model)
     if tokenizer is not None:
@@ -128,8 +121,8 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None)
 
 
 def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> list[list[int]]:
-    """Token ids of each prompt exactly as `RLOOTrainer._tokenize_prompts` makes them (text-only prompts), for
-    prompts already checked where they entered ([`check_prompts`])."""
+    """Token ids of each prompt as `RLOOTrainer._tokenize_prompts` makes them, for prompts already checked
+    ([`check_prompts`])."""
     from trl import is_conversational
 
     if is_conversational({"prompt": prompts[0]}):
@@ -202,12 +195,8 @@ def _decode(tokenizer, prompts: list, completion_ids: list[list[int]]) -> list:
 
 @contextlib.contextmanager
 def eval_mode(model):
-    """Run `model` with dropout off (eval mode), restoring its mode after.
-
-    Every offline forward samples or scores the distribution the trainers define, which is the model *without*
-    dropout: GPT-2 checkpoints ship `resid/embd/attn_pdrop=0.1`, and a model left in train mode would draw and score
-    from a different, noisy distribution at each call.
-    """
+    """Run `model` with dropout off, restoring its mode after: the trainers' distribution is the model without
+    dropout (GPT-2 checkpoints ship `resid/embd/attn_pdrop=0.1`), and train mode would sample from a noisy one."""
     was_training = model.training
     model.eval()
     try:
@@ -216,12 +205,19 @@ def eval_mode(model):
         model.train(was_training)
 
 
+def _left_pad(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(input_ids, attention_mask)` of `rows` left-padded, so that every row ends at the same position."""
+    from ._trl_compat import pad
+
+    rows = [torch.tensor(row) for row in rows]
+    mask = pad([torch.ones_like(row) for row in rows], padding_value=0, padding_side="left")
+    return pad(rows, padding_value=pad_token_id, padding_side="left").to(device), mask.to(device)
+
+
 @torch.no_grad()
 def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size):
     """Yield the completions of `prompt_ids`, one `generate` batch (`batch_size` rows) at a time."""
     from transformers import GenerationConfig
-
-    from ._trl_compat import pad
 
     eos_ids = _eos_ids(model, tokenizer)
     config = GenerationConfig(
@@ -240,9 +236,9 @@ def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size):
     device = next(model.parameters()).device
     with eval_mode(model):
         for start in range(0, len(prompt_ids), batch_size):
-            rows = [torch.tensor(ids) for ids in prompt_ids[start : start + batch_size]]
-            input_ids = pad(rows, padding_value=tokenizer.pad_token_id, padding_side="left").to(device)
-            attention_mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="left").to(device)
+            input_ids, attention_mask = _left_pad(
+                prompt_ids[start : start + batch_size], tokenizer.pad_token_id, device
+            )
             # `generate` derives position ids from the attention mask, so left padding does not shift absolute
             # positions (GPT-2); `completion_logps` scores with the same positions.
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
@@ -267,10 +263,6 @@ def completion_logps(
     Returns:
         `(logps, mask)`, both `(B, T_max)` float32 on CPU; `mask` is 1 on completion tokens, 0 on padding. The prompt
         never enters the sums.
-
-    Rows are left-padded with position ids taken from the attention mask (as `generate` assigns them) and the model
-    runs with dropout off, so a GPT-2-style model (learned absolute positions, dropout in its config) scores each
-    completion exactly as it would unpadded.
     """
     device = next(model.parameters()).device
     width = max(len(c) for c in completion_ids)
@@ -279,22 +271,13 @@ def completion_logps(
     for start in range(0, len(completion_ids), batch_size):
         prompts, completions = prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size]
         seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
-        length = max(len(s) for s in seqs)
-        # Left-pad so every completion ends at the same position; an explicit attention mask hides the padding.
-        input_ids = torch.full((len(seqs), length), pad_token_id, dtype=torch.long)
-        attention = torch.zeros(len(seqs), length, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            input_ids[i, length - len(s) :] = torch.tensor(s)
-            attention[i, length - len(s) :] = 1
+        input_ids, attention = _left_pad(seqs, pad_token_id, device)
+        # position ids from the attention mask, as `generate` assigns them: left padding shifts no position
         position_ids = (attention.cumsum(-1) - 1).clamp_min(0)
         with eval_mode(model):
-            logits = model(
-                input_ids=input_ids.to(device),
-                attention_mask=attention.to(device),
-                position_ids=position_ids.to(device),
-            ).logits.float()
+            logits = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids).logits.float()
         logps = torch.log_softmax(logits[:, :-1] / temperature, dim=-1)
-        token_logps = logps.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
+        token_logps = logps.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1).cpu()
         for i, c in enumerate(completions):
             if c:
                 all_logps[start + i, : len(c)] = token_logps[i, -len(c) :]
@@ -355,13 +338,20 @@ def prompts_and_columns(prompts) -> tuple[list, dict[str, list]]:
     """Prompts and extra per-prompt columns from a list of prompts, or a `datasets.Dataset` / dict with a `prompt`
     column (its other columns reach reward callables, as a dataset's extra columns do in TRL)."""
     if hasattr(prompts, "column_names") or isinstance(prompts, dict):
-        columns = {
-            c: list(prompts[c]) for c in (prompts.column_names if hasattr(prompts, "column_names") else prompts)
-        }
+        columns = {c: list(v) for c, v in (prompts if isinstance(prompts, dict) else prompts.to_dict()).items()}
         if "prompt" not in columns:
             raise ValueError(f"The prompts have no `prompt` column (columns: {list(columns)}).")
         return columns.pop("prompt"), columns
     return list(prompts), {}
+
+
+def score_samples(scorer, samples: Samples, columns: dict[str, list]) -> torch.Tensor:
+    """Weighted rewards of `samples` by a [`~trl_bon.rewards.RewardScorer`], refusing non-finite ones; the per-prompt
+    `columns` reach reward callables."""
+    repeated = {key: [values[i] for i in samples.prompt_index] for key, values in columns.items()}
+    per_func = scorer(samples.prompts, samples.completions, samples.completion_ids, **repeated)
+    scorer.check_finite(per_func)
+    return scorer.weighted(per_func)
 
 
 class Sampler:
@@ -454,22 +444,17 @@ class Sampler:
         return other
 
     def identity(self) -> dict:
-        """What decides the samples' law, for caches: model identity (config + weights fingerprint, not the path),
-        tokenizer identity (vocabulary and chat template: they decide the prompt tokens), every generation setting
-        and the backend. The vLLM backend fingerprints the checkpoint at its path, loaded
-        once with transformers and dropped (vLLM holds its own copy), so that its caches are keyed like the
-        trainers' π_ref: keyed by the path, a vBoN trainer refused every cache built with vLLM."""
+        """What decides the samples' law, for caches: model (config + weights fingerprint, not the path), tokenizer
+        (vocabulary and chat template), every generation setting and the backend. The vLLM backend fingerprints the
+        checkpoint at its path, loaded once with transformers and dropped, so that its caches are keyed like the
+        trainers' π_ref."""
         from .identity import model_identity, tokenizer_identity
 
-        if self.backend != "vllm":
-            model = model_identity(self.model)
-        else:
-            if self._vllm_model_identity is None:
-                loaded, _ = load_causal_lm(self._model, self.model_init_kwargs, self.tokenizer)
-                self._vllm_model_identity = model_identity(loaded)
-            model = self._vllm_model_identity
+        if self.backend == "vllm" and self._vllm_model_identity is None:
+            loaded, _ = load_causal_lm(self._model, self.model_init_kwargs, self.tokenizer)
+            self._vllm_model_identity = model_identity(loaded)
         return {
-            "model": model,
+            "model": self._vllm_model_identity if self.backend == "vllm" else model_identity(self.model),
             "tokenizer": tokenizer_identity(self.tokenizer),
             "generation_settings": self.settings.to_dict(),
             "backend": self.backend,
@@ -478,29 +463,22 @@ class Sampler:
     def prompt_ids(self, prompts: list) -> list[list[int]]:
         return tokenize_prompts(self.tokenizer, prompts, self.settings.chat_template_kwargs)
 
-    def _check_context(self, prompt_ids: list[list[int]]) -> None:
-        """Refuse prompts that leave no room for `max_completion_length` tokens in the model's context window:
-        a GPT-2-style model would crash inside `generate`, a rotary one would silently go past what it was trained
-        on."""
-        window = context_window(self.model.config)
-        if window is None:
-            return
-        longest = max(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-        if len(prompt_ids[longest]) + self.settings.max_completion_length > window:
-            raise ValueError(
-                f"Prompt {longest} has {len(prompt_ids[longest])} tokens; with max_completion_length="
-                f"{self.settings.max_completion_length} it exceeds the model's context window of {window} positions. "
-                "Truncate or drop long prompts, or lower `max_completion_length`."
-            )
-
     def _batches(self, prompts: list, n: int, seed: int | None, desc: str):
         """Yield `(first_row, completion_ids)` per `generate` batch, rows grouped by prompt."""
         if n < 1:
             raise ValueError(f"The number of samples per prompt must be at least 1, got {n}.")
         check_prompts(prompts)  # before the model loads
         prompt_ids = self.prompt_ids(prompts)
-        if self.backend == "transformers":
-            self._check_context(prompt_ids)
+        # a prompt with no room for `max_completion_length` tokens would crash `generate` (GPT-2) or silently run past
+        # the positions the model was trained on (rotary)
+        window = context_window(self.model.config) if self.backend == "transformers" else None
+        longest = max(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        if window is not None and len(prompt_ids[longest]) + self.settings.max_completion_length > window:
+            raise ValueError(
+                f"Prompt {longest} has {len(prompt_ids[longest])} tokens; with max_completion_length="
+                f"{self.settings.max_completion_length} it exceeds the model's context window of {window} positions. "
+                "Truncate or drop long prompts, or lower `max_completion_length`."
+            )
         repeated = [ids for ids in prompt_ids for _ in range(n)]
         seed = self.seed if seed is None else seed
         if seed is not None:
@@ -518,16 +496,11 @@ class Sampler:
             bar.update(len(batch))
         bar.close()
 
-    def _samples(self, prompts: list, n: int, completion_ids: list[list[int]]) -> Samples:
-        prompt_index = [i for i in range(len(prompts)) for _ in range(n)]
+    def _samples(self, prompts: list, n: int, completion_ids: list[list[int]], first: int = 0) -> Samples:
+        """`completion_ids` as samples, row `first + j` of the sampling order being sample `j`."""
+        prompt_index = [(first + j) // n for j in range(len(completion_ids))]
         repeated = [prompts[i] for i in prompt_index]
-        return Samples(
-            prompt_index=prompt_index,
-            prompts=repeated,
-            completions=_decode(self.tokenizer, repeated, completion_ids),
-            completion_ids=completion_ids,
-            num_samples=n,
-        )
+        return Samples(prompt_index, repeated, _decode(self.tokenizer, repeated, completion_ids), completion_ids)
 
     def sample(self, prompts: Sequence, n: int, seed: int | None = None) -> Samples:
         """`n` completions per prompt, grouped by prompt; `seed` overrides the sampler's seed for this call."""
@@ -548,29 +521,14 @@ class Sampler:
         scorer = as_scorer(reward)
         completion_ids, rewards = [], []
         for first, batch in self._batches(prompts, n, seed, f"sampling {n}/prompt"):
-            index = [(first + j) // n for j in range(len(batch))]
-            batch_prompts = [prompts[i] for i in index]
-            per_func = scorer(
-                batch_prompts,
-                _decode(self.tokenizer, batch_prompts, batch),
-                batch,
-                **{key: [values[i] for i in index] for key, values in columns.items()},
-            )
-            scorer.check_finite(per_func)
-            rewards.append(scorer.weighted(per_func))
+            rewards.append(score_samples(scorer, self._samples(prompts, n, batch, first), columns))
             completion_ids += batch
         return ScoredSamples(self._samples(prompts, n, completion_ids), torch.cat(rewards).view(len(prompts), n))
 
     def logps(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs of completions at the sampling temperature ([`completion_logps`])."""
-        return completion_logps(
-            self.model,
-            prompt_ids,
-            completion_ids,
-            self.settings.temperature,
-            self.tokenizer.pad_token_id,
-            self.batch_size,
-        )
+        temperature, pad_token_id = self.settings.temperature, self.tokenizer.pad_token_id
+        return completion_logps(self.model, prompt_ids, completion_ids, temperature, pad_token_id, self.batch_size)
 
 
 @dataclass
@@ -636,7 +594,7 @@ def best_of_n(sampler, prompts, reward, n: int, *, tie_break: str = "random") ->
     """
     from .rewards import as_scorer
 
-    if n < 1:
+    if n < 1:  # before `as_scorer` loads any reward model
         raise ValueError(f"Best-of-N needs n >= 1 candidates per prompt, got n={n}.")
     if tie_break not in ("random", "first"):
         raise ValueError(f"Unknown tie_break {tie_break!r}; use 'random' or 'first'.")

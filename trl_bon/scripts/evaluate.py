@@ -10,22 +10,15 @@
         --checkpoints jbond=outputs/jbond-imdb vbon=outputs/vbon-imdb --output_dir eval-imdb
     trl-bon eval --config recipes/eval/imdb.yaml --checkpoints jbond=outputs/jbond-imdb
 
-`--model_name_or_path` is π_ref. Each `--checkpoints` entry is `NAME=PATH` (or just `PATH`, named after its folder,
-`run@3` for `run/checkpoint-3`); a training `output_dir` holding `checkpoint-*` folders expands to `NAME@<step>` for
-each of them, plus `NAME@final` when the folder also holds a final model that differs from the last checkpoint.
-Paths may be full models or LoRA adapter folders; a missing path fails before anything is sampled. Without
-`--checkpoints`, π_ref and its Best-of-N points alone are evaluated. The sampling options (`--max_completion_length`,
-`--temperature`, `--top_p`, `--top_k`, `--min_p`, `--repetition_penalty`, `--generation_kwargs`,
-`--chat_template_kwargs`) are those of training. Runs in one process on one device (`accelerate launch` is not
-needed).
-
-Writes `results.json`, `results.csv`, `reward_vs_kl.png` and `win_rate_vs_kl.png` (and their SVGs) to `--output_dir`.
+`--model_name_or_path` is π_ref; each `--checkpoints` entry is `NAME=PATH` or `PATH` ([`expand_checkpoints`]); the
+sampling options are those of training. Runs in one process on one device. Writes `results.json`, `results.csv` and
+the plots to `--output_dir`.
 """
 
 import filecmp
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from trl_bon.sampling import GenerationSettings
@@ -97,6 +90,7 @@ def _is_model_dir(path: Path) -> bool:
 
 
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "adapter_config.json", "config.json")
+_CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")  # as `Trainer` names them
 
 
 def _same_weights(a: Path, b: Path) -> bool:
@@ -112,7 +106,7 @@ def _same_weights(a: Path, b: Path) -> bool:
 def _default_name(path: Path) -> str:
     """`run@3` for `.../run/checkpoint-3` (a bare `checkpoint-3` says nothing), else the folder name."""
     resolved = path.expanduser().resolve()
-    match = re.fullmatch(r"checkpoint-(\d+)", resolved.name)
+    match = _CHECKPOINT_DIR.fullmatch(resolved.name)
     return f"{resolved.parent.name}@{match.group(1)}" if match else resolved.name
 
 
@@ -131,14 +125,12 @@ def expand_checkpoints(entries) -> dict[str, str]:
             name, path = _default_name(Path(entry)), entry
         check_model_path(path, f"checkpoint '{name}'", model_folder=False)
         root = Path(path)
-        steps = sorted(
-            (p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
-            key=lambda p: int(p.name.split("-")[-1]),
-        )
+        steps = {
+            int(m[1]): p for p in root.glob("checkpoint-*") if p.is_dir() and (m := _CHECKPOINT_DIR.fullmatch(p.name))
+        }
         if steps:
-            for step_dir in steps:
-                checkpoints[f"{name}@{step_dir.name.split('-')[-1]}"] = str(step_dir)
-            if _is_model_dir(root) and not _same_weights(root, steps[-1]):
+            checkpoints.update({f"{name}@{step}": str(steps[step]) for step in sorted(steps)})
+            if _is_model_dir(root) and not _same_weights(root, steps[max(steps)]):
                 checkpoints[f"{name}@final"] = str(root)
         elif _is_model_dir(root) or not root.exists():
             checkpoints[name] = path  # a local model folder, or a Hub id
@@ -154,21 +146,15 @@ def eval_options(script_args):
     """The evaluation settings of the parsed arguments, validated (before any model loads)."""
     from trl_bon.evaluation import EvalOptions
 
-    return EvalOptions(
-        bon_ns=as_list(script_args.bon_ns),
-        num_reference_samples=script_args.num_reference_samples,
-        num_policy_samples=script_args.num_policy_samples,
-        quantile_smoothing=script_args.quantile_smoothing,
-        kl_metric=script_args.kl_metric,
-        output_dir=script_args.output_dir,
-        plot=not script_args.no_plot,
-    )
+    shared = {f.name: getattr(script_args, f.name) for f in fields(EvalOptions) if hasattr(script_args, f.name)}
+    return EvalOptions(**{**shared, "bon_ns": as_list(script_args.bon_ns), "plot": not script_args.no_plot})
 
 
 def run(script_args, model_args, dataset_args):
     from trl import get_quantization_config
 
     from trl_bon.evaluation import evaluate_checkpoints
+    from trl_bon.rewards import RewardScorer
     from trl_bon.sampling import Sampler
 
     check_model_paths(model_args, script_args)
@@ -199,11 +185,7 @@ def run(script_args, model_args, dataset_args):
         raise ValueError(
             f"The evaluation split has no `prompt` column (columns: {split.column_names}); set `--prompt_column`."
         )
-    reward = reward_funcs
-    if script_args.reward_weights is not None:
-        from trl_bon.rewards import RewardScorer
-
-        reward = RewardScorer(reward_funcs, reward_weights=script_args.reward_weights)
+    reward = RewardScorer(reward_funcs, reward_weights=script_args.reward_weights)
     results = evaluate_checkpoints(checkpoints, split, reward, reference, options, judges=judges)
     print(format_table(results))
     for kind, path in results.files.items():
@@ -221,6 +203,16 @@ TABLE_COLUMNS = (
     ("N_win", 9),
     ("N_KL", 9),
 )
+#: The results key each column shows.
+COLUMN_KEYS = {
+    "reward": "reward",
+    "KL k1": "kl_k1",
+    "KL k3": "kl_k3",
+    "KL bound": "kl_bound",
+    "win/ref": "win_rate_vs_ref",
+    "N_win": "effective_n_win",
+    "N_KL": "effective_n_kl",
+}
 
 
 def format_table(results) -> str:
@@ -230,38 +222,25 @@ def format_table(results) -> str:
     Best-of-N KL bound, a Best-of-N point no k3 estimate and no win rate against itself)."""
     ns = results.settings["bon_ns"]
     columns = [*TABLE_COLUMNS, *((f"win/BoN{n}", 11) for n in ns)]
+    keys = {**COLUMN_KEYS, **{f"win/BoN{n}": f"win_rate_vs_bon{n}" for n in ns}}
 
-    def line(name: str, values: dict) -> str:
+    def line(name: str, row: dict, overrides: dict) -> str:
+        values = {**{header: row.get(key) for header, key in keys.items()}, **overrides}
         cells = "".join(
-            f"{values[header]:>{width}.3f}" if values.get(header) is not None else " " * width
-            for header, width in columns
+            f"{values[header]:>{width}.3f}" if values[header] is not None else " " * width for header, width in columns
         )
         return f"{name:<24}{cells}".rstrip()
 
     lines = [f"{'name':<24}" + "".join(f"{header:>{width}}" for header, width in columns)]
-    for row in results.checkpoints:
-        values = {"reward": row["reward"], "KL k1": row["kl_k1"], "KL k3": row["kl_k3"]}
-        values["win/ref"] = row["win_rate_vs_ref"]
-        values.update(_effective_n(row))
-        values.update({f"win/BoN{n}": row[f"win_rate_vs_bon{n}"] for n in ns})
-        lines.append(line(row["name"], values))
-    reference = results.reference
-    lines.append(line("π_ref", {"reward": reference["reward"], "KL k1": 0.0, "KL k3": 0.0, "KL bound": 0.0,
-                                "win/ref": reference["win_rate_vs_ref"], **_effective_n(reference)}))  # fmt: skip
-    for point in results.bon:
-        values = {"reward": point["reward"], "KL k1": point["kl_estimate"], "KL bound": point["kl_bound"]}
-        lines.append(line(f"BoN-{point['n']}", {**values, "win/ref": point["win_rate_vs_ref"], **_effective_n(point)}))
+    lines += [line(row["name"], row, {}) for row in results.checkpoints]
+    lines.append(line("π_ref", results.reference, {"KL k1": 0.0, "KL k3": 0.0, "KL bound": 0.0}))  # 0 by definition
+    lines += [line(f"BoN-{point['n']}", point, {"KL k1": point["kl_estimate"]}) for point in results.bon]
     if results.bon:
         lines += [
             "KL k1 of a BoN-N row: mean over its draws of (N−1)·log p̂≤ + log B̂, the Best-of-N log-ratio to π_ref;",
             "KL bound: log N − (N−1)/N (docs/evaluation.md).",
         ]
     return "\n".join(lines)
-
-
-def _effective_n(row: dict) -> dict:
-    """The `N_win` and `N_KL` cells (docs/metrics.md); older results files without them show blanks."""
-    return {"N_win": row.get("effective_n_win"), "N_KL": row.get("effective_n_kl")}
 
 
 def make_parser(prog: str | None = None):
