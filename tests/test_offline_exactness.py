@@ -125,6 +125,7 @@ def test_prompts_past_the_context_window_are_refused(tokenizer, architecture):
     overrides = {"n_positions": 8} if architecture == "gpt2" else {"max_position_embeddings": 8}
     model = tiny_causal_lm(tokenizer, architecture, **overrides)
     sampler = Sampler(model, GenerationSettings(max_completion_length=3), tokenizer=tokenizer, progress=False)
-    with pytest.raises(ValueError, match="Prompt 2 has 6 tokens; with max_completion_length=3 it exceeds"):
+    refusal = r"`prompts` has 1 prompt\(s\) \(rows \[2\], longest 6 tokens\) that leave no room for"
+    with pytest.raises(ValueError, match=refusal + " `max_completion_length=3`"):
         sampler.sample(PROMPTS, 1)
     assert len(sampler.sample(PROMPTS[:2], 1).completion_ids) == 2  # 3 + 3 tokens fit in 8 positions

@@ -178,6 +178,21 @@ def context_window(config) -> int | None:
     return None
 
 
+def check_context_window(prompt_lengths: list[int], config, max_completion_length: int, name: str) -> None:
+    """Refuse prompts (their token counts) that leave no room for `max_completion_length` new tokens in the context
+    window of the model `config` describes: GPT-2's absolute positions crash inside `generate`, rotary models
+    silently run past the positions they were trained on. The one prompt-length check (sampler and trainers)."""
+    window = context_window(config)
+    too_long = [i for i, length in enumerate(prompt_lengths) if window and length + max_completion_length > window]
+    if too_long:
+        raise ValueError(
+            f"`{name}` has {len(too_long)} prompt(s) (rows {too_long[:5]}, longest {max(prompt_lengths)} tokens) that "
+            f"leave no room for `max_completion_length={max_completion_length}` in the model's context window of "
+            f"{window} positions. Drop or shorten prompts longer than {window - max_completion_length} tokens, or "
+            "lower `max_completion_length`."
+        )
+
+
 def _eos_ids(model, tokenizer) -> list[int]:
     eos = model.generation_config.eos_token_id
     eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
@@ -469,16 +484,9 @@ class Sampler:
             raise ValueError(f"The number of samples per prompt must be at least 1, got {n}.")
         check_prompts(prompts)  # before the model loads
         prompt_ids = self.prompt_ids(prompts)
-        # a prompt with no room for `max_completion_length` tokens would crash `generate` (GPT-2) or silently run past
-        # the positions the model was trained on (rotary)
-        window = context_window(self.model.config) if self.backend == "transformers" else None
-        longest = max(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-        if window is not None and len(prompt_ids[longest]) + self.settings.max_completion_length > window:
-            raise ValueError(
-                f"Prompt {longest} has {len(prompt_ids[longest])} tokens; with max_completion_length="
-                f"{self.settings.max_completion_length} it exceeds the model's context window of {window} positions. "
-                "Truncate or drop long prompts, or lower `max_completion_length`."
-            )
+        if self.backend == "transformers":
+            lengths = [len(ids) for ids in prompt_ids]
+            check_context_window(lengths, self.model.config, self.settings.max_completion_length, "prompts")
         repeated = [ids for ids in prompt_ids for _ in range(n)]
         seed = self.seed if seed is None else seed
         if seed is not None:

@@ -151,28 +151,19 @@ def check_train_prompts(train_dataset, eval_dataset, prompts_per_batch: int) -> 
 
 
 def check_prompt_lengths(prompts: list, tokenizer, model, max_completion_length: int, name: str, **template_kwargs):
-    """Reject prompts that, with `max_completion_length` new tokens, exceed the context window of `model` (an
-    instance or a path): GPT-2's absolute positions crash, rotary models silently degrade past their trained length.
-    `tokenizer=None` loads the model's own (only its tokenizer files: the check runs before the weights load)."""
+    """[`~trl_bon.sampling.check_context_window`] before any weights load: `model` an instance or a path (its config
+    only), `tokenizer=None` the model's own (its files only)."""
     from transformers import AutoConfig, AutoTokenizer
 
     from .._trl_compat import get_config_model_id
-    from ..sampling import context_window, tokenize_prompts
+    from ..sampling import check_context_window, context_window, tokenize_prompts
 
     config = AutoConfig.from_pretrained(model) if isinstance(model, str) else model.config
-    window = context_window(config)
-    if window is None or not prompts:
+    if context_window(config) is None or not prompts:
         return
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(get_config_model_id(config))
     lengths = [len(ids) for ids in tokenize_prompts(tokenizer, list(prompts), template_kwargs)]
-    too_long = [i for i, length in enumerate(lengths) if length + max_completion_length > window]
-    if too_long:
-        raise ValueError(
-            f"`{name}` has {len(too_long)} prompt(s) (rows {too_long[:5]}, longest {max(lengths)} tokens) that leave "
-            f"no room for `max_completion_length={max_completion_length}` in the model's context window of {window} "
-            f"positions. Drop or shorten prompts longer than {window - max_completion_length} tokens, or lower "
-            "`max_completion_length`."
-        )
+    check_context_window(lengths, config, max_completion_length, name)
 
 
 def check_train_prompt_lengths(trainer) -> None:
