@@ -17,3 +17,16 @@ BOND_PAPER = {
             archivePrefix= {arXiv},
         }"""),
 }
+
+VBON_PAPER = {
+    "title": "Variational Best-of-N Alignment",
+    "id": "2407.06057",
+    # docstyle-ignore
+    "citation": textwrap.dedent("""\
+        @inproceedings{amini2025variational,
+            title        = {{Variational Best-of-N Alignment}},
+            author       = {Afra Amini and Tim Vieira and Elliott Ash and Ryan Cotterell},
+            year         = 2025,
+            booktitle    = {The Thirteenth International Conference on Learning Representations, {ICLR} 2025},
+        }"""),
+}

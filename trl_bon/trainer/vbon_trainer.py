@@ -6,7 +6,6 @@ KL(π‖π_BoN) divided by N−1 is KL-regularised RL with KL coefficient 1/(N�
 """
 
 import os
-import textwrap
 
 import torch
 from accelerate.utils import gather
@@ -24,6 +23,7 @@ from ..ref_cache import (
 )
 from ..rewards import check_finite_rewards, reward_signature
 from ._bon_rloo import BoNRLOOTrainer
+from ._papers import VBON_PAPER
 from ._rloo_seams import replace_last_logged
 from ._scoring_forwards import disable_all_dropout
 from .vbon_config import VBoNConfig
@@ -83,18 +83,7 @@ class VBoNTrainer(BoNRLOOTrainer):
     _tag_names = ["trl", "vbon", "trl-bon"]
     _name = "vBoN"
     _win_rate_vs_ref_metric = "win_rate_vs_ref"  # against the cached π_ref rewards, for `effective_n_win`
-    _paper = {
-        "title": "Variational Best-of-N Alignment",
-        "id": "2407.06057",
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @inproceedings{amini2025variational,
-                title        = {{Variational Best-of-N Alignment}},
-                author       = {Afra Amini and Tim Vieira and Elliott Ash and Ryan Cotterell},
-                year         = 2025,
-                booktitle    = {The Thirteenth International Conference on Learning Representations, {ICLR} 2025},
-            }"""),
-    }
+    _paper = VBON_PAPER
 
     def __init__(
         self,
