@@ -381,6 +381,16 @@ def test_prepare_inputs_carries_an_extra_per_row_key_to_the_loss(rloo_trainer, g
     torch.testing.assert_close(inputs["old_logps"], batch["old_logps"][inputs["row_tag"]], rtol=0, atol=0)
 
 
+def test_rloo_attributes_the_scoring_forwards_read(rloo_trainer):
+    """`ScoringForwardsMixin` divides the logits `generate` sampled with by `temperature` (as RLOO's own forward does)
+    and keeps every row when `aux_loss_enabled` (RLOO adds that loss unscaled)."""
+    assert rloo_trainer.temperature == rloo_trainer.args.temperature
+    assert rloo_trainer.aux_loss_enabled is False  # a dense model
+    assert isinstance(rloo_trainer.use_vllm, bool) and isinstance(
+        rloo_trainer.use_transformers_continuous_batching, bool
+    )
+
+
 def test_compute_loss_is_a_mean_over_rows_where_weight_0_rows_count_nothing(rloo_trainer, generation_output):
     """`ScoringForwardsMixin._rows_with_weight` drops the rows whose advantage is 0 from the loss forward and scales
     the loss by the fraction kept: exact only while RLOO's loss is a plain mean over rows of per-row terms ∝ w."""
