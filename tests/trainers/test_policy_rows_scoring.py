@@ -38,8 +38,8 @@ def _trainer(task, tmp_path, architecture, lora):
     return trainer
 
 
-def _generation_batch(trainer, task, global_step, monkeypatch):
-    """The batch of the step after `global_step`, and the number of rows of each scoring forward it ran."""
+def _scored_generation_batch(trainer, inputs, monkeypatch):
+    """`trainer`'s generation batch of `inputs` (seed 0), and the number of rows of each scoring forward it ran."""
     from trl import RLOOTrainer
 
     rows_scored = []
@@ -50,10 +50,17 @@ def _generation_batch(trainer, task, global_step, monkeypatch):
         return original(self, model, input_ids, *args, **kwargs)
 
     monkeypatch.setattr(RLOOTrainer, "_get_per_token_logps_and_entropies", counting)
-    trainer.state.global_step = global_step
     torch.manual_seed(0)
-    out = trainer._generate_and_score_completions([{"prompt": prompt} for prompt in task.prompts] * 3)
+    out = trainer._generate_and_score_completions(inputs)
     monkeypatch.undo()
+    return out, rows_scored
+
+
+def _generation_batch(trainer, task, global_step, monkeypatch):
+    """The batch of the step after `global_step`, and the number of rows of each scoring forward it ran."""
+    trainer.state.global_step = global_step
+    inputs = [{"prompt": prompt} for prompt in task.prompts] * 3
+    out, rows_scored = _scored_generation_batch(trainer, inputs, monkeypatch)
     assert (out["prompt_mask"] == 0).any() and out["completion_mask"].sum(1).max() == 2  # left-padded, 2 tokens
     return out, rows_scored
 
@@ -137,19 +144,7 @@ def test_vbon_reads_old_logps_while_generating(two_token_tasks, tmp_path, archit
     data = Dataset.from_dict({"prompt": list(task.prompts) * 6, "ref_rewards": [[0.0, 0.5, 1.0]] * 12})
     trainer = VBoNTrainer(task.model_path, task.reward_func, args=args, train_dataset=data)
     trainer.model.train()
-    rows_scored = []
-    from trl import RLOOTrainer
-
-    original = RLOOTrainer._get_per_token_logps_and_entropies
-
-    def counting(self, model, input_ids, *args, **kwargs):
-        rows_scored.append(input_ids.size(0))
-        return original(self, model, input_ids, *args, **kwargs)
-
-    monkeypatch.setattr(RLOOTrainer, "_get_per_token_logps_and_entropies", counting)
-    torch.manual_seed(0)
-    out = trainer._generate_and_score_completions([dict(row) for row in data])
-    monkeypatch.undo()
+    out, rows_scored = _scored_generation_batch(trainer, [dict(row) for row in data], monkeypatch)
     assert rows_scored == [12]  # the reference forward of the KL penalty only
     assert (out["prompt_mask"] == 0).any() and (out["completion_mask"].sum(1) == 1).any()  # padded, EOS-ended rows
     assert out[OLD_LOGPS_SKIPPED].all()
