@@ -20,10 +20,15 @@ in rotation in one process (so load on the machine hits them alike), each one `g
 
 import argparse
 import contextlib
+import os
 import statistics
+import sys
 import time
 
 import torch
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def build_model(name: str):
@@ -31,16 +36,9 @@ def build_model(name: str):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if name == "smollm2-random":
-        config = LlamaConfig(
-            vocab_size=49152,
-            hidden_size=576,
-            intermediate_size=1536,
-            num_hidden_layers=30,
-            num_attention_heads=9,
-            num_key_value_heads=3,
-            max_position_embeddings=2048,
-            tie_word_embeddings=True,
-        )
+        from speed import SMOLLM2_135M_SHAPE
+
+        config = LlamaConfig(**SMOLLM2_135M_SHAPE)
     else:
         config = LlamaConfig(
             vocab_size=320,

@@ -516,6 +516,19 @@ def run_rotation(runs: list[str], spec: dict) -> dict:
     return results
 
 
+# SmolLM2-135M's shape (a Llama), for random-init models: the Hub is unreachable offline.
+SMOLLM2_135M_SHAPE = dict(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+)
+
+
 def build_smollm2_random(root: str) -> str:
     """A random-init Llama of SmolLM2-135M's shape (the Hub is unreachable), with a word-level tokenizer of its
     vocabulary size so that every sampled id decodes."""
@@ -523,18 +536,9 @@ def build_smollm2_random(root: str) -> str:
 
     from trl_bon.toy import word_level_tokenizer
 
-    tokenizer = word_level_tokenizer(49152)
+    tokenizer = word_level_tokenizer(SMOLLM2_135M_SHAPE["vocab_size"])
     config = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        **SMOLLM2_135M_SHAPE, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
     import torch
 
