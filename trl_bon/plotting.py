@@ -38,15 +38,6 @@ def method_style(index: int) -> tuple[tuple[float, ...], str]:
     return tuple(colours[_TAB20_ORDER[index % len(_TAB20_ORDER)]]), METHOD_MARKERS[index % len(METHOD_MARKERS)]
 
 
-def _method_and_step(name: str) -> tuple[str, float]:
-    """`"jbond@200"` → `("jbond", 200)`; names without `@step` form their own group."""
-    method, _, step = name.partition("@")
-    try:
-        return method, float(step)
-    except ValueError:
-        return (method if step else name), float("inf")
-
-
 PARETO_METRICS = (
     ("reward", "mean reward (reward-model score)", "reward_vs_kl.png"),
     ("win_rate_vs_ref", "win rate vs π_ref (ties count ½)", "win_rate_vs_kl.png"),
@@ -64,23 +55,22 @@ def trajectories(checkpoint_rows: list[dict]) -> dict[str, list[tuple[float, dic
     """`{method: [(step, row), …]}` in step order; `method@step` names share a method, other names are their own."""
     groups: dict[str, list] = {}
     for row in checkpoint_rows:
-        method, step = _method_and_step(row["name"])
+        method, _, step = row["name"].partition("@")
+        try:
+            step = float(step)
+        except ValueError:  # no step (a final save, a bare path): the whole name is the method, drawn last
+            method, step = (method if step else row["name"]), float("inf")
         groups.setdefault(method, []).append((step, row))
     return {method: sorted(points, key=lambda point: point[0]) for method, points in groups.items()}
 
 
-def step_ramp(position: int, count: int) -> tuple[float, float]:
-    """`(marker area, opacity)` of the `position`-th of `count` checkpoints of a trajectory: growing with the step, so
-    the step reads along the line without a second colour scale fighting the method's colour."""
-    t = position / (count - 1) if count > 1 else 1.0
-    (size_0, size_1), (alpha_0, alpha_1) = STEP_SIZES, STEP_ALPHAS
-    return size_0 + t * (size_1 - size_0), alpha_0 + t * (alpha_1 - alpha_0)
-
-
 def _step_markers(ax, xs: list, ys: list, color, marker: str, linewidths: float = 0.4) -> None:
-    """A trajectory's markers in the method's colour, growing and darkening with the step ([`step_ramp`])."""
-    ramp = [step_ramp(i, len(xs)) for i in range(len(xs))]
-    sizes, colors = [size for size, _ in ramp], [(*color, alpha) for _, alpha in ramp]
+    """A trajectory's markers in the method's colour, growing and darkening with the step (`STEP_SIZES`,
+    `STEP_ALPHAS`), so the step reads along the line without a second colour scale fighting the method's colour."""
+    ts = [i / (len(xs) - 1) if len(xs) > 1 else 1.0 for i in range(len(xs))]
+    (size_0, size_1), (alpha_0, alpha_1) = STEP_SIZES, STEP_ALPHAS
+    sizes = [size_0 + t * (size_1 - size_0) for t in ts]
+    colors = [(*color, alpha_0 + t * (alpha_1 - alpha_0)) for t in ts]
     ax.scatter(xs, ys, s=sizes, color=colors, marker=marker, edgecolors="k", linewidths=linewidths, zorder=3)
 
 
@@ -109,13 +99,9 @@ def plot_pareto(
     By default `reward_vs_kl` and `win_rate_vs_kl`; any key present in the checkpoint rows, the Best-of-N points and
     the reference works (e.g. an independent judge's score).
 
-    Each method (checkpoints named `method@step`) is one trajectory in its own colour and marker (`method_style`)
-    that starts at π_ref (KL 0) and visits its checkpoints in step order; the markers grow and darken with the step
-    (`step_ramp`), and the first and last checkpoint carry their step as a label (a label that would cover another is
-    left out, the last step's kept). Error bars are one standard error wherever the results hold one (`<key>_sem`,
-    `<kl_metric>_sem`), clipped at KL 0 and to [0, 1] for win rates. π_ref's win rate against itself is drawn at ½,
-    its exact value. The Best-of-N curve is drawn at the bound log N − (N−1)/N (solid, the papers' convention,
-    labelled with N) and, where the results hold it (`kl_estimate`), at the Monte-Carlo estimate (dashed).
+    Each method (checkpoints named `method@step`) is one trajectory from π_ref (KL 0) through its checkpoints in step
+    order; error bars are one standard error (`<key>_sem`, `<kl_metric>_sem`) where the results hold one. The
+    figure is described in docs/cli.md (`trl-bon plot`).
 
     Args:
         log_x: symmetric-log x axis (linear below the power of ten under the smallest positive KL, so π_ref at 0 stays
@@ -206,19 +192,10 @@ def plot_pareto(
         ax.grid(alpha=0.3)
         handles, names = ax.get_legend_handles_labels()
         handles = [legend_handles.get(name, handle) for handle, name in zip(handles, names, strict=True)]
-        if groups:
-            ax.legend(
-                handles,
-                names,
-                fontsize=8,
-                title=_step_legend_title(groups),
-                title_fontsize=7,
-                loc="upper left",
-                bbox_to_anchor=(1.01, 1.0),
-                borderaxespad=0.0,
-            )
-        else:
-            ax.legend(handles, names, fontsize=8, loc="best")
+        # with trajectories, the legend goes right of the axes and explains the step markers in its title
+        outside = {"title": _step_legend_title(groups), "title_fontsize": 7, "loc": "upper left"}
+        outside.update(bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        ax.legend(handles, names, fontsize=8, **(outside if groups else {"loc": "best"}))
         fig.canvas.draw()  # lay the figure out, so that the labels' boxes are final
         last_steps_first = [label for _, label in sorted(step_labels, key=lambda item: not item[0])]
         _hide_overlapping(last_steps_first, fixed_labels)
@@ -322,12 +299,6 @@ def _error_bars(ax, xs: list, ys: list, xerr: list | None, yerr: list, color, y_
     )
 
 
-def _labelled_steps(steps: list[int], count: int = 4) -> set[int]:
-    """About `count` evenly spread steps of `steps` (the last one included) to label on a trajectory."""
-    stride = max(1, round(len(steps) / count))
-    return {steps[i] for i in range(len(steps) - 1, -1, -stride)}
-
-
 def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path: str | Path, title: str = "") -> str:
     """The demo's figure (PNG, and SVG beside it): (left) reward vs exact KL(π‖π_ref) along training against the
     exact Best-of-N frontier; (right) exact KL(π‖π_BoN) for each N along training.
@@ -358,7 +329,8 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
     left.plot(xs, ys, "-", color=color, lw=1.2, zorder=2)
     _step_markers(left, xs, ys, color, marker, 0.3)
     left.plot([], [], "-", color=color, marker=marker, mec="k", mew=0.3, label="J-BOND policy (marker size: step)")
-    labelled = _labelled_steps([h["step"] for h in history if h["step"] > 0])
+    trained = [h["step"] for h in history if h["step"] > 0]
+    labelled = set(trained[::-1][:: max(1, round(len(trained) / 4))])  # about four labels, the last step's included
     labels = [  # last steps first: they are kept where labels overlap
         left.annotate(
             f"step {h['step']}",
