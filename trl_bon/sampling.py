@@ -1,10 +1,6 @@
 """Sampling N scored completions per prompt: the one sampler behind BoN-SFT data, vBoN's reference-reward cache,
-BOND's reference quantiles and the evaluation.
-
-Generation matches TRL's trainers with the same settings (`do_sample=True`, completions cut after the first EOS and
-keeping it, decoded with `skip_special_tokens=True`): Best-of-N is defined relative to π_ref at one temperature, so
-samples drawn here must come from the law the trainers train against. Every forward runs with dropout off, and
-left-padded rows get position ids from the attention mask, so learned absolute positions (GPT-2) are exact too.
+BOND's reference quantiles and the evaluation. It draws from the law the trainers train against (generation as TRL's
+trainers, dropout off, positions from the attention mask): docs/bon_sft_trainer.md and docs/evaluation.md#exactness.
 """
 
 import contextlib
@@ -13,6 +9,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -101,15 +98,19 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None)
     quantised models included).
 
     Strings are loaded with TRL's own loader (fp32 unless `model_init_kwargs["dtype"]` says otherwise), so
-    `quantization_config` and `device_map` in `model_init_kwargs` work as in the trainers. The tokenizer is loaded
-    from the model's path unless given.
+    `quantization_config` and `device_map` in `model_init_kwargs` work as in the trainers; a LoRA adapter folder
+    loads as its base model with the adapter. The tokenizer is loaded from the (base) model's path unless given.
     """
     from transformers import AutoTokenizer
 
     from ._trl_compat import create_model_from_path, get_config_model_id
     from .quantization import check_4bit_layer_sizes
 
-    if isinstance(model, str):
+    if isinstance(model, str) and (Path(model) / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(model, **(model_init_kwargs or {}))
+    elif isinstance(model, str):
         model = create_model_from_path(model, **(model_init_kwargs or {}))
     check_4bit_layer_sizes(model)
     if tokenizer is not None:
@@ -433,13 +434,12 @@ class Sampler:
 
     @property
     def tokenizer(self):
-        if self._tokenizer is None:
-            if isinstance(self._model, str) and self.backend == "vllm":
-                from transformers import AutoTokenizer
+        if self._tokenizer is None and self.backend == "vllm":  # the engine holds the model: its tokenizer alone here
+            from transformers import AutoTokenizer
 
-                self._tokenizer = AutoTokenizer.from_pretrained(self._model, padding_side="left")
-            else:
-                self._model, self._tokenizer = load_causal_lm(self.model, self.model_init_kwargs)
+            self._tokenizer = AutoTokenizer.from_pretrained(self._model, padding_side="left")
+        elif self._tokenizer is None:
+            self._model, self._tokenizer = load_causal_lm(self._model, self.model_init_kwargs)
         return self._tokenizer
 
     @property
@@ -478,7 +478,7 @@ class Sampler:
     def prompt_ids(self, prompts: list) -> list[list[int]]:
         return tokenize_prompts(self.tokenizer, prompts, self.settings.chat_template_kwargs)
 
-    def _batches(self, prompts: list, n: int, seed: int | None, desc: str):
+    def _batches(self, prompts: list, n: int, seed: int | None):
         """Yield `(first_row, completion_ids)` per `generate` batch, rows grouped by prompt."""
         if n < 1:
             raise ValueError(f"The number of samples per prompt must be at least 1, got {n}.")
@@ -496,13 +496,12 @@ class Sampler:
                 self._engine = _vllm_engine(self._model, self.vllm_kwargs)
             yield 0, _generate_vllm(self._engine, repeated, self.settings, seed or 0)
             return
-        bar = tqdm(total=len(repeated), desc=desc, disable=not self.progress, unit="sample")
         first = 0
-        for batch in _generate_transformers(self.model, self.tokenizer, repeated, self.settings, self.batch_size):
-            yield first, batch
-            first += len(batch)
-            bar.update(len(batch))
-        bar.close()
+        with tqdm(total=len(repeated), desc=f"sampling {n}/prompt", disable=not self.progress, unit="sample") as bar:
+            for batch in _generate_transformers(self.model, self.tokenizer, repeated, self.settings, self.batch_size):
+                yield first, batch
+                first += len(batch)
+                bar.update(len(batch))
 
     def _samples(self, prompts: list, n: int, completion_ids: list[list[int]], first: int = 0) -> Samples:
         """`completion_ids` as samples, row `first + j` of the sampling order being sample `j`."""
@@ -513,7 +512,7 @@ class Sampler:
     def sample(self, prompts: Sequence, n: int, seed: int | None = None) -> Samples:
         """`n` completions per prompt, grouped by prompt; `seed` overrides the sampler's seed for this call."""
         prompts = list(prompts)
-        completion_ids = [ids for _, batch in self._batches(prompts, n, seed, f"sampling {n}/prompt") for ids in batch]
+        completion_ids = [ids for _, batch in self._batches(prompts, n, seed) for ids in batch]
         return self._samples(prompts, n, completion_ids)
 
     def score(self, prompts, n: int, reward, seed: int | None = None) -> ScoredSamples:
@@ -528,7 +527,7 @@ class Sampler:
         prompts, columns = prompts_and_columns(prompts)
         scorer = as_scorer(reward)
         completion_ids, rewards = [], []
-        for first, batch in self._batches(prompts, n, seed, f"sampling {n}/prompt"):
+        for first, batch in self._batches(prompts, n, seed):
             rewards.append(score_samples(scorer, self._samples(prompts, n, batch, first), columns))
             completion_ids += batch
         return ScoredSamples(self._samples(prompts, n, completion_ids), torch.cat(rewards).view(len(prompts), n))
