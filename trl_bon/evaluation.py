@@ -1,10 +1,6 @@
 """Evaluate Best-of-N distillation checkpoints against π_ref and Best-of-N: reward, KL(π‖π_ref) on completion tokens
 (k1, k3), win rates against the reference and the Best-of-N samples, KL to π_BoN in both directions (docs/maths.md §7;
-every metric is listed in docs/evaluation.md).
-
-Reference samples are drawn **once** (M per prompt) and reused for the quantiles p̂≤, the win rates and the Best-of-N
-samples (BoN_N = best of the *first* N of the M samples); where a quantity is evaluated *at* a Best-of-N sample, p̂≤
-uses only the M − N samples that did not compete in that draw, so it is not biased by the selection.
+every metric, and how the reference samples, drawn once, serve them all, in docs/evaluation.md).
 """
 
 import csv
@@ -29,7 +25,7 @@ from .core.metrics import (
 )
 from .core.quantiles import empirical_quantile
 from .identity import check_model_path, check_safetensors
-from .sampling import Sampler, check_prompts, load_causal_lm, prompts_and_columns, score_samples, select_best
+from .sampling import Sampler, check_prompts, prompts_and_columns, score_samples, select_best
 
 
 @dataclass
@@ -143,19 +139,6 @@ def _check_checkpoint(name: str, checkpoint, tokenizer) -> None:
             )
 
 
-def _load_policy(model, model_init_kwargs: dict | None):
-    """A causal LM from a path (full model or PEFT adapter directory) or an instance."""
-    if isinstance(model, (str, Path)):
-        path = Path(model)
-        if (path / "adapter_config.json").is_file():
-            from peft import AutoPeftModelForCausalLM
-
-            model = AutoPeftModelForCausalLM.from_pretrained(str(path), **(model_init_kwargs or {}))
-        else:
-            model, _ = load_causal_lm(str(model), model_init_kwargs)
-    return model
-
-
 def _mean(values: torch.Tensor) -> float:
     return mean_and_sem(values)[0]
 
@@ -263,17 +246,6 @@ def evaluate_checkpoints(
     }
     prompt_ids = reference.prompt_ids(prompts)
 
-    # Best-of-N draws: best of the first N reference samples per prompt (ties at random, seeded).
-    seed = reference.seed or 0
-    bon_index, bon_ids, bon_rewards, bon_ref_logps = {}, {}, {}, {}
-    for n in bon_ns:
-        chosen = select_best(ref_rewards[:, :n], "random", torch.Generator().manual_seed(seed + n))
-        bon_index[n] = chosen
-        bon_ids[n] = [ref.completion_ids[i * m + int(c)] for i, c in enumerate(chosen)]
-        bon_rewards[n] = ref_rewards.gather(1, chosen.unsqueeze(1)).squeeze(1)
-    for n in tqdm(bon_ns, desc="π_ref log-probs of BoN samples", disable=not progress):
-        bon_ref_logps[n] = _sequence_logps(reference, prompt_ids, bon_ids[n])
-
     reference_row = {
         "name": "reference",
         "path": reference.model_name,
@@ -286,8 +258,15 @@ def evaluate_checkpoints(
     reference_row.update(_effective_n(reference_row["win_rate_vs_ref"], 0.0))
     for name, values in ref_judges.items():
         reference_row.update(_judge(name, values.flatten(), win_rate(values[:, 0], values[:, 1:])))
-    bon = []
-    for n in bon_ns:
+
+    # Best-of-N draws: best of the first N reference samples per prompt (ties at random, seeded).
+    seed = reference.seed or 0
+    bon, bon_ids, bon_rewards, bon_ref_logps = [], {}, {}, {}
+    for n in tqdm(bon_ns, desc="π_ref log-probs of BoN samples", disable=not progress):
+        chosen = select_best(ref_rewards[:, :n], "random", torch.Generator().manual_seed(seed + n)).unsqueeze(1)
+        bon_ids[n] = [ref.completion_ids[i * m + int(c)] for i, c in enumerate(chosen)]
+        bon_rewards[n] = ref_rewards.gather(1, chosen).squeeze(1)
+        bon_ref_logps[n] = _sequence_logps(reference, prompt_ids, bon_ids[n])
         held_out = ref_rewards[:, n:]  # independent of the BoN_n draw
         point = {
             "n": n,
@@ -298,7 +277,7 @@ def evaluate_checkpoints(
         }
         point.update(_effective_n(point["win_rate_vs_ref"], point["kl_estimate"]))  # ≈ n: a check of the meters
         for name, values in ref_judges.items():
-            chosen_values = values.gather(1, bon_index[n].unsqueeze(1)).squeeze(1)
+            chosen_values = values.gather(1, chosen).squeeze(1)
             point.update(_judge(name, chosen_values, win_rate(chosen_values, values[:, n:])))
         bon.append(point)
 
@@ -307,7 +286,7 @@ def evaluate_checkpoints(
     policy_prompt_ids = [ids for ids in prompt_ids for _ in range(k)]
     row_of = torch.arange(num_prompts).repeat_interleave(k)
     for name, checkpoint in tqdm(list(checkpoints.items()), desc="checkpoints", disable=not progress):
-        sampler = reference.with_model(_load_policy(checkpoint, reference.model_init_kwargs))
+        sampler = reference.with_model(str(checkpoint) if isinstance(checkpoint, Path) else checkpoint)
         policy_scored = sampler.score(dataset, k, scorer, seed=seed + 1)
         samples, rewards = policy_scored.samples, policy_scored.rewards.double().flatten()
         pol_logps, mask = sampler.logps(policy_prompt_ids, samples.completion_ids)
@@ -347,17 +326,13 @@ def evaluate_checkpoints(
         bon=bon,
         reference=reference_row,
         settings={
+            **asdict(options),
             "num_prompts": num_prompts,
-            "num_reference_samples": m,
-            "num_policy_samples": k,
-            "bon_ns": bon_ns,
             "generation": reference.settings.to_dict(),
             "seed": seed,
-            "quantile_smoothing": smoothing,
             "reward": scorer.signature(),
             "judges": list(judges),
             "reference_model": reference.model_name,
-            "kl_metric": options.kl_metric,
         },
     )
     if options.output_dir is not None:
