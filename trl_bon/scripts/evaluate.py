@@ -36,19 +36,8 @@ from trl_bon.scripts.utils import (
 
 @dataclass
 class EvalScriptArguments(BoNScriptArguments, GenerationSettings):
-    """
-    Arguments of `trl-bon eval` (dataset, rewards and prompt transform as in the training scripts, sampling settings
-    as [`~trl_bon.sampling.GenerationSettings`] declares them).
-
-    Args:
-        checkpoints (`list[str]`, *optional*):
-            `NAME=PATH` or `PATH` entries; training output folders expand to their `checkpoint-*` subfolders. None:
-            evaluate π_ref and Best-of-N alone.
-        output_dir (`str`, *optional*, defaults to `"trl_bon_eval"`):
-            Where results and plots are written.
-        num_prompts (`int`, *optional*, defaults to `64`):
-            Held-out prompts taken from the start of `dataset_test_split`.
-    """
+    """Arguments of `trl-bon eval`: dataset, rewards and prompt transform as in the training scripts, sampling settings
+    as [`~trl_bon.sampling.GenerationSettings`] declares them, and the options below (their `help` is `--help`'s)."""
 
     checkpoints: list[str] = field(
         default_factory=list,
@@ -166,8 +155,7 @@ def run(script_args, model_args, dataset_args):
         judges[name or path.rsplit(".", 1)[-1]] = import_reward_func(path)
     checkpoints = expand_checkpoints(script_args.checkpoints)
     model_init_kwargs = {"dtype": model_args.dtype, "revision": model_args.model_revision}
-    quantization_config = get_quantization_config(model_args)
-    if quantization_config is not None:
+    if (quantization_config := get_quantization_config(model_args)) is not None:
         model_init_kwargs["quantization_config"] = quantization_config
     reference = Sampler(
         model_args.model_name_or_path,
@@ -193,26 +181,18 @@ def run(script_args, model_args, dataset_args):
     return results
 
 
-#: The console table's columns after the name: (header, width). Each row fills only the cells it has a value for.
-TABLE_COLUMNS = (
-    ("reward", 9),
-    ("KL k1", 9),
-    ("KL k3", 9),
-    ("KL bound", 10),
-    ("win/ref", 9),
-    ("N_win", 9),
-    ("N_KL", 9),
+#: The console table's columns after the name: (header, results key, width). A row fills only the cells it has a
+#: value for.
+TABLE_KEYS = (
+    ("reward", "reward", 9),
+    ("KL k1", "kl_k1", 9),
+    ("KL k3", "kl_k3", 9),
+    ("KL bound", "kl_bound", 10),
+    ("win/ref", "win_rate_vs_ref", 9),
+    ("N_win", "effective_n_win", 9),
+    ("N_KL", "effective_n_kl", 9),
 )
-#: The results key each column shows.
-COLUMN_KEYS = {
-    "reward": "reward",
-    "KL k1": "kl_k1",
-    "KL k3": "kl_k3",
-    "KL bound": "kl_bound",
-    "win/ref": "win_rate_vs_ref",
-    "N_win": "effective_n_win",
-    "N_KL": "effective_n_kl",
-}
+TABLE_COLUMNS = tuple((header, width) for header, _, width in TABLE_KEYS)
 
 
 def format_table(results) -> str:
@@ -222,7 +202,7 @@ def format_table(results) -> str:
     Best-of-N KL bound, a Best-of-N point no k3 estimate and no win rate against itself)."""
     ns = results.settings["bon_ns"]
     columns = [*TABLE_COLUMNS, *((f"win/BoN{n}", 11) for n in ns)]
-    keys = {**COLUMN_KEYS, **{f"win/BoN{n}": f"win_rate_vs_bon{n}" for n in ns}}
+    keys = {header: key for header, key, _ in TABLE_KEYS} | {f"win/BoN{n}": f"win_rate_vs_bon{n}" for n in ns}
 
     def line(name: str, row: dict, overrides: dict) -> str:
         values = {**{header: row.get(key) for header, key in keys.items()}, **overrides}
