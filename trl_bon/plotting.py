@@ -58,7 +58,7 @@ def trajectories(checkpoint_rows: list[dict]) -> dict[str, list[tuple[float, dic
         method, _, step = row["name"].partition("@")
         try:
             step = float(step)
-        except ValueError:  # no step (a final save, a bare path): the whole name is the method, drawn last
+        except ValueError:  # no numeric step: last in its trajectory (`run@final`) or a method of its own (a name)
             method, step = (method if step else row["name"]), float("inf")
         groups.setdefault(method, []).append((step, row))
     return {method: sorted(points, key=lambda point: point[0]) for method, points in groups.items()}
@@ -200,7 +200,6 @@ def plot_pareto(
         last_steps_first = [label for _, label in sorted(step_labels, key=lambda item: not item[0])]
         _hide_overlapping(last_steps_first, fixed_labels)
         files[filename.removesuffix(".png")] = _save(fig, Path(output_dir) / filename, dpi=150)
-        plt.close(fig)
     return files
 
 
@@ -239,11 +238,14 @@ def _sem(row: dict, key: str) -> float:
 
 
 def _save(fig, path: Path, dpi: int) -> str:
-    """Write `path` (PNG) and the same figure as SVG beside it; return the PNG's path."""
+    """Write `path` (PNG) and the same figure as SVG beside it, and close the figure; return the PNG's path."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     fig.savefig(path.with_suffix(".svg"))
+    plt.close(fig)
     return str(path)
 
 
@@ -286,17 +288,9 @@ def clipped_errors(values: list, errors: list, lower: float, upper: float) -> li
 
 def _error_bars(ax, xs: list, ys: list, xerr: list | None, yerr: list, color, y_bounds: tuple) -> None:
     """One-standard-error bars (`None` or 0: no bar in that direction); KL bars stop at 0, y bars at `y_bounds`."""
-    ax.errorbar(
-        xs,
-        ys,
-        xerr=None if xerr is None else clipped_errors(xs, xerr, 0.0, math.inf),
-        yerr=clipped_errors(ys, yerr, *y_bounds),
-        fmt="none",
-        ecolor=color,
-        alpha=0.6,
-        capsize=2,
-        zorder=2,
-    )
+    xerr = None if xerr is None else clipped_errors(xs, xerr, 0.0, math.inf)
+    yerr = clipped_errors(ys, yerr, *y_bounds)
+    ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor=color, alpha=0.6, capsize=2, zorder=2)
 
 
 def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path: str | Path, title: str = "") -> str:
@@ -310,13 +304,8 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
     """
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
-    left.plot(
-        [0.0] + [b["kl_ref"] for b in bon_points],
-        [reference["reward"]] + [b["reward"] for b in bon_points],
-        "k-o",
-        ms=4,
-        label="exact Best-of-N",
-    )
+    bon_xs = [0.0] + [b["kl_ref"] for b in bon_points]
+    left.plot(bon_xs, [reference["reward"]] + [b["reward"] for b in bon_points], "k-o", ms=4, label="exact Best-of-N")
     fixed = [
         left.annotate(
             f"N={b['n']}", (b["kl_ref"], b["reward"]), textcoords="offset points", xytext=(4, -11), fontsize=8
@@ -331,17 +320,10 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
     left.plot([], [], "-", color=color, marker=marker, mec="k", mew=0.3, label="J-BOND policy (marker size: step)")
     trained = [h["step"] for h in history if h["step"] > 0]
     labelled = set(trained[::-1][:: max(1, round(len(trained) / 4))])  # about four labels, the last step's included
+    style = dict(textcoords="offset points", xytext=(-14, 10), fontsize=7, color=color, ha="right")
+    style["arrowprops"] = {"arrowstyle": "-", "lw": 0.5, "color": color}  # a leader line to the marker
     labels = [  # last steps first: they are kept where labels overlap
-        left.annotate(
-            f"step {h['step']}",
-            (h["kl_ref"], h["reward"]),
-            textcoords="offset points",
-            xytext=(-14, 10),
-            fontsize=7,
-            color=color,
-            ha="right",
-            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": color},
-        )  # fmt: skip
+        left.annotate(f"step {h['step']}", (h["kl_ref"], h["reward"]), **style)
         for h in reversed(history)
         if h["step"] in labelled
     ]
@@ -350,18 +332,11 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
     left.grid(alpha=0.3)
     left.legend(fontsize=8, loc="lower right")
     steps = [h["step"] for h in history]
+    every = max(1, len(steps) // 10)  # about ten markers per line
     for index, b in enumerate(bon_points):
         n_color, n_marker = method_style(index + 1)
-        right.plot(
-            steps,
-            [h[f"kl_to_bon{b['n']}"] for h in history],
-            "-",
-            color=n_color,
-            marker=n_marker,
-            ms=4,
-            markevery=max(1, len(steps) // 10),
-            label=f"N = {b['n']}",
-        )
+        kls = [h[f"kl_to_bon{b['n']}"] for h in history]
+        right.plot(steps, kls, "-", color=n_color, marker=n_marker, ms=4, markevery=every, label=f"N = {b['n']}")
     right.set(yscale="log", xlabel="training step", ylabel="exact KL(π‖π_BoN) [nats]")
     right.set_title("Distance to each Best-of-N law", fontsize=11)
     right.grid(alpha=0.3)
@@ -371,6 +346,4 @@ def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path
     fig.canvas.draw()
     # the demo's markers sit every 10 steps, packed at the end: its step labels (leader lines) only avoid each other
     _hide_overlapping(labels, fixed, avoid_markers=False)
-    saved = _save(fig, path, dpi=120)
-    plt.close(fig)
-    return saved
+    return _save(fig, path, dpi=120)
