@@ -1,12 +1,5 @@
-"""Atomic, self-describing checkpoints for the trl-bon trainers (the guarantees are listed in docs/reliability.md).
-
-`Trainer._save_checkpoint` writes `checkpoint-N/` file by file, rotates old checkpoints away, and only then runs the
-`on_save` callbacks: a kill in between leaves a `checkpoint-N/` that looks resumable but lacks part of its state (the
-J-BOND anchor, say) while the previous checkpoint is already deleted. [`CheckpointMixin`] lets `Trainer` write into a
-hidden staging directory, adds the trainer's own resume state and a manifest (`trl_bon_checkpoint.json`: settings,
-model record, every file's size and SHA-256), and only then renames it to `checkpoint-N/` and rotates. While `train()`
-runs, the main process holds an [`OutputDirLock`] on `output_dir`.
-"""
+"""Atomic, self-describing checkpoints and checked resumes for the trl-bon trainers ([`CheckpointMixin`]); the
+guarantees are listed in docs/reliability.md."""
 
 import hashlib
 import os
