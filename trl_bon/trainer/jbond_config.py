@@ -120,115 +120,55 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
     """
 
     # Parameters whose default values are overridden from RLOOConfig / TrainingArguments
-    beta: float = field(
-        default=0.0,
-        metadata={
-            "help": "RLOO's KL coefficient towards the reference model. Must stay 0.0: J-BOND regularises towards the "
-            "anchor (see `anchor_kl_coef`)."
-        },
-    )
-    num_generations: int | None = field(
-        default=None,
-        metadata={
-            "help": "Derived: 1 policy + 2 anchor completions per prompt (J-BOND), 1 + `num_quantile_samples` (BOND). "
-            "Leave unset."
-        },
-    )
+    beta: float = field(default=0.0, metadata={"help": "Must stay 0.0: J-BOND regularises towards the anchor."})
+    num_generations: int | None = field(default=None, metadata={"help": "Derived: 1 + anchor samples. Leave unset."})
     per_device_train_batch_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Completions per device per step, policy AND anchor: (1 + k) per prompt, so a multiple of "
-            "`num_generations` (3 in J-BOND; 17 in BOND with the default num_quantile_samples=16). Defaults to "
-            "2 * num_generations (two prompts)."
-        },
+        default=None, metadata={"help": "Completions (policy and anchor) per device: whole groups of num_generations."}
     )
-
     disable_dropout: bool = field(default=True, metadata={"help": DISABLE_DROPOUT_HELP})
 
     # Parameters that control the objective
     mode: str = field(default="jbond", metadata={"help": "`jbond` (J-BOND, Alg. 2) or `bond` (BOND, eq. 15)."})
     jeffreys_beta: float = field(
-        default=0.5,
-        metadata={"help": "Jeffreys weight in [0, 1]: 0 = forward KL (BoN-SFT), 1 = backward KL (eq. 11)."},
+        default=0.5, metadata={"help": "Jeffreys weight in [0, 1]: 0 = forward KL, 1 = backward KL (eq. 11)."}
     )
-    anchor_kl_coef: float = field(
-        default=0.0,
-        metadata={"help": "γ >= 0: weight of the KL(π‖anchor) term, which lowers KL to the anchor (eq. 19)."},
-    )
+    anchor_kl_coef: float = field(default=0.0, metadata={"help": "γ >= 0: weight of the KL(π‖anchor) term (eq. 19)."})
     jbond_penalty: float = field(
-        default=math.log(16.0),
-        metadata={"help": "Penalty of the J-BOND crude reward when the policy loses to both anchor samples (eq. 17)."},
+        default=math.log(16.0), metadata={"help": "Penalty of the J-BOND crude reward (eq. 17)."}
     )
     jbond_ties: str = field(
-        default="strict",
-        metadata={
-            "help": "J-BOND crude reward on ties with an anchor sample: `strict` (eq. 17 as printed, a tie earns 0) "
-            "or `half` (half a loss; set it for discrete and 0/1 rewards)."
-        },
+        default="strict", metadata={"help": "Ties in the crude reward: `strict` (eq. 17) or `half` (for 0/1 rewards)."}
     )
-    baseline: str = field(
-        default="batch_loo",
-        metadata={"help": "Baseline of the policy return: `batch_loo` (batch leave-one-out) or `none`."},
-    )
+    baseline: str = field(default="batch_loo", metadata={"help": "`batch_loo` (batch leave-one-out) or `none`."})
     loss_normalization: str = field(
-        default="sequence_sum",
-        metadata={"help": "`sequence_sum` (paper) or `token_mean` (divides each weight by its completion length)."},
+        default="sequence_sum", metadata={"help": "`sequence_sum` (paper) or `token_mean` (per completion length)."}
     )
 
     # Parameters that control BOND
-    num_candidates: int | None = field(
-        default=None,
-        metadata={"help": "N of Best-of-N; required in BOND mode, fixed to 2 in J-BOND mode."},
-    )
-    num_quantile_samples: int = field(
-        default=16,
-        metadata={"help": "BOND: anchor samples per prompt for the quantile estimate p̂≤ (k >= N)."},
-    )
+    num_candidates: int | None = field(default=None, metadata={"help": "N; required in BOND mode, 2 in J-BOND."})
+    num_quantile_samples: int = field(default=16, metadata={"help": "BOND: anchor samples per prompt (k >= N)."})
     quantile_smoothing: str = field(
-        default="clamp",
-        metadata={"help": "BOND: `clamp` (max(p̂, 1/(2k))) or `add_one` ((c+1)/(k+1)) when p̂≤ = 0."},
+        default="clamp", metadata={"help": "BOND: `clamp` or `add_one`, when the quantile estimate is 0."}
     )
     include_tie_correction: bool = field(
-        default=False,
-        metadata={
-            "help": "BOND: add the estimated tie correction log B̂ to the reward (eq. 4); set it for 0/1 and other "
-            "discrete rewards (exact there), a constant without ties."
-        },
+        default=False, metadata={"help": "BOND: add the tie correction log B̂ (eq. 4); set it for 0/1 rewards."}
     )
 
     # Parameters that control the anchor
     anchor: str | None = field(
-        default=None,
-        metadata={
-            "help": "`ema`, `periodic` or `fixed`. Defaults to `ema` in J-BOND mode and `fixed` (π_ref) in BOND mode."
-        },
+        default=None, metadata={"help": "`ema`, `periodic` or `fixed`; default `ema` (J-BOND), `fixed` (BOND)."}
     )
-    anchor_ema_rate: float = field(
-        default=0.02,
-        metadata={"help": "EMA rate η in [0, 1] of the anchor, applied after every optimizer step (eq. 18)."},
-    )
-    anchor_update_period: int = field(
-        default=1000,
-        metadata={"help": "Optimizer steps between hard anchor copies when `anchor='periodic'`."},
-    )
+    anchor_ema_rate: float = field(default=0.02, metadata={"help": "EMA rate η in [0, 1] of the anchor (eq. 18)."})
+    anchor_update_period: int = field(default=1000, metadata={"help": "Optimizer steps between periodic copies."})
 
     # Parameters that control vLLM
     vllm_adapters_as_lora: bool = field(
-        default=False,
-        metadata={
-            "help": "LoRA with `vllm_mode='colocate'`: vLLM serves the policy and anchor adapters as LoRA adapters "
-            "(per-row routing, one generate call), so each generation batch syncs only adapter tensors instead of "
-            "merged full weights twice. Off by default until measured on a GPU."
-        },
+        default=False, metadata={"help": "LoRA, colocated vLLM: serve policy and anchor adapters as vLLM LoRA."}
     )
 
     # Parameters that control logging
     log_ref_kl: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Log KL(π‖π_ref) as kl_k1 and kl_k3. Default: on for LoRA (adapters disabled), off for "
-            "full fine-tuning (True loads a frozen reference model)."
-        },
+        default=None, metadata={"help": "Log KL(π‖π_ref); default: on for LoRA, off for full fine-tuning."}
     )
 
     def __post_init__(self):
