@@ -54,12 +54,6 @@ def require_at_least(args, name: str, minimum: int, why: str = "") -> None:
         raise ValueError(f"`{name}` must be at least {minimum}{why}, got {getattr(args, name)}.")
 
 
-DISABLE_DROPOUT_HELP = (
-    "Must stay True: dropout draws a different mask in each forward, so the importance ratio of the first (and only) "
-    "update is not 1 and RLOO's clip zeroes the gradient of whole rows."
-)
-
-
 def check_dropout_disabled(args) -> None:
     """Reject `disable_dropout=False` (RLOO's default) in the RLOO-based configs."""
     require(

@@ -7,7 +7,7 @@ from trl import RLOOConfig
 
 from ..core.ema import AnchorSchedule
 from ..core.jbond import JBondOptions
-from ._config_checks import DISABLE_DROPOUT_HELP, BoNConfigMixin, check_dropout_disabled, require
+from ._config_checks import BoNConfigMixin, check_dropout_disabled, require
 
 
 def is_8bit(quantization_config) -> bool:
@@ -125,7 +125,7 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
     per_device_train_batch_size: int | None = field(
         default=None, metadata={"help": "Completions (policy and anchor) per device: whole groups of num_generations."}
     )
-    disable_dropout: bool = field(default=True, metadata={"help": DISABLE_DROPOUT_HELP})
+    disable_dropout: bool = field(default=True, metadata={"help": "Must stay True (dropout breaks the ratio of 1)."})
 
     # Parameters that control the objective
     mode: str = field(default="jbond", metadata={"help": "`jbond` (J-BOND, Alg. 2) or `bond` (BOND, eq. 15)."})

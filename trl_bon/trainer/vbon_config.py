@@ -5,13 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from ._config_checks import (
-    DISABLE_DROPOUT_HELP,
-    BoNConfigMixin,
-    check_dropout_disabled,
-    require_at_least,
-    require_one_of,
-)
+from ._config_checks import BoNConfigMixin, check_dropout_disabled, require_at_least, require_one_of
 
 
 OBJECTIVES = ("l1", "exact")
@@ -80,7 +74,7 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
     beta: float | None = field(
         default=None, metadata={"help": "KL coefficient; `None`: vBoN's 1/(num_candidates - 1) (another value warns)."}
     )
-    disable_dropout: bool = field(default=True, metadata={"help": DISABLE_DROPOUT_HELP})
+    disable_dropout: bool = field(default=True, metadata={"help": "Must stay True (dropout breaks the ratio of 1)."})
 
     # Parameters that control the objective
     num_candidates: int | None = field(
