@@ -5,15 +5,10 @@ import warnings
 
 
 class BoNConfigMixin:
-    """What the three configs do around their TRL parent's `__post_init__`, in this order.
-
-    - Move TRL's `gradient_checkpointing` (its default included) to transformers' new name `activation_checkpointing`
-      before transformers reads it, which would otherwise warn on every config about a value the user never set; a
-      value given under the new name wins, as in transformers.
-    - Warn when TRL's default `bf16=True` would train on a CPU, where bf16 matmuls are many times slower than fp32 (a
-      SmolLM2-135M J-BOND step took 80 s instead of 11 s on a 2-core CPU).
-    - Build `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] the sampling reads; its constructor
-      checks the sampling options once.
+    """What the three configs do around their TRL parent's `__post_init__`: move TRL's `gradient_checkpointing` to
+    transformers' new name `activation_checkpointing` before transformers reads it (else it warns on every config about
+    a value the user never set; a value under the new name wins), warn when TRL's default `bf16=True` would train on a
+    CPU, and build `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] checking the sampling options.
     """
 
     def __post_init__(self):

@@ -32,7 +32,7 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
     and [`~transformers.TrainingArguments`] for the rest.
 
     Each prompt gets one group of `num_generations` completions: slot 0 is sampled from the policy π, slots 1..k from
-    the anchor π_a (k = 2 in J-BOND, k = `num_quantile_samples` in BOND). `num_generations` is derived, not set.
+    the anchor π_a (k = 2 in J-BOND, k = `num_quantile_samples` in BOND).
 
     > [!NOTE]
     > Defaults that differ from [`RLOOConfig`]:
@@ -67,8 +67,7 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
             discrete rewards such as 0/1 verifiers (docs/verifiable_rewards.md); both agree when no reward ties.
         baseline (`str`, *optional*, defaults to `"batch_loo"`):
             Baseline subtracted from the policy return: `"batch_loo"`, the mean return of the *other* prompts of the
-            global generation batch (J-BOND Alg. 2), or `"none"`. A per-prompt leave-one-out baseline is not offered:
-            there is only one policy sample per prompt.
+            global generation batch (J-BOND Alg. 2; there is one policy sample per prompt), or `"none"`.
         loss_normalization (`str`, *optional*, defaults to `"sequence_sum"`):
             `"sequence_sum"`: each weight multiplies the summed completion log-probability (the paper's objective).
             `"token_mean"`: each weight is divided by its completion length; this changes the objective and the
