@@ -82,15 +82,10 @@ def read_manifest(checkpoint: str | os.PathLike, verify: bool = False) -> tuple[
     return manifest, None
 
 
-def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """`checkpoint-N` directories of `run_dir`, oldest step first."""
-    return [Path(path) for path in sort_checkpoints(str(run_dir))]
-
-
 def complete_checkpoints(run_dir: str | os.PathLike, warn: bool = False) -> dict[Path, dict]:
     """The complete checkpoints of `run_dir` (oldest step first) with their manifests; `warn` names the others."""
     complete = {}
-    for checkpoint in list_checkpoints(run_dir):
+    for checkpoint in map(Path, sort_checkpoints(str(run_dir))):
         manifest, why = read_manifest(checkpoint)
         if manifest is not None:
             complete[checkpoint] = manifest
@@ -274,12 +269,11 @@ class CheckpointMixin:
                     "Raise `max_steps` to train further."
                 )
             return str(resume_from_checkpoint)
-        existing = list_checkpoints(run_dir) if self.args.save_strategy != SaveStrategy.NO else []
-        if existing:
+        if self.args.save_strategy != SaveStrategy.NO and (existing := sort_checkpoints(str(run_dir))):
             raise ValueError(
-                f"`output_dir` ({run_dir}) already holds checkpoints ({', '.join(p.name for p in existing)}) from an "
-                "earlier run, and this run starts from scratch: `resume_from_checkpoint=True` would later mix the "
-                "two. Continue that run with `resume_from_checkpoint=True`, use a new `output_dir`, or delete "
+                f"`output_dir` ({run_dir}) already holds checkpoints ({', '.join(map(os.path.basename, existing))}) "
+                "from an earlier run, and this run starts from scratch: `resume_from_checkpoint=True` would later mix "
+                "the two. Continue that run with `resume_from_checkpoint=True`, use a new `output_dir`, or delete "
                 f"`{run_dir / PREFIX_CHECKPOINT_DIR}-*`."
             )
         return None
