@@ -50,8 +50,7 @@ class BoNSFTConfig(BoNConfigMixin, SFTConfig):
             Repetition penalty; `1.0` disables it.
         generation_batch_size (`int`, *optional*, defaults to `64`):
             Sequences per `generate` call of the Best-of-N sampler that builds the data before training (the
-            `Sampler`'s `batch_size`). Not RLOO's option of the same name (completions per optimizer step): BoN-SFT
-            never generates during training, and its training batch is `per_device_train_batch_size` prompts.
+            `Sampler`'s `batch_size`), not a training batch as RLOO's option of the same name.
         use_vllm (`bool`, *optional*, defaults to `False`):
             Sample the candidates with an offline vLLM engine built from the model path (needs vLLM and a GPU).
         vllm_kwargs (`dict[str, Any]`, *optional*):

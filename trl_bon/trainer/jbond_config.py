@@ -182,23 +182,35 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
                 f"`num_quantile_samples` ({self.num_quantile_samples}) must be >= `num_candidates` "
                 f"({self.num_candidates}). Raise `num_quantile_samples` or lower `num_candidates`."
             )
-        derived = 1 + num_anchor_samples
-        if self.num_generations not in (None, derived):
+        group = 1 + num_anchor_samples
+        if self.num_generations not in (None, group):
             raise ValueError(
                 f"`num_generations` is derived in {self.mode} mode: 1 policy + {num_anchor_samples} anchor samples = "
-                f"{derived} per prompt, but it was set to {self.num_generations}. Leave `num_generations` unset"
+                f"{group} per prompt, but it was set to {self.num_generations}. Leave `num_generations` unset"
                 + (" and set `num_quantile_samples` instead." if self.mode == "bond" else ".")
             )
-        self.num_generations = derived
+        self.num_generations = group
         if self.per_device_train_batch_size is None:
-            self.per_device_train_batch_size = 2 * derived
+            self.per_device_train_batch_size = 2 * group
         if self.anchor is None:
             self.anchor = "ema" if self.mode == "jbond" else "fixed"
         # Every device must hold whole prompt groups (the slot of a row is its position in its group; vLLM server mode
         # slices results back in equal per-rank chunks). Checked before RLOOConfig's global divisibility check so that
         # the message names the per-device fix; `steps_per_generation` is required below to follow gradient
         # accumulation, so this is the generation batch every valid config has.
-        self._check_whole_groups(self.steps_per_generation or self.gradient_accumulation_steps)
+        per_device = self.per_device_train_batch_size
+        steps = self.steps_per_generation or self.gradient_accumulation_steps
+        if per_device * steps % group:
+            below = max(group, per_device // group * group)
+            valid = sorted({below, below + group, 2 * group})
+            raise ValueError(
+                f"`per_device_train_batch_size` counts completions, policy and anchor together: each prompt takes "
+                f"{group} (1 policy + {group - 1} anchor samples), so each device must hold whole groups of {group}. "
+                f"Here `per_device_train_batch_size` * `steps_per_generation` = {per_device} * {steps} = "
+                f"{per_device * steps}, not a multiple of {group}. Set `per_device_train_batch_size` to a multiple of "
+                f"{group}, e.g. {', '.join(map(str, valid))} ({', '.join(str(v // group) for v in valid)} prompts per "
+                "device per step)."
+            )
 
         super().__post_init__()
         check_dropout_disabled(self)
@@ -262,19 +274,4 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
                 "for `vllm_tensor_parallel_size=1` without `vllm_enable_sleep_mode` and tested under DDP only "
                 "(DeepSpeed/FSDP partition the adapter tensors it reads). Under DDP, set `use_vllm=True, "
                 "vllm_mode='colocate'` with those, or `vllm_adapters_as_lora=False`."
-            )
-
-    def _check_whole_groups(self, steps_per_generation: int) -> None:
-        group = self.num_generations
-        local_generation_batch = self.per_device_train_batch_size * steps_per_generation
-        if local_generation_batch % group != 0:
-            below = max(group, self.per_device_train_batch_size // group * group)
-            valid = sorted({below, below + group, 2 * group})
-            raise ValueError(
-                f"`per_device_train_batch_size` counts completions, policy and anchor together: each prompt takes "
-                f"{group} (1 policy + {group - 1} anchor samples), so each device must hold whole groups of {group}. "
-                f"Here `per_device_train_batch_size` * `steps_per_generation` = {self.per_device_train_batch_size} * "
-                f"{steps_per_generation} = {local_generation_batch}, not a multiple of {group}. Set "
-                f"`per_device_train_batch_size` to a multiple of {group}, e.g. {', '.join(map(str, valid))} "
-                f"({', '.join(str(v // group) for v in valid)} prompts per device per step)."
             )

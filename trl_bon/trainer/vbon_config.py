@@ -34,8 +34,8 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
         > Parameters that control the objective
 
         num_candidates (`int`):
-            N of Best-of-N, the distribution being distilled (N ≥ 2). Required. vBoN's paper parametrises runs by
-            β with N = int(1/β) + 1 (truncating); here N is primary and `beta = 1/(N−1)`.
+            N of Best-of-N, the distribution being distilled (N ≥ 2). Required; `beta` follows as 1/(N−1) (the
+            paper parametrises runs by β, with N = int(1/β) + 1).
         vbon_objective (`str`, *optional*, defaults to `"l1"`):
             `"l1"`: reward log F̂(r(y)), vBoN's l1 lower bound (the paper's main objective). `"exact"`: reward
             (log π_BoN(y) − log π_ref(y))/(N−1) with the tie-safe Best-of-N law, whose optimum is π_BoN itself; it
