@@ -62,9 +62,7 @@ def check_dropout_disabled(args) -> None:
 
 
 def check_model_inputs(model) -> None:
-    """The policy's model path (an instance passes), checked before any model loads or `output_dir` is made: one line
-    naming the path and what was expected (see `trl_bon.identity.check_model_path`; reward-model paths are
-    `trl_bon.rewards.check_reward_funcs`'s)."""
+    """[`~trl_bon.identity.check_model_path`] of the policy's path (an instance passes), before any model loads."""
     from trl_bon.identity import check_model_path
 
     if isinstance(model, str):
@@ -96,14 +94,9 @@ def check_writable_dir(directory: str, name: str = "output_dir") -> None:
 
 
 def check_train_prompts(train_dataset, eval_dataset, prompts_per_batch: int) -> None:
-    """The RLOO-based trainers' one check of their prompt data, before any model loads: fail on data that would
-    crash or silently not train.
-
-    - no `train_dataset`, or a dataset (train or eval) without a `prompt` column; for an `IterableDataset` whose
-      columns are unknown until read, its first example;
-    - the prompts themselves ([`~trl_bon.sampling.check_prompts`]: none, empty text prompts, mixed formats);
-    - fewer training prompts than one generation batch takes (`prompts_per_batch`): 0 steps would run.
-    """
+    """The RLOO-based trainers' one check of their prompt data, before any model loads: a `prompt` column in every
+    dataset (an `IterableDataset`'s first example), the prompts ([`~trl_bon.sampling.check_prompts`]), and at least
+    the `prompts_per_batch` one generation batch takes (else 0 steps would run)."""
     from datasets import Dataset, IterableDataset
 
     from ..sampling import check_prompts  # here, not at import: sampling imports torch
