@@ -1,11 +1,5 @@
-"""What a saved result depends on, as content rather than names, and early checks of model paths.
-
-A record keyed by a model's *path* or a reward's *name* (see [`trl_bon.provenance`]) is silently stale when the folder
-is overwritten or another function keeps the same `__name__`, so records hold [`model_identity`] (config hash and a
-weights fingerprint), [`tokenizer_identity`] (what turns a prompt into ids, chat template included) and
-[`callable_identity`] (a reward callable's source, closure and the module-level globals it reads, hashed with
-`datasets`' `Hasher`, the one behind the `map` cache; or the version string it declares as `trl_bon_identity`).
-"""
+"""Content identities of what a saved result depends on ([`model_identity`], [`tokenizer_identity`],
+[`callable_identity`]; a path or a name can point at changed content), and early checks of model paths."""
 
 import functools
 import hashlib

@@ -1,14 +1,7 @@
-"""One ledger for everything trl-bon saves and later reuses, and one check that refuses a stale one.
-
-Checkpoints, vBoN's reference-reward cache, BoN-SFT's round data and the J-BOND anchor each keep a *record*: a JSON
-object of the content identities of [`trl_bon.identity`] and the settings the result depends on, written with
-[`write_record`], read back with [`read_record`] and checked before reuse with [`refuse_if_stale`].
-
-Comparison rules (in [`differences`]): only the fields of *this run's* record are compared, so a field added to a
-record never invalidates what was saved before it; nested objects are compared field by field and named by their dotted
-path (`generation_settings.temperature`); a nested `name_or_path` is a label for people, never compared (a model moved
-to another folder is the same model), and names the object when another of its fields differs; numbers agree within a
-relative 1e-9, so a JSON round trip is not a change.
+"""One ledger for everything trl-bon saves and later reuses (checkpoints, vBoN's reference-reward cache, BoN-SFT's
+round data, the J-BOND anchor): a JSON *record* of the content identities of [`trl_bon.identity`] and the settings the
+result depends on, and one check, [`refuse_if_stale`], whose comparison rules are [`differences`]'s (see "One ledger
+for everything reused" in docs/reliability.md).
 """
 
 import json
@@ -31,7 +24,9 @@ def _same(a, b) -> bool:
 
 def differences(saved: dict, current: dict, keys=None, prefix: str = "") -> list[tuple[str, object, object, str]]:
     """`(dotted field, saved value, current value, note)` for every field of `current` (or of `keys`) that `saved`
-    does not match; a labelled object that differs is shown by its labels, its differing fields in the note."""
+    does not match: a field only `saved` has is not compared (a field added later never invalidates an older record);
+    nested objects are compared field by field; a nested `name_or_path` is a label, never compared, that shows an
+    object that differs (its differing fields in the note); numbers agree within a relative 1e-9."""
     found = []
     for key in current if keys is None else keys:
         a, b = saved.get(key), current.get(key)

@@ -1,16 +1,6 @@
-"""vBoN's reference-reward cache: M scored π_ref completions per prompt, computed once, keyed by a stable prompt id.
-
-The reference policy is frozen, so the reward distribution of its completions for a prompt, which gives vBoN's CDF
-F̂ (Amini et al., arXiv 2407.06057), is computed once, offline, and joined onto the training dataset as a list
-column (`ref_rewards` by default). A prompt is keyed by [`prompt_id`], the SHA-256 of its canonical JSON (text and
-chat prompts alike, independent of any tokenizer), or by a dataset column of your own ids (`prompt_id_column`).
-
-`output_dir` holds `metadata.json`, the [`trl_bon.provenance`] record of everything the rewards depend on (model,
-tokenizer, generation settings, backend, reward, M, seed, prompt-id scheme): a cache that differs in any of them is
-refused. `shards/shard-00000.jsonl`, … hold one line `{"prompt_id": str, "ref_rewards": [M floats]}` per prompt, about
-`SHARD_SAMPLES` completions per shard, each written atomically and sampled with a seed derived from `(seed, k)`:
-re-running the build resumes or extends a cache, and gives exactly the shards an uninterrupted build would.
-"""
+"""vBoN's reference-reward cache: M scored π_ref completions per prompt, computed once, resumably, keyed by a stable
+prompt id and refused when its [`trl_bon.provenance`] record differs from the run's (layout, key and resuming:
+"The reference-reward cache" in docs/vbon_trainer.md)."""
 
 import hashlib
 import json

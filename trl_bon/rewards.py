@@ -10,9 +10,7 @@ evaluation score completions here instead. The conventions are TRL's (a parity t
   may be `async`, and may return `None` for a sample, which becomes NaN (that function is skipped for that sample);
 - the scalar reward is the weighted `nansum` over functions; a sample every function skipped is NaN.
 
-Checked here, before any sampling where possible, instead of TRL's crash deep inside a library: a reward that is not
-one number (or `None`) per completion, a causal LM given as a reward model (its head would be random), a missing
-reward-model path, and a tokenizer that cannot belong to the reward model.
+The checks of reward functions and their outputs live here too (listed in docs/reliability.md).
 """
 
 import asyncio

@@ -1,12 +1,5 @@
-"""Atomic, self-describing checkpoints for the trl-bon trainers (the guarantees are listed in docs/reliability.md).
-
-`Trainer._save_checkpoint` writes `checkpoint-N/` file by file, rotates old checkpoints away, and only then runs the
-`on_save` callbacks: a kill in between leaves a `checkpoint-N/` that looks resumable but lacks part of its state (the
-J-BOND anchor, say) while the previous checkpoint is already deleted. [`CheckpointMixin`] lets `Trainer` write into a
-hidden staging directory, adds the trainer's own resume state and a manifest (`trl_bon_checkpoint.json`: settings,
-model record, every file's size and SHA-256), and only then renames it to `checkpoint-N/` and rotates. While `train()`
-runs, the main process holds an [`OutputDirLock`] on `output_dir`.
-"""
+"""Atomic, self-describing checkpoints and checked resumes for the trl-bon trainers ([`CheckpointMixin`]); the
+guarantees are listed in docs/reliability.md."""
 
 import hashlib
 import os
@@ -89,15 +82,10 @@ def read_manifest(checkpoint: str | os.PathLike, verify: bool = False) -> tuple[
     return manifest, None
 
 
-def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """`checkpoint-N` directories of `run_dir`, oldest step first."""
-    return [Path(path) for path in sort_checkpoints(str(run_dir))]
-
-
 def complete_checkpoints(run_dir: str | os.PathLike, warn: bool = False) -> dict[Path, dict]:
     """The complete checkpoints of `run_dir` (oldest step first) with their manifests; `warn` names the others."""
     complete = {}
-    for checkpoint in list_checkpoints(run_dir):
+    for checkpoint in map(Path, sort_checkpoints(str(run_dir))):
         manifest, why = read_manifest(checkpoint)
         if manifest is not None:
             complete[checkpoint] = manifest
@@ -281,12 +269,11 @@ class CheckpointMixin:
                     "Raise `max_steps` to train further."
                 )
             return str(resume_from_checkpoint)
-        existing = list_checkpoints(run_dir) if self.args.save_strategy != SaveStrategy.NO else []
-        if existing:
+        if self.args.save_strategy != SaveStrategy.NO and (existing := sort_checkpoints(str(run_dir))):
             raise ValueError(
-                f"`output_dir` ({run_dir}) already holds checkpoints ({', '.join(p.name for p in existing)}) from an "
-                "earlier run, and this run starts from scratch: `resume_from_checkpoint=True` would later mix the "
-                "two. Continue that run with `resume_from_checkpoint=True`, use a new `output_dir`, or delete "
+                f"`output_dir` ({run_dir}) already holds checkpoints ({', '.join(map(os.path.basename, existing))}) "
+                "from an earlier run, and this run starts from scratch: `resume_from_checkpoint=True` would later mix "
+                "the two. Continue that run with `resume_from_checkpoint=True`, use a new `output_dir`, or delete "
                 f"`{run_dir / PREFIX_CHECKPOINT_DIR}-*`."
             )
         return None

@@ -5,15 +5,10 @@ import warnings
 
 
 class BoNConfigMixin:
-    """What the three configs do around their TRL parent's `__post_init__`, in this order.
-
-    - Move TRL's `gradient_checkpointing` (its default included) to transformers' new name `activation_checkpointing`
-      before transformers reads it, which would otherwise warn on every config about a value the user never set; a
-      value given under the new name wins, as in transformers.
-    - Warn when TRL's default `bf16=True` would train on a CPU, where bf16 matmuls are many times slower than fp32 (a
-      SmolLM2-135M J-BOND step took 80 s instead of 11 s on a 2-core CPU).
-    - Build `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] the sampling reads; its constructor
-      checks the sampling options once.
+    """What the three configs do around their TRL parent's `__post_init__`: move TRL's `gradient_checkpointing` to
+    transformers' new name `activation_checkpointing` before transformers reads it (else it warns on every config about
+    a value the user never set; a value under the new name wins), warn when TRL's default `bf16=True` would train on a
+    CPU, and build `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] checking the sampling options.
     """
 
     def __post_init__(self):
@@ -54,12 +49,6 @@ def require_at_least(args, name: str, minimum: int, why: str = "") -> None:
         raise ValueError(f"`{name}` must be at least {minimum}{why}, got {getattr(args, name)}.")
 
 
-DISABLE_DROPOUT_HELP = (
-    "Must stay True: dropout draws a different mask in each forward, so the importance ratio of the first (and only) "
-    "update is not 1 and RLOO's clip zeroes the gradient of whole rows."
-)
-
-
 def check_dropout_disabled(args) -> None:
     """Reject `disable_dropout=False` (RLOO's default) in the RLOO-based configs."""
     require(
@@ -73,9 +62,7 @@ def check_dropout_disabled(args) -> None:
 
 
 def check_model_inputs(model) -> None:
-    """The policy's model path (an instance passes), checked before any model loads or `output_dir` is made: one line
-    naming the path and what was expected (see `trl_bon.identity.check_model_path`; reward-model paths are
-    `trl_bon.rewards.check_reward_funcs`'s)."""
+    """[`~trl_bon.identity.check_model_path`] of the policy's path (an instance passes), before any model loads."""
     from trl_bon.identity import check_model_path
 
     if isinstance(model, str):
@@ -107,14 +94,9 @@ def check_writable_dir(directory: str, name: str = "output_dir") -> None:
 
 
 def check_train_prompts(train_dataset, eval_dataset, prompts_per_batch: int) -> None:
-    """The RLOO-based trainers' one check of their prompt data, before any model loads: fail on data that would
-    crash or silently not train.
-
-    - no `train_dataset`, or a dataset (train or eval) without a `prompt` column; for an `IterableDataset` whose
-      columns are unknown until read, its first example;
-    - the prompts themselves ([`~trl_bon.sampling.check_prompts`]: none, empty text prompts, mixed formats);
-    - fewer training prompts than one generation batch takes (`prompts_per_batch`): 0 steps would run.
-    """
+    """The RLOO-based trainers' one check of their prompt data, before any model loads: a `prompt` column in every
+    dataset (an `IterableDataset`'s first example), the prompts ([`~trl_bon.sampling.check_prompts`]), and at least
+    the `prompts_per_batch` one generation batch takes (else 0 steps would run)."""
     from datasets import Dataset, IterableDataset
 
     from ..sampling import check_prompts  # here, not at import: sampling imports torch

@@ -1,10 +1,5 @@
-"""Model cards that say what was trained: the base model, the method as configured, its settings and the paper.
-
-TRL's `create_model_card` writes "fine-tuned version of [None]" when the model was loaded from a local folder and
-names the trainer class's method (`_name`) whatever the configuration. The mixin wraps it via `super()`: the method
-name comes from the config, the base model sentence names the local path, and a "Best-of-N settings" section lists
-the settings a reader needs to reproduce the run.
-"""
+"""Model cards that say what was trained: TRL's card (which names the trainer class's method whatever the config, and
+"[None]" as the base of a local model) with the configured method, the local base path, the settings and the paper."""
 
 import os
 
@@ -18,7 +13,7 @@ _NONE_BASE = "[None](https://huggingface.co/None)"
 
 
 class BoNModelCardMixin:
-    """`create_model_card` with the configured method name and a settings table (`_card_method`, `_card_settings`)."""
+    """`create_model_card` with the method and settings table a trainer gives (`_card_method`, `_card_settings`)."""
 
     def _card_method(self) -> str:
         return self._name

@@ -6,7 +6,6 @@ import textwrap
 BOND_PAPER = {
     "title": "BOND: Aligning LLMs with Best-of-N Distillation",
     "id": "2407.14622",
-    # docstyle-ignore
     "citation": textwrap.dedent("""\
         @article{sessa2024bond,
             title        = {{BOND: Aligning LLMs with Best-of-N Distillation}},
@@ -21,7 +20,6 @@ BOND_PAPER = {
 VBON_PAPER = {
     "title": "Variational Best-of-N Alignment",
     "id": "2407.06057",
-    # docstyle-ignore
     "citation": textwrap.dedent("""\
         @inproceedings{amini2025variational,
             title        = {{Variational Best-of-N Alignment}},

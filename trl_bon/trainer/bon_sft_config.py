@@ -50,8 +50,7 @@ class BoNSFTConfig(BoNConfigMixin, SFTConfig):
             Repetition penalty; `1.0` disables it.
         generation_batch_size (`int`, *optional*, defaults to `64`):
             Sequences per `generate` call of the Best-of-N sampler that builds the data before training (the
-            `Sampler`'s `batch_size`). Not RLOO's option of the same name (completions per optimizer step): BoN-SFT
-            never generates during training, and its training batch is `per_device_train_batch_size` prompts.
+            `Sampler`'s `batch_size`), not a training batch as RLOO's option of the same name.
         use_vllm (`bool`, *optional*, defaults to `False`):
             Sample the candidates with an offline vLLM engine built from the model path (needs vLLM and a GPU).
         vllm_kwargs (`dict[str, Any]`, *optional*):
@@ -66,8 +65,7 @@ class BoNSFTConfig(BoNConfigMixin, SFTConfig):
     # Parameters that control the Best-of-N data
     num_candidates: int = field(default=4, metadata={"help": "N: completions sampled per prompt; the best is kept."})
     tie_break: str = field(
-        default="random",
-        metadata={"help": "Tie-break among maximal candidates: 'random' (seeded, the BoN law) or 'first'."},
+        default="random", metadata={"help": "Tie-break among maximal candidates: 'random' (seeded) or 'first'."}
     )
     reward_weights: list[float] | None = field(
         default=None, metadata={"help": "Weight of each reward function in the selection reward; all 1.0 if None."}
@@ -81,11 +79,7 @@ class BoNSFTConfig(BoNConfigMixin, SFTConfig):
     min_p: float | None = field(default=None, metadata={"help": "Minimum token probability, relative to the top."})
     repetition_penalty: float = field(default=1.0, metadata={"help": "Repetition penalty; 1.0 disables it."})
     generation_batch_size: int = field(
-        default=64,
-        metadata={
-            "help": "Sequences per generate call of the Best-of-N sampler that builds the data before training "
-            "(unlike RLOO's option of this name, not a training batch)."
-        },
+        default=64, metadata={"help": "Sequences per generate call of the sampler (not a training batch)."}
     )
     use_vllm: bool = field(default=False, metadata={"help": "Sample the candidates with an offline vLLM engine."})
     vllm_kwargs: dict[str, Any] | str | None = field(
@@ -94,8 +88,7 @@ class BoNSFTConfig(BoNConfigMixin, SFTConfig):
 
     # Changed parent default
     completion_only_loss: bool | None = field(
-        default=True,
-        metadata={"help": "Loss on the completion tokens only (default). False also trains on the prompt."},
+        default=True, metadata={"help": "Loss on the completion tokens only; False also trains on the prompt."}
     )
 
     def __post_init__(self):

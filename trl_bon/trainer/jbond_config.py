@@ -7,7 +7,7 @@ from trl import RLOOConfig
 
 from ..core.ema import AnchorSchedule
 from ..core.jbond import JBondOptions
-from ._config_checks import DISABLE_DROPOUT_HELP, BoNConfigMixin, check_dropout_disabled, require
+from ._config_checks import BoNConfigMixin, check_dropout_disabled, require
 
 
 def is_8bit(quantization_config) -> bool:
@@ -32,7 +32,7 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
     and [`~transformers.TrainingArguments`] for the rest.
 
     Each prompt gets one group of `num_generations` completions: slot 0 is sampled from the policy π, slots 1..k from
-    the anchor π_a (k = 2 in J-BOND, k = `num_quantile_samples` in BOND). `num_generations` is derived, not set.
+    the anchor π_a (k = 2 in J-BOND, k = `num_quantile_samples` in BOND).
 
     > [!NOTE]
     > Defaults that differ from [`RLOOConfig`]:
@@ -67,8 +67,7 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
             discrete rewards such as 0/1 verifiers (docs/verifiable_rewards.md); both agree when no reward ties.
         baseline (`str`, *optional*, defaults to `"batch_loo"`):
             Baseline subtracted from the policy return: `"batch_loo"`, the mean return of the *other* prompts of the
-            global generation batch (J-BOND Alg. 2), or `"none"`. A per-prompt leave-one-out baseline is not offered:
-            there is only one policy sample per prompt.
+            global generation batch (J-BOND Alg. 2; there is one policy sample per prompt), or `"none"`.
         loss_normalization (`str`, *optional*, defaults to `"sequence_sum"`):
             `"sequence_sum"`: each weight multiplies the summed completion log-probability (the paper's objective).
             `"token_mean"`: each weight is divided by its completion length; this changes the objective and the
@@ -120,115 +119,55 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
     """
 
     # Parameters whose default values are overridden from RLOOConfig / TrainingArguments
-    beta: float = field(
-        default=0.0,
-        metadata={
-            "help": "RLOO's KL coefficient towards the reference model. Must stay 0.0: J-BOND regularises towards the "
-            "anchor (see `anchor_kl_coef`)."
-        },
-    )
-    num_generations: int | None = field(
-        default=None,
-        metadata={
-            "help": "Derived: 1 policy + 2 anchor completions per prompt (J-BOND), 1 + `num_quantile_samples` (BOND). "
-            "Leave unset."
-        },
-    )
+    beta: float = field(default=0.0, metadata={"help": "Must stay 0.0: J-BOND regularises towards the anchor."})
+    num_generations: int | None = field(default=None, metadata={"help": "Derived: 1 + anchor samples. Leave unset."})
     per_device_train_batch_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Completions per device per step, policy AND anchor: (1 + k) per prompt, so a multiple of "
-            "`num_generations` (3 in J-BOND; 17 in BOND with the default num_quantile_samples=16). Defaults to "
-            "2 * num_generations (two prompts)."
-        },
+        default=None, metadata={"help": "Completions (policy and anchor) per device: whole groups of num_generations."}
     )
-
-    disable_dropout: bool = field(default=True, metadata={"help": DISABLE_DROPOUT_HELP})
+    disable_dropout: bool = field(default=True, metadata={"help": "Must stay True (dropout breaks the ratio of 1)."})
 
     # Parameters that control the objective
     mode: str = field(default="jbond", metadata={"help": "`jbond` (J-BOND, Alg. 2) or `bond` (BOND, eq. 15)."})
     jeffreys_beta: float = field(
-        default=0.5,
-        metadata={"help": "Jeffreys weight in [0, 1]: 0 = forward KL (BoN-SFT), 1 = backward KL (eq. 11)."},
+        default=0.5, metadata={"help": "Jeffreys weight in [0, 1]: 0 = forward KL, 1 = backward KL (eq. 11)."}
     )
-    anchor_kl_coef: float = field(
-        default=0.0,
-        metadata={"help": "γ >= 0: weight of the KL(π‖anchor) term, which lowers KL to the anchor (eq. 19)."},
-    )
+    anchor_kl_coef: float = field(default=0.0, metadata={"help": "γ >= 0: weight of the KL(π‖anchor) term (eq. 19)."})
     jbond_penalty: float = field(
-        default=math.log(16.0),
-        metadata={"help": "Penalty of the J-BOND crude reward when the policy loses to both anchor samples (eq. 17)."},
+        default=math.log(16.0), metadata={"help": "Penalty of the J-BOND crude reward (eq. 17)."}
     )
     jbond_ties: str = field(
-        default="strict",
-        metadata={
-            "help": "J-BOND crude reward on ties with an anchor sample: `strict` (eq. 17 as printed, a tie earns 0) "
-            "or `half` (half a loss; set it for discrete and 0/1 rewards)."
-        },
+        default="strict", metadata={"help": "Ties in the crude reward: `strict` (eq. 17) or `half` (for 0/1 rewards)."}
     )
-    baseline: str = field(
-        default="batch_loo",
-        metadata={"help": "Baseline of the policy return: `batch_loo` (batch leave-one-out) or `none`."},
-    )
+    baseline: str = field(default="batch_loo", metadata={"help": "`batch_loo` (batch leave-one-out) or `none`."})
     loss_normalization: str = field(
-        default="sequence_sum",
-        metadata={"help": "`sequence_sum` (paper) or `token_mean` (divides each weight by its completion length)."},
+        default="sequence_sum", metadata={"help": "`sequence_sum` (paper) or `token_mean` (per completion length)."}
     )
 
     # Parameters that control BOND
-    num_candidates: int | None = field(
-        default=None,
-        metadata={"help": "N of Best-of-N; required in BOND mode, fixed to 2 in J-BOND mode."},
-    )
-    num_quantile_samples: int = field(
-        default=16,
-        metadata={"help": "BOND: anchor samples per prompt for the quantile estimate p̂≤ (k >= N)."},
-    )
+    num_candidates: int | None = field(default=None, metadata={"help": "N; required in BOND mode, 2 in J-BOND."})
+    num_quantile_samples: int = field(default=16, metadata={"help": "BOND: anchor samples per prompt (k >= N)."})
     quantile_smoothing: str = field(
-        default="clamp",
-        metadata={"help": "BOND: `clamp` (max(p̂, 1/(2k))) or `add_one` ((c+1)/(k+1)) when p̂≤ = 0."},
+        default="clamp", metadata={"help": "BOND: `clamp` or `add_one`, when the quantile estimate is 0."}
     )
     include_tie_correction: bool = field(
-        default=False,
-        metadata={
-            "help": "BOND: add the estimated tie correction log B̂ to the reward (eq. 4); set it for 0/1 and other "
-            "discrete rewards (exact there), a constant without ties."
-        },
+        default=False, metadata={"help": "BOND: add the tie correction log B̂ (eq. 4); set it for 0/1 rewards."}
     )
 
     # Parameters that control the anchor
     anchor: str | None = field(
-        default=None,
-        metadata={
-            "help": "`ema`, `periodic` or `fixed`. Defaults to `ema` in J-BOND mode and `fixed` (π_ref) in BOND mode."
-        },
+        default=None, metadata={"help": "`ema`, `periodic` or `fixed`; default `ema` (J-BOND), `fixed` (BOND)."}
     )
-    anchor_ema_rate: float = field(
-        default=0.02,
-        metadata={"help": "EMA rate η in [0, 1] of the anchor, applied after every optimizer step (eq. 18)."},
-    )
-    anchor_update_period: int = field(
-        default=1000,
-        metadata={"help": "Optimizer steps between hard anchor copies when `anchor='periodic'`."},
-    )
+    anchor_ema_rate: float = field(default=0.02, metadata={"help": "EMA rate η in [0, 1] of the anchor (eq. 18)."})
+    anchor_update_period: int = field(default=1000, metadata={"help": "Optimizer steps between periodic copies."})
 
     # Parameters that control vLLM
     vllm_adapters_as_lora: bool = field(
-        default=False,
-        metadata={
-            "help": "LoRA with `vllm_mode='colocate'`: vLLM serves the policy and anchor adapters as LoRA adapters "
-            "(per-row routing, one generate call), so each generation batch syncs only adapter tensors instead of "
-            "merged full weights twice. Off by default until measured on a GPU."
-        },
+        default=False, metadata={"help": "LoRA, colocated vLLM: serve policy and anchor adapters as vLLM LoRA."}
     )
 
     # Parameters that control logging
     log_ref_kl: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Log KL(π‖π_ref) as kl_k1 and kl_k3. Default: on for LoRA (adapters disabled), off for "
-            "full fine-tuning (True loads a frozen reference model)."
-        },
+        default=None, metadata={"help": "Log KL(π‖π_ref); default: on for LoRA, off for full fine-tuning."}
     )
 
     def __post_init__(self):
@@ -243,23 +182,35 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
                 f"`num_quantile_samples` ({self.num_quantile_samples}) must be >= `num_candidates` "
                 f"({self.num_candidates}). Raise `num_quantile_samples` or lower `num_candidates`."
             )
-        derived = 1 + num_anchor_samples
-        if self.num_generations not in (None, derived):
+        group = 1 + num_anchor_samples
+        if self.num_generations not in (None, group):
             raise ValueError(
                 f"`num_generations` is derived in {self.mode} mode: 1 policy + {num_anchor_samples} anchor samples = "
-                f"{derived} per prompt, but it was set to {self.num_generations}. Leave `num_generations` unset"
+                f"{group} per prompt, but it was set to {self.num_generations}. Leave `num_generations` unset"
                 + (" and set `num_quantile_samples` instead." if self.mode == "bond" else ".")
             )
-        self.num_generations = derived
+        self.num_generations = group
         if self.per_device_train_batch_size is None:
-            self.per_device_train_batch_size = 2 * derived
+            self.per_device_train_batch_size = 2 * group
         if self.anchor is None:
             self.anchor = "ema" if self.mode == "jbond" else "fixed"
         # Every device must hold whole prompt groups (the slot of a row is its position in its group; vLLM server mode
         # slices results back in equal per-rank chunks). Checked before RLOOConfig's global divisibility check so that
         # the message names the per-device fix; `steps_per_generation` is required below to follow gradient
         # accumulation, so this is the generation batch every valid config has.
-        self._check_whole_groups(self.steps_per_generation or self.gradient_accumulation_steps)
+        per_device = self.per_device_train_batch_size
+        steps = self.steps_per_generation or self.gradient_accumulation_steps
+        if per_device * steps % group:
+            below = max(group, per_device // group * group)
+            valid = sorted({below, below + group, 2 * group})
+            raise ValueError(
+                f"`per_device_train_batch_size` counts completions, policy and anchor together: each prompt takes "
+                f"{group} (1 policy + {group - 1} anchor samples), so each device must hold whole groups of {group}. "
+                f"Here `per_device_train_batch_size` * `steps_per_generation` = {per_device} * {steps} = "
+                f"{per_device * steps}, not a multiple of {group}. Set `per_device_train_batch_size` to a multiple of "
+                f"{group}, e.g. {', '.join(map(str, valid))} ({', '.join(str(v // group) for v in valid)} prompts per "
+                "device per step)."
+            )
 
         super().__post_init__()
         check_dropout_disabled(self)
@@ -323,19 +274,4 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
                 "for `vllm_tensor_parallel_size=1` without `vllm_enable_sleep_mode` and tested under DDP only "
                 "(DeepSpeed/FSDP partition the adapter tensors it reads). Under DDP, set `use_vllm=True, "
                 "vllm_mode='colocate'` with those, or `vllm_adapters_as_lora=False`."
-            )
-
-    def _check_whole_groups(self, steps_per_generation: int) -> None:
-        group = self.num_generations
-        local_generation_batch = self.per_device_train_batch_size * steps_per_generation
-        if local_generation_batch % group != 0:
-            below = max(group, self.per_device_train_batch_size // group * group)
-            valid = sorted({below, below + group, 2 * group})
-            raise ValueError(
-                f"`per_device_train_batch_size` counts completions, policy and anchor together: each prompt takes "
-                f"{group} (1 policy + {group - 1} anchor samples), so each device must hold whole groups of {group}. "
-                f"Here `per_device_train_batch_size` * `steps_per_generation` = {self.per_device_train_batch_size} * "
-                f"{steps_per_generation} = {local_generation_batch}, not a multiple of {group}. Set "
-                f"`per_device_train_batch_size` to a multiple of {group}, e.g. {', '.join(map(str, valid))} "
-                f"({', '.join(str(v // group) for v in valid)} prompts per device per step)."
             )

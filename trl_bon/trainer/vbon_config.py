@@ -5,13 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from ._config_checks import (
-    DISABLE_DROPOUT_HELP,
-    BoNConfigMixin,
-    check_dropout_disabled,
-    require_at_least,
-    require_one_of,
-)
+from ._config_checks import BoNConfigMixin, check_dropout_disabled, require_at_least, require_one_of
 
 
 OBJECTIVES = ("l1", "exact")
@@ -40,8 +34,8 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
         > Parameters that control the objective
 
         num_candidates (`int`):
-            N of Best-of-N, the distribution being distilled (N ≥ 2). Required. vBoN's paper parametrises runs by
-            β with N = int(1/β) + 1 (truncating); here N is primary and `beta = 1/(N−1)`.
+            N of Best-of-N, the distribution being distilled (N ≥ 2). Required; `beta` follows as 1/(N−1) (the
+            paper parametrises runs by β, with N = int(1/β) + 1).
         vbon_objective (`str`, *optional*, defaults to `"l1"`):
             `"l1"`: reward log F̂(r(y)), vBoN's l1 lower bound (the paper's main objective). `"exact"`: reward
             (log π_BoN(y) − log π_ref(y))/(N−1) with the tie-safe Best-of-N law, whose optimum is π_BoN itself; it
@@ -78,55 +72,36 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
 
     # Parameters whose default values are overridden from RLOOConfig
     beta: float | None = field(
-        default=None,
-        metadata={
-            "help": "KL coefficient. `None` (default) resolves to 1/(num_candidates - 1), vBoN's value; another "
-            "value changes the target distribution and warns."
-        },
+        default=None, metadata={"help": "KL coefficient; `None`: vBoN's 1/(num_candidates - 1) (another value warns)."}
     )
-
-    disable_dropout: bool = field(default=True, metadata={"help": DISABLE_DROPOUT_HELP})
+    disable_dropout: bool = field(default=True, metadata={"help": "Must stay True (dropout breaks the ratio of 1)."})
 
     # Parameters that control the objective
     num_candidates: int | None = field(
-        default=None,
-        metadata={"help": "N of Best-of-N (>= 2): the distribution being distilled. Required."},
+        default=None, metadata={"help": "N of the Best-of-N to distil (>= 2); required."}
     )
     vbon_objective: str = field(
-        default="l1",
-        metadata={"help": "`l1` (reward log F-hat, vBoN's l1 bound) or `exact` ((log pi_BoN - log pi_ref)/(N-1))."},
+        default="l1", metadata={"help": "`l1` (vBoN's bound, reward log F-hat) or `exact` (log(pi_BoN/pi_ref)/(N-1))."}
     )
     reproduce_vbon_code_scaling: bool = field(
-        default=False,
-        metadata={
-            "help": "With `vbon_objective=exact`, use the official vBoN code's binomial score divided by N "
-            "(reproduction only; its optimum is not pi_BoN)."
-        },
+        default=False, metadata={"help": "`exact` scaled as the official vBoN code (reproduction only)."}
     )
 
     # Parameters that control the reference-reward cache
     reference_rewards_column: str = field(
-        default="ref_rewards",
-        metadata={"help": "Dataset column holding each prompt's cached reference rewards (list of floats)."},
+        default="ref_rewards", metadata={"help": "Dataset column of each prompt's cached reference rewards."}
     )
     prompt_id_column: str | None = field(
-        default=None,
-        metadata={"help": "Dataset column of prompt ids for the cache join; `None` hashes the prompt's JSON."},
+        default=None, metadata={"help": "Dataset column of prompt ids for the cache join; `None` hashes the prompt."}
     )
     reference_cache_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Reference-reward cache to join at init, built by `trl-bon cache-ref-rewards` (default "
-            "<output_dir>/_reference_rewards)."
-        },
+        default=None, metadata={"help": "Cache to join at init (default <output_dir>/_reference_rewards)."}
     )
     num_reference_samples: int = field(
-        default=300,
-        metadata={"help": "M, reference completions per prompt sampled by `trl-bon cache-ref-rewards`."},
+        default=300, metadata={"help": "M, completions per prompt sampled by `trl-bon cache-ref-rewards`."}
     )
     reference_cache_batch_size: int = field(
-        default=64,
-        metadata={"help": "Sequences per generate call of `trl-bon cache-ref-rewards`."},
+        default=64, metadata={"help": "Sequences per generate call of `trl-bon cache-ref-rewards`."}
     )
 
     def __post_init__(self):
