@@ -9,13 +9,12 @@ import torch
 from .quantiles import vbon_log_cdf
 
 
-def cache_statistics(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask: torch.Tensor | None = None):
+def cache_statistics(rewards: torch.Tensor, ref_rewards: torch.Tensor):
     """Per-sample statistics of a policy reward against its prompt's cached reference rewards.
 
     Args:
         rewards: `(B,)` scalar rewards of the policy samples.
-        ref_rewards: `(B, M)` cached reference rewards (padded when prompts have different M).
-        ref_mask: optional `(B, M)` validity mask (True = valid); NaN entries are treated as padding either way.
+        ref_rewards: `(B, M)` cached reference rewards, NaN-padded when prompts have different M.
 
     Returns:
         `(log_cdf, log_q_hat, at_floor)`, each `(B,)`:
@@ -26,8 +25,6 @@ def cache_statistics(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask:
           (the sample is at or below every cached reference reward).
     """
     valid = ~torch.isnan(ref_rewards)
-    if ref_mask is not None:
-        valid = valid & ref_mask.bool()
     ref = torch.where(valid, ref_rewards, torch.zeros_like(ref_rewards))
     log_cdf = vbon_log_cdf(rewards, ref, valid)
     r = rewards.unsqueeze(-1)
@@ -90,7 +87,6 @@ def vbon_scores(
     n: int,
     objective: str = "l1",
     ref_logps: torch.Tensor | None = None,
-    ref_mask: torch.Tensor | None = None,
     reproduce_code_scaling: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The vBoN score of each policy sample, to be used as the RL reward with KL coefficient 1/(N−1).
@@ -104,17 +100,16 @@ def vbon_scores(
 
     Args:
         rewards: `(B,)` scalar policy rewards.
-        ref_rewards: `(B, M)` cached reference rewards, NaN-padded (or with `ref_mask`).
+        ref_rewards: `(B, M)` cached reference rewards, NaN-padded.
         n: N ≥ 2.
         objective: `"l1"` or `"exact"` (checked by `VBoNConfig`).
         ref_logps: `(B,)` reference sequence log-probabilities of the policy samples (needed for `"exact"`).
-        ref_mask: optional `(B, M)` validity mask.
         reproduce_code_scaling: see above.
 
     Returns:
         dict with `score`, `log_cdf`, `at_floor` (each `(B,)`, `score` and `log_cdf` in the dtype of `rewards`).
     """
-    log_cdf, log_q_hat, at_floor = cache_statistics(rewards, ref_rewards, ref_mask)
+    log_cdf, log_q_hat, at_floor = cache_statistics(rewards, ref_rewards)
     if objective == "l1":
         score = log_cdf
     elif reproduce_code_scaling:
