@@ -57,18 +57,14 @@ class BoNRLOOTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin
         check_train_prompts(train_dataset, eval_dataset, args.generation_batch_size // args.num_generations)
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
 
-    @property
-    def _frozen_reference(self):
-        """A frozen copy of π_ref, or `None` (RLOO's `ref_model`, which it loads only when `beta != 0`)."""
-        return self.ref_model
-
     @contextmanager
     def _reference_model(self):
-        """Yield the model to run as π_ref: the frozen copy, else the policy with its adapter disabled (as in RLOO: a
-        fresh adapter's reference is the base model, a pretrained adapter's its "ref" copy), else the policy itself
-        (not PEFT and no copy: only before the first update is it π_ref)."""
-        if self._frozen_reference is not None:
-            yield self._frozen_reference
+        """Yield the model to run as π_ref: RLOO's frozen copy `ref_model` (loaded only when `beta != 0`), else the
+        policy with its adapter disabled (as in RLOO: a fresh adapter's reference is the base model, a pretrained
+        adapter's its "ref" copy), else the policy itself (not PEFT and no copy: only before the first update is it
+        π_ref)."""
+        if self.ref_model is not None:
+            yield self.ref_model
             return
         unwrapped = self.accelerator.unwrap_model(self.model)
         if not isinstance(unwrapped, PeftModel):
