@@ -34,12 +34,6 @@ def cache_statistics(rewards: torch.Tensor, ref_rewards: torch.Tensor):
     return log_cdf, torch.log(ties / m).to(rewards.dtype), below == 0
 
 
-def _log1mexp_of_log(log_x: torch.Tensor) -> torch.Tensor:
-    """log(1 − e^{−x}) for x = exp(log_x) ≥ 0, accurate when x underflows (then log(1 − e^{−x}) ≈ log x)."""
-    x = torch.exp(log_x)
-    return torch.where(log_x < -30, log_x, torch.log(-torch.expm1(-x)))
-
-
 def exact_log_ratio(log_p_lt: torch.Tensor, log_q: torch.Tensor, n: int) -> torch.Tensor:
     """Tie-safe log π_BoN(y) − log π_ref(y) = log(p≤^N − p<^N) − log q (BOND Theorem 1, eq. 4).
 
@@ -61,8 +55,9 @@ def exact_log_ratio(log_p_lt: torch.Tensor, log_q: torch.Tensor, n: int) -> torc
     # δ = log p≤ − log p< = softplus(t) > 0; log δ ≈ t when q ≪ p< (softplus underflows to 0 there).
     log_delta = torch.where(t < -30, t, torch.log(torch.nn.functional.softplus(t)))
     log_p_le = torch.logaddexp(a, b).clamp(max=0.0)
-    # log(p≤^N − p<^N) = N·log p≤ + log(1 − e^{−N·δ})
-    return n * log_p_le + _log1mexp_of_log(math.log(n) + log_delta) - b
+    # log(p≤^N − p<^N) = N·log p≤ + log(1 − e^{−x}), x = N·δ; log(1 − e^{−x}) ≈ log x when x underflows.
+    log_x = math.log(n) + log_delta
+    return n * log_p_le + torch.where(log_x < -30, log_x, torch.log(-torch.expm1(-torch.exp(log_x)))) - b
 
 
 def binomial_log_ratio(log_cdf: torch.Tensor, log_ref: torch.Tensor, n: int) -> torch.Tensor:
