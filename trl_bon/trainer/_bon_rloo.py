@@ -1,11 +1,7 @@
 """`BoNRLOOTrainer`: what `JBondTrainer` and `VBoNTrainer` share on top of TRL's `RLOOTrainer`, the shared metric
-vocabulary (docs/metrics.md) included.
-
-RLOO logs `reward`, `reward_std` and `rewards/<func>/mean|std` from the reward matrix its `_calculate_rewards` hook
-returns, and trains on the same matrix. J-BOND's matrix holds anchor rows too and vBoN's holds the vBoN score, so
-after RLOO has logged, the batch's entries are set to the raw reward of the samples the policy drew: a trl-bon run and
-an RLOO run plot the same quantity under the same name. Doing it earlier would change what RLOO trains on.
-"""
+vocabulary (docs/metrics.md) included: RLOO logs `reward*` from the matrix it trains on (J-BOND's holds anchor rows
+too, vBoN's the score), so once it has logged, they are set to the raw rewards of the policy's samples, and a trl-bon
+run and an RLOO run plot the same quantity under the same name."""
 
 import math
 from contextlib import contextmanager
