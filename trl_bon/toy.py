@@ -1,13 +1,5 @@
 """Tiny offline models, tokenizers and tasks built from scratch (no Hub access), for the tests, the benchmarks and
-`trl-bon demo`:
-
-- `build_tiny_kit`: a byte-level BPE tokenizer, a 2-layer causal LM and a sequence-classification reward model (Llama
-  or GPT-2), saved with `save_pretrained` so every trainer takes them by path;
-- `tiny_causal_lm` / `word_level_tokenizer`: small models as instances over a V-token vocabulary small enough to
-  enumerate every multi-token completion;
-- `build_one_token_task`: a causal LM whose next-token distribution after a fixed prompt is *exactly* a given π_ref,
-  so trained policies can be compared exactly with the Best-of-N law (`core.bon_probs`).
-"""
+`trl-bon demo`; [`build_one_token_task`]'s model has *exactly* a given π_ref, to compare with `core.bon_probs`."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,13 +106,12 @@ def build_tiny_kit(
     Returns:
         `{"policy": path, "reward": path}`; both directories also hold the tokenizer.
     """
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     tokenizer = build_bpe_tokenizer()
-    torch.manual_seed(seed)
     sizes = KIT_SIZES.get(architecture, {})
-    models = {
-        "policy": AutoModelForCausalLM.from_config(_model_config(architecture, tokenizer, dropout, **sizes)),
+    models = {  # the reward model's initialisation continues the policy's seeded random stream
+        "policy": tiny_causal_lm(tokenizer, architecture, dropout, seed, **sizes),
         "reward": AutoModelForSequenceClassification.from_config(
             _model_config(architecture, tokenizer, dropout, num_labels=1, **sizes)
         ),
@@ -170,12 +161,11 @@ class OneTokenTask:
 
     def policy_probs(self, model) -> torch.Tensor:
         """Exact next-token distribution of `model` (a causal LM, PEFT or not) after the prompt, as float64."""
-        was_training = model.training
-        model.eval()
+        from .sampling import eval_mode
+
         device = next(model.parameters()).device
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             logits = model(input_ids=torch.tensor([[0]], device=device)).logits[0, -1]
-        model.train(was_training)
         return torch.softmax(logits.double().cpu(), dim=-1)
 
 
@@ -191,13 +181,10 @@ def build_one_token_task(
     EOS/pad (it is also an ordinary outcome). The LM head is solved so that logits = log π_ref at the prompt, so the
     model's softmax is π_ref up to float rounding; train with `max_completion_length=1`.
     """
-    from transformers import LlamaForCausalLM
-
     ref_probs = torch.tensor(ref_probs, dtype=torch.float64)
     rewards = torch.tensor(rewards, dtype=torch.float64)
     tokenizer = word_level_tokenizer(len(ref_probs))
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(_model_config("llama", tokenizer)).eval()
+    model = tiny_causal_lm(tokenizer, "llama", seed=seed)
     with torch.no_grad():
         hidden = model.model(input_ids=torch.tensor([[0]])).last_hidden_state[0, -1].double()
         # logits = W·h with W = log π_ref ⊗ h / |h|²  ⇒  logits = log π_ref exactly at the prompt.

@@ -12,6 +12,16 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 if TYPE_CHECKING:
     from transformers import TrainingArguments
 
+# Each refusal is raised before any model loads (`check_anchor_engine`) and again by the anchor built under it.
+FSDP1_REFUSAL = (
+    "The J-BOND anchor does not support FSDP1: the policy and anchor tensors sit at different offsets of flat "
+    "parameters. Use FSDP2 (`fsdp_version: 2`), DeepSpeed ZeRO-2 (or ZeRO-3 with a LoRA anchor), or DDP."
+)
+FULL_MODEL_ZERO3_REFUSAL = (
+    "A full-model anchor is not supported under DeepSpeed ZeRO-3. Use ZeRO-2 or FSDP2 for full fine-tuning, "
+    "or train LoRA adapters (`peft_config`) so the anchor is a second adapter."
+)
+
 
 def check_anchor_engine(args: "TrainingArguments", lora: bool) -> None:
     """
@@ -30,15 +40,9 @@ def check_anchor_engine(args: "TrainingArguments", lora: bool) -> None:
     else:
         fsdp_version = None
     if fsdp_version == 1:
-        raise ValueError(
-            "The J-BOND anchor does not support FSDP1: the policy and anchor tensors sit at different offsets of flat "
-            "parameters. Use FSDP2 (`fsdp_version: 2`), DeepSpeed ZeRO-2, or DDP."
-        )
+        raise ValueError(FSDP1_REFUSAL)
     if not lora and is_deepspeed_zero3_enabled():
-        raise NotImplementedError(
-            "A full-model anchor is not supported under DeepSpeed ZeRO-3. Use ZeRO-2 or FSDP2 for full fine-tuning, "
-            "or train LoRA adapters (`peft_config`) so the anchor is a second adapter."
-        )
+        raise NotImplementedError(FULL_MODEL_ZERO3_REFUSAL)
 
 
 def _is_dtensor(tensor: torch.Tensor) -> bool:
@@ -109,10 +113,7 @@ def _check_no_fsdp1(model: torch.nn.Module) -> None:
     from torch.distributed.fsdp import FullyShardedDataParallel
 
     if any(isinstance(module, FullyShardedDataParallel) for module in model.modules()):
-        raise ValueError(
-            "The anchor does not support FSDP1: the policy and anchor tensors sit at different offsets of flat "
-            "parameters. Use FSDP2, DeepSpeed ZeRO-2 (or ZeRO-3 with a LoRA anchor), or DDP."
-        )
+        raise ValueError(FSDP1_REFUSAL)
 
 
 def _is_main_process() -> bool:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from accelerate.utils import extract_model_from_parallel
 
-from ._engines import _check_no_fsdp1
+from ._engines import FULL_MODEL_ZERO3_REFUSAL, _check_no_fsdp1
 from .state import AnchorState, load_weights
 
 
@@ -40,10 +40,7 @@ class ModelAnchor(AnchorState):
         self, anchor_model: "PreTrainedModel", policy_model: "PreTrainedModel", fp32_shadow: bool | None = None
     ):
         if any(hasattr(param, "ds_id") for param in anchor_model.parameters()):
-            raise NotImplementedError(
-                "A full-model anchor is not supported under DeepSpeed ZeRO-3. Use ZeRO-2 or FSDP2 for full "
-                "fine-tuning, or train LoRA adapters (`peft_config`) so the anchor is a `LoraAnchor`."
-            )
+            raise NotImplementedError(FULL_MODEL_ZERO3_REFUSAL)
         # The engine's wrapper (whose `eval()` may return None) is kept by the caller; names come from the model.
         self.model = extract_model_from_parallel(anchor_model)
         _check_no_fsdp1(self.model)

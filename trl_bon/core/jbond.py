@@ -84,12 +84,8 @@ def jbond_reward(
       E[r_J] = −log 16·(1 − p≤_a)², which equals log p≤ = −log 2 at the anchor median.
     - `ties="half"`: r_J = −penalty·Π_i ℓ_i with ℓ_i = 1 if r(y) < r(y'_i), ½ if r(y) = r(y'_i), 0 otherwise: a tie
       is half a loss, as in the win rate. E[r_J] = −log 16·(1 − p̄_a)² with the mid-quantile p̄ = (p< + p≤)/2, the
-      same calibration at the middle of y's reward level. Identical to `"strict"` when nothing ties.
-
-    Why `"half"` exists: with a 0/1 verifier, a wrong policy sample ties every wrong anchor sample, so `"strict"`
-    penalises it only when both anchor samples are correct (probability p², not (1 − p)² + …): for p = 0.3 the
-    Jeffreys fixed point of a fixed anchor lands 0.012 nats from Best-of-2 instead of 0.0015
-    (tests/core/test_jbond_ties.py).
+      same calibration at the middle of y's reward level. Identical to `"strict"` when nothing ties; docs/maths.md §3
+      says why a 0/1 verifier needs it.
 
     Args:
         policy_rewards: `(B,)` rewards of the policy samples.

@@ -1,6 +1,5 @@
-"""Estimates of the objective each trainer optimises, logged beside TRL's `loss` (docs/metrics.md), which is a
-surrogate that does not move when the policy learns (J-BOND: the constant −(1 − β) with the batch baseline; vBoN: ≈ 0,
-as leave-one-out advantages sum to zero)."""
+"""Estimates of the objective each trainer optimises, logged beside TRL's `loss`, a surrogate that does not move when
+the policy learns (docs/metrics.md)."""
 
 import torch
 
@@ -11,10 +10,8 @@ def jeffreys_estimate(target_logps: torch.Tensor, returns: torch.Tensor, jeffrey
         J_β(π) = (1 − β)·KL(π_BoN‖π) + β·KL(π‖π_BoN)
                ≈ (1 − β)·mean[−log π(y_target)] + β·mean[−R] − (1 − β)·H(π_BoN),
 
-    with y_target the Best-of-N targets (draws of π_BoN) and R = r − Δ the returns of the policy samples (eq. 15:
-    −R = log π(y) − log π_a(y) − r(y), BOND's log π_BoN/π_a for `mode="bond"`, J-BOND's crude proxy of it for
-    `mode="jbond"`). The entropy term does not depend on π, so the estimate falls as π approaches π_BoN; it is not 0
-    at the optimum.
+    with y_target the Best-of-N targets (draws of π_BoN) and R = r − Δ the returns of the policy samples (eq. 15). The
+    entropy term does not depend on π, so the estimate falls as π approaches π_BoN; it is not 0 at the optimum.
 
     Args:
         target_logps: `(P,)` sequence log-probabilities log π(y_target) of the Best-of-N targets.

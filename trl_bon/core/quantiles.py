@@ -118,9 +118,8 @@ def log_bon_ratio(
         `(B,)` estimates, in the dtype of `rewards`.
     """
     p_le = empirical_quantile(rewards, ref_rewards, smoothing=smoothing)
-    log_tie = None
-    if include_tie_correction:
-        raw_lt, k = _counts(rewards, ref_rewards, None, strict=True)
-        raw_le, _ = _counts(rewards, ref_rewards, None, strict=False)
-        log_tie = torch.log(tie_correction(raw_lt / k, raw_le / k, n))
-    return bond_reward(p_le, n, log_tie)
+    if not include_tie_correction:
+        return bond_reward(p_le, n)
+    raw_lt, k = _counts(rewards, ref_rewards, None, strict=True)
+    raw_le, _ = _counts(rewards, ref_rewards, None, strict=False)
+    return bond_reward(p_le, n, torch.log(tie_correction(raw_lt / k, raw_le / k, n)))

@@ -9,13 +9,12 @@ import torch
 from .quantiles import vbon_log_cdf
 
 
-def cache_statistics(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask: torch.Tensor | None = None):
+def cache_statistics(rewards: torch.Tensor, ref_rewards: torch.Tensor):
     """Per-sample statistics of a policy reward against its prompt's cached reference rewards.
 
     Args:
         rewards: `(B,)` scalar rewards of the policy samples.
-        ref_rewards: `(B, M)` cached reference rewards (padded when prompts have different M).
-        ref_mask: optional `(B, M)` validity mask (True = valid); NaN entries are treated as padding either way.
+        ref_rewards: `(B, M)` cached reference rewards, NaN-padded when prompts have different M.
 
     Returns:
         `(log_cdf, log_q_hat, at_floor)`, each `(B,)`:
@@ -26,8 +25,6 @@ def cache_statistics(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask:
           (the sample is at or below every cached reference reward).
     """
     valid = ~torch.isnan(ref_rewards)
-    if ref_mask is not None:
-        valid = valid & ref_mask.bool()
     ref = torch.where(valid, ref_rewards, torch.zeros_like(ref_rewards))
     log_cdf = vbon_log_cdf(rewards, ref, valid)
     r = rewards.unsqueeze(-1)
@@ -35,12 +32,6 @@ def cache_statistics(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask:
     ties = ((ref == r) & valid).sum(-1).to(torch.float64)
     below = ((ref < r) & valid).sum(-1)
     return log_cdf, torch.log(ties / m).to(rewards.dtype), below == 0
-
-
-def _log1mexp_of_log(log_x: torch.Tensor) -> torch.Tensor:
-    """log(1 − e^{−x}) for x = exp(log_x) ≥ 0, accurate when x underflows (then log(1 − e^{−x}) ≈ log x)."""
-    x = torch.exp(log_x)
-    return torch.where(log_x < -30, log_x, torch.log(-torch.expm1(-x)))
 
 
 def exact_log_ratio(log_p_lt: torch.Tensor, log_q: torch.Tensor, n: int) -> torch.Tensor:
@@ -64,8 +55,9 @@ def exact_log_ratio(log_p_lt: torch.Tensor, log_q: torch.Tensor, n: int) -> torc
     # δ = log p≤ − log p< = softplus(t) > 0; log δ ≈ t when q ≪ p< (softplus underflows to 0 there).
     log_delta = torch.where(t < -30, t, torch.log(torch.nn.functional.softplus(t)))
     log_p_le = torch.logaddexp(a, b).clamp(max=0.0)
-    # log(p≤^N − p<^N) = N·log p≤ + log(1 − e^{−N·δ})
-    return n * log_p_le + _log1mexp_of_log(math.log(n) + log_delta) - b
+    # log(p≤^N − p<^N) = N·log p≤ + log(1 − e^{−x}), x = N·δ; log(1 − e^{−x}) ≈ log x when x underflows.
+    log_x = math.log(n) + log_delta
+    return n * log_p_le + torch.where(log_x < -30, log_x, torch.log(-torch.expm1(-torch.exp(log_x)))) - b
 
 
 def binomial_log_ratio(log_cdf: torch.Tensor, log_ref: torch.Tensor, n: int) -> torch.Tensor:
@@ -90,7 +82,6 @@ def vbon_scores(
     n: int,
     objective: str = "l1",
     ref_logps: torch.Tensor | None = None,
-    ref_mask: torch.Tensor | None = None,
     reproduce_code_scaling: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The vBoN score of each policy sample, to be used as the RL reward with KL coefficient 1/(N−1).
@@ -104,17 +95,16 @@ def vbon_scores(
 
     Args:
         rewards: `(B,)` scalar policy rewards.
-        ref_rewards: `(B, M)` cached reference rewards, NaN-padded (or with `ref_mask`).
+        ref_rewards: `(B, M)` cached reference rewards, NaN-padded.
         n: N ≥ 2.
         objective: `"l1"` or `"exact"` (checked by `VBoNConfig`).
         ref_logps: `(B,)` reference sequence log-probabilities of the policy samples (needed for `"exact"`).
-        ref_mask: optional `(B, M)` validity mask.
         reproduce_code_scaling: see above.
 
     Returns:
         dict with `score`, `log_cdf`, `at_floor` (each `(B,)`, `score` and `log_cdf` in the dtype of `rewards`).
     """
-    log_cdf, log_q_hat, at_floor = cache_statistics(rewards, ref_rewards, ref_mask)
+    log_cdf, log_q_hat, at_floor = cache_statistics(rewards, ref_rewards)
     if objective == "l1":
         score = log_cdf
     elif reproduce_code_scaling:

@@ -10,10 +10,8 @@
         --config recipes/bon_sft/imdb_gpt2.yaml
 
 The dataset is prompt-only: `best_of_n` samples `--num_candidates` completions per prompt and the best one becomes the
-SFT target. `--num_rounds R > 1` repeats sample-then-train R times from the policy trained so far (RAFT / ReST-style).
-Each round's data (and the weights of each finished non-final round) is saved in `output_dir/_bon_data/round-k/`, out
-of `push_to_hub`: a re-run with the same settings redoes nothing, and data made with other settings is refused. A round
-killed mid-training continues with `--resume_from_checkpoint true` (round k >= 2 saves in `output_dir/round-k`).
+SFT target. `--num_rounds R > 1` repeats sample-then-train R times from the policy trained so far (RAFT / ReST-style);
+docs/bon_sft_trainer.md says where each round's data and weights are kept, reused and refused.
 """
 
 import copy

@@ -9,9 +9,7 @@ subcommand.
     trl-bon cache-ref-rewards --config recipes/vbon/imdb_gpt2.yaml
 
 It takes **the same flags and YAML as `trl-bon vbon`**, so the cache is built with the training's model, prompts,
-reward(s) and sampling settings, which `VBoNTrainer` checks when it joins the cache. The cache goes to
-`--reference_cache_dir` (default `<output_dir>/_reference_rewards`), `--num_reference_samples` per distinct prompt; the
-build resumes from its finished shards, and caches the test split too when `--eval_strategy` is not `no`. It runs in
+reward(s) and sampling settings, which `VBoNTrainer` checks when it joins the cache (docs/vbon_trainer.md). It runs in
 one process; `--use_vllm` samples with an offline vLLM engine.
 """
 

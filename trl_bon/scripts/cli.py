@@ -8,7 +8,6 @@ run under `torchrun` without a GPU (accelerate runs CPU processes only through M
 
 import argparse
 import importlib
-import inspect
 import os
 import sys
 
@@ -113,9 +112,8 @@ def run_command(command: str, argv: list[str], allow_launch: bool) -> int:
     module = importlib.import_module(f"trl_bon.scripts.{module_name}")
     if notice:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
-    parses_argv = list(inspect.signature(module.main).parameters) == ["argv"]  # `main(argv)`: parses on its own
-    if parses_argv and command not in TRAINING_COMMANDS:
-        return module.main(argv) or 0  # `plot`, `kit`, `demo`: no TRL import for the launch logic below
+    if command not in TRAINING_COMMANDS:  # `main(argv)` parses on its own; no TRL import for the launch logic below
+        return module.main(argv) or 0
     from trl.cli.accelerate_config import resolve_accelerate_config_argument
 
     from trl_bon._trl_compat import _subtract_subsequence
@@ -127,12 +125,10 @@ def run_command(command: str, argv: list[str], allow_launch: bool) -> int:
     launch_args = resolve_accelerate_config_argument(config_remaining + cli_remaining)
     script_argv = _subtract_subsequence(argv, cli_remaining)
     route, num_processes = launch_route(launch_args) if allow_launch else ("in_process", 1)
-    if command in TRAINING_COMMANDS:  # `loss` alone can look flat: say where every logged metric is explained
-        print(f"trl-bon {command}: the logged metrics are explained in docs/metrics.md", file=sys.stderr, flush=True)
+    # `loss` alone can look flat: say where every logged metric is explained
+    print(f"trl-bon {command}: the logged metrics are explained in docs/metrics.md", file=sys.stderr, flush=True)
     if route != "in_process":
         launch(route, num_processes, module_name, launch_args, script_argv)
-    elif parses_argv:
-        module.main(script_argv)
     else:
         module.main(*parsed)
     return 0

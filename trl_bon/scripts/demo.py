@@ -7,13 +7,10 @@
 
     trl-bon demo [--steps 300] [--output-dir trl_bon_demo] [--seed 0] [--quick]
 
-The task (`trl_bon.toy.build_one_token_task`) is a tiny Llama whose next-token distribution after the prompt `t0` is
-exactly π_ref = [0.30, 0.25, 0.20, 0.12, 0.08, 0.05] over six one-token completions with rewards [2, 5, 0, 4, 1, 3]
-(docs/maths.md §1). A completion is one token, so the policy is the model's softmax: reward, KL(π‖π_ref) and
-KL(π‖π_BoN) are exact along training and compared with the exact Best-of-N law for N = 2, 4, 8, 16. `JBondTrainer`
-trains the full model (EMA anchor η = 0.02 as in the paper); the (KL, reward) trajectory should track the Best-of-N
-frontier. Departures from the paper's LLM settings, so that it finishes in under a minute on 2 CPUs: Adam with lr
-3e-3 instead of 3e-6, 16 prompts per step instead of 128, a constant learning rate.
+The task (`trl_bon.toy.build_one_token_task`, docs/index.md) has one-token completions, so the policy is the model's
+softmax and reward, KL(π‖π_ref) and KL(π‖π_BoN) are exact along training. `JBondTrainer` trains the full model (EMA
+anchor η = 0.02 as in the paper). Departures from the paper's LLM settings, so that it finishes in under a minute on 2
+CPUs: Adam with lr 3e-3 instead of 3e-6, 16 prompts per step instead of 128, a constant learning rate.
 
 Writes `demo.json` (the trajectory, the exact BoN points, the settings), `demo.png` and `demo.svg` to `--output-dir`.
 """
@@ -161,6 +158,7 @@ def run(
     # The Best-of-N the policy is closest to (in KL(π‖π_BoN)), and its distance on the BoN frontier.
     nearest = min(BON_NS, key=lambda n: history[-1][f"kl_to_bon{n}"])
     settings = dict(steps=steps, prompts_per_step=prompts_per_step, lr=lr, anchor_ema_rate=anchor_ema_rate, seed=seed)
+    settings.update(quick=quick, trainer="JBondTrainer", mode="jbond", fine_tuning="full")
     results = {
         "task": {
             "ref_probs": task.ref_probs.tolist(),
@@ -171,10 +169,9 @@ def run(
         "bon": bon_points,
         "history": history,
         "final": {**history[-1], "nearest_bon_n": nearest},
-        "settings": {**settings, "quick": quick, "trainer": "JBondTrainer", "mode": "jbond", "fine_tuning": "full"},
+        "settings": {**settings, "jeffreys_beta": args.jeffreys_beta},
         "files": {},
     }
-    results["settings"]["jeffreys_beta"] = args.jeffreys_beta
     if not quick:
         trainer.save_model(str(output_dir / "model"))
         results["files"]["model"] = str(output_dir / "model")

@@ -27,18 +27,9 @@ class JBondScriptArguments(BoNScriptArguments):
 
 def main(script_args, training_args, model_args, dataset_args):
     from trl_bon import JBondTrainer
-    from trl_bon.scripts.utils import finish, trainer_inputs
+    from trl_bon.scripts.utils import train
 
-    # Reward(s), π_ref with TRL's model kwargs, prompts (with the prompt transform), LoRA and quantization
-    inputs = trainer_inputs(script_args, training_args, model_args, dataset_args)
-
-    # Train (resuming from `--resume_from_checkpoint` if set)
-    trainer = JBondTrainer(**inputs)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-
-    # Save the policy, push if asked, close the trackers and the process group
-    finish(trainer, training_args, script_args)
-    return trainer
+    return train(JBondTrainer, script_args, training_args, model_args, dataset_args)
 
 
 def make_parser(prog: str | None = None):
@@ -49,6 +40,4 @@ def make_parser(prog: str | None = None):
 
 
 if __name__ == "__main__":
-    parser = make_parser()
-    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(fail_with_unknown_args=False)
-    main(script_args, training_args, model_args, dataset_args)
+    main(*make_parser().parse_args_and_config(fail_with_unknown_args=False))

@@ -101,20 +101,9 @@ def verifier_config(root: Path) -> dict:
     return {**config, "output_dir": str(root / "out" / "jbond_verifier"), "anchor": "fixed", "save_strategy": "no"}
 
 
-def kit_commands(root: Path) -> list[tuple[str, str]]:
-    """`(what it does, command line)` in the order to run them."""
-    config = {stem: shlex.quote(str(root / f"{stem}.yaml")) for stem in ("jbond", "vbon", "bon_sft", "eval")}
-    return [
-        ("J-BOND with LoRA, a checkpoint every 4 steps", f"trl-bon jbond --config {config['jbond']}"),
-        ("vBoN, step 1: M=16 reference rewards per prompt", f"trl-bon cache-ref-rewards --config {config['vbon']}"),
-        ("vBoN, step 2: train on the cache", f"trl-bon vbon --config {config['vbon']}"),
-        ("BoN-SFT: sample 4, keep the best, fine-tune", f"trl-bon bon-sft --config {config['bon_sft']}"),
-        ("Evaluate all three against π_ref and Best-of-N", f"trl-bon eval --config {config['eval']}"),
-    ]
-
-
 def write_kit(root: str | Path, seed: int = 0) -> list[tuple[str, str]]:
-    """Build models, prompts and YAML files under `root`; return the commands (see [`kit_commands`])."""
+    """Build models, prompts and YAML files under `root`; return `(what it does, command line)` of each command, in
+    the order to run them."""
     import yaml
 
     from trl_bon.toy import build_tiny_kit
@@ -126,7 +115,14 @@ def write_kit(root: str | Path, seed: int = 0) -> list[tuple[str, str]]:
         (root / f"{stem}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (root / "verifier.py").write_text(VERIFIER)
     (root / "jbond_verifier.yaml").write_text(yaml.safe_dump(verifier_config(root), sort_keys=False))
-    return kit_commands(root)
+    config = {stem: shlex.quote(str(root / f"{stem}.yaml")) for stem in ("jbond", "vbon", "bon_sft", "eval")}
+    return [
+        ("J-BOND with LoRA, a checkpoint every 4 steps", f"trl-bon jbond --config {config['jbond']}"),
+        ("vBoN, step 1: M=16 reference rewards per prompt", f"trl-bon cache-ref-rewards --config {config['vbon']}"),
+        ("vBoN, step 2: train on the cache", f"trl-bon vbon --config {config['vbon']}"),
+        ("BoN-SFT: sample 4, keep the best, fine-tune", f"trl-bon bon-sft --config {config['bon_sft']}"),
+        ("Evaluate all three against π_ref and Best-of-N", f"trl-bon eval --config {config['eval']}"),
+    ]
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:

@@ -200,16 +200,17 @@ def finish(trainer, training_args, script_args) -> None:
     trainer.end()
 
 
-def trainer_inputs(script_args, training_args, model_args, dataset_args) -> dict:
-    """The keyword arguments of a trl-bon trainer from parsed arguments: reward(s), π_ref with TRL's
-    `model_init_kwargs`, the train (and, when evaluating, eval) split with the prompt transform, quantization, LoRA."""
+def train(trainer_class, script_args, training_args, model_args, dataset_args):
+    """Build `trainer_class` from the parsed arguments as TRL's scripts build theirs (reward(s), π_ref with TRL's
+    `model_init_kwargs`, the train (and, when evaluating, eval) split with the prompt transform, quantization, LoRA),
+    train (resuming from `--resume_from_checkpoint` if set), then [`finish`]; return the trainer."""
     from trl import get_peft_config, get_quantization_config
 
     reward_funcs = resolve_reward_funcs(script_args)
     check_model_paths(model_args, script_args)
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     train_dataset, eval_dataset = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
-    return dict(
+    trainer = trainer_class(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
         args=training_args,
@@ -218,3 +219,6 @@ def trainer_inputs(script_args, training_args, model_args, dataset_args) -> dict
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finish(trainer, training_args, script_args)
+    return trainer

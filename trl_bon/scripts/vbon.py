@@ -29,18 +29,9 @@ class VBoNScriptArguments(BoNScriptArguments):
 
 def main(script_args, training_args, model_args, dataset_args):
     from trl_bon import VBoNTrainer
-    from trl_bon.scripts.utils import finish, trainer_inputs
+    from trl_bon.scripts.utils import train
 
-    # Reward(s), π_ref with TRL's model kwargs, prompts (with the prompt transform), LoRA and quantization
-    inputs = trainer_inputs(script_args, training_args, model_args, dataset_args)
-
-    # Train on the reference rewards `trl-bon cache-ref-rewards` cached in `--reference_cache_dir`
-    trainer = VBoNTrainer(**inputs)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-
-    # Save the policy, push if asked, close the trackers and the process group
-    finish(trainer, training_args, script_args)
-    return trainer
+    return train(VBoNTrainer, script_args, training_args, model_args, dataset_args)
 
 
 def make_parser(prog: str | None = None):
@@ -51,6 +42,4 @@ def make_parser(prog: str | None = None):
 
 
 if __name__ == "__main__":
-    parser = make_parser()
-    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(fail_with_unknown_args=False)
-    main(script_args, training_args, model_args, dataset_args)
+    main(*make_parser().parse_args_and_config(fail_with_unknown_args=False))

@@ -1,11 +1,7 @@
 """`BoNRLOOTrainer`: what `JBondTrainer` and `VBoNTrainer` share on top of TRL's `RLOOTrainer`, the shared metric
-vocabulary (docs/metrics.md) included.
-
-RLOO logs `reward`, `reward_std` and `rewards/<func>/mean|std` from the reward matrix its `_calculate_rewards` hook
-returns, and trains on the same matrix. J-BOND's matrix holds anchor rows too and vBoN's holds the vBoN score, so
-after RLOO has logged, the batch's entries are set to the raw reward of the samples the policy drew: a trl-bon run and
-an RLOO run plot the same quantity under the same name. Doing it earlier would change what RLOO trains on.
-"""
+vocabulary (docs/metrics.md) included: RLOO logs `reward*` from the matrix it trains on (J-BOND's holds anchor rows
+too, vBoN's the score), so once it has logged, they are set to the raw rewards of the policy's samples, and a trl-bon
+run and an RLOO run plot the same quantity under the same name."""
 
 import math
 from contextlib import contextmanager
@@ -57,18 +53,14 @@ class BoNRLOOTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin
         check_train_prompts(train_dataset, eval_dataset, args.generation_batch_size // args.num_generations)
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
 
-    @property
-    def _frozen_reference(self):
-        """A frozen copy of π_ref, or `None` (RLOO's `ref_model`, which it loads only when `beta != 0`)."""
-        return self.ref_model
-
     @contextmanager
     def _reference_model(self):
-        """Yield the model to run as π_ref: the frozen copy, else the policy with its adapter disabled (as in RLOO: a
-        fresh adapter's reference is the base model, a pretrained adapter's its "ref" copy), else the policy itself
-        (not PEFT and no copy: only before the first update is it π_ref)."""
-        if self._frozen_reference is not None:
-            yield self._frozen_reference
+        """Yield the model to run as π_ref: RLOO's frozen copy `ref_model` (loaded only when `beta != 0`), else the
+        policy with its adapter disabled (as in RLOO: a fresh adapter's reference is the base model, a pretrained
+        adapter's its "ref" copy), else the policy itself (not PEFT and no copy: only before the first update is it
+        π_ref)."""
+        if self.ref_model is not None:
+            yield self.ref_model
             return
         unwrapped = self.accelerator.unwrap_model(self.model)
         if not isinstance(unwrapped, PeftModel):

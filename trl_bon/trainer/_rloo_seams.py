@@ -11,6 +11,8 @@ from contextlib import contextmanager
 
 import torch
 
+from ..sampling import eval_mode
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Temporary rewrites (restored on exit)
@@ -76,15 +78,8 @@ def save_selected_adapters(model, adapter_names: list[str]):
     return _called_with(model, "save_pretrained", selected_adapters=adapter_names)
 
 
-@contextmanager
-def generation_eval_mode(model):
-    """`model` in eval mode for one generation, its mode restored after (continuous batching sets `.train()`)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
+# `model` in eval mode for one generation, its mode restored after (continuous batching sets `.train()`).
+generation_eval_mode = eval_mode
 
 
 # ---------------------------------------------------------------------------------------------------------------------

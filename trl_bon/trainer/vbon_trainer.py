@@ -5,6 +5,7 @@ KL(π‖π_BoN) divided by N−1 is KL-regularised RL with KL coefficient 1/(N�
 `_calculate_rewards` (via `super()`, no TRL code copied).
 """
 
+import functools
 import os
 
 import torch
@@ -135,8 +136,6 @@ class VBoNTrainer(BoNRLOOTrainer):
                 disable_all_dropout(scored)
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
-        self._vbon_raw_rewards = None
-        self._vbon_cache = None
         self.train_dataset = self._attach_reference_rewards(self.train_dataset, "train_dataset")
         if isinstance(self.eval_dataset, dict):
             self.eval_dataset = {
@@ -157,10 +156,9 @@ class VBoNTrainer(BoNRLOOTrainer):
 
     # ------------------------------------------------------------------ reference-reward cache
 
-    def _load_cache(self):
+    @functools.cached_property
+    def _reference_cache(self):
         """The reference-reward cache of this run, loaded once and checked against its settings, rewards and π_ref."""
-        if self._vbon_cache is not None:
-            return self._vbon_cache
         args = self.args
         cache_dir = args.reference_cache_dir or os.path.join(args.output_dir, "_reference_rewards")
         if not os.path.isfile(os.path.join(cache_dir, "metadata.json")):
@@ -180,7 +178,6 @@ class VBoNTrainer(BoNRLOOTrainer):
             identity,
             tokenizer_identity(getattr(self.processing_class, "tokenizer", self.processing_class)),
         )
-        self._vbon_cache = cache
         return cache
 
     def _attach_reference_rewards(self, dataset, name: str):
@@ -199,7 +196,7 @@ class VBoNTrainer(BoNRLOOTrainer):
             )
         if column in dataset.column_names:
             return dataset
-        return add_reference_rewards(dataset, self._load_cache(), column, prompt_id_column=args.prompt_id_column)
+        return add_reference_rewards(dataset, self._reference_cache, column, prompt_id_column=args.prompt_id_column)
 
     # ------------------------------------------------------------------ RLOO hooks
 
@@ -267,7 +264,5 @@ class VBoNTrainer(BoNRLOOTrainer):
             self._log_kl_to_ref(forwards[0], forwards[1], output["completion_mask"])
             seq_kl = self.accelerator.gather(core.kl_k1(forwards[0], forwards[1], output["completion_mask"]))
         objective = core.vbon_objective_estimate(self._vbon_scores, seq_kl, self.beta)
-        self._mode_metrics["objective/vbon"].append(
-            objective.item()
-        )  # `loss` is ≈ 0 by construction (docs/metrics.md)
+        self._mode_metrics["objective/vbon"].append(objective.item())  # `loss` is ≈ 0 by construction (metrics.md)
         return output
