@@ -7,19 +7,20 @@ in rotation in one process (so load on the machine hits them alike), each one `g
 - `mixed-interleaved`: PEFT's `adapter_names=` with rows in slot order (policy, anchor, anchor, policy, ...);
 - `mixed-policy-first`: the same with the policy rows first (PEFT still routes by index lists);
 - `slices`: policy rows first, adapters off, and a forward hook on each LoRA layer adds each adapter's output to its
-  contiguous row slice (views instead of PEFT's gathers and scatters);
-- `strided`: the same hooks on the rows in slot order, each slot's rows a strided view (`x[s::3]`), no reordering;
+  contiguous row slice (views instead of PEFT's gathers and scatters; `LoraAnchor.rows_routed`);
+- `strided`: the same hooks on the rows in slot order, each slot's rows a strided view (`x[s::3]`), no reordering:
+  what `JBondTrainer` runs;
 - `two-passes`: one `generate` per adapter (P rows, then 2P rows).
 
-`JBondTrainer` uses PEFT's `mixed-interleaved`: the hook variants live only in this benchmark (a prototype of
-`slices` in the trainer changed the adapters a ZeRO-3 run trained against DDP's).
+`slices` reorders the rows, so the samples' random numbers go to other rows; in the trainer that changed the
+adapters a ZeRO-3 run trained against DDP's beyond the parity test's tolerance (lab notes), so the trainer keeps the
+slot order and uses `strided`.
 
     OMP_NUM_THREADS=1 python benchmarks/adapter_routing.py                      # random-init SmolLM2-135M shape
     OMP_NUM_THREADS=1 python benchmarks/adapter_routing.py --model tiny --rounds 20
 """
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -34,6 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def build_model(name: str):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from trl_bon.anchor import LoraAnchor
 
     if name == "smollm2-random":
         from speed import SMOLLM2_135M_SHAPE
@@ -53,31 +56,11 @@ def build_model(name: str):
     model = LlamaForCausalLM(config).eval()
     lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", lora_dropout=0.0, init_lora_weights=False)
     model = get_peft_model(model, lora)
-    model.add_adapter("anchor", lora)
-    return model.eval(), config.vocab_size
-
-
-@contextlib.contextmanager
-def adapters_by_row_views(model, routes):
-    """Inside: each `(adapter, rows)` route (a slice, possibly strided) adds `scaling · B(A(x[rows]))` to its rows of
-    every LoRA layer's base output, with the adapters themselves switched off."""
-    from peft.tuners.lora import LoraLayer
-
-    def add_adapter_outputs(layer, args, output):
-        x = args[0]
-        for name, rows in routes:
-            if name in layer.lora_A:
-                delta = layer.lora_B[name](layer.lora_A[name](x[rows]))
-                output[rows] += delta * layer.scaling[name]
-        return output
-
-    handles = [m.register_forward_hook(add_adapter_outputs) for m in model.modules() if isinstance(m, LoraLayer)]
-    try:
-        with model.disable_adapter():
-            yield model
-    finally:
-        for handle in handles:
-            handle.remove()
+    anchor = LoraAnchor(model)  # a copy of the policy adapter: move it away so that the two differ
+    with torch.no_grad():
+        for _, anchor_param, _ in anchor.pairs():
+            anchor_param.add_(torch.randn_like(anchor_param) * 0.01)
+    return model.eval(), anchor, config.vocab_size
 
 
 def main():
@@ -87,7 +70,7 @@ def main():
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=6)
     cli = parser.parse_args()
-    model, vocab = build_model(cli.model)
+    model, anchor, vocab = build_model(cli.model)
     generator = torch.Generator().manual_seed(1)
     lengths = [5 + 3 * i for i in range(cli.prompts)]
     prompts = [torch.randint(3, vocab, (n,), generator=generator) for n in lengths]
@@ -127,12 +110,12 @@ def main():
         generate(policy_first, adapter_names=["default"] * P + ["anchor"] * (2 * P))
 
     def slices():
-        with adapters_by_row_views(model, [("default", slice(0, P)), ("anchor", slice(P, None))]):
+        with anchor.rows_routed([("default", slice(0, P)), ("anchor", slice(P, None))]):
             generate(policy_first)
 
     def strided():
         routes = [("default", slice(0, None, 3)), ("anchor", slice(1, None, 3)), ("anchor", slice(2, None, 3))]
-        with adapters_by_row_views(model, routes):
+        with anchor.rows_routed(routes):
             generate(interleaved)
 
     def two_passes():
@@ -157,7 +140,7 @@ def main():
         names = ["default" if i % 3 == 0 else "anchor" for i in range(3 * P)]
         reference = model(input_ids=ids, attention_mask=mask, adapter_names=names).logits
         routes = [("default", slice(0, None, 3)), ("anchor", slice(1, None, 3)), ("anchor", slice(2, None, 3))]
-        with adapters_by_row_views(model, routes):
+        with anchor.rows_routed(routes):
             strided_logits = model(input_ids=ids, attention_mask=mask).logits
         print(f"strided vs PEFT's routing: max |logit difference| = {(strided_logits - reference).abs().max():.2e}")
     times = {name: [] for name in options}

@@ -158,6 +158,42 @@ class TestLoraAnchor:
         for name, value in _base(model).items():
             assert torch.equal(value, base[name])
 
+    @pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+    def test_rows_routed_equals_peft_mixed_adapters(self, tiny_kit, architecture):
+        """Strided row views give each row PEFT's `adapter_names` logits (to rounding), on a left-padded batch of mixed
+        prompt lengths (LoRA on every linear layer, `lora_dropout` in the config), and restore every flag."""
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoTokenizer
+
+        from trl_bon.anchor import LoraAnchor
+        from trl_bon.toy import tiny_causal_lm
+
+        tokenizer = AutoTokenizer.from_pretrained(tiny_kit["policy"])
+        base = tiny_causal_lm(tokenizer, architecture, dropout=0.1)
+        model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.1)).eval()
+        _perturb(model, seed=0)
+        anchor = LoraAnchor(model)
+        _perturb(model, seed=1)
+        model.eval()  # generation's mode: the anchor adapter's `lora_dropout` modules are new, in training mode
+        flags = {name: param.requires_grad for name, param in model.named_parameters()}
+        lengths = [3, 6, 4, 5, 2, 6]
+        input_ids = torch.zeros(6, 6, dtype=torch.long)
+        attention_mask = torch.zeros(6, 6, dtype=torch.long)
+        for row, length in enumerate(lengths):  # left-padded
+            input_ids[row, 6 - length :] = torch.arange(5, 5 + length) + row
+            attention_mask[row, 6 - length :] = 1
+        names = ["default", "anchor", "anchor"] * 2
+        routes = [("default", slice(0, None, 3)), ("anchor", slice(1, None, 3)), ("anchor", slice(2, None, 3))]
+        with torch.no_grad():
+            expected = model(input_ids=input_ids, attention_mask=attention_mask, adapter_names=names).logits
+            with anchor.rows_routed(routes):
+                routed = model(input_ids=input_ids, attention_mask=attention_mask).logits
+            policy = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        torch.testing.assert_close(routed, expected, rtol=1e-5, atol=1e-5)  # float rounding of strided inputs
+        assert not torch.allclose(routed[1], policy[1])  # the anchor rows did use the anchor
+        assert {name: param.requires_grad for name, param in model.named_parameters()} == flags
+        assert anchor.routes_rows_by_views()
+
     def test_bf16_adapter_keeps_small_updates_in_fp32_shadow(self, tiny_kit):
         from trl_bon.anchor import LoraAnchor
         from trl_bon.core.ema import ema_update_

@@ -467,6 +467,31 @@ def test_lora_rows_come_from_their_own_adapter_and_kl_metrics_are_exact(one_toke
     assert metrics["jbond/kl_anchor"][-1] == pytest.approx(metrics["kl_k1"][-1], abs=1e-5)  # anchor = ref
 
 
+def test_strided_routing_samples_what_peft_routing_samples(tmp_path, tiny_kit, prompt_dataset, monkeypatch):
+    """J-BOND's one `generate` call routes each slot's rows through its adapter by strided views
+    (`LoraAnchor.rows_routed`); under one seed it samples the completions PEFT's `adapter_names` routing samples."""
+    trainer = _trainer(
+        tiny_kit, prompt_dataset, _config(tmp_path, per_device_train_batch_size=12), peft_config=_lora()
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():  # a policy adapter away from the anchor (= π_ref: a fresh LoRA has B = 0)
+        for name, param in trainer.model.named_parameters():
+            if ".default." in name and "lora_B" in name:
+                param.normal_(0, 1.0)
+    prompt_ids = [[5 + row, 9, 13 + row][: 1 + row % 3] for row in range(12)]  # left-padded, lengths 1–3
+    routed = []
+    rows_routed = trainer.anchor.rows_routed
+    monkeypatch.setattr(trainer.anchor, "rows_routed", lambda routes: routed.append(routes) or rows_routed(routes))
+    samples = {}
+    for by_views in (True, False):
+        monkeypatch.setattr(trainer.anchor, "routes_rows_by_views", lambda by_views=by_views: by_views)
+        torch.manual_seed(1)
+        samples[by_views] = trainer._generate_single_turn(prompt_ids, None, {})
+    assert routed == [[("default", slice(0, None, 3)), ("anchor", slice(1, None, 3)), ("anchor", slice(2, None, 3))]]
+    assert samples[True] == samples[False]
+    assert len({tuple(ids) for ids in samples[True]}) > 6  # they vary across rows
+
+
 class TestWeightOptions:
     """`loss_normalization="token_mean"` and BOND's quantile reward (with and without the tie correction)."""
 

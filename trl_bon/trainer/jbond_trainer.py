@@ -342,6 +342,16 @@ class JBondTrainer(BoNRLOOTrainer):
         slots = self._slots(len(prompt_ids)).tolist()
         if self._one_generate_call():
             # Decoding time is set by the number of sequential steps, not the batch size, so one call beats two.
+            if self.anchor.routes_rows_by_views():  # slot s holds every `num_generations`-th row from its first
+                routes = [
+                    (
+                        self.anchor.policy_adapter if slot == 0 else self.anchor.adapter_name,
+                        slice(first, None, num_generations),
+                    )
+                    for first, slot in enumerate(slots[:num_generations])
+                ]
+                with self.anchor.rows_routed(routes):
+                    return super()._generate_single_turn(prompt_ids, None, {})
             names = [self.anchor.policy_adapter if slot == 0 else self.anchor.adapter_name for slot in slots]
             with generate_with_adapter_names(self.accelerator.unwrap_model(self.model_wrapped), names):
                 return super()._generate_single_turn(prompt_ids, None, {})
