@@ -120,16 +120,16 @@ def _l1_optimum(task, ref, cache):
     return optimum / optimum.sum(-1, keepdim=True)
 
 
-@pytest.mark.parametrize(("objective", "steps"), [("exact", 200), ("l1", 300)])
-def test_vbon_reaches_its_optimum(two_token_tasks, tmp_path, objective, steps):
+@pytest.mark.parametrize(("objective", "steps", "tolerance"), [("exact", 200, 0.02), ("l1", 800, 0.005)])
+def test_vbon_reaches_its_optimum(two_token_tasks, tmp_path, objective, steps, tolerance):
     """`exact` targets π_Bo4 itself; `l1` its own optimum π* (it drops the tie correction).
 
     KL(π‖π*) is the right measure: (N−1)·(J(π*) − J(π)) = KL(π‖π*) for the regularised objective J the trainer
-    maximises. `l1` needs 300 steps. In a 200-step run (the learning rate decays to 0 at step 200) the 5-token prompt
-    pushed its second-worst outcome down to 0.002 by step 80 (π* gives it 0.079); sampled about once in 500 draws,
-    it gets almost no gradient and had not come back when the learning rate reached 0 (KL 0.011 / 0.091). The
-    trainer's fixed point is π* (KL 0.0006 / 0.0011 after 800 steps). What remains after 300 (0.011 / 0.011) is the
-    worst outcome's term: π* gives it ~10⁻⁹ (its cache quantile F̂ = 1/(M+1), cubed), the policy ~10⁻³.
+    maximises. `l1` needs 800 steps on every CPU. The 5-token prompt can push its second-worst outcome down to 0.002
+    early (π* gives it 0.079); sampled about once in 500 draws, it gets almost no gradient for a while, and how long
+    depends on the CPU's rounding: after 300 steps KL was 0.011 / 0.011 on an AMD Zen 4 and 0.011 / 0.092 on an Intel
+    Xeon with AMX. After 800 steps both read 0.0006 / 0.0011, the trainer's fixed point π*; what remains is the worst
+    outcome's term: π* gives it ~10⁻⁹ (its cache quantile F̂ = 1/(M+1), cubed), the policy ~10⁻³.
     """
     task = two_token_tasks["gpt2"]
     ref = reference_law(task)
@@ -138,7 +138,7 @@ def test_vbon_reaches_its_optimum(two_token_tasks, tmp_path, objective, steps):
     policy = train_vbon(task, tmp_path, objective, steps, 0.01, cache)
     kl = kl_divergence(policy, target)
     print(f"vBoN {objective} N=4: KL(pi || optimum) per prompt = {kl.numpy().round(4)}")
-    assert (kl <= 0.02).all(), kl
+    assert (kl <= tolerance).all(), kl
 
 
 def test_bon_sft_reaches_best_of_n_in_forward_kl(two_token_tasks, tmp_path):
