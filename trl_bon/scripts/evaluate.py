@@ -5,10 +5,7 @@
 # ///
 """Evaluate checkpoints against π_ref and Best-of-N, the `trl-bon eval` subcommand (docs/maths.md §7).
 
-    trl-bon eval --model_name_or_path lvwerra/gpt2-imdb --reward_model_name_or_path lvwerra/distilbert-imdb \\
-        --dataset_name stanfordnlp/imdb --prompt_column text --prompt_min_tokens 2 --prompt_max_tokens 8 \\
-        --checkpoints jbond=outputs/jbond-imdb vbon=outputs/vbon-imdb --output_dir eval-imdb
-    trl-bon eval --config recipes/eval/imdb.yaml --checkpoints jbond=outputs/jbond-imdb
+    trl-bon eval --config recipes/eval/imdb.yaml --checkpoints jbond=outputs/jbond-imdb vbon=outputs/vbon-imdb
 
 `--model_name_or_path` is π_ref; each `--checkpoints` entry is `NAME=PATH` or `PATH` ([`expand_checkpoints`]); the
 sampling options are those of training. Runs in one process on one device. Writes `results.json`, `results.csv` and
@@ -42,9 +39,8 @@ class EvalScriptArguments(BoNScriptArguments, GenerationSettings):
     checkpoints: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Checkpoints to evaluate: `NAME=PATH` or `PATH` (full model or LoRA adapter folder). A training "
-            "output_dir with `checkpoint-*` subfolders expands to `NAME@<step>` entries. None: π_ref and Best-of-N "
-            "alone."
+            "help": "Checkpoints to evaluate: `NAME=PATH` or `PATH` (model or LoRA adapter folder); a training "
+            "output_dir expands to its `checkpoint-*` folders as `NAME@<step>`. None: π_ref and Best-of-N alone."
         },
     )
     output_dir: str = field(default="trl_bon_eval", metadata={"help": "Where results.json/csv and the PNGs go."})
@@ -169,10 +165,6 @@ def run(script_args, model_args, dataset_args):
     split = get_split(dataset, script_args.dataset_test_split, "--dataset_test_split")
     split = split.select(range(min(script_args.num_prompts, len(split))))
     split = apply_prompt_transform(split, script_args, model_args.model_name_or_path)
-    if "prompt" not in split.column_names:
-        raise ValueError(
-            f"The evaluation split has no `prompt` column (columns: {split.column_names}); set `--prompt_column`."
-        )
     reward = RewardScorer(reward_funcs, reward_weights=script_args.reward_weights)
     results = evaluate_checkpoints(checkpoints, split, reward, reference, options, judges=judges)
     print(format_table(results))
