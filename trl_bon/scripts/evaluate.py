@@ -184,7 +184,6 @@ TABLE_KEYS = (
     ("N_win", "effective_n_win", 9),
     ("N_KL", "effective_n_kl", 9),
 )
-TABLE_COLUMNS = tuple((header, width) for header, _, width in TABLE_KEYS)
 
 
 def format_table(results) -> str:
@@ -192,18 +191,14 @@ def format_table(results) -> str:
 
     Every value sits under the header that names it; a cell a row has no value for is blank (a checkpoint has no
     Best-of-N KL bound, a Best-of-N point no k3 estimate and no win rate against itself)."""
-    ns = results.settings["bon_ns"]
-    columns = [*TABLE_COLUMNS, *((f"win/BoN{n}", 11) for n in ns)]
-    keys = {header: key for header, key, _ in TABLE_KEYS} | {f"win/BoN{n}": f"win_rate_vs_bon{n}" for n in ns}
+    columns = [*TABLE_KEYS, *((f"win/BoN{n}", f"win_rate_vs_bon{n}", 11) for n in results.settings["bon_ns"])]
 
     def line(name: str, row: dict, overrides: dict) -> str:
-        values = {**{header: row.get(key) for header, key in keys.items()}, **overrides}
-        cells = "".join(
-            f"{values[header]:>{width}.3f}" if values[header] is not None else " " * width for header, width in columns
-        )
+        values = [(overrides.get(header, row.get(key)), width) for header, key, width in columns]
+        cells = "".join(" " * width if value is None else f"{value:>{width}.3f}" for value, width in values)
         return f"{name:<24}{cells}".rstrip()
 
-    lines = [f"{'name':<24}" + "".join(f"{header:>{width}}" for header, width in columns)]
+    lines = [f"{'name':<24}" + "".join(f"{header:>{width}}" for header, _, width in columns)]
     lines += [line(row["name"], row, {}) for row in results.checkpoints]
     lines.append(line("π_ref", results.reference, {"KL k1": 0.0, "KL k3": 0.0, "KL bound": 0.0}))  # 0 by definition
     lines += [line(f"BoN-{point['n']}", point, {"KL k1": point["kl_estimate"]}) for point in results.bon]
