@@ -70,10 +70,6 @@ class EvalScriptArguments(BoNScriptArguments, GenerationSettings):
     no_progress: bool = field(default=False, metadata={"help": "Hide progress bars."})
 
 
-def _is_model_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
-
-
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "adapter_config.json", "config.json")
 _CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")  # as `Trainer` names them
 
@@ -88,26 +84,21 @@ def _same_weights(a: Path, b: Path) -> bool:
     return bool(weights) and all(filecmp.cmp(a / n, b / n, shallow=False) for n in weights)
 
 
-def _default_name(path: Path) -> str:
-    """`run@3` for `.../run/checkpoint-3` (a bare `checkpoint-3` says nothing), else the folder name."""
-    resolved = path.expanduser().resolve()
-    match = _CHECKPOINT_DIR.fullmatch(resolved.name)
-    return f"{resolved.parent.name}@{match.group(1)}" if match else resolved.name
-
-
 def expand_checkpoints(entries) -> dict[str, str]:
     """`NAME=PATH` / `PATH` entries → `{name: path}`, expanding training folders into `NAME@<step>` checkpoints.
 
-    A missing local path is an error here, before any model loads; a string that can only be a Hub id
-    (`owner/name`, no such local folder) is kept and checked when the evaluation loads configs.
+    A missing local path is an error here, before any model loads; anything else (a model folder, a Hub id) is
+    checked by [`~trl_bon.evaluation.evaluate_checkpoints`] before it samples.
     """
     from trl_bon.identity import check_model_path
 
     checkpoints = {}
     for entry in as_list(entries):
         name, sep, path = entry.partition("=")
-        if not sep:
-            name, path = _default_name(Path(entry)), entry
+        if not sep:  # `run@3` for `.../run/checkpoint-3` (a bare `checkpoint-3` says nothing), else the folder name
+            resolved = Path(entry).expanduser().resolve()
+            match = _CHECKPOINT_DIR.fullmatch(resolved.name)
+            name, path = f"{resolved.parent.name}@{match[1]}" if match else resolved.name, entry
         check_model_path(path, f"checkpoint '{name}'", model_folder=False)
         root = Path(path)
         steps = {
@@ -115,15 +106,11 @@ def expand_checkpoints(entries) -> dict[str, str]:
         }
         if steps:
             checkpoints.update({f"{name}@{step}": str(steps[step]) for step in sorted(steps)})
-            if _is_model_dir(root) and not _same_weights(root, steps[max(steps)]):
+            final = (root / "config.json").is_file() or (root / "adapter_config.json").is_file()
+            if final and not _same_weights(root, steps[max(steps)]):
                 checkpoints[f"{name}@final"] = str(root)
-        elif _is_model_dir(root) or not root.exists():
-            checkpoints[name] = path  # a local model folder, or a Hub id
         else:
-            raise ValueError(
-                f"Checkpoint '{entry}': {path} holds no model (config.json / adapter_config.json) and no "
-                "checkpoint-* folders. Pass a model folder, a training output_dir, or a Hub id."
-            )
+            checkpoints[name] = path
     return checkpoints
 
 
