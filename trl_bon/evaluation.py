@@ -174,29 +174,26 @@ def evaluate_checkpoints(
     options: EvalOptions | None = None,
     judges: Mapping[str, object] | None = None,
 ) -> EvaluationResults:
-    """Evaluate checkpoints on held-out prompts against π_ref and Best-of-N (docs/maths.md §7).
+    """Evaluate checkpoints on held-out prompts against π_ref and Best-of-N: docs/evaluation.md defines every metric,
+    docs/maths.md §7 its estimator.
 
     Args:
         checkpoints (`dict[str, str | PreTrainedModel]`):
-            Name → model path (full model or LoRA adapter directory) or instance. Names of the form
-            `"method@step"` are drawn as one line per method in the plots (e.g. `"jbond@100"`, `"jbond@200"`). May
-            be empty: π_ref and its Best-of-N points alone are then evaluated. Every entry is checked (it exists,
-            it loads, it shares π_ref's vocabulary) before any sampling.
+            Name → model path (full model or LoRA adapter folder) or instance; `"method@step"` names are drawn as one
+            line per method. May be empty (π_ref and Best-of-N alone). Every entry is checked (it exists, loads and
+            shares π_ref's vocabulary) before any sampling.
         prompts (`list` or `datasets.Dataset`):
             Held-out prompts (standard or conversational); a dataset's other columns reach reward callables.
         reward:
-            TRL-style reward functions (model paths, sequence classifiers or callables) or a ready
-            [`~trl_bon.rewards.RewardScorer`] (for weights).
+            TRL-style reward functions or a [`~trl_bon.rewards.RewardScorer`] (for weights).
         reference ([`~trl_bon.sampling.Sampler`], `str` or model):
-            π_ref with the sampling settings (the training ones: same temperature and `max_completion_length`),
-            batch size, seed and progress bar used for every model; its tokenizer is used for every model. A path or
-            instance is wrapped in `Sampler(reference)`.
+            π_ref with the training's sampling settings; its settings, batch size, seed, progress bar and tokenizer
+            serve every model. A path or instance is wrapped in `Sampler(reference)`.
         options ([`EvalOptions`], *optional*):
             N values, sample counts, smoothing, output directory and plots.
         judges (`dict[str, reward]`, *optional*):
-            Extra scorers (e.g. `{"vader": vader_reward}`, TRL-style callables or reward models) applied to the
-            very samples the reward scored: each adds `<name>` (mean) and `<name>_win_rate_vs_ref` to every
-            checkpoint row, Best-of-N point and π_ref.
+            Extra scorers of the very samples the reward scored (e.g. `{"vader": vader_reward}`): each adds `<name>`
+            and `<name>_win_rate_vs_ref` to every checkpoint row, Best-of-N point and π_ref.
 
     Returns:
         [`EvaluationResults`].
