@@ -56,10 +56,9 @@ class EvalScriptArguments(BoNScriptArguments, GenerationSettings):
     judge_funcs: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Judges, `NAME=dotted.path` or `dotted.path` to TRL-style reward callables (e.g. "
-            "`vader=my_lib.judges.vader`), that score the very samples the reward scored, for evaluation only: each "
-            "adds `<NAME>` and `<NAME>_win_rate_vs_ref` (NAME defaults to the callable's name) to every row of "
-            "results.json."
+            "help": "Judges: TRL-style reward callables, `NAME=dotted.path` or `dotted.path` (NAME: its last part), "
+            "that score the very samples the reward scored; each adds `<NAME>` and `<NAME>_win_rate_vs_ref` to "
+            "every row of results.json."
         },
     )
     quantile_smoothing: str = field(default="clamp", metadata={"help": "p̂≤ smoothing: `clamp` or `add_one`."})
@@ -133,7 +132,7 @@ def run(script_args, model_args, dataset_args):
     options = eval_options(script_args)
     reward_funcs = resolve_reward_funcs(script_args)
     judges = {}
-    for entry in as_list(script_args.judge_funcs):  # `NAME=dotted.path` or `dotted.path` (named by its last part)
+    for entry in as_list(script_args.judge_funcs):
         name, _, path = entry.rpartition("=")
         judges[name or path.rsplit(".", 1)[-1]] = import_reward_func(path)
     checkpoints = expand_checkpoints(script_args.checkpoints)
