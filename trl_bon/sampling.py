@@ -239,11 +239,8 @@ def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size):
             # `generate` derives position ids from the attention mask, so left padding does not shift absolute
             # positions (GPT-2); `completion_logps` scores with the same positions.
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
-            completions = []
-            for row in output[:, input_ids.size(1) :].tolist():
-                cut = next((i for i, t in enumerate(row) if t in eos_ids), None)  # keep the first EOS, drop the rest
-                completions.append(row if cut is None else row[: cut + 1])
-            yield completions
+            rows = output[:, input_ids.size(1) :].tolist()  # cut after the first EOS: the rest is padding
+            yield [row[: next((i + 1 for i, t in enumerate(row) if t in eos_ids), len(row))] for row in rows]
 
 
 @torch.inference_mode()
