@@ -91,7 +91,7 @@ def plot_pareto(
         log_x: symmetric-log KL axis (linear below the decade under the smallest positive KL, so π_ref at 0 stays in
             view), for when one checkpoint's KL dwarfs the others.
         xlim: `(left, right)` of the KL axis; `None` in either place keeps matplotlib's choice.
-        ylim: `{key: (bottom, top)}` per metric.
+        ylim: `{key: (bottom, top)}` per metric (`None`: matplotlib's choice).
         title: a heading over every figure (e.g. the task and run).
         methods: draw only these methods (`method` of `method@step`, or a whole name), in this order.
 
@@ -165,7 +165,7 @@ def plot_pareto(
                 ax.set_xlim(left=-0.2 * linthresh)  # a margin that keeps π_ref's marker whole
         if xlim is not None:
             ax.set_xlim(*xlim)
-        if ylim and key in ylim:
+        if (ylim or {}).get(key):
             ax.set_ylim(*ylim[key])
         estimator = kl_metric.removeprefix("kl_")
         ax.set(xlabel=f"KL(π‖π_ref) [nats; {estimator} estimate, summed over completion tokens]", ylabel=ylabel)
