@@ -235,9 +235,9 @@ def test_expand_checkpoints_names_and_final(tmp_path):
 
 def _table_cells(table: str, ns) -> list[dict[str, str]]:
     """The value rows of `format_table` as {column: cell text}, cut at the columns' widths (values right-aligned)."""
-    from trl_bon.scripts.evaluate import TABLE_COLUMNS
+    from trl_bon.scripts.evaluate import TABLE_KEYS
 
-    columns = [*TABLE_COLUMNS, *((f"win/BoN{n}", 11) for n in ns)]
+    columns = [*((header, width) for header, _, width in TABLE_KEYS), *((f"win/BoN{n}", 11) for n in ns)]
     header, *rows = table.splitlines()
     assert header == f"{'name':<24}" + "".join(f"{name:>{width}}" for name, width in columns)
     cells = []

@@ -23,7 +23,7 @@ from .core.metrics import (
     mean_and_sem,
     win_rate,
 )
-from .core.quantiles import empirical_quantile
+from .core.quantiles import SMOOTHINGS, empirical_quantile
 from .identity import check_model_path, check_safetensors
 from .sampling import Sampler, check_prompts, prompts_and_columns, score_samples, select_best
 
@@ -78,8 +78,6 @@ class EvalOptions:
     plot: bool = True
 
     def __post_init__(self):
-        from .core.quantiles import SMOOTHINGS
-
         self.bon_ns = sorted(set(int(n) for n in self.bon_ns))
         if self.bon_ns and self.bon_ns[0] < 2:
             raise ValueError(f"Best-of-N needs N >= 2 for the reference points, got bon_ns={self.bon_ns}.")
@@ -119,11 +117,10 @@ def _check_checkpoint(name: str, checkpoint, tokenizer) -> None:
         for weights in sorted(local.glob("*.safetensors")):  # a truncated copy would fail only after the sampling
             check_safetensors(weights, f"weights of checkpoint '{name}'")
         try:
-            vocab = (
-                None if adapter else getattr(AutoConfig.from_pretrained(path).get_text_config(), "vocab_size", None)
-            )
+            config = None if adapter else AutoConfig.from_pretrained(path).get_text_config()
         except OSError as error:
             raise ValueError(f"Checkpoint '{name}': cannot load a model config from {path!r} ({error}).") from error
+        vocab = getattr(config, "vocab_size", None)
     if vocab is not None and vocab < len(tokenizer):
         raise ValueError(
             f"Checkpoint '{name}' has a {vocab}-token vocabulary but π_ref's tokenizer has {len(tokenizer)}: every "
@@ -177,29 +174,26 @@ def evaluate_checkpoints(
     options: EvalOptions | None = None,
     judges: Mapping[str, object] | None = None,
 ) -> EvaluationResults:
-    """Evaluate checkpoints on held-out prompts against π_ref and Best-of-N (docs/maths.md §7).
+    """Evaluate checkpoints on held-out prompts against π_ref and Best-of-N: docs/evaluation.md defines every metric,
+    docs/maths.md §7 its estimator.
 
     Args:
         checkpoints (`dict[str, str | PreTrainedModel]`):
-            Name → model path (full model or LoRA adapter directory) or instance. Names of the form
-            `"method@step"` are drawn as one line per method in the plots (e.g. `"jbond@100"`, `"jbond@200"`). May
-            be empty: π_ref and its Best-of-N points alone are then evaluated. Every entry is checked (it exists,
-            it loads, it shares π_ref's vocabulary) before any sampling.
+            Name → model path (full model or LoRA adapter folder) or instance; `"method@step"` names are drawn as one
+            line per method. May be empty (π_ref and Best-of-N alone). Every entry is checked (it exists, loads and
+            shares π_ref's vocabulary) before any sampling.
         prompts (`list` or `datasets.Dataset`):
             Held-out prompts (standard or conversational); a dataset's other columns reach reward callables.
         reward:
-            TRL-style reward functions (model paths, sequence classifiers or callables) or a ready
-            [`~trl_bon.rewards.RewardScorer`] (for weights).
+            TRL-style reward functions or a [`~trl_bon.rewards.RewardScorer`] (for weights).
         reference ([`~trl_bon.sampling.Sampler`], `str` or model):
-            π_ref with the sampling settings (the training ones: same temperature and `max_completion_length`),
-            batch size, seed and progress bar used for every model; its tokenizer is used for every model. A path or
-            instance is wrapped in `Sampler(reference)`.
+            π_ref with the training's sampling settings; its settings, batch size, seed, progress bar and tokenizer
+            serve every model. A path or instance is wrapped in `Sampler(reference)`.
         options ([`EvalOptions`], *optional*):
             N values, sample counts, smoothing, output directory and plots.
         judges (`dict[str, reward]`, *optional*):
-            Extra scorers (e.g. `{"vader": vader_reward}`, TRL-style callables or reward models) applied to the
-            very samples the reward scored: each adds `<name>` (mean) and `<name>_win_rate_vs_ref` to every
-            checkpoint row, Best-of-N point and π_ref.
+            Extra scorers of the very samples the reward scored (e.g. `{"vader": vader_reward}`): each adds `<name>`
+            and `<name>_win_rate_vs_ref` to every checkpoint row, Best-of-N point and π_ref.
 
     Returns:
         [`EvaluationResults`].
@@ -231,9 +225,8 @@ def evaluate_checkpoints(
     check_prompts(prompts)
     scorer = as_scorer(reward)
     judges = {name: as_scorer(judge) for name, judge in (judges or {}).items()}
-    tokenizer = reference.tokenizer
     for name, checkpoint in checkpoints.items():  # before any sampling
-        _check_checkpoint(name, checkpoint, tokenizer)
+        _check_checkpoint(name, checkpoint, reference.tokenizer)
     bon_ns, m, k = options.bon_ns, options.num_reference_samples, options.num_policy_samples
     smoothing, num_prompts, progress = options.quantile_smoothing, len(prompts), reference.progress
     dataset = {"prompt": prompts, **columns}
@@ -310,16 +303,14 @@ def evaluate_checkpoints(
             values = score_samples(judge, samples, columns).double()
             metrics.update(_judge(judge_name, values, win_rate(values, ref_judges[judge_name][row_of])))
         for n in bon_ns:
-            metrics.update(_with_sem(f"win_rate_vs_bon{n}", win_rate(rewards, bon_rewards[n][row_of])))
-            backward = backward_kl_to_bon(seq_log_ratio, rewards, refs_per_sample, n, smoothing)
-            metrics[f"kl_to_bon{n}_backward"] = _mean(backward)
             policy_bon_logps = _sequence_logps(sampler, prompt_ids, bon_ids[n])
+            backward = backward_kl_to_bon(seq_log_ratio, rewards, refs_per_sample, n, smoothing)
             forward = forward_kl_to_bon(
                 bon_ref_logps[n], policy_bon_logps, bon_rewards[n], ref_rewards[:, n:], n, smoothing
             )
-            metrics[f"kl_to_bon{n}_forward"] = _mean(forward)
+            metrics.update(_with_sem(f"win_rate_vs_bon{n}", win_rate(rewards, bon_rewards[n][row_of])))
+            metrics.update({f"kl_to_bon{n}_backward": _mean(backward), f"kl_to_bon{n}_forward": _mean(forward)})
         rows.append(metrics)
-        del sampler
 
     results = EvaluationResults(
         checkpoints=rows,

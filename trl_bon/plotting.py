@@ -44,9 +44,6 @@ PARETO_METRICS = (
 )
 #: Metrics whose value at π_ref is known exactly: π_ref against itself wins half of the time (ties count ½).
 EXACT_AT_REFERENCE = {"win_rate_vs_ref": 0.5}
-#: Marker area (points²) and opacity of a trajectory's first and last checkpoint; the steps between are interpolated.
-STEP_SIZES = (14.0, 64.0)
-STEP_ALPHAS = (0.45, 1.0)
 #: With at most this many methods each trajectory's first step is labelled too; beyond, only the last (readability).
 FIRST_STEP_LABELS_UP_TO = 4
 
@@ -65,21 +62,12 @@ def trajectories(checkpoint_rows: list[dict]) -> dict[str, list[tuple[float, dic
 
 
 def _step_markers(ax, xs: list, ys: list, color, marker: str, linewidths: float = 0.4) -> None:
-    """A trajectory's markers in the method's colour, growing and darkening with the step (`STEP_SIZES`,
-    `STEP_ALPHAS`), so the step reads along the line without a second colour scale fighting the method's colour."""
+    """A trajectory's markers in the method's colour, growing (area 14 → 64 points²) and darkening (opacity 0.45 → 1)
+    with the step, so the step reads along the line without a second colour scale fighting the method's colour."""
     ts = [i / (len(xs) - 1) if len(xs) > 1 else 1.0 for i in range(len(xs))]
-    (size_0, size_1), (alpha_0, alpha_1) = STEP_SIZES, STEP_ALPHAS
-    sizes = [size_0 + t * (size_1 - size_0) for t in ts]
-    colors = [(*color, alpha_0 + t * (alpha_1 - alpha_0)) for t in ts]
+    sizes = [14.0 + 50.0 * t for t in ts]
+    colors = [(*color, 0.45 + 0.55 * t) for t in ts]
     ax.scatter(xs, ys, s=sizes, color=colors, marker=marker, edgecolors="k", linewidths=linewidths, zorder=3)
-
-
-def _step_legend_title(groups: dict) -> str:
-    """How the step is drawn, with the step range when every trajectory shares it."""
-    ranges = {(points[0][0], points[-1][0]) for points in groups.values() if points[-1][0] != float("inf")}
-    span = " ({:g} → {:g})".format(*next(iter(ranges))) if len(ranges) == 1 else ""
-    labelled = "first and last" if len(groups) <= FIRST_STEP_LABELS_UP_TO else "last"
-    return f"marker size: training step{span}\nlabels: {labelled} step, where there is room"
 
 
 def plot_pareto(
@@ -93,29 +81,22 @@ def plot_pareto(
     title: str = "",
     methods: list[str] | None = None,
 ) -> dict:
-    """Draw one metric-vs-KL figure per `(key, y label, file name[, title])` in `metrics` from an evaluation result
-    dict, as PNG and as SVG beside it.
-
-    By default `reward_vs_kl` and `win_rate_vs_kl`; any key present in the checkpoint rows, the Best-of-N points and
-    the reference works (e.g. an independent judge's score).
-
-    Each method (checkpoints named `method@step`) is one trajectory from π_ref (KL 0) through its checkpoints in step
-    order; error bars are one standard error (`<key>_sem`, `<kl_metric>_sem`) where the results hold one. The
-    figure is described in docs/cli.md (`trl-bon plot`).
+    """Draw one metric-vs-KL figure (PNG, and SVG beside it) per `(key, y label, file name[, title])` in `metrics`
+    from an evaluation result dict: by default `reward_vs_kl` and `win_rate_vs_kl`, or any key that the checkpoint
+    rows, Best-of-N points and reference hold (e.g. a judge's score). Each method (`method@step` checkpoints) is one
+    trajectory from π_ref (KL 0) through its steps, with one-standard-error bars where the results hold
+    `<key>_sem`; docs/cli.md (`trl-bon plot`) describes the figure.
 
     Args:
-        log_x: symmetric-log x axis (linear below the power of ten under the smallest positive KL, so π_ref at 0 stays
-            on the plot; starting at 0 unless a point's KL estimate is negative); use it when one checkpoint's KL
-            dwarfs the others.
+        log_x: symmetric-log KL axis (linear below the decade under the smallest positive KL, so π_ref at 0 stays in
+            view), for when one checkpoint's KL dwarfs the others.
         xlim: `(left, right)` of the KL axis; `None` in either place keeps matplotlib's choice.
-        ylim: `{key: (bottom, top)}` per metric.
-        title: a heading over every figure (e.g. the task and run), above each figure's own title.
-        methods: draw only these methods (`method` of `method@step`, or a whole name), in this order; every method
-            of the results by default.
+        ylim: `{key: (bottom, top)}` per metric (`None`: matplotlib's choice).
+        title: a heading over every figure (e.g. the task and run).
+        methods: draw only these methods (`method` of `method@step`, or a whole name), in this order.
 
     Returns:
-        `{file name without .png: PNG path}`, e.g. `{"reward_vs_kl": path, "win_rate_vs_kl": path}`; each PNG has its
-        SVG beside it.
+        `{file name without .png: PNG path}`, e.g. `{"reward_vs_kl": path, "win_rate_vs_kl": path}`.
     """
     plt = _pyplot()
     from matplotlib.lines import Line2D
@@ -127,6 +108,11 @@ def plot_pareto(
             raise ValueError(f"No checkpoints of {missing} in the results; they hold {sorted(groups)}.")
         groups = {method: groups[method] for method in methods}
     bon, reference = results["bon"], results["reference"]
+    # the legend's title says how the step is drawn, with the step range when every trajectory shares it
+    ranges = {(points[0][0], points[-1][0]) for points in groups.values() if points[-1][0] != float("inf")}
+    span = " ({:g} → {:g})".format(*next(iter(ranges))) if len(ranges) == 1 else ""
+    labelled = "first and last" if len(groups) <= FIRST_STEP_LABELS_UP_TO else "last"
+    legend_title = f"marker size: training step{span}\nlabels: {labelled} step, where there is room"
     files = {}
     for key, ylabel, filename, *own_title in metrics:
         bounds = (0.0, 1.0) if "win_rate" in key else (-math.inf, math.inf)
@@ -145,7 +131,7 @@ def plot_pareto(
                 ax.annotate(f"N={b['n']}", (x, y), textcoords="offset points", xytext=(-5, 5), ha="right", fontsize=8)
                 for b, x, y in zip(bon, bon_xs, ys[1:], strict=True)
             ]
-        step_labels, legend_handles = [], {}
+        last_labels, first_labels, legend_handles = [], [], {}
         for index, (method, points) in enumerate(groups.items()):
             color, marker = method_style(index)
             xs = [0.0] + [row[kl_metric] for _, row in points]
@@ -158,15 +144,15 @@ def plot_pareto(
             # the legend shows the method's line with its marker at full size
             legend_handles[method] = Line2D([], [], color=color, marker=marker, ms=6, mec="k", mew=0.4)
             stepped = [(i, step) for i, (step, _) in enumerate(points) if step != float("inf")]
-            for rank, (i, step) in enumerate(stepped):
-                if rank != len(stepped) - 1 and (rank != 0 or len(groups) > FIRST_STEP_LABELS_UP_TO):
-                    continue  # the marker size carries the other steps
-                label = ax.annotate(
-                    f"{step:g}", (xs[i + 1], ys[i + 1]), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                    color=color, zorder=5,
-                )  # fmt: skip
-                label.set_in_layout(False)
-                step_labels.append((rank == len(stepped) - 1, label))
+            for rank, (i, step) in enumerate(stepped):  # the marker size carries the steps without a label
+                last = rank == len(stepped) - 1
+                if last or rank == 0 and len(groups) <= FIRST_STEP_LABELS_UP_TO:
+                    label = ax.annotate(
+                        f"{step:g}", (xs[i + 1], ys[i + 1]), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                        color=color, zorder=5,
+                    )  # fmt: skip
+                    label.set_in_layout(False)
+                    (last_labels if last else first_labels).append(label)
         ax.plot([0.0], [ref_y], "ks", ms=7, label="π_ref", zorder=4)
         if key not in EXACT_AT_REFERENCE:
             _error_bars(ax, [0.0], [ref_y], None, [_sem(reference, key)], "k", bounds)
@@ -179,7 +165,7 @@ def plot_pareto(
                 ax.set_xlim(left=-0.2 * linthresh)  # a margin that keeps π_ref's marker whole
         if xlim is not None:
             ax.set_xlim(*xlim)
-        if ylim and key in ylim:
+        if (ylim or {}).get(key):
             ax.set_ylim(*ylim[key])
         estimator = kl_metric.removeprefix("kl_")
         ax.set(xlabel=f"KL(π‖π_ref) [nats; {estimator} estimate, summed over completion tokens]", ylabel=ylabel)
@@ -193,12 +179,11 @@ def plot_pareto(
         handles, names = ax.get_legend_handles_labels()
         handles = [legend_handles.get(name, handle) for handle, name in zip(handles, names, strict=True)]
         # with trajectories, the legend goes right of the axes and explains the step markers in its title
-        outside = {"title": _step_legend_title(groups), "title_fontsize": 7, "loc": "upper left"}
+        outside = {"title": legend_title, "title_fontsize": 7, "loc": "upper left"}
         outside.update(bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
         ax.legend(handles, names, fontsize=8, **(outside if groups else {"loc": "best"}))
         fig.canvas.draw()  # lay the figure out, so that the labels' boxes are final
-        last_steps_first = [label for _, label in sorted(step_labels, key=lambda item: not item[0])]
-        _hide_overlapping(last_steps_first, fixed_labels)
+        _hide_overlapping(last_labels + first_labels, fixed_labels)  # last steps first: they are kept on overlaps
         files[filename.removesuffix(".png")] = _save(fig, Path(output_dir) / filename, dpi=150)
     return files
 
@@ -207,28 +192,24 @@ def _effective_n_axis(ax) -> bool:
     """Marks along the top edge that read the KL as the effective N (N_KL, docs/metrics.md): one at each N = 2, 4,
     8, … whose Best-of-N KL bound log N − (N − 1)/N lies in view. Drawn in data coordinates along x, so they sit
     right on any x scale (a secondary axis would not follow the symlog scale)."""
-
-    def bon_kl_bound(n: int) -> float:  # `trl_bon.core.bon_kl_bound`, restated: importing `core` would pull torch
-        return math.log(n) - (n - 1) / n
-
     low, high = ax.get_xlim()
-    ns, last = [], None
+    marks, last = [], None
     for n in (2**k for k in range(1, 13)):
-        x = bon_kl_bound(n)
+        x = math.log(n) - (n - 1) / n  # `core.bon_kl_bound`, restated: importing `core` would pull torch
         if not low <= x <= high:
             continue
         # in axes fractions, which a later change of the axes' size (legend, layout) leaves as they are
         fraction = ax.transAxes.inverted().transform(ax.transData.transform((x, 0.0)))[0]
         if last is None or fraction - last >= 0.09:  # KL grows like log N: on a log axis the large N would crowd
-            ns.append(n)
+            marks.append((n, x))
             last = fraction
     edge = ax.get_xaxis_transform()  # x in data coordinates, y in axes coordinates
-    for n in ns:
-        ax.plot([bon_kl_bound(n)] * 2, [1.0, 1.015], color="0.3", lw=0.8, transform=edge, clip_on=False)
-        ax.text(bon_kl_bound(n), 1.02, f"N={n}", transform=edge, ha="center", va="bottom", fontsize=7, color="0.3")
-    if ns:
+    for n, x in marks:
+        ax.plot([x, x], [1.0, 1.015], color="0.3", lw=0.8, transform=edge, clip_on=False)
+        ax.text(x, 1.02, f"N={n}", transform=edge, ha="center", va="bottom", fontsize=7, color="0.3")
+    if marks:
         ax.set_xlabel(ax.get_xlabel() + "\nmarks on top: the Best-of-N of that KL (effective N, N_KL)")
-    return bool(ns)
+    return bool(marks)
 
 
 def _sem(row: dict, key: str) -> float:

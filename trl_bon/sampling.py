@@ -113,11 +113,9 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None)
     elif isinstance(model, str):
         model = create_model_from_path(model, **(model_init_kwargs or {}))
     check_4bit_layer_sizes(model)
-    if tokenizer is not None:
-        return model, tokenizer
-    tokenizer = AutoTokenizer.from_pretrained(get_config_model_id(model.config), padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(get_config_model_id(model.config), padding_side="left")
+        tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     return model, tokenizer
 
 
@@ -152,16 +150,13 @@ def check_prompts(prompts, name: str = "prompts") -> None:
             f"`{name}` has {len(empty)} empty prompt(s) (rows {empty[:5]}); generation needs at least one prompt "
             "token. Drop them, e.g. `dataset.filter(lambda x: x['prompt'].strip() != '')`."
         )
-    for i, prompt in enumerate(prompts):
-        if (
-            not isinstance(prompt, (str, list))
-            or isinstance(prompt, list)
-            and not all(isinstance(m, dict) and "role" in m for m in prompt)
-        ):
-            raise ValueError(
-                f"Prompt {i} is neither a string nor a list of chat messages (dicts with 'role' and 'content'): "
-                f"{prompt!r:.80}"
-            )
+    chat = [isinstance(p, list) and all(isinstance(m, dict) and "role" in m for m in p) for p in prompts]
+    if not any(kinds) and not all(chat):  # no text prompts (or the mixed check would have failed): all must be chats
+        i = chat.index(False)
+        raise ValueError(
+            f"Prompt {i} is neither a string nor a list of chat messages (dicts with 'role' and 'content'): "
+            f"{prompts[i]!r:.80}"
+        )
 
 
 def context_window(config) -> int | None:
@@ -194,21 +189,6 @@ def check_context_window(prompt_lengths: list[int], config, max_completion_lengt
         )
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
-    eos = model.generation_config.eos_token_id
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    return eos if tokenizer.eos_token_id in eos else [tokenizer.eos_token_id, *eos]
-
-
-def _decode(tokenizer, prompts: list, completion_ids: list[list[int]]) -> list:
-    from trl import is_conversational
-
-    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-    if is_conversational({"prompt": prompts[0]}):
-        return [[{"role": "assistant", "content": t}] for t in texts]
-    return texts
-
-
 @contextlib.contextmanager
 def eval_mode(model):
     """Run `model` with dropout off, restoring its mode after: the trainers' distribution is the model without
@@ -235,7 +215,9 @@ def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size):
     """Yield the completions of `prompt_ids`, one `generate` batch (`batch_size` rows) at a time."""
     from transformers import GenerationConfig
 
-    eos_ids = _eos_ids(model, tokenizer)
+    eos = model.generation_config.eos_token_id  # stop at any of the model's EOS ids and at the tokenizer's
+    eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    eos_ids = eos_ids if tokenizer.eos_token_id in eos_ids else [tokenizer.eos_token_id, *eos_ids]
     config = GenerationConfig(
         max_new_tokens=settings.max_completion_length,
         do_sample=True,
@@ -252,17 +234,13 @@ def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size):
     device = next(model.parameters()).device
     with eval_mode(model):
         for start in range(0, len(prompt_ids), batch_size):
-            input_ids, attention_mask = _left_pad(
-                prompt_ids[start : start + batch_size], tokenizer.pad_token_id, device
-            )
+            batch = prompt_ids[start : start + batch_size]
+            input_ids, attention_mask = _left_pad(batch, tokenizer.pad_token_id, device)
             # `generate` derives position ids from the attention mask, so left padding does not shift absolute
             # positions (GPT-2); `completion_logps` scores with the same positions.
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
-            completions = []
-            for row in output[:, input_ids.size(1) :].tolist():
-                cut = next((i for i, t in enumerate(row) if t in eos_ids), None)  # keep the first EOS, drop the rest
-                completions.append(row if cut is None else row[: cut + 1])
-            yield completions
+            rows = output[:, input_ids.size(1) :].tolist()  # cut after the first EOS: the rest is padding
+            yield [row[: next((i + 1 for i, t in enumerate(row) if t in eos_ids), len(row))] for row in rows]
 
 
 @torch.inference_mode()
@@ -301,17 +279,6 @@ def completion_logps(
     return all_logps, mask
 
 
-def _vllm_engine(model_path: str, vllm_kwargs: dict | None):
-    """An offline vLLM engine for `model_path`, built once per [`Sampler`]. Not CPU-testable."""
-    try:
-        from vllm import LLM
-    except ImportError as error:
-        raise ImportError(
-            "The vLLM backend needs vLLM: `pip install 'trl-bon[vllm]'`, or use `backend='transformers'`."
-        ) from error
-    return LLM(model=model_path, **(vllm_kwargs or {}))
-
-
 def _row_seed(seed: int, row: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{row}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
@@ -339,9 +306,6 @@ def _generate_vllm(engine, prompt_ids, settings, seed: int) -> list[list[int]]:
     return [list(out.outputs[0].token_ids) for out in outputs]
 
 
-BACKENDS = ("transformers", "vllm")
-
-
 @dataclass
 class ScoredSamples:
     """What [`Sampler.score`] returns: the samples and their `(prompts, n)` reward matrix."""
@@ -356,7 +320,10 @@ def prompts_and_columns(prompts) -> tuple[list, dict[str, list]]:
     if hasattr(prompts, "column_names") or isinstance(prompts, dict):
         columns = {c: list(v) for c, v in (prompts if isinstance(prompts, dict) else prompts.to_dict()).items()}
         if "prompt" not in columns:
-            raise ValueError(f"The prompts have no `prompt` column (columns: {list(columns)}).")
+            raise ValueError(
+                f"The prompts have no `prompt` column (columns: {list(columns)}); rename the prompt column to "
+                "`prompt` (`trl-bon eval`: set `--prompt_column`)."
+            )
         return columns.pop("prompt"), columns
     return list(prompts), {}
 
@@ -408,8 +375,8 @@ class Sampler:
         vllm_kwargs: dict | None = None,
         progress: bool = True,
     ):
-        if backend not in BACKENDS:
-            raise ValueError(f"Unknown backend {backend!r}; use one of {BACKENDS}.")
+        if backend not in ("transformers", "vllm"):
+            raise ValueError(f"Unknown backend {backend!r}; use 'transformers' or 'vllm'.")
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
         if backend == "vllm" and not isinstance(model, str):
@@ -492,8 +459,14 @@ class Sampler:
         if seed is not None:
             torch.manual_seed(seed)
         if self.backend == "vllm":
-            if self._engine is None:
-                self._engine = _vllm_engine(self._model, self.vllm_kwargs)
+            if self._engine is None:  # an offline engine built from the model path, kept for every call
+                try:
+                    from vllm import LLM
+                except ImportError as error:
+                    raise ImportError(
+                        "The vLLM backend needs vLLM: `pip install 'trl-bon[vllm]'`, or use `backend='transformers'`."
+                    ) from error
+                self._engine = LLM(model=self._model, **(self.vllm_kwargs or {}))
             yield 0, _generate_vllm(self._engine, repeated, self.settings, seed or 0)
             return
         first = 0
@@ -505,9 +478,14 @@ class Sampler:
 
     def _samples(self, prompts: list, n: int, completion_ids: list[list[int]], first: int = 0) -> Samples:
         """`completion_ids` as samples, row `first + j` of the sampling order being sample `j`."""
+        from trl import is_conversational
+
         prompt_index = [(first + j) // n for j in range(len(completion_ids))]
         repeated = [prompts[i] for i in prompt_index]
-        return Samples(prompt_index, repeated, _decode(self.tokenizer, repeated, completion_ids), completion_ids)
+        texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        if is_conversational({"prompt": prompts[0]}):
+            texts = [[{"role": "assistant", "content": text}] for text in texts]
+        return Samples(prompt_index, repeated, texts, completion_ids)
 
     def sample(self, prompts: Sequence, n: int, seed: int | None = None) -> Samples:
         """`n` completions per prompt, grouped by prompt; `seed` overrides the sampler's seed for this call."""

@@ -45,10 +45,7 @@ ARCHITECTURES = ("llama", "gpt2")
 # The kit's linear layers are multiples of 64 wide: on CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights for
 # its CPU kernel in blocks of 32 output features and 64 input features (see `trl_bon.quantization`), so the kit takes
 # `--load_in_4bit` on every x86 CPU.
-KIT_SIZES = {
-    "llama": {"hidden_size": 64, "intermediate_size": 128, "num_key_value_heads": 2},
-    "gpt2": {"n_embd": 64},
-}
+KIT_SIZES = {"llama": {"hidden_size": 64, "intermediate_size": 128, "num_key_value_heads": 2}, "gpt2": {"n_embd": 64}}
 
 
 def tiny_causal_lm(tokenizer, architecture: str = "llama", dropout: float = 0.0, seed: int = 0, **overrides):
@@ -98,14 +95,9 @@ def build_bpe_tokenizer(vocab_size: int = 320):
 def build_tiny_kit(
     root: str | Path, seed: int = 0, architecture: str = "llama", dropout: float = 0.0
 ) -> dict[str, str]:
-    """Build and save a tiny tokenizer, causal LM (`policy/`) and reward model (`reward/`) under `root`.
-
-    `architecture` is `"llama"` (rotary positions) or `"gpt2"` (learned absolute positions, the shape of GPT-2
-    recipes); `dropout` goes into every dropout probability of both configs (GPT-2 checkpoints ship 0.1).
-
-    Returns:
-        `{"policy": path, "reward": path}`; both directories also hold the tokenizer.
-    """
+    """Build and save a tiny tokenizer, causal LM (`policy/`) and reward model (`reward/`) under `root`, both with
+    `architecture` and `dropout` as in [`tiny_causal_lm`], in the kit's sizes. Returns `{"policy": path, "reward":
+    path}`; each folder holds the tokenizer too."""
     from transformers import AutoModelForSequenceClassification
 
     tokenizer = build_bpe_tokenizer()
@@ -170,10 +162,7 @@ class OneTokenTask:
 
 
 def build_one_token_task(
-    root: str | Path,
-    ref_probs=EXAMPLE_REF_PROBS,
-    rewards=EXAMPLE_REWARDS,
-    seed: int = 0,
+    root: str | Path, ref_probs=EXAMPLE_REF_PROBS, rewards=EXAMPLE_REWARDS, seed: int = 0
 ) -> OneTokenTask:
     """Build a causal LM whose distribution after the prompt token is exactly `ref_probs`.
 

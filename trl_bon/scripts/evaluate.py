@@ -5,10 +5,7 @@
 # ///
 """Evaluate checkpoints against π_ref and Best-of-N, the `trl-bon eval` subcommand (docs/maths.md §7).
 
-    trl-bon eval --model_name_or_path lvwerra/gpt2-imdb --reward_model_name_or_path lvwerra/distilbert-imdb \\
-        --dataset_name stanfordnlp/imdb --prompt_column text --prompt_min_tokens 2 --prompt_max_tokens 8 \\
-        --checkpoints jbond=outputs/jbond-imdb vbon=outputs/vbon-imdb --output_dir eval-imdb
-    trl-bon eval --config recipes/eval/imdb.yaml --checkpoints jbond=outputs/jbond-imdb
+    trl-bon eval --config recipes/eval/imdb.yaml --checkpoints jbond=outputs/jbond-imdb vbon=outputs/vbon-imdb
 
 `--model_name_or_path` is π_ref; each `--checkpoints` entry is `NAME=PATH` or `PATH` ([`expand_checkpoints`]); the
 sampling options are those of training. Runs in one process on one device. Writes `results.json`, `results.csv` and
@@ -42,9 +39,8 @@ class EvalScriptArguments(BoNScriptArguments, GenerationSettings):
     checkpoints: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Checkpoints to evaluate: `NAME=PATH` or `PATH` (full model or LoRA adapter folder). A training "
-            "output_dir with `checkpoint-*` subfolders expands to `NAME@<step>` entries. None: π_ref and Best-of-N "
-            "alone."
+            "help": "Checkpoints to evaluate: `NAME=PATH` or `PATH` (model or LoRA adapter folder); a training "
+            "output_dir expands to its `checkpoint-*` folders as `NAME@<step>`. None: π_ref and Best-of-N alone."
         },
     )
     output_dir: str = field(default="trl_bon_eval", metadata={"help": "Where results.json/csv and the PNGs go."})
@@ -60,10 +56,9 @@ class EvalScriptArguments(BoNScriptArguments, GenerationSettings):
     judge_funcs: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Judges, `NAME=dotted.path` or `dotted.path` to TRL-style reward callables (e.g. "
-            "`vader=my_lib.judges.vader`), that score the very samples the reward scored, for evaluation only: each "
-            "adds `<NAME>` and `<NAME>_win_rate_vs_ref` (NAME defaults to the callable's name) to every row of "
-            "results.json."
+            "help": "Judges: TRL-style reward callables, `NAME=dotted.path` or `dotted.path` (NAME: its last part), "
+            "that score the very samples the reward scored; each adds `<NAME>` and `<NAME>_win_rate_vs_ref` to "
+            "every row of results.json."
         },
     )
     quantile_smoothing: str = field(default="clamp", metadata={"help": "p̂≤ smoothing: `clamp` or `add_one`."})
@@ -72,10 +67,6 @@ class EvalScriptArguments(BoNScriptArguments, GenerationSettings):
     seed: int = field(default=0, metadata={"help": "Seed of every sampling call."})
     no_plot: bool = field(default=False, metadata={"help": "Skip the PNGs (no matplotlib needed)."})
     no_progress: bool = field(default=False, metadata={"help": "Hide progress bars."})
-
-
-def _is_model_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
 
 
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "adapter_config.json", "config.json")
@@ -92,26 +83,21 @@ def _same_weights(a: Path, b: Path) -> bool:
     return bool(weights) and all(filecmp.cmp(a / n, b / n, shallow=False) for n in weights)
 
 
-def _default_name(path: Path) -> str:
-    """`run@3` for `.../run/checkpoint-3` (a bare `checkpoint-3` says nothing), else the folder name."""
-    resolved = path.expanduser().resolve()
-    match = _CHECKPOINT_DIR.fullmatch(resolved.name)
-    return f"{resolved.parent.name}@{match.group(1)}" if match else resolved.name
-
-
 def expand_checkpoints(entries) -> dict[str, str]:
     """`NAME=PATH` / `PATH` entries → `{name: path}`, expanding training folders into `NAME@<step>` checkpoints.
 
-    A missing local path is an error here, before any model loads; a string that can only be a Hub id
-    (`owner/name`, no such local folder) is kept and checked when the evaluation loads configs.
+    A missing local path is an error here, before any model loads; anything else (a model folder, a Hub id) is
+    checked by [`~trl_bon.evaluation.evaluate_checkpoints`] before it samples.
     """
     from trl_bon.identity import check_model_path
 
     checkpoints = {}
     for entry in as_list(entries):
         name, sep, path = entry.partition("=")
-        if not sep:
-            name, path = _default_name(Path(entry)), entry
+        if not sep:  # `run@3` for `.../run/checkpoint-3` (a bare `checkpoint-3` says nothing), else the folder name
+            resolved = Path(entry).expanduser().resolve()
+            match = _CHECKPOINT_DIR.fullmatch(resolved.name)
+            name, path = f"{resolved.parent.name}@{match[1]}" if match else resolved.name, entry
         check_model_path(path, f"checkpoint '{name}'", model_folder=False)
         root = Path(path)
         steps = {
@@ -119,15 +105,11 @@ def expand_checkpoints(entries) -> dict[str, str]:
         }
         if steps:
             checkpoints.update({f"{name}@{step}": str(steps[step]) for step in sorted(steps)})
-            if _is_model_dir(root) and not _same_weights(root, steps[max(steps)]):
+            final = (root / "config.json").is_file() or (root / "adapter_config.json").is_file()
+            if final and not _same_weights(root, steps[max(steps)]):
                 checkpoints[f"{name}@final"] = str(root)
-        elif _is_model_dir(root) or not root.exists():
-            checkpoints[name] = path  # a local model folder, or a Hub id
         else:
-            raise ValueError(
-                f"Checkpoint '{entry}': {path} holds no model (config.json / adapter_config.json) and no "
-                "checkpoint-* folders. Pass a model folder, a training output_dir, or a Hub id."
-            )
+            checkpoints[name] = path
     return checkpoints
 
 
@@ -150,7 +132,7 @@ def run(script_args, model_args, dataset_args):
     options = eval_options(script_args)
     reward_funcs = resolve_reward_funcs(script_args)
     judges = {}
-    for entry in as_list(script_args.judge_funcs):  # `NAME=dotted.path` or `dotted.path` (named by its last part)
+    for entry in as_list(script_args.judge_funcs):
         name, _, path = entry.rpartition("=")
         judges[name or path.rsplit(".", 1)[-1]] = import_reward_func(path)
     checkpoints = expand_checkpoints(script_args.checkpoints)
@@ -169,10 +151,6 @@ def run(script_args, model_args, dataset_args):
     split = get_split(dataset, script_args.dataset_test_split, "--dataset_test_split")
     split = split.select(range(min(script_args.num_prompts, len(split))))
     split = apply_prompt_transform(split, script_args, model_args.model_name_or_path)
-    if "prompt" not in split.column_names:
-        raise ValueError(
-            f"The evaluation split has no `prompt` column (columns: {split.column_names}); set `--prompt_column`."
-        )
     reward = RewardScorer(reward_funcs, reward_weights=script_args.reward_weights)
     results = evaluate_checkpoints(checkpoints, split, reward, reference, options, judges=judges)
     print(format_table(results))
@@ -192,7 +170,6 @@ TABLE_KEYS = (
     ("N_win", "effective_n_win", 9),
     ("N_KL", "effective_n_kl", 9),
 )
-TABLE_COLUMNS = tuple((header, width) for header, _, width in TABLE_KEYS)
 
 
 def format_table(results) -> str:
@@ -200,18 +177,14 @@ def format_table(results) -> str:
 
     Every value sits under the header that names it; a cell a row has no value for is blank (a checkpoint has no
     Best-of-N KL bound, a Best-of-N point no k3 estimate and no win rate against itself)."""
-    ns = results.settings["bon_ns"]
-    columns = [*TABLE_COLUMNS, *((f"win/BoN{n}", 11) for n in ns)]
-    keys = {header: key for header, key, _ in TABLE_KEYS} | {f"win/BoN{n}": f"win_rate_vs_bon{n}" for n in ns}
+    columns = [*TABLE_KEYS, *((f"win/BoN{n}", f"win_rate_vs_bon{n}", 11) for n in results.settings["bon_ns"])]
 
     def line(name: str, row: dict, overrides: dict) -> str:
-        values = {**{header: row.get(key) for header, key in keys.items()}, **overrides}
-        cells = "".join(
-            f"{values[header]:>{width}.3f}" if values[header] is not None else " " * width for header, width in columns
-        )
+        values = [(overrides.get(header, row.get(key)), width) for header, key, width in columns]
+        cells = "".join(" " * width if value is None else f"{value:>{width}.3f}" for value, width in values)
         return f"{name:<24}{cells}".rstrip()
 
-    lines = [f"{'name':<24}" + "".join(f"{header:>{width}}" for header, width in columns)]
+    lines = [f"{'name':<24}" + "".join(f"{header:>{width}}" for header, _, width in columns)]
     lines += [line(row["name"], row, {}) for row in results.checkpoints]
     lines.append(line("π_ref", results.reference, {"KL k1": 0.0, "KL k3": 0.0, "KL bound": 0.0}))  # 0 by definition
     lines += [line(f"BoN-{point['n']}", point, {"KL k1": point["kl_estimate"]}) for point in results.bon]

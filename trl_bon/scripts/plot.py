@@ -34,16 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser(prog="trl-bon plot").parse_args(argv)
     path = Path(args.results)
     ylim = {"reward": args.reward_ylim, "win_rate_vs_ref": args.win_rate_ylim}
-    files = plot_pareto(
-        json.loads(path.read_text()),
-        args.output_dir or path.parent,
-        kl_metric=args.kl_metric,
-        log_x=args.log_x,
-        xlim=args.xlim,
-        ylim={key: value for key, value in ylim.items() if value},
-        title=args.title,
-        methods=args.methods,
-    )
+    same_name = {name: getattr(args, name) for name in ("kl_metric", "log_x", "xlim", "title", "methods")}
+    files = plot_pareto(json.loads(path.read_text()), args.output_dir or path.parent, ylim=ylim, **same_name)
     for name, file in files.items():
         print(f"{name:>15}: {file}")
     return 0
