@@ -308,3 +308,25 @@ def test_checkpoints_share_the_sampling_seed(one_token_task, one_token_sampler):
     assert a["win_rate_vs_bon2"] == b["win_rate_vs_bon2"] and a["reward"] == b["reward"]
     assert (a["win_rate_vs_bon2"] * 16) % 1 == 0  # 8 single samples, ties ½: multiples of 1/16
     assert moved_row["reward"] != a["reward"]
+
+
+def test_eval_script_loads_models_with_the_model_options(tiny_kit, tmp_path, monkeypatch):
+    """`trl-bon eval --attn_implementation eager` loads π_ref and the checkpoints with it (as the training scripts do)."""
+    import trl_bon.evaluation
+    from trl_bon.scripts.evaluate import make_parser, run
+    from trl_bon.scripts.kit import write_prompts
+
+    write_prompts(tmp_path / "prompts")
+    argv = ["--model_name_or_path", tiny_kit["policy"], "--reward_model_name_or_path", tiny_kit["reward"]]
+    argv += ["--dataset_name", str(tmp_path / "prompts"), "--dataset_test_split", "test"]
+    argv += ["--checkpoints", tiny_kit["policy"], "--attn_implementation", "eager", "--output_dir", str(tmp_path)]
+    seen = {}
+
+    def capture(checkpoints, split, reward, reference, options, judges):
+        seen.update(reference.model_init_kwargs)
+        raise KeyboardInterrupt  # stop before any sampling
+
+    monkeypatch.setattr(trl_bon.evaluation, "evaluate_checkpoints", capture)
+    with pytest.raises(KeyboardInterrupt):
+        run(*make_parser().parse_args_and_config(argv))
+    assert seen["attn_implementation"] == "eager"

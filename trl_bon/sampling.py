@@ -283,9 +283,10 @@ def _row_seed(seed: int, row: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{row}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-def _generate_vllm(engine, prompt_ids, settings, seed: int) -> list[list[int]]:
+def _generate_vllm(engine, prompt_ids, settings, seed: int | None) -> list[list[int]]:
     """Sample one completion per row with vLLM; row i is seeded by `(seed, i)`, so a call is reproducible whatever
-    the engine did before (the reference cache's shards stay resumable with one engine for the whole build)."""
+    the engine did before (the reference cache's shards stay resumable with one engine for the whole build). With
+    `seed=None` the rows are not seeded."""
     from vllm import SamplingParams
 
     params = [
@@ -297,7 +298,7 @@ def _generate_vllm(engine, prompt_ids, settings, seed: int) -> list[list[int]]:
             min_p=settings.min_p or 0.0,
             repetition_penalty=settings.repetition_penalty,
             max_tokens=settings.max_completion_length,
-            seed=_row_seed(seed, row),
+            seed=None if seed is None else _row_seed(seed, row),
             **settings.generation_kwargs,
         )
         for row in range(len(prompt_ids))
@@ -467,7 +468,7 @@ class Sampler:
                         "The vLLM backend needs vLLM: `pip install 'trl-bon[vllm]'`, or use `backend='transformers'`."
                     ) from error
                 self._engine = LLM(model=self._model, **(self.vllm_kwargs or {}))
-            yield 0, _generate_vllm(self._engine, repeated, self.settings, seed or 0)
+            yield 0, _generate_vllm(self._engine, repeated, self.settings, seed)
             return
         first = 0
         with tqdm(total=len(repeated), desc=f"sampling {n}/prompt", disable=not self.progress, unit="sample") as bar:

@@ -382,7 +382,7 @@ def test_vllm_sampler_draws_from_the_reference_model(vllm_policy):
     """The offline sampler's vLLM backend (what `best_of_n` and the reference cache sample with) draws from the
     model at its path under the requested law: with top_k=2 every sampled token is one of the two most likely
     tokens of the transformers model given the same prefix, the top-1 token is drawn as often as its renormalised
-    probability says, and a call with the same seed returns the same samples (per-row seeds)."""
+    probability says, a call with the same seed returns the same samples (per-row seeds), and unseeded calls differ."""
     from transformers import AutoModelForCausalLM
 
     from tests.engines.engine_script import PROMPTS
@@ -393,6 +393,8 @@ def test_vllm_sampler_draws_from_the_reference_model(vllm_policy):
     sampler = Sampler(vllm_policy, settings, backend="vllm", vllm_kwargs=vllm_kwargs, progress=False)
     samples = sampler.sample(PROMPTS[:4], 16, seed=3)
     assert sampler.sample(PROMPTS[:4], 16, seed=3).completion_ids == samples.completion_ids
+    sampler.seed = None  # unseeded: two calls draw different samples
+    assert sampler.sample(PROMPTS[:4], 16).completion_ids != sampler.sample(PROMPTS[:4], 16).completion_ids
     model = AutoModelForCausalLM.from_pretrained(vllm_policy, dtype=torch.float32).eval()
     prompt_ids = sampler.prompt_ids(PROMPTS[:4])
     top1_drawn, top1_probability = [], []

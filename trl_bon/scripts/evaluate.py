@@ -137,6 +137,7 @@ def run(script_args, model_args, dataset_args):
         judges[name or path.rsplit(".", 1)[-1]] = import_reward_func(path)
     checkpoints = expand_checkpoints(script_args.checkpoints)
     model_init_kwargs = {"dtype": model_args.dtype, "revision": model_args.model_revision}
+    model_init_kwargs["attn_implementation"] = model_args.attn_implementation
     if (quantization_config := get_quantization_config(model_args)) is not None:
         model_init_kwargs["quantization_config"] = quantization_config
     reference = Sampler(
