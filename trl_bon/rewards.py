@@ -47,43 +47,6 @@ def _check_is_reward_model(name: str, architectures) -> None:
         )
 
 
-def _check_tokenizer(model, tokenizer, loaded_from_model: bool) -> None:
-    """Fail when `tokenizer` cannot be the reward model's; warn when it looks like another model's."""
-    name = model.config._name_or_path
-    size, vocab = len(tokenizer), model.get_input_embeddings().num_embeddings
-    problems = [f"{size} tokens but the model embeds only {vocab}:"] if size > vocab else []
-    if size * 2 < vocab:  # embeddings are padded to a multiple of 64 or so, never to twice the vocabulary
-        problems.append(
-            f"{size} tokens but the model embeds {vocab}: it uses less than half of the model's vocabulary, so"
-        )
-    for special in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        token_id = getattr(tokenizer, special, None)
-        if isinstance(token_id, int) and not 0 <= token_id < vocab:
-            problems.append(f"{special}={token_id}, outside the model's {vocab} embeddings:")
-    if problems:
-        raise ValueError(
-            f"The tokenizer given for the reward model {name!r} has {problems[0]} it is another model's tokenizer. "
-            "Pass the reward model's own tokenizer in `reward_processing_classes` (or None to load it from its "
-            "folder)."
-        )
-    if loaded_from_model:
-        return
-    mismatches = []
-    tokenizer_name = (tokenizer.name_or_path or "").rstrip("/")
-    if tokenizer_name and name and tokenizer_name != name.rstrip("/"):
-        mismatches.append(f"it was loaded from {tokenizer_name!r}")
-    for special in ("eos_token_id", "bos_token_id"):
-        expected, got = getattr(model.config, special, None), getattr(tokenizer, special, None)
-        if isinstance(expected, int) and got is not None and expected != got:
-            mismatches.append(f"its {special} is {got}, the model's {expected}")
-    if mismatches:
-        warnings.warn(
-            f"The tokenizer given for the reward model {name!r} may be another model's: {'; '.join(mismatches)}. "
-            "Rewards computed with the wrong tokenizer are meaningless.",
-            stacklevel=4,
-        )
-
-
 def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> None:
     """Refuse, before any reward model loads, a missing reward-model path and a causal LM given as a reward model (by
     path or instance), which `AutoModelForSequenceClassification` would load with a randomly initialised score head.
@@ -103,15 +66,49 @@ def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> N
 
 
 def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
-    """Refuse a reward model whose tokenizer cannot be its own (for [`RewardScorer`] and the trainers).
+    """Refuse a reward model whose tokenizer cannot be its own, and warn when one the user passed looks like another
+    model's (for [`RewardScorer`] and the trainers).
 
     `tokenizers` are the processing classes in use (one per function, None for callables); `given` those the user
     passed (None or a list): a tokenizer loaded from the model's own folder is only checked for its size."""
     if not isinstance(given, (list, tuple)):
         given = [given] * len(reward_funcs)
-    for func, tokenizer, passed in zip(reward_funcs, tokenizers, given, strict=True):
-        if isinstance(func, nn.Module) and tokenizer is not None:
-            _check_tokenizer(func, tokenizer, loaded_from_model=passed is None)
+    for model, tokenizer, passed in zip(reward_funcs, tokenizers, given, strict=True):
+        if not isinstance(model, nn.Module) or tokenizer is None:
+            continue
+        name = model.config._name_or_path
+        size, vocab = len(tokenizer), model.get_input_embeddings().num_embeddings
+        problems = [f"{size} tokens but the model embeds only {vocab}:"] if size > vocab else []
+        if size * 2 < vocab:  # embeddings are padded to a multiple of 64 or so, never to twice the vocabulary
+            problems.append(
+                f"{size} tokens but the model embeds {vocab}: it uses less than half of the model's vocabulary, so"
+            )
+        for special in ("pad_token_id", "eos_token_id", "bos_token_id"):
+            token_id = getattr(tokenizer, special, None)
+            if isinstance(token_id, int) and not 0 <= token_id < vocab:
+                problems.append(f"{special}={token_id}, outside the model's {vocab} embeddings:")
+        if problems:
+            raise ValueError(
+                f"The tokenizer given for the reward model {name!r} has {problems[0]} it is another model's "
+                "tokenizer. Pass the reward model's own tokenizer in `reward_processing_classes` (or None to load it "
+                "from its folder)."
+            )
+        if passed is None:
+            continue
+        mismatches = []
+        tokenizer_name = (tokenizer.name_or_path or "").rstrip("/")
+        if tokenizer_name and name and tokenizer_name != name.rstrip("/"):
+            mismatches.append(f"it was loaded from {tokenizer_name!r}")
+        for special in ("eos_token_id", "bos_token_id"):
+            expected, got = getattr(model.config, special, None), getattr(tokenizer, special, None)
+            if isinstance(expected, int) and got is not None and expected != got:
+                mismatches.append(f"its {special} is {got}, the model's {expected}")
+        if mismatches:
+            warnings.warn(
+                f"The tokenizer given for the reward model {name!r} may be another model's: {'; '.join(mismatches)}. "
+                "Rewards computed with the wrong tokenizer are meaningless.",
+                stacklevel=3,
+            )
 
 
 def reward_values(output, name: str, count: int) -> torch.Tensor:
@@ -166,12 +163,12 @@ def check_finite_rewards(rewards_per_func: torch.Tensor, names: Sequence[str], w
         )
 
 
-def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequence | None = None) -> dict:
+def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequence) -> dict:
     """What identifies a weighted set of reward functions for caches: names, weights and content identities
     (weights fingerprint and tokenizer identity for a model, hash of source, closure and globals for a callable; see
     `trl_bon.identity`). `tokenizers` are the reward models' tokenizers (None for callables)."""
     identities = []
-    for func, tokenizer in zip(funcs, tokenizers if tokenizers is not None else [None] * len(funcs), strict=True):
+    for func, tokenizer in zip(funcs, tokenizers, strict=True):
         if isinstance(func, nn.Module):  # a reward model reads the tokens of its own tokenizer and chat template
             read = {"tokenizer": tokenizer_identity(tokenizer)} if tokenizer is not None else {}
             identities.append({**model_identity(func), **read})
@@ -279,18 +276,18 @@ class RewardScorer:
             self._signature = reward_signature(self.funcs, self.weights.tolist(), self.tokenizers)
         return self._signature
 
-    def _texts(self, prompts, completions, tokenizer) -> list[str]:
+    @torch.inference_mode()
+    def _score_model(self, model, tokenizer, prompts: list, completions: list) -> torch.Tensor:
         from trl import apply_chat_template, is_conversational
 
+        pairs = zip(prompts, completions, strict=True)
         if is_conversational({"prompt": prompts[0]}):
-            return [
+            texts = [
                 apply_chat_template({"messages": p + c}, tokenizer, **self.chat_template_kwargs)["text"]
-                for p, c in zip(prompts, completions, strict=True)
+                for p, c in pairs
             ]
-        return [p + c for p, c in zip(prompts, completions, strict=True)]
-
-    @torch.inference_mode()
-    def _score_model(self, model, tokenizer, texts: list[str]) -> torch.Tensor:
+        else:
+            texts = [p + c for p, c in pairs]
         device = next(model.parameters()).device
         scores = []
         for start in range(0, len(texts), self.batch_size):
@@ -318,7 +315,7 @@ class RewardScorer:
         rewards = torch.empty(len(prompts), len(self.funcs))
         for i, (func, tokenizer) in enumerate(zip(self.funcs, self.tokenizers, strict=True)):
             if isinstance(func, nn.Module):
-                rewards[:, i] = self._score_model(func, tokenizer, self._texts(prompts, completions, tokenizer))
+                rewards[:, i] = self._score_model(func, tokenizer, prompts, completions)
                 continue
             output = func(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
             if inspect.isawaitable(output):
