@@ -244,7 +244,6 @@ class RewardScorer:
         if reward_weights is not None and len(reward_weights) != len(funcs):
             raise ValueError(f"Got {len(reward_weights)} reward weights for {len(funcs)} reward functions.")
         check_reward_funcs(funcs, model_init_kwargs)
-        self.device = torch.device(device) if device is not None else None
         self.funcs, self.tokenizers = [], []
         for func, tokenizer in zip(funcs, reward_processing_classes, strict=True):
             if isinstance(func, str):
@@ -253,8 +252,8 @@ class RewardScorer:
                 )
             if isinstance(func, PreTrainedModel):
                 func.eval()
-                if self.device is not None:
-                    func.to(self.device)
+                if device is not None:
+                    func.to(device)
                 if tokenizer is None:
                     tokenizer = AutoTokenizer.from_pretrained(func.config._name_or_path)
                 if tokenizer.pad_token_id is None:
