@@ -182,9 +182,7 @@ class CheckpointMixin:
     to put its own state (e.g. the J-BOND anchor) into each checkpoint.
     """
 
-    _checkpoint_settings: dict[str, Any] = {}
     _checkpoint_staging: str | None = None
-    _resume_checkpoint: str | None = None
 
     def _save_resume_state(self, checkpoint_dir: Path) -> None:
         """Write the trainer's own resume state into the staged `checkpoint_dir` (all processes call it)."""
