@@ -13,10 +13,8 @@ _METERS = {"kl": "effective_n_kl", "win": "effective_n_win"}
 class EffectiveNStopCallback(TrainerCallback):
     """Stop training when the logged effective N reaches `target_n`, or the logged KL to π_ref reaches `kl_budget`.
 
-    Reads the training logs in `on_log` (so it acts on logging steps, every `logging_steps`) of `JBondTrainer` or
-    `VBoNTrainer`: `effective_n_kl` / `effective_n_win` and `kl_k1` (docs/metrics.md). With both limits set,
-    the first one reached stops training. The step that reaches it is finished and saved as usual
-    (`should_training_stop`).
+    Reads `effective_n_kl` / `effective_n_win` and `kl_k1` (docs/metrics.md) from the training logs of `JBondTrainer`
+    or `VBoNTrainer`, every `logging_steps`; the first limit reached stops training after that step (saved as usual).
 
     Args:
         target_n (`float`, *optional*):
