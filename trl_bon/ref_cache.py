@@ -19,7 +19,7 @@ from .rewards import as_scorer
 from .sampling import GenerationSettings, Sampler, _row_seed
 
 
-FORMAT_VERSION = 3  # 3: keyed by the tokenizer too, and by the globals a reward callable reads
+FORMAT_VERSION = 3  # raised whenever what keys the rewards changes, so that an older cache is refused
 PROMPT_ID_SCHEME = "sha256(canonical-json(prompt))"
 CACHE_COMMAND = "trl-bon cache-ref-rewards"
 #: Completions per shard (the unit of saving and resuming): a shard holds max(1, SHARD_SAMPLES // M) prompts.
