@@ -64,12 +64,11 @@ def _is_nonzero(tensor: torch.Tensor) -> bool:
 
 
 def model_identity(model: nn.Module, weights: bool = True) -> dict:
-    """`{"config": sha256, "weights": fingerprint}` of a model (for PEFT: base weights, plus `"adapters"`).
+    """`{"config": sha256, "weights": fingerprint}` of a model (for PEFT: base weights, plus `"adapters"`);
+    `weights=False` gives the config hash alone (the architecture: what a checkpoint's weights must load onto).
 
     The fingerprint hashes each tensor's name, shape and 1,024 evenly spaced values rounded to bfloat16: two loads of
-    the same checkpoint agree whatever their path or dtype (fp32 / bf16), a fine-tuned model differs.
-    `weights=False` gives the config hash alone (the architecture: what a checkpoint's weights must load onto).
-    """
+    the same checkpoint agree whatever their path or dtype (fp32 / bf16), a fine-tuned model differs."""
     peft = hasattr(model, "peft_config")
     base = model.get_base_model() if peft else model
     identity = {"config": _config_hash(getattr(base, "config", None))}

@@ -64,10 +64,8 @@ class ReferenceRewardCache:
         tokenizer_identity: dict | None = None,
     ) -> None:
         """Raise a `StaleResultError` listing the differences if the cache was built with other generation
-        settings, another reward, model or tokenizer (those given): F̂ would then be another distribution.
-
-        `model_identity` and `tokenizer_identity` are those of [`trl_bon.identity`] for π_ref and its tokenizer.
-        """
+        settings, another reward, or another π_ref or tokenizer ([`trl_bon.identity`]), of those given: F̂ would then
+        be another distribution."""
         expected = {
             "generation_settings": settings.to_dict() if settings is not None else None,
             "reward": reward_signature,

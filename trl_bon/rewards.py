@@ -112,11 +112,8 @@ def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
 
 
 def reward_values(output, name: str, count: int) -> torch.Tensor:
-    """A reward callable's output as a `(count,)` float tensor (None → NaN), or a clear error naming `name`.
-
-    The one check of what a reward function returns, used offline (`RewardScorer`) and by the trainers. Booleans
-    count as 0/1, as TRL takes them.
-    """
+    """A reward callable's output as a `(count,)` float tensor (None → NaN, booleans 0/1 as TRL takes them), or an
+    error naming `name`: the one check of what a reward function returns, offline and in the trainers."""
     if isinstance(output, torch.Tensor) or type(output).__module__.startswith("numpy"):
         shape = tuple(output.shape)
         if len(shape) != 1:
@@ -303,10 +300,8 @@ class RewardScorer:
     def __call__(
         self, prompts: list, completions: list, completion_ids: list | None = None, **columns
     ) -> torch.Tensor:
-        """Rewards per function, `(len(prompts), num_funcs)` float32; `None` outputs become NaN.
-
-        Extra keyword arguments are dataset columns (one value per sample), forwarded to callables as TRL does.
-        """
+        """Rewards per function, `(len(prompts), num_funcs)` float32 (`None` → NaN); extra keyword arguments are
+        dataset columns (one value per sample), forwarded to callables as TRL does."""
         if len(prompts) != len(completions):
             raise ValueError(
                 f"Got {len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion."

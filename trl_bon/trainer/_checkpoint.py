@@ -33,10 +33,8 @@ def model_record(model) -> dict[str, str]:
 
 
 def finetuning_settings(model, peft_config) -> dict[str, Any]:
-    """What a resume must match of the fine-tuning layout: full, or the adapter type, rank and target modules.
-
-    `model` is the trainer's `model` argument (a path or an instance, possibly already a PeftModel).
-    """
+    """What a resume must match of the fine-tuning layout of `model` (a path or an instance, possibly a PeftModel):
+    full, or the adapter type, rank and target modules."""
     if peft_config is None and hasattr(model, "peft_config") and not isinstance(model, str):
         peft_config = model.peft_config[model.active_adapter]
     if peft_config is None:
@@ -174,13 +172,9 @@ class _ResumeStateCallback(TrainerCallback):
 
 
 class CheckpointMixin:
-    """
-    Atomic checkpoints and checked resumes for a `Trainer` subclass.
-
-    A trainer calls [`~CheckpointMixin._init_checkpointing`] early in `__init__` (before loading or sampling
-    anything) with the settings a resume must match, and may override `_save_resume_state` / `_load_resume_state`
-    to put its own state (e.g. the J-BOND anchor) into each checkpoint.
-    """
+    """Atomic checkpoints and checked resumes for a `Trainer` subclass, which calls `_init_checkpointing` early in
+    `__init__` with the settings a resume must match, and may override `_save_resume_state` / `_load_resume_state` to
+    put its own state (e.g. the J-BOND anchor) into each checkpoint."""
 
     _checkpoint_staging: str | None = None
 
@@ -191,12 +185,9 @@ class CheckpointMixin:
         """Restore what `_save_resume_state` wrote, after `Trainer` restored the model from `checkpoint_dir`."""
 
     def _init_checkpointing(self, args, settings: dict[str, Any]) -> None:
-        """Record the run's settings and refuse, before any model loads, an `output_dir` or a resume that cannot work.
-
-        Refused: an unwritable `output_dir` (rather than at the first save) or one another run is training in; an
-        `output_dir` holding complete checkpoints of another trainer, method or setting (they would mix with this
-        run's); a `resume_from_checkpoint` path in `args` that is incomplete or of other settings.
-        """
+        """Record the run's settings and refuse, before any model loads, an `output_dir` that is unwritable, in use,
+        or holds checkpoints of other settings, and a `resume_from_checkpoint` path that is incomplete or of other
+        settings."""
         self._checkpoint_settings = {"trainer": type(self).__name__, **settings}
         self._resume_checkpoint = None
         self._verified_checkpoints = set()
