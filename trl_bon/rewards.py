@@ -35,18 +35,6 @@ def reward_func_name(func: RewardFunc) -> str:
     return getattr(func, "__name__", type(func).__name__)
 
 
-def _check_is_reward_model(name: str, architectures) -> None:
-    """Refuse a causal LM given as a reward model: it would get a randomly initialised classification head."""
-    generative = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
-    if architectures and all(architecture.endswith(generative) for architecture in architectures):
-        raise ValueError(
-            f"The reward model {name!r} is a {', '.join(architectures)}, not a sequence classifier: loading it with "
-            "`AutoModelForSequenceClassification(num_labels=1)` would add a randomly initialised head, and its "
-            "rewards would be noise. Pass a reward model trained as a `num_labels=1` sequence classifier (e.g. with "
-            "TRL's `RewardTrainer`), or score with a reward callable."
-        )
-
-
 def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> None:
     """Refuse, before any reward model loads, a missing reward-model path and a causal LM given as a reward model (by
     path or instance), which `AutoModelForSequenceClassification` would load with a randomly initialised score head.
@@ -60,9 +48,19 @@ def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> N
             check_model_path(func, "reward model")
             revision, remote_code = kwargs.get("revision"), kwargs.get("trust_remote_code", False)
             config = AutoConfig.from_pretrained(func, revision=revision, trust_remote_code=remote_code)
-            _check_is_reward_model(func, config.architectures)
+            name, architectures = func, config.architectures
         elif isinstance(func, PreTrainedModel):
-            _check_is_reward_model(func.config._name_or_path, [type(func).__name__])
+            name, architectures = func.config._name_or_path, [type(func).__name__]
+        else:
+            continue
+        generative = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+        if architectures and all(architecture.endswith(generative) for architecture in architectures):
+            raise ValueError(
+                f"The reward model {name!r} is a {', '.join(architectures)}, not a sequence classifier: loading it "
+                "with `AutoModelForSequenceClassification(num_labels=1)` would add a randomly initialised head, and "
+                "its rewards would be noise. Pass a reward model trained as a `num_labels=1` sequence classifier "
+                "(e.g. with TRL's `RewardTrainer`), or score with a reward callable."
+            )
 
 
 def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
