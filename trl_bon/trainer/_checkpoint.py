@@ -189,7 +189,6 @@ class CheckpointMixin:
         or holds checkpoints of other settings, and a `resume_from_checkpoint` path that is incomplete or of other
         settings."""
         self._checkpoint_settings = {"trainer": type(self).__name__, **settings}
-        self._resume_checkpoint = None
         self._verified_checkpoints = set()
         if args.should_save:
             check_writable_dir(args.output_dir)
