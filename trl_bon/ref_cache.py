@@ -103,18 +103,14 @@ def _rewards_problem(values, num_samples: int | None = None) -> str | None:
     return None
 
 
-def _read_shards(output_dir: Path, num_samples: int | None) -> tuple[dict[str, list[float]], list[int]]:
+def _read_shards(output_dir: Path, num_samples: int) -> tuple[dict[str, list[float]], list[int]]:
     rewards, indices = {}, []
     for path in sorted((output_dir / "shards").glob("shard-*.jsonl")):
         indices.append(int(path.stem.split("-")[1]))
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as error:
-            raise ValueError(f"The cache shard {path} is damaged ({error}). {_DAMAGED_FIX}") from error
-        for number, line in enumerate(lines, start=1):
+        for number, line in enumerate(path.read_bytes().splitlines(), start=1):
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as error:
+            except ValueError as error:  # undecodable bytes (UnicodeDecodeError) or text (JSONDecodeError)
                 raise ValueError(
                     f"The cache shard {path} is damaged at line {number} ({error}). {_DAMAGED_FIX}"
                 ) from error
@@ -123,8 +119,7 @@ def _read_shards(output_dir: Path, num_samples: int | None) -> tuple[dict[str, l
                 raise ValueError(
                     f"{where} is not a cache row (`{{'prompt_id': str, 'ref_rewards': [...]}}`). {_DAMAGED_FIX}"
                 )
-            problem = _rewards_problem(row["ref_rewards"], num_samples)
-            if problem:
+            if problem := _rewards_problem(row["ref_rewards"], num_samples):
                 raise ValueError(f"{where}: `ref_rewards` {problem}. {_DAMAGED_FIX}")
             rewards[row["prompt_id"]] = row["ref_rewards"]
     return rewards, indices
