@@ -14,6 +14,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
+from . import __version__
 from .provenance import read_record, refuse_if_stale, write_atomically, write_record
 from .rewards import as_scorer
 from .sampling import GenerationSettings, Sampler, _row_seed
@@ -238,8 +239,6 @@ def build_reference_reward_cache(
         "seed": seed,
         "prompt_id": PROMPT_ID_SCHEME if prompt_id_column is None else f"column:{prompt_id_column}",
     }
-    from . import __version__
-
     meta_path = output_dir / "metadata.json"
     if meta_path.is_file():
         refuse_if_stale(
