@@ -92,15 +92,6 @@ def complete_checkpoints(run_dir: str | os.PathLike, warn: bool = False) -> dict
     return complete
 
 
-def _fsync_tree(directory: Path) -> None:
-    """Flush every file of `directory` (and the directories themselves) to disk before it is made visible."""
-    for root, _, files in os.walk(directory):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as handle:
-                os.fsync(handle.fileno())
-        _fsync_dir(Path(root))
-
-
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -356,7 +347,11 @@ class CheckpointMixin:
         self.accelerator.wait_for_everyone()  # every rank's files (its `rng_state_<rank>.pth`) are written: list them
         if self.args.should_save:
             self._write_manifest(staged, model)
-            _fsync_tree(staged)
+            for root, _, files in os.walk(staged):  # every file and folder on disk before the rename shows them
+                for name in files:
+                    with open(os.path.join(root, name), "rb") as handle:
+                        os.fsync(handle.fileno())
+                _fsync_dir(Path(root))
 
     def _write_manifest(self, staged: Path, model) -> None:
         files = {
