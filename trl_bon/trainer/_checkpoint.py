@@ -306,8 +306,7 @@ class CheckpointMixin:
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging_root = run_dir / f"{STAGING_PREFIX}{name}"
         staged, final = staging_root / name, run_dir / name
-        should_save = self.args.should_save
-        if should_save and staging_root.exists():
+        if self.args.should_save and staging_root.exists():
             shutil.rmtree(staging_root)
         self.accelerator.wait_for_everyone()
         try:
@@ -322,7 +321,7 @@ class CheckpointMixin:
                 "`resume_from_checkpoint=True`."
             ) from error
         self.accelerator.wait_for_everyone()
-        if should_save:
+        if self.args.should_save:
             self._publish(staged, final)
             rotate_checkpoints(
                 output_dir=str(run_dir),
