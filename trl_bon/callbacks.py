@@ -13,10 +13,8 @@ _METERS = {"kl": "effective_n_kl", "win": "effective_n_win"}
 class EffectiveNStopCallback(TrainerCallback):
     """Stop training when the logged effective N reaches `target_n`, or the logged KL to π_ref reaches `kl_budget`.
 
-    Reads the training logs in `on_log` (so it acts on logging steps, every `logging_steps`) of `JBondTrainer` or
-    `VBoNTrainer`: `effective_n_kl` / `effective_n_win` and `kl_k1` (docs/metrics.md). With both limits set,
-    the first one reached stops training. The step that reaches it is finished and saved as usual
-    (`should_training_stop`).
+    Reads `effective_n_kl` / `effective_n_win` and `kl_k1` (docs/metrics.md) from the training logs of `JBondTrainer`
+    or `VBoNTrainer`, every `logging_steps`; the first limit reached stops training after that step (saved as usual).
 
     Args:
         target_n (`float`, *optional*):
@@ -44,16 +42,12 @@ class EffectiveNStopCallback(TrainerCallback):
             raise ValueError(f"`kl_budget` must be a finite number of nats > 0, got {kl_budget!r}.")
         if meter not in _METERS:
             raise ValueError(f"`meter` must be one of {sorted(_METERS)}, got {meter!r}.")
-        self.limits = {}  # logged metric → the value at which training stops
-        if target_n is not None:
-            self.limits[_METERS[meter]] = float(target_n)
-        if kl_budget is not None:
-            self.limits[_KL] = float(kl_budget)
+        # logged metric → the value at which training stops
+        self.limits = {m: float(v) for m, v in {_METERS[meter]: target_n, _KL: kl_budget}.items() if v is not None}
         self.stopped_by = None  # (metric, logged value) once a limit is reached
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if "loss" not in logs:  # evaluation logs (`eval_…`) and the end-of-training summary
+        if not logs or "loss" not in logs:  # evaluation logs (`eval_…`) and the end-of-training summary
             return
         for metric, limit in self.limits.items():
             if metric not in logs:

@@ -64,12 +64,11 @@ def _is_nonzero(tensor: torch.Tensor) -> bool:
 
 
 def model_identity(model: nn.Module, weights: bool = True) -> dict:
-    """`{"config": sha256, "weights": fingerprint}` of a model (for PEFT: base weights, plus `"adapters"`).
+    """`{"config": sha256, "weights": fingerprint}` of a model (for PEFT: base weights, plus `"adapters"`);
+    `weights=False` gives the config hash alone (the architecture: what a checkpoint's weights must load onto).
 
     The fingerprint hashes each tensor's name, shape and 1,024 evenly spaced values rounded to bfloat16: two loads of
-    the same checkpoint agree whatever their path or dtype (fp32 / bf16), a fine-tuned model differs.
-    `weights=False` gives the config hash alone (the architecture: what a checkpoint's weights must load onto).
-    """
+    the same checkpoint agree whatever their path or dtype (fp32 / bf16), a fine-tuned model differs."""
     peft = hasattr(model, "peft_config")
     base = model.get_base_model() if peft else model
     identity = {"config": _config_hash(getattr(base, "config", None))}
@@ -181,15 +180,10 @@ def _function_hash(func, seen: set) -> str:
 
 
 def callable_identity(func) -> str:
-    """`"module.qualname:sha256"` of a reward callable: its source, closure and the globals it reads (tables,
-    constants, helpers of its module, followed recursively; functions of other modules count by name, like library
-    code).
-
-    A `functools.partial` is its function's identity plus its bound arguments; a callable object is its class's
-    source and the globals its `__call__` reads. When the source is unavailable (a built-in, `eval`, a REPL) or does
-    not say everything (the callable reads a file or an instance attribute), set `trl_bon_identity = "<version>"` on
-    the function or its class: it replaces the hash, and changing it invalidates what was built with the old one.
-    """
+    """`"module.qualname:sha256"` of a reward callable: its source, closure and the globals it reads, followed into
+    its own module's helpers ("Caches" in docs/reliability.md). A `functools.partial` adds its bound arguments; a
+    callable object counts its class and its `__call__`. `trl_bon_identity = "<version>"` on the function or its class
+    replaces the hash, for a source that is unavailable (a REPL) or incomplete (it reads a file)."""
     declared = getattr(func, IDENTITY_ATTRIBUTE, None)
     if isinstance(func, functools.partial) and declared is None:
         bound = _sha256(repr((func.args, sorted(func.keywords.items()))).encode())[:16]
@@ -260,8 +254,8 @@ def check_model_path(name: str, what: str = "model", *, model_folder: bool = Tru
         problem = "is not a model: it is a file, not a folder"
     elif not _is_hub_id(name) or ("/" in name and Path(name.split("/")[0]).is_dir()):  # `outputs/run` by `outputs/`
         problem = "does not exist: no such local folder"
-    elif _hub_lookup_error(name):
-        problem = f"does not exist: {_hub_lookup_error(name)}"  # asked once: the lookup is cached
+    elif why := _hub_lookup_error(name):
+        problem = f"does not exist: {why}"
     if problem:
         raise ModelPathError(
             f"The {what} {name!r} {problem}; expected a local folder with config.json (written by `save_pretrained`) "

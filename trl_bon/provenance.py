@@ -82,7 +82,7 @@ def read_record(path: str | os.PathLike, what: str, fix: str) -> dict:
     path = Path(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ValueError(f"The {what} {path} is damaged ({error}). {fix}") from error
     if not isinstance(record, dict):
         raise ValueError(f"The {what} {path} is damaged (not a JSON object). {fix}")

@@ -14,12 +14,13 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
+from . import __version__
 from .provenance import read_record, refuse_if_stale, write_atomically, write_record
 from .rewards import as_scorer
 from .sampling import GenerationSettings, Sampler, _row_seed
 
 
-FORMAT_VERSION = 3  # 3: keyed by the tokenizer too, and by the globals a reward callable reads
+FORMAT_VERSION = 3  # raised whenever what keys the rewards changes, so that an older cache is refused
 PROMPT_ID_SCHEME = "sha256(canonical-json(prompt))"
 CACHE_COMMAND = "trl-bon cache-ref-rewards"
 #: Completions per shard (the unit of saving and resuming): a shard holds max(1, SHARD_SAMPLES // M) prompts.
@@ -64,10 +65,8 @@ class ReferenceRewardCache:
         tokenizer_identity: dict | None = None,
     ) -> None:
         """Raise a `StaleResultError` listing the differences if the cache was built with other generation
-        settings, another reward, model or tokenizer (those given): F̂ would then be another distribution.
-
-        `model_identity` and `tokenizer_identity` are those of [`trl_bon.identity`] for π_ref and its tokenizer.
-        """
+        settings, another reward, or another π_ref or tokenizer ([`trl_bon.identity`]), of those given: F̂ would then
+        be another distribution."""
         expected = {
             "generation_settings": settings.to_dict() if settings is not None else None,
             "reward": reward_signature,
@@ -105,18 +104,14 @@ def _rewards_problem(values, num_samples: int | None = None) -> str | None:
     return None
 
 
-def _read_shards(output_dir: Path, num_samples: int | None) -> tuple[dict[str, list[float]], list[int]]:
+def _read_shards(output_dir: Path, num_samples: int) -> tuple[dict[str, list[float]], list[int]]:
     rewards, indices = {}, []
     for path in sorted((output_dir / "shards").glob("shard-*.jsonl")):
         indices.append(int(path.stem.split("-")[1]))
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as error:
-            raise ValueError(f"The cache shard {path} is damaged ({error}). {_DAMAGED_FIX}") from error
-        for number, line in enumerate(lines, start=1):
+        for number, line in enumerate(path.read_bytes().splitlines(), start=1):
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as error:
+            except ValueError as error:  # undecodable bytes (UnicodeDecodeError) or text (JSONDecodeError)
                 raise ValueError(
                     f"The cache shard {path} is damaged at line {number} ({error}). {_DAMAGED_FIX}"
                 ) from error
@@ -125,8 +120,7 @@ def _read_shards(output_dir: Path, num_samples: int | None) -> tuple[dict[str, l
                 raise ValueError(
                     f"{where} is not a cache row (`{{'prompt_id': str, 'ref_rewards': [...]}}`). {_DAMAGED_FIX}"
                 )
-            problem = _rewards_problem(row["ref_rewards"], num_samples)
-            if problem:
+            if problem := _rewards_problem(row["ref_rewards"], num_samples):
                 raise ValueError(f"{where}: `ref_rewards` {problem}. {_DAMAGED_FIX}")
             rewards[row["prompt_id"]] = row["ref_rewards"]
     return rewards, indices
@@ -245,8 +239,6 @@ def build_reference_reward_cache(
         "seed": seed,
         "prompt_id": PROMPT_ID_SCHEME if prompt_id_column is None else f"column:{prompt_id_column}",
     }
-    from . import __version__
-
     meta_path = output_dir / "metadata.json"
     if meta_path.is_file():
         refuse_if_stale(

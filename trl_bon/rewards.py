@@ -35,55 +35,6 @@ def reward_func_name(func: RewardFunc) -> str:
     return getattr(func, "__name__", type(func).__name__)
 
 
-def _check_is_reward_model(name: str, architectures) -> None:
-    """Refuse a causal LM given as a reward model: it would get a randomly initialised classification head."""
-    generative = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
-    if architectures and all(architecture.endswith(generative) for architecture in architectures):
-        raise ValueError(
-            f"The reward model {name!r} is a {', '.join(architectures)}, not a sequence classifier: loading it with "
-            "`AutoModelForSequenceClassification(num_labels=1)` would add a randomly initialised head, and its "
-            "rewards would be noise. Pass a reward model trained as a `num_labels=1` sequence classifier (e.g. with "
-            "TRL's `RewardTrainer`), or score with a reward callable."
-        )
-
-
-def _check_tokenizer(model, tokenizer, loaded_from_model: bool) -> None:
-    """Fail when `tokenizer` cannot be the reward model's; warn when it looks like another model's."""
-    name = model.config._name_or_path
-    size, vocab = len(tokenizer), model.get_input_embeddings().num_embeddings
-    problems = [f"{size} tokens but the model embeds only {vocab}:"] if size > vocab else []
-    if size * 2 < vocab:  # embeddings are padded to a multiple of 64 or so, never to twice the vocabulary
-        problems.append(
-            f"{size} tokens but the model embeds {vocab}: it uses less than half of the model's vocabulary, so"
-        )
-    for special in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        token_id = getattr(tokenizer, special, None)
-        if isinstance(token_id, int) and not 0 <= token_id < vocab:
-            problems.append(f"{special}={token_id}, outside the model's {vocab} embeddings:")
-    if problems:
-        raise ValueError(
-            f"The tokenizer given for the reward model {name!r} has {problems[0]} it is another model's tokenizer. "
-            "Pass the reward model's own tokenizer in `reward_processing_classes` (or None to load it from its "
-            "folder)."
-        )
-    if loaded_from_model:
-        return
-    mismatches = []
-    tokenizer_name = (tokenizer.name_or_path or "").rstrip("/")
-    if tokenizer_name and name and tokenizer_name != name.rstrip("/"):
-        mismatches.append(f"it was loaded from {tokenizer_name!r}")
-    for special in ("eos_token_id", "bos_token_id"):
-        expected, got = getattr(model.config, special, None), getattr(tokenizer, special, None)
-        if isinstance(expected, int) and got is not None and expected != got:
-            mismatches.append(f"its {special} is {got}, the model's {expected}")
-    if mismatches:
-        warnings.warn(
-            f"The tokenizer given for the reward model {name!r} may be another model's: {'; '.join(mismatches)}. "
-            "Rewards computed with the wrong tokenizer are meaningless.",
-            stacklevel=4,
-        )
-
-
 def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> None:
     """Refuse, before any reward model loads, a missing reward-model path and a causal LM given as a reward model (by
     path or instance), which `AutoModelForSequenceClassification` would load with a randomly initialised score head.
@@ -97,29 +48,70 @@ def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> N
             check_model_path(func, "reward model")
             revision, remote_code = kwargs.get("revision"), kwargs.get("trust_remote_code", False)
             config = AutoConfig.from_pretrained(func, revision=revision, trust_remote_code=remote_code)
-            _check_is_reward_model(func, config.architectures)
+            name, architectures = func, config.architectures
         elif isinstance(func, PreTrainedModel):
-            _check_is_reward_model(func.config._name_or_path, [type(func).__name__])
+            name, architectures = func.config._name_or_path, [type(func).__name__]
+        else:
+            continue
+        generative = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+        if architectures and all(architecture.endswith(generative) for architecture in architectures):
+            raise ValueError(
+                f"The reward model {name!r} is a {', '.join(architectures)}, not a sequence classifier: loading it "
+                "with `AutoModelForSequenceClassification(num_labels=1)` would add a randomly initialised head, and "
+                "its rewards would be noise. Pass a reward model trained as a `num_labels=1` sequence classifier "
+                "(e.g. with TRL's `RewardTrainer`), or score with a reward callable."
+            )
 
 
 def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
-    """Refuse a reward model whose tokenizer cannot be its own (for [`RewardScorer`] and the trainers).
+    """Refuse a reward model whose tokenizer cannot be its own, and warn when one the user passed looks like another
+    model's (for [`RewardScorer`] and the trainers).
 
     `tokenizers` are the processing classes in use (one per function, None for callables); `given` those the user
     passed (None or a list): a tokenizer loaded from the model's own folder is only checked for its size."""
     if not isinstance(given, (list, tuple)):
         given = [given] * len(reward_funcs)
-    for func, tokenizer, passed in zip(reward_funcs, tokenizers, given, strict=True):
-        if isinstance(func, nn.Module) and tokenizer is not None:
-            _check_tokenizer(func, tokenizer, loaded_from_model=passed is None)
+    for model, tokenizer, passed in zip(reward_funcs, tokenizers, given, strict=True):
+        if not isinstance(model, nn.Module) or tokenizer is None:
+            continue
+        name = model.config._name_or_path
+        size, vocab = len(tokenizer), model.get_input_embeddings().num_embeddings
+        problems = [f"{size} tokens but the model embeds only {vocab}:"] if size > vocab else []
+        if size * 2 < vocab:  # embeddings are padded to a multiple of 64 or so, never to twice the vocabulary
+            problems.append(
+                f"{size} tokens but the model embeds {vocab}: it uses less than half of the model's vocabulary, so"
+            )
+        for special in ("pad_token_id", "eos_token_id", "bos_token_id"):
+            token_id = getattr(tokenizer, special, None)
+            if isinstance(token_id, int) and not 0 <= token_id < vocab:
+                problems.append(f"{special}={token_id}, outside the model's {vocab} embeddings:")
+        if problems:
+            raise ValueError(
+                f"The tokenizer given for the reward model {name!r} has {problems[0]} it is another model's "
+                "tokenizer. Pass the reward model's own tokenizer in `reward_processing_classes` (or None to load it "
+                "from its folder)."
+            )
+        if passed is None:
+            continue
+        mismatches = []
+        tokenizer_name = (tokenizer.name_or_path or "").rstrip("/")
+        if tokenizer_name and name and tokenizer_name != name.rstrip("/"):
+            mismatches.append(f"it was loaded from {tokenizer_name!r}")
+        for special in ("eos_token_id", "bos_token_id"):
+            expected, got = getattr(model.config, special, None), getattr(tokenizer, special, None)
+            if isinstance(expected, int) and got is not None and expected != got:
+                mismatches.append(f"its {special} is {got}, the model's {expected}")
+        if mismatches:
+            warnings.warn(
+                f"The tokenizer given for the reward model {name!r} may be another model's: {'; '.join(mismatches)}. "
+                "Rewards computed with the wrong tokenizer are meaningless.",
+                stacklevel=3,
+            )
 
 
 def reward_values(output, name: str, count: int) -> torch.Tensor:
-    """A reward callable's output as a `(count,)` float tensor (None → NaN), or a clear error naming `name`.
-
-    The one check of what a reward function returns, used offline (`RewardScorer`) and by the trainers. Booleans
-    count as 0/1, as TRL takes them.
-    """
+    """A reward callable's output as a `(count,)` float tensor (None → NaN, booleans 0/1 as TRL takes them), or an
+    error naming `name`: the one check of what a reward function returns, offline and in the trainers."""
     if isinstance(output, torch.Tensor) or type(output).__module__.startswith("numpy"):
         shape = tuple(output.shape)
         if len(shape) != 1:
@@ -166,12 +158,12 @@ def check_finite_rewards(rewards_per_func: torch.Tensor, names: Sequence[str], w
         )
 
 
-def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequence | None = None) -> dict:
+def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequence) -> dict:
     """What identifies a weighted set of reward functions for caches: names, weights and content identities
     (weights fingerprint and tokenizer identity for a model, hash of source, closure and globals for a callable; see
     `trl_bon.identity`). `tokenizers` are the reward models' tokenizers (None for callables)."""
     identities = []
-    for func, tokenizer in zip(funcs, tokenizers if tokenizers is not None else [None] * len(funcs), strict=True):
+    for func, tokenizer in zip(funcs, tokenizers, strict=True):
         if isinstance(func, nn.Module):  # a reward model reads the tokens of its own tokenizer and chat template
             read = {"tokenizer": tokenizer_identity(tokenizer)} if tokenizer is not None else {}
             identities.append({**model_identity(func), **read})
@@ -247,7 +239,6 @@ class RewardScorer:
         if reward_weights is not None and len(reward_weights) != len(funcs):
             raise ValueError(f"Got {len(reward_weights)} reward weights for {len(funcs)} reward functions.")
         check_reward_funcs(funcs, model_init_kwargs)
-        self.device = torch.device(device) if device is not None else None
         self.funcs, self.tokenizers = [], []
         for func, tokenizer in zip(funcs, reward_processing_classes, strict=True):
             if isinstance(func, str):
@@ -256,8 +247,8 @@ class RewardScorer:
                 )
             if isinstance(func, PreTrainedModel):
                 func.eval()
-                if self.device is not None:
-                    func.to(self.device)
+                if device is not None:
+                    func.to(device)
                 if tokenizer is None:
                     tokenizer = AutoTokenizer.from_pretrained(func.config._name_or_path)
                 if tokenizer.pad_token_id is None:
@@ -279,18 +270,18 @@ class RewardScorer:
             self._signature = reward_signature(self.funcs, self.weights.tolist(), self.tokenizers)
         return self._signature
 
-    def _texts(self, prompts, completions, tokenizer) -> list[str]:
+    @torch.inference_mode()
+    def _score_model(self, model, tokenizer, prompts: list, completions: list) -> torch.Tensor:
         from trl import apply_chat_template, is_conversational
 
+        pairs = zip(prompts, completions, strict=True)
         if is_conversational({"prompt": prompts[0]}):
-            return [
+            texts = [
                 apply_chat_template({"messages": p + c}, tokenizer, **self.chat_template_kwargs)["text"]
-                for p, c in zip(prompts, completions, strict=True)
+                for p, c in pairs
             ]
-        return [p + c for p, c in zip(prompts, completions, strict=True)]
-
-    @torch.inference_mode()
-    def _score_model(self, model, tokenizer, texts: list[str]) -> torch.Tensor:
+        else:
+            texts = [p + c for p, c in pairs]
         device = next(model.parameters()).device
         scores = []
         for start in range(0, len(texts), self.batch_size):
@@ -307,10 +298,8 @@ class RewardScorer:
     def __call__(
         self, prompts: list, completions: list, completion_ids: list | None = None, **columns
     ) -> torch.Tensor:
-        """Rewards per function, `(len(prompts), num_funcs)` float32; `None` outputs become NaN.
-
-        Extra keyword arguments are dataset columns (one value per sample), forwarded to callables as TRL does.
-        """
+        """Rewards per function, `(len(prompts), num_funcs)` float32 (`None` → NaN); extra keyword arguments are
+        dataset columns (one value per sample), forwarded to callables as TRL does."""
         if len(prompts) != len(completions):
             raise ValueError(
                 f"Got {len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion."
@@ -318,7 +307,7 @@ class RewardScorer:
         rewards = torch.empty(len(prompts), len(self.funcs))
         for i, (func, tokenizer) in enumerate(zip(self.funcs, self.tokenizers, strict=True)):
             if isinstance(func, nn.Module):
-                rewards[:, i] = self._score_model(func, tokenizer, self._texts(prompts, completions, tokenizer))
+                rewards[:, i] = self._score_model(func, tokenizer, prompts, completions)
                 continue
             output = func(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
             if inspect.isawaitable(output):

@@ -59,9 +59,8 @@ def run(script_args, training_args, model_args, dataset_args):
         if split is None:
             continue
         print(f"Caching {num_samples} reference rewards per prompt for the {name} split ({split.num_rows} rows)")
-        id_column = training_args.prompt_id_column
         cache = build_reference_reward_cache(
-            sampler, split, reward, num_samples, output_dir, prompt_id_column=id_column
+            sampler, split, reward, num_samples, output_dir, prompt_id_column=training_args.prompt_id_column
         )
     print(
         f"Reference-reward cache: {len(cache.rewards)} prompts in {output_dir}. Train with "

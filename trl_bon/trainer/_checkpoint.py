@@ -33,10 +33,8 @@ def model_record(model) -> dict[str, str]:
 
 
 def finetuning_settings(model, peft_config) -> dict[str, Any]:
-    """What a resume must match of the fine-tuning layout: full, or the adapter type, rank and target modules.
-
-    `model` is the trainer's `model` argument (a path or an instance, possibly already a PeftModel).
-    """
+    """What a resume must match of the fine-tuning layout of `model` (a path or an instance, possibly a PeftModel):
+    full, or the adapter type, rank and target modules."""
     if peft_config is None and hasattr(model, "peft_config") and not isinstance(model, str):
         peft_config = model.peft_config[model.active_adapter]
     if peft_config is None:
@@ -92,15 +90,6 @@ def complete_checkpoints(run_dir: str | os.PathLike, warn: bool = False) -> dict
         elif warn:
             warnings.warn(f"Skipping {checkpoint} when resuming: {why}.", UserWarning, stacklevel=4)
     return complete
-
-
-def _fsync_tree(directory: Path) -> None:
-    """Flush every file of `directory` (and the directories themselves) to disk before it is made visible."""
-    for root, _, files in os.walk(directory):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as handle:
-                os.fsync(handle.fileno())
-        _fsync_dir(Path(root))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -174,17 +163,11 @@ class _ResumeStateCallback(TrainerCallback):
 
 
 class CheckpointMixin:
-    """
-    Atomic checkpoints and checked resumes for a `Trainer` subclass.
+    """Atomic checkpoints and checked resumes for a `Trainer` subclass, which calls `_init_checkpointing` early in
+    `__init__` with the settings a resume must match, and may override `_save_resume_state` / `_load_resume_state` to
+    put its own state (e.g. the J-BOND anchor) into each checkpoint."""
 
-    A trainer calls [`~CheckpointMixin._init_checkpointing`] early in `__init__` (before loading or sampling
-    anything) with the settings a resume must match, and may override `_save_resume_state` / `_load_resume_state`
-    to put its own state (e.g. the J-BOND anchor) into each checkpoint.
-    """
-
-    _checkpoint_settings: dict[str, Any] = {}
     _checkpoint_staging: str | None = None
-    _resume_checkpoint: str | None = None
 
     def _save_resume_state(self, checkpoint_dir: Path) -> None:
         """Write the trainer's own resume state into the staged `checkpoint_dir` (all processes call it)."""
@@ -193,14 +176,10 @@ class CheckpointMixin:
         """Restore what `_save_resume_state` wrote, after `Trainer` restored the model from `checkpoint_dir`."""
 
     def _init_checkpointing(self, args, settings: dict[str, Any]) -> None:
-        """Record the run's settings and refuse, before any model loads, an `output_dir` or a resume that cannot work.
-
-        Refused: an unwritable `output_dir` (rather than at the first save) or one another run is training in; an
-        `output_dir` holding complete checkpoints of another trainer, method or setting (they would mix with this
-        run's); a `resume_from_checkpoint` path in `args` that is incomplete or of other settings.
-        """
+        """Record the run's settings and refuse, before any model loads, an `output_dir` that is unwritable, in use,
+        or holds checkpoints of other settings, and a `resume_from_checkpoint` path that is incomplete or of other
+        settings."""
         self._checkpoint_settings = {"trainer": type(self).__name__, **settings}
-        self._resume_checkpoint = None
         self._verified_checkpoints = set()
         if args.should_save:
             check_writable_dir(args.output_dir)
@@ -327,8 +306,7 @@ class CheckpointMixin:
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging_root = run_dir / f"{STAGING_PREFIX}{name}"
         staged, final = staging_root / name, run_dir / name
-        should_save = self.args.should_save
-        if should_save and staging_root.exists():
+        if self.args.should_save and staging_root.exists():
             shutil.rmtree(staging_root)
         self.accelerator.wait_for_everyone()
         try:
@@ -343,7 +321,7 @@ class CheckpointMixin:
                 "`resume_from_checkpoint=True`."
             ) from error
         self.accelerator.wait_for_everyone()
-        if should_save:
+        if self.args.should_save:
             self._publish(staged, final)
             rotate_checkpoints(
                 output_dir=str(run_dir),
@@ -368,7 +346,11 @@ class CheckpointMixin:
         self.accelerator.wait_for_everyone()  # every rank's files (its `rng_state_<rank>.pth`) are written: list them
         if self.args.should_save:
             self._write_manifest(staged, model)
-            _fsync_tree(staged)
+            for root, _, files in os.walk(staged):  # every file and folder on disk before the rename shows them
+                for name in files:
+                    with open(os.path.join(root, name), "rb") as handle:
+                        os.fsync(handle.fileno())
+                _fsync_dir(Path(root))
 
     def _write_manifest(self, staged: Path, model) -> None:
         files = {
