@@ -311,7 +311,7 @@ def test_checkpoints_share_the_sampling_seed(one_token_task, one_token_sampler):
 
 
 def test_eval_script_loads_models_with_the_model_options(tiny_kit, tmp_path, monkeypatch):
-    """`trl-bon eval --attn_implementation eager` loads π_ref and the checkpoints with it (as the training scripts do)."""
+    """`trl-bon eval --attn_implementation eager` loads π_ref and the checkpoints with it, as training does."""
     import trl_bon.evaluation
     from trl_bon.scripts.evaluate import make_parser, run
     from trl_bon.scripts.kit import write_prompts

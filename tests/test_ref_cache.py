@@ -261,6 +261,14 @@ class TestDamagedCaches:
         with pytest.raises(ValueError, match="metadata.json is damaged"):
             _build(tiny_kit, prompts, cache_dir, CountingReward())
 
+    @pytest.mark.parametrize("key", ["num_samples", "prompt_id"])
+    def test_metadata_without_a_key_is_named(self, cache_dir, key):
+        meta = json.loads((cache_dir / "metadata.json").read_text())
+        del meta[key]
+        (cache_dir / "metadata.json").write_text(json.dumps(meta))
+        with pytest.raises(ValueError, match=f"metadata.json has no `{key}`: it is damaged"):
+            load_reference_reward_cache(cache_dir)
+
     def test_deleted_shard_is_resampled_identically(self, cache_dir, tiny_kit, prompts):
         before = load_reference_reward_cache(cache_dir).rewards
         (cache_dir / "shards" / "shard-00001.jsonl").unlink()

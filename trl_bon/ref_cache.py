@@ -136,8 +136,9 @@ def load_reference_reward_cache(path: str | os.PathLike) -> ReferenceRewardCache
             "`trl_bon.build_reference_reward_cache`."
         )
     metadata = read_record(meta_path, "cache metadata", _DAMAGED_FIX)
-    if "num_samples" not in metadata:
-        raise ValueError(f"The cache metadata {meta_path} has no `num_samples`: it is damaged. {_DAMAGED_FIX}")
+    for key in ("num_samples", "prompt_id"):
+        if key not in metadata:
+            raise ValueError(f"The cache metadata {meta_path} has no `{key}`: it is damaged. {_DAMAGED_FIX}")
     rewards, _ = _read_shards(path, metadata["num_samples"])
     return ReferenceRewardCache(path=str(path), metadata=metadata, rewards=rewards)
 

@@ -407,3 +407,14 @@ def test_bon_sft_checkpoints_are_atomic_and_self_describing(tiny_kit, prompt_dat
     jbond_args = _jbond_args(tmp_path / "jbond", resume_from_checkpoint=checkpoint)
     with pytest.raises(ValueError, match="trainer: checkpoint 'BoNSFTTrainer', this run 'JBondTrainer'"):
         JBondTrainer(MISSING_MODEL, token_sum_reward, jbond_args, prompt_dataset)
+
+
+@pytest.mark.parametrize("files", [[], {"model.safetensors": {"size": 3}}, {"model.safetensors": "3"}])
+def test_damaged_manifest_entries_read_as_unreadable(tmp_path, files):
+    """A manifest that parses but whose `files` are not well-formed entries is an incomplete checkpoint, no crash."""
+    from trl_bon.trainer._checkpoint import MANIFEST_NAME, read_manifest
+
+    (tmp_path / "model.safetensors").write_bytes(b"abc")
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"files": files}))
+    manifest, why = read_manifest(tmp_path, verify=True)
+    assert manifest is None and f"its `{MANIFEST_NAME}` is unreadable" in why

@@ -63,13 +63,15 @@ def read_manifest(checkpoint: str | os.PathLike, verify: bool = False) -> tuple[
         return None, f"{checkpoint} is not a directory"
     if not (checkpoint / MANIFEST_NAME).is_file():
         return None, f"it has no `{MANIFEST_NAME}` (a save that was interrupted, or not written by trl-bon)"
-    try:
+    try:  # format 1 recorded each file's size alone
         manifest = read_record(checkpoint / MANIFEST_NAME, "manifest", "")
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError) as error:
-        return None, f"its `{MANIFEST_NAME}` is unreadable ({error})"
-    for name, entry in files.items():
-        size, digest = (entry, None) if isinstance(entry, int) else (entry["size"], entry["sha256"])  # format 1: size
+        files = {
+            name: (entry, None) if isinstance(entry, int) else (entry["size"], entry["sha256"])
+            for name, entry in manifest["files"].items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        return None, f"its `{MANIFEST_NAME}` is unreadable ({type(error).__name__}: {error})"
+    for name, (size, digest) in files.items():
         file = checkpoint / name
         if not file.is_file():
             return None, f"`{name}` is missing"
