@@ -180,7 +180,8 @@ def main(script_args, training_args, model_args, dataset_args):
     from trl import get_peft_config, get_quantization_config
 
     from trl_bon import BoNSFTTrainer, RewardScorer
-    from trl_bon.trainer._config_checks import check_sampling_inputs, check_sft_batches, check_writable_dir
+    from trl_bon.sampling import check_prompts
+    from trl_bon.trainer._config_checks import check_prompt_lengths, check_sft_batches, check_writable_dir
 
     if training_args.eval_strategy != "no":
         raise ValueError(
@@ -205,7 +206,10 @@ def main(script_args, training_args, model_args, dataset_args):
     if tokenizer.pad_token is None:  # what SFTTrainer would set; the sampler needs it first
         tokenizer.pad_token = training_args.pad_token or tokenizer.eos_token
     prompts = list(prompt_dataset["prompt"])
-    check_sampling_inputs(model_args.model_name_or_path, prompts, training_args.max_completion_length, tokenizer)
+    check_prompts(prompts)
+    check_prompt_lengths(
+        prompts, tokenizer, model_args.model_name_or_path, training_args.max_completion_length, "prompts"
+    )
     scorer = RewardScorer(reward_funcs, reward_weights=training_args.reward_weights, device=training_args.device)
 
     data_dir = Path(training_args.output_dir) / "_bon_data"

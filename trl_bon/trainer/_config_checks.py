@@ -161,15 +161,6 @@ def check_train_prompt_lengths(trainer) -> None:
         )
 
 
-def check_sampling_inputs(model, prompts: list, max_completion_length: int, tokenizer=None, chat_template_kwargs=None):
-    """`trl-bon bon-sft`'s check of its prompts before any model loads ([`~trl_bon.sampling.check_prompts`], and
-    every prompt plus `max_completion_length` fits the context window of `model`, a path or an instance)."""
-    from ..sampling import check_prompts
-
-    check_prompts(prompts)
-    check_prompt_lengths(prompts, tokenizer, model, max_completion_length, "prompts", **(chat_template_kwargs or {}))
-
-
 def check_sft_batches(num_examples: int, args, name: str) -> None:
     """With `dataloader_drop_last`, fewer examples than one batch over all processes trains 0 steps, silently."""
     per_step = args.per_device_train_batch_size * args.world_size
