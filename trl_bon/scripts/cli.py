@@ -40,20 +40,6 @@ this Python process, without a relaunch; several run under `accelerate launch`, 
 GPU (accelerate runs CPU processes only through MPI). `TRL_BON_LAUNCH=0` always runs in this process."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trl-bon",
-        description="Best-of-N distillation for TRL: J-BOND/BOND, vBoN and BoN-SFT trainers, evaluation, a demo and "
-        "an offline try-out kit. Run `trl-bon <command> --help` for the options of a command.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--version", action="version", version=f"trl-bon {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
-    for name, (_, help_text) in SUBCOMMANDS.items():
-        subparsers.add_parser(name, help=help_text, add_help=False)
-    return parser
-
-
 def launch_route(launch_args: list[str]) -> tuple[str, int]:
     """`("in_process" | "torchrun" | "accelerate", number of processes)` for these `accelerate launch` flags."""
     import torch
@@ -137,7 +123,16 @@ def run_command(command: str, argv: list[str], allow_launch: bool) -> int:
 def main(argv: list[str] | None = None, launch: bool | None = None) -> int:
     """Entry point of `trl-bon`. `launch=False` (or `TRL_BON_LAUNCH=0`) runs training subcommands in-process."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = argparse.ArgumentParser(
+        prog="trl-bon",
+        description="Best-of-N distillation for TRL: J-BOND/BOND, vBoN and BoN-SFT trainers, evaluation, a demo and "
+        "an offline try-out kit. Run `trl-bon <command> --help` for the options of a command.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"trl-bon {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        subparsers.add_parser(name, help=help_text, add_help=False)
     args, _ = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
