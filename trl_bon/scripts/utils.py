@@ -125,16 +125,16 @@ def make_prompts(dataset, tokenizer, column: str | None, min_tokens: int | None,
     """Build/truncate the `prompt` column (see [`BoNScriptArguments`]); the source column is dropped."""
     if column is None and min_tokens is None and max_tokens is None:
         return dataset
+    if (min_tokens is None) != (max_tokens is None):
+        raise ValueError("Set both `prompt_min_tokens` and `prompt_max_tokens` (e.g. 2 and 8), or neither.")
+    if min_tokens is not None and not 1 <= min_tokens <= max_tokens:
+        raise ValueError(f"Need 1 <= prompt_min_tokens <= prompt_max_tokens, got {min_tokens} and {max_tokens}.")
     column = column or "prompt"
     if column not in dataset.column_names:
         raise ValueError(
             f"`prompt_column={column!r}` is not a column of the dataset (columns: {dataset.column_names}). Set "
             "`--prompt_column` to the text column to build prompts from."
         )
-    if (min_tokens is None) != (max_tokens is None):
-        raise ValueError("Set both `prompt_min_tokens` and `prompt_max_tokens` (e.g. 2 and 8), or neither.")
-    if min_tokens is not None and not 1 <= min_tokens <= max_tokens:
-        raise ValueError(f"Need 1 <= prompt_min_tokens <= prompt_max_tokens, got {min_tokens} and {max_tokens}.")
 
     def build(row, index):
         text = row[column]
@@ -172,11 +172,11 @@ def get_split(dataset, split: str, flag: str):
 
 def apply_prompt_transform(dataset, script_args, tokenizer_path: str):
     """[`make_prompts`] with the script's `prompt_*` options (no-op when none is set)."""
-    if dataset is None or not (script_args.prompt_column or script_args.prompt_min_tokens is not None):
+    options = (script_args.prompt_column, script_args.prompt_min_tokens, script_args.prompt_max_tokens)
+    if dataset is None or options == (None, None, None):  # no tokenizer to load
         return dataset
     from transformers import AutoTokenizer
 
-    options = (script_args.prompt_column, script_args.prompt_min_tokens, script_args.prompt_max_tokens)
     return make_prompts(dataset, AutoTokenizer.from_pretrained(tokenizer_path), *options, script_args.prompt_seed)
 
 
