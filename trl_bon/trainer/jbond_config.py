@@ -12,9 +12,8 @@ from ._config_checks import BoNConfigMixin, check_dropout_disabled, require
 
 def is_8bit(quantization_config) -> bool:
     """Whether a `BitsAndBytesConfig` (or its dict form) loads the model in 8-bit (other backends have no such key)."""
-    if isinstance(quantization_config, dict):
-        return bool(quantization_config.get("load_in_8bit", False))
-    return bool(getattr(quantization_config, "load_in_8bit", False))
+    get = dict.get if isinstance(quantization_config, dict) else getattr
+    return bool(get(quantization_config, "load_in_8bit", False))
 
 
 def vllm_8bit_error() -> ValueError:
