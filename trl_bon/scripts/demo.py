@@ -17,7 +17,6 @@ Writes `demo.json` (the trajectory, the exact BoN points, the settings), `demo.p
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -85,7 +84,7 @@ def run(
     from transformers.utils import logging as hf_logging
 
     from trl_bon import JBondConfig, JBondTrainer
-    from trl_bon.core import bon_probs
+    from trl_bon.core import bon_kl_bound, bon_probs
     from trl_bon.toy import build_one_token_task
 
     hf_logging.disable_progress_bar()
@@ -95,9 +94,7 @@ def run(
     task = build_one_token_task(output_dir / "task", seed=seed)
     bon_targets = {n: bon_probs(task.ref_probs, task.rewards, n) for n in BON_NS}
     reference = exact_metrics(task.ref_probs, task)
-    bon_points = [
-        {"n": n, **exact_metrics(p, task), "kl_bound": math.log(n) - (n - 1) / n} for n, p in bon_targets.items()
-    ]
+    bon_points = [{"n": n, **exact_metrics(p, task), "kl_bound": bon_kl_bound(n)} for n, p in bon_targets.items()]
     prompts_per_step = prompts_per_step or (8 if quick else 16)
     eval_every = max(1, steps // 30)
     history = []
