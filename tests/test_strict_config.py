@@ -83,6 +83,18 @@ def test_config_values_are_converted_like_flags(tmp_path):
     assert script_args.reward_funcs == ["my_module.reward"]  # a scalar for a list option is a one-item list
 
 
+@pytest.mark.parametrize("command", ["jbond", "vbon", "bon_sft"])
+def test_resume_true_means_the_newest_checkpoint(tmp_path, command):
+    """`--resume_from_checkpoint true` (and YAML's `true`) is `True` for every training command, not a path `true`."""
+    import importlib
+
+    make_parser = importlib.import_module(f"trl_bon.scripts.{command}").make_parser
+    (tmp_path / "c.yaml").write_text("resume_from_checkpoint: true\n")
+    argv = [*CPU, "--output_dir", str(tmp_path), "--num_candidates", "2"]
+    for args in (["--resume_from_checkpoint", "true"], ["--config", str(tmp_path / "c.yaml")]):
+        assert make_parser().parse_args_and_config([*args, *argv])[1].resume_from_checkpoint is True
+
+
 def test_accelerate_keys_pass_to_the_launcher(tmp_path):
     *_, config_remaining, cli_remaining = parse(
         tmp_path, {"num_processes": 2}, "--mixed_precision", "no", launcher=True

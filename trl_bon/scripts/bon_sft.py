@@ -215,8 +215,6 @@ def main(script_args, training_args, model_args, dataset_args):
     data_dir = Path(training_args.output_dir) / "_bon_data"
     policy, trainer, resume = model_args.model_name_or_path, None, training_args.resume_from_checkpoint
     policy_name = policy  # in the data's metadata: the model id, then the hash of the weights sampled from
-    if isinstance(resume, str) and resume.lower() == "true":  # `--resume_from_checkpoint true`: the newest complete
-        resume = True
     for round_index in range(1, script_args.num_rounds + 1):
         directory = data_dir / f"round-{round_index}"
         metadata = round_metadata(round_index, prompts, scorer, training_args, policy_name)

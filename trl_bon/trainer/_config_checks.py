@@ -8,7 +8,9 @@ class BoNConfigMixin:
     """What the three configs do around their TRL parent's `__post_init__`: move TRL's `gradient_checkpointing` to
     transformers' new name `activation_checkpointing` before transformers reads it (else it warns on every config about
     a value the user never set; a value under the new name wins), warn when TRL's default `bf16=True` would train on a
-    CPU, and build `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] checking the sampling options.
+    CPU, read `resume_from_checkpoint="true"` (`--resume_from_checkpoint true`) as `True` (the newest complete
+    checkpoint), and build `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] checking the sampling
+    options.
     """
 
     def __post_init__(self):
@@ -28,6 +30,8 @@ class BoNConfigMixin:
                 UserWarning,
                 stacklevel=4,
             )
+        if str(self.resume_from_checkpoint).lower() == "true":  # a path named `true` would be `./true`
+            self.resume_from_checkpoint = True
         self.generation_settings = GenerationSettings.from_trainer_args(self)
 
 
