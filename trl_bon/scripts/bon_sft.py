@@ -30,6 +30,7 @@ from trl_bon.scripts.utils import (
     model_init_kwargs,
     resolve_reward_funcs,
 )
+from trl_bon.trainer._config_checks import require_at_least
 
 
 @dataclass
@@ -49,8 +50,7 @@ class BoNSFTScriptArguments(BoNScriptArguments):
     )
 
     def __post_init__(self):  # TRL's ScriptArguments has no __post_init__ of its own
-        if self.num_rounds < 1:
-            raise ValueError(f"`num_rounds` must be at least 1, got {self.num_rounds}. Set `num_rounds=1` (BoN-SFT).")
+        require_at_least(self, "num_rounds", 1, " (1 is BoN-SFT)")
 
 
 def check_prompt_dataset(dataset, name: str = "train_dataset") -> None:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from ._config_checks import BoNConfigMixin, check_dropout_disabled, require_at_least, require_one_of
+from ._config_checks import BoNConfigMixin, check_dropout_disabled, require, require_at_least, require_one_of
 
 
 OBJECTIVES = ("l1", "exact")
@@ -134,14 +134,6 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
                 "`vbon_objective='exact'` needs the reference model, which `beta=0.0` skips; leave `beta` unset "
                 "(1/(N-1))."
             )
-        if self.normalize_advantages:
-            raise ValueError(
-                "`normalize_advantages=True` rescales the vBoN reward relative to its KL term and changes the "
-                "objective; set `normalize_advantages=False`."
-            )
-        if self.remove_unused_columns:
-            raise ValueError(
-                f"`remove_unused_columns=True` would drop the reference-reward column "
-                f"{self.reference_rewards_column!r} before it reaches the trainer; set `remove_unused_columns=False`."
-            )
+        require(self, "normalize_advantages", False, "it rescales the vBoN reward against its KL term")
+        require(self, "remove_unused_columns", False, f"it drops the reward column {self.reference_rewards_column!r}")
         require_at_least(self, "num_reference_samples", 1, " (M reference samples per prompt; vBoN uses ~300)")
