@@ -1,6 +1,8 @@
 """Checks shared by the configs (in `__post_init__`) and the trainers (in `__init__`, before any model loads)."""
 
 import dataclasses
+import os
+import tempfile
 import warnings
 
 
@@ -75,12 +77,9 @@ def check_model_inputs(model) -> None:
 
 def check_writable_dir(directory: str, name: str = "output_dir") -> None:
     """Create `directory` and write a probe file in it, so that an unwritable folder fails now, not at the first
-    save (after all the sampling and training before it). Folders it had to create are removed again."""
-    import os
-    import tempfile
-
-    created = []  # the folders made here, removed again: a run that fails before its first save leaves no empty folder
-    path = os.path.abspath(directory)
+    save (after all the sampling and training before it). Folders it had to create are removed again, so that a run
+    failing before its first save leaves no empty folder (Trainer and the scripts create them when they write)."""
+    created, path = [], os.path.abspath(directory)  # deepest first
     while not os.path.exists(path):
         created.append(path)
         path = os.path.dirname(path)
@@ -88,7 +87,7 @@ def check_writable_dir(directory: str, name: str = "output_dir") -> None:
         os.makedirs(directory, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
             pass
-        for folder in created:  # deepest first; Trainer and the scripts create them again when they write
+        for folder in created:
             os.rmdir(folder)
     except OSError as error:
         raise PermissionError(
@@ -187,6 +186,7 @@ class RewardOutputChecksMixin:
         from torch import nn
 
         from ..rewards import reward_values
+        from ._rloo_seams import rloo_reward_funcs
 
         def checked(func, name):
             if isinstance(func, nn.Module) or inspect.iscoroutinefunction(func):
@@ -197,8 +197,6 @@ class RewardOutputChecksMixin:
                 return reward_values(func(*args, **kwargs), name, len(prompts)).tolist()
 
             return wrapper
-
-        from ._rloo_seams import rloo_reward_funcs
 
         funcs = [checked(f, n) for f, n in zip(self.reward_funcs, self.reward_func_names, strict=True)]
         with rloo_reward_funcs(self, funcs):
