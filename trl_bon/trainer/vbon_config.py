@@ -22,13 +22,9 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
     baseline over `num_generations` completions per prompt, sequence-level KL in the reward).
 
     > [!NOTE]
-    > Defaults that differ from [`RLOOConfig`]:
-    > - `beta` defaults to `None`, resolved to `1/(num_candidates − 1)` (vBoN's KL weight, so RLOO's `0.05` cannot
-    >   leak through). Another explicit value is allowed but warns: it trains towards a different target.
-    > - `disable_dropout` defaults to `True` and must stay `True`: with dropout, `old_logps` and the loss forward draw
-    >   different masks (the importance ratio is not 1, RLOO's clip zeroes rows) and the KL penalty is noisy.
-    > - `normalize_advantages=True` is rejected (it rescales the reward against the KL term), and
-    >   `remove_unused_columns=True` is rejected (it would drop the reference-reward column).
+    > Defaults that differ from [`RLOOConfig`] (docs/vbon_trainer.md says why): `beta=None`, resolved to vBoN's
+    > `1/(num_candidates − 1)` (another value warns), and `disable_dropout=True` (must stay).
+    > `normalize_advantages=True` and `remove_unused_columns=True` are rejected.
 
     Parameters:
         > Parameters that control the objective
