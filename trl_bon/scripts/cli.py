@@ -2,8 +2,7 @@
 
 Each subcommand is a module `trl_bon.scripts.<module>` with `make_parser(prog=None)` and `main`, imported only when
 it runs, so `trl-bon --help` and `--version` stay fast. Training subcommands parse their arguments once, like `trl
-rloo`; arguments their parser does not know must be flags of `accelerate launch`. One process runs `main` here; several
-run under `torchrun` without a GPU (accelerate runs CPU processes only through MPI), else under `accelerate launch`.
+rloo`; arguments their parser does not know must be flags of `accelerate launch` (`LAUNCH_HELP`, docs/cli.md).
 """
 
 import argparse

@@ -88,14 +88,14 @@ def import_reward_func(name: str, registry: dict | None = None):
         ) from error
 
 
-def resolve_reward_funcs(script_args, required: bool = True) -> list:
+def resolve_reward_funcs(script_args) -> list:
     """Reward model paths and callables from `--reward_model_name_or_path` / `--reward_funcs` (TRL's resolution)."""
     from trl.rewards import accuracy_reward, reasoning_accuracy_reward, think_format_reward
 
     registry = {func.__name__: func for func in (accuracy_reward, reasoning_accuracy_reward, think_format_reward)}
     funcs = as_list(script_args.reward_model_name_or_path)
     funcs += [import_reward_func(name, registry) for name in as_list(script_args.reward_funcs)]
-    if required and not funcs:
+    if not funcs:
         raise ValueError(
             "No reward given. Pass a reward model with `--reward_model_name_or_path <id or path>` and/or a reward "
             "callable with `--reward_funcs my_module.my_reward` (or set them in the `--config` YAML)."
