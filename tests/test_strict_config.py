@@ -100,6 +100,9 @@ def test_accelerate_keys_pass_to_the_launcher(tmp_path):
         tmp_path, {"num_processes": 2}, "--mixed_precision", "no", launcher=True
     )
     assert config_remaining == ["--num_processes", "2"] and cli_remaining == ["--mixed_precision", "no"]
+    # a switch of `accelerate launch` is a flag alone: `--multi_gpu True` would make `True` the launched script
+    *_, config_remaining, _ = parse(tmp_path, {"multi_gpu": True, "cpu": False, "num_processes": 2}, launcher=True)
+    assert config_remaining == ["--multi_gpu", "--num_processes", "2"]
     parse(tmp_path, {"num_processes": 1})  # in the launched process the same YAML parses, the key is ignored
 
 
