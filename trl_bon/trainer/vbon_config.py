@@ -8,9 +8,6 @@ from trl import RLOOConfig
 from ._config_checks import BoNConfigMixin, check_dropout_disabled, require, require_at_least, require_one_of
 
 
-OBJECTIVES = ("l1", "exact")
-
-
 @dataclass
 class VBoNConfig(BoNConfigMixin, RLOOConfig):
     r"""
@@ -119,7 +116,7 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
                 "vBoN's value.",
                 stacklevel=3,
             )
-        require_one_of(self, "vbon_objective", OBJECTIVES)
+        require_one_of(self, "vbon_objective", ("l1", "exact"))
         if self.reproduce_vbon_code_scaling and self.vbon_objective != "exact":
             raise ValueError(
                 "`reproduce_vbon_code_scaling=True` changes the scaling of the exact score only; set "
