@@ -75,10 +75,10 @@ def check_model_inputs(model) -> None:
         check_model_path(model, "policy `model`")
 
 
-def check_writable_dir(directory: str, name: str = "output_dir") -> None:
-    """Create `directory` and write a probe file in it, so that an unwritable folder fails now, not at the first
-    save (after all the sampling and training before it). Folders it had to create are removed again, so that a run
-    failing before its first save leaves no empty folder (Trainer and the scripts create them when they write)."""
+def check_writable_dir(directory: str) -> None:
+    """Create `directory` (an `output_dir`) and write a probe file in it, so that an unwritable folder fails now, not
+    at the first save (after all the sampling and training before it). Folders it had to create are removed again, so
+    that a run failing before its first save leaves no empty folder (Trainer and the scripts create them to write)."""
     created, path = [], os.path.abspath(directory)  # deepest first
     while not os.path.exists(path):
         created.append(path)
@@ -91,8 +91,8 @@ def check_writable_dir(directory: str, name: str = "output_dir") -> None:
             os.rmdir(folder)
     except OSError as error:
         raise PermissionError(
-            f"`{name}` ({directory}) is not writable ({error.strerror or error}); checkpoints and results go there. "
-            f"Pass a writable `{name}`, or fix the folder's permissions / free disk space."
+            f"`output_dir` ({directory}) is not writable ({error.strerror or error}); checkpoints and results go "
+            "there. Pass a writable `output_dir`, or fix the folder's permissions / free disk space."
         ) from error
 
 
