@@ -66,14 +66,14 @@ def _rounded(probs) -> list[float]:
 def run(
     steps: int,
     output_dir: str,
-    seed: int = 0,
-    quick: bool = False,
-    lr: float = 3e-3,
-    anchor_ema_rate: float = 0.02,
-    prompts_per_step: int | None = None,
-    plot: bool = True,
+    seed: int,
+    quick: bool,
+    lr: float,
+    anchor_ema_rate: float,
+    prompts_per_step: int | None,
+    plot: bool,
 ) -> dict:
-    """Train J-BOND on the one-token task and return the demo's results (also written to `output_dir`)."""
+    """Train J-BOND on the one-token task with `make_parser`'s options; return the results, also in `output_dir`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("CI", "true")  # TRL skips telemetry when CI is set
