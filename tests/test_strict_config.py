@@ -234,16 +234,17 @@ def test_parsing_runs_the_trl_version_guard(monkeypatch):
 
 @pytest.mark.parametrize("num_processes", ["1", "2"])
 def test_training_command_routes(monkeypatch, tmp_path, num_processes):
-    """`trl-bon bon-sft` (whose `main` parses its own argv) is routed like jbond: in-process, or torchrun on CPU."""
+    """`trl-bon bon-sft` is routed like jbond: its parsed arguments to `main` in-process, or its argv (launch flags
+    removed) to torchrun on CPU."""
     _no_default_accelerate_config()
     from trl_bon.scripts import bon_sft, cli
 
     calls = []
     monkeypatch.setattr(cli, "launch", lambda route, n, module, launch_args, argv: calls.append((route, n, argv)))
-    monkeypatch.setattr(bon_sft, "main", lambda argv: calls.append(("in_process", 1, argv)))
+    monkeypatch.setattr(bon_sft, "main", lambda *parsed: calls.append(("in_process", 1, parsed[1].output_dir)))
     argv = ["--output_dir", str(tmp_path), *CPU]
     assert cli.main(["bon-sft", *argv, "--num_processes", num_processes]) == 0
-    assert calls == [("in_process" if num_processes == "1" else "torchrun", int(num_processes), argv)]
+    assert calls == [("in_process", 1, str(tmp_path)) if num_processes == "1" else ("torchrun", 2, argv)]
 
 
 @pytest.mark.parametrize("content", [None, "learning_rate: [1, 2\n"])
