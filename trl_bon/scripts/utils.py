@@ -45,16 +45,13 @@ class BoNScriptArguments(ScriptArguments):
         },
     )
     prompt_column: str | None = field(
-        default=None,
-        metadata={"help": "Build the `prompt` column from this text column (e.g. `text` for stanfordnlp/imdb)."},
+        default=None, metadata={"help": "Build the `prompt` column from this text column (e.g. `text` for IMDB)."}
     )
     prompt_min_tokens: int | None = field(
-        default=None,
-        metadata={"help": "Truncate prompts to at least this many tokens (with `prompt_max_tokens`; IMDB: 2)."},
+        default=None, metadata={"help": "Cut each prompt to L tokens, L >= this (with `prompt_max_tokens`; IMDB: 2)."}
     )
     prompt_max_tokens: int | None = field(
-        default=None,
-        metadata={"help": "Truncate prompts to at most this many tokens, length uniform in [min, max] (IMDB: 8)."},
+        default=None, metadata={"help": "Cut each prompt to L tokens, L <= this, uniform in [min, max] (IMDB: 8)."}
     )
     prompt_seed: int = field(default=0, metadata={"help": "Seed of the per-row prompt lengths."})
 
