@@ -70,7 +70,7 @@ def run(
     quick: bool,
     lr: float,
     anchor_ema_rate: float,
-    prompts_per_step: int | None,
+    prompts_per_step: int,
     plot: bool,
 ) -> dict:
     """Train J-BOND on the one-token task with `make_parser`'s options; return the results, also in `output_dir`."""
@@ -95,7 +95,6 @@ def run(
     bon_targets = {n: bon_probs(task.ref_probs, task.rewards, n) for n in BON_NS}
     reference = exact_metrics(task.ref_probs, task)
     bon_points = [{"n": n, **exact_metrics(p, task), "kl_bound": bon_kl_bound(n)} for n, p in bon_targets.items()]
-    prompts_per_step = prompts_per_step or (8 if quick else 16)
     eval_every = max(1, steps // 30)
     history = []
 
@@ -185,9 +184,11 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    args.steps = args.steps if args.steps is not None else (40 if args.quick else 300)
-    if args.steps < 1:
-        raise SystemExit(f"--steps must be >= 1, got {args.steps}.")
+    for name, default in (("steps", 40 if args.quick else 300), ("prompts_per_step", 8 if args.quick else 16)):
+        value = default if getattr(args, name) is None else getattr(args, name)
+        if value < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
+        setattr(args, name, value)
     results = run(**vars(args))
     final, n = results["final"], results["final"]["nearest_bon_n"]
     bon_n = next(b for b in results["bon"] if b["n"] == n)
