@@ -268,7 +268,7 @@ def test_prompt_transform_is_deterministic(tiny_kit):
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from trl_bon.scripts.utils import make_prompts
+    from trl_bon.scripts.utils import BoNScriptArguments, apply_prompt_transform, make_prompts
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_kit["policy"])
     data = Dataset.from_dict({"text": TEXTS, "label": [1] * len(TEXTS)})
@@ -279,6 +279,10 @@ def test_prompt_transform_is_deterministic(tiny_kit):
         assert text.startswith(prompt) and 2 <= len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= 3
     with pytest.raises(ValueError, match="prompt_column"):
         make_prompts(data, tokenizer, "missing", 2, 3, seed=0)
+    # `--prompt_max_tokens` alone is refused by the scripts too, not silently ignored
+    with pytest.raises(ValueError, match="Set both `prompt_min_tokens` and `prompt_max_tokens`"):
+        apply_prompt_transform(data, BoNScriptArguments(prompt_max_tokens=8), tiny_kit["policy"])
+    assert apply_prompt_transform(data, BoNScriptArguments(), tiny_kit["policy"]) is data
 
 
 def test_demo_quick(tmp_path, capsys):

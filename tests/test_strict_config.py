@@ -83,11 +83,26 @@ def test_config_values_are_converted_like_flags(tmp_path):
     assert script_args.reward_funcs == ["my_module.reward"]  # a scalar for a list option is a one-item list
 
 
+@pytest.mark.parametrize("command", ["jbond", "vbon", "bon_sft"])
+def test_resume_true_means_the_newest_checkpoint(tmp_path, command):
+    """`--resume_from_checkpoint true` (and YAML's `true`) is `True` for every training command, not a path `true`."""
+    import importlib
+
+    make_parser = importlib.import_module(f"trl_bon.scripts.{command}").make_parser
+    (tmp_path / "c.yaml").write_text("resume_from_checkpoint: true\n")
+    argv = [*CPU, "--output_dir", str(tmp_path), "--num_candidates", "2"]
+    for args in (["--resume_from_checkpoint", "true"], ["--config", str(tmp_path / "c.yaml")]):
+        assert make_parser().parse_args_and_config([*args, *argv])[1].resume_from_checkpoint is True
+
+
 def test_accelerate_keys_pass_to_the_launcher(tmp_path):
     *_, config_remaining, cli_remaining = parse(
         tmp_path, {"num_processes": 2}, "--mixed_precision", "no", launcher=True
     )
     assert config_remaining == ["--num_processes", "2"] and cli_remaining == ["--mixed_precision", "no"]
+    # a switch of `accelerate launch` is a flag alone: `--multi_gpu True` would make `True` the launched script
+    *_, config_remaining, _ = parse(tmp_path, {"multi_gpu": True, "cpu": False, "num_processes": 2}, launcher=True)
+    assert config_remaining == ["--multi_gpu", "--num_processes", "2"]
     parse(tmp_path, {"num_processes": 1})  # in the launched process the same YAML parses, the key is ignored
 
 
@@ -219,13 +234,13 @@ def test_parsing_runs_the_trl_version_guard(monkeypatch):
 
 @pytest.mark.parametrize("num_processes", ["1", "2"])
 def test_training_command_routes(monkeypatch, tmp_path, num_processes):
-    """`trl-bon bon-sft` is routed like jbond: in-process, or torchrun on CPU."""
+    """`trl-bon bon-sft` is routed like jbond: its parsed arguments to `main` in-process, or its argv (launch flags
+    removed) to torchrun on CPU."""
     _no_default_accelerate_config()
     from trl_bon.scripts import bon_sft, cli
 
     calls = []
     monkeypatch.setattr(cli, "launch", lambda route, n, module, launch_args, argv: calls.append((route, n, argv)))
-    # in-process, `main` gets the parsed arguments (script, training, model, dataset), as TRL's scripts do
     monkeypatch.setattr(bon_sft, "main", lambda *parsed: calls.append(("in_process", 1, parsed[1].output_dir)))
     argv = ["--output_dir", str(tmp_path), *CPU]
     assert cli.main(["bon-sft", *argv, "--num_processes", num_processes]) == 0

@@ -87,6 +87,8 @@ def test_demo_refuses_zero_steps():
 
     with pytest.raises(SystemExit, match="--steps must be >= 1, got 0"):
         main(["--steps", "0", "--no-plot"])
+    with pytest.raises(SystemExit, match="--prompts-per-step must be >= 1, got 0"):  # not the default 16
+        main(["--prompts-per-step", "0", "--no-plot"])
 
 
 @pytest.mark.parametrize("architecture", ["llama", "gpt2"])

@@ -19,9 +19,9 @@ def test_config_defaults_and_validation(tmp_path):
         VBoNConfig(str(tmp_path), **cpu_args())
     with pytest.raises(ValueError, match="at least 2"):
         VBoNConfig(str(tmp_path), num_candidates=1, **cpu_args())
-    with pytest.raises(ValueError, match="set `normalize_advantages=False`"):
+    with pytest.raises(ValueError, match="Set `normalize_advantages=False`"):
         VBoNConfig(str(tmp_path), num_candidates=4, normalize_advantages=True, **cpu_args())
-    with pytest.raises(ValueError, match="set `remove_unused_columns=False`"):
+    with pytest.raises(ValueError, match="Set `remove_unused_columns=False`"):
         VBoNConfig(str(tmp_path), num_candidates=4, remove_unused_columns=True, **cpu_args())
     with pytest.raises(ValueError, match="vbon_objective='exact'"):
         VBoNConfig(str(tmp_path), num_candidates=4, reproduce_vbon_code_scaling=True, **cpu_args())

@@ -30,6 +30,7 @@ from trl_bon.scripts.utils import (
     model_init_kwargs,
     resolve_reward_funcs,
 )
+from trl_bon.trainer._config_checks import require_at_least
 
 
 @dataclass
@@ -49,8 +50,7 @@ class BoNSFTScriptArguments(BoNScriptArguments):
     )
 
     def __post_init__(self):  # TRL's ScriptArguments has no __post_init__ of its own
-        if self.num_rounds < 1:
-            raise ValueError(f"`num_rounds` must be at least 1, got {self.num_rounds}. Set `num_rounds=1` (BoN-SFT).")
+        require_at_least(self, "num_rounds", 1, " (1 is BoN-SFT)")
 
 
 def check_prompt_dataset(dataset, name: str = "train_dataset") -> None:
@@ -180,7 +180,8 @@ def main(script_args, training_args, model_args, dataset_args):
     from trl import get_peft_config, get_quantization_config
 
     from trl_bon import BoNSFTTrainer, RewardScorer
-    from trl_bon.trainer._config_checks import check_sampling_inputs, check_sft_batches, check_writable_dir
+    from trl_bon.sampling import check_prompts
+    from trl_bon.trainer._config_checks import check_prompt_lengths, check_sft_batches, check_writable_dir
 
     if training_args.eval_strategy != "no":
         raise ValueError(
@@ -205,14 +206,15 @@ def main(script_args, training_args, model_args, dataset_args):
     if tokenizer.pad_token is None:  # what SFTTrainer would set; the sampler needs it first
         tokenizer.pad_token = training_args.pad_token or tokenizer.eos_token
     prompts = list(prompt_dataset["prompt"])
-    check_sampling_inputs(model_args.model_name_or_path, prompts, training_args.max_completion_length, tokenizer)
+    check_prompts(prompts)
+    check_prompt_lengths(
+        prompts, tokenizer, model_args.model_name_or_path, training_args.max_completion_length, "prompts"
+    )
     scorer = RewardScorer(reward_funcs, reward_weights=training_args.reward_weights, device=training_args.device)
 
     data_dir = Path(training_args.output_dir) / "_bon_data"
     policy, trainer, resume = model_args.model_name_or_path, None, training_args.resume_from_checkpoint
     policy_name = policy  # in the data's metadata: the model id, then the hash of the weights sampled from
-    if isinstance(resume, str) and resume.lower() == "true":  # `--resume_from_checkpoint true`: the newest complete
-        resume = True
     for round_index in range(1, script_args.num_rounds + 1):
         directory = data_dir / f"round-{round_index}"
         metadata = round_metadata(round_index, prompts, scorer, training_args, policy_name)

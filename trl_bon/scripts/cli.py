@@ -2,8 +2,7 @@
 
 Each subcommand is a module `trl_bon.scripts.<module>` with `make_parser(prog=None)` and `main`, imported only when
 it runs, so `trl-bon --help` and `--version` stay fast. Training subcommands parse their arguments once, like `trl
-rloo`; arguments their parser does not know must be flags of `accelerate launch`. One process runs `main` here; several
-run under `torchrun` without a GPU (accelerate runs CPU processes only through MPI), else under `accelerate launch`.
+rloo`; arguments their parser does not know must be flags of `accelerate launch` (`LAUNCH_HELP`, docs/cli.md).
 """
 
 import argparse
@@ -38,20 +37,6 @@ Launch: flags of `accelerate launch` pass through (`--num_processes 2`, `--confi
 recipes/accelerate/multi_gpu.yaml`, `--accelerate_config zero3` for a config shipped with TRL). One process runs in
 this Python process, without a relaunch; several run under `accelerate launch`, or under `torchrun` when there is no
 GPU (accelerate runs CPU processes only through MPI). `TRL_BON_LAUNCH=0` always runs in this process."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trl-bon",
-        description="Best-of-N distillation for TRL: J-BOND/BOND, vBoN and BoN-SFT trainers, evaluation, a demo and "
-        "an offline try-out kit. Run `trl-bon <command> --help` for the options of a command.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--version", action="version", version=f"trl-bon {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
-    for name, (_, help_text) in SUBCOMMANDS.items():
-        subparsers.add_parser(name, help=help_text, add_help=False)
-    return parser
 
 
 def launch_route(launch_args: list[str]) -> tuple[str, int]:
@@ -137,7 +122,16 @@ def run_command(command: str, argv: list[str], allow_launch: bool) -> int:
 def main(argv: list[str] | None = None, launch: bool | None = None) -> int:
     """Entry point of `trl-bon`. `launch=False` (or `TRL_BON_LAUNCH=0`) runs training subcommands in-process."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = argparse.ArgumentParser(
+        prog="trl-bon",
+        description="Best-of-N distillation for TRL: J-BOND/BOND, vBoN and BoN-SFT trainers, evaluation, a demo and "
+        "an offline try-out kit. Run `trl-bon <command> --help` for the options of a command.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"trl-bon {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        subparsers.add_parser(name, help=help_text, add_help=False)
     args, _ = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()

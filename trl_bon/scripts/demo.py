@@ -17,7 +17,6 @@ Writes `demo.json` (the trajectory, the exact BoN points, the settings), `demo.p
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -67,14 +66,14 @@ def _rounded(probs) -> list[float]:
 def run(
     steps: int,
     output_dir: str,
-    seed: int = 0,
-    quick: bool = False,
-    lr: float = 3e-3,
-    anchor_ema_rate: float = 0.02,
-    prompts_per_step: int | None = None,
-    plot: bool = True,
+    seed: int,
+    quick: bool,
+    lr: float,
+    anchor_ema_rate: float,
+    prompts_per_step: int,
+    plot: bool,
 ) -> dict:
-    """Train J-BOND on the one-token task and return the demo's results (also written to `output_dir`)."""
+    """Train J-BOND on the one-token task with `make_parser`'s options; return the results, also in `output_dir`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("CI", "true")  # TRL skips telemetry when CI is set
@@ -85,7 +84,7 @@ def run(
     from transformers.utils import logging as hf_logging
 
     from trl_bon import JBondConfig, JBondTrainer
-    from trl_bon.core import bon_probs
+    from trl_bon.core import bon_kl_bound, bon_probs
     from trl_bon.toy import build_one_token_task
 
     hf_logging.disable_progress_bar()
@@ -95,10 +94,7 @@ def run(
     task = build_one_token_task(output_dir / "task", seed=seed)
     bon_targets = {n: bon_probs(task.ref_probs, task.rewards, n) for n in BON_NS}
     reference = exact_metrics(task.ref_probs, task)
-    bon_points = [
-        {"n": n, **exact_metrics(p, task), "kl_bound": math.log(n) - (n - 1) / n} for n, p in bon_targets.items()
-    ]
-    prompts_per_step = prompts_per_step or (8 if quick else 16)
+    bon_points = [{"n": n, **exact_metrics(p, task), "kl_bound": bon_kl_bound(n)} for n, p in bon_targets.items()]
     eval_every = max(1, steps // 30)
     history = []
 
@@ -188,9 +184,11 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    args.steps = args.steps if args.steps is not None else (40 if args.quick else 300)
-    if args.steps < 1:
-        raise SystemExit(f"--steps must be >= 1, got {args.steps}.")
+    for name, default in (("steps", 40 if args.quick else 300), ("prompts_per_step", 8 if args.quick else 16)):
+        value = default if getattr(args, name) is None else getattr(args, name)
+        if value < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
+        setattr(args, name, value)
     results = run(**vars(args))
     final, n = results["final"], results["final"]["nearest_bon_n"]
     bon_n = next(b for b in results["bon"] if b["n"] == n)

@@ -10,8 +10,7 @@
         --config recipes/jbond/imdb_gpt2.yaml
     trl-bon jbond --config recipes/jbond/imdb_gpt2.yaml  # same; one process runs without a relaunch
 
-Every field of `JBondConfig`, `ModelConfig` (`--use_peft`, `--load_in_8bit`, …) and the script arguments is a flag and
-a `--config` key; `trl-bon jbond --help` lists them, Best-of-N options first.
+Every config field is a flag and a `--config` key (docs/cli.md).
 """
 
 from dataclasses import dataclass

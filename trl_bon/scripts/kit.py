@@ -2,10 +2,7 @@
 
     trl-bon kit trl_bon_kit            # then copy the printed lines, one by one
 
-The kit holds a tiny Llama policy with its BPE tokenizer (`policy/`, π_ref), a randomly initialised tiny reward model
-(`reward/`: an arbitrary but fixed function of the text), prompts (`prompts/{train,test}.jsonl`) and one YAML per
-command. Each command runs offline on a CPU in about 10 s (fp32, `use_cpu: true`) and writes to `<kit>/out/`. The
-same YAML keys work with real models: swap the paths for Hub ids and drop the CPU settings.
+docs/tryout.md lists what the kit holds; each command runs offline on a CPU in about 10 s and writes to `<kit>/out/`.
 """
 
 import argparse

@@ -10,7 +10,6 @@ import dataclasses
 import difflib
 import functools
 import os
-import re
 import sys
 import typing
 
@@ -32,12 +31,13 @@ MODEL_HELP = (
 
 
 @functools.cache
-def accelerate_launch_options() -> set[str]:
-    """Names (without dashes, `-` read as `_`) of the flags of `accelerate launch`, read from its `--help`."""
+def accelerate_launch_options() -> dict[str, bool]:
+    """The flags of `accelerate launch` (without dashes, `-` read as `_`), each with whether it is a switch (`--cpu`,
+    given without a value)."""
     from accelerate.commands.launch import launch_command_parser
 
-    help_text = launch_command_parser().format_help()
-    return {name.replace("-", "_") for name in re.findall(r"(?<![\w-])--([A-Za-z][\w-]*)", help_text)}
+    actions = launch_command_parser()._actions
+    return {flag[2:].replace("-", "_"): a.nargs == 0 for a in actions for flag in a.option_strings if flag[:2] == "--"}
 
 
 def closest(name: str, candidates) -> str:
@@ -141,8 +141,12 @@ class BoNParser(TrlParser):
                 problems.append(f"unknown key `{key}`{closest(key, names)}")
         if problems:
             raise ValueError("invalid --config file: " + "; ".join(problems))
-        remaining = super().set_defaults_with_config(**converted)
-        return remaining + [item for key in config if key not in converted for item in (f"--{key}", str(config[key]))]
+        flags = []  # the `accelerate launch` keys; a switch stands alone (`cpu: true` is `--cpu`, `cpu: false` none)
+        for key, value in config.items():
+            switch = accelerate_launch_options().get(key)
+            if key not in converted and (value or not switch):
+                flags += [f"--{key}"] if switch else [f"--{key}", str(value)]
+        return super().set_defaults_with_config(**converted) + flags
 
     def _convert(self, key: str, value):
         """`value` as the flag would give it (argparse applies the option's type and choices to each element)."""
@@ -188,7 +192,7 @@ class BoNParser(TrlParser):
         try:
             _, unknown = self.parse_known_args(flags)  # types and choices, before any `__post_init__` runs
             launcher = return_remaining_strings and unknown
-            allowed = accelerate_launch_options() | {"accelerate_config"} if launcher else set()
+            allowed = {*accelerate_launch_options(), "accelerate_config"} if launcher else set()
             for token in unknown:
                 if token.startswith("-") and token.lstrip("-").split("=")[0].replace("-", "_") not in allowed:
                     hint = closest(token.lstrip("-").split("=")[0], {*self.type_hints, *allowed})

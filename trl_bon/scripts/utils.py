@@ -45,16 +45,13 @@ class BoNScriptArguments(ScriptArguments):
         },
     )
     prompt_column: str | None = field(
-        default=None,
-        metadata={"help": "Build the `prompt` column from this text column (e.g. `text` for stanfordnlp/imdb)."},
+        default=None, metadata={"help": "Build the `prompt` column from this text column (e.g. `text` for IMDB)."}
     )
     prompt_min_tokens: int | None = field(
-        default=None,
-        metadata={"help": "Truncate prompts to at least this many tokens (with `prompt_max_tokens`; IMDB: 2)."},
+        default=None, metadata={"help": "Cut each prompt to L tokens, L >= this (with `prompt_max_tokens`; IMDB: 2)."}
     )
     prompt_max_tokens: int | None = field(
-        default=None,
-        metadata={"help": "Truncate prompts to at most this many tokens, length uniform in [min, max] (IMDB: 8)."},
+        default=None, metadata={"help": "Cut each prompt to L tokens, L <= this, uniform in [min, max] (IMDB: 8)."}
     )
     prompt_seed: int = field(default=0, metadata={"help": "Seed of the per-row prompt lengths."})
 
@@ -88,14 +85,14 @@ def import_reward_func(name: str, registry: dict | None = None):
         ) from error
 
 
-def resolve_reward_funcs(script_args, required: bool = True) -> list:
+def resolve_reward_funcs(script_args) -> list:
     """Reward model paths and callables from `--reward_model_name_or_path` / `--reward_funcs` (TRL's resolution)."""
     from trl.rewards import accuracy_reward, reasoning_accuracy_reward, think_format_reward
 
     registry = {func.__name__: func for func in (accuracy_reward, reasoning_accuracy_reward, think_format_reward)}
     funcs = as_list(script_args.reward_model_name_or_path)
     funcs += [import_reward_func(name, registry) for name in as_list(script_args.reward_funcs)]
-    if required and not funcs:
+    if not funcs:
         raise ValueError(
             "No reward given. Pass a reward model with `--reward_model_name_or_path <id or path>` and/or a reward "
             "callable with `--reward_funcs my_module.my_reward` (or set them in the `--config` YAML)."
@@ -125,16 +122,16 @@ def make_prompts(dataset, tokenizer, column: str | None, min_tokens: int | None,
     """Build/truncate the `prompt` column (see [`BoNScriptArguments`]); the source column is dropped."""
     if column is None and min_tokens is None and max_tokens is None:
         return dataset
+    if (min_tokens is None) != (max_tokens is None):
+        raise ValueError("Set both `prompt_min_tokens` and `prompt_max_tokens` (e.g. 2 and 8), or neither.")
+    if min_tokens is not None and not 1 <= min_tokens <= max_tokens:
+        raise ValueError(f"Need 1 <= prompt_min_tokens <= prompt_max_tokens, got {min_tokens} and {max_tokens}.")
     column = column or "prompt"
     if column not in dataset.column_names:
         raise ValueError(
             f"`prompt_column={column!r}` is not a column of the dataset (columns: {dataset.column_names}). Set "
             "`--prompt_column` to the text column to build prompts from."
         )
-    if (min_tokens is None) != (max_tokens is None):
-        raise ValueError("Set both `prompt_min_tokens` and `prompt_max_tokens` (e.g. 2 and 8), or neither.")
-    if min_tokens is not None and not 1 <= min_tokens <= max_tokens:
-        raise ValueError(f"Need 1 <= prompt_min_tokens <= prompt_max_tokens, got {min_tokens} and {max_tokens}.")
 
     def build(row, index):
         text = row[column]
@@ -172,11 +169,11 @@ def get_split(dataset, split: str, flag: str):
 
 def apply_prompt_transform(dataset, script_args, tokenizer_path: str):
     """[`make_prompts`] with the script's `prompt_*` options (no-op when none is set)."""
-    if dataset is None or not (script_args.prompt_column or script_args.prompt_min_tokens is not None):
+    options = (script_args.prompt_column, script_args.prompt_min_tokens, script_args.prompt_max_tokens)
+    if dataset is None or options == (None, None, None):  # no tokenizer to load
         return dataset
     from transformers import AutoTokenizer
 
-    options = (script_args.prompt_column, script_args.prompt_min_tokens, script_args.prompt_max_tokens)
     return make_prompts(dataset, AutoTokenizer.from_pretrained(tokenizer_path), *options, script_args.prompt_seed)
 
 

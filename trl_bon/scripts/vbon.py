@@ -12,8 +12,7 @@
     accelerate launch --config_file recipes/accelerate/single_gpu.yaml -m trl_bon.scripts.vbon \\
         --config recipes/vbon/imdb_gpt2.yaml
 
-Every field of `VBoNConfig`, `ModelConfig` (`--use_peft`, `--load_in_8bit`, …) and the script arguments is a flag and a
-`--config` key; `trl-bon vbon --help` lists them, Best-of-N options first.
+Every config field is a flag and a `--config` key (docs/cli.md).
 """
 
 from dataclasses import dataclass

@@ -1,6 +1,8 @@
 """Checks shared by the configs (in `__post_init__`) and the trainers (in `__init__`, before any model loads)."""
 
 import dataclasses
+import os
+import tempfile
 import warnings
 
 
@@ -8,7 +10,9 @@ class BoNConfigMixin:
     """What the three configs do around their TRL parent's `__post_init__`: move TRL's `gradient_checkpointing` to
     transformers' new name `activation_checkpointing` before transformers reads it (else it warns on every config about
     a value the user never set; a value under the new name wins), warn when TRL's default `bf16=True` would train on a
-    CPU, and build `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] checking the sampling options.
+    CPU, read `resume_from_checkpoint="true"` (`--resume_from_checkpoint true`) as `True` (the newest complete
+    checkpoint), and build `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] checking the sampling
+    options.
     """
 
     def __post_init__(self):
@@ -28,6 +32,8 @@ class BoNConfigMixin:
                 UserWarning,
                 stacklevel=4,
             )
+        if str(self.resume_from_checkpoint).lower() == "true":  # a path named `true` would be `./true`
+            self.resume_from_checkpoint = True
         self.generation_settings = GenerationSettings.from_trainer_args(self)
 
 
@@ -69,14 +75,11 @@ def check_model_inputs(model) -> None:
         check_model_path(model, "policy `model`")
 
 
-def check_writable_dir(directory: str, name: str = "output_dir") -> None:
-    """Create `directory` and write a probe file in it, so that an unwritable folder fails now, not at the first
-    save (after all the sampling and training before it). Folders it had to create are removed again."""
-    import os
-    import tempfile
-
-    created = []  # the folders made here, removed again: a run that fails before its first save leaves no empty folder
-    path = os.path.abspath(directory)
+def check_writable_dir(directory: str) -> None:
+    """Create `directory` (an `output_dir`) and write a probe file in it, so that an unwritable folder fails now, not
+    at the first save (after all the sampling and training before it). Folders it had to create are removed again, so
+    that a run failing before its first save leaves no empty folder (Trainer and the scripts create them to write)."""
+    created, path = [], os.path.abspath(directory)  # deepest first
     while not os.path.exists(path):
         created.append(path)
         path = os.path.dirname(path)
@@ -84,12 +87,12 @@ def check_writable_dir(directory: str, name: str = "output_dir") -> None:
         os.makedirs(directory, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
             pass
-        for folder in created:  # deepest first; Trainer and the scripts create them again when they write
+        for folder in created:
             os.rmdir(folder)
     except OSError as error:
         raise PermissionError(
-            f"`{name}` ({directory}) is not writable ({error.strerror or error}); checkpoints and results go there. "
-            f"Pass a writable `{name}`, or fix the folder's permissions / free disk space."
+            f"`output_dir` ({directory}) is not writable ({error.strerror or error}); checkpoints and results go "
+            "there. Pass a writable `output_dir`, or fix the folder's permissions / free disk space."
         ) from error
 
 
@@ -161,15 +164,6 @@ def check_train_prompt_lengths(trainer) -> None:
         )
 
 
-def check_sampling_inputs(model, prompts: list, max_completion_length: int, tokenizer=None, chat_template_kwargs=None):
-    """`trl-bon bon-sft`'s check of its prompts before any model loads ([`~trl_bon.sampling.check_prompts`], and
-    every prompt plus `max_completion_length` fits the context window of `model`, a path or an instance)."""
-    from ..sampling import check_prompts
-
-    check_prompts(prompts)
-    check_prompt_lengths(prompts, tokenizer, model, max_completion_length, "prompts", **(chat_template_kwargs or {}))
-
-
 def check_sft_batches(num_examples: int, args, name: str) -> None:
     """With `dataloader_drop_last`, fewer examples than one batch over all processes trains 0 steps, silently."""
     per_step = args.per_device_train_batch_size * args.world_size
@@ -192,6 +186,7 @@ class RewardOutputChecksMixin:
         from torch import nn
 
         from ..rewards import reward_values
+        from ._rloo_seams import rloo_reward_funcs
 
         def checked(func, name):
             if isinstance(func, nn.Module) or inspect.iscoroutinefunction(func):
@@ -202,8 +197,6 @@ class RewardOutputChecksMixin:
                 return reward_values(func(*args, **kwargs), name, len(prompts)).tolist()
 
             return wrapper
-
-        from ._rloo_seams import rloo_reward_funcs
 
         funcs = [checked(f, n) for f, n in zip(self.reward_funcs, self.reward_func_names, strict=True)]
         with rloo_reward_funcs(self, funcs):

@@ -8,9 +8,6 @@ from trl import SFTConfig
 from ._config_checks import BoNConfigMixin, require_at_least, require_one_of
 
 
-TIE_BREAKS = ("random", "first")
-
-
 @dataclass
 class BoNSFTConfig(BoNConfigMixin, SFTConfig):
     r"""
@@ -94,7 +91,7 @@ class BoNSFTConfig(BoNConfigMixin, SFTConfig):
     def __post_init__(self):
         super().__post_init__()
         require_at_least(self, "num_candidates", 1, " (N = 1 is plain SFT on reference samples)")
-        require_one_of(self, "tie_break", TIE_BREAKS)
+        require_one_of(self, "tie_break", ("random", "first"))
         require_at_least(self, "generation_batch_size", 1)
         if self.completion_only_loss is None:
             raise ValueError(

@@ -12,9 +12,8 @@ from ._config_checks import BoNConfigMixin, check_dropout_disabled, require
 
 def is_8bit(quantization_config) -> bool:
     """Whether a `BitsAndBytesConfig` (or its dict form) loads the model in 8-bit (other backends have no such key)."""
-    if isinstance(quantization_config, dict):
-        return bool(quantization_config.get("load_in_8bit", False))
-    return bool(getattr(quantization_config, "load_in_8bit", False))
+    get = dict.get if isinstance(quantization_config, dict) else getattr
+    return bool(get(quantization_config, "load_in_8bit", False))
 
 
 def vllm_8bit_error() -> ValueError:
@@ -35,14 +34,9 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
     the anchor π_a (k = 2 in J-BOND, k = `num_quantile_samples` in BOND).
 
     > [!NOTE]
-    > Defaults that differ from [`RLOOConfig`]:
-    > - `beta` defaults to `0.0` and must stay `0.0`: J-BOND regularises towards the anchor (the Δ in the return and
-    >   `anchor_kl_coef`), so RLOO's reference-model KL penalty and its extra reference forward pass are not used.
-    > - `num_generations` is derived: `1 + 2` in J-BOND, `1 + num_quantile_samples` in BOND.
-    > - `per_device_train_batch_size` defaults to `2 * num_generations` (two prompt groups per device), because the
-    >   per-device generation batch must hold whole groups.
-    > - `disable_dropout` defaults to `True` and must stay `True`: with dropout, `old_logps` and the loss forward draw
-    >   different masks, the importance ratio is not 1 and RLOO's clip zeroes whole rows.
+    > Defaults that differ from [`RLOOConfig`] (docs/jbond_trainer.md says why): `beta=0.0` (must stay 0: J-BOND
+    > regularises towards the anchor), `num_generations` derived (`1 + 2`, or `1 + num_quantile_samples` in BOND),
+    > `per_device_train_batch_size=2 * num_generations` (whole groups per device), `disable_dropout=True` (must stay).
 
     Parameters:
         > Parameters that control the objective

@@ -5,10 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from ._config_checks import BoNConfigMixin, check_dropout_disabled, require_at_least, require_one_of
-
-
-OBJECTIVES = ("l1", "exact")
+from ._config_checks import BoNConfigMixin, check_dropout_disabled, require, require_at_least, require_one_of
 
 
 @dataclass
@@ -22,13 +19,9 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
     baseline over `num_generations` completions per prompt, sequence-level KL in the reward).
 
     > [!NOTE]
-    > Defaults that differ from [`RLOOConfig`]:
-    > - `beta` defaults to `None`, resolved to `1/(num_candidates − 1)` (vBoN's KL weight, so RLOO's `0.05` cannot
-    >   leak through). Another explicit value is allowed but warns: it trains towards a different target.
-    > - `disable_dropout` defaults to `True` and must stay `True`: with dropout, `old_logps` and the loss forward draw
-    >   different masks (the importance ratio is not 1, RLOO's clip zeroes rows) and the KL penalty is noisy.
-    > - `normalize_advantages=True` is rejected (it rescales the reward against the KL term), and
-    >   `remove_unused_columns=True` is rejected (it would drop the reference-reward column).
+    > Defaults that differ from [`RLOOConfig`] (docs/vbon_trainer.md says why): `beta=None`, resolved to vBoN's
+    > `1/(num_candidates − 1)` (another value warns), and `disable_dropout=True` (must stay).
+    > `normalize_advantages=True` and `remove_unused_columns=True` are rejected.
 
     Parameters:
         > Parameters that control the objective
@@ -123,7 +116,7 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
                 "vBoN's value.",
                 stacklevel=3,
             )
-        require_one_of(self, "vbon_objective", OBJECTIVES)
+        require_one_of(self, "vbon_objective", ("l1", "exact"))
         if self.reproduce_vbon_code_scaling and self.vbon_objective != "exact":
             raise ValueError(
                 "`reproduce_vbon_code_scaling=True` changes the scaling of the exact score only; set "
@@ -134,14 +127,6 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
                 "`vbon_objective='exact'` needs the reference model, which `beta=0.0` skips; leave `beta` unset "
                 "(1/(N-1))."
             )
-        if self.normalize_advantages:
-            raise ValueError(
-                "`normalize_advantages=True` rescales the vBoN reward relative to its KL term and changes the "
-                "objective; set `normalize_advantages=False`."
-            )
-        if self.remove_unused_columns:
-            raise ValueError(
-                f"`remove_unused_columns=True` would drop the reference-reward column "
-                f"{self.reference_rewards_column!r} before it reaches the trainer; set `remove_unused_columns=False`."
-            )
+        require(self, "normalize_advantages", False, "it rescales the vBoN reward against its KL term")
+        require(self, "remove_unused_columns", False, f"it drops the reward column {self.reference_rewards_column!r}")
         require_at_least(self, "num_reference_samples", 1, " (M reference samples per prompt; vBoN uses ~300)")
