@@ -82,8 +82,8 @@ class TestJBondConfig:
             ({"normalize_advantages": True}, "Set `normalize_advantages=False`"),
             ({"anchor": "slow"}, "set `anchor` to one of"),
             ({"baseline": "per_prompt_loo"}, "set `baseline` to one of"),
-            ({"loss_normalization": "mean"}, "set it to one of"),
-            ({"mode": "bond", "num_candidates": 2, "quantile_smoothing": "none"}, "set it to one of"),
+            ({"loss_normalization": "mean"}, "set `loss_normalization` to one of"),
+            ({"mode": "bond", "num_candidates": 2, "quantile_smoothing": "none"}, "set `quantile_smoothing` to"),
             ({"num_generations_eval": 2}, "Leave it unset"),
             (
                 {"use_vllm": True, "model_init_kwargs": {"quantization_config": {"load_in_8bit": True}}},

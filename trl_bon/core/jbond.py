@@ -40,8 +40,15 @@ class JBondOptions:
     loss_normalization: str = "sequence_sum"
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"Unknown `mode={self.mode!r}`; set `mode` to one of {MODES}.")
+        for name, allowed in (
+            ("mode", MODES),
+            ("jbond_ties", TIES),
+            ("baseline", BASELINES),
+            ("loss_normalization", LOSS_NORMALIZATIONS),
+            ("quantile_smoothing", QUANTILE_SMOOTHINGS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Unknown `{name}={getattr(self, name)!r}`; set `{name}` to one of {allowed}.")
         if self.mode == "jbond":
             if self.num_candidates not in (None, 2):
                 raise ValueError(
@@ -53,14 +60,6 @@ class JBondOptions:
             raise ValueError(
                 f"BOND needs `num_candidates` N >= 2 (got {self.num_candidates}); set e.g. `num_candidates=4`."
             )
-        for name, allowed, subject in (
-            ("jbond_ties", TIES, "`jbond_ties`"),
-            ("baseline", BASELINES, "`baseline`"),
-            ("loss_normalization", LOSS_NORMALIZATIONS, "it"),
-            ("quantile_smoothing", QUANTILE_SMOOTHINGS, "it"),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"Unknown `{name}={getattr(self, name)!r}`; set {subject} to one of {allowed}.")
         if not 0.0 <= self.jeffreys_beta <= 1.0:
             raise ValueError(f"`jeffreys_beta` must lie in [0, 1], got {self.jeffreys_beta}; the paper uses 0.5.")
         if self.anchor_kl_coef < 0.0:
@@ -80,22 +79,18 @@ def jbond_reward(
 ) -> torch.Tensor:
     """r_J(y) = −penalty if r(y) < min(r(y'_1), r(y'_2)) else 0 (arXiv v1 eq. 17), with a choice for ties.
 
-    - `ties="strict"` (eq. 17 as printed): a tie with an anchor sample earns 0. Its calibration is
-      E[r_J] = −log 16·(1 − p≤_a)², which equals log p≤ = −log 2 at the anchor median.
-    - `ties="half"`: r_J = −penalty·Π_i ℓ_i with ℓ_i = 1 if r(y) < r(y'_i), ½ if r(y) = r(y'_i), 0 otherwise: a tie
-      is half a loss, as in the win rate. E[r_J] = −log 16·(1 − p̄_a)² with the mid-quantile p̄ = (p< + p≤)/2, the
-      same calibration at the middle of y's reward level. Identical to `"strict"` when nothing ties; docs/maths.md §3
-      says why a 0/1 verifier needs it.
+    `ties="strict"` (eq. 17 as printed): a tie with an anchor sample earns 0. `ties="half"`: r_J = −penalty·Π_i ℓ_i
+    with ℓ_i = 1, ½, 0 for y below, tied with, above y'_i, the same calibration at the middle of y's reward level;
+    docs/maths.md §3 derives both and says why a 0/1 verifier needs `"half"`.
 
     Args:
         policy_rewards: `(B,)` rewards of the policy samples.
         anchor_rewards: `(B, n)` rewards of the anchor samples drawn for the same prompts (n = 2 in J-BOND).
         penalty: positive penalty, log 16 by default.
-        ties: `"strict"` or `"half"`, see above.
+        ties: `"strict"` or `"half"`.
 
     Returns:
-        `(B,)` crude rewards in [−penalty, 0]: 0 or −penalty with `"strict"`, also −penalty/2^t with `"half"` when
-        y ties t anchor samples and is below the others.
+        `(B,)` crude rewards in [−penalty, 0].
     """
     if ties not in TIES:  # a public function: [`jbond_weights`] passes a checked `JBondOptions.jbond_ties`
         raise ValueError(f"Unknown J-BOND tie rule {ties!r}; choose one of {TIES}.")
@@ -136,19 +131,13 @@ def jbond_sequence_weights(
     jeffreys_beta: float,
     anchor_kl_coef: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sequence loss weights that realise the J-BOND/BOND objective as a weighted log-likelihood.
-
-    With loss L = −mean_prompts[w_policy·log π(y) + w_target·log π(y_target)] the gradient is (Alg. 2, eqs. 11, 15, 19)
-
-        ∇L = −(1−β)·∇log π(y_target) − β·(R − b)·∇log π(y) + γ·Δ·∇log π(y),
-
-    i.e. SFT on the Best-of-n target (forward KL), REINFORCE with return R = r − Δ and baseline b (backward KL), and
-    the anchor-KL term. Δ = log π(y) − log π_a(y) (detached). The γ term enters as +γ·Δ·log π in the loss, which
-    **lowers** KL(π‖π_a) (its gradient is E[∇log π·Δ]); Alg. 2 in arXiv v1 prints it with the opposite sign.
+    """Per-sequence loss weights that realise the J-BOND/BOND objective as a weighted log-likelihood (Alg. 2, eqs.
+    11, 15, 19): w_policy = β·(R − b) − γ·Δ on the policy sample, w_target = 1 − β on the Best-of-n target. The γ term
+    **lowers** KL(π‖π_a); Alg. 2 in arXiv v1 prints it with the opposite sign (docs/maths.md §3).
 
     Args:
         returns: `(P,)` detached returns R (e.g. r_J − Δ), one per prompt.
-        log_ratio: `(P,)` detached Δ.
+        log_ratio: `(P,)` detached Δ = log π(y) − log π_a(y).
         baseline: `(P,)` detached baselines b (zeros for no baseline).
         jeffreys_beta: β ∈ [0, 1].
         anchor_kl_coef: γ ≥ 0.
@@ -181,18 +170,12 @@ def jbond_weights(
 ) -> JBondWeights:
     """Per-row loss weights of one J-BOND/BOND batch (BOND arXiv v1 Alg. 2; eqs. 11, 15, 17, 19).
 
-    Each prompt has one policy sample y (slot 0) and k anchor samples y'_1..y'_k (slots 1..k). The return of the
-    policy sample is R = r(y) − Δ with Δ = log π(y) − log π_a(y) (eq. 15), where r is
-
-    - `mode="jbond"`: J-BOND's crude reward r_J = −penalty if y loses to both anchor samples, else 0 (eq. 17; ties
-      per `jbond_ties`); the target is the better of the k = 2 anchor samples;
-    - `mode="bond"`: BOND's quantile reward (N−1)·log p̂≤(y) [+ log B̂(y)] estimated from the k anchor samples
-      (eqs. 8, 10; [`~trl_bon.core.log_bon_ratio`]); the target is the best of the first N anchor samples.
-
-    The weights are those of [`jbond_sequence_weights`] (w_policy = β·(R − b) − γ·Δ on slot 0, 1 − β on the target,
-    0 elsewhere), then multiplied by the group size 1 + k, because TRL's RLOO loss averages over every row of a
-    prompt group while the objective averages over prompts; with `loss_normalization="token_mean"` each weight is
-    divided by its completion length (a departure from the paper's sequence sums).
+    Each prompt has one policy sample y (slot 0) and k anchor samples (slots 1..k); the return is R = r(y) − Δ with
+    Δ = log π(y) − log π_a(y) (eq. 15) and r J-BOND's crude reward ([`jbond_reward`], target: the better of k = 2
+    anchor samples) or, with `mode="bond"`, BOND's quantile reward ([`~trl_bon.core.log_bon_ratio`], target: the best
+    of the first N). The weights of [`jbond_sequence_weights`] are multiplied by the group size 1 + k (TRL's RLOO loss
+    averages over a group's rows, the objective over prompts) and, with `loss_normalization="token_mean"`, divided by
+    the completion length (docs/maths.md §3–§4).
 
     Args:
         policy_rewards: `(P,)` rewards of the policy samples, finite.
