@@ -1,9 +1,8 @@
-"""Effective N: which Best-of-N a policy matches, read from its win rate or its KL to π_ref (docs/metrics.md).
+"""Effective N: which Best-of-N a policy matches, read from its win rate or its KL to π_ref.
 
-Each meter inverts a closed-form law of Best-of-N sampling from π_ref that is exact for a continuous reward: the win
-rate N/(N+1) ([`bon_win_rate`]) and KL(π_BoN‖π_ref) = log N − (N−1)/N (Beirami et al., arXiv 2401.01879; quoted by
-BOND, arXiv 2407.14622 v1; `core.metrics.bon_kl_bound`). With ties (discrete rewards, a saturating reward) Best-of-N
-has a lower KL and a lower win rate (ties counted ½), so both meters under-read N.
+Each meter inverts a closed-form law of Best-of-N from π_ref, exact for a continuous reward: the win rate N/(N+1)
+([`bon_win_rate`]) and KL(π_BoN‖π_ref) = log N − (N−1)/N (Beirami et al., arXiv 2401.01879; `core.bon_kl_bound`).
+With ties both meters under-read N (docs/metrics.md, "Effective N").
 """
 
 import torch
@@ -22,12 +21,8 @@ def _kl_of_log_n(t: torch.Tensor) -> torch.Tensor:
 
 
 def bon_win_rate(n: torch.Tensor | float) -> torch.Tensor | float:
-    """P[r(y) > r(y')] = N/(N+1) for y ~ BoN_N(π_ref), y' ~ π_ref and a continuous reward.
-
-    Of N + 1 i.i.d. draws from π_ref (the N candidates and y'), each is the best with probability 1/(N+1) by
-    exchangeability, and Best-of-N wins exactly when y' is not the best. With ties the win rate with ties counted ½
-    is lower (all rewards equal gives ½ for every N).
-    """
+    """P[r(y) > r(y')] = N/(N+1) for y ~ BoN_N(π_ref), y' ~ π_ref and a continuous reward: of the N + 1 i.i.d. draws
+    each is the best with probability 1/(N+1), and Best-of-N wins unless y' is the best."""
     return n / (n + 1)
 
 
@@ -53,13 +48,9 @@ def effective_n_from_win_rate(win_rate: torch.Tensor) -> torch.Tensor:
 def effective_n_from_kl(kl: torch.Tensor) -> torch.Tensor:
     """N_KL: the N ≥ 1 with log N − (N−1)/N = KL, the KL(π_BoN‖π_ref) of Best-of-N (inverse of `bon_kl_bound`).
 
-    With t = log N the law is g(t) = t − 1 + e^(−t), increasing on t ≥ 0 with g(0) = 0 and t − 1 ≤ g(t) ≤ t, so the
-    root lies in [KL, KL + 1] and is found by bisection in float64. Near N = 1 the law is flat (KL ≈ (log N)²/2), so
-    an error δ in the KL moves N by about √(2δ).
-
-    Edge cases: KL ≤ 0 gives 1 (only π_ref itself has KL 0; a negative value is the noise of a k1 batch estimate);
-    every finite KL has a finite N, but KL above ≈ 708.8 (N beyond float64's largest number) gives +inf; NaN stays
-    NaN.
+    With t = log N the law is g(t) = t − 1 + e^(−t), increasing on t ≥ 0 with t − 1 ≤ g(t) ≤ t, so the root lies in
+    [KL, KL + 1] and is found by bisection in float64. KL ≤ 0 (k1 batch noise) gives 1, KL above ≈ 708.8 gives +inf
+    (beyond float64), NaN stays NaN; near N = 1 an error δ in the KL moves N by about √(2δ).
 
     Args:
         kl: KL(π‖π_ref) in nats (per sequence), any shape.

@@ -65,10 +65,8 @@ def empirical_quantile(
 def vbon_log_cdf(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask: torch.Tensor | None = None):
     """vBoN's smoothed log-CDF log F̂(r) with F̂(r) = (1 + #{m : r_m < r}) / (M + 1).
 
-    Strict: reference rewards tied with r are not below it (F = p<), and the "+1" counts the policy sample as one of
-    M + 1 draws, so log F̂ ∈ [−log(M+1), 0] is always finite (official rycolab/vbon code; vBoN's l1 bound,
-    docs/maths.md §5).
-    E[F̂] over the M reference draws is (1 + M·p<)/(M + 1).
+    Strict (F = p<), and the "+1" counts the policy sample as one of M + 1 draws, so log F̂ ∈ [−log(M+1), 0] is
+    always finite (official rycolab/vbon code; docs/maths.md §2, §5).
 
     Args:
         rewards: `(B,)` or `(B, S)` policy rewards.
@@ -103,9 +101,8 @@ def log_bon_ratio(
 ) -> torch.Tensor:
     """BOND's estimate of log π_BoN(y) − log π_ref(y) = (N−1)·log p̂≤(y) + log B̂(y) (arXiv v1 eqs. 4, 7, 10).
 
-    The one implementation of this estimator: BOND's training reward (eq. 15, with `π_ref` the anchor) and the
-    evaluation's KL-to-π_BoN estimates both call it. p̂≤ is smoothed (see [`empirical_quantile`]); the tie correction
-    B̂ = Σ_{i=1..N} (p̂</p̂≤)^(i−1) uses the unsmoothed counts (B̂ = N when no reference reward ties with y).
+    BOND's training reward (eq. 15, the anchor as π_ref) and the evaluation's KL-to-π_BoN estimates. p̂≤ is smoothed
+    ([`empirical_quantile`]); the tie correction B̂ uses the unsmoothed counts (B̂ = N when nothing ties with y).
 
     Args:
         rewards: `(B,)` rewards of the samples.

@@ -84,14 +84,14 @@ def vbon_scores(
     ref_logps: torch.Tensor | None = None,
     reproduce_code_scaling: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """The vBoN score of each policy sample, to be used as the RL reward with KL coefficient 1/(N−1).
+    """The vBoN score of each policy sample, the RL reward with KL coefficient 1/(N−1) (docs/maths.md §5).
 
-    - `"l1"` (vBoN's l1 bound, docs/maths.md §5): score = log F̂(r).
-    - `"exact"` (faithful, default): score = (log π_BoN − log π_ref)/(N−1) with the tie-safe law
-      (`exact_log_ratio`), p< = F̂, q = max(q̂, π_ref(y)) where q̂ = #{r_m = r}/M (q ≥ π_ref(y) always holds, and
-      the cache cannot see levels lighter than 1/M). With KL weight 1/(N−1) the optimum is π ∝ π̂_BoN.
+    - `"l1"` (vBoN's l1 bound): score = log F̂(r).
+    - `"exact"` (faithful, default): score = (log π_BoN − log π_ref)/(N−1) by the tie-safe law (`exact_log_ratio`)
+      with p< = F̂ and q = max(q̂, π_ref(y)), q̂ = #{r_m = r}/M (q ≥ π_ref(y) always holds, and the cache cannot see
+      levels lighter than 1/M).
     - `"exact"` with `reproduce_code_scaling=True` (official rycolab/vbon code): score =
-      (binomial_log_ratio(log F̂, log π_ref))/N; its relative KL weight is N/(N−1), so it does not converge to π_BoN.
+      binomial_log_ratio(log F̂, log π_ref)/N, whose fixed point is not π_BoN.
 
     Args:
         rewards: `(B,)` scalar policy rewards.
