@@ -1,11 +1,9 @@
-"""What bitsandbytes' CPU kernel needs of a 4-bit model's layer sizes, checked when the model is loaded.
+"""bitsandbytes' AVX512-BF16 CPU kernel for 4-bit layers: the layer sizes it takes, and keeping trained models off it.
 
-On CPUs with AVX512-BF16, bitsandbytes repacks each 4-bit weight for its CPU GEMM at the first forward in eval mode
-without gradients (generation, evaluation): in blocks of 32 output features, with one scale per quantisation block
-(64 input features by default) and row. A layer whose output size is not a multiple of 32, or whose input size is not
-a multiple of the quantisation block, then fails deep inside bitsandbytes ("N must be divisible by block_n", or a
-reshape error), after the model, the data and often a first training step have been paid for. On other CPUs the same
-model runs, which is why the check applies only where the repacking does.
+On such CPUs bitsandbytes repacks each 4-bit weight, at the layer's first forward in eval mode without gradients, for
+an inference-only GEMM in blocks of 32 output features and one scale per quantisation block (64 input features by
+default). Other sizes fail deep inside bitsandbytes ("N must be divisible by block_n") after the model and data have
+been paid for; other CPUs run the same model (docs/cli.md).
 """
 
 CPU_4BIT_BLOCK = 32  # the block of output features of bitsandbytes' `_convert_weight_packed_for_cpu`
@@ -43,13 +41,9 @@ def check_4bit_layer_sizes(model) -> None:
 
 
 def keep_4bit_weights_trainable(model) -> None:
-    """Keep a model that is being trained off bitsandbytes' AVX512-BF16 CPU kernel.
-
-    That kernel repacks a 4-bit weight at the layer's first forward in eval mode without gradients (generation) and
-    from then on computes the layer with an inference-only kernel that has no backward: in every later training step
-    the gradient stops silently at the frozen base layers, so LoRA adapters below them never learn. Switching the
-    repacking off per layer keeps bitsandbytes' differentiable dequantise-and-matmul path (it is what other CPUs run).
-    """
+    """Keep a model that is being trained off bitsandbytes' AVX512-BF16 CPU kernel: once it has repacked a layer
+    (generation), its kernel has no backward and LoRA adapters below the layer silently stop learning. Without the
+    repacking bitsandbytes keeps its differentiable dequantise-and-matmul path, as on other CPUs."""
     if not getattr(model, "is_loaded_in_4bit", False):
         return
     from bitsandbytes.nn import Linear4bit
