@@ -5,7 +5,9 @@ on is imported or listed here, and `tests/contract/` pins their signatures and b
 one-line fix in this file and a red contract test rather than a silent change in a trainer.
 """
 
+import warnings
 from contextlib import contextmanager
+from functools import partial
 
 import trl
 from packaging.version import Version
@@ -76,16 +78,12 @@ OVERRIDDEN_TRAINER_METHODS = {
 #: The class attribute by which `transformers.HfArgumentParser` puts a dataclass's options into an argument group of
 #: that title (documented in its docstring, underscored by name); `trl-bon --help` groups its options with it.
 HF_ARGUMENT_GROUP_ATTRIBUTE = "_argument_group_name"
-# DeepSpeed ZeRO-3 keeps no public accessors for a partitioned parameter: the anchor (`anchor/_engines.py`, `model.py`,
-# `anchor/state.py`) reads its attributes `ds_id` (partitioned), `ds_shape`
-# (whole shape) and `ds_tensor` (this rank's partition). DeepSpeed is installed only in the engines tier, whose ZeRO-3
-# runs (`tests/engines`) exercise them.
+# DeepSpeed ZeRO-3 has no public accessors for a partitioned parameter: `trl_bon/anchor` reads its `ds_id`
+# (partitioned), `ds_shape` (whole shape) and `ds_tensor` (this rank's partition), exercised by `tests/engines`.
 
 
 def check_trl_version() -> None:
     """Warn when the installed TRL lies outside the range the contract tests were run on."""
-    import warnings
-
     installed = Version(trl.__version__)
     if not TESTED_TRL[0] <= installed < TESTED_TRL[1]:
         warnings.warn(
@@ -100,8 +98,6 @@ def vllm_engine_kwargs(**extra):
     """While the block runs, the colocated engine `VLLMGeneration` builds gets `extra` as further `vllm.LLM`
     arguments (TRL fixes the engine's arguments; J-BOND's LoRA serving needs `enable_lora` and its limits). TRL builds
     the engine through its module's name `LLM`, which the contract tests pin."""
-    from functools import partial
-
     build = vllm_generation.LLM
     vllm_generation.LLM = partial(build, **extra)
     try:
