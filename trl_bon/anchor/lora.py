@@ -144,10 +144,8 @@ class LoraAnchor(AnchorState):
         generation (no gradients); `rows` is a slice, e.g. every third row (`slice(0, None, 3)`).
 
         The adapters are switched off and a forward hook on each LoRA layer adds each route's `scaling · B(A(x))` to
-        its rows of the base output, through views: PEFT's `adapter_names` gathers and scatters rows by index lists in
-        every layer at every token (1.19× a single adapter's `generate` against 1.14× at the SmolLM2-135M shape with
-        J-BOND's three strided routes, `benchmarks/adapter_routing.py`), with the same arithmetic per row up to the
-        rounding of strided inputs. Every parameter gets back its `requires_grad` flag on exit (PEFT's
+        its rows of the base output, through views, where PEFT's `adapter_names` gathers and scatters rows by index
+        lists (faster; docs/jbond_trainer.md). Every parameter gets back its `requires_grad` flag on exit (PEFT's
         `disable_adapter` sets the active adapter's).
         """
         from peft.tuners.lora import LoraLayer
