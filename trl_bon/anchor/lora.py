@@ -17,6 +17,18 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
 
+@contextlib.contextmanager
+def _requires_grad_kept(model: "PeftModel") -> Iterator[None]:
+    """On exit every parameter gets back the `requires_grad` flag it had on entry, and a new one is frozen: PEFT's
+    `add_adapter`, `set_adapter` and `disable_adapter` change the flags of whole adapters."""
+    flags = {name: param.requires_grad for name, param in model.named_parameters()}
+    try:
+        yield
+    finally:
+        for name, param in model.named_parameters():
+            param.requires_grad_(flags.get(name, False))
+
+
 class LoraAnchor(AnchorState):
     """
     Anchor held as a second LoRA adapter of the policy's PeftModel; the reference is the model with adapters disabled.
@@ -80,11 +92,8 @@ class LoraAnchor(AnchorState):
 
         if model.active_adapter != policy_adapter:
             model.set_adapter(policy_adapter)
-        # Keep every existing `requires_grad` flag (e.g. a frozen `lora_A`), whatever `add_adapter` does to them.
-        flags = {name: param.requires_grad for name, param in model.named_parameters()}
-        model.add_adapter(adapter_name, config)
-        for name, param in model.named_parameters():
-            param.requires_grad_(flags.get(name, False))
+        with _requires_grad_kept(model):  # e.g. a frozen `lora_A` stays frozen; the new anchor adapter is frozen
+            model.add_adapter(adapter_name, config)
         for _, anchor_param, policy_param in self._named_pairs():
             with _gathered([anchor_param, policy_param]), torch.no_grad():
                 anchor_param.data = anchor_param.data.to(policy_param.dtype)
@@ -119,15 +128,10 @@ class LoraAnchor(AnchorState):
         Yields:
             [`~peft.PeftModel`]: the model, with the anchor adapter active.
         """
-        flags = [(param, param.requires_grad) for param in self.model.parameters()]
-        try:
-            with use_adapter(self.model, self.adapter_name):
-                for _, anchor_param, _ in self.pairs():
-                    anchor_param.requires_grad_(False)
-                yield self.model
-        finally:
-            for param, flag in flags:
-                param.requires_grad_(flag)
+        with _requires_grad_kept(self.model), use_adapter(self.model, self.adapter_name):
+            for _, anchor_param, _ in self.pairs():
+                anchor_param.requires_grad_(False)
+            yield self.model
 
     def routes_rows_by_views(self) -> bool:
         """Whether [`rows_routed`] computes every LoRA layer of the model: plain LoRA on linear layers (no DoRA or
@@ -159,16 +163,13 @@ class LoraAnchor(AnchorState):
             return output
 
         layers = [module for module in self.model.modules() if isinstance(module, LoraLayer) and module.lora_A]
-        flags = [(param, param.requires_grad) for param in self.model.parameters()]
         handles = [layer.register_forward_hook(add_adapter_outputs) for layer in layers]
         try:
-            with self.model.disable_adapter():
+            with _requires_grad_kept(self.model), self.model.disable_adapter():
                 yield self.model
         finally:
             for handle in handles:
                 handle.remove()
-            for param, flag in flags:
-                param.requires_grad_(flag)
 
     def _record(self) -> dict[str, Any]:
         return {"kind": self.kind, "adapter_name": self.adapter_name}
