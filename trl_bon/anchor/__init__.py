@@ -4,10 +4,9 @@ J-BOND samples its two Best-of-2 baseline completions from the anchor and moves 
 every *optimizer* step: θ_a ← (1 − η)·θ_a + η·θ. Iterative BOND instead copies the policy into the anchor every
 `period` steps, and a fixed anchor (η = 0) is plain BOND against π_ref.
 
-One job per file: `state.py` ([`AnchorState`]: the (anchor, policy) tensor pairs, their fp32 shadows, the updates and
-the anchor's files), the two kinds `lora.py` ([`LoraAnchor`], a second LoRA adapter of the policy's
-[`~peft.PeftModel`]) and `model.py` ([`ModelAnchor`], a frozen copy of the policy, for full fine-tuning), `callback.py`
-([`AnchorCallback`]) and `_engines.py` (the engines it runs under and refuses, docs/engines.md).
+[`AnchorState`] holds the tensor pairs, fp32 shadows, updates and files; [`LoraAnchor`] (a second LoRA adapter of the
+policy) and [`ModelAnchor`] (a frozen copy, for full fine-tuning) are its two kinds; [`AnchorCallback`] moves it;
+`_engines.py` covers the engines it runs under and refuses (docs/engines.md).
 
 **Factor-space caveat (LoRA).** The EMA runs on the factors A and B separately, so the anchor's weight delta B̄Ā is
 not the EMA of the policy's BA: the error is a cross term ∝ η(1 − η)(B − B̄)(A − Ā), small for η ≈ 0.02 and zero when

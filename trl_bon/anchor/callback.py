@@ -22,8 +22,7 @@ class AnchorCallback(TrainerCallback):
         anchor ([`LoraAnchor`] or [`ModelAnchor`]):
             The anchor to move.
         schedule ([`~trl_bon.core.AnchorSchedule`], *optional*):
-            How it moves: `"ema"` (J-BOND: θ_a ← (1 − η)·θ_a + η·θ every step, η = `rate`), `"periodic"`
-            (iterative BOND: θ_a ← θ every `period` steps) or `"fixed"`. Defaults to EMA with η = 0.02.
+            How it moves (`"ema"`, `"periodic"` or `"fixed"`). Defaults to J-BOND's EMA with η = 0.02.
     """
 
     def __init__(self, anchor: AnchorState, schedule: AnchorSchedule = AnchorSchedule()):
@@ -34,10 +33,9 @@ class AnchorCallback(TrainerCallback):
         self.anchor.bind()
 
     def on_step_end(self, args, state, control, **kwargs):
-        schedule = self.schedule
-        if schedule.mode == "ema":
-            self.anchor.ema_update(schedule.rate)
-        elif schedule.mode == "periodic" and state.global_step % schedule.period == 0:
+        if self.schedule.mode == "ema":
+            self.anchor.ema_update(self.schedule.rate)
+        elif self.schedule.mode == "periodic" and state.global_step % self.schedule.period == 0:
             self.anchor.hard_update()
 
     def save_to_checkpoint(self, checkpoint_dir: str | os.PathLike, state) -> None:
