@@ -29,9 +29,8 @@ def vbon_objective_estimate(scores: torch.Tensor, seq_kl: torch.Tensor, beta: fl
 
         mean[score(y)] − β·mean[Σ_t log π(y_t) − log π_ref(y_t)],   y ~ π,
 
-    with the sequence k1 KL of RLOO's penalty. With β = 1/(N − 1): for `vbon_objective="exact"` (score = log
-    π̂_BoN/π_ref / (N − 1)), −(N − 1)·objective = KL(π‖π̂_BoN); for `"l1"` (score = log F̂, vBoN's bound built on eq.
-    3), log N − (N − 1)·objective ≥ KL(π‖π_BoN). It rises as π approaches π_BoN.
+    with the sequence k1 KL of RLOO's penalty. With β = 1/(N − 1), −(N − 1)·objective = KL(π‖π̂_BoN) for the `"exact"`
+    score and log N − (N − 1)·objective ≥ KL(π‖π_BoN) for `"l1"` (vBoN eq. 3); it rises as π approaches π_BoN.
 
     Args:
         scores: `(B,)` vBoN scores of the policy samples.
