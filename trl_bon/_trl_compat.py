@@ -45,11 +45,8 @@ WRAPPED_RLOO_HOOKS = (
 #: reads its forward's per-token log-probs only through the ratio exp(Σ_t mask·log π − old_logps).
 POLICY_ROWS_SCORING_SEAM = ("_generate_and_score_completions", "_prepare_inputs", "_compute_loss")
 
-#: `RLOOTrainer` attributes the trainers rewrite, each through a named seam in `trl_bon/trainer/_rloo_seams.py`
-#: (`num_generations`/`num_generations_eval`: `rloo_group_size`; `model_wrapped`: `rloo_generation_model`;
-#: `reward_funcs`: `rloo_reward_funcs`; `_name`: `trainer_name`; `_last_loaded_step`: `force_vllm_weight_sync`;
-#: `_metrics`: `replace_last_metric`; `_logs`: `replace_last_logged`). The contract tests pin that RLOO has them and
-#: reads them when these seams rely on it.
+#: `RLOOTrainer` attributes the trainers rewrite, each only through the seam of `trl_bon/trainer/_rloo_seams.py` that
+#: names it; the contract tests pin that RLOO has them and reads them when these seams rely on it.
 RLOO_STATE_ATTRIBUTES = (
     "num_generations",
     "num_generations_eval",
