@@ -114,7 +114,3 @@ def _check_no_fsdp1(model: torch.nn.Module) -> None:
 
     if any(isinstance(module, FullyShardedDataParallel) for module in model.modules()):
         raise ValueError(FSDP1_REFUSAL)
-
-
-def _is_main_process() -> bool:
-    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0

@@ -11,7 +11,7 @@ import torch
 from ..core.ema import ema_update_
 from ..identity import check_safetensors
 from ..provenance import read_record, refuse_if_stale, write_record
-from ._engines import _check_pair, _full, _gathered, _is_main_process, _local, _shape, _shard
+from ._engines import _check_pair, _full, _gathered, _local, _shape, _shard
 
 
 ANCHOR_WEIGHTS_NAME = "anchor.safetensors"
@@ -183,7 +183,7 @@ class AnchorState:
                 JSON-serialisable entries added to `anchor.json` (e.g. the update rule and step).
         """
         state = self.state_dict()
-        if not _is_main_process():
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
             return
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
