@@ -1,9 +1,8 @@
 """J-BOND's policy and anchor adapters served by vLLM as LoRA adapters (colocate mode, `vllm_adapters_as_lora=True`).
 
-TRL hands vLLM the *merged* full weights of the active adapter: two full-model syncs and two generate calls per J-BOND
-generation batch. Under LoRA the base weights never change (vLLM loads them from the trainer's path), so here each
-batch writes only the two adapters' tensors, vLLM reloads them in place, and one generate call routes each row to its
-adapter (slot 0 → policy, slots 1..k → anchor).
+Instead of TRL's two merged full-weight syncs and two generate calls per batch, each batch writes only the two
+adapters' tensors, vLLM reloads them in place, and one generate call routes each row to its adapter (slot 0 → policy,
+slots 1..k → anchor); the base weights never change under LoRA (docs/engines.md).
 """
 
 import os
