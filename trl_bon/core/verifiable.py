@@ -1,12 +1,8 @@
 """Best-of-N with a 0/1 verifier reward, in closed form (BOND Theorem 1, eq. 4, specialised to two reward levels).
 
-With a verifier, an outcome is correct (reward 1) or not (reward 0), and Best-of-N with ties broken at random keeps a
-correct completion whenever one of the N draws is correct: its success rate is pass@N of π_ref. Given the reference's
-per-prompt success rate p, Best-of-N re-weights the two levels and nothing else (each level keeps π_ref's shape), so
-
-    s_N = 1 − (1 − p)^N,    KL(π_BoN‖π_ref) = s_N·log(s_N/p) + (1 − s_N)·log((1 − s_N)/(1 − p)).
-
-These are `core.bon_probs` on a two-level reward, summed per level; docs/verifiable_rewards.md uses them.
+Best-of-N with ties broken at random keeps a correct completion whenever one of the N draws is correct, so it
+re-weights the two levels of π_ref (success rate p) to pass@N and keeps each level's shape: these are `core.bon_probs`
+on a two-level reward, summed per level (docs/verifiable_rewards.md).
 """
 
 import torch
