@@ -27,9 +27,9 @@ def check_adapter_servable(lora_config) -> None:
     if getattr(lora_config, "use_dora", False):
         raise ValueError("vLLM does not serve DoRA adapters: set `vllm_adapters_as_lora=False`.")
     if getattr(lora_config, "modules_to_save", None):
-        raise ValueError(
-            "`modules_to_save` trains full modules, which vLLM's LoRA adapters cannot carry: set "
-            "`vllm_adapters_as_lora=False` (merged-weight sync)."
+        raise ValueError(  # not "set `vllm_adapters_as_lora=False`": the LoRA anchor refuses them too
+            "`modules_to_save` trains full modules, which neither vLLM's LoRA adapters nor the LoRA anchor can carry: "
+            "train those modules with LoRA, e.g. add them to `target_modules`."
         )
     engine_lora_kwargs(lora_config.r)
 
