@@ -484,17 +484,11 @@ class JBondTrainer(BoNRLOOTrainer):
             metrics["jbond/target_nll"].append(-target_logps.mean().item())
             jeffreys = core.jeffreys_estimate(target_logps, result.stats["return"], self.args.jeffreys_beta)
             metrics["objective/jeffreys"].append(jeffreys.item())  # `loss` is a constant surrogate (docs/metrics.md)
-            if self.log_ref_kl:
-                self._log_kl_to_ref(policy_token_logps[rows], self._ref_token_logps(out, rows), mask[rows])
+            if self.log_ref_kl:  # π_ref: the full fine-tuning copy, else the policy with its adapter disabled
+                ref_context = nullcontext(self._ref_model) if self._ref_model is not None else self._reference_model()
+                with ref_context as reference:
+                    ref_logps = self._sequence_logps(reference, out, rows)
+                self._log_kl_to_ref(policy_token_logps[rows], ref_logps, mask[rows])
         metrics["jbond/time/generation"].append(self._generation_time)
         metrics["jbond/time/scoring"].append(time.perf_counter() - start - self._generation_time)
         return out
-
-    @property
-    def _frozen_reference(self):
-        return self._ref_model  # RLOO loads none at beta = 0; full fine-tuning with `log_ref_kl` loads its own
-
-    def _ref_token_logps(self, out, rows):
-        """Per-token log π_ref of the policy samples: the reference model, or the policy with its adapter disabled."""
-        with self._reference_model() as reference:
-            return self._sequence_logps(reference, out, rows)
