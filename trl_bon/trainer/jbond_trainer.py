@@ -309,16 +309,12 @@ class JBondTrainer(BoNRLOOTrainer):
             finally:
                 self._anchor_model.eval()  # continuous batching sets `.train()` after generating
 
-    def _uses_dora(self) -> bool:
-        if self._anchor_model is not None:
-            return False
-        return bool(getattr(self.model.peft_config[self.anchor.policy_adapter], "use_dora", False))
-
     def _one_generate_call(self) -> bool:
         """Policy and anchor rows in one `generate` call, each through its adapter (LoRA anchor, plain `generate`;
         PEFT refuses `adapter_names` with DoRA)."""
-        plain_generate = not (self.use_vllm or self.use_transformers_continuous_batching)
-        return self._anchor_model is None and plain_generate and not self._uses_dora()
+        if self._anchor_model is not None or self.use_vllm or self.use_transformers_continuous_batching:
+            return False
+        return not getattr(self.model.peft_config[self.anchor.policy_adapter], "use_dora", False)
 
     def _reads_generation_logps(self) -> bool:
         return self._one_generate_call() and super()._reads_generation_logps()
@@ -340,23 +336,28 @@ class JBondTrainer(BoNRLOOTrainer):
     def _generate_policy_and_anchor_rows(self, prompt_ids):
         num_generations = self.num_generations
         slots = self._slots(len(prompt_ids)).tolist()
+        if self._anchor_model is None:  # LoRA: each row's adapter
+            names = [self.anchor.policy_adapter if slot == 0 else self.anchor.adapter_name for slot in slots]
         if self._one_generate_call():
             # Decoding time is set by the number of sequential steps, not the batch size, so one call beats two.
             if self.anchor.routes_rows_by_views():  # slot s holds every `num_generations`-th row from its first
                 routes = [
-                    (
-                        self.anchor.policy_adapter if slot == 0 else self.anchor.adapter_name,
-                        slice(first, None, num_generations),
-                    )
-                    for first, slot in enumerate(slots[:num_generations])
+                    (name, slice(first, None, num_generations)) for first, name in enumerate(names[:num_generations])
                 ]
                 with self.anchor.rows_routed(routes):
                     return super()._generate_single_turn(prompt_ids, None, {})
-            names = [self.anchor.policy_adapter if slot == 0 else self.anchor.adapter_name for slot in slots]
             with generate_with_adapter_names(self.accelerator.unwrap_model(self.model_wrapped), names):
                 return super()._generate_single_turn(prompt_ids, None, {})
         if self._vllm_adapters is not None:
-            return self._generate_through_vllm_adapters(prompt_ids, slots)
+            # vLLM serves both adapters as LoRA: once per step it gets their tensors (the base weights it loaded from
+            # the model path never change under LoRA), then one generate call routes each row to its adapter.
+            llm = self.vllm_generation.llm
+            if self.state.global_step != self._last_loaded_step:
+                self._vllm_adapters.sync(llm, self.accelerator.unwrap_model(self.model_wrapped))
+                llm.reset_prefix_cache()
+                self._last_loaded_step = self.state.global_step  # TRL then skips its merged full-weight sync
+            with self._vllm_adapters.route(llm, names):
+                return super()._generate_single_turn(prompt_ids, None, {})
         policy_rows = [i for i, slot in enumerate(slots) if slot == 0]
         anchor_rows = [i for i, slot in enumerate(slots) if slot != 0]
         with rloo_group_size(self, 1):  # vLLM server mode de-duplicates prompts by group
@@ -374,19 +375,6 @@ class JBondTrainer(BoNRLOOTrainer):
             for row, row_ids in zip(rows, ids, strict=True):
                 completion_ids[row] = row_ids
         return completion_ids
-
-    def _generate_through_vllm_adapters(self, prompt_ids, slots):
-        """vLLM serves both adapters as LoRA (`vllm_adapters_as_lora`): once per step, hand vLLM the two adapters'
-        tensors (the base weights it loaded from the model path never change under LoRA), then one generate call with
-        each row routed to its adapter."""
-        llm = self.vllm_generation.llm
-        if self.state.global_step != self._last_loaded_step:
-            self._vllm_adapters.sync(llm, self.accelerator.unwrap_model(self.model_wrapped))
-            llm.reset_prefix_cache()
-            self._last_loaded_step = self.state.global_step  # TRL then skips its merged full-weight sync
-        names = [self.anchor.policy_adapter if slot == 0 else self.anchor.adapter_name for slot in slots]
-        with self._vllm_adapters.route(llm, names):
-            return super()._generate_single_turn(prompt_ids, None, {})
 
     # ------------------------------------------------------------------------------------------------------------
     # Hook 2: rewards
