@@ -34,12 +34,6 @@ OLD_LOGPS_SKIPPED = "old_logps_skipped"
 _FLOAT_DROPOUT_ATTRIBUTES = ("attention_dropout", "attn_dropout", "dropout")
 
 
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted from each row's first attended token, padding at 0: what `generate` uses with a mask."""
-    position_ids = attention_mask.long().cumsum(-1) - 1
-    return position_ids.masked_fill(attention_mask == 0, 0)
-
-
 def disable_all_dropout(model: torch.nn.Module) -> None:
     """Set every dropout probability of `model` to 0: `nn.Dropout` modules (LoRA's `lora_dropout` included) and the
     float rates attention implementations read directly (Llama's `attention_dropout`), which TRL's
@@ -62,8 +56,10 @@ class _WithPositionIds:
         return getattr(self._model, name)
 
     def __call__(self, *args, **kwargs):
-        if kwargs.get("attention_mask") is not None and not any(key in kwargs for key in _OWN_POSITION_KEYS):
-            kwargs["position_ids"] = position_ids_from_mask(kwargs["attention_mask"])
+        mask = kwargs.get("attention_mask")
+        if mask is not None and not any(key in kwargs for key in _OWN_POSITION_KEYS):
+            # Counted from each row's first attended token, padding at 0: what `generate` uses with a mask.
+            kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
         return self._model(*args, **kwargs)
 
 
