@@ -605,3 +605,9 @@ def test_logged_reward_is_the_policy_samples_reward(tmp_path, tiny_kit, prompt_d
     expected = (1 - beta) * metrics["jbond/target_nll"][-1] - beta * metrics["jbond/return"][-1]
     assert metrics["objective/jeffreys"][-1] == pytest.approx(expected, abs=1e-5)
     assert metrics["jbond/target_nll"][-1] > 0  # the test has power: the forward term is not 0
+    # Full fine-tuning: KL to the frozen π_ref copy, not to the policy itself, once the policy has moved.
+    with torch.no_grad():
+        for parameter in trainer.model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    trainer._generate_and_score_completions(inputs)
+    assert metrics["kl_k3"][-1] > 1e-3

@@ -13,13 +13,11 @@ _NONE_BASE = "[None](https://huggingface.co/None)"
 
 
 class BoNModelCardMixin:
-    """`create_model_card` with the method and settings table a trainer gives (`_card_method`, `_card_settings`)."""
+    """`create_model_card` with the trainer's method (`_card_method`) and settings table (`_card_settings`, which
+    every trainer defines)."""
 
     def _card_method(self) -> str:
         return self._name
-
-    def _card_settings(self) -> dict[str, object]:
-        return {}
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         with trainer_name(self, self._card_method()):

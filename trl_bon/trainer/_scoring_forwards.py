@@ -1,27 +1,21 @@
 """The log-prob forwards of the RLOO-based trainers: exact (positions, dropout) and recorded for reuse.
 
-Every log-probability the trainers use goes through `RLOOTrainer._get_per_token_logps_and_entropies`, wrapped here:
+Every log-probability the trainers use goes through `RLOOTrainer._get_per_token_logps_and_entropies`, wrapped here
+(the user-facing account: docs/jbond_trainer.md and docs/vbon_trainer.md):
 
-- **Positions.** TRL's forward passes only `input_ids` and `attention_mask`, so a model with learned absolute
-  positions (GPT-2 style) would score a left-padded row at positions shifted by its padding, while `generate` sampled
-  it at positions counted from the first real token. The wrapper passes `position_ids` derived from the mask exactly
-  as `generate` does (rotary models are unchanged up to rounding: they depend on relative positions only).
-- **Reuse.** `_generate_and_score_completions` runs, without gradients, the policy forward behind `old_logps` and,
-  when `beta != 0`, the reference forward of its KL penalty, in that order and before `_calculate_rewards`, keeping
-  only sequence sums. J-BOND's KL metrics and vBoN's `exact` objective need the per-token values: recording them
-  here halves that work (`tests/contract/test_rloo_contract.py` pins the call order).
-- **Policy rows only** (J-BOND). Off logging steps J-BOND needs the policy's log-probs of its policy rows only
-  (Δ = log π − log π_a), so `policy_rows` scores only those rows in the `old_logps` forward; the other rows (two
-  thirds of a batch) get `old_logps = 0` and are flagged under `OLD_LOGPS_SKIPPED`. In the loss forward a flagged
-  row reads `old_logps = 0` and its per-token log-probs become `p − sg(p)`: value 0, gradient ∇p, so its importance
-  ratio is exactly 1, as the skipped `old_logps` would have given (J-BOND runs one update per generation batch).
-- **Log-probs read while generating.** With plain `generate` and one update per generation batch, the policy's
-  log-probs of the rows it sampled are read from the logits `generate` sampled them from (`SampledTokenLogps`,
-  temperature applied as in TRL's forward), so RLOO's `old_logps` forward does not run: vBoN scores none of its
-  rows, J-BOND none off logging steps. Those rows are flagged under `OLD_LOGPS_SKIPPED` too: the loss reads them at
-  ratio exactly 1, so decoding's rounding (KV cache, bf16) cannot reach the ratio.
-- **Rows of weight 0** (J-BOND, BOND). The loss forward and backward skip the rows whose loss weight is exactly 0
-  (every anchor row but the best of its group), which add nothing to RLOO's loss or its gradient (`_rows_with_weight`).
+- **Positions.** `position_ids` derived from the mask as `generate` derives them: TRL's forward passes none, so a
+  model with learned absolute positions (GPT-2) would score a left-padded row at shifted positions.
+- **Reuse.** The per-token log-probs of RLOO's no-grad `old_logps` forward and (`beta != 0`) reference forward, which
+  it reduces to sequence sums, are recorded for J-BOND's KL metrics and vBoN's `exact` objective
+  (`tests/contract/test_rloo_contract.py` pins the call order).
+- **Policy rows only** (J-BOND, off logging steps). The `old_logps` forward scores the policy rows only; the others
+  get `old_logps = 0` and are flagged under `OLD_LOGPS_SKIPPED`. In the loss forward a flagged row's per-token
+  log-probs become `p − sg(p)`: value 0, gradient ∇p, so its importance ratio is exactly 1, as the skipped
+  `old_logps` would have given (one update per generation batch).
+- **Log-probs read while generating** (plain `generate`, one update per generation batch). The `old_logps` of the
+  rows the policy sampled come from the logits `generate` sampled them from (`SampledTokenLogps`), and the forward
+  does not run; those rows are flagged too, so decoding's rounding (KV cache, bf16) cannot reach the ratio.
+- **Rows of weight 0** (J-BOND, BOND). The loss forward and backward skip them (`_rows_with_weight`).
 """
 
 from contextlib import contextmanager
@@ -38,12 +32,6 @@ _OWN_POSITION_KEYS = ("position_ids", "pixel_values", "image_grid_thw", "image_p
 OLD_LOGPS_SKIPPED = "old_logps_skipped"
 # Float dropout rates some attention implementations read directly (e.g. Llama's `attention_dropout`), not modules.
 _FLOAT_DROPOUT_ATTRIBUTES = ("attention_dropout", "attn_dropout", "dropout")
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted from each row's first attended token, padding at 0: what `generate` uses with a mask."""
-    position_ids = attention_mask.long().cumsum(-1) - 1
-    return position_ids.masked_fill(attention_mask == 0, 0)
 
 
 def disable_all_dropout(model: torch.nn.Module) -> None:
@@ -68,8 +56,10 @@ class _WithPositionIds:
         return getattr(self._model, name)
 
     def __call__(self, *args, **kwargs):
-        if kwargs.get("attention_mask") is not None and not any(key in kwargs for key in _OWN_POSITION_KEYS):
-            kwargs["position_ids"] = position_ids_from_mask(kwargs["attention_mask"])
+        mask = kwargs.get("attention_mask")
+        if mask is not None and not any(key in kwargs for key in _OWN_POSITION_KEYS):
+            # Counted from each row's first attended token, padding at 0: what `generate` uses with a mask.
+            kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
         return self._model(*args, **kwargs)
 
 

@@ -182,21 +182,18 @@ class VBoNTrainer(BoNRLOOTrainer):
 
     def _attach_reference_rewards(self, dataset, name: str):
         """Return `dataset` with the reference-reward column, joined from the cache when it is missing."""
-        args = self.args
-        column = args.reference_rewards_column
-        if dataset is None:
-            return None
+        column = self.args.reference_rewards_column
+        if dataset is None or column in (dataset.column_names or []):
+            return dataset
         if not isinstance(dataset, Dataset):
-            if column in (dataset.column_names or []):
-                return dataset
             raise ValueError(
                 f"`{name}` is a {type(dataset).__name__} without a {column!r} column; join the cached reference "
                 "rewards beforehand (`trl_bon.ref_cache.add_reference_rewards`, cache built with "
                 f"`{CACHE_COMMAND}`)."
             )
-        if column in dataset.column_names:
-            return dataset
-        return add_reference_rewards(dataset, self._reference_cache, column, prompt_id_column=args.prompt_id_column)
+        return add_reference_rewards(
+            dataset, self._reference_cache, column, prompt_id_column=self.args.prompt_id_column
+        )
 
     # ------------------------------------------------------------------ RLOO hooks
 
