@@ -19,4 +19,5 @@ def test_rank_above_vllms_largest_is_refused():
 def test_plain_lora_is_servable():
     from peft import LoraConfig
 
-    check_adapter_servable(LoraConfig(r=16, target_modules="all-linear"))  # no error
+    servable = LoraConfig(r=16, target_modules="all-linear")
+    assert check_adapter_servable(servable) == {"enable_lora": True, "max_lora_rank": 16, "max_loras": 2}

@@ -22,8 +22,9 @@ def engine_lora_kwargs(rank: int) -> dict:
     return {"enable_lora": True, "max_lora_rank": fitting[0], "max_loras": 2}
 
 
-def check_adapter_servable(lora_config) -> None:
-    """Refuse adapters vLLM cannot serve as LoRA (cheap: before the engine is built)."""
+def check_adapter_servable(lora_config) -> dict:
+    """Refuse adapters vLLM cannot serve as LoRA (cheap: before the engine is built); return the engine's
+    [`engine_lora_kwargs`]."""
     if getattr(lora_config, "use_dora", False):
         raise ValueError("vLLM does not serve DoRA adapters: set `vllm_adapters_as_lora=False`.")
     if getattr(lora_config, "modules_to_save", None):
@@ -31,7 +32,7 @@ def check_adapter_servable(lora_config) -> None:
             "`modules_to_save` trains full modules, which neither vLLM's LoRA adapters nor the LoRA anchor can carry: "
             "train those modules with LoRA, e.g. add them to `target_modules`."
         )
-    engine_lora_kwargs(lora_config.r)
+    return engine_lora_kwargs(lora_config.r)
 
 
 class VLLMAdapters:

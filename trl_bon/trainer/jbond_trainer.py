@@ -34,7 +34,7 @@ from .._trl_compat import (
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engine
 from ..rewards import check_finite_rewards
-from ..vllm_adapters import VLLMAdapters, check_adapter_servable, engine_lora_kwargs
+from ..vllm_adapters import VLLMAdapters, check_adapter_servable
 from ._bon_rloo import BoNRLOOTrainer
 from ._papers import BOND_PAPER
 from ._rloo_seams import (
@@ -163,8 +163,7 @@ class JBondTrainer(BoNRLOOTrainer):
                     "set `vllm_adapters_as_lora=False`."
                 )
             lora_config = peft_config if peft_config is not None else model.peft_config[model.active_adapter]
-            check_adapter_servable(lora_config)
-            engine_kwargs = engine_lora_kwargs(lora_config.r)
+            engine_kwargs = check_adapter_servable(lora_config)
         # The full fine-tuning anchor (and optional reference) start as copies of the untouched policy π_ref. An
         # instance is copied before RLOO patches it with the fused LM head (the patch closes over the original).
         initial_model = copy.deepcopy(model) if not use_lora and not isinstance(model, str) else None
