@@ -90,14 +90,7 @@ def test_old_logps_forward_scores_policy_rows_only(two_token_tasks, tmp_path, ar
     assert (out["advantages"][~policy] != 0).any()  # the Best-of-N targets (anchor rows) carry weight
 
     # The all-rows computation: `old_logps` of every row from a fresh forward, nothing skipped.
-    input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
-    attention_mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
-    with torch.no_grad():
-        per_token, _, _ = trainer._get_per_token_logps_and_entropies(
-            trainer.model, input_ids, attention_mask, out["completion_ids"].size(1)
-        )
-    full = {key: value for key, value in out.items() if key != OLD_LOGPS_SKIPPED}
-    full["old_logps"] = (per_token * out["completion_mask"]).sum(1)
+    full = _all_rows_scored(trainer, out)
     torch.testing.assert_close(out["old_logps"][policy], full["old_logps"][policy], atol=1e-6, rtol=0)
     assert (out["old_logps"][~policy] == 0).all() and (full["old_logps"][~policy] < 0).all()
 
@@ -149,6 +142,20 @@ def test_vbon_reads_old_logps_while_generating(two_token_tasks, tmp_path, archit
     assert (out["prompt_mask"] == 0).any() and (out["completion_mask"].sum(1) == 1).any()  # padded, EOS-ended rows
     assert out[OLD_LOGPS_SKIPPED].all()
 
+    full = _all_rows_scored(trainer, out)
+    torch.testing.assert_close(out["old_logps"], full["old_logps"], atol=1e-5, rtol=0)
+    loss, gradients = _loss_and_gradients(trainer, out)
+    expected_loss, expected_gradients = _loss_and_gradients(trainer, full)
+    torch.testing.assert_close(loss, expected_loss, atol=1e-5, rtol=0)
+    assert any(g.abs().max() > 1e-3 for g in expected_gradients)
+    for gradient, expected in zip(gradients, expected_gradients, strict=True):
+        torch.testing.assert_close(gradient, expected, atol=1e-5, rtol=1e-5)
+
+
+def _all_rows_scored(trainer, out):
+    """`out` as if nothing were skipped: `old_logps` of every row from a fresh forward of the policy."""
+    from trl_bon.trainer._scoring_forwards import OLD_LOGPS_SKIPPED
+
     input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
     attention_mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
     with torch.no_grad():
@@ -157,10 +164,4 @@ def test_vbon_reads_old_logps_while_generating(two_token_tasks, tmp_path, archit
         )
     full = {key: value for key, value in out.items() if key != OLD_LOGPS_SKIPPED}
     full["old_logps"] = (per_token * out["completion_mask"]).sum(1)
-    torch.testing.assert_close(out["old_logps"], full["old_logps"], atol=1e-5, rtol=0)
-    loss, gradients = _loss_and_gradients(trainer, out)
-    expected_loss, expected_gradients = _loss_and_gradients(trainer, full)
-    torch.testing.assert_close(loss, expected_loss, atol=1e-5, rtol=0)
-    assert any(g.abs().max() > 1e-3 for g in expected_gradients)
-    for gradient, expected in zip(gradients, expected_gradients, strict=True):
-        torch.testing.assert_close(gradient, expected, atol=1e-5, rtol=1e-5)
+    return full
