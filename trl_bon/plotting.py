@@ -46,6 +46,8 @@ PARETO_METRICS = (
 EXACT_AT_REFERENCE = {"win_rate_vs_ref": 0.5}
 #: With at most this many methods each trajectory's first step is labelled too; beyond, only the last (readability).
 FIRST_STEP_LABELS_UP_TO = 4
+#: Step labels sit on a half-transparent white box, so that they stay legible over error bars and lines.
+LABEL_BACKGROUND = dict(boxstyle="round,pad=0.1", facecolor="white", edgecolor="none", alpha=0.75)
 
 
 def trajectories(checkpoint_rows: list[dict]) -> dict[str, list[tuple[float, dict]]]:
@@ -149,7 +151,7 @@ def plot_pareto(
                 if last or rank == 0 and len(groups) <= FIRST_STEP_LABELS_UP_TO:
                     label = ax.annotate(
                         f"{step:g}", (xs[i + 1], ys[i + 1]), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                        color=color, zorder=5,
+                        color=color, zorder=5, bbox=LABEL_BACKGROUND,
                     )  # fmt: skip
                     label.set_in_layout(False)
                     (last_labels if last else first_labels).append(label)
