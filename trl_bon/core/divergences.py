@@ -4,14 +4,7 @@ import torch
 
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """KL(p‖q) = Σ_y p(y)·log(p(y)/q(y)), with 0·log 0 = 0; +inf where p > 0 = q.
-
-    Args:
-        p, q: `(..., V)` probability vectors.
-
-    Returns:
-        `(...)` divergences.
-    """
+    """KL(p‖q) = Σ_y p(y)·log(p(y)/q(y)) over the last dimension, with 0·log 0 = 0; +inf where p > 0 = q."""
     terms = torch.where(p > 0, p * (torch.log(p.clamp_min(torch.finfo(p.dtype).tiny)) - torch.log(q)), 0.0)
     return terms.sum(-1)
 

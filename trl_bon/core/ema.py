@@ -38,17 +38,10 @@ def ema_update_(
     rate: float,
     shadows: Sequence[torch.Tensor] | None = None,
 ) -> None:
-    """In place θ_a ← (1 − η)·θ_a + η·θ for each pair (eq. 18).
+    """In place θ_a ← (1 − η)·θ_a + η·θ for each (target, source) pair (eq. 18), η = `rate` ∈ [0, 1].
 
-    With `shadows` (e.g. fp32 copies of bf16 anchor weights) the EMA runs on the shadows, which are the true anchor
-    state, and each target receives a cast copy of its shadow. Without a shadow, an η = 0.02 update of a bf16 tensor
-    mostly rounds away.
-
-    Args:
-        targets: anchor tensors, updated in place.
-        sources: policy tensors θ, same shapes.
-        rate: η ∈ [0, 1] (checked by its callers); 0 freezes the anchor, 1 copies the policy.
-        shadows: optional higher-precision copies of `targets`, updated in place and copied into `targets`.
+    With `shadows` (e.g. fp32 copies of bf16 anchor weights) the EMA runs on the shadows, the true anchor state, and
+    each target receives a cast copy of its shadow: without one, an η = 0.02 update of a bf16 tensor rounds away.
     """
     if len(targets) != len(sources) or (shadows is not None and len(shadows) != len(targets)):
         raise ValueError("ema_update_ needs as many sources (and shadows) as targets.")

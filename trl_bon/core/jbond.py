@@ -15,11 +15,7 @@ from .metrics import win_rate
 from .quantiles import empirical_quantile, log_bon_ratio
 
 
-MODES = ("jbond", "bond")
-BASELINES = ("batch_loo", "none")
-LOSS_NORMALIZATIONS = ("sequence_sum", "token_mean")
 TIES = ("half", "strict")
-QUANTILE_SMOOTHINGS = ("clamp", "add_one")  # not "none": p̂≤ = 0 would make the reward log 0 = −inf
 
 
 @dataclass(frozen=True)
@@ -41,11 +37,11 @@ class JBondOptions:
 
     def __post_init__(self):
         for name, allowed in (
-            ("mode", MODES),
+            ("mode", ("jbond", "bond")),
             ("jbond_ties", TIES),
-            ("baseline", BASELINES),
-            ("loss_normalization", LOSS_NORMALIZATIONS),
-            ("quantile_smoothing", QUANTILE_SMOOTHINGS),
+            ("baseline", ("batch_loo", "none")),
+            ("loss_normalization", ("sequence_sum", "token_mean")),
+            ("quantile_smoothing", ("clamp", "add_one")),  # not "none": p̂≤ = 0 would make the reward log 0 = −inf
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"Unknown `{name}={getattr(self, name)!r}`; set `{name}` to one of {allowed}.")
@@ -79,18 +75,9 @@ def jbond_reward(
 ) -> torch.Tensor:
     """r_J(y) = −penalty if r(y) < min(r(y'_1), r(y'_2)) else 0 (arXiv v1 eq. 17), with a choice for ties.
 
-    `ties="strict"` (eq. 17 as printed): a tie with an anchor sample earns 0. `ties="half"`: r_J = −penalty·Π_i ℓ_i
-    with ℓ_i = 1, ½, 0 for y below, tied with, above y'_i, the same calibration at the middle of y's reward level;
-    docs/maths.md §3 derives both and says why a 0/1 verifier needs `"half"`.
-
-    Args:
-        policy_rewards: `(B,)` rewards of the policy samples.
-        anchor_rewards: `(B, n)` rewards of the anchor samples drawn for the same prompts (n = 2 in J-BOND).
-        penalty: positive penalty, log 16 by default.
-        ties: `"strict"` or `"half"`.
-
-    Returns:
-        `(B,)` crude rewards in [−penalty, 0].
+    `policy_rewards` is `(B,)`, `anchor_rewards` `(B, n)` (n = 2 in J-BOND). `ties="strict"` (eq. 17 as printed): a
+    tie with an anchor sample earns 0. `ties="half"`: r_J = −penalty·Π_i ℓ_i with ℓ_i = 1, ½, 0 for y below, tied
+    with, above y'_i; docs/maths.md §3 derives both and says why a 0/1 verifier needs `"half"`.
     """
     if ties not in TIES:  # a public function: [`jbond_weights`] passes a checked `JBondOptions.jbond_ties`
         raise ValueError(f"Unknown J-BOND tie rule {ties!r}; choose one of {TIES}.")
@@ -110,14 +97,7 @@ def best_anchor_index(anchor_rewards: torch.Tensor) -> torch.Tensor:
 
 
 def batch_loo_baseline(returns: torch.Tensor) -> torch.Tensor:
-    """Batch leave-one-out baseline b_i = mean_{j ≠ i} R_j over the whole batch (BOND §4.2 / Alg. 2, "optional").
-
-    Args:
-        returns: `(B,)` detached returns, B ≥ 2.
-
-    Returns:
-        `(B,)` baselines.
-    """
+    """Batch leave-one-out baseline b_i = mean_{j ≠ i} R_j over the `(B,)` returns, B ≥ 2 (BOND §4.2 / Alg. 2)."""
     count = returns.numel()
     if count < 2:
         raise ValueError("The batch leave-one-out baseline needs at least 2 returns in the batch.")
@@ -133,17 +113,8 @@ def jbond_sequence_weights(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sequence loss weights that realise the J-BOND/BOND objective as a weighted log-likelihood (Alg. 2, eqs.
     11, 15, 19): w_policy = β·(R − b) − γ·Δ on the policy sample, w_target = 1 − β on the Best-of-n target. The γ term
-    **lowers** KL(π‖π_a); Alg. 2 in arXiv v1 prints it with the opposite sign (docs/maths.md §3).
-
-    Args:
-        returns: `(P,)` detached returns R (e.g. r_J − Δ), one per prompt.
-        log_ratio: `(P,)` detached Δ = log π(y) − log π_a(y).
-        baseline: `(P,)` detached baselines b (zeros for no baseline).
-        jeffreys_beta: β ∈ [0, 1].
-        anchor_kl_coef: γ ≥ 0.
-
-    Returns:
-        `(w_policy, w_target)`, both `(P,)`; maximise w·log π, i.e. they are "advantages".
+    **lowers** KL(π‖π_a); Alg. 2 in arXiv v1 prints it with the opposite sign (docs/maths.md §3). All inputs are
+    detached `(P,)` tensors (Δ = log π(y) − log π_a(y)); the weights are "advantages": maximise w·log π.
     """
     w_policy = jeffreys_beta * (returns - baseline) - anchor_kl_coef * log_ratio
     w_target = torch.full_like(w_policy, 1.0 - jeffreys_beta)
@@ -170,25 +141,11 @@ def jbond_weights(
 ) -> JBondWeights:
     """Per-row loss weights of one J-BOND/BOND batch (BOND arXiv v1 Alg. 2; eqs. 11, 15, 17, 19).
 
-    Each prompt has one policy sample y (slot 0) and k anchor samples (slots 1..k); the return is R = r(y) − Δ with
-    Δ = log π(y) − log π_a(y) (eq. 15) and r J-BOND's crude reward ([`jbond_reward`], target: the better of k = 2
-    anchor samples) or, with `mode="bond"`, BOND's quantile reward ([`~trl_bon.core.log_bon_ratio`], target: the best
-    of the first N). The weights of [`jbond_sequence_weights`] are multiplied by the group size 1 + k (TRL's RLOO loss
-    averages over a group's rows, the objective over prompts) and, with `loss_normalization="token_mean"`, divided by
-    the completion length (docs/maths.md §3–§4).
-
-    Args:
-        policy_rewards: `(P,)` rewards of the policy samples, finite.
-        anchor_rewards: `(P, k)` rewards of the anchor samples of the same prompts, finite.
-        log_ratio: `(P,)` detached Δ = Σ_t log π(y_t) − log π_a(y_t) over the policy sample's completion tokens.
-        lengths: `(P, 1 + k)` completion lengths of all rows (used by `"token_mean"` only).
-        options: the objective's [`JBondOptions`] (the paper's J-BOND by default); N ≤ k in `"bond"` mode, and the
-            `"batch_loo"` baseline is none with a single prompt.
-
-    Returns:
-        [`JBondWeights`]: `weights` `(P, 1 + k)` in the dtype of the rewards, `target` `(P,)`, and `stats`:
-        `reward/policy`, `reward/anchor`, `win_rate_vs_anchor` (ties ½), `kl_anchor` (mean Δ), `return`, plus
-        `frac_rJ_nonzero` (`"jbond"`) or `frac_quantile_clamped` and `log_quantile` (`"bond"`).
+    Each prompt has one policy sample y (slot 0) and k anchor samples (slots 1..k): `policy_rewards` `(P,)`,
+    `anchor_rewards` `(P, k)`, `log_ratio` `(P,)` the detached sequence Δ = log π(y) − log π_a(y), `lengths`
+    `(P, 1 + k)` the completion lengths (for `"token_mean"`). The return R = r(y) − Δ (eq. 15) uses J-BOND's crude
+    reward ([`jbond_reward`]) or, with `mode="bond"`, BOND's quantile reward ([`~trl_bon.core.log_bon_ratio`]);
+    docs/maths.md §3–§4 derive the weights. A single-prompt batch gets no `"batch_loo"` baseline.
     """
     o = options
     num_prompts, k = anchor_rewards.shape

@@ -1,8 +1,5 @@
 """Per-sample evaluation maths (docs/maths.md §7): KL estimators on completion tokens, win rates with ties counted ½,
-and Monte-Carlo estimates of the KL divergences to π_BoN.
-
-Pure tensor functions (no TRL, no transformers), used by `trl_bon.evaluation` and unit-tested on exact values.
-"""
+and Monte-Carlo estimates of the KL divergences to π_BoN, used by `trl_bon.evaluation`."""
 
 import math
 
@@ -14,15 +11,8 @@ from .quantiles import log_bon_ratio
 def kl_k1(policy_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """k1 estimate of KL(π‖π_ref) per sequence: Σ_t (log π(y_t) − log π_ref(y_t)) over completion tokens.
 
-    Unbiased for the sequence-level KL when y ~ π; a single sample may be negative (docs/maths.md §7).
-
-    Args:
-        policy_logps, ref_logps: `(B, T)` per-token log-probs of the *policy's* samples under π and π_ref, at the
-            sampling temperature.
-        mask: `(B, T)` completion mask (1 on completion tokens, EOS included; prompt and padding 0).
-
-    Returns:
-        `(B,)` per-sequence estimates.
+    `(B, T)` per-token log-probs of the policy's samples (at the sampling temperature) and completion `mask` (EOS
+    included) in, `(B,)` out. Unbiased for the sequence KL when y ~ π; a single sample may be negative.
     """
     return ((policy_logps - ref_logps) * mask).sum(-1)
 
@@ -30,25 +20,16 @@ def kl_k1(policy_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tenso
 def kl_k3(policy_logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """k3 estimate of KL(π‖π_ref) per sequence: Σ_t (e^u − 1 − u), u = log π_ref(y_t) − log π(y_t).
 
-    Each term is ≥ 0 and has expectation KL(π(·|y_<t)‖π_ref(·|y_<t)) under y_t ~ π, so the sum is unbiased for
-    the sequence KL with lower variance than k1 near π = π_ref (docs/maths.md §7; vBoN's evaluation uses it).
-    Same arguments and shape as [`kl_k1`].
+    Each term is ≥ 0 with expectation KL(π(·|y_<t)‖π_ref(·|y_<t)) under y_t ~ π: unbiased, with lower variance than
+    k1 near π = π_ref (docs/maths.md §7; vBoN's evaluation uses it). Same arguments and shape as [`kl_k1`].
     """
     u = (ref_logps - policy_logps) * mask
     return ((torch.expm1(u) - u) * mask).sum(-1)
 
 
 def win_rate(rewards: torch.Tensor, opponent_rewards: torch.Tensor) -> torch.Tensor:
-    """Per-sample win rate P[r > r'] + ½·P[r = r'] against a group of opponents (docs/maths.md §7).
-
-    Args:
-        rewards: `(B,)` rewards of the evaluated samples.
-        opponent_rewards: `(B,)` one opponent per sample, or `(B, K)` K opponents (e.g. K reference samples of the
-            same prompt); NaN opponents are ignored.
-
-    Returns:
-        `(B,)` win rates in [0, 1].
-    """
+    """Per-sample win rate P[r > r'] + ½·P[r = r'] of `(B,)` rewards against `(B,)` or `(B, K)` opponents, NaN
+    opponents ignored (docs/maths.md §7)."""
     if opponent_rewards.dim() == 1:
         opponent_rewards = opponent_rewards.unsqueeze(-1)
     r = rewards.unsqueeze(-1)
@@ -60,16 +41,8 @@ def win_rate(rewards: torch.Tensor, opponent_rewards: torch.Tensor) -> torch.Ten
 def backward_kl_to_bon(
     seq_log_ratio: torch.Tensor, rewards: torch.Tensor, ref_rewards: torch.Tensor, n: int, smoothing: str = "clamp"
 ) -> torch.Tensor:
-    """Per-sample estimate of KL(π‖π_BoN): log π(y) − log π_ref(y) − (N−1)·log p̂≤(y) − log B̂(y), y ~ π.
-
-    BOND eq. 14, docs/maths.md §7; average over policy samples.
-
-    Args:
-        seq_log_ratio: `(B,)` sequence log π(y) − log π_ref(y) over completion tokens (the k1 terms).
-        rewards: `(B,)` rewards of the policy samples.
-        ref_rewards: `(B, K)` reference rewards of the same prompts.
-        n: N of Best-of-N.
-    """
+    """Per-sample estimate of KL(π‖π_BoN): log π(y) − log π_ref(y) − (N−1)·log p̂≤(y) − log B̂(y), y ~ π (BOND eq.
+    14, docs/maths.md §7), from the sequence log-ratio (the k1 terms), the rewards and `(B, K)` reference rewards."""
     return seq_log_ratio - log_bon_ratio(rewards, ref_rewards, n, smoothing)
 
 
@@ -83,14 +56,8 @@ def forward_kl_to_bon(
 ) -> torch.Tensor:
     """Per-sample estimate of KL(π_BoN‖π): log π_BoN(y) − log π(y) with y ~ π_BoN (BOND eqs. 12–13, docs/maths.md §7).
 
-    log π_BoN(y) = log π_ref(y) + (N−1)·log p̂≤(y) + log B̂(y) (BOND eqs. 4, 7).
-
-    Args:
-        bon_ref_logps: `(B,)` sequence log π_ref of the Best-of-N samples (completion tokens).
-        bon_policy_logps: `(B,)` sequence log π of the same samples.
-        bon_rewards: `(B,)` their rewards.
-        ref_rewards: `(B, K)` reference rewards independent of the Best-of-N draw (not the N candidates).
-        n: N of Best-of-N.
+    log π_BoN(y) = log π_ref(y) + (N−1)·log p̂≤(y) + log B̂(y) (BOND eqs. 4, 7), with `ref_rewards` `(B, K)`
+    independent of the Best-of-N draw (not its N candidates).
     """
     return bon_ref_logps + log_bon_ratio(bon_rewards, ref_rewards, n, smoothing) - bon_policy_logps
 

@@ -12,14 +12,6 @@ def jeffreys_estimate(target_logps: torch.Tensor, returns: torch.Tensor, jeffrey
 
     with y_target the Best-of-N targets (draws of π_BoN) and R = r − Δ the returns of the policy samples (eq. 15). The
     entropy term does not depend on π, so the estimate falls as π approaches π_BoN; it is not 0 at the optimum.
-
-    Args:
-        target_logps: `(P,)` sequence log-probabilities log π(y_target) of the Best-of-N targets.
-        returns: `(P,)` returns R of the policy samples (or their mean).
-        jeffreys_beta: β ∈ [0, 1].
-
-    Returns:
-        0-d tensor.
     """
     return (1.0 - jeffreys_beta) * (-target_logps.mean()) + jeffreys_beta * (-returns.mean())
 
@@ -31,13 +23,6 @@ def vbon_objective_estimate(scores: torch.Tensor, seq_kl: torch.Tensor, beta: fl
 
     with the sequence k1 KL of RLOO's penalty. With β = 1/(N − 1), −(N − 1)·objective = KL(π‖π̂_BoN) for the `"exact"`
     score and log N − (N − 1)·objective ≥ KL(π‖π_BoN) for `"l1"` (vBoN eq. 3); it rises as π approaches π_BoN.
-
-    Args:
-        scores: `(B,)` vBoN scores of the policy samples.
-        seq_kl: `(B,)` sequence k1 estimates of KL(π‖π_ref) of the same samples (zeros when β = 0).
-        beta: the KL coefficient β.
-
-    Returns:
-        0-d tensor.
+    `seq_kl` holds zeros when β = 0.
     """
     return scores.mean() - beta * seq_kl.mean()

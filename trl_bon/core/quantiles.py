@@ -13,10 +13,7 @@ SMOOTHINGS = ("clamp", "add_one", "none")
 
 
 def _counts(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask: torch.Tensor | None, strict: bool):
-    """Per row: how many valid reference rewards lie below (strict) or at-or-below `rewards`, and how many are valid.
-
-    `rewards` is `(B,)` or `(B, S)` (S samples scored against the same reference group); `ref_rewards` `(B, K)`.
-    """
+    """Per row: how many valid ref rewards lie below (strict) or at or below `rewards`, and how many are valid."""
     ref_mask = torch.ones_like(ref_rewards, dtype=torch.bool) if ref_mask is None else ref_mask.bool()
     r = rewards.unsqueeze(-1)  # (B, 1) or (B, S, 1)
     ref = ref_rewards if rewards.dim() == 1 else ref_rewards.unsqueeze(1)
@@ -39,17 +36,9 @@ def empirical_quantile(
 ) -> torch.Tensor:
     """BOND's Monte-Carlo quantile p̂≤(y) = (1/k)·Σ_i 1{r(y'_i) ≤ r(y)} (arXiv v1 eq. 10), ties favouring y.
 
-    Groups may have unequal sizes k: pad `ref_rewards` and pass `ref_mask` (True = valid).
-
-    Args:
-        rewards: `(B,)` rewards of the samples being scored, or `(B, S)` for S samples per prompt.
-        ref_rewards: `(B, K)` rewards of reference samples for the same prompt.
-        ref_mask: optional `(B, K)` boolean validity mask.
-        smoothing: what to do when y is below every reference sample (p̂≤ = 0, log p̂≤ = −∞; the paper is silent):
-            `"clamp"` → max(p̂≤, 1/(2k)); `"add_one"` → (c + 1)/(k + 1) ∈ [1/(k+1), 1]; `"none"` → raw p̂≤.
-
-    Returns:
-        p̂≤ with the shape of `rewards`.
+    `rewards` is `(B,)`, or `(B, S)` for S samples per prompt; `ref_rewards` `(B, K)`, padded with `ref_mask` False
+    when groups differ in size. `smoothing` handles y below every reference sample (p̂≤ = 0; the paper is silent):
+    `"clamp"` → max(p̂≤, 1/(2k)), `"add_one"` → (c + 1)/(k + 1), `"none"` → raw p̂≤.
     """
     if smoothing not in SMOOTHINGS:
         raise ValueError(f"Unknown quantile smoothing {smoothing!r}; choose one of {SMOOTHINGS}.")
@@ -66,25 +55,16 @@ def vbon_log_cdf(rewards: torch.Tensor, ref_rewards: torch.Tensor, ref_mask: tor
     """vBoN's smoothed log-CDF log F̂(r) with F̂(r) = (1 + #{m : r_m < r}) / (M + 1).
 
     Strict (F = p<), and the "+1" counts the policy sample as one of M + 1 draws, so log F̂ ∈ [−log(M+1), 0] is
-    always finite (official rycolab/vbon code; docs/maths.md §2, §5).
-
-    Args:
-        rewards: `(B,)` or `(B, S)` policy rewards.
-        ref_rewards: `(B, M)` cached reference rewards (padded when groups differ in size).
-        ref_mask: optional `(B, M)` validity mask.
-
-    Returns:
-        log F̂ with the shape of `rewards`.
+    always finite (official rycolab/vbon code; docs/maths.md §2, §5). Shapes as in [`empirical_quantile`].
     """
     count, m = _counts(rewards, ref_rewards, ref_mask, strict=True)
     return torch.log((count + 1) / (m + 1))
 
 
 def bond_reward(p_le_hat: torch.Tensor, n: int, log_tie_correction: torch.Tensor | None = None) -> torch.Tensor:
-    """BOND's quantile reward (N−1)·log p̂≤(y) [+ log B̂(y)] (arXiv v1 eqs. 8 and 15).
+    """BOND's quantile reward (N−1)·log p̂≤(y) [+ log B̂(y)] (arXiv v1 eqs. 8 and 15), before the caller's KL term.
 
-    The KL term −(log π − log π_anchor) is added by the caller. v1's text writes r = p̂≤; that is a typo, eq. 8 and
-    the concavity argument use the log. With N = 2 this is log p̂≤, the target of J-BOND's calibration.
+    v1's text writes r = p̂≤, a typo: eq. 8 and the concavity argument use the log.
     """
     reward = (n - 1) * torch.log(p_le_hat)
     if log_tie_correction is not None:
@@ -101,18 +81,9 @@ def log_bon_ratio(
 ) -> torch.Tensor:
     """BOND's estimate of log π_BoN(y) − log π_ref(y) = (N−1)·log p̂≤(y) + log B̂(y) (arXiv v1 eqs. 4, 7, 10).
 
-    BOND's training reward (eq. 15, the anchor as π_ref) and the evaluation's KL-to-π_BoN estimates. p̂≤ is smoothed
-    ([`empirical_quantile`]); the tie correction B̂ uses the unsmoothed counts (B̂ = N when nothing ties with y).
-
-    Args:
-        rewards: `(B,)` rewards of the samples.
-        ref_rewards: `(B, K)` rewards of reference (anchor) samples of the same prompts, independent of the samples.
-        n: N of Best-of-N.
-        smoothing: quantile smoothing, see [`empirical_quantile`].
-        include_tie_correction: add log B̂; without it the estimate is BOND's reward (N−1)·log p̂≤ (eq. 8).
-
-    Returns:
-        `(B,)` estimates, in the dtype of `rewards`.
+    BOND's training reward (eq. 15, the anchor as π_ref) and the evaluation's KL-to-π_BoN estimates, from `(B, K)`
+    reference rewards independent of the samples. p̂≤ is smoothed ([`empirical_quantile`]); the tie correction B̂
+    uses the unsmoothed counts, and without it the estimate is BOND's reward (N−1)·log p̂≤ (eq. 8).
     """
     p_le = empirical_quantile(rewards, ref_rewards, smoothing=smoothing)
     if not include_tie_correction:

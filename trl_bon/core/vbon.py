@@ -10,19 +10,10 @@ from .quantiles import vbon_log_cdf
 
 
 def cache_statistics(rewards: torch.Tensor, ref_rewards: torch.Tensor):
-    """Per-sample statistics of a policy reward against its prompt's cached reference rewards.
+    """`(log_cdf, log_q_hat, at_floor)` of `(B,)` policy rewards against `(B, M)` NaN-padded cached reference rewards.
 
-    Args:
-        rewards: `(B,)` scalar rewards of the policy samples.
-        ref_rewards: `(B, M)` cached reference rewards, NaN-padded when prompts have different M.
-
-    Returns:
-        `(log_cdf, log_q_hat, at_floor)`, each `(B,)`:
-        - `log_cdf` = log F̂(r), F̂ = (1 + #{r_m < r})/(M + 1) (vBoN's smoothed strict CDF, `core.vbon_log_cdf`);
-        - `log_q_hat` = log(#{r_m = r}/M), the cache's estimate of the mass q of the sample's reward level (−inf when
-          no cached reward ties with r);
-        - `at_floor`: True where no cached reward is strictly below r, i.e. log F̂ sits at its floor −log(M + 1)
-          (the sample is at or below every cached reference reward).
+    `log_cdf` = log F̂(r) ([`~trl_bon.core.vbon_log_cdf`]); `log_q_hat` = log(#{r_m = r}/M), the estimated mass of the
+    sample's reward level (−inf without a tie); `at_floor`: no cached reward below r (log F̂ = −log(M + 1)).
     """
     valid = ~torch.isnan(ref_rewards)
     ref = torch.where(valid, ref_rewards, torch.zeros_like(ref_rewards))
@@ -40,14 +31,7 @@ def exact_log_ratio(log_p_lt: torch.Tensor, log_q: torch.Tensor, n: int) -> torc
     With p≤ = p< + q. The inputs are estimates: p< is capped at 1 − q so that p≤ ≤ 1 (vBoN's F̂ carries a +1 and
     reaches 1 for a sample above every cached reward). Stable for q ≪ p< (long texts, where q = π_ref(y) can be
     e^{−1000}): there log(p≤^N − p<^N) − log q → log N + (N−1)·log p<, the injective form (vBoN eq. 3) to first order.
-
-    Args:
-        log_p_lt: `(B,)` log p<(y) (e.g. log F̂ from the cache); −inf allowed.
-        log_q: `(B,)` log q(y), the mass of y's reward level (> −inf).
-        n: N ≥ 1.
-
-    Returns:
-        `(B,)` float64 log-ratio; equals (N−1)·log p≤ + log B (BOND eq. 7) with B the tie correction.
+    `log_p_lt` may be −inf, `log_q` may not; the float64 result equals (N−1)·log p≤ + log B (BOND eq. 7).
     """
     a, b = log_p_lt.double(), log_q.double()
     a = torch.minimum(a, torch.log(-torch.expm1(b)))  # p< ≤ 1 − q
@@ -63,11 +47,6 @@ def exact_log_ratio(log_p_lt: torch.Tensor, log_q: torch.Tensor, n: int) -> torc
 def binomial_log_ratio(log_cdf: torch.Tensor, log_ref: torch.Tensor, n: int) -> torch.Tensor:
     """vBoN's injective form log Σ_{i=1..N} C(N, i)·π_ref(y)^i·F^(N−i) − log π_ref(y) (vBoN eq. 3), as the official
     code computes it (logsumexp over i). Exact only without ties; kept to reproduce the code.
-
-    Args:
-        log_cdf: `(B,)` log F(r(y)) (vBoN's F̂ from the cache).
-        log_ref: `(B,)` log π_ref(y).
-        n: N ≥ 1.
     """
     f, p = log_cdf.double(), log_ref.double()
     i = torch.arange(1, n + 1, dtype=torch.float64, device=f.device)
@@ -87,22 +66,14 @@ def vbon_scores(
     """The vBoN score of each policy sample, the RL reward with KL coefficient 1/(N−1) (docs/maths.md §5).
 
     - `"l1"` (vBoN's l1 bound): score = log F̂(r).
-    - `"exact"` (faithful, default): score = (log π_BoN − log π_ref)/(N−1) by the tie-safe law (`exact_log_ratio`)
+    - `"exact"` (tie-safe): score = (log π_BoN − log π_ref)/(N−1) by the tie-safe law (`exact_log_ratio`)
       with p< = F̂ and q = max(q̂, π_ref(y)), q̂ = #{r_m = r}/M (q ≥ π_ref(y) always holds, and the cache cannot see
       levels lighter than 1/M).
     - `"exact"` with `reproduce_code_scaling=True` (official rycolab/vbon code): score =
       binomial_log_ratio(log F̂, log π_ref)/N, whose fixed point is not π_BoN.
 
-    Args:
-        rewards: `(B,)` scalar policy rewards.
-        ref_rewards: `(B, M)` cached reference rewards, NaN-padded.
-        n: N ≥ 2.
-        objective: `"l1"` or `"exact"` (checked by `VBoNConfig`).
-        ref_logps: `(B,)` reference sequence log-probabilities of the policy samples (needed for `"exact"`).
-        reproduce_code_scaling: see above.
-
-    Returns:
-        dict with `score`, `log_cdf`, `at_floor` (each `(B,)`, `score` and `log_cdf` in the dtype of `rewards`).
+    `ref_logps` are the `(B,)` reference sequence log-probabilities of the samples (`"exact"` only). Returns `score`
+    and the [`cache_statistics`] `log_cdf` and `at_floor`.
     """
     log_cdf, log_q_hat, at_floor = cache_statistics(rewards, ref_rewards)
     if objective == "l1":

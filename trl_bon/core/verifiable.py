@@ -9,15 +9,8 @@ import torch
 
 
 def bon_success_rate(p: torch.Tensor, n: float) -> torch.Tensor:
-    """Best-of-N's success rate s_N = 1 − (1 − p)^N (pass@N of π_ref; BOND eq. 4 with levels {0, 1}).
-
-    Args:
-        p: `(...)` π_ref's per-prompt success rate, in [0, 1].
-        n: N ≥ 1 (real N allowed, as in `core.bon_probs`).
-
-    Returns:
-        s_N with the shape and dtype of `p`; s_N = 0 at p = 0 and 1 at p = 1.
-    """
+    """Best-of-N's success rate s_N = 1 − (1 − p)^N (pass@N of π_ref; BOND eq. 4 with levels {0, 1}), from π_ref's
+    per-prompt success rate p ∈ [0, 1] and a real N ≥ 1."""
     if n < 1:
         raise ValueError(f"Best-of-N needs n >= 1 candidates, got n={n}.")
     return -torch.expm1(n * torch.log1p(-p))
@@ -28,14 +21,7 @@ def bon_kl_from_reference(p: torch.Tensor, n: float) -> torch.Tensor:
 
     Only the two levels' masses change, so the KL is the binary KL between s_N and p. It is 0 at p = 0 and p = 1 (Best-
     of-N cannot find a correct completion that π_ref never samples, and has nothing to fix when all are correct), and
-    tends to −log p as N → ∞ (π_ref conditioned on being correct).
-
-    Args:
-        p: `(...)` π_ref's per-prompt success rate, in [0, 1].
-        n: N ≥ 1.
-
-    Returns:
-        KL with the shape and dtype of `p`, finite everywhere (0·log 0 = 0).
+    tends to −log p as N → ∞ (π_ref conditioned on being correct). Finite everywhere (0·log 0 = 0).
     """
     s = bon_success_rate(p, n)
     correct = torch.where(s > 0, s * (torch.log(s) - torch.log(p)), torch.zeros_like(s))
