@@ -7,18 +7,15 @@ import warnings
 
 
 class BoNConfigMixin:
-    """What the three configs do around their TRL parent's `__post_init__`: move TRL's `gradient_checkpointing` to
-    transformers' new name `activation_checkpointing` before transformers reads it (else it warns on every config about
-    a value the user never set; a value under the new name wins), warn when TRL's default `bf16=True` would train on a
-    CPU, read `resume_from_checkpoint="true"` (`--resume_from_checkpoint true`) as `True` (the newest complete
-    checkpoint), and build `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] checking the sampling
-    options.
-    """
+    """What the three configs do around their TRL parent's `__post_init__`, and `generation_settings`, the
+    [`~trl_bon.sampling.GenerationSettings`] that checks the sampling options."""
 
     def __post_init__(self):
         from ..sampling import GenerationSettings  # here, not at import: sampling imports torch
 
-        if "activation_checkpointing" in {f.name for f in dataclasses.fields(self)}:  # transformers >= 5.25
+        # TRL sets `gradient_checkpointing`, which transformers >= 5.25 renamed: moved before transformers reads it, it
+        # does not warn on every config about a value the user never set (a value under the new name wins).
+        if "activation_checkpointing" in {f.name for f in dataclasses.fields(self)}:
             for old in ("gradient_checkpointing", "gradient_checkpointing_kwargs"):
                 new = old.replace("gradient", "activation")
                 if getattr(self, new) is None and getattr(self, old) is not None:
@@ -32,7 +29,8 @@ class BoNConfigMixin:
                 UserWarning,
                 stacklevel=4,
             )
-        if str(self.resume_from_checkpoint).lower() == "true":  # a path named `true` would be `./true`
+        # `--resume_from_checkpoint true` means the newest complete checkpoint (a path named `true` would be `./true`)
+        if str(self.resume_from_checkpoint).lower() == "true":
             self.resume_from_checkpoint = True
         self.generation_settings = GenerationSettings.from_trainer_args(self)
 
@@ -76,9 +74,8 @@ def check_model_inputs(model) -> None:
 
 
 def check_writable_dir(directory: str) -> None:
-    """Create `directory` (an `output_dir`) and write a probe file in it, so that an unwritable folder fails now, not
-    at the first save (after all the sampling and training before it). Folders it had to create are removed again, so
-    that a run failing before its first save leaves no empty folder (Trainer and the scripts create them to write)."""
+    """Write a probe file in `directory` (an `output_dir`), so that an unwritable folder fails now, not at the first
+    save. Folders it had to create are removed again: a run failing before its first save leaves no empty folder."""
     created, path = [], os.path.abspath(directory)  # deepest first
     while not os.path.exists(path):
         created.append(path)
@@ -97,9 +94,8 @@ def check_writable_dir(directory: str) -> None:
 
 
 def check_train_prompts(train_dataset, eval_dataset, prompts_per_batch: int) -> None:
-    """The RLOO-based trainers' one check of their prompt data, before any model loads: a `prompt` column in every
-    dataset (an `IterableDataset`'s first example), the prompts ([`~trl_bon.sampling.check_prompts`]), and at least
-    the `prompts_per_batch` one generation batch takes (else 0 steps would run)."""
+    """The RLOO-based trainers' one check of their prompt data, before any model loads: a `prompt` column (an
+    `IterableDataset`'s first example), [`~trl_bon.sampling.check_prompts`], and one generation batch's prompts."""
     from datasets import Dataset, IterableDataset
 
     from ..sampling import check_prompts  # here, not at import: sampling imports torch
@@ -152,8 +148,7 @@ def check_prompt_lengths(prompts: list, tokenizer, model, max_completion_length:
 
 
 def check_train_prompt_lengths(trainer) -> None:
-    """[`check_prompt_lengths`] on an `RLOOTrainer`'s training prompts, tokenised as it will tokenise them (an
-    `IterableDataset`'s prompts are not known before training)."""
+    """[`check_prompt_lengths`] on an `RLOOTrainer`'s training `Dataset`, tokenised as it will tokenise them."""
     from datasets import Dataset
 
     if isinstance(trainer.train_dataset, Dataset):
@@ -177,7 +172,7 @@ def check_sft_batches(num_examples: int, args, name: str) -> None:
 
 class RewardOutputChecksMixin:
     """Check what each reward callable returns, so that a string, a scalar or a 2-D tensor is an error that names
-    the function (RLOO would fail inside `torch.tensor` or on a shape mismatch, without saying which function)."""
+    the function (RLOO would fail inside `torch.tensor` or on a shape mismatch, naming none)."""
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         import functools

@@ -26,8 +26,7 @@ class BoNSFTConfig(BoNConfigMixin, SFTConfig):
         num_candidates (`int`, *optional*, defaults to `4`):
             N, the completions sampled per prompt; the one with the highest reward is the SFT target.
         tie_break (`str`, *optional*, defaults to `"random"`):
-            How to choose among candidates with the same maximal reward: `"random"` (uniform, seeded: the law of
-            Best-of-N sampling) or `"first"`.
+            Among maximal candidates: `"random"` (uniform, seeded: the law of Best-of-N sampling) or `"first"`.
         reward_weights (`list[float]`, *optional*):
             Weight of each reward function in the scalar reward used for selection; all `1.0` when `None`.
 
@@ -36,7 +35,7 @@ class BoNSFTConfig(BoNConfigMixin, SFTConfig):
         max_completion_length (`int`, *optional*, defaults to `256`):
             Maximum number of tokens per sampled completion.
         temperature (`float`, *optional*, defaults to `1.0`):
-            Sampling temperature. Best-of-N is defined relative to the reference model at this temperature.
+            Sampling temperature, which defines the reference model Best-of-N is relative to.
         top_p (`float`, *optional*, defaults to `1.0`):
             Nucleus sampling threshold.
         top_k (`int`, *optional*, defaults to `0`):
@@ -46,15 +45,13 @@ class BoNSFTConfig(BoNConfigMixin, SFTConfig):
         repetition_penalty (`float`, *optional*, defaults to `1.0`):
             Repetition penalty; `1.0` disables it.
         generation_batch_size (`int`, *optional*, defaults to `64`):
-            Sequences per `generate` call of the Best-of-N sampler that builds the data before training (the
-            `Sampler`'s `batch_size`), not a training batch as RLOO's option of the same name.
+            Sequences per `generate` call of the sampler that builds the data (not a training batch, unlike RLOO's).
         use_vllm (`bool`, *optional*, defaults to `False`):
             Sample the candidates with an offline vLLM engine built from the model path (needs vLLM and a GPU).
         vllm_kwargs (`dict[str, Any]`, *optional*):
             Extra keyword arguments for `vllm.LLM`, e.g. `{"gpu_memory_utilization": 0.5}`.
 
-    The sampling settings are checked once, by `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`]
-    the sampling reads.
+    The sampling settings are checked once, by `generation_settings` ([`~trl_bon.sampling.GenerationSettings`]).
     """
 
     _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["vllm_kwargs"]

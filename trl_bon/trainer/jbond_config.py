@@ -28,7 +28,7 @@ def vllm_8bit_error() -> ValueError:
 class JBondConfig(BoNConfigMixin, RLOOConfig):
     r"""
     Configuration class for the [`JBondTrainer`]. Only J-BOND/BOND-specific parameters are listed; see [`RLOOConfig`]
-    and [`~transformers.TrainingArguments`] for the rest.
+    and [`~transformers.TrainingArguments`] for the rest, and docs/jbond_trainer.md for each parameter's effect.
 
     Each prompt gets one group of `num_generations` completions: slot 0 is sampled from the policy π, slots 1..k from
     the anchor π_a (k = 2 in J-BOND, k = `num_quantile_samples` in BOND).
@@ -42,74 +42,56 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
         > Parameters that control the objective
 
         mode (`str`, *optional*, defaults to `"jbond"`):
-            `"jbond"`: J-BOND (BOND arXiv v1 §5, Alg. 2): Best-of-2 of a moving anchor with the crude reward r_J.
-            `"bond"`: BOND (§4, eq. 15): Best-of-`num_candidates` of the anchor with the Monte-Carlo log-quantile
-            reward `(N−1)·log p̂≤`; with `anchor="fixed"` the anchor is π_ref (plain BOND), with
-            `anchor="periodic"` it is iterative BOND (Alg. 1).
+            `"jbond"`: J-BOND (BOND arXiv v1 §5, Alg. 2), Best-of-2 of a moving anchor with the crude reward r_J.
+            `"bond"`: BOND (§4, eq. 15), Best-of-`num_candidates` with the log-quantile reward `(N−1)·log p̂≤`.
         jeffreys_beta (`float`, *optional*, defaults to `0.5`):
-            Jeffreys weight β ∈ [0, 1] (eq. 11): the loss is `(1−β)·(forward KL: SFT on the Best-of-N anchor sample) +
-            β·(backward KL: REINFORCE on the policy sample)`. 0 is online BoN-SFT, 1 the vBoN-style backward KL.
+            Jeffreys weight β ∈ [0, 1] (eq. 11): 0 is the forward KL (online BoN-SFT), 1 the backward KL.
         anchor_kl_coef (`float`, *optional*, defaults to `0.0`):
-            γ ≥ 0 of eq. 19: adds `γ·sg[log π(y) − log π_a(y)]·log π(y)` to the loss, which lowers KL(π‖π_a)
-            (docs/maths.md §3; Alg. 2 in arXiv v1 prints the opposite sign).
+            γ ≥ 0 of eq. 19, the weight of a term that lowers KL(π‖π_a) (docs/maths.md §3).
         jbond_penalty (`float`, *optional*, defaults to `log(16)`):
-            Penalty of the crude J-BOND reward (eq. 17): `r_J = −jbond_penalty` if the policy sample is strictly
-            worse than both anchor samples, else 0; ties per `jbond_ties`.
+            Penalty of the crude J-BOND reward (eq. 17) when the policy sample is worse than both anchor samples.
         jbond_ties (`str`, *optional*, defaults to `"strict"`):
-            How the crude reward counts a tie with an anchor sample: `"strict"` (eq. 17 as printed: a tie earns 0)
-            or `"half"` (half a loss, −penalty/2 per tied anchor sample when the others beat y). Set `"half"` for
-            discrete rewards such as 0/1 verifiers (docs/verifiable_rewards.md); both agree when no reward ties.
+            `"strict"` (eq. 17: a tie earns 0) or `"half"` (a tie is half a loss); set `"half"` for 0/1 rewards.
         baseline (`str`, *optional*, defaults to `"batch_loo"`):
-            Baseline subtracted from the policy return: `"batch_loo"`, the mean return of the *other* prompts of the
-            global generation batch (J-BOND Alg. 2; there is one policy sample per prompt), or `"none"`.
+            `"batch_loo"` (mean return of the other prompts of the generation batch, Alg. 2) or `"none"`.
         loss_normalization (`str`, *optional*, defaults to `"sequence_sum"`):
-            `"sequence_sum"`: each weight multiplies the summed completion log-probability (the paper's objective).
-            `"token_mean"`: each weight is divided by its completion length; this changes the objective and the
-            effective β, so it is opt-in only.
+            `"sequence_sum"` (the paper) or `"token_mean"` (each weight divided by its completion length; opt-in).
 
         > Parameters that control BOND (`mode="bond"`)
 
         num_candidates (`int`, *optional*):
             N of Best-of-N, required in BOND mode (N ≥ 2). J-BOND fixes it to 2 (leave unset or set 2).
         num_quantile_samples (`int`, *optional*, defaults to `16`):
-            k anchor samples per prompt for the Monte-Carlo quantile p̂≤ (eq. 10); k ≥ N: the Best-of-N target is
-            the best of the first N of them. Ignored in J-BOND mode.
+            k ≥ N anchor samples per prompt for the quantile p̂≤ (eq. 10); the target is the best of the first N.
         quantile_smoothing (`str`, *optional*, defaults to `"clamp"`):
-            What to do when the policy sample is below all k anchor samples (p̂≤ = 0): `"clamp"` → max(p̂≤, 1/(2k)),
-            `"add_one"` → (c + 1)/(k + 1).
+            p̂≤ when the policy sample is below all k: `"clamp"` → max(p̂≤, 1/(2k)), `"add_one"` → (c + 1)/(k + 1).
         include_tie_correction (`bool`, *optional*, defaults to `False`):
-            Add log B̂ (BOND eq. 4, estimated from the same anchor samples without smoothing) to the BOND reward.
-            Set it for 0/1 verifiers and other discrete rewards, where BOND's fixed point is Best-of-N only with it
-            (docs/verifiable_rewards.md). Without ties it is the constant log N, removed by the baseline.
+            Add log B̂ (eq. 4) to the BOND reward; set it for 0/1 and other discrete rewards.
 
         > Parameters that control the anchor
 
         anchor (`str`, *optional*):
-            How the anchor π_a moves: `"ema"` (θ_a ← (1−η)·θ_a + η·θ after every optimizer step, eq. 18),
-            `"periodic"` (hard copy every `anchor_update_period` optimizer steps, iterative BOND) or `"fixed"` (the
-            anchor stays π_ref). Defaults to `"ema"` in J-BOND mode and `"fixed"` in BOND mode.
+            `"ema"` (eq. 18), `"periodic"` (hard copy every `anchor_update_period` optimizer steps, iterative BOND) or
+            `"fixed"` (π_ref). Defaults to `"ema"` in J-BOND mode and `"fixed"` in BOND mode.
         anchor_ema_rate (`float`, *optional*, defaults to `0.02`):
-            EMA rate η ∈ [0, 1]. η = 0 freezes the anchor (same as `anchor="fixed"`); η = 1 copies the policy.
+            EMA rate η ∈ [0, 1]; 0 freezes the anchor, 1 copies the policy.
         anchor_update_period (`int`, *optional*, defaults to `1000`):
             Optimizer steps between hard copies when `anchor="periodic"`.
 
         > Parameters that control vLLM
 
         vllm_adapters_as_lora (`bool`, *optional*, defaults to `False`):
-            LoRA with `use_vllm=True, vllm_mode="colocate"`: the colocated engine serves the policy and the anchor
-            adapters as vLLM LoRA adapters, each row through its own adapter in one generate call, so a generation
-            batch syncs the adapters' tensors instead of merged full weights twice. DDP only (docs/engines.md).
+            LoRA with colocated vLLM under DDP: serve the policy and anchor adapters as vLLM LoRA adapters, syncing
+            the adapters instead of merged weights (docs/engines.md).
 
         > Parameters that control logging
 
         log_ref_kl (`bool`, *optional*):
-            Log KL(π‖π_ref) of the policy samples as `kl_k1` and `kl_k3` (docs/metrics.md). `None` logs it when π_ref
-            is free (LoRA: adapters disabled, one extra forward pass) and not for full fine-tuning, where `True` loads
-            a frozen copy of π_ref (memory of a third model).
+            Log KL(π‖π_ref) as `kl_k1` and `kl_k3`. `None`: on for LoRA (one extra forward), off for full fine-tuning,
+            where `True` loads a frozen copy of π_ref (docs/metrics.md).
 
-    Built once from the fields, and checked there: `objective`, the [`~trl_bon.core.JBondOptions`] the trainer passes
-    to `core.jbond_weights`, `anchor_schedule`, the [`~trl_bon.core.AnchorSchedule`] of its `AnchorCallback`, and
-    `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`] it samples with.
+    Built once from the fields, and checked there: `objective` ([`~trl_bon.core.JBondOptions`]), `anchor_schedule`
+    ([`~trl_bon.core.AnchorSchedule`]) and `generation_settings` ([`~trl_bon.sampling.GenerationSettings`]).
     """
 
     # Parameters whose default values are overridden from RLOOConfig / TrainingArguments
@@ -165,8 +147,7 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
     )
 
     def __post_init__(self):
-        # The objective's options, checked by `JBondOptions` (J-BOND fixes N = 2). `num_generations` must be known
-        # before RLOOConfig validates the batch layout against it.
+        # `num_generations` must be known before RLOOConfig validates the batch layout against it.
         self.objective = JBondOptions(**{f.name: getattr(self, f.name) for f in fields(JBondOptions)})
         self.num_candidates = self.objective.num_candidates
         num_anchor_samples = self.num_quantile_samples if self.mode == "bond" else 2
@@ -188,10 +169,8 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
             self.per_device_train_batch_size = 2 * group
         if self.anchor is None:
             self.anchor = "ema" if self.mode == "jbond" else "fixed"
-        # Every device must hold whole prompt groups (the slot of a row is its position in its group; vLLM server mode
-        # slices results back in equal per-rank chunks). Checked before RLOOConfig's global divisibility check so that
-        # the message names the per-device fix; `steps_per_generation` is required below to follow gradient
-        # accumulation, so this is the generation batch every valid config has.
+        # Every device must hold whole prompt groups (a row's slot is its position in its group; vLLM server mode
+        # returns equal per-rank chunks). Checked before RLOOConfig's global check, so the message names this fix.
         per_device = self.per_device_train_batch_size
         steps = self.steps_per_generation or self.gradient_accumulation_steps
         if per_device * steps % group:
@@ -227,20 +206,9 @@ class JBondConfig(BoNConfigMixin, RLOOConfig):
                 "and the importance ratio would drift from 1. Leave `steps_per_generation` and "
                 "`generation_batch_size` unset (they then follow `gradient_accumulation_steps`)."
             )
-        require(
-            self,
-            "normalize_advantages",
-            False,
-            "it would rescale J-BOND's per-sequence loss weights (including the SFT weight 1 − jeffreys_beta) and "
-            "change the objective",
-        )
-        require(
-            self,
-            "sync_ref_model",
-            False,
-            "it updates RLOO's reference model, which J-BOND does not use",
-            " and use `anchor='ema'` with `anchor_ema_rate` instead",
-        )
+        require(self, "normalize_advantages", False, "it would rescale J-BOND's loss weights and change the objective")
+        fix = " and use `anchor='ema'` with `anchor_ema_rate` instead"
+        require(self, "sync_ref_model", False, "it updates RLOO's reference model, which J-BOND does not use", fix)
         num_prompts = self.generation_batch_size // self.num_generations
         if self.baseline == "batch_loo" and num_prompts < 2:
             raise ValueError(

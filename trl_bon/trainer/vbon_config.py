@@ -27,40 +27,29 @@ class VBoNConfig(BoNConfigMixin, RLOOConfig):
         > Parameters that control the objective
 
         num_candidates (`int`):
-            N of Best-of-N, the distribution being distilled (N ≥ 2). Required; `beta` follows as 1/(N−1) (the
-            paper parametrises runs by β, with N = int(1/β) + 1).
+            N ≥ 2 of the Best-of-N being distilled; required. `beta` follows as 1/(N−1).
         vbon_objective (`str`, *optional*, defaults to `"l1"`):
-            `"l1"`: reward log F̂(r(y)), vBoN's l1 lower bound (the paper's main objective). `"exact"`: reward
-            (log π_BoN(y) − log π_ref(y))/(N−1) with the tie-safe Best-of-N law, whose optimum is π_BoN itself; it
-            needs the reference log-probability of each sample (one extra reference forward pass per generation
-            batch).
+            `"l1"`: reward log F̂(r(y)), vBoN's l1 bound (the paper's main objective). `"exact"`: reward
+            (log π_BoN(y) − log π_ref(y))/(N−1), optimum π_BoN; one extra reference forward per generation batch.
         reproduce_vbon_code_scaling (`bool`, *optional*, defaults to `False`):
-            With `vbon_objective="exact"`, use the official rycolab/vbon code's score instead: the injective
-            (binomial) form divided by N rather than N−1. Its optimum is π ∝ π_ref·(π_BoN/π_ref)^((N−1)/N), not
-            π_BoN. For reproducing the paper's numbers only.
+            With `"exact"`, use the official rycolab/vbon code's score (its optimum is not π_BoN; reproduction only).
 
         > Parameters that control the reference-reward cache
 
         reference_rewards_column (`str`, *optional*, defaults to `"ref_rewards"`):
-            Dataset column with the cached reference rewards of each row's prompt (a list of M floats; M may vary
-            between prompts). When it is missing, the trainer joins `reference_cache_dir` or raises an error naming
-            `trl-bon cache-ref-rewards`; it never samples the cache itself.
+            Dataset column with each prompt's cached reference rewards (a list of floats); when missing, the trainer
+            joins `reference_cache_dir` or raises an error naming `trl-bon cache-ref-rewards`.
         prompt_id_column (`str`, *optional*):
-            Dataset column with prompt ids to join the cache on. `None` keys prompts by the SHA-256 of their
-            canonical JSON (see `trl_bon.ref_cache.prompt_id`).
+            Column of prompt ids to join the cache on; `None` hashes the prompt (`trl_bon.ref_cache.prompt_id`).
         reference_cache_dir (`str`, *optional*):
-            Directory of a cache written by `trl-bon cache-ref-rewards` / `build_reference_reward_cache`, joined
-            onto the datasets at init (`None`: `<output_dir>/_reference_rewards`, where the command writes by default).
+            Cache written by `trl-bon cache-ref-rewards`, joined at init (`None`: `<output_dir>/_reference_rewards`).
             Its generation settings, reward signature and π_ref must match this run's.
         num_reference_samples (`int`, *optional*, defaults to `300`):
-            M, reference completions per prompt that `trl-bon cache-ref-rewards` samples (it reads this same config;
-            the trainer ignores it). ~300 in vBoN ("F converges after ~300"); log F̂ ≥ −log(M+1), so M also bounds
-            how strongly a bad sample is penalised.
+            M, reference completions per prompt that `trl-bon cache-ref-rewards` samples (the trainer ignores it).
         reference_cache_batch_size (`int`, *optional*, defaults to `64`):
             Sequences per `generate` call of `trl-bon cache-ref-rewards` (the trainer ignores it).
 
-    The sampling settings are checked once, by `generation_settings`, the [`~trl_bon.sampling.GenerationSettings`]
-    the sampling reads.
+    The sampling settings are checked once, by `generation_settings` ([`~trl_bon.sampling.GenerationSettings`]).
     """
 
     # Parameters whose default values are overridden from RLOOConfig
