@@ -24,15 +24,8 @@ FULL_MODEL_ZERO3_REFUSAL = (
 
 
 def check_anchor_engine(args: "TrainingArguments", lora: bool) -> None:
-    """
-    Refuse the engine × anchor combinations the anchor cannot update correctly. Call it before any model loads.
-
-    Args:
-        args ([`~transformers.TrainingArguments`]):
-            The training arguments (they, or `accelerate launch`, decide the engine).
-        lora (`bool`):
-            Whether the anchor is a LoRA adapter ([`LoraAnchor`]) rather than a full model copy ([`ModelAnchor`]).
-    """
+    """Refuse, before any model loads, the engines (set by `args` or `accelerate launch`) under which the anchor, a
+    LoRA adapter ([`LoraAnchor`]) or a full model copy ([`ModelAnchor`]), cannot be updated correctly."""
     if getattr(args, "fsdp", None):  # `TrainingArguments(fsdp=...)`: transformers defaults to FSDP2
         fsdp_version = int((getattr(args, "fsdp_config", None) or {}).get("version", 2))
     elif os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":  # `accelerate launch`: accelerate defaults to 1

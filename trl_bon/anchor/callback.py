@@ -39,29 +39,13 @@ class AnchorCallback(TrainerCallback):
             self.anchor.hard_update()
 
     def save_to_checkpoint(self, checkpoint_dir: str | os.PathLike, state) -> None:
-        """
-        Write the anchor to `checkpoint_dir/anchor/` with its update rule and `state.global_step`. Every process
-        calls it (FSDP2 and ZeRO-3 gather the anchor); the main process writes.
-
-        Args:
-            checkpoint_dir (`str` or `os.PathLike`):
-                A `checkpoint-N` directory (or its staging copy).
-            state ([`~transformers.TrainerState`]):
-                The trainer state of the checkpoint.
-        """
+        """Write the anchor to `checkpoint_dir/anchor/` with its update rule and `state.global_step`. Every process
+        calls it (FSDP2 and ZeRO-3 gather the anchor); the main process writes."""
         metadata = {**dataclasses.asdict(self.schedule), "global_step": state.global_step}
         self.anchor.save(Path(checkpoint_dir) / ANCHOR_SUBFOLDER, metadata=metadata)
 
     def load_from_checkpoint(self, checkpoint_dir: str | os.PathLike, global_step: int) -> None:
-        """
-        Load the anchor saved in `checkpoint_dir/anchor/`, refusing one saved at another step than `global_step`.
-        It binds the anchor first, so it does not depend on running after `on_train_begin`.
-
-        Args:
-            checkpoint_dir (`str` or `os.PathLike`):
-                A `checkpoint-N` directory.
-            global_step (`int`):
-                The step training resumes at (`Trainer` restored it from the same checkpoint).
-        """
+        """Load the anchor saved in `checkpoint_dir/anchor/`, refusing one saved at another step than `global_step`,
+        the step training resumes at. It binds the anchor first, so it need not run after `on_train_begin`."""
         self.anchor.bind()
         self.anchor.load(Path(checkpoint_dir) / ANCHOR_SUBFOLDER, global_step=global_step)

@@ -119,15 +119,8 @@ class LoraAnchor(AnchorState):
 
     @contextlib.contextmanager
     def active(self) -> Iterator["PeftModel"]:
-        """
-        Context manager inside which the model computes and generates with the anchor adapter.
-
-        The anchor stays frozen inside; on exit the policy adapter is active again and every parameter gets back the
-        `requires_grad` flag it had on entry (PEFT's `set_adapter` would otherwise unfreeze the whole adapter).
-
-        Yields:
-            [`~peft.PeftModel`]: the model, with the anchor adapter active.
-        """
+        """Context manager yielding the model with the anchor adapter active and frozen. On exit the policy adapter is
+        active again and every `requires_grad` flag is restored (PEFT's `set_adapter` unfreezes whole adapters)."""
         with _requires_grad_kept(self.model), use_adapter(self.model, self.adapter_name):
             for _, anchor_param, _ in self.pairs():
                 anchor_param.requires_grad_(False)
@@ -143,14 +136,11 @@ class LoraAnchor(AnchorState):
 
     @contextlib.contextmanager
     def rows_routed(self, routes: list[tuple[str, slice]]) -> Iterator["PeftModel"]:
-        """
-        Context manager inside which the batch rows of each `(adapter name, rows)` route go through that adapter, for
-        generation (no gradients); `rows` is a slice, e.g. every third row (`slice(0, None, 3)`).
+        """Context manager inside which the batch rows of each `(adapter name, rows)` route, `rows` a slice, go through
+        that adapter, for generation (no gradients); every `requires_grad` flag is restored on exit.
 
-        The adapters are switched off and a forward hook on each LoRA layer adds each route's `scaling · B(A(x))` to
-        its rows of the base output, through views, where PEFT's `adapter_names` gathers and scatters rows by index
-        lists (faster; docs/jbond_trainer.md). Every parameter gets back its `requires_grad` flag on exit (PEFT's
-        `disable_adapter` sets the active adapter's).
+        A forward hook on each LoRA layer adds each route's `scaling · B(A(x))` to its rows of the base output through
+        views, faster than PEFT's `adapter_names` index lists (docs/jbond_trainer.md).
         """
         from peft.tuners.lora import LoraLayer
 

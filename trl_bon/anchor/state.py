@@ -50,10 +50,8 @@ class AnchorState:
         raise NotImplementedError
 
     def bind(self) -> None:
-        """
-        Enumerate the pairs and check their layout; re-shard the shadows if an engine sharded the model since (once
-        lazily, and again at `on_train_begin`, after FSDP2 or DeepSpeed prepared the model).
-        """
+        """Enumerate the pairs and check their layout; re-shard the shadows if an engine sharded the model since (once
+        lazily, and again at `on_train_begin`, after FSDP2 or DeepSpeed prepared the model)."""
         pairs = list(self._named_pairs())
         for name, anchor, policy in pairs:
             _check_pair(name, anchor, policy)
@@ -79,13 +77,7 @@ class AnchorState:
 
     @torch.no_grad()
     def ema_update(self, rate: float) -> None:
-        """
-        Move the anchor towards the policy: θ_a ← (1 − η)·θ_a + η·θ on the fp32 state (BOND arXiv v1, eq. 18).
-
-        Args:
-            rate (`float`):
-                EMA rate η ∈ [0, 1]: `0` leaves the anchor unchanged, `1` copies the policy.
-        """
+        """Move the anchor towards the policy: θ_a ← (1 − η)·θ_a + η·θ on the fp32 state (BOND arXiv v1, eq. 18)."""
         if not 0.0 <= rate <= 1.0:  # checked here, where a caller hands η in, not in the pure `core.ema_update_`
             raise ValueError(f"The EMA rate must lie in [0, 1], got {rate}; the paper uses 0.02.")
         for name, anchor, policy in self.pairs():
@@ -100,10 +92,8 @@ class AnchorState:
 
     @torch.no_grad()
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """
-        The fp32 EMA state as whole tensors (copies), keyed by anchor tensor name: the shadows, or the fp32 anchor
-        tensors that need none. Under FSDP2 and ZeRO-3 this gathers: call it on every rank.
-        """
+        """The fp32 EMA state as whole tensors (copies), keyed by anchor tensor name: the shadows, or the fp32 anchor
+        tensors that need none. Under FSDP2 and ZeRO-3 this gathers: call it on every rank."""
         state = {}
         for name, anchor, _ in self.pairs():
             with _gathered([anchor], modifier_rank=None):
@@ -113,13 +103,8 @@ class AnchorState:
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """
-        Restore the shadows and the anchor's compute tensors from whole tensors, as [`~AnchorState.state_dict`]
-        returns them (any floating dtype and device); under FSDP2 each rank keeps its shard.
-
-        Raises:
-            KeyError: if the names differ. ValueError: if a shape differs.
-        """
+        """Restore the shadows and the anchor's compute tensors from whole tensors, as [`~AnchorState.state_dict`]
+        returns them (any floating dtype and device); under FSDP2 each rank keeps its shard."""
         names = {name for name, _, _ in self.pairs()}
         missing, unexpected = names - state.keys() - self._optional_names(), state.keys() - names
         if missing or unexpected:
@@ -172,16 +157,8 @@ class AnchorState:
         raise NotImplementedError
 
     def save(self, directory: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
-        """
-        Write the anchor's fp32 state to `directory` and its record to `directory/anchor.json`. Under FSDP2 and ZeRO-3
-        it gathers the whole tensors: call it on every rank; only rank 0 writes.
-
-        Args:
-            directory (`str` or `os.PathLike`):
-                Target directory, created if needed.
-            metadata (`dict[str, Any]`, *optional*):
-                JSON-serialisable entries added to `anchor.json` (e.g. the update rule and step).
-        """
+        """Write the anchor's fp32 state to `directory` and its record, with the JSON-serialisable `metadata`, to
+        `directory/anchor.json`. Under FSDP2 and ZeRO-3 it gathers the whole tensors: call it on every rank."""
         state = self.state_dict()
         if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
             return
@@ -191,19 +168,8 @@ class AnchorState:
         write_record(directory / ANCHOR_CONFIG_NAME, {**(metadata or {}), **written, **self._record()})
 
     def load(self, directory: str | os.PathLike, **expected) -> None:
-        """
-        Restore the anchor [`~AnchorState.save`] wrote in `directory` (on every rank).
-
-        Args:
-            directory (`str` or `os.PathLike`):
-                A directory written by `save`.
-            expected:
-                Entries `anchor.json` must hold besides this anchor's kind (and adapter), e.g. `global_step`.
-
-        Raises:
-            FileNotFoundError: if `directory` holds no saved anchor. ValueError: if `anchor.json` is damaged or
-            records another kind, adapter or step (every differing field named), or the weights file is damaged.
-        """
+        """Restore the anchor [`~AnchorState.save`] wrote in `directory` (on every rank), refusing it unless
+        `anchor.json` holds this anchor's kind (and adapter) and the `expected` entries, e.g. `global_step`."""
         directory = Path(directory)
         path = directory / ANCHOR_CONFIG_NAME
         if not path.is_file():
