@@ -176,8 +176,7 @@ def check_context_window(prompt_lengths: list[int], config, max_completion_lengt
 
 @contextlib.contextmanager
 def eval_mode(model):
-    """Run `model` with dropout off, restoring its mode after: the trainers' distribution is the model without
-    dropout (GPT-2 checkpoints ship `resid/embd/attn_pdrop=0.1`), and train mode would sample from a noisy one."""
+    """Run `model` with dropout off, as the trainers' law (GPT-2 checkpoints ship `*_pdrop=0.1`), then restore it."""
     was_training = model.training
     model.eval()
     try:
@@ -210,11 +209,10 @@ def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size):
         disable_compile=True,
         **settings.generation_kwargs,
     )
-    device = next(model.parameters()).device
     with eval_mode(model):  # yields `(first_row, completion_ids)` per batch
         for start in range(0, len(prompt_ids), batch_size):
             batch = prompt_ids[start : start + batch_size]
-            input_ids, attention_mask = _left_pad(batch, tokenizer.pad_token_id, device)
+            input_ids, attention_mask = _left_pad(batch, tokenizer.pad_token_id, model.device)
             # `generate` derives position ids from the attention mask, so left padding does not shift absolute
             # positions (GPT-2); `completion_logps` scores with the same positions.
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
@@ -233,14 +231,13 @@ def completion_logps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of each completion given its prompt at the sampling temperature (logits / T, as TRL):
     `(logps, mask)`, both `(B, T_max)` float32 on CPU, `mask` 1 on completion tokens."""
-    device = next(model.parameters()).device
     lengths = torch.tensor([len(c) for c in completion_ids])
     all_logps = torch.zeros(len(completion_ids), int(lengths.max()))
     mask = (torch.arange(all_logps.size(1)) < lengths.unsqueeze(1)).float()
     for start in range(0, len(completion_ids), batch_size):
         prompts, completions = prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size]
         seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
-        input_ids, attention = _left_pad(seqs, pad_token_id, device)
+        input_ids, attention = _left_pad(seqs, pad_token_id, model.device)
         # position ids from the attention mask, as `generate` assigns them: left padding shifts no position
         position_ids = (attention.cumsum(-1) - 1).clamp_min(0)
         with eval_mode(model):
@@ -257,8 +254,7 @@ def _row_seed(seed: int, row: int) -> int:
 
 
 def _generate_vllm(engine, prompt_ids, settings, seed: int | None) -> list[list[int]]:
-    """One completion per row; row i is seeded by `(seed, i)`, so a call is reproducible whatever the engine did
-    before (the reference cache's shards stay resumable with one engine for the whole build)."""
+    """One completion per row, seeded by `(seed, row)`: reproducible whatever the engine sampled before."""
     from vllm import SamplingParams
 
     params = [
@@ -312,15 +308,10 @@ class Sampler:
     """The one offline sample-and-score path under [`best_of_n`], the reference reward cache and the evaluation
     (docs/bon_sft_trainer.md#best-of-n-sampling-the-inference-time-target).
 
-    Args:
-        model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
-            Path/id (loaded on first use with `model_init_kwargs`; a missing local path fails here) or instance.
-        batch_size (`int`, *optional*, defaults to `64`):
-            Sequences per `generate` call; each batch is scored at once, so a broken reward fails early.
-        backend (`str`, *optional*, defaults to `"transformers"`):
-            Or `"vllm"`: an offline engine built once from the model path with `vllm_kwargs` (needs a GPU).
-        seed (`int` or `None`, *optional*, defaults to `0`):
-            Seeds torch before each sampling call, so a call is reproducible; `None` leaves the RNG alone.
+    `model` is an instance or a path/id loaded on first use with `model_init_kwargs` (a missing local path fails here).
+    Each `generate` call of `batch_size` sequences is scored at once, so a broken reward fails early. `backend="vllm"`
+    builds one offline engine from the model path with `vllm_kwargs` (needs a GPU). `seed` seeds torch before each
+    sampling call, so a call is reproducible; `None` leaves the RNG alone.
     """
 
     def __init__(
@@ -381,8 +372,7 @@ class Sampler:
         return other
 
     def identity(self) -> dict:
-        """What decides the samples' law, for caches. The vLLM backend fingerprints its checkpoint loaded once with
-        transformers, so that its caches are keyed like the trainers' π_ref."""
+        """What decides the samples' law, for caches (vLLM: its checkpoint, fingerprinted like the trainers' π_ref)."""
         from .identity import model_identity, tokenizer_identity
 
         if self.backend == "vllm" and self._vllm_model_identity is None:
@@ -494,15 +484,9 @@ def best_of_n(sampler, prompts, reward, n: int, *, tie_break: str = "random") ->
     """Best-of-N sampling, the inference-time target every trl-bon trainer distils: draw `n` completions per prompt,
     score them, keep the best (docs/bon_sft_trainer.md#best-of-n-sampling-the-inference-time-target).
 
-    Args:
-        sampler ([`Sampler`], `str` or model):
-            What to sample from and how; a model path or instance is wrapped in `Sampler(model)`.
-        prompts (`list` or `datasets.Dataset`):
-            Standard or conversational prompts; a dataset's columns other than `prompt` reach reward callables.
-        reward:
-            TRL-style reward functions or a [`~trl_bon.rewards.RewardScorer`] (for weights, tokenizers, devices).
-        tie_break (`str`, *optional*, defaults to `"random"`):
-            `"random"` (the law of Best-of-N sampling, seeded by the sampler's `seed`) or `"first"`.
+    `sampler` is a [`Sampler`] or a model (path) wrapped in `Sampler(model)`; `prompts` a list or a dataset whose other
+    columns reach reward callables; `reward` TRL-style reward functions or a [`~trl_bon.rewards.RewardScorer`];
+    `tie_break` `"random"` (the law of Best-of-N sampling, seeded by the sampler's `seed`) or `"first"`.
     """
     from .rewards import as_scorer
 
