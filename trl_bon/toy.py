@@ -36,10 +36,8 @@ def _model_config(architecture: str, tokenizer, dropout: float = 0.0, **override
         config.update(dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"), dropout))
         bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         return GPT2Config(vocab_size=len(tokenizer), **{**tokens, "bos_token_id": bos, **config, **overrides})
-    raise ValueError(f"Unknown architecture {architecture!r}; use one of {ARCHITECTURES}.")
+    raise ValueError(f"Unknown architecture {architecture!r}; use 'llama' or 'gpt2'.")
 
-
-ARCHITECTURES = ("llama", "gpt2")
 
 # Linear layers 64 wide, so that the kit takes `--load_in_4bit` on every x86 CPU (see `trl_bon.quantization`).
 KIT_SIZES = {"llama": {"hidden_size": 64, "intermediate_size": 128, "num_key_value_heads": 2}, "gpt2": {"n_embd": 64}}
@@ -58,8 +56,7 @@ def word_level_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {f"t{i}": i for i in range(vocab_size)}
-    word_level = Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0"))
+    word_level = Tokenizer(models.WordLevel(vocab={f"t{i}": i for i in range(vocab_size)}, unk_token="t0"))
     word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     eos = f"t{vocab_size - 1}"
     return PreTrainedTokenizerFast(
@@ -143,9 +140,8 @@ class OneTokenTask:
         """Exact next-token distribution of `model` (a causal LM, PEFT or not) after the prompt, as float64."""
         from .sampling import eval_mode
 
-        device = next(model.parameters()).device
         with eval_mode(model), torch.no_grad():
-            logits = model(input_ids=torch.tensor([[0]], device=device)).logits[0, -1]
+            logits = model(input_ids=torch.tensor([[0]], device=model.device)).logits[0, -1]
         return torch.softmax(logits.double().cpu(), dim=-1)
 
 
