@@ -1,9 +1,6 @@
-"""J-BOND's policy and anchor adapters served by vLLM as LoRA adapters (colocate mode, `vllm_adapters_as_lora=True`).
-
-Instead of TRL's two merged full-weight syncs and two generate calls per batch, each batch writes only the two
-adapters' tensors, vLLM reloads them in place, and one generate call routes each row to its adapter (slot 0 → policy,
-slots 1..k → anchor); the base weights never change under LoRA (docs/engines.md).
-"""
+"""J-BOND's policy and anchor adapters served by vLLM as LoRA adapters (colocate mode, `vllm_adapters_as_lora=True`):
+each batch writes only the two adapters' tensors instead of two merged full-weight syncs, and one generate call routes
+each row to its adapter (docs/engines.md)."""
 
 import os
 import tempfile
@@ -42,8 +39,7 @@ class VLLMAdapters:
             name: LoRARequest(name, index + 1, os.path.join(self._directory.name, name))
             for index, name in enumerate(adapter_names)
         }
-        self.bytes_synced = 0
-        self.syncs = 0
+        self.bytes_synced, self.syncs = 0, 0
 
     def sync(self, llm, model) -> None:
         """Write each adapter of `model` (an unwrapped PeftModel) to this process's folder for `llm` to reload."""
