@@ -1,14 +1,10 @@
-"""Silence three libraries' known-spurious messages at their source, so `trl-bon` prints only what a user can act on.
+"""Silence known-spurious library messages at their source (one exact filter each), so `trl-bon` prints only what a
+user can act on. Imported by `trl_bon/__init__.py` before TRL, transformers or bitsandbytes.
 
-Imported by `trl_bon/__init__.py` before TRL, transformers or bitsandbytes. Each filter matches one message exactly.
-
-- **bitsandbytes** tries at import, on CPUs with AVX512-BF16, to fetch a 4-bit CPU kernel from the Hub through
-  `kernels`; offline it logs "Failed to load CPU gemm_4bit_forward … `pip install kernels`" (wrong advice when
-  `kernels` is installed) and `kernels` adds "Skipping publisher trust check …". bitsandbytes falls back to its own
-  kernel, so nothing is lost.
-- **transformers ≥ 5.25** renamed `gradient_checkpointing*` to `activation_checkpointing*` on models; TRL 1.16 and
-  PEFT call the old names on every generation step, a `FutureWarning` no user can fix. The config field of that name
-  is not filtered: our configs pass it under the new name.
+- **bitsandbytes** on AVX512-BF16 CPUs tries at import to fetch a 4-bit CPU kernel from the Hub through `kernels`;
+  offline it logs wrong `pip install kernels` advice and `kernels` a trust notice, then falls back to its own kernel.
+- **transformers ≥ 5.25** renamed `gradient_checkpointing*` to `activation_checkpointing*`; TRL 1.16 and PEFT call the
+  old names on every generation step, a `FutureWarning` no user can fix (our configs use the new field name).
 """
 
 import logging
@@ -16,7 +12,7 @@ import warnings
 
 
 class _Drop(logging.Filter):
-    """Drop the records of one logger whose message starts with `prefix` and contains `part`."""
+    """Drop the records whose message starts with `prefix` and contains `part`."""
 
     def __init__(self, prefix: str, part: str = ""):
         super().__init__()
@@ -34,7 +30,7 @@ FILTERS = {  # logger -> what it drops: bitsandbytes' kernel advice, and `kernel
 
 
 def install() -> None:
-    """Add the filters (idempotent: a filter already installed is not added twice)."""
+    """Add the filters (idempotent)."""
     for name, drop in FILTERS.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _Drop) for f in logger.filters):

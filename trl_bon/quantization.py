@@ -1,9 +1,8 @@
 """bitsandbytes' AVX512-BF16 CPU kernel for 4-bit layers: the layer sizes it takes, and keeping trained models off it.
 
-On such CPUs bitsandbytes repacks each 4-bit weight, at the layer's first forward in eval mode without gradients, for
-an inference-only GEMM in blocks of 32 output features and one scale per quantisation block (64 input features by
-default). Other sizes fail deep inside bitsandbytes ("N must be divisible by block_n") after the model and data have
-been paid for; other CPUs run the same model (docs/cli.md).
+On such CPUs bitsandbytes repacks each 4-bit weight, at the layer's first eval-mode forward without gradients, for an
+inference-only GEMM in blocks of 32 output features by one quantisation block of input features (64 by default); other
+sizes fail deep inside bitsandbytes ("N must be divisible by block_n") once model and data are paid for (docs/cli.md).
 """
 
 CPU_4BIT_BLOCK = 32  # the block of output features of bitsandbytes' `_convert_weight_packed_for_cpu`
@@ -19,8 +18,7 @@ def cpu_repacks_4bit_weights() -> bool:
 
 
 def check_4bit_layer_sizes(model) -> None:
-    """Raise a one-line `ValueError` naming the first 4-bit CPU layer whose sizes the repacking cannot take, and what
-    to do instead; a no-op without 4-bit CPU layers or where bitsandbytes does not repack."""
+    """Refuse the first 4-bit CPU layer whose sizes the repacking cannot take (a no-op where nothing is repacked)."""
     if not getattr(model, "is_loaded_in_4bit", False) or not cpu_repacks_4bit_weights():
         return
     from bitsandbytes.nn import Linear4bit
@@ -41,9 +39,8 @@ def check_4bit_layer_sizes(model) -> None:
 
 
 def keep_4bit_weights_trainable(model) -> None:
-    """Keep a model that is being trained off bitsandbytes' AVX512-BF16 CPU kernel: once it has repacked a layer
-    (generation), its kernel has no backward and LoRA adapters below the layer silently stop learning. Without the
-    repacking bitsandbytes keeps its differentiable dequantise-and-matmul path, as on other CPUs."""
+    """Keep a model being trained off the repacking: once generation has repacked a layer, its kernel has no backward
+    and LoRA adapters below it silently stop learning; unrepacked, bitsandbytes dequantises differentiably."""
     if not getattr(model, "is_loaded_in_4bit", False):
         return
     from bitsandbytes.nn import Linear4bit

@@ -1,7 +1,6 @@
-"""Sampling N scored completions per prompt: the one sampler behind BoN-SFT data, vBoN's reference-reward cache,
-BOND's reference quantiles and the evaluation. It draws from the law the trainers train against (generation as TRL's
-trainers, dropout off, positions from the attention mask): docs/bon_sft_trainer.md and docs/evaluation.md#exactness.
-"""
+"""Sampling N scored completions per prompt for BoN-SFT data, vBoN's reference rewards and the evaluation, from the law
+the trainers train against (generation as TRL's trainers, dropout off, positions from the attention mask):
+docs/bon_sft_trainer.md and docs/evaluation.md#exactness."""
 
 import contextlib
 import copy
@@ -20,11 +19,10 @@ from .identity import check_model_path
 def _parse_dict(value, name: str) -> dict:
     if value is None:
         return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"`{name}` must be a dict or a JSON object string, got {value!r} ({error}).") from error
+    try:
+        value = json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError as error:
+        raise ValueError(f"`{name}` must be a dict or a JSON object string, got {value!r} ({error}).") from error
     if not isinstance(value, dict):
         raise ValueError(f"`{name}` must be a dict, got {type(value).__name__}.")
     return dict(value)
@@ -32,9 +30,8 @@ def _parse_dict(value, name: str) -> dict:
 
 @dataclass
 class GenerationSettings:
-    """Everything that decides which completions are drawn, checked here once: held by the trainers' configs
-    (`args.generation_settings`, from [`from_trainer_args`]), recorded in every cache's metadata and the options of
-    `trl-bon eval`."""
+    """Everything that decides which completions are drawn, checked here once: the trainers'
+    `args.generation_settings`, every cache's metadata and the options of `trl-bon eval`."""
 
     max_completion_length: int = field(default=64, metadata={"help": "Max new tokens (use the training value)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (use the training value)."})
@@ -43,8 +40,7 @@ class GenerationSettings:
     min_p: float | None = field(default=None, metadata={"help": "Min-p of sampling (use the training value)."})
     repetition_penalty: float = field(default=1.0, metadata={"help": "Repetition penalty (use the training value)."})
     generation_kwargs: dict | str | None = field(
-        default=None,
-        metadata={"help": "Extra `GenerationConfig` (vLLM: `SamplingParams`) arguments, as a dict or JSON string."},
+        default=None, metadata={"help": "Extra `GenerationConfig` (vLLM: `SamplingParams`) arguments, dict or JSON."}
     )
     chat_template_kwargs: dict | str | None = field(
         default=None, metadata={"help": "Extra `apply_chat_template` arguments for conversational prompts."}
@@ -61,9 +57,8 @@ class GenerationSettings:
             )
         if not self.temperature or self.temperature <= 0:
             raise ValueError(
-                f"`temperature` must be > 0, got {self.temperature}: Best-of-N compares several *sampled* completions "
-                "per prompt, and a temperature of 0 (greedy decoding) makes them identical. Set `temperature=1.0` to "
-                "sample from the reference policy itself (or use the training temperature)."
+                f"`temperature` must be > 0, got {self.temperature}: greedy decoding makes the N samples identical. "
+                "Set `temperature=1.0` to sample from the reference policy itself (or use the training temperature)."
             )
         if not 0 < self.top_p <= 1:
             raise ValueError(f"`top_p` must be in (0, 1], got {self.top_p}.")
@@ -94,13 +89,8 @@ class Samples:
 
 
 def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None):
-    """Return `(model, tokenizer)` for a model id/path, already checked where it entered, or an instance (PEFT and
-    quantised models included).
-
-    Strings are loaded with TRL's own loader (fp32 unless `model_init_kwargs["dtype"]` says otherwise), so
-    `quantization_config` and `device_map` in `model_init_kwargs` work as in the trainers; a LoRA adapter folder
-    loads as its base model with the adapter. The tokenizer is loaded from the (base) model's path unless given.
-    """
+    """`(model, tokenizer)` for a model instance or a path (checked where it entered), loaded as the trainers load it
+    (TRL's loader, fp32 unless `model_init_kwargs` says otherwise); a LoRA adapter folder loads on its base model."""
     from transformers import AutoTokenizer
 
     from ._trl_compat import create_model_from_path, get_config_model_id
@@ -120,8 +110,7 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None)
 
 
 def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> list[list[int]]:
-    """Token ids of each prompt as `RLOOTrainer._tokenize_prompts` makes them, for prompts already checked
-    ([`check_prompts`])."""
+    """Token ids of each (checked) prompt as `RLOOTrainer._tokenize_prompts` makes them."""
     from trl import is_conversational
 
     if is_conversational({"prompt": prompts[0]}):
@@ -132,17 +121,15 @@ def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> li
 
 
 def check_prompts(prompts, name: str = "prompts") -> None:
-    """The one check of prompts (a list, or a dataset's `prompt` column), naming the first offending rows: refuse
-    none at all, mixed text/chat prompts, empty text prompts (`generate` gets no input token: an `IndexError` deep
-    inside it) and anything that is neither a string nor a list of chat messages."""
+    """The one check of prompts, naming the first offending rows: refuse none at all, mixed text/chat prompts, empty
+    text prompts (an `IndexError` deep inside `generate`) and anything neither a string nor a list of messages."""
     if not len(prompts):
         raise ValueError(f"`{name}` is empty; pass at least one prompt.")
     kinds = [isinstance(p, str) for p in prompts]
     if not all(kinds) and any(kinds):
-        first_text, first_chat = kinds.index(True), kinds.index(False)
         raise ValueError(
-            f"The prompts mix plain text (e.g. row {first_text}) and conversations (e.g. row {first_chat}); use one "
-            "format for all rows: strings, or lists of `{'role', 'content'}` messages."
+            f"The prompts mix plain text (e.g. row {kinds.index(True)}) and conversations (e.g. row "
+            f"{kinds.index(False)}); use one format for all rows: strings, or lists of `{{'role', 'content'}}` dicts."
         )
     empty = [i for i, prompt in enumerate(prompts) if isinstance(prompt, str) and not prompt.strip()]
     if empty:
@@ -160,9 +147,8 @@ def check_prompts(prompts, name: str = "prompts") -> None:
 
 
 def context_window(config) -> int | None:
-    """The positions a model config is trained for (`max_position_embeddings`, GPT-2's `n_positions`), or `None`
-    when it does not say or uses scaled rotary positions (meant to run past `max_position_embeddings`). The one rule
-    behind the sampler's and the trainers' prompt-length checks."""
+    """The positions a model config is trained for, or `None` when it does not say or scales its rotary positions
+    (meant to run past `max_position_embeddings`)."""
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     rope = getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", rope.get("type", "default")) != "default":
@@ -175,9 +161,8 @@ def context_window(config) -> int | None:
 
 
 def check_context_window(prompt_lengths: list[int], config, max_completion_length: int, name: str) -> None:
-    """Refuse prompts (their token counts) that leave no room for `max_completion_length` new tokens in the context
-    window of the model `config` describes: GPT-2's absolute positions crash inside `generate`, rotary models
-    silently run past the positions they were trained on. The one prompt-length check (sampler and trainers)."""
+    """The one prompt-length check: refuse prompts (token counts) that leave no room for `max_completion_length` in
+    the context window (GPT-2 crashes inside `generate`, rotary models silently run past their trained positions)."""
     window = context_window(config)
     too_long = [i for i, length in enumerate(prompt_lengths) if window and length + max_completion_length > window]
     if too_long:
@@ -191,8 +176,7 @@ def check_context_window(prompt_lengths: list[int], config, max_completion_lengt
 
 @contextlib.contextmanager
 def eval_mode(model):
-    """Run `model` with dropout off, restoring its mode after: the trainers' distribution is the model without
-    dropout (GPT-2 checkpoints ship `resid/embd/attn_pdrop=0.1`), and train mode would sample from a noisy one."""
+    """Run `model` with dropout off, as the trainers' law (GPT-2 checkpoints ship `*_pdrop=0.1`), then restore it."""
     was_training = model.training
     model.eval()
     try:
@@ -202,7 +186,6 @@ def eval_mode(model):
 
 
 def _left_pad(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(input_ids, attention_mask)` of `rows` left-padded, so that every row ends at the same position."""
     from ._trl_compat import pad
 
     rows = [torch.tensor(row) for row in rows]
@@ -212,7 +195,6 @@ def _left_pad(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.T
 
 @torch.no_grad()
 def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size):
-    """Yield the completions of `prompt_ids`, one `generate` batch (`batch_size` rows) at a time."""
     from transformers import GenerationConfig
 
     eos = model.generation_config.eos_token_id  # stop at any of the model's EOS ids and at the tokenizer's
@@ -221,26 +203,21 @@ def _generate_transformers(model, tokenizer, prompt_ids, settings, batch_size):
     config = GenerationConfig(
         max_new_tokens=settings.max_completion_length,
         do_sample=True,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        top_k=settings.top_k,
-        min_p=settings.min_p,
-        repetition_penalty=settings.repetition_penalty,
+        **{key: getattr(settings, key) for key in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")},
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=eos_ids,
         disable_compile=True,
         **settings.generation_kwargs,
     )
-    device = next(model.parameters()).device
-    with eval_mode(model):
+    with eval_mode(model):  # yields `(first_row, completion_ids)` per batch
         for start in range(0, len(prompt_ids), batch_size):
             batch = prompt_ids[start : start + batch_size]
-            input_ids, attention_mask = _left_pad(batch, tokenizer.pad_token_id, device)
+            input_ids, attention_mask = _left_pad(batch, tokenizer.pad_token_id, model.device)
             # `generate` derives position ids from the attention mask, so left padding does not shift absolute
             # positions (GPT-2); `completion_logps` scores with the same positions.
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
             rows = output[:, input_ids.size(1) :].tolist()  # cut after the first EOS: the rest is padding
-            yield [row[: next((i + 1 for i, t in enumerate(row) if t in eos_ids), len(row))] for row in rows]
+            yield start, [row[: next((i + 1 for i, t in enumerate(row) if t in eos_ids), len(row))] for row in rows]
 
 
 @torch.inference_mode()
@@ -252,30 +229,23 @@ def completion_logps(
     pad_token_id: int,
     batch_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of each completion given its prompt, at the sampling temperature (logits / T, as TRL).
-
-    Returns:
-        `(logps, mask)`, both `(B, T_max)` float32 on CPU; `mask` is 1 on completion tokens, 0 on padding. The prompt
-        never enters the sums.
-    """
-    device = next(model.parameters()).device
-    width = max(len(c) for c in completion_ids)
-    all_logps = torch.zeros(len(completion_ids), width)
-    mask = torch.zeros(len(completion_ids), width)
+    """Per-token log-probs of each completion given its prompt at the sampling temperature (logits / T, as TRL):
+    `(logps, mask)`, both `(B, T_max)` float32 on CPU, `mask` 1 on completion tokens."""
+    lengths = torch.tensor([len(c) for c in completion_ids])
+    all_logps = torch.zeros(len(completion_ids), int(lengths.max()))
+    mask = (torch.arange(all_logps.size(1)) < lengths.unsqueeze(1)).float()
     for start in range(0, len(completion_ids), batch_size):
         prompts, completions = prompt_ids[start : start + batch_size], completion_ids[start : start + batch_size]
         seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
-        input_ids, attention = _left_pad(seqs, pad_token_id, device)
+        input_ids, attention = _left_pad(seqs, pad_token_id, model.device)
         # position ids from the attention mask, as `generate` assigns them: left padding shifts no position
         position_ids = (attention.cumsum(-1) - 1).clamp_min(0)
         with eval_mode(model):
             logits = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids).logits.float()
         logps = torch.log_softmax(logits[:, :-1] / temperature, dim=-1)
         token_logps = logps.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1).cpu()
-        for i, c in enumerate(completions):
-            if c:
-                all_logps[start + i, : len(c)] = token_logps[i, -len(c) :]
-                mask[start + i, : len(c)] = 1
+        for i, c in enumerate(completions):  # each completion ends the row: left padding
+            all_logps[start + i, : len(c)] = token_logps[i, token_logps.size(1) - len(c) :]
     return all_logps, mask
 
 
@@ -284,9 +254,7 @@ def _row_seed(seed: int, row: int) -> int:
 
 
 def _generate_vllm(engine, prompt_ids, settings, seed: int | None) -> list[list[int]]:
-    """Sample one completion per row with vLLM; row i is seeded by `(seed, i)`, so a call is reproducible whatever
-    the engine did before (the reference cache's shards stay resumable with one engine for the whole build). With
-    `seed=None` the rows are not seeded."""
+    """One completion per row, seeded by `(seed, row)`: reproducible whatever the engine sampled before."""
     from vllm import SamplingParams
 
     params = [
@@ -316,8 +284,7 @@ class ScoredSamples:
 
 
 def prompts_and_columns(prompts) -> tuple[list, dict[str, list]]:
-    """Prompts and extra per-prompt columns from a list of prompts, or a `datasets.Dataset` / dict with a `prompt`
-    column (its other columns reach reward callables, as a dataset's extra columns do in TRL)."""
+    """Prompts and the other per-prompt columns (for reward callables, as in TRL) of a list, dataset or dict."""
     if hasattr(prompts, "column_names") or isinstance(prompts, dict):
         columns = {c: list(v) for c, v in (prompts if isinstance(prompts, dict) else prompts.to_dict()).items()}
         if "prompt" not in columns:
@@ -330,8 +297,7 @@ def prompts_and_columns(prompts) -> tuple[list, dict[str, list]]:
 
 
 def score_samples(scorer, samples: Samples, columns: dict[str, list]) -> torch.Tensor:
-    """Weighted rewards of `samples` by a [`~trl_bon.rewards.RewardScorer`], refusing non-finite ones; the per-prompt
-    `columns` reach reward callables."""
+    """Weighted rewards of `samples` by a [`~trl_bon.rewards.RewardScorer`], refusing non-finite ones."""
     repeated = {key: [values[i] for i in samples.prompt_index] for key, values in columns.items()}
     per_func = scorer(samples.prompts, samples.completions, samples.completion_ids, **repeated)
     scorer.check_finite(per_func)
@@ -339,28 +305,13 @@ def score_samples(scorer, samples: Samples, columns: dict[str, list]) -> torch.T
 
 
 class Sampler:
-    """The one offline sample-and-score path: a model, its tokenizer, the generation settings, a batch size and a
-    backend. [`best_of_n`], [`~trl_bon.ref_cache.build_reference_reward_cache`] and
-    [`~trl_bon.evaluation.evaluate_checkpoints`] are thin functions on top of it.
+    """The one offline sample-and-score path under [`best_of_n`], the reference reward cache and the evaluation
+    (docs/bon_sft_trainer.md#best-of-n-sampling-the-inference-time-target).
 
-    Args:
-        model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
-            Model path/id or instance (LoRA and 8/4-bit included; pass `quantization_config` in `model_init_kwargs`).
-            A path is loaded on first use; a missing local path fails here, before anything else.
-        settings ([`GenerationSettings`], *optional*):
-            Sampling settings; defaults to `GenerationSettings()`.
-        tokenizer (*optional*):
-            Left-padding tokenizer; loaded from the model when `None`.
-        batch_size (`int`, *optional*, defaults to `64`):
-            Sequences per `generate` call; rewards are computed after each call, so a broken reward fails at once.
-        backend (`str`, *optional*, defaults to `"transformers"`):
-            `"transformers"` or `"vllm"` (an offline vLLM engine built once from the model path; needs a GPU).
-        seed (`int` or `None`, *optional*, defaults to `0`):
-            Seeds torch before each sampling call, so a call is reproducible; `None` leaves the RNG alone.
-        model_init_kwargs, vllm_kwargs (`dict`, *optional*):
-            Keyword arguments for loading a model path / building the vLLM engine.
-        progress (`bool`, *optional*, defaults to `True`):
-            Show a progress bar over `generate` batches.
+    `model` is an instance or a path/id loaded on first use with `model_init_kwargs` (a missing local path fails here).
+    Each `generate` call of `batch_size` sequences is scored at once, so a broken reward fails early. `backend="vllm"`
+    builds one offline engine from the model path with `vllm_kwargs` (needs a GPU). `seed` seeds torch before each
+    sampling call, so a call is reproducible; `None` leaves the RNG alone.
     """
 
     def __init__(
@@ -381,21 +332,17 @@ class Sampler:
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
         if backend == "vllm" and not isinstance(model, str):
-            raise ValueError(
-                "The vLLM backend builds its own engine from a model path: pass the model as a path or id."
-            )
+            raise ValueError("The vLLM backend builds its own engine from a model path: pass a path or id.")
         if isinstance(model, str):
             check_model_path(model)
         self._model, self._tokenizer = model, tokenizer
         self.settings = settings or GenerationSettings()
         self.batch_size, self.backend, self.seed, self.progress = batch_size, backend, seed, progress
         self.model_init_kwargs, self.vllm_kwargs = dict(model_init_kwargs or {}), vllm_kwargs
-        self._engine = None  # the vLLM engine, built on first use and kept for every call
-        self._vllm_model_identity = None  # the vLLM backend's model fingerprint, computed once
+        self._engine = self._vllm_model_identity = None  # the vLLM backend's engine and model fingerprint, built once
 
     @property
     def model(self):
-        """The model instance (loaded from its path on first use)."""
         if isinstance(self._model, str):
             self._model, self._tokenizer = load_causal_lm(self._model, self.model_init_kwargs, self._tokenizer)
         return self._model
@@ -412,11 +359,9 @@ class Sampler:
 
     @property
     def model_name(self) -> str:
-        if isinstance(self._model, str):
-            return self._model
         from ._trl_compat import get_config_model_id
 
-        return get_config_model_id(self._model.config)
+        return self._model if isinstance(self._model, str) else get_config_model_id(self._model.config)
 
     def with_model(self, model) -> "Sampler":
         """A sampler for another model with the same tokenizer, settings, batch size, backend and seed."""
@@ -427,10 +372,7 @@ class Sampler:
         return other
 
     def identity(self) -> dict:
-        """What decides the samples' law, for caches: model (config + weights fingerprint, not the path), tokenizer
-        (vocabulary and chat template), every generation setting and the backend. The vLLM backend fingerprints the
-        checkpoint at its path, loaded once with transformers and dropped, so that its caches are keyed like the
-        trainers' π_ref."""
+        """What decides the samples' law, for caches (vLLM: its checkpoint, fingerprinted like the trainers' π_ref)."""
         from .identity import model_identity, tokenizer_identity
 
         if self.backend == "vllm" and self._vllm_model_identity is None:
@@ -470,11 +412,10 @@ class Sampler:
                 self._engine = LLM(model=self._model, **(self.vllm_kwargs or {}))
             yield 0, _generate_vllm(self._engine, repeated, self.settings, seed)
             return
-        first = 0
         with tqdm(total=len(repeated), desc=f"sampling {n}/prompt", disable=not self.progress, unit="sample") as bar:
-            for batch in _generate_transformers(self.model, self.tokenizer, repeated, self.settings, self.batch_size):
+            batches = _generate_transformers(self.model, self.tokenizer, repeated, self.settings, self.batch_size)
+            for first, batch in batches:
                 yield first, batch
-                first += len(batch)
                 bar.update(len(batch))
 
     def _samples(self, prompts: list, n: int, completion_ids: list[list[int]], first: int = 0) -> Samples:
@@ -482,11 +423,10 @@ class Sampler:
         from trl import is_conversational
 
         prompt_index = [(first + j) // n for j in range(len(completion_ids))]
-        repeated = [prompts[i] for i in prompt_index]
         texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         if is_conversational({"prompt": prompts[0]}):
             texts = [[{"role": "assistant", "content": text}] for text in texts]
-        return Samples(prompt_index, repeated, texts, completion_ids)
+        return Samples(prompt_index, [prompts[i] for i in prompt_index], texts, completion_ids)
 
     def sample(self, prompts: Sequence, n: int, seed: int | None = None) -> Samples:
         """`n` completions per prompt, grouped by prompt; `seed` overrides the sampler's seed for this call."""
@@ -495,12 +435,8 @@ class Sampler:
         return self._samples(prompts, n, completion_ids)
 
     def score(self, prompts, n: int, reward, seed: int | None = None) -> ScoredSamples:
-        """Sample `n` completions per prompt and score them: the `(prompts, n)` reward matrix.
-
-        `prompts` is a list or a dataset with a `prompt` column (other columns reach reward callables); `reward` is
-        a [`~trl_bon.rewards.RewardScorer`] or TRL-style reward functions. Each `generate` batch is scored as soon as
-        it is drawn, so a reward that returns the wrong thing fails after one batch, not after all the sampling.
-        """
+        """Sample `n` completions per prompt (a list, or a dataset whose other columns reach reward callables) and
+        score each `generate` batch as it is drawn with `reward` (reward functions or a `RewardScorer`)."""
         from .rewards import as_scorer
 
         prompts, columns = prompts_and_columns(prompts)
@@ -533,11 +469,8 @@ class BestOfNOutput:
 
 
 def select_best(rewards: torch.Tensor, tie_break: str = "random", generator: torch.Generator | None = None):
-    """Index of the best candidate per row of `(P, N)` rewards.
-
-    `tie_break="random"` picks uniformly among the maximal candidates (the law of Best-of-N sampling, BOND
-    eq. 4); `"first"` takes the first maximal one (the same law by exchangeability, but not per draw).
-    """
+    """Index of the best candidate per row of `(P, N)` rewards. `tie_break="random"` picks uniformly among the maximal
+    ones (the law of Best-of-N sampling, BOND eq. 4); `"first"` takes the first (the same law, but not per draw)."""
     if tie_break == "first":
         return rewards.argmax(dim=1)
     if tie_break != "random":
@@ -548,35 +481,12 @@ def select_best(rewards: torch.Tensor, tie_break: str = "random", generator: tor
 
 
 def best_of_n(sampler, prompts, reward, n: int, *, tie_break: str = "random") -> BestOfNOutput:
-    """Best-of-N sampling: draw `n` completions per prompt, score them, keep the best (ties at random, seeded).
+    """Best-of-N sampling, the inference-time target every trl-bon trainer distils: draw `n` completions per prompt,
+    score them, keep the best (docs/bon_sft_trainer.md#best-of-n-sampling-the-inference-time-target).
 
-    This is the inference-time target every trainer in trl-bon distils.
-
-    Args:
-        sampler ([`Sampler`], `str` or model):
-            What to sample from and how (settings, batch size, backend, seed). A model path or instance is wrapped
-            in `Sampler(model)` (default settings, seed 0).
-        prompts (`list` or `datasets.Dataset`):
-            Standard or conversational prompts; a dataset's columns other than `prompt` reach reward callables.
-        reward:
-            TRL-style reward functions (model paths, sequence classifiers, callables) or a
-            [`~trl_bon.rewards.RewardScorer`] (for weights, tokenizers, devices).
-        n (`int`):
-            Candidates per prompt, n ≥ 1.
-        tie_break (`str`, *optional*, defaults to `"random"`):
-            `"random"` (the law of Best-of-N sampling) or `"first"`; the random tie-break is seeded by the sampler.
-
-    Example:
-
-    ```python
-    >>> from trl_bon import best_of_n
-    >>> from trl_bon.sampling import Sampler
-    >>> from trl_bon.toy import build_one_token_task
-    >>> task = build_one_token_task("/tmp/trl_bon_doc_task")
-    >>> out = best_of_n(Sampler(task.model_path, progress=False), [task.prompt] * 4, task.reward_func, n=8)
-    >>> out.candidate_rewards.shape
-    torch.Size([4, 8])
-    ```
+    `sampler` is a [`Sampler`] or a model (path) wrapped in `Sampler(model)`; `prompts` a list or a dataset whose other
+    columns reach reward callables; `reward` TRL-style reward functions or a [`~trl_bon.rewards.RewardScorer`];
+    `tie_break` `"random"` (the law of Best-of-N sampling, seeded by the sampler's `seed`) or `"first"`.
     """
     from .rewards import as_scorer
 

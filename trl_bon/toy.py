@@ -22,8 +22,7 @@ CHAT_TEMPLATE = (
 
 
 def _model_config(architecture: str, tokenizer, dropout: float = 0.0, **overrides):
-    """Config of a 2-layer model over `tokenizer`: `"llama"` (rotary positions) or `"gpt2"` (learned absolute
-    positions), with `dropout` in every dropout probability."""
+    """Config of a 2-layer `"llama"` or `"gpt2"` model over `tokenizer`, `dropout` in every dropout probability."""
     from transformers import GPT2Config, LlamaConfig
 
     tokens = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -37,20 +36,15 @@ def _model_config(architecture: str, tokenizer, dropout: float = 0.0, **override
         config.update(dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"), dropout))
         bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         return GPT2Config(vocab_size=len(tokenizer), **{**tokens, "bos_token_id": bos, **config, **overrides})
-    raise ValueError(f"Unknown architecture {architecture!r}; use one of {ARCHITECTURES}.")
+    raise ValueError(f"Unknown architecture {architecture!r}; use 'llama' or 'gpt2'.")
 
 
-ARCHITECTURES = ("llama", "gpt2")
-
-# The kit's linear layers are multiples of 64 wide: on CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights for
-# its CPU kernel in blocks of 32 output features and 64 input features (see `trl_bon.quantization`), so the kit takes
-# `--load_in_4bit` on every x86 CPU.
+# Linear layers 64 wide, so that the kit takes `--load_in_4bit` on every x86 CPU (see `trl_bon.quantization`).
 KIT_SIZES = {"llama": {"hidden_size": 64, "intermediate_size": 128, "num_key_value_heads": 2}, "gpt2": {"n_embd": 64}}
 
 
 def tiny_causal_lm(tokenizer, architecture: str = "llama", dropout: float = 0.0, seed: int = 0, **overrides):
-    """A freshly initialised 2-layer causal LM over `tokenizer`'s vocabulary (`architecture`: `"llama"` or
-    `"gpt2"`), with `dropout` written into every dropout probability of its config. Returned in eval mode."""
+    """A freshly initialised 2-layer `"llama"` or `"gpt2"` causal LM over `tokenizer`, in eval mode."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
@@ -62,8 +56,7 @@ def word_level_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {f"t{i}": i for i in range(vocab_size)}
-    word_level = Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0"))
+    word_level = Tokenizer(models.WordLevel(vocab={f"t{i}": i for i in range(vocab_size)}, unk_token="t0"))
     word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     eos = f"t{vocab_size - 1}"
     return PreTrainedTokenizerFast(
@@ -95,9 +88,8 @@ def build_bpe_tokenizer(vocab_size: int = 320):
 def build_tiny_kit(
     root: str | Path, seed: int = 0, architecture: str = "llama", dropout: float = 0.0
 ) -> dict[str, str]:
-    """Build and save a tiny tokenizer, causal LM (`policy/`) and reward model (`reward/`) under `root`, both with
-    `architecture` and `dropout` as in [`tiny_causal_lm`], in the kit's sizes. Returns `{"policy": path, "reward":
-    path}`; each folder holds the tokenizer too."""
+    """Save a tiny causal LM and reward model, each with the BPE tokenizer, under `root`; return their folders
+    `{"policy": path, "reward": path}`."""
     from transformers import AutoModelForSequenceClassification
 
     tokenizer = build_bpe_tokenizer()
@@ -121,14 +113,8 @@ EXAMPLE_REWARDS = (2.0, 5.0, 0.0, 4.0, 1.0, 3.0)
 
 @dataclass
 class OneTokenTask:
-    """A task whose completions are one token from a V-token vocabulary, with a known reference distribution.
-
-    Attributes:
-        model_path: directory with the model and tokenizer; `π_ref(·|prompt)` of that model equals `ref_probs`.
-        prompt: the only prompt (one token).
-        ref_probs: `(V,)` float64 reference distribution over the vocabulary.
-        rewards: `(V,)` float64 reward of each token.
-    """
+    """A task whose completions are one token of a V-token vocabulary: the model at `model_path` has
+    `π_ref(·|prompt) = ref_probs`, and token v has reward `rewards[v]` (both `(V,)` float64)."""
 
     model_path: str
     prompt: str
@@ -138,10 +124,9 @@ class OneTokenTask:
     @property
     def reward_func(self):
         """TRL-style reward function: the reward of the (single) completion token."""
-        rewards = self.rewards
 
         def token_reward(completion_ids, **kwargs) -> list[float]:
-            return [float(rewards[ids[0]]) for ids in completion_ids]
+            return [float(self.rewards[ids[0]]) for ids in completion_ids]
 
         return token_reward
 
@@ -155,21 +140,16 @@ class OneTokenTask:
         """Exact next-token distribution of `model` (a causal LM, PEFT or not) after the prompt, as float64."""
         from .sampling import eval_mode
 
-        device = next(model.parameters()).device
         with eval_mode(model), torch.no_grad():
-            logits = model(input_ids=torch.tensor([[0]], device=device)).logits[0, -1]
+            logits = model(input_ids=torch.tensor([[0]], device=model.device)).logits[0, -1]
         return torch.softmax(logits.double().cpu(), dim=-1)
 
 
 def build_one_token_task(
     root: str | Path, ref_probs=EXAMPLE_REF_PROBS, rewards=EXAMPLE_REWARDS, seed: int = 0
 ) -> OneTokenTask:
-    """Build a causal LM whose distribution after the prompt token is exactly `ref_probs`.
-
-    The vocabulary is V = len(ref_probs) word-level tokens `t0 … t{V-1}`; the prompt is `t0` and `t{V-1}` doubles as
-    EOS/pad (it is also an ordinary outcome). The LM head is solved so that logits = log π_ref at the prompt, so the
-    model's softmax is π_ref up to float rounding; train with `max_completion_length=1`.
-    """
+    """Build a causal LM whose distribution after the prompt `t0` is `ref_probs` up to float rounding (train with
+    `max_completion_length=1`); its vocabulary is `t0 … t{V-1}`, and `t{V-1}` is both an outcome and EOS/pad."""
     ref_probs = torch.tensor(ref_probs, dtype=torch.float64)
     rewards = torch.tensor(rewards, dtype=torch.float64)
     tokenizer = word_level_tokenizer(len(ref_probs))

@@ -1,9 +1,6 @@
-"""J-BOND's policy and anchor adapters served by vLLM as LoRA adapters (colocate mode, `vllm_adapters_as_lora=True`).
-
-Instead of TRL's two merged full-weight syncs and two generate calls per batch, each batch writes only the two
-adapters' tensors, vLLM reloads them in place, and one generate call routes each row to its adapter (slot 0 → policy,
-slots 1..k → anchor); the base weights never change under LoRA (docs/engines.md).
-"""
+"""J-BOND's policy and anchor adapters served by vLLM as LoRA adapters (colocate mode, `vllm_adapters_as_lora=True`):
+each batch writes only the two adapters' tensors instead of two merged full-weight syncs, and one generate call routes
+each row to its adapter (docs/engines.md)."""
 
 import os
 import tempfile
@@ -14,17 +11,9 @@ from contextlib import contextmanager
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
-def engine_lora_kwargs(rank: int) -> dict:
-    """`vllm.LLM` arguments that let the engine hold both J-BOND adapters at once (rank rounded up to vLLM's)."""
-    fitting = [allowed for allowed in VLLM_LORA_RANKS if allowed >= rank]
-    if not fitting:
-        raise ValueError(f"vLLM serves LoRA ranks up to {VLLM_LORA_RANKS[-1]}; lower `r` (got {rank}).")
-    return {"enable_lora": True, "max_lora_rank": fitting[0], "max_loras": 2}
-
-
 def check_adapter_servable(lora_config) -> dict:
-    """Refuse adapters vLLM cannot serve as LoRA (cheap: before the engine is built); return the engine's
-    [`engine_lora_kwargs`]."""
+    """Refuse adapters vLLM cannot serve as LoRA (before the engine is built); return the `vllm.LLM` arguments that
+    hold both J-BOND adapters at once (rank rounded up to one vLLM accepts)."""
     if getattr(lora_config, "use_dora", False):
         raise ValueError("vLLM does not serve DoRA adapters: set `vllm_adapters_as_lora=False`.")
     if getattr(lora_config, "modules_to_save", None):
@@ -32,16 +21,15 @@ def check_adapter_servable(lora_config) -> dict:
             "`modules_to_save` trains full modules, which neither vLLM's LoRA adapters nor the LoRA anchor can carry: "
             "train those modules with LoRA, e.g. add them to `target_modules`."
         )
-    return engine_lora_kwargs(lora_config.r)
+    fitting = [allowed for allowed in VLLM_LORA_RANKS if allowed >= lora_config.r]
+    if not fitting:
+        raise ValueError(f"vLLM serves LoRA ranks up to {VLLM_LORA_RANKS[-1]}; lower `r` (got {lora_config.r}).")
+    return {"enable_lora": True, "max_lora_rank": fitting[0], "max_loras": 2}
 
 
 class VLLMAdapters:
-    """The policy and anchor adapters as vLLM LoRA adapters of one colocated engine.
-
-    `sync(model)` writes each adapter's tensors to this process's own folder and has the engine reload them in place
-    (`LoRARequest(load_inplace=True)`); `route(llm, names)` makes the next `llm.generate` call serve row i through
-    adapter `names[i]`. `bytes_synced` counts the tensor bytes handed over so far.
-    """
+    """The policy and anchor adapters as vLLM LoRA adapters of one colocated engine; `bytes_synced` counts the tensor
+    bytes handed over so far."""
 
     def __init__(self, adapter_names: tuple[str, ...]):
         from vllm.lora.request import LoRARequest
@@ -51,11 +39,10 @@ class VLLMAdapters:
             name: LoRARequest(name, index + 1, os.path.join(self._directory.name, name))
             for index, name in enumerate(adapter_names)
         }
-        self.bytes_synced = 0
-        self.syncs = 0
+        self.bytes_synced, self.syncs = 0, 0
 
     def sync(self, llm, model) -> None:
-        """Hand the current tensors of every adapter of `model` (an unwrapped PeftModel) to the engine `llm`."""
+        """Write each adapter of `model` (an unwrapped PeftModel) to this process's folder for `llm` to reload."""
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
         from vllm.lora.request import LoRARequest
