@@ -257,3 +257,20 @@ def test_vllm_backend_builds_one_engine_and_seeds_each_row(tiny_kit, monkeypatch
     assert params[0]["min_p"] == 0.1 and params[0]["stop"] == ["x"] and params[0]["max_tokens"] == 3
     with pytest.raises(ValueError, match="builds its own engine from a model path"):
         Sampler(object(), backend="vllm")
+
+
+def test_both_backends_pad_with_eos_when_the_tokenizer_has_no_pad_token(tiny_kit, tmp_path):
+    """`Sampler.logps` pads with the tokenizer's pad token: the vLLM backend (which loads the tokenizer alone) must set
+    it as the transformers backend does, not leave it `None`."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = shutil.copytree(tiny_kit["policy"], tmp_path / "no_pad")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(folder)
+    assert AutoTokenizer.from_pretrained(folder).pad_token is None
+    for backend in ("transformers", "vllm"):
+        loaded = Sampler(str(folder), backend=backend).tokenizer
+        assert loaded.pad_token == loaded.eos_token == "<eos>" and loaded.padding_side == "left", backend

@@ -91,8 +91,6 @@ class Samples:
 def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None):
     """`(model, tokenizer)` for a model instance or a path (checked where it entered), loaded as the trainers load it
     (TRL's loader, fp32 unless `model_init_kwargs` says otherwise); a LoRA adapter folder loads on its base model."""
-    from transformers import AutoTokenizer
-
     from ._trl_compat import create_model_from_path, get_config_model_id
     from .quantization import check_4bit_layer_sizes
 
@@ -103,10 +101,16 @@ def load_causal_lm(model, model_init_kwargs: dict | None = None, tokenizer=None)
     elif isinstance(model, str):
         model = create_model_from_path(model, **(model_init_kwargs or {}))
     check_4bit_layer_sizes(model)
-    if tokenizer is None:
-        tokenizer = AutoTokenizer.from_pretrained(get_config_model_id(model.config), padding_side="left")
-        tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    return model, tokenizer
+    return model, tokenizer or load_tokenizer(get_config_model_id(model.config))
+
+
+def load_tokenizer(name_or_path: str):
+    """A model's tokenizer as the trainers use it: left padding, EOS as pad token when it has none."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, padding_side="left")
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    return tokenizer
 
 
 def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict) -> list[list[int]]:
@@ -350,9 +354,7 @@ class Sampler:
     @property
     def tokenizer(self):
         if self._tokenizer is None and self.backend == "vllm":  # the engine holds the model: its tokenizer alone here
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(self._model, padding_side="left")
+            self._tokenizer = load_tokenizer(self._model)
         elif self._tokenizer is None:
             self._model, self._tokenizer = load_causal_lm(self._model, self.model_init_kwargs)
         return self._tokenizer
