@@ -1,8 +1,7 @@
 """[`VBoNTrainer`]: variational Best-of-N (Amini et al., arXiv 2407.06057) on top of TRL's [`~trl.RLOOTrainer`].
 
-KL(π‖π_BoN) divided by N−1 is KL-regularised RL with KL coefficient 1/(N−1) and the vBoN score as reward (docs/maths.md
-§5). RLOO already has the KL term and a leave-one-out baseline, so the trainer only replaces the reward, through
-`_calculate_rewards` (via `super()`, no TRL code copied).
+KL(π‖π_BoN)/(N−1) is RLOO's objective with KL coefficient 1/(N−1) and the vBoN score as reward (docs/maths.md §5), so
+the trainer only replaces the reward, in `_calculate_rewards` (via `super()`, no TRL code copied).
 """
 
 import functools
@@ -67,15 +66,14 @@ class VBoNTrainer(BoNRLOOTrainer):
 
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
-            Model to train, also the reference policy π_ref (as in [`~trl.RLOOTrainer`]). Pass a path when the
-            model is not PEFT: RLOO loads the reference from it.
+            Model to train and π_ref, as in [`~trl.RLOOTrainer`]; pass a path unless PEFT (RLOO loads π_ref from it).
         reward_funcs:
-            Reward functions, as in [`~trl.RLOOTrainer`]; the same (names and weights) as the reference cache's.
+            As in [`~trl.RLOOTrainer`]; the same functions and weights as the reference cache's.
         args ([`VBoNConfig`]):
-            Configuration; `num_candidates` is required.
+            `num_candidates` is required.
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
-            Prompt dataset. A `Dataset` without the reference-reward column gets it joined from the cache at init;
-            an `IterableDataset` must already have it.
+            A `Dataset` without the reference-reward column gets it joined from the cache at init; an
+            `IterableDataset` must have it.
         eval_dataset, processing_class, reward_processing_classes, callbacks, optimizers, quantization_config,
         peft_config:
             As in [`~trl.RLOOTrainer`].
@@ -100,11 +98,10 @@ class VBoNTrainer(BoNRLOOTrainer):
         quantization_config=None,
         peft_config=None,
     ):
-        if args is None or not isinstance(args, VBoNConfig):
+        if not isinstance(args, VBoNConfig):
             raise ValueError(
-                "VBoNTrainer needs a `VBoNConfig` with `num_candidates` (N) set, e.g. "
-                "`VBoNConfig('out', num_candidates=4)`; got "
-                + ("None." if args is None else f"{type(args).__name__}.")
+                "VBoNTrainer needs a `VBoNConfig` with `num_candidates` (N) set, e.g. `VBoNConfig('out', "
+                f"num_candidates=4)`; got {'None' if args is None else type(args).__name__}."
             )
         settings = {"method": "vbon", "num_candidates": args.num_candidates, "vbon_objective": args.vbon_objective}
         self._check_early(args, settings, model, peft_config, train_dataset, eval_dataset)
@@ -137,13 +134,7 @@ class VBoNTrainer(BoNRLOOTrainer):
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
         self.train_dataset = self._attach_reference_rewards(self.train_dataset, "train_dataset")
-        if isinstance(self.eval_dataset, dict):
-            self.eval_dataset = {
-                name: self._attach_reference_rewards(ds, f"eval_dataset[{name!r}]")
-                for name, ds in self.eval_dataset.items()
-            }
-        else:
-            self.eval_dataset = self._attach_reference_rewards(self.eval_dataset, "eval_dataset")
+        self.eval_dataset = self._attach_reference_rewards(self.eval_dataset, "eval_dataset")
 
     def _card_settings(self) -> dict[str, object]:
         args = self.args
@@ -153,8 +144,6 @@ class VBoNTrainer(BoNRLOOTrainer):
             "β (KL coefficient, 1/(N−1))": args.beta,
             "samples per prompt (RLOO group)": args.num_generations,
         }
-
-    # ------------------------------------------------------------------ reference-reward cache
 
     @functools.cached_property
     def _reference_cache(self):
@@ -181,7 +170,9 @@ class VBoNTrainer(BoNRLOOTrainer):
         return cache
 
     def _attach_reference_rewards(self, dataset, name: str):
-        """Return `dataset` with the reference-reward column, joined from the cache when it is missing."""
+        """Return `dataset` (or each of a dict) with the reference-reward column, joined from the cache if missing."""
+        if isinstance(dataset, dict):
+            return {key: self._attach_reference_rewards(value, f"{name}[{key!r}]") for key, value in dataset.items()}
         column = self.args.reference_rewards_column
         if dataset is None or column in (dataset.column_names or []):
             return dataset
@@ -195,27 +186,17 @@ class VBoNTrainer(BoNRLOOTrainer):
             dataset, self._reference_cache, column, prompt_id_column=self.args.prompt_id_column
         )
 
-    # ------------------------------------------------------------------ RLOO hooks
-
     def _reference_sequence_logps(self, completion_ids_list) -> torch.Tensor:
-        """log π_ref(y|x) of this process's samples, summed over completion tokens (EOS in, prompt out).
-
-        Read from the reference forward RLOO has just run for its KL penalty (β = 1/(N−1) ≠ 0), recorded by
-        `ScoringForwardsMixin`, rather than computed again.
-        """
+        """log π_ref(y|x) of this process's samples over their completion tokens, from the reference forward RLOO has
+        just run for its KL penalty (recorded by `ScoringForwardsMixin`)."""
         ref_per_token = self._scoring_forwards[1]
         lengths = torch.tensor([len(ids) for ids in completion_ids_list], device=ref_per_token.device)
         mask = torch.arange(ref_per_token.size(1), device=ref_per_token.device) < lengths.unsqueeze(1)
         return (ref_per_token * mask).sum(1)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        """Replace the raw rewards by the vBoN score, so that RLOO's weighted reward sum equals it.
-
-        `super()` returns the raw rewards of all processes, `(B_global, n_funcs)`. The score is computed on this
-        process's rows (whose cached reference rewards are in `inputs`) and gathered in the same order. It is
-        returned spread over the reward columns as `score·w_j/Σ_k w_k²`, so that RLOO's `Σ_j w_j·column_j` is exactly
-        the score for any weights (no division by a zero weight, no NaN column).
-        """
+        """Replace the raw rewards `(B_global, n_funcs)` by the vBoN score (computed on this process's rows, then
+        gathered), spread over the columns as `score·w_j/Σ_k w_k²` so that RLOO's `Σ_j w_j·column_j` is the score."""
         raw = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         check_finite_rewards(raw, self.reward_func_names, ": vBoN places every reward in the reference-reward CDF.")
         device = raw.device
