@@ -84,10 +84,9 @@ class JBondTrainer(BoNRLOOTrainer):
             Defaults to `JBondConfig(f"{model_name}-J-BOND")`.
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
             Prompt dataset with a `"prompt"` column (standard or conversational, text only).
-        eval_dataset, processing_class, reward_processing_classes, callbacks, optimizers, quantization_config:
+        eval_dataset, processing_class, reward_processing_classes, callbacks, optimizers, quantization_config,
+        peft_config:
             As in [`~trl.RLOOTrainer`]; 8-bit quantization cannot be combined with `use_vllm`.
-        peft_config ([`~peft.PeftConfig`], *optional*):
-            LoRA configuration: the anchor is then a LoRA adapter (cheap), else a full model copy.
     """
 
     _tag_names = ["trl", "trl-bon", "j-bond", "bond"]
@@ -96,8 +95,7 @@ class JBondTrainer(BoNRLOOTrainer):
 
     @property
     def _win_rate_vs_ref_metric(self) -> str | None:
-        # A fixed anchor is π_ref, so the win rate against the anchor samples is the one against π_ref that
-        # `effective_n_win` needs; a moving anchor (EMA, periodic) is not π_ref (docs/metrics.md).
+        # Only a fixed anchor is π_ref, against whose samples `effective_n_win` needs the win rate (docs/metrics.md).
         return "jbond/win_rate_vs_anchor" if self.args.anchor == "fixed" else None
 
     def __init__(
@@ -220,7 +218,7 @@ class JBondTrainer(BoNRLOOTrainer):
     def _save(self, output_dir=None, state_dict=None):
         """Save the policy only: with LoRA its adapter, not PEFT's `anchor/` export (the anchor is resume state)."""
         model = self.accelerator.unwrap_model(self.model)
-        if self._anchor_model is not None or not is_peft_model(model):
+        if not is_peft_model(model):
             return super()._save(output_dir, state_dict)
         with save_selected_adapters(model, [self.anchor.policy_adapter]):
             return super()._save(output_dir, state_dict)
@@ -252,8 +250,7 @@ class JBondTrainer(BoNRLOOTrainer):
         return torch.arange(start, start + num_rows) % self.num_generations
 
     def _one_generate_call(self) -> bool:
-        """Policy and anchor rows in one `generate` call, each through its adapter (LoRA anchor, plain `generate`;
-        PEFT refuses `adapter_names` with DoRA)."""
+        """Policy and anchor rows in one `generate` call, each through its adapter: LoRA, plain `generate`, no DoRA."""
         if self._anchor_model is not None or self.use_vllm or self.use_transformers_continuous_batching:
             return False
         return not getattr(self.model.peft_config[self.anchor.policy_adapter], "use_dora", False)
@@ -319,11 +316,8 @@ class JBondTrainer(BoNRLOOTrainer):
             self._anchor_model.eval()  # continuous batching sets `.train()` after generating
         if self.use_vllm:
             force_vllm_weight_sync(self)
-        completion_ids = [None] * len(prompt_ids)
-        for rows, ids in ((policy_rows, policy_ids), (anchor_rows, anchor_ids)):
-            for row, row_ids in zip(rows, ids, strict=True):
-                completion_ids[row] = row_ids
-        return completion_ids
+        policy_ids, anchor_ids = iter(policy_ids), iter(anchor_ids)  # back in batch order
+        return [next(policy_ids) if slot == 0 else next(anchor_ids) for slot in slots]
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -389,13 +383,9 @@ class JBondTrainer(BoNRLOOTrainer):
             anchor_logps = (self._sequence_logps(anchor_model, out, rows) * mask[rows]).sum(1)
         gather = self.accelerator.gather
         rewards = self._stashed_rewards.view(-1, group)
-        result = core.jbond_weights(
-            rewards[:, 0],
-            rewards[:, 1:],
-            gather(out["old_logps"][rows] - anchor_logps),
-            gather(mask.sum(1)).view(-1, group).float(),
-            self.args.objective,
-        )
+        delta = gather(out["old_logps"][rows] - anchor_logps)
+        lengths = gather(mask.sum(1)).view(-1, group).float()
+        result = core.jbond_weights(rewards[:, 0], rewards[:, 1:], delta, lengths, self.args.objective)
         weights = result.weights.view(-1)
         first = self.accelerator.process_index * mask.size(0)
         out["advantages"] = weights[first : first + mask.size(0)].to(out["advantages"].dtype)
