@@ -38,31 +38,9 @@ class VBoNTrainer(BoNRLOOTrainer):
     coefficient is 1/(N−1).
 
     Each prompt needs M cached reference rewards, in the dataset column `args.reference_rewards_column` or joined
-    from `args.reference_cache_dir` (default `<output_dir>/_reference_rewards`, where `trl-bon cache-ref-rewards`
-    writes). Build them before training with `trl-bon cache-ref-rewards` or
-    [`~trl_bon.ref_cache.build_reference_reward_cache`]; the trainer never samples outside `train()`.
-
-    Example:
-
-    ```python
-    >>> from trl_bon import VBoNConfig, VBoNTrainer
-    >>> from trl_bon.ref_cache import build_reference_reward_cache
-    >>> from trl_bon.sampling import Sampler
-    >>> from trl_bon.toy import build_one_token_task
-    >>> task = build_one_token_task("/tmp/trl_bon_doc_task")
-    >>> args = VBoNConfig(
-    ...     "/tmp/trl_bon_doc_vbon", num_candidates=4, max_completion_length=1, num_generations=8,
-    ...     per_device_train_batch_size=8, max_steps=2, use_cpu=True, bf16=False, report_to="none",
-    ... )
-    >>> sampler = Sampler(task.model_path, args.generation_settings)
-    >>> build_reference_reward_cache(  # doctest: +SKIP
-    ...     sampler, task.dataset(8), task.reward_func, 200, "/tmp/trl_bon_doc_vbon/_reference_rewards"
-    ... )
-    >>> trainer = VBoNTrainer(  # doctest: +SKIP
-    ...     task.model_path, task.reward_func, args=args, train_dataset=task.dataset(8)
-    ... )
-    >>> trainer.train()  # doctest: +SKIP
-    ```
+    from `args.reference_cache_dir` (default `<output_dir>/_reference_rewards`), built before training with
+    `trl-bon cache-ref-rewards` or [`~trl_bon.ref_cache.build_reference_reward_cache`]; the example of
+    docs/vbon_trainer.md ("Quick start") does both.
 
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
@@ -105,11 +83,9 @@ class VBoNTrainer(BoNRLOOTrainer):
             )
         settings = {"method": "vbon", "num_candidates": args.num_candidates, "vbon_objective": args.vbon_objective}
         self._check_early(args, settings, model, peft_config, train_dataset, eval_dataset)
-        evals = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
-        given = {
-            "train_dataset": train_dataset,
-            **{f"eval_dataset[{k!r}]" if k is not None else "eval_dataset": v for k, v in evals.items()},
-        }
+        given = {"train_dataset": train_dataset, "eval_dataset": eval_dataset}
+        if isinstance(eval_dataset, dict):
+            given.update({f"eval_dataset[{key!r}]": dataset for key, dataset in eval_dataset.items()})
         for name, dataset in given.items():  # a NaN or empty reference CDF would fail the first step
             if isinstance(dataset, Dataset) and args.reference_rewards_column in dataset.column_names:
                 check_reference_reward_column(dataset, args.reference_rewards_column, name)
@@ -179,8 +155,7 @@ class VBoNTrainer(BoNRLOOTrainer):
         if not isinstance(dataset, Dataset):
             raise ValueError(
                 f"`{name}` is a {type(dataset).__name__} without a {column!r} column; join the cached reference "
-                "rewards beforehand (`trl_bon.ref_cache.add_reference_rewards`, cache built with "
-                f"`{CACHE_COMMAND}`)."
+                f"rewards beforehand (`trl_bon.ref_cache.add_reference_rewards`, cache built with `{CACHE_COMMAND}`)."
             )
         return add_reference_rewards(
             dataset, self._reference_cache, column, prompt_id_column=self.args.prompt_id_column
@@ -199,13 +174,12 @@ class VBoNTrainer(BoNRLOOTrainer):
         gathered), spread over the columns as `score·w_j/Σ_k w_k²` so that RLOO's `Σ_j w_j·column_j` is the score."""
         raw = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         check_finite_rewards(raw, self.reward_func_names, ": vBoN places every reward in the reference-reward CDF.")
-        device = raw.device
-        weights = self.reward_weights.to(device)
+        weights = self.reward_weights.to(raw.device)
         rewards = (raw * weights).nansum(dim=1)
         rank = self.accelerator.process_index
         local = slice(rank * len(prompts), (rank + 1) * len(prompts))
         column = self.args.reference_rewards_column
-        ref_rewards = reference_reward_tensor([example[column] for example in inputs], device=device)
+        ref_rewards = reference_reward_tensor([example[column] for example in inputs], device=raw.device)
         exact = self.args.vbon_objective == "exact"
         ref_logps = self._reference_sequence_logps(completion_ids_list) if exact else None
         scores = vbon_scores(
