@@ -60,8 +60,7 @@ def _called_with(model, method: str, **extra):
 
 
 def generate_with_adapter_names(model, adapter_names: list[str]):
-    """`model.generate` (a `PeftModel`, which RLOO's `_generate_single_turn` calls) routes row i through the LoRA
-    adapter `adapter_names[i]` (PEFT's mixed-adapter batches)."""
+    """`model.generate` (a `PeftModel`) routes row i through the LoRA adapter `adapter_names[i]`."""
     return _called_with(model, "generate", adapter_names=adapter_names)
 
 
@@ -71,8 +70,7 @@ def save_selected_adapters(model, adapter_names: list[str]):
 
 
 def force_vllm_weight_sync(trainer) -> None:
-    """Make RLOO sync weights to vLLM at its next generation (`_last_loaded_step`: it syncs once per step, but J-BOND
-    swaps the active adapter between the policy and the anchor calls of one step)."""
+    """Make RLOO sync weights to vLLM at its next generation, though the step (`_last_loaded_step`) is the same."""
     trainer._last_loaded_step = -1
 
 

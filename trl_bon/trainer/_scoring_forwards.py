@@ -36,8 +36,7 @@ def disable_all_dropout(model: torch.nn.Module) -> None:
 
 
 class _WithPositionIds:
-    """Calls `model` with `position_ids` derived from the `attention_mask` it is given (TRL chunks the batch, so the
-    positions are built per call); every other attribute is the model's."""
+    """`model`, called with `position_ids` derived from the `attention_mask` of each call (TRL chunks the batch)."""
 
     def __init__(self, model):
         self._model = model
