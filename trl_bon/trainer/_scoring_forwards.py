@@ -141,9 +141,7 @@ class ScoringForwardsMixin:
             output = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
-        else:
-            if any(value is not None for value in kwargs.values()):  # multimodal inputs are indexed by image/tile
-                raise NotImplementedError("Scoring a subset of rows supports text-only batches.")
+        else:  # J-BOND's policy rows: its batches are text-only (multimodal inputs would need indexing by image)
             scored = super()._get_per_token_logps_and_entropies(
                 model, input_ids[rows], attention_mask[rows], logits_to_keep, *args, **kwargs
             )

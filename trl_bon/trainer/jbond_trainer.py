@@ -40,11 +40,6 @@ from ._scoring_forwards import OLD_LOGPS_SKIPPED, disable_all_dropout
 from .jbond_config import JBondConfig, is_8bit, vllm_8bit_error
 
 
-# Optional model inputs `_compute_loss` forwards to `_get_per_token_logps_and_entropies`; the anchor forward does too.
-_FORWARD_KEYS = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes")
-_FORWARD_KEYS += ("num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
-
-
 class JBondTrainer(BoNRLOOTrainer):
     r"""
     Trainer for J-BOND and BOND (Best-of-N distillation), proposed in [BOND: Aligning LLMs with Best-of-N
@@ -342,14 +337,13 @@ class JBondTrainer(BoNRLOOTrainer):
         """No-grad per-token log-probs of the completion tokens of all local rows or of `rows`."""
         input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
         attention_mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
-        forward_kwargs = {key: out[key] for key in _FORWARD_KEYS if key in out}
         if rows is not None:
             input_ids, attention_mask = input_ids[rows], attention_mask[rows]
         args = self.args
         batch_size = args.per_device_train_batch_size if self.model.training else args.per_device_eval_batch_size
         with torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
             per_token_logps, _, _ = self._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, out["completion_ids"].size(1), batch_size, **forward_kwargs
+                model, input_ids, attention_mask, out["completion_ids"].size(1), batch_size
             )
         return per_token_logps
 
