@@ -60,7 +60,8 @@ GENERATION_OUTPUT_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "comple
 
 #: Private `transformers.Trainer` methods the trainers override, with their parameters. The atomic checkpoint save
 #: (`trainer/_checkpoint.py`) needs the first two: no public hook runs before `Trainer` writes a checkpoint (to stage
-#: it) nor before it deletes old ones under `save_total_limit` (to publish the new one first).
+#: it) nor before it deletes old ones under `save_total_limit` (to publish the new one first). `JBondTrainer._save`
+#: keeps the anchor adapter out of the saved policy.
 OVERRIDDEN_TRAINER_METHODS = {
     "_save_checkpoint": ("self", "model", "trial"),
     "_get_output_dir": ("self", "trial"),

@@ -185,7 +185,8 @@ class ScoringForwardsMixin:
         """The batch without the rows of loss weight (`advantages`) 0, and the fraction of rows kept.
 
         RLOO's loss is a mean over rows of terms ∝ w, so mean(kept rows)·(kept fraction) is the whole batch's. Every
-        process keeps as many rows (topped up with weight-0 ones): RLOO gathers per-row clip statistics.
+        process keeps as many rows (topped up with weight-0 ones): RLOO gathers per-row clip statistics, so the
+        logged `entropy` and clip ratios are over the rows kept.
         """
         weights = inputs["advantages"]
         num_rows = weights.size(0)

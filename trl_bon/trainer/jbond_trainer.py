@@ -245,7 +245,8 @@ class JBondTrainer(BoNRLOOTrainer):
         return torch.arange(start, start + num_rows) % self.num_generations
 
     def _one_generate_call(self) -> bool:
-        """Policy and anchor rows in one `generate` call, each through its adapter: LoRA, plain `generate`, no DoRA."""
+        """Policy and anchor rows in one `generate` call, each through its adapter (LoRA anchor, plain `generate`;
+        PEFT refuses `adapter_names` with DoRA)."""
         if self._anchor_model is not None or self.use_vllm or self.use_transformers_continuous_batching:
             return False
         return not getattr(self.model.peft_config[self.anchor.policy_adapter], "use_dora", False)
