@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from trl_bon.sampling import eval_mode
 from trl_bon.trainer import _rloo_seams as seams
 
 
@@ -59,7 +60,7 @@ def test_instance_shadows_are_removed_and_an_existing_one_is_kept():
 
 def test_generation_eval_mode_restores_the_mode():
     model = torch.nn.Linear(2, 2).train()
-    with seams.generation_eval_mode(model):
+    with eval_mode(model):
         assert not model.training
     assert model.training
 

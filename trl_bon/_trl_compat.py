@@ -1,8 +1,7 @@
 """The only module that imports private TRL names, and the list of every other library's private API trl-bon uses.
 
-TRL ships a minor release about every two weeks and reshapes private helpers freely. Every private name trl-bon relies
-on is imported or listed here, and `tests/contract/` pins their signatures and behaviour, so a rename upstream is a
-one-line fix in this file and a red contract test rather than a silent change in a trainer.
+`tests/contract/` pins their signatures and behaviour, so a rename upstream (TRL reshapes private helpers freely) is a
+red contract test and a one-line fix here rather than a silent change in a trainer.
 """
 
 import warnings
@@ -38,15 +37,12 @@ WRAPPED_RLOO_HOOKS = (
     "_get_per_token_logps_and_entropies",
 )
 
-#: What J-BOND's policy-rows-only scoring (`trl_bon/trainer/_scoring_forwards.py`) relies on, pinned by
-#: `tests/contract/test_rloo_contract.py`: at beta = 0 the first `_get_per_token_logps_and_entropies` call inside
-#: `_generate_and_score_completions` is the policy forward behind `old_logps`; `_prepare_inputs` hands every per-row
-#: tensor of the generation batch (an extra key included) to `_compute_loss`, shuffled and split alike; `_compute_loss`
-#: reads its forward's per-token log-probs only through the ratio exp(Σ_t mask·log π − old_logps).
+#: What the policy-rows-only scoring of `trainer/_scoring_forwards.py` relies on: at beta = 0 the first scoring forward
+#: of `_generate_and_score_completions` is the policy's, behind `old_logps`; `_prepare_inputs` hands every per-row
+#: tensor (an extra key included) to `_compute_loss`, which reads log-probs only through exp(Σ_t log π − old_logps).
 POLICY_ROWS_SCORING_SEAM = ("_generate_and_score_completions", "_prepare_inputs", "_compute_loss")
 
-#: `RLOOTrainer` attributes the trainers rewrite, each only through the seam of `trl_bon/trainer/_rloo_seams.py` that
-#: names it; the contract tests pin that RLOO has them and reads them when these seams rely on it.
+#: `RLOOTrainer` attributes the trainers rewrite, each only through its seam in `trainer/_rloo_seams.py`.
 RLOO_STATE_ATTRIBUTES = (
     "num_generations",
     "num_generations_eval",
@@ -62,18 +58,16 @@ RLOO_STATE_ATTRIBUTES = (
 GENERATION_OUTPUT_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "old_logps", "advantages")
 
 
-#: Private `transformers.Trainer` methods the trainers override, with their parameters (pinned by
-#: `tests/contract/test_private_touch_points.py`). The atomic checkpoint save (`trainer/_checkpoint.py`) needs the
-#: first two: no public hook runs before `Trainer` writes a checkpoint's files (to send them to a staging folder) nor
-#: between that writing and the deletion of old checkpoints under `save_total_limit` (to publish the new one first);
-#: `on_save` runs only after both. `JBondTrainer._save` keeps the anchor adapter out of the saved policy.
+#: Private `transformers.Trainer` methods the trainers override, with their parameters. The atomic checkpoint save
+#: (`trainer/_checkpoint.py`) needs the first two: no public hook runs before `Trainer` writes a checkpoint (to stage
+#: it) nor before it deletes old ones under `save_total_limit` (to publish the new one first). `JBondTrainer._save`
+#: keeps the anchor adapter out of the saved policy.
 OVERRIDDEN_TRAINER_METHODS = {
     "_save_checkpoint": ("self", "model", "trial"),
     "_get_output_dir": ("self", "trial"),
     "_save": ("self", "output_dir", "state_dict"),
 }
-#: The class attribute by which `transformers.HfArgumentParser` puts a dataclass's options into an argument group of
-#: that title (documented in its docstring, underscored by name); `trl-bon --help` groups its options with it.
+#: The class attribute by which `transformers.HfArgumentParser` groups a dataclass's options in `trl-bon --help`.
 HF_ARGUMENT_GROUP_ATTRIBUTE = "_argument_group_name"
 # DeepSpeed ZeRO-3 has no public accessors for a partitioned parameter: `trl_bon/anchor` reads its `ds_id`
 # (partitioned), `ds_shape` (whole shape) and `ds_tensor` (this rank's partition), exercised by `tests/engines`.
@@ -93,8 +87,7 @@ def check_trl_version() -> None:
 @contextmanager
 def vllm_engine_kwargs(**extra):
     """While the block runs, the colocated engine `VLLMGeneration` builds gets `extra` as further `vllm.LLM`
-    arguments (TRL fixes the engine's arguments; J-BOND's LoRA serving needs `enable_lora` and its limits). TRL builds
-    the engine through its module's name `LLM`, which the contract tests pin."""
+    arguments (J-BOND's LoRA serving needs `enable_lora`, which TRL does not pass)."""
     build = vllm_generation.LLM
     vllm_generation.LLM = partial(build, **extra)
     try:
@@ -103,6 +96,5 @@ def vllm_engine_kwargs(**extra):
         vllm_generation.LLM = build
 
 
-# Every trainer (and the sampler) imports this module, so an untested TRL is reported once, when trl-bon first
-# touches TRL's internals.
+# Reported once, when trl-bon first touches TRL's internals.
 check_trl_version()

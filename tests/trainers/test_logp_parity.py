@@ -86,7 +86,7 @@ def test_jbond_scores_left_padded_rows_like_unpadded_ones(two_token_tasks, tmp_p
         with policy.disable_adapter():
             _check(trainer._sequence_logps(policy, out), policy, out)
     else:
-        _check(trainer._sequence_logps(trainer._ref_model, out), trainer._ref_model, out)
+        _check(trainer._sequence_logps(trainer.ref_model, out), trainer.ref_model, out)
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

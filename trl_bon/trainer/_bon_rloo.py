@@ -1,7 +1,5 @@
-"""`BoNRLOOTrainer`: what `JBondTrainer` and `VBoNTrainer` share on top of TRL's `RLOOTrainer`, the shared metric
-vocabulary (docs/metrics.md) included: RLOO logs `reward*` from the matrix it trains on (J-BOND's holds anchor rows
-too, vBoN's the score), so once it has logged, they are set to the raw rewards of the policy's samples, and a trl-bon
-run and an RLOO run plot the same quantity under the same name."""
+"""`BoNRLOOTrainer`: what `JBondTrainer` and `VBoNTrainer` share on top of TRL's `RLOOTrainer`, the metric
+vocabulary of docs/metrics.md included."""
 
 import math
 from contextlib import contextmanager
@@ -28,12 +26,8 @@ from ._scoring_forwards import ScoringForwardsMixin
 
 
 class BoNRLOOTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin, ScoringForwardsMixin, RLOOTrainer):
-    """`RLOOTrainer` with the mixins both RLOO-based trainers stack on it (model card, transactional checkpoints,
-    checked reward outputs, exact and recorded scoring forwards), the checks that bracket RLOO's construction, π_ref,
-    and the metrics both log.
-
-    A subclass calls `_check_early` and its own cheap checks first, then `super().__init__` with RLOO's arguments.
-    """
+    """`RLOOTrainer` with the mixins, checks, π_ref and metrics both trainers share. A subclass calls `_check_early`
+    and its own cheap checks first, then `super().__init__` with RLOO's arguments."""
 
     # The name of the trainer's logged win rate against π_ref samples, read by `effective_n_win`; `None`: none.
     _win_rate_vs_ref_metric: str | None = None
@@ -48,29 +42,23 @@ class BoNRLOOTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin
         check_train_prompt_lengths(self)
 
     def _check_early(self, args, settings: dict, model, peft_config, train_dataset, eval_dataset) -> None:
-        """The cheap checks both trainers run before any model loads: the prompts, and the checkpoint ledger of
-        `settings` (plus the fine-tuning kind) against a resumed run's."""
+        """Before any model loads: the prompts, and `settings` against a resumed run's checkpoint ledger."""
         check_train_prompts(train_dataset, eval_dataset, args.generation_batch_size // args.num_generations)
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
 
     @contextmanager
     def _reference_model(self):
-        """Yield the model to run as π_ref: RLOO's frozen copy `ref_model` (loaded only when `beta != 0`), else the
-        policy with its adapter disabled (as in RLOO: a fresh adapter's reference is the base model, a pretrained
-        adapter's its "ref" copy), else the policy itself (not PEFT and no copy: only before the first update is it
-        π_ref)."""
+        """Yield the model to run as π_ref: the frozen copy `ref_model` (RLOO's when `beta != 0`, J-BOND's with
+        `log_ref_kl`), else the policy with its adapter disabled (the "ref" adapter if any, as in RLOO), else the
+        policy itself (π_ref only before the first update)."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
         if self.ref_model is not None:
             yield self.ref_model
-            return
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        if not isinstance(unwrapped, PeftModel):
+        elif not isinstance(unwrapped, PeftModel):
             yield self.model
-            return
-        with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
-            yield self.model
-
-    # ------------------------------------------------------------------------------------------------------------
-    # Metrics
+        else:
+            with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
+                yield self.model
 
     @property
     def _mode_metrics(self) -> dict:
@@ -78,8 +66,8 @@ class BoNRLOOTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin
         return self._metrics["train" if self.model.training else "eval"]
 
     def _log_policy_rewards(self, rewards_per_func: torch.Tensor) -> None:
-        """Overwrite the batch's last `reward`, `reward_std` and `rewards/<func>/mean|std` with the raw rewards
-        `(B, F)` of the policy's samples only (NaN where a function did not apply)."""
+        """Overwrite the batch's last `reward*` metrics, which RLOO logs from the matrix it trains on, with those of
+        the raw rewards `(B, F)` of the policy's samples (NaN where a function did not apply)."""
         metrics = self._mode_metrics
         for i, name in enumerate(self.reward_func_names):
             replace_last_metric(metrics, f"rewards/{name}/mean", torch.nanmean(rewards_per_func[:, i]))
@@ -90,17 +78,15 @@ class BoNRLOOTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin
         replace_last_metric(metrics, "reward_std", nanstd(rewards))
 
     def _log_kl_to_ref(self, policy_logps, ref_logps, mask) -> None:
-        """Log `kl_k1` and `kl_k3`: KL(π‖π_ref) per sequence of the policy's samples (completion tokens), averaged
-        over the global batch, from `(B, T)` per-token tensors of this process."""
+        """Log `kl_k1` and `kl_k3` of the policy's samples, averaged over the global batch, from this process's
+        `(B, T)` per-token log-probs."""
         for name, estimate in (("kl_k1", core.kl_k1), ("kl_k3", core.kl_k3)):
             per_sequence = self.accelerator.gather(estimate(policy_logps, ref_logps, mask))
             self._mode_metrics[name].append(per_sequence.mean().item())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the effective-N meters (`core.effective_n`, named as in `trl-bon eval`) on the logging steps whose
-        metrics hold a KL to π_ref (`kl_k1`) or a win rate against π_ref samples. Each is computed from the metric
-        averaged since the last log, as RLOO averages it: the meters are non-linear, and N of the mean KL is what
-        the logged KL means."""
+        """Add the effective-N meters (`core.effective_n`) when the metrics hold `kl_k1` or a win rate against π_ref,
+        each from its metric averaged since the last log (the meters are non-linear: N of the logged mean)."""
         metrics = self._mode_metrics
         meters = (("kl_k1", "effective_n_kl", core.effective_n_from_kl),)
         meters += ((self._win_rate_vs_ref_metric, "effective_n_win", core.effective_n_from_win_rate),)

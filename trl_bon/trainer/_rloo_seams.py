@@ -1,26 +1,18 @@
 """Every place the trainers steer TRL's `RLOOTrainer` by rewriting its state, each under a name.
 
-RLOO has hooks for what it computes but none for how it generates, which reward functions it calls, or what it logs,
-so the trainers rewrite a few of its attributes for the length of one call. Each rewrite lives here: a context
-manager that restores what it changed (also on an exception), or, for the rewrites that are meant to last, a function
-that says what it overwrites. The RLOO attributes they touch are listed in `_trl_compat.RLOO_STATE_ATTRIBUTES`, and
-`tests/contract/test_rloo_contract.py` pins that RLOO still has them and reads them where these seams rely on it.
+RLOO has no hooks for how it generates, which reward functions it calls, or what it logs, so the trainers rewrite a few
+of its attributes: for one call, by a context manager that restores them (also on an exception), or for good, by a
+function that says what it overwrites. `tests/contract/test_rloo_contract.py` pins that RLOO still has and reads the
+attributes these seams touch (`_trl_compat.RLOO_STATE_ATTRIBUTES`).
 """
 
 from contextlib import contextmanager
 
 import torch
 
-from ..sampling import eval_mode
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Temporary rewrites (restored on exit)
-
 
 @contextmanager
 def _swapped(owner, **values):
-    """Set the attributes `values` of `owner` for the length of the block, then put the old values back."""
     saved = {name: getattr(owner, name) for name in values}
     for name, value in values.items():
         setattr(owner, name, value)
@@ -68,8 +60,7 @@ def _called_with(model, method: str, **extra):
 
 
 def generate_with_adapter_names(model, adapter_names: list[str]):
-    """`model.generate` (a `PeftModel`, which RLOO's `_generate_single_turn` calls) routes row i through the LoRA
-    adapter `adapter_names[i]` (PEFT's mixed-adapter batches)."""
+    """`model.generate` (a `PeftModel`) routes row i through the LoRA adapter `adapter_names[i]`."""
     return _called_with(model, "generate", adapter_names=adapter_names)
 
 
@@ -78,28 +69,18 @@ def save_selected_adapters(model, adapter_names: list[str]):
     return _called_with(model, "save_pretrained", selected_adapters=adapter_names)
 
 
-# `model` in eval mode for one generation, its mode restored after (continuous batching sets `.train()`).
-generation_eval_mode = eval_mode
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Lasting rewrites
-
-
 def force_vllm_weight_sync(trainer) -> None:
-    """Make RLOO sync weights to vLLM at its next generation (`_last_loaded_step`: it syncs once per step, but J-BOND
-    swaps the active adapter between the policy and the anchor calls of one step)."""
+    """Make RLOO sync weights to vLLM at its next generation, though the step (`_last_loaded_step`) is the same."""
     trainer._last_loaded_step = -1
 
 
 def replace_last_logged(logged, values: list) -> None:
     """Replace the last `len(values)` entries RLOO appended to one of its `_logs` columns (a bounded deque) with
-    `values` (as many as the column still holds), e.g. the completions table's `advantage` column with J-BOND's
-    weights, or its `rewards` columns with vBoN's raw rewards."""
+    `values`, as many as the column holds."""
     for offset in range(1, min(len(logged), len(values)) + 1):
         logged[-offset] = values[-offset]
 
 
-def replace_last_metric(metrics: dict, name: str, value: float | torch.Tensor) -> None:
+def replace_last_metric(metrics: dict, name: str, value: torch.Tensor) -> None:
     """Replace the value RLOO has just appended to `metrics[name]` (`_metrics[mode]`) for this batch."""
-    metrics[name][-1] = value.item() if isinstance(value, torch.Tensor) else value
+    metrics[name][-1] = value.item()

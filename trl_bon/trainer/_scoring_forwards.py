@@ -1,21 +1,13 @@
-"""The log-prob forwards of the RLOO-based trainers: exact (positions, dropout) and recorded for reuse.
+"""The log-prob forwards of the RLOO-based trainers, all through `RLOOTrainer._get_per_token_logps_and_entropies`
+(why each wrapper: "Exactness" in docs/jbond_trainer.md and docs/vbon_trainer.md):
 
-Every log-probability the trainers use goes through `RLOOTrainer._get_per_token_logps_and_entropies`, wrapped here
-(the user-facing account: docs/jbond_trainer.md and docs/vbon_trainer.md):
-
-- **Positions.** `position_ids` derived from the mask as `generate` derives them: TRL's forward passes none, so a
-  model with learned absolute positions (GPT-2) would score a left-padded row at shifted positions.
-- **Reuse.** The per-token log-probs of RLOO's no-grad `old_logps` forward and (`beta != 0`) reference forward, which
-  it reduces to sequence sums, are recorded for J-BOND's KL metrics and vBoN's `exact` objective
-  (`tests/contract/test_rloo_contract.py` pins the call order).
-- **Policy rows only** (J-BOND, off logging steps). The `old_logps` forward scores the policy rows only; the others
-  get `old_logps = 0` and are flagged under `OLD_LOGPS_SKIPPED`. In the loss forward a flagged row's per-token
-  log-probs become `p − sg(p)`: value 0, gradient ∇p, so its importance ratio is exactly 1, as the skipped
-  `old_logps` would have given (one update per generation batch).
-- **Log-probs read while generating** (plain `generate`, one update per generation batch). The `old_logps` of the
-  rows the policy sampled come from the logits `generate` sampled them from (`SampledTokenLogps`), and the forward
-  does not run; those rows are flagged too, so decoding's rounding (KV cache, bf16) cannot reach the ratio.
-- **Rows of weight 0** (J-BOND, BOND). The loss forward and backward skip them (`_rows_with_weight`).
+- **Positions** from the attention mask, as `generate` derives them (TRL's forward passes none).
+- **Reuse.** The per-token log-probs of RLOO's `old_logps` and reference forwards are recorded for J-BOND's KL metrics
+  and vBoN's `exact` objective (`tests/contract/test_rloo_contract.py` pins the call order).
+- **Skipped `old_logps`.** Rows whose `old_logps` were not computed (J-BOND's anchor rows off logging steps) or were
+  read while generating are flagged under `OLD_LOGPS_SKIPPED`; in the loss forward their per-token log-probs become
+  `p − sg(p)`: value 0, gradient ∇p, so the importance ratio is exactly 1 (one update per generation batch).
+- **Rows of weight 0** are left out of the loss forward and backward (`_rows_with_weight`).
 """
 
 from contextlib import contextmanager
@@ -35,9 +27,7 @@ _FLOAT_DROPOUT_ATTRIBUTES = ("attention_dropout", "attn_dropout", "dropout")
 
 
 def disable_all_dropout(model: torch.nn.Module) -> None:
-    """Set every dropout probability of `model` to 0: `nn.Dropout` modules (LoRA's `lora_dropout` included) and the
-    float rates attention implementations read directly (Llama's `attention_dropout`), which TRL's
-    `disable_dropout_in_model` leaves on."""
+    """Set every dropout probability of `model` to 0, with the float rates `disable_dropout_in_model` leaves."""
     disable_dropout_in_model(model)
     for module in model.modules():
         for name in _FLOAT_DROPOUT_ATTRIBUTES:
@@ -46,8 +36,7 @@ def disable_all_dropout(model: torch.nn.Module) -> None:
 
 
 class _WithPositionIds:
-    """Calls `model` with `position_ids` derived from the `attention_mask` it is given (TRL chunks the batch, so the
-    positions are built per call); every other attribute is the model's."""
+    """`model`, called with `position_ids` derived from the `attention_mask` of each call (TRL chunks the batch)."""
 
     def __init__(self, model):
         self._model = model
@@ -64,14 +53,9 @@ class _WithPositionIds:
 
 
 class SampledTokenLogps:
-    """
-    Context manager: forward hooks on the model that `generate` runs, keeping the log-probability of each sampled
-    token under the logits it was sampled from, divided by the temperature and nothing else (TRL's convention: no
-    top-k/top-p), as RLOO's `old_logps` forward would compute it.
-
-    `generate` calls the model once per new token: call t returns token t's logits, and token t is the last
-    `input_ids` of call t + 1; the final token is read from the completions.
-    """
+    """Context manager: hooks that keep, while `generate` runs, each sampled token's log-probability under its logits
+    divided by the temperature (TRL's `old_logps` convention: no top-k/top-p). Call t of the model returns token t's
+    logits, and token t is the last `input_ids` of call t + 1; the final token is read from the completions."""
 
     def __init__(self, model: torch.nn.Module, temperature: float):
         self.model, self.temperature = model, temperature
@@ -98,8 +82,7 @@ class SampledTokenLogps:
         self._pending = torch.log_softmax(output.logits[:, -1].float() / self.temperature, dim=-1)
 
     def per_token(self, completion_ids: list[list[int]]) -> torch.Tensor | None:
-        """`(rows, longest completion)` log-probs aligned with `completion_ids`, 0 after each row's end; `None` when
-        the model calls do not match the completions (the caller then scores them with a forward)."""
+        """`(rows, longest completion)` log-probs, 0 after each row's end; `None` if the calls do not match."""
         lengths = torch.tensor([len(ids) for ids in completion_ids])
         length = int(lengths.max()) if len(lengths) else 0
         if self._pending is None or len(self._steps) + 1 != length:
@@ -111,8 +94,7 @@ class SampledTokenLogps:
 
 
 class ScoringForwardsMixin:
-    """The wrappers of the module docstring: positions, recording, policy rows only, log-probs read while generating,
-    rows of weight 0."""
+    """The wrappers of the module docstring."""
 
     _scoring_forwards: list | None = None
     _policy_rows: torch.Tensor | None = None  # rows the next recorded forward scores (the `old_logps` one)
@@ -159,9 +141,7 @@ class ScoringForwardsMixin:
             output = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
-        else:
-            if any(value is not None for value in kwargs.values()):  # multimodal inputs are indexed by image/tile
-                raise NotImplementedError("Scoring a subset of rows supports text-only batches.")
+        else:  # J-BOND's policy rows: its batches are text-only (multimodal inputs would need indexing by image)
             scored = super()._get_per_token_logps_and_entropies(
                 model, input_ids[rows], attention_mask[rows], logits_to_keep, *args, **kwargs
             )
@@ -202,13 +182,11 @@ class ScoringForwardsMixin:
             self._skipped_loss_rows = None
 
     def _rows_with_weight(self, inputs):
-        """The batch without the rows whose loss weight (`advantages`) is exactly 0, and the fraction of rows kept.
+        """The batch without the rows of loss weight (`advantages`) 0, and the fraction of rows kept.
 
-        RLOO's loss is the mean over rows of −min(r·w, clip(r)·w), so a row with w = 0 adds nothing to its value or
-        gradient, and mean(kept rows)·(kept fraction) is the loss of the whole batch. J-BOND gives weight 0 to every
-        anchor row but the best of each group (a third of its batch; more for BOND's larger groups), so its loss
-        forward and backward skip them. Every process keeps as many rows (topped up with weight-0 rows), because RLOO
-        gathers per-row clip statistics; the logged `entropy` and clip ratios are over the rows kept.
+        RLOO's loss is a mean over rows of terms ∝ w, so mean(kept rows)·(kept fraction) is the whole batch's. Every
+        process keeps as many rows (topped up with weight-0 ones): RLOO gathers per-row clip statistics, so the
+        logged `entropy` and clip ratios are over the rows kept.
         """
         weights = inputs["advantages"]
         num_rows = weights.size(0)
@@ -216,10 +194,7 @@ class ScoringForwardsMixin:
         if multimodal or self.aux_loss_enabled:  # an aux loss is added unscaled: it would be rescaled
             return inputs, 1.0
         has_weight = weights != 0
-        count = has_weight.sum().reshape(1)
-        if self.accelerator.num_processes > 1:
-            count = self.accelerator.gather(count).max()
-        count = max(int(count), 1)
+        count = max(int(self.accelerator.gather(has_weight.sum().reshape(1)).max()), 1)
         if count == num_rows:
             return inputs, 1.0
         # Rows with weight first (stable, so in batch order), then as many weight-0 rows as the count needs.
@@ -232,11 +207,8 @@ class ScoringForwardsMixin:
 
     @contextmanager
     def _record_scoring_forwards(self, policy_rows: torch.Tensor | None = None):
-        """Inside: the per-token log-probs of each forward, in call order ([policy, reference if beta != 0]).
-
-        With `policy_rows` (local row indices), the first forward (the policy's, behind `old_logps`) scores only those
-        rows; the others read 0 until the caller flags them with `OLD_LOGPS_SKIPPED`.
-        """
+        """Yield the per-token log-probs of each forward, in call order ([policy, reference if beta != 0]). With
+        `policy_rows`, the first (`old_logps`) forward scores only those; the caller flags the others as skipped."""
         self._scoring_forwards = []
         self._policy_rows = policy_rows
         try:

@@ -1,8 +1,7 @@
 """[`VBoNTrainer`]: variational Best-of-N (Amini et al., arXiv 2407.06057) on top of TRL's [`~trl.RLOOTrainer`].
 
-KL(π‖π_BoN) divided by N−1 is KL-regularised RL with KL coefficient 1/(N−1) and the vBoN score as reward (docs/maths.md
-§5). RLOO already has the KL term and a leave-one-out baseline, so the trainer only replaces the reward, through
-`_calculate_rewards` (via `super()`, no TRL code copied).
+KL(π‖π_BoN)/(N−1) is RLOO's objective with KL coefficient 1/(N−1) and the vBoN score as reward (docs/maths.md §5), so
+the trainer only replaces the reward, in `_calculate_rewards` (via `super()`, no TRL code copied).
 """
 
 import functools
@@ -39,43 +38,20 @@ class VBoNTrainer(BoNRLOOTrainer):
     coefficient is 1/(N−1).
 
     Each prompt needs M cached reference rewards, in the dataset column `args.reference_rewards_column` or joined
-    from `args.reference_cache_dir` (default `<output_dir>/_reference_rewards`, where `trl-bon cache-ref-rewards`
-    writes). Build them before training with `trl-bon cache-ref-rewards` or
-    [`~trl_bon.ref_cache.build_reference_reward_cache`]; the trainer never samples outside `train()`.
-
-    Example:
-
-    ```python
-    >>> from trl_bon import VBoNConfig, VBoNTrainer
-    >>> from trl_bon.ref_cache import build_reference_reward_cache
-    >>> from trl_bon.sampling import Sampler
-    >>> from trl_bon.toy import build_one_token_task
-    >>> task = build_one_token_task("/tmp/trl_bon_doc_task")
-    >>> args = VBoNConfig(
-    ...     "/tmp/trl_bon_doc_vbon", num_candidates=4, max_completion_length=1, num_generations=8,
-    ...     per_device_train_batch_size=8, max_steps=2, use_cpu=True, bf16=False, report_to="none",
-    ... )
-    >>> sampler = Sampler(task.model_path, args.generation_settings)
-    >>> build_reference_reward_cache(  # doctest: +SKIP
-    ...     sampler, task.dataset(8), task.reward_func, 200, "/tmp/trl_bon_doc_vbon/_reference_rewards"
-    ... )
-    >>> trainer = VBoNTrainer(  # doctest: +SKIP
-    ...     task.model_path, task.reward_func, args=args, train_dataset=task.dataset(8)
-    ... )
-    >>> trainer.train()  # doctest: +SKIP
-    ```
+    from `args.reference_cache_dir` (default `<output_dir>/_reference_rewards`), built before training with
+    `trl-bon cache-ref-rewards` or [`~trl_bon.ref_cache.build_reference_reward_cache`]; the example of
+    docs/vbon_trainer.md ("Quick start") does both.
 
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
-            Model to train, also the reference policy π_ref (as in [`~trl.RLOOTrainer`]). Pass a path when the
-            model is not PEFT: RLOO loads the reference from it.
+            Model to train and π_ref, as in [`~trl.RLOOTrainer`]; pass a path unless PEFT (RLOO loads π_ref from it).
         reward_funcs:
-            Reward functions, as in [`~trl.RLOOTrainer`]; the same (names and weights) as the reference cache's.
+            As in [`~trl.RLOOTrainer`]; the same functions and weights as the reference cache's.
         args ([`VBoNConfig`]):
-            Configuration; `num_candidates` is required.
+            `num_candidates` is required.
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
-            Prompt dataset. A `Dataset` without the reference-reward column gets it joined from the cache at init;
-            an `IterableDataset` must already have it.
+            A `Dataset` without the reference-reward column gets it joined from the cache at init; an
+            `IterableDataset` must have it.
         eval_dataset, processing_class, reward_processing_classes, callbacks, optimizers, quantization_config,
         peft_config:
             As in [`~trl.RLOOTrainer`].
@@ -100,19 +76,16 @@ class VBoNTrainer(BoNRLOOTrainer):
         quantization_config=None,
         peft_config=None,
     ):
-        if args is None or not isinstance(args, VBoNConfig):
+        if not isinstance(args, VBoNConfig):
             raise ValueError(
-                "VBoNTrainer needs a `VBoNConfig` with `num_candidates` (N) set, e.g. "
-                "`VBoNConfig('out', num_candidates=4)`; got "
-                + ("None." if args is None else f"{type(args).__name__}.")
+                "VBoNTrainer needs a `VBoNConfig` with `num_candidates` (N) set, e.g. `VBoNConfig('out', "
+                f"num_candidates=4)`; got {'None' if args is None else type(args).__name__}."
             )
         settings = {"method": "vbon", "num_candidates": args.num_candidates, "vbon_objective": args.vbon_objective}
         self._check_early(args, settings, model, peft_config, train_dataset, eval_dataset)
-        evals = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
-        given = {
-            "train_dataset": train_dataset,
-            **{f"eval_dataset[{k!r}]" if k is not None else "eval_dataset": v for k, v in evals.items()},
-        }
+        given = {"train_dataset": train_dataset, "eval_dataset": eval_dataset}
+        if isinstance(eval_dataset, dict):
+            given.update({f"eval_dataset[{key!r}]": dataset for key, dataset in eval_dataset.items()})
         for name, dataset in given.items():  # a NaN or empty reference CDF would fail the first step
             if isinstance(dataset, Dataset) and args.reference_rewards_column in dataset.column_names:
                 check_reference_reward_column(dataset, args.reference_rewards_column, name)
@@ -137,13 +110,7 @@ class VBoNTrainer(BoNRLOOTrainer):
         if float((self.reward_weights**2).sum()) == 0.0:
             raise ValueError("All `reward_weights` are 0, so every reward is 0; give at least one function a weight.")
         self.train_dataset = self._attach_reference_rewards(self.train_dataset, "train_dataset")
-        if isinstance(self.eval_dataset, dict):
-            self.eval_dataset = {
-                name: self._attach_reference_rewards(ds, f"eval_dataset[{name!r}]")
-                for name, ds in self.eval_dataset.items()
-            }
-        else:
-            self.eval_dataset = self._attach_reference_rewards(self.eval_dataset, "eval_dataset")
+        self.eval_dataset = self._attach_reference_rewards(self.eval_dataset, "eval_dataset")
 
     def _card_settings(self) -> dict[str, object]:
         args = self.args
@@ -153,8 +120,6 @@ class VBoNTrainer(BoNRLOOTrainer):
             "β (KL coefficient, 1/(N−1))": args.beta,
             "samples per prompt (RLOO group)": args.num_generations,
         }
-
-    # ------------------------------------------------------------------ reference-reward cache
 
     @functools.cached_property
     def _reference_cache(self):
@@ -181,50 +146,40 @@ class VBoNTrainer(BoNRLOOTrainer):
         return cache
 
     def _attach_reference_rewards(self, dataset, name: str):
-        """Return `dataset` with the reference-reward column, joined from the cache when it is missing."""
+        """Return `dataset` (or each of a dict) with the reference-reward column, joined from the cache if missing."""
+        if isinstance(dataset, dict):
+            return {key: self._attach_reference_rewards(value, f"{name}[{key!r}]") for key, value in dataset.items()}
         column = self.args.reference_rewards_column
         if dataset is None or column in (dataset.column_names or []):
             return dataset
         if not isinstance(dataset, Dataset):
             raise ValueError(
                 f"`{name}` is a {type(dataset).__name__} without a {column!r} column; join the cached reference "
-                "rewards beforehand (`trl_bon.ref_cache.add_reference_rewards`, cache built with "
-                f"`{CACHE_COMMAND}`)."
+                f"rewards beforehand (`trl_bon.ref_cache.add_reference_rewards`, cache built with `{CACHE_COMMAND}`)."
             )
         return add_reference_rewards(
             dataset, self._reference_cache, column, prompt_id_column=self.args.prompt_id_column
         )
 
-    # ------------------------------------------------------------------ RLOO hooks
-
     def _reference_sequence_logps(self, completion_ids_list) -> torch.Tensor:
-        """log π_ref(y|x) of this process's samples, summed over completion tokens (EOS in, prompt out).
-
-        Read from the reference forward RLOO has just run for its KL penalty (β = 1/(N−1) ≠ 0), recorded by
-        `ScoringForwardsMixin`, rather than computed again.
-        """
+        """log π_ref(y|x) of this process's samples over their completion tokens, from the reference forward RLOO has
+        just run for its KL penalty (recorded by `ScoringForwardsMixin`)."""
         ref_per_token = self._scoring_forwards[1]
         lengths = torch.tensor([len(ids) for ids in completion_ids_list], device=ref_per_token.device)
         mask = torch.arange(ref_per_token.size(1), device=ref_per_token.device) < lengths.unsqueeze(1)
         return (ref_per_token * mask).sum(1)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        """Replace the raw rewards by the vBoN score, so that RLOO's weighted reward sum equals it.
-
-        `super()` returns the raw rewards of all processes, `(B_global, n_funcs)`. The score is computed on this
-        process's rows (whose cached reference rewards are in `inputs`) and gathered in the same order. It is
-        returned spread over the reward columns as `score·w_j/Σ_k w_k²`, so that RLOO's `Σ_j w_j·column_j` is exactly
-        the score for any weights (no division by a zero weight, no NaN column).
-        """
+        """Replace the raw rewards `(B_global, n_funcs)` by the vBoN score (computed on this process's rows, then
+        gathered), spread over the columns as `score·w_j/Σ_k w_k²` so that RLOO's `Σ_j w_j·column_j` is the score."""
         raw = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         check_finite_rewards(raw, self.reward_func_names, ": vBoN places every reward in the reference-reward CDF.")
-        device = raw.device
-        weights = self.reward_weights.to(device)
+        weights = self.reward_weights.to(raw.device)
         rewards = (raw * weights).nansum(dim=1)
         rank = self.accelerator.process_index
         local = slice(rank * len(prompts), (rank + 1) * len(prompts))
         column = self.args.reference_rewards_column
-        ref_rewards = reference_reward_tensor([example[column] for example in inputs], device=device)
+        ref_rewards = reference_reward_tensor([example[column] for example in inputs], device=raw.device)
         exact = self.args.vbon_objective == "exact"
         ref_logps = self._reference_sequence_logps(completion_ids_list) if exact else None
         scores = vbon_scores(
