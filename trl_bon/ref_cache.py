@@ -64,9 +64,7 @@ class ReferenceRewardCache:
         model_identity: dict | None = None,
         tokenizer_identity: dict | None = None,
     ) -> None:
-        """Raise a `StaleResultError` listing the differences if the cache was built with other generation
-        settings, another reward, or another π_ref or tokenizer ([`trl_bon.identity`]), of those given: F̂ would then
-        be another distribution."""
+        """Raise a `StaleResultError` listing the differences from those given: F̂ would be another distribution."""
         expected = {
             "generation_settings": settings.to_dict() if settings is not None else None,
             "reward": reward_signature,
@@ -91,7 +89,6 @@ _DAMAGED_FIX = (
 
 
 def _rewards_problem(values, num_samples: int | None = None) -> str | None:
-    """What is wrong with one prompt's reference rewards (not a non-empty list of finite numbers, or not M of them)."""
     if hasattr(values, "tolist"):  # a row of a numpy- or torch-formatted dataset
         values = values.tolist()
     if not isinstance(values, list) or not values:
@@ -150,11 +147,7 @@ def add_reference_rewards(
     prompt_column: str = "prompt",
     prompt_id_column: str | None = None,
 ):
-    """Return `dataset` (a `datasets.Dataset`) with the cached reference rewards of each row's prompt as `column`.
-
-    Raises:
-        ValueError: if some prompts have no cached rewards; the message says how many and how to build them.
-    """
+    """`dataset` (a `Dataset`) with the cached reference rewards of each row's prompt as `column`."""
     if not isinstance(cache, ReferenceRewardCache):
         cache = load_reference_reward_cache(cache)
     if prompt_id_column is None and cache.metadata.get("prompt_id") != PROMPT_ID_SCHEME:
@@ -174,8 +167,8 @@ def add_reference_rewards(
 
 
 def check_reference_reward_column(dataset, column: str = "ref_rewards", name: str = "train_dataset") -> None:
-    """Raise a `ValueError` naming the first row of `dataset` (a `Dataset`) whose `column` is not a non-empty list of
-    finite numbers: vBoN's CDF F̂ of that prompt would be empty or NaN, and training would fail at its first step."""
+    """Raise a `ValueError` naming the first row whose `column` is not a non-empty list of finite numbers (F̂ of that
+    prompt would be empty or NaN)."""
     for row, values in enumerate(dataset[column]):
         if _rewards_problem(values):
             raise ValueError(
@@ -188,42 +181,17 @@ def check_reference_reward_column(dataset, column: str = "ref_rewards", name: st
 def build_reference_reward_cache(
     sampler, dataset, reward, num_samples: int, output_dir, *, prompt_id_column: str | None = None
 ) -> ReferenceRewardCache:
-    """Sample `num_samples` (M) completions per distinct prompt from the reference model, score them, and cache the
-    rewards under `output_dir`, resumably.
+    """Sample M = `num_samples` completions per distinct prompt of `dataset` from π_ref, score them, and cache the
+    rewards under `output_dir`, resumably (layout and key: "The reference-reward cache" in docs/vbon_trainer.md).
 
     Args:
         sampler ([`~trl_bon.sampling.Sampler`], `str` or model):
-            The reference policy π_ref (the model you will start training from) with the training's generation
-            settings (`training_args.generation_settings`), batch size, backend and base seed. A
-            path or instance is wrapped in `Sampler(model)`.
-        dataset ([`~datasets.Dataset`]):
-            Dataset with a `prompt` column (standard or conversational prompts). Repeated prompts are sampled once.
-            Its other columns are passed to reward callables, as in TRL's trainers.
+            π_ref with the training's generation settings, batch size, backend and seed; a path or model is wrapped
+            in `Sampler(model)`.
         reward:
-            TRL-style reward functions (model ids/paths, sequence classifiers, callables) — the same as the
-            trainer's — or a [`~trl_bon.rewards.RewardScorer`] (for weights and tokenizers).
-        num_samples (`int`):
-            M, reference completions per prompt (the vBoN paper uses ~300).
-        output_dir (`str` or `os.PathLike`):
-            Cache directory (created). Re-running with the same arguments resumes; other arguments are refused.
+            The trainer's reward functions, or a [`~trl_bon.rewards.RewardScorer`] (for weights).
         prompt_id_column (`str`, *optional*):
-            Column of user ids to key prompts by; `None` keys by `prompt_id(prompt)` (hash of the canonical JSON).
-
-    Returns:
-        [`ReferenceRewardCache`]: the complete cache (also loadable later with [`load_reference_reward_cache`]).
-
-    Example:
-
-    ```python
-    >>> from trl_bon.ref_cache import build_reference_reward_cache
-    >>> from trl_bon.sampling import Sampler
-    >>> from trl_bon.toy import build_one_token_task
-    >>> task = build_one_token_task("/tmp/trl_bon_doc_task")
-    >>> sampler = Sampler(task.model_path, progress=False)
-    >>> cache = build_reference_reward_cache(sampler, task.dataset(1), task.reward_func, 100, "/tmp/trl_bon_doc_cache")
-    >>> len(cache.rewards[next(iter(cache.rewards))])
-    100
-    ```
+            Column of ids to key prompts by; `None` keys by [`prompt_id`].
     """
     if num_samples < 1:
         raise ValueError(f"`num_samples` (M) must be at least 1, got {num_samples}.")
@@ -275,6 +243,6 @@ def build_reference_reward_cache(
 
 
 def reference_reward_tensor(values: Sequence[Sequence[float]], device=None) -> torch.Tensor:
-    """Stack per-sample reference-reward lists of possibly different lengths into a NaN-padded `(B, M_max)` tensor."""
+    """Reference-reward lists of possibly different lengths as a NaN-padded `(B, M_max)` tensor."""
     rows = [torch.as_tensor(v, dtype=torch.float32) for v in values]
     return pad_sequence(rows, batch_first=True, padding_value=torch.nan).to(device)
