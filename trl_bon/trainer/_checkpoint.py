@@ -27,14 +27,12 @@ _WRITE_FAILURE = re.compile(r"unexpected pos|write failed|PytorchStreamWriter|No
 
 
 def model_record(model) -> dict[str, str]:
-    """What a checkpoint's weights must load onto: the model's config hash (`trl_bon.identity.model_identity` without
-    its weights, which training changes), labelled with its path for the error message."""
+    """What a checkpoint's weights must load onto: the model's config hash, labelled with its path."""
     return {"name_or_path": str(getattr(model.config, "_name_or_path", "")), **model_identity(model, weights=False)}
 
 
 def finetuning_settings(model, peft_config) -> dict[str, Any]:
-    """What a resume must match of the fine-tuning layout of `model` (a path or an instance, possibly a PeftModel):
-    full, or the adapter type, rank and target modules."""
+    """The fine-tuning layout a resume must match: full, or the adapter type, rank and target modules."""
     if peft_config is None and hasattr(model, "peft_config") and not isinstance(model, str):
         peft_config = model.peft_config[model.active_adapter]
     if peft_config is None:
@@ -54,10 +52,8 @@ def _file_sha256(path: Path) -> str:
 
 
 def read_manifest(checkpoint: str | os.PathLike, verify: bool = False) -> tuple[dict | None, str | None]:
-    """`(manifest, None)` for a complete checkpoint, `(None, why)` otherwise (missing, unreadable or truncated).
-
-    With `verify`, every file's SHA-256 is checked against the manifest too (one read of the checkpoint): a same-size
-    change (a bit flip, a file replaced by another of the same size) is named."""
+    """`(manifest, None)` for a complete checkpoint, `(None, why)` otherwise; `verify` also compares every file's
+    SHA-256 with the manifest's (one read of the checkpoint), naming a same-size change."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_dir():
         return None, f"{checkpoint} is not a directory"
@@ -110,10 +106,8 @@ class CheckpointWriteError(OSError):
 
 
 class OutputDirLock:
-    """An exclusive `fcntl.flock` on `<output_dir>/_trl_bon.lock`: one training run per folder at a time.
-
-    The kernel drops the lock when the process exits or dies, so a stale lock file never blocks a later run. Where
-    `fcntl` does not exist (Windows) nothing is locked."""
+    """An exclusive `fcntl.flock` on `<output_dir>/_trl_bon.lock`: one training run per folder at a time (the kernel
+    drops it when the process dies; without `fcntl`, on Windows, nothing is locked)."""
 
     def __init__(self, output_dir: str | os.PathLike):
         self.path = Path(output_dir) / LOCK_NAME
@@ -153,8 +147,7 @@ class OutputDirLock:
 
 
 class _ResumeStateCallback(TrainerCallback):
-    """Restore the trainer's own state (e.g. the anchor) at `on_train_begin`, i.e. after `Trainer` restored the
-    policy, optimizer and RNG from the same checkpoint."""
+    """Restore the trainer's own state (the anchor) after `Trainer` restored the rest from the same checkpoint."""
 
     def __init__(self, trainer: "CheckpointMixin"):
         self.trainer = trainer
@@ -178,9 +171,8 @@ class CheckpointMixin:
         """Restore what `_save_resume_state` wrote, after `Trainer` restored the model from `checkpoint_dir`."""
 
     def _init_checkpointing(self, args, settings: dict[str, Any]) -> None:
-        """Record the run's settings and refuse, before any model loads, an `output_dir` that is unwritable, in use,
-        or holds checkpoints of other settings, and a `resume_from_checkpoint` path that is incomplete or of other
-        settings."""
+        """Record the run's settings and refuse, before any model loads, an `output_dir` or `resume_from_checkpoint`
+        that cannot be used (the `__init__` row of "What is validated when" in docs/reliability.md)."""
         self._checkpoint_settings = {"trainer": type(self).__name__, **settings}
         self._verified_checkpoints = set()
         if args.should_save:
@@ -204,8 +196,7 @@ class CheckpointMixin:
             self._check_resumable(args.resume_from_checkpoint)
 
     def _check_resumable(self, checkpoint: str | os.PathLike, model=None) -> dict:
-        """The manifest of `checkpoint`, or an error naming what is incomplete, which file changed since it was saved
-        (SHA-256, read once per checkpoint and trainer) or which setting differs."""
+        """The manifest of `checkpoint`, or an error naming what is incomplete, changed or of other settings."""
         manifest, why = read_manifest(checkpoint, verify=str(checkpoint) not in self._verified_checkpoints)
         if manifest is None:
             others = complete_checkpoints(Path(checkpoint).parent)
@@ -276,9 +267,8 @@ class CheckpointMixin:
         for leftover in run_dir.glob(f"{STAGING_PREFIX}replaced-*"):
             shutil.rmtree(leftover, ignore_errors=True)
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """`Trainer.train`, resuming only a complete checkpoint of the same trainer and settings (then restoring the
-        trainer's own state from that same checkpoint)."""
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None):
+        """`Trainer.train`, resuming only a complete checkpoint of the same trainer and settings."""
         lock = OutputDirLock(self.args.output_dir)
         if self.args.should_save:
             lock.acquire()  # before cleaning staging folders, which a running save would own
@@ -289,12 +279,7 @@ class CheckpointMixin:
             if not any(isinstance(callback, _ResumeStateCallback) for callback in self.callback_handler.callbacks):
                 self.add_callback(_ResumeStateCallback(self))
             self._resume_checkpoint = resume_from_checkpoint
-            return super().train(
-                resume_from_checkpoint=resume_from_checkpoint,
-                trial=trial,
-                ignore_keys_for_eval=ignore_keys_for_eval,
-                **kwargs,
-            )
+            return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
         finally:
             lock.release()
 
@@ -347,27 +332,23 @@ class CheckpointMixin:
         self._save_resume_state(staged)
         self.accelerator.wait_for_everyone()  # every rank's files (its `rng_state_<rank>.pth`) are written: list them
         if self.args.should_save:
-            self._write_manifest(staged, model)
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "global_step": self.state.global_step,
+                "settings": self._checkpoint_settings,
+                "model": model_record(self.accelerator.unwrap_model(model)),
+                "files": {
+                    str(path.relative_to(staged)): {"size": path.stat().st_size, "sha256": _file_sha256(path)}
+                    for path in sorted(staged.rglob("*"))
+                    if path.is_file() and path.name != MANIFEST_NAME
+                },
+            }
+            write_record(staged / MANIFEST_NAME, manifest)
             for root, _, files in os.walk(staged):  # every file and folder on disk before the rename shows them
                 for name in files:
                     with open(os.path.join(root, name), "rb") as handle:
                         os.fsync(handle.fileno())
                 _fsync_dir(Path(root))
-
-    def _write_manifest(self, staged: Path, model) -> None:
-        files = {
-            str(path.relative_to(staged)): {"size": path.stat().st_size, "sha256": _file_sha256(path)}
-            for path in sorted(staged.rglob("*"))
-            if path.is_file() and path.name != MANIFEST_NAME
-        }
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "global_step": self.state.global_step,
-            "settings": self._checkpoint_settings,
-            "model": model_record(self.accelerator.unwrap_model(model)),
-            "files": files,
-        }
-        write_record(staged / MANIFEST_NAME, manifest)
 
     @staticmethod
     def _publish(staged: Path, final: Path) -> None:
