@@ -33,7 +33,7 @@ def model_record(model) -> dict[str, str]:
 
 def finetuning_settings(model, peft_config) -> dict[str, Any]:
     """The fine-tuning layout a resume must match: full, or the adapter type, rank and target modules."""
-    if peft_config is None and hasattr(model, "peft_config") and not isinstance(model, str):
+    if peft_config is None and hasattr(model, "peft_config"):
         peft_config = model.peft_config[model.active_adapter]
     if peft_config is None:
         return {"finetuning": "full"}
@@ -130,8 +130,7 @@ class OutputDirLock:
                 f"Another run ({owner}) is training in `output_dir` ({self.path.parent}); two runs in one folder "
                 "would overwrite each other's checkpoints. Wait for it to finish, or use another `output_dir`."
             ) from None
-        handle.seek(0)
-        handle.truncate()
+        handle.truncate(0)
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
         self._handle = handle
@@ -159,8 +158,7 @@ class _ResumeStateCallback(TrainerCallback):
 
 class CheckpointMixin:
     """Atomic checkpoints and checked resumes for a `Trainer` subclass, which calls `_init_checkpointing` early in
-    `__init__` with the settings a resume must match, and may override `_save_resume_state` / `_load_resume_state` to
-    put its own state (e.g. the J-BOND anchor) into each checkpoint."""
+    `__init__` and may override `_save_resume_state` / `_load_resume_state` to checkpoint its own state."""
 
     _checkpoint_staging: str | None = None
 
@@ -258,7 +256,6 @@ class CheckpointMixin:
             name = leftover.name.removeprefix(STAGING_PREFIX)
             staged, final = leftover / name, run_dir / name
             if read_manifest(staged)[0] is not None and not final.exists():
-                # Killed after the staged checkpoint was complete but before its rename: publish it now.
                 warnings.warn(f"Publishing {final}: its save was complete but killed before the rename.", stacklevel=4)
                 self._publish(staged, final)
                 continue
@@ -288,7 +285,7 @@ class CheckpointMixin:
         return self._checkpoint_staging or super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model, trial) -> None:
-        """Stage the checkpoint, add the resume state and manifest, then publish it by a rename and rotate."""
+        """Write the checkpoint into a staging folder, then publish it by a rename and rotate."""
         run_dir = Path(self._get_output_dir(trial))  # not staging yet: the real run folder
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging_root = run_dir / f"{STAGING_PREFIX}{name}"
@@ -296,8 +293,36 @@ class CheckpointMixin:
         if self.args.should_save and staging_root.exists():
             shutil.rmtree(staging_root)
         self.accelerator.wait_for_everyone()
-        try:
-            self._stage(model, trial, staging_root, staged, final)
+        try:  # Transformers' files, the trainer's state, then the manifest
+            self._checkpoint_staging = str(staging_root)
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._checkpoint_staging = None
+            if self.state.best_model_checkpoint == str(staged):
+                self.state.best_model_checkpoint = str(final)
+                if self.args.should_save:
+                    self.state.save_to_json(str(staged / "trainer_state.json"))
+            self._save_resume_state(staged)
+            self.accelerator.wait_for_everyone()  # every rank's files (its `rng_state_<rank>.pth`) are written
+            if self.args.should_save:
+                manifest = {
+                    "format": MANIFEST_FORMAT,
+                    "global_step": self.state.global_step,
+                    "settings": self._checkpoint_settings,
+                    "model": model_record(self.accelerator.unwrap_model(model)),
+                    "files": {
+                        str(path.relative_to(staged)): {"size": path.stat().st_size, "sha256": _file_sha256(path)}
+                        for path in sorted(staged.rglob("*"))
+                        if path.is_file() and path.name != MANIFEST_NAME
+                    },
+                }
+                write_record(staged / MANIFEST_NAME, manifest)
+                for root, _, files in os.walk(staged):  # every file and folder on disk before the rename shows them
+                    for file in files:
+                        with open(os.path.join(root, file), "rb") as handle:
+                            os.fsync(handle.fileno())
+                    _fsync_dir(Path(root))
         except Exception as error:
             if not isinstance(error, OSError) and not _WRITE_FAILURE.search(str(error)):
                 raise
@@ -317,38 +342,6 @@ class CheckpointMixin:
                 use_mtime=True,
             )
         self.accelerator.wait_for_everyone()
-
-    def _stage(self, model, trial, staging_root: Path, staged: Path, final: Path) -> None:
-        """Write the whole checkpoint into `staged`: Transformers' files, the trainer's state, the manifest."""
-        self._checkpoint_staging = str(staging_root)
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._checkpoint_staging = None
-        if self.state.best_model_checkpoint == str(staged):
-            self.state.best_model_checkpoint = str(final)
-            if self.args.should_save:
-                self.state.save_to_json(str(staged / "trainer_state.json"))
-        self._save_resume_state(staged)
-        self.accelerator.wait_for_everyone()  # every rank's files (its `rng_state_<rank>.pth`) are written: list them
-        if self.args.should_save:
-            manifest = {
-                "format": MANIFEST_FORMAT,
-                "global_step": self.state.global_step,
-                "settings": self._checkpoint_settings,
-                "model": model_record(self.accelerator.unwrap_model(model)),
-                "files": {
-                    str(path.relative_to(staged)): {"size": path.stat().st_size, "sha256": _file_sha256(path)}
-                    for path in sorted(staged.rglob("*"))
-                    if path.is_file() and path.name != MANIFEST_NAME
-                },
-            }
-            write_record(staged / MANIFEST_NAME, manifest)
-            for root, _, files in os.walk(staged):  # every file and folder on disk before the rename shows them
-                for name in files:
-                    with open(os.path.join(root, name), "rb") as handle:
-                        os.fsync(handle.fileno())
-                _fsync_dir(Path(root))
 
     @staticmethod
     def _publish(staged: Path, final: Path) -> None:
