@@ -11,15 +11,10 @@ _METERS = {"kl": "effective_n_kl", "win": "effective_n_win"}
 
 
 class EffectiveNStopCallback(TrainerCallback):
-    """Stop training after the first logging step where the effective N reaches `target_n` (e.g. 4: as far from π_ref
-    as Best-of-4), or the KL to π_ref (`kl_k1`, nats per sequence) reaches `kl_budget` (docs/metrics.md). At the first
-    training log it raises if the metric a limit reads is not logged, instead of training on without ever stopping.
-
-    Args:
-        meter (`str`, *optional*, defaults to `"kl"`):
-            Which effective N `target_n` reads: `"kl"` (`effective_n_kl`) or `"win"` (`effective_n_win`, logged by
-            vBoN and by BOND with `anchor="fixed"`).
-    """
+    """Stop training after the first log where the effective N (`effective_n_kl`, or `effective_n_win` with
+    `meter="win"`: vBoN, BOND with `anchor="fixed"`) reaches `target_n`, or the KL to π_ref (`kl_k1`, nats per
+    sequence) reaches `kl_budget` (docs/metrics.md). The first training log raises if it lacks a metric a limit reads,
+    rather than train on without ever stopping."""
 
     def __init__(self, target_n: float | None = None, kl_budget: float | None = None, meter: str = "kl"):
         if target_n is None and kl_budget is None:
