@@ -1,6 +1,5 @@
 """vBoN's reference-reward cache: M scored π_ref completions per prompt, computed once, resumably, keyed by a stable
-prompt id and refused when its [`trl_bon.provenance`] record differs from the run's (layout, key and resuming:
-"The reference-reward cache" in docs/vbon_trainer.md)."""
+prompt id (layout, key and resuming: "The reference-reward cache" in docs/vbon_trainer.md)."""
 
 import hashlib
 import json
@@ -34,16 +33,15 @@ def prompt_id(prompt) -> str:
 
 
 def _row_ids(dataset, prompt_column: str, prompt_id_column: str | None) -> list[str]:
-    if prompt_id_column is not None:
-        if prompt_id_column not in dataset.column_names:
-            raise ValueError(
-                f"The dataset has no prompt-id column {prompt_id_column!r} (columns: {dataset.column_names}); add it "
-                "or set `prompt_id_column=None` to key prompts by the hash of their canonical JSON."
-            )
-        return [str(i) for i in dataset[prompt_id_column]]
-    if prompt_column not in dataset.column_names:
-        raise ValueError(f"The dataset has no prompt column {prompt_column!r} (columns: {dataset.column_names}).")
-    return [prompt_id(p) for p in dataset[prompt_column]]
+    column = prompt_column if prompt_id_column is None else prompt_id_column
+    if column not in dataset.column_names:
+        raise ValueError(
+            f"The dataset has no column {column!r} to key its prompts by (columns: {dataset.column_names}): add it, "
+            "or set `prompt_id_column` (`None` keys prompts by the hash of their canonical JSON)."
+        )
+    if prompt_id_column is None:
+        return [prompt_id(p) for p in dataset[prompt_column]]
+    return [str(i) for i in dataset[prompt_id_column]]
 
 
 @dataclass
