@@ -4,13 +4,11 @@
 # ]
 # ///
 """Sample and score M reference completions per prompt for vBoN's reward CDF, the `trl-bon cache-ref-rewards`
-subcommand.
+subcommand. It takes **the same flags and YAML as `trl-bon vbon`**, so the cache has the training's model, prompts,
+rewards and sampling settings, which `VBoNTrainer` checks (docs/vbon_trainer.md). One process; `--use_vllm` samples
+with an offline vLLM engine.
 
     trl-bon cache-ref-rewards --config recipes/vbon/imdb_gpt2.yaml
-
-It takes **the same flags and YAML as `trl-bon vbon`**, so the cache is built with the training's model, prompts,
-reward(s) and sampling settings, which `VBoNTrainer` checks when it joins the cache (docs/vbon_trainer.md). It runs in
-one process; `--use_vllm` samples with an offline vLLM engine.
 """
 
 import os
@@ -63,7 +61,7 @@ def run(script_args, training_args, model_args, dataset_args):
             sampler, split, reward, num_samples, output_dir, prompt_id_column=training_args.prompt_id_column
         )
     print(
-        f"Reference-reward cache: {len(cache.rewards)} prompts in {output_dir}. Train with "
+        f"Reference-reward cache: {len(cache)} prompts in {output_dir}. Train with "
         f"`trl-bon vbon ... --reference_cache_dir {output_dir}`."
     )
     return cache
