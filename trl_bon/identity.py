@@ -166,9 +166,8 @@ def _function_hash(func, seen: set) -> str:
     for name in sorted(_global_names(func.__code__) & func.__globals__.keys()):  # others: builtins, attributes
         value = func.__globals__[name]
         foreign = inspect.isfunction(value) and value.__module__ != func.__module__
-        digest.update(
-            f"{name}={_ref(value) if foreign else _value_hash(value, f'the global {name!r}', seen)}".encode()
-        )
+        hashed = _ref(value) if foreign else _value_hash(value, f"the global {name!r}", seen)
+        digest.update(f"{name}={hashed}".encode())
     return digest.hexdigest()
 
 
