@@ -1,5 +1,4 @@
-"""Content identities of what a saved result depends on (a path or a name can point at changed content), and early
-checks of model paths."""
+"""Content identities of what a saved result depends on (a path can point at changed content); model path checks."""
 
 import functools
 import hashlib

@@ -165,8 +165,7 @@ def add_reference_rewards(
 
 
 def check_reference_reward_column(dataset, column: str = "ref_rewards", name: str = "train_dataset") -> None:
-    """Raise a `ValueError` naming the first row whose `column` is not a non-empty list of finite numbers (F̂ of that
-    prompt would be empty or NaN)."""
+    """Raise a `ValueError` naming the first row whose `column` is not a non-empty list of finite numbers."""
     for row, values in enumerate(dataset[column]):
         if _rewards_problem(values):
             raise ValueError(

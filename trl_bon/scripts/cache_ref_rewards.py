@@ -5,8 +5,7 @@
 # ///
 """Sample and score M reference completions per prompt for vBoN's reward CDF, the `trl-bon cache-ref-rewards`
 subcommand. It takes **the same flags and YAML as `trl-bon vbon`**, so the cache has the training's model, prompts,
-rewards and sampling settings, which `VBoNTrainer` checks (docs/vbon_trainer.md). One process; `--use_vllm` samples
-with an offline vLLM engine.
+rewards and sampling settings, which `VBoNTrainer` checks (docs/vbon_trainer.md).
 
     trl-bon cache-ref-rewards --config recipes/vbon/imdb_gpt2.yaml
 """

@@ -1,5 +1,4 @@
-"""Atomic, self-describing checkpoints and checked resumes for the trl-bon trainers ([`CheckpointMixin`]); the
-guarantees are listed in docs/reliability.md."""
+"""Atomic, self-describing checkpoints and checked resumes ([`CheckpointMixin`]; guarantees: docs/reliability.md)."""
 
 import hashlib
 import os
@@ -52,8 +51,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def read_manifest(checkpoint: str | os.PathLike, verify: bool = False) -> tuple[dict | None, str | None]:
-    """`(manifest, None)` for a complete checkpoint, `(None, why)` otherwise; `verify` also compares every file's
-    SHA-256 with the manifest's (one read of the checkpoint), naming a same-size change."""
+    """`(manifest, None)` for a complete checkpoint, else `(None, why)`; `verify` also checks every file's SHA-256."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_dir():
         return None, f"{checkpoint} is not a directory"
@@ -106,8 +104,7 @@ class CheckpointWriteError(OSError):
 
 
 class OutputDirLock:
-    """An exclusive `fcntl.flock` on `<output_dir>/_trl_bon.lock`: one training run per folder at a time (the kernel
-    drops it when the process dies; without `fcntl`, on Windows, nothing is locked)."""
+    """One training run per `output_dir`: an exclusive `fcntl.flock` on its `_trl_bon.lock` (none on Windows)."""
 
     def __init__(self, output_dir: str | os.PathLike):
         self.path = Path(output_dir) / LOCK_NAME
@@ -169,8 +166,7 @@ class CheckpointMixin:
         """Restore what `_save_resume_state` wrote, after `Trainer` restored the model from `checkpoint_dir`."""
 
     def _init_checkpointing(self, args, settings: dict[str, Any]) -> None:
-        """Record the run's settings and refuse, before any model loads, an `output_dir` or `resume_from_checkpoint`
-        that cannot be used (the `__init__` row of "What is validated when" in docs/reliability.md)."""
+        """Record the run's settings; refuse an unusable `output_dir` or resume checkpoint before any model loads."""
         self._checkpoint_settings = {"trainer": type(self).__name__, **settings}
         self._verified_checkpoints = set()
         if args.should_save:
