@@ -178,18 +178,11 @@ def check_reference_reward_column(dataset, column: str = "ref_rewards", name: st
 def build_reference_reward_cache(
     sampler, dataset, reward, num_samples: int, output_dir, *, prompt_id_column: str | None = None
 ) -> ReferenceRewardCache:
-    """Sample M = `num_samples` completions per distinct prompt of `dataset` from π_ref, score them, and cache the
-    rewards under `output_dir`, resumably (layout and key: "The reference-reward cache" in docs/vbon_trainer.md).
-
-    Args:
-        sampler ([`~trl_bon.sampling.Sampler`], `str` or model):
-            π_ref with the training's generation settings, batch size, backend and seed; a path or model is wrapped
-            in `Sampler(model)`.
-        reward:
-            The trainer's reward functions, or a [`~trl_bon.rewards.RewardScorer`] (for weights).
-        prompt_id_column (`str`, *optional*):
-            Column of ids to key prompts by; `None` keys by [`prompt_id`].
-    """
+    """Sample M = `num_samples` completions per distinct prompt of `dataset` from `sampler` (π_ref with the training's
+    generation settings, batch size, backend and seed; a path or model is wrapped in a `Sampler`), score them with
+    `reward` (the trainer's reward functions, or a [`~trl_bon.rewards.RewardScorer`] for weights) and cache the rewards
+    under `output_dir`, resumably, keyed by `prompt_id_column` or else by [`prompt_id`] ("The reference-reward cache"
+    in docs/vbon_trainer.md)."""
     if num_samples < 1:
         raise ValueError(f"`num_samples` (M) must be at least 1, got {num_samples}.")
     sampler = sampler if isinstance(sampler, Sampler) else Sampler(sampler)
