@@ -13,14 +13,6 @@ rewards and sampling settings, which `VBoNTrainer` checks (docs/vbon_trainer.md)
 import os
 import sys
 
-from trl_bon.scripts.utils import (
-    BoNScriptArguments,
-    check_model_paths,
-    load_splits,
-    model_init_kwargs,
-    resolve_reward_funcs,
-)
-
 
 def run(script_args, training_args, model_args, dataset_args):
     from trl import get_quantization_config
@@ -28,6 +20,7 @@ def run(script_args, training_args, model_args, dataset_args):
     from trl_bon.ref_cache import build_reference_reward_cache
     from trl_bon.rewards import RewardScorer
     from trl_bon.sampling import Sampler
+    from trl_bon.scripts.utils import check_model_paths, load_splits, model_init_kwargs, resolve_reward_funcs
 
     reward_funcs = resolve_reward_funcs(script_args)
     check_model_paths(model_args, script_args)
@@ -69,6 +62,7 @@ def run(script_args, training_args, model_args, dataset_args):
 def make_parser(prog: str | None = None):
     from trl_bon import VBoNConfig
     from trl_bon.scripts.parser import training_parser
+    from trl_bon.scripts.utils import BoNScriptArguments
 
     parser = training_parser(BoNScriptArguments, VBoNConfig, prog)
     # The cache does not depend on N; a default lets the command run without the vBoN-only `--num_candidates`.
