@@ -197,9 +197,9 @@ class CheckpointMixin:
             complete = [path for path in others if path.resolve() != Path(checkpoint).resolve()]
             alternative = f" The newest complete one there is {complete[-1]}." if complete else ""
             raise ValueError(
-                f"Cannot resume from {checkpoint}: {why}, so it may lack part of the state needed to resume (policy, "
-                f"optimizer, RNG, anchor).{alternative} Pass a complete checkpoint, `resume_from_checkpoint=True` "
-                "for the newest complete one, or start a new run in a new `output_dir`."
+                f"Cannot resume from {checkpoint}: {why}, so it may lack part of the state to resume.{alternative} "
+                "Pass a complete checkpoint, `resume_from_checkpoint=True` for the newest complete one, or start a "
+                "new run in a new `output_dir`."
             )
         self._verified_checkpoints.add(str(checkpoint))
         saved, current = dict(manifest.get("settings", {})), dict(self._checkpoint_settings)
