@@ -155,9 +155,8 @@ def add_reference_rewards(
     if missing:
         raise ValueError(
             f"{len(missing)} of {len(set(ids))} distinct prompts have no cached reference rewards in {cache.path} "
-            f"(first missing id: {missing[0]}). Build them with `{CACHE_COMMAND}` (or "
-            "`trl_bon.build_reference_reward_cache`) on this dataset with the cache's settings; finished prompts "
-            "are skipped, so only the missing ones are sampled."
+            f"(first missing id: {missing[0]}). Build them with `{CACHE_COMMAND}` (or `build_reference_reward_cache`) "
+            "on this dataset with the cache's settings: only the missing prompts are sampled."
         )
     if column in dataset.column_names:
         dataset = dataset.remove_columns(column)

@@ -238,9 +238,8 @@ class CheckpointMixin:
         if self.args.save_strategy != SaveStrategy.NO and (existing := sort_checkpoints(str(run_dir))):
             raise ValueError(
                 f"`output_dir` ({run_dir}) already holds checkpoints ({', '.join(map(os.path.basename, existing))}) "
-                "from an earlier run, and this run starts from scratch: `resume_from_checkpoint=True` would later mix "
-                "the two. Continue that run with `resume_from_checkpoint=True`, use a new `output_dir`, or delete "
-                f"`{run_dir / PREFIX_CHECKPOINT_DIR}-*`."
+                "of an earlier run, which a later resume would mix with this fresh start. Resume that run with "
+                f"`resume_from_checkpoint=True`, use a new `output_dir`, or delete its `{PREFIX_CHECKPOINT_DIR}-*`."
             )
         return None
 
@@ -324,9 +323,8 @@ class CheckpointMixin:
                 raise
             raise CheckpointWriteError(
                 f"Could not write {name} into {staging_root} ({type(error).__name__}: {error}): the disk is full or "
-                f"the folder is not writable. The earlier checkpoints in {run_dir} are intact (the partial save is "
-                "removed when the next run starts); free space or fix the permissions, then resume with "
-                "`resume_from_checkpoint=True`."
+                f"the folder is not writable. The earlier checkpoints in {run_dir} are intact: free space or fix the "
+                "permissions, then resume with `resume_from_checkpoint=True`."
             ) from error
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
