@@ -200,7 +200,7 @@ class ModelPathError(FileNotFoundError):
 
 @functools.lru_cache(maxsize=64)
 def _hub_lookup_error(repo_id: str) -> str | None:
-    """Why the Hub model `repo_id` cannot load (`None` if it can, or may): one request per id."""
+    """Why `repo_id` is not a loadable Hub model (`None` if it is, or may be): one request per id."""
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
     from huggingface_hub.utils import validate_repo_id
