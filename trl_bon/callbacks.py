@@ -11,27 +11,10 @@ _METERS = {"kl": "effective_n_kl", "win": "effective_n_win"}
 
 
 class EffectiveNStopCallback(TrainerCallback):
-    """Stop training when the logged effective N reaches `target_n`, or the logged KL to π_ref reaches `kl_budget`.
-
-    Reads `effective_n_kl` / `effective_n_win` and `kl_k1` (docs/metrics.md) from the training logs of `JBondTrainer`
-    or `VBoNTrainer`, every `logging_steps`; the first limit reached stops training after that step (saved as usual).
-
-    Args:
-        target_n (`float`, *optional*):
-            Stop once the effective N (≥ 1) is at least this. E.g. `target_n=4` stops a run that has moved as far from
-            π_ref as Best-of-4 is.
-        kl_budget (`float`, *optional*):
-            Stop once the logged KL(π‖π_ref) (`kl_k1`, nats per sequence) is at least this (> 0).
-        meter (`str`, *optional*, defaults to `"kl"`):
-            Which effective N `target_n` reads: `"kl"` (`effective_n_kl`, logged wherever the KL is) or `"win"`
-            (`effective_n_win`, logged only where the trainer has a win rate against π_ref samples: vBoN, and
-            BOND with `anchor="fixed"`).
-
-    Raises:
-        ValueError: neither limit given, a limit out of range, or an unknown `meter`; and, at the first training log,
-            when that log lacks the metric a limit reads (e.g. BoN-SFT, which logs no KL, or full fine-tuning J-BOND
-            without `log_ref_kl=True`), instead of training on without ever stopping.
-    """
+    """Stop training after the first log where the effective N (`effective_n_kl`, or `effective_n_win` with
+    `meter="win"`: vBoN, BOND with `anchor="fixed"`) reaches `target_n`, or the KL to π_ref (`kl_k1`, nats per
+    sequence) reaches `kl_budget` (docs/metrics.md). The first training log raises if it lacks a metric a limit reads,
+    rather than train on without ever stopping."""
 
     def __init__(self, target_n: float | None = None, kl_budget: float | None = None, meter: str = "kl"):
         if target_n is None and kl_budget is None:
@@ -42,7 +25,6 @@ class EffectiveNStopCallback(TrainerCallback):
             raise ValueError(f"`kl_budget` must be a finite number of nats > 0, got {kl_budget!r}.")
         if meter not in _METERS:
             raise ValueError(f"`meter` must be one of {sorted(_METERS)}, got {meter!r}.")
-        # logged metric → the value at which training stops
         self.limits = {m: float(v) for m, v in {_METERS[meter]: target_n, _KL: kl_budget}.items() if v is not None}
         self.stopped_by = None  # (metric, logged value) once a limit is reached
 

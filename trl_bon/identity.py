@@ -1,5 +1,4 @@
-"""Content identities of what a saved result depends on ([`model_identity`], [`tokenizer_identity`],
-[`callable_identity`]; a path or a name can point at changed content), and early checks of model paths."""
+"""Content identities of what a saved result depends on (a path can point at changed content); model path checks."""
 
 import functools
 import hashlib
@@ -38,8 +37,7 @@ def _config_hash(config) -> str | None:
 
 
 def _gathered(tensor: torch.Tensor):
-    """Context in which `tensor` is whole: a DeepSpeed ZeRO-3 partition is gathered (collective: every rank must
-    read the same tensors in the same order)."""
+    """`tensor` whole: a ZeRO-3 partition is gathered (collective: every rank reads the same tensors in order)."""
     from peft.utils.integrations import gather_params_ctx
 
     return gather_params_ctx(tensor, modifier_rank=None)
@@ -64,11 +62,9 @@ def _is_nonzero(tensor: torch.Tensor) -> bool:
 
 
 def model_identity(model: nn.Module, weights: bool = True) -> dict:
-    """`{"config": sha256, "weights": fingerprint}` of a model (for PEFT: base weights, plus `"adapters"`);
-    `weights=False` gives the config hash alone (the architecture: what a checkpoint's weights must load onto).
-
-    The fingerprint hashes each tensor's name, shape and 1,024 evenly spaced values rounded to bfloat16: two loads of
-    the same checkpoint agree whatever their path or dtype (fp32 / bf16), a fine-tuned model differs."""
+    """`{"config": sha256, "weights": fingerprint}` of a model (PEFT: base weights, plus trained `"adapters"`), or the
+    config hash alone. The fingerprint hashes each tensor's name, shape and 1,024 evenly spaced values in bfloat16: two
+    loads of a checkpoint agree whatever their path or dtype, a fine-tuned model differs."""
     peft = hasattr(model, "peft_config")
     base = model.get_base_model() if peft else model
     identity = {"config": _config_hash(getattr(base, "config", None))}
@@ -91,9 +87,8 @@ def model_identity(model: nn.Module, weights: bool = True) -> dict:
 
 
 def tokenizer_identity(tokenizer) -> dict:
-    """`{"tokens": sha256, "chat_template": sha256 | None, "eos_token_id": int}` of a tokenizer: what decides the
-    token ids of a prompt (vocabulary, merges, normalisation, added and special tokens, chat template), not its
-    path, padding side or pad token (which trainers set)."""
+    """`{"tokens": sha256, "chat_template": sha256 | None, "eos_token_id": int}`: what decides a prompt's token ids,
+    not the path, padding side or pad token (which trainers set)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         state = json.loads(backend.to_str())
@@ -112,12 +107,10 @@ def tokenizer_identity(tokenizer) -> dict:
 
 
 def _ref(value) -> str:
-    """A value counted by name (a class, a built-in, a function of another module), like library code."""
     return f"ref:{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
 
 
 def _value_hash(value, what: str, seen: set) -> str:
-    """Content hash of a value a reward callable reads (a closure cell or a module-level global)."""
     if inspect.ismodule(value):
         return f"module:{value.__name__}"
     if isinstance(value, nn.Module):
@@ -151,8 +144,7 @@ def _global_names(code) -> set[str]:
 
 
 def _function_hash(func, seen: set) -> str:
-    """SHA-256 of a plain function's behaviour: its source, the values it closes over and the module-level globals
-    its code reads, followed into the functions of its own module."""
+    """SHA-256 of a function's source, closure values and the globals it reads, followed into its own module."""
     func = getattr(func, "__func__", func)
     if not inspect.isfunction(func):
         return _ref(func)
@@ -173,17 +165,14 @@ def _function_hash(func, seen: set) -> str:
     for name in sorted(_global_names(func.__code__) & func.__globals__.keys()):  # others: builtins, attributes
         value = func.__globals__[name]
         foreign = inspect.isfunction(value) and value.__module__ != func.__module__
-        digest.update(
-            f"{name}={_ref(value) if foreign else _value_hash(value, f'the global {name!r}', seen)}".encode()
-        )
+        hashed = _ref(value) if foreign else _value_hash(value, f"the global {name!r}", seen)
+        digest.update(f"{name}={hashed}".encode())
     return digest.hexdigest()
 
 
 def callable_identity(func) -> str:
-    """`"module.qualname:sha256"` of a reward callable: its source, closure and the globals it reads, followed into
-    its own module's helpers ("Caches" in docs/reliability.md). A `functools.partial` adds its bound arguments; a
-    callable object counts its class and its `__call__`. `trl_bon_identity = "<version>"` on the function or its class
-    replaces the hash, for a source that is unavailable (a REPL) or incomplete (it reads a file)."""
+    """`"module.qualname:sha256"` of a reward callable ("Caches" in docs/reliability.md); `trl_bon_identity =
+    "<version>"` on it or its class replaces the hash, for a source that is unavailable (a REPL) or incomplete."""
     declared = getattr(func, IDENTITY_ATTRIBUTE, None)
     if isinstance(func, functools.partial) and declared is None:
         bound = _sha256(repr((func.args, sorted(func.keywords.items()))).encode())[:16]
@@ -209,23 +198,17 @@ class ModelPathError(FileNotFoundError):
     """A model path that cannot load; `trl-bon` prints it as one line (no traceback)."""
 
 
-def _is_hub_id(name: str) -> bool:
-    from huggingface_hub.errors import HFValidationError
+@functools.lru_cache(maxsize=64)
+def _hub_lookup_error(repo_id: str) -> str | None:
+    """Why `repo_id` is not a loadable Hub model (`None` if it is, or may be): one request per id."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
     from huggingface_hub.utils import validate_repo_id
 
     try:
-        validate_repo_id(name)  # refuses absolute and relative paths (`/`, `.`, `~`, two slashes)
+        validate_repo_id(repo_id)  # refuses absolute and relative paths (`/`, `.`, `~`, two slashes)
     except HFValidationError:
-        return False
-    return True
-
-
-@functools.lru_cache(maxsize=64)
-def _hub_lookup_error(repo_id: str) -> str | None:
-    """Why the Hub model `repo_id` cannot load (`None` if it can, or may): one quick request, asked once per id."""
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
+        return "no such local folder"
     if (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}").is_dir():  # some revision is cached
         return None
     if constants.HF_HUB_OFFLINE:
@@ -242,17 +225,15 @@ def _hub_lookup_error(repo_id: str) -> str | None:
 
 
 def check_model_path(name: str, what: str = "model", *, model_folder: bool = True) -> None:
-    """Fail in one line, before any model loads, on a model path that cannot load: a missing local folder, a folder
-    without `config.json` / `adapter_config.json` (unless `model_folder=False`, for a training `output_dir` holding
-    `checkpoint-*` folders), a file, or a Hub-id-shaped name that is neither a local folder nor a Hub model (checked
-    against the local cache offline, with one request online)."""
+    """Fail in one line, before any model loads, on a model path that cannot load; `model_folder=False` accepts a
+    folder without a config (a training `output_dir` of `checkpoint-*` folders)."""
     path, problem = Path(name).expanduser(), None
     if path.is_dir():
         if model_folder and not any((path / file).is_file() for file in ("config.json", "adapter_config.json")):
             problem = "is not a model: the folder holds no config.json (nor adapter_config.json)"
     elif path.exists():
         problem = "is not a model: it is a file, not a folder"
-    elif not _is_hub_id(name) or ("/" in name and Path(name.split("/")[0]).is_dir()):  # `outputs/run` by `outputs/`
+    elif "/" in name and Path(name.split("/")[0]).is_dir():  # `outputs/run` in an existing `outputs/`
         problem = "does not exist: no such local folder"
     elif why := _hub_lookup_error(name):
         problem = f"does not exist: {why}"
@@ -264,8 +245,7 @@ def check_model_path(name: str, what: str = "model", *, model_folder: bool = Tru
 
 
 def check_safetensors(path: str | os.PathLike, what: str) -> None:
-    """Raise a `ValueError` naming `path` if safetensors cannot read it: a damaged header, or data shorter than the
-    header says (a truncated copy or an interrupted save). Reads only the header."""
+    """Raise a `ValueError` naming `path` if its safetensors header is damaged or its data truncated."""
     from safetensors import SafetensorError, safe_open
 
     try:

@@ -1,8 +1,5 @@
-"""One ledger for everything trl-bon saves and later reuses (checkpoints, vBoN's reference-reward cache, BoN-SFT's
-round data, the J-BOND anchor): a JSON *record* of the content identities of [`trl_bon.identity`] and the settings the
-result depends on, and one check, [`refuse_if_stale`], whose comparison rules are [`differences`]'s (see "One ledger
-for everything reused" in docs/reliability.md).
-"""
+"""One ledger for everything trl-bon saves and later reuses: a JSON *record* of what the result depends on, and one
+check, [`refuse_if_stale`] ("One ledger for everything reused" in docs/reliability.md)."""
 
 import json
 import math
@@ -24,9 +21,7 @@ def _same(a, b) -> bool:
 
 def differences(saved: dict, current: dict, keys=None, prefix: str = "") -> list[tuple[str, object, object, str]]:
     """`(dotted field, saved value, current value, note)` for every field of `current` (or of `keys`) that `saved`
-    does not match: a field only `saved` has is not compared (a field added later never invalidates an older record);
-    nested objects are compared field by field; a nested `name_or_path` is a label, never compared, that shows an
-    object that differs (its differing fields in the note); numbers agree within a relative 1e-9."""
+    does not match; a nested `name_or_path` is never compared but names an object that differs (fields in the note)."""
     found = []
     for key in current if keys is None else keys:
         a, b = saved.get(key), current.get(key)
@@ -49,11 +44,8 @@ class StaleResultError(ValueError):
 def refuse_if_stale(
     saved: dict, current: dict, *, subject: str, escape: str, saved_as: str = "saved", current_as: str = "this run"
 ) -> None:
-    """Raise a [`StaleResultError`] if `saved` differs from `current` on any compared field (see [`differences`]).
-
-    The message reads `<subject> other settings than this run (fields that differ: 'a', 'b'): a: <saved_as> X,
-    <current_as> Y; …. <escape>`: `subject` names the result and ends with "made with" (or its like), `escape` is the
-    fix (a new folder, a deleted file, matching settings)."""
+    """Raise a [`StaleResultError`] if `saved` differs from `current` (see [`differences`]), reading `<subject> other
+    settings than this run (fields that differ: 'a'): a: <saved_as> X, <current_as> Y. <escape>`."""
     found = differences(saved, current)
     if found:
         fields = ", ".join(repr(name) for name in dict.fromkeys(field.split(".")[0] for field, *_ in found))
@@ -87,6 +79,3 @@ def read_record(path: str | os.PathLike, what: str, fix: str) -> dict:
     if not isinstance(record, dict):
         raise ValueError(f"The {what} {path} is damaged (not a JSON object). {fix}")
     return record
-
-
-__all__ = ["StaleResultError", "differences", "read_record", "refuse_if_stale", "write_atomically", "write_record"]

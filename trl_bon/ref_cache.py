@@ -1,6 +1,5 @@
 """vBoN's reference-reward cache: M scored π_ref completions per prompt, computed once, resumably, keyed by a stable
-prompt id and refused when its [`trl_bon.provenance`] record differs from the run's (layout, key and resuming:
-"The reference-reward cache" in docs/vbon_trainer.md)."""
+prompt id (layout, key and resuming: "The reference-reward cache" in docs/vbon_trainer.md)."""
 
 import hashlib
 import json
@@ -34,16 +33,15 @@ def prompt_id(prompt) -> str:
 
 
 def _row_ids(dataset, prompt_column: str, prompt_id_column: str | None) -> list[str]:
-    if prompt_id_column is not None:
-        if prompt_id_column not in dataset.column_names:
-            raise ValueError(
-                f"The dataset has no prompt-id column {prompt_id_column!r} (columns: {dataset.column_names}); add it "
-                "or set `prompt_id_column=None` to key prompts by the hash of their canonical JSON."
-            )
-        return [str(i) for i in dataset[prompt_id_column]]
-    if prompt_column not in dataset.column_names:
-        raise ValueError(f"The dataset has no prompt column {prompt_column!r} (columns: {dataset.column_names}).")
-    return [prompt_id(p) for p in dataset[prompt_column]]
+    column = prompt_column if prompt_id_column is None else prompt_id_column
+    if column not in dataset.column_names:
+        raise ValueError(
+            f"The dataset has no column {column!r} to key its prompts by (columns: {dataset.column_names}): add it, "
+            "or set `prompt_id_column` (`None` keys prompts by the hash of their canonical JSON)."
+        )
+    if prompt_id_column is None:
+        return [prompt_id(p) for p in dataset[prompt_column]]
+    return [str(i) for i in dataset[prompt_id_column]]
 
 
 @dataclass
@@ -64,9 +62,7 @@ class ReferenceRewardCache:
         model_identity: dict | None = None,
         tokenizer_identity: dict | None = None,
     ) -> None:
-        """Raise a `StaleResultError` listing the differences if the cache was built with other generation
-        settings, another reward, or another π_ref or tokenizer ([`trl_bon.identity`]), of those given: F̂ would then
-        be another distribution."""
+        """Raise a `StaleResultError` listing the differences from those given: F̂ would be another distribution."""
         expected = {
             "generation_settings": settings.to_dict() if settings is not None else None,
             "reward": reward_signature,
@@ -91,7 +87,6 @@ _DAMAGED_FIX = (
 
 
 def _rewards_problem(values, num_samples: int | None = None) -> str | None:
-    """What is wrong with one prompt's reference rewards (not a non-empty list of finite numbers, or not M of them)."""
     if hasattr(values, "tolist"):  # a row of a numpy- or torch-formatted dataset
         values = values.tolist()
     if not isinstance(values, list) or not values:
@@ -150,11 +145,7 @@ def add_reference_rewards(
     prompt_column: str = "prompt",
     prompt_id_column: str | None = None,
 ):
-    """Return `dataset` (a `datasets.Dataset`) with the cached reference rewards of each row's prompt as `column`.
-
-    Raises:
-        ValueError: if some prompts have no cached rewards; the message says how many and how to build them.
-    """
+    """`dataset` (a `Dataset`) with the cached reference rewards of each row's prompt as `column`."""
     if not isinstance(cache, ReferenceRewardCache):
         cache = load_reference_reward_cache(cache)
     if prompt_id_column is None and cache.metadata.get("prompt_id") != PROMPT_ID_SCHEME:
@@ -164,9 +155,8 @@ def add_reference_rewards(
     if missing:
         raise ValueError(
             f"{len(missing)} of {len(set(ids))} distinct prompts have no cached reference rewards in {cache.path} "
-            f"(first missing id: {missing[0]}). Build them with `{CACHE_COMMAND}` (or "
-            "`trl_bon.build_reference_reward_cache`) on this dataset with the cache's settings; finished prompts "
-            "are skipped, so only the missing ones are sampled."
+            f"(first missing id: {missing[0]}). Build them with `{CACHE_COMMAND}` (or `build_reference_reward_cache`) "
+            "on this dataset with the cache's settings: only the missing prompts are sampled."
         )
     if column in dataset.column_names:
         dataset = dataset.remove_columns(column)
@@ -174,8 +164,7 @@ def add_reference_rewards(
 
 
 def check_reference_reward_column(dataset, column: str = "ref_rewards", name: str = "train_dataset") -> None:
-    """Raise a `ValueError` naming the first row of `dataset` (a `Dataset`) whose `column` is not a non-empty list of
-    finite numbers: vBoN's CDF F̂ of that prompt would be empty or NaN, and training would fail at its first step."""
+    """Raise a `ValueError` naming the first row whose `column` is not a non-empty list of finite numbers."""
     for row, values in enumerate(dataset[column]):
         if _rewards_problem(values):
             raise ValueError(
@@ -188,43 +177,11 @@ def check_reference_reward_column(dataset, column: str = "ref_rewards", name: st
 def build_reference_reward_cache(
     sampler, dataset, reward, num_samples: int, output_dir, *, prompt_id_column: str | None = None
 ) -> ReferenceRewardCache:
-    """Sample `num_samples` (M) completions per distinct prompt from the reference model, score them, and cache the
-    rewards under `output_dir`, resumably.
-
-    Args:
-        sampler ([`~trl_bon.sampling.Sampler`], `str` or model):
-            The reference policy π_ref (the model you will start training from) with the training's generation
-            settings (`training_args.generation_settings`), batch size, backend and base seed. A
-            path or instance is wrapped in `Sampler(model)`.
-        dataset ([`~datasets.Dataset`]):
-            Dataset with a `prompt` column (standard or conversational prompts). Repeated prompts are sampled once.
-            Its other columns are passed to reward callables, as in TRL's trainers.
-        reward:
-            TRL-style reward functions (model ids/paths, sequence classifiers, callables) — the same as the
-            trainer's — or a [`~trl_bon.rewards.RewardScorer`] (for weights and tokenizers).
-        num_samples (`int`):
-            M, reference completions per prompt (the vBoN paper uses ~300).
-        output_dir (`str` or `os.PathLike`):
-            Cache directory (created). Re-running with the same arguments resumes; other arguments are refused.
-        prompt_id_column (`str`, *optional*):
-            Column of user ids to key prompts by; `None` keys by `prompt_id(prompt)` (hash of the canonical JSON).
-
-    Returns:
-        [`ReferenceRewardCache`]: the complete cache (also loadable later with [`load_reference_reward_cache`]).
-
-    Example:
-
-    ```python
-    >>> from trl_bon.ref_cache import build_reference_reward_cache
-    >>> from trl_bon.sampling import Sampler
-    >>> from trl_bon.toy import build_one_token_task
-    >>> task = build_one_token_task("/tmp/trl_bon_doc_task")
-    >>> sampler = Sampler(task.model_path, progress=False)
-    >>> cache = build_reference_reward_cache(sampler, task.dataset(1), task.reward_func, 100, "/tmp/trl_bon_doc_cache")
-    >>> len(cache.rewards[next(iter(cache.rewards))])
-    100
-    ```
-    """
+    """Sample M = `num_samples` completions per distinct prompt of `dataset` from `sampler` (π_ref with the training's
+    generation settings, batch size, backend and seed; a path or model is wrapped in a `Sampler`), score them with
+    `reward` (the trainer's reward functions, or a [`~trl_bon.rewards.RewardScorer`] for weights) and cache the rewards
+    under `output_dir`, resumably, keyed by `prompt_id_column` or else by [`prompt_id`] ("The reference-reward cache"
+    in docs/vbon_trainer.md)."""
     if num_samples < 1:
         raise ValueError(f"`num_samples` (M) must be at least 1, got {num_samples}.")
     sampler = sampler if isinstance(sampler, Sampler) else Sampler(sampler)
@@ -275,6 +232,6 @@ def build_reference_reward_cache(
 
 
 def reference_reward_tensor(values: Sequence[Sequence[float]], device=None) -> torch.Tensor:
-    """Stack per-sample reference-reward lists of possibly different lengths into a NaN-padded `(B, M_max)` tensor."""
+    """Reference-reward lists of possibly different lengths as a NaN-padded `(B, M_max)` tensor."""
     rows = [torch.as_tensor(v, dtype=torch.float32) for v in values]
     return pad_sequence(rows, batch_first=True, padding_value=torch.nan).to(device)

@@ -100,7 +100,7 @@ def _kill(monkeypatch, stage):
         # Everything Trainer writes is on disk; the anchor is not.
         "before_anchor": (AnchorCallback, "save_to_checkpoint", Killed(stage)),
         # Policy and anchor on disk, the manifest not yet.
-        "anchor_written": (_checkpoint.CheckpointMixin, "_write_manifest", Killed(stage)),
+        "anchor_written": (_checkpoint, "write_record", Killed(stage)),
         # Complete and renamed into place, killed before the old checkpoints rotate away.
         "before_rotation": (_checkpoint, "rotate_checkpoints", Killed(stage)),
     }[stage]

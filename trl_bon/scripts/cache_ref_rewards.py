@@ -4,25 +4,14 @@
 # ]
 # ///
 """Sample and score M reference completions per prompt for vBoN's reward CDF, the `trl-bon cache-ref-rewards`
-subcommand.
+subcommand. It takes **the same flags and YAML as `trl-bon vbon`**, so the cache has the training's model, prompts,
+rewards and sampling settings, which `VBoNTrainer` checks (docs/vbon_trainer.md).
 
     trl-bon cache-ref-rewards --config recipes/vbon/imdb_gpt2.yaml
-
-It takes **the same flags and YAML as `trl-bon vbon`**, so the cache is built with the training's model, prompts,
-reward(s) and sampling settings, which `VBoNTrainer` checks when it joins the cache (docs/vbon_trainer.md). It runs in
-one process; `--use_vllm` samples with an offline vLLM engine.
 """
 
 import os
 import sys
-
-from trl_bon.scripts.utils import (
-    BoNScriptArguments,
-    check_model_paths,
-    load_splits,
-    model_init_kwargs,
-    resolve_reward_funcs,
-)
 
 
 def run(script_args, training_args, model_args, dataset_args):
@@ -31,6 +20,7 @@ def run(script_args, training_args, model_args, dataset_args):
     from trl_bon.ref_cache import build_reference_reward_cache
     from trl_bon.rewards import RewardScorer
     from trl_bon.sampling import Sampler
+    from trl_bon.scripts.utils import check_model_paths, load_splits, model_init_kwargs, resolve_reward_funcs
 
     reward_funcs = resolve_reward_funcs(script_args)
     check_model_paths(model_args, script_args)
@@ -63,7 +53,7 @@ def run(script_args, training_args, model_args, dataset_args):
             sampler, split, reward, num_samples, output_dir, prompt_id_column=training_args.prompt_id_column
         )
     print(
-        f"Reference-reward cache: {len(cache.rewards)} prompts in {output_dir}. Train with "
+        f"Reference-reward cache: {len(cache)} prompts in {output_dir}. Train with "
         f"`trl-bon vbon ... --reference_cache_dir {output_dir}`."
     )
     return cache
@@ -72,6 +62,7 @@ def run(script_args, training_args, model_args, dataset_args):
 def make_parser(prog: str | None = None):
     from trl_bon import VBoNConfig
     from trl_bon.scripts.parser import training_parser
+    from trl_bon.scripts.utils import BoNScriptArguments
 
     parser = training_parser(BoNScriptArguments, VBoNConfig, prog)
     # The cache does not depend on N; a default lets the command run without the vBoN-only `--num_candidates`.

@@ -1,5 +1,4 @@
-"""Atomic, self-describing checkpoints and checked resumes for the trl-bon trainers ([`CheckpointMixin`]); the
-guarantees are listed in docs/reliability.md."""
+"""Atomic, self-describing checkpoints and checked resumes ([`CheckpointMixin`]; guarantees: docs/reliability.md)."""
 
 import hashlib
 import os
@@ -27,15 +26,13 @@ _WRITE_FAILURE = re.compile(r"unexpected pos|write failed|PytorchStreamWriter|No
 
 
 def model_record(model) -> dict[str, str]:
-    """What a checkpoint's weights must load onto: the model's config hash (`trl_bon.identity.model_identity` without
-    its weights, which training changes), labelled with its path for the error message."""
+    """What a checkpoint's weights must load onto: the model's config hash, labelled with its path."""
     return {"name_or_path": str(getattr(model.config, "_name_or_path", "")), **model_identity(model, weights=False)}
 
 
 def finetuning_settings(model, peft_config) -> dict[str, Any]:
-    """What a resume must match of the fine-tuning layout of `model` (a path or an instance, possibly a PeftModel):
-    full, or the adapter type, rank and target modules."""
-    if peft_config is None and hasattr(model, "peft_config") and not isinstance(model, str):
+    """The fine-tuning layout a resume must match: full, or the adapter type, rank and target modules."""
+    if peft_config is None and hasattr(model, "peft_config"):
         peft_config = model.peft_config[model.active_adapter]
     if peft_config is None:
         return {"finetuning": "full"}
@@ -54,10 +51,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def read_manifest(checkpoint: str | os.PathLike, verify: bool = False) -> tuple[dict | None, str | None]:
-    """`(manifest, None)` for a complete checkpoint, `(None, why)` otherwise (missing, unreadable or truncated).
-
-    With `verify`, every file's SHA-256 is checked against the manifest too (one read of the checkpoint): a same-size
-    change (a bit flip, a file replaced by another of the same size) is named."""
+    """`(manifest, None)` for a complete checkpoint, else `(None, why)`; `verify` also checks every file's SHA-256."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_dir():
         return None, f"{checkpoint} is not a directory"
@@ -110,10 +104,7 @@ class CheckpointWriteError(OSError):
 
 
 class OutputDirLock:
-    """An exclusive `fcntl.flock` on `<output_dir>/_trl_bon.lock`: one training run per folder at a time.
-
-    The kernel drops the lock when the process exits or dies, so a stale lock file never blocks a later run. Where
-    `fcntl` does not exist (Windows) nothing is locked."""
+    """One training run per `output_dir`: an exclusive `fcntl.flock` on its `_trl_bon.lock` (none on Windows)."""
 
     def __init__(self, output_dir: str | os.PathLike):
         self.path = Path(output_dir) / LOCK_NAME
@@ -136,8 +127,7 @@ class OutputDirLock:
                 f"Another run ({owner}) is training in `output_dir` ({self.path.parent}); two runs in one folder "
                 "would overwrite each other's checkpoints. Wait for it to finish, or use another `output_dir`."
             ) from None
-        handle.seek(0)
-        handle.truncate()
+        handle.truncate(0)
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
         self._handle = handle
@@ -153,8 +143,7 @@ class OutputDirLock:
 
 
 class _ResumeStateCallback(TrainerCallback):
-    """Restore the trainer's own state (e.g. the anchor) at `on_train_begin`, i.e. after `Trainer` restored the
-    policy, optimizer and RNG from the same checkpoint."""
+    """Restore the trainer's own state (the anchor) after `Trainer` restored the rest from the same checkpoint."""
 
     def __init__(self, trainer: "CheckpointMixin"):
         self.trainer = trainer
@@ -166,8 +155,7 @@ class _ResumeStateCallback(TrainerCallback):
 
 class CheckpointMixin:
     """Atomic checkpoints and checked resumes for a `Trainer` subclass, which calls `_init_checkpointing` early in
-    `__init__` with the settings a resume must match, and may override `_save_resume_state` / `_load_resume_state` to
-    put its own state (e.g. the J-BOND anchor) into each checkpoint."""
+    `__init__` and may override `_save_resume_state` / `_load_resume_state` to checkpoint its own state."""
 
     _checkpoint_staging: str | None = None
 
@@ -178,9 +166,7 @@ class CheckpointMixin:
         """Restore what `_save_resume_state` wrote, after `Trainer` restored the model from `checkpoint_dir`."""
 
     def _init_checkpointing(self, args, settings: dict[str, Any]) -> None:
-        """Record the run's settings and refuse, before any model loads, an `output_dir` that is unwritable, in use,
-        or holds checkpoints of other settings, and a `resume_from_checkpoint` path that is incomplete or of other
-        settings."""
+        """Record the run's settings; refuse an unusable `output_dir` or resume checkpoint before any model loads."""
         self._checkpoint_settings = {"trainer": type(self).__name__, **settings}
         self._verified_checkpoints = set()
         if args.should_save:
@@ -204,17 +190,16 @@ class CheckpointMixin:
             self._check_resumable(args.resume_from_checkpoint)
 
     def _check_resumable(self, checkpoint: str | os.PathLike, model=None) -> dict:
-        """The manifest of `checkpoint`, or an error naming what is incomplete, which file changed since it was saved
-        (SHA-256, read once per checkpoint and trainer) or which setting differs."""
+        """The manifest of `checkpoint`, or an error naming what is incomplete, changed or of other settings."""
         manifest, why = read_manifest(checkpoint, verify=str(checkpoint) not in self._verified_checkpoints)
         if manifest is None:
             others = complete_checkpoints(Path(checkpoint).parent)
             complete = [path for path in others if path.resolve() != Path(checkpoint).resolve()]
             alternative = f" The newest complete one there is {complete[-1]}." if complete else ""
             raise ValueError(
-                f"Cannot resume from {checkpoint}: {why}, so it may lack part of the state needed to resume (policy, "
-                f"optimizer, RNG, anchor).{alternative} Pass a complete checkpoint, `resume_from_checkpoint=True` "
-                "for the newest complete one, or start a new run in a new `output_dir`."
+                f"Cannot resume from {checkpoint}: {why}, so it may lack part of the state to resume.{alternative} "
+                "Pass a complete checkpoint, `resume_from_checkpoint=True` for the newest complete one, or start a "
+                "new run in a new `output_dir`."
             )
         self._verified_checkpoints.add(str(checkpoint))
         saved, current = dict(manifest.get("settings", {})), dict(self._checkpoint_settings)
@@ -253,9 +238,8 @@ class CheckpointMixin:
         if self.args.save_strategy != SaveStrategy.NO and (existing := sort_checkpoints(str(run_dir))):
             raise ValueError(
                 f"`output_dir` ({run_dir}) already holds checkpoints ({', '.join(map(os.path.basename, existing))}) "
-                "from an earlier run, and this run starts from scratch: `resume_from_checkpoint=True` would later mix "
-                "the two. Continue that run with `resume_from_checkpoint=True`, use a new `output_dir`, or delete "
-                f"`{run_dir / PREFIX_CHECKPOINT_DIR}-*`."
+                "of an earlier run, which a later resume would mix with this fresh start. Resume that run with "
+                f"`resume_from_checkpoint=True`, use a new `output_dir`, or delete its `{PREFIX_CHECKPOINT_DIR}-*`."
             )
         return None
 
@@ -267,7 +251,6 @@ class CheckpointMixin:
             name = leftover.name.removeprefix(STAGING_PREFIX)
             staged, final = leftover / name, run_dir / name
             if read_manifest(staged)[0] is not None and not final.exists():
-                # Killed after the staged checkpoint was complete but before its rename: publish it now.
                 warnings.warn(f"Publishing {final}: its save was complete but killed before the rename.", stacklevel=4)
                 self._publish(staged, final)
                 continue
@@ -276,9 +259,8 @@ class CheckpointMixin:
         for leftover in run_dir.glob(f"{STAGING_PREFIX}replaced-*"):
             shutil.rmtree(leftover, ignore_errors=True)
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """`Trainer.train`, resuming only a complete checkpoint of the same trainer and settings (then restoring the
-        trainer's own state from that same checkpoint)."""
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None):
+        """`Trainer.train`, resuming only a complete checkpoint of the same trainer and settings."""
         lock = OutputDirLock(self.args.output_dir)
         if self.args.should_save:
             lock.acquire()  # before cleaning staging folders, which a running save would own
@@ -289,12 +271,7 @@ class CheckpointMixin:
             if not any(isinstance(callback, _ResumeStateCallback) for callback in self.callback_handler.callbacks):
                 self.add_callback(_ResumeStateCallback(self))
             self._resume_checkpoint = resume_from_checkpoint
-            return super().train(
-                resume_from_checkpoint=resume_from_checkpoint,
-                trial=trial,
-                ignore_keys_for_eval=ignore_keys_for_eval,
-                **kwargs,
-            )
+            return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
         finally:
             lock.release()
 
@@ -303,7 +280,7 @@ class CheckpointMixin:
         return self._checkpoint_staging or super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model, trial) -> None:
-        """Stage the checkpoint, add the resume state and manifest, then publish it by a rename and rotate."""
+        """Write the checkpoint into a staging folder, then publish it by a rename and rotate."""
         run_dir = Path(self._get_output_dir(trial))  # not staging yet: the real run folder
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging_root = run_dir / f"{STAGING_PREFIX}{name}"
@@ -311,16 +288,43 @@ class CheckpointMixin:
         if self.args.should_save and staging_root.exists():
             shutil.rmtree(staging_root)
         self.accelerator.wait_for_everyone()
-        try:
-            self._stage(model, trial, staging_root, staged, final)
+        try:  # Transformers' files, the trainer's state, then the manifest
+            self._checkpoint_staging = str(staging_root)
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._checkpoint_staging = None
+            if self.state.best_model_checkpoint == str(staged):
+                self.state.best_model_checkpoint = str(final)
+                if self.args.should_save:
+                    self.state.save_to_json(str(staged / "trainer_state.json"))
+            self._save_resume_state(staged)
+            self.accelerator.wait_for_everyone()  # every rank's files (its `rng_state_<rank>.pth`) are written
+            if self.args.should_save:
+                manifest = {
+                    "format": MANIFEST_FORMAT,
+                    "global_step": self.state.global_step,
+                    "settings": self._checkpoint_settings,
+                    "model": model_record(self.accelerator.unwrap_model(model)),
+                    "files": {
+                        str(path.relative_to(staged)): {"size": path.stat().st_size, "sha256": _file_sha256(path)}
+                        for path in sorted(staged.rglob("*"))
+                        if path.is_file() and path.name != MANIFEST_NAME
+                    },
+                }
+                write_record(staged / MANIFEST_NAME, manifest)
+                for root, _, files in os.walk(staged):  # every file and folder on disk before the rename shows them
+                    for file in files:
+                        with open(os.path.join(root, file), "rb") as handle:
+                            os.fsync(handle.fileno())
+                    _fsync_dir(Path(root))
         except Exception as error:
             if not isinstance(error, OSError) and not _WRITE_FAILURE.search(str(error)):
                 raise
             raise CheckpointWriteError(
                 f"Could not write {name} into {staging_root} ({type(error).__name__}: {error}): the disk is full or "
-                f"the folder is not writable. The earlier checkpoints in {run_dir} are intact (the partial save is "
-                "removed when the next run starts); free space or fix the permissions, then resume with "
-                "`resume_from_checkpoint=True`."
+                f"the folder is not writable. The earlier checkpoints in {run_dir} are intact: free space or fix the "
+                "permissions, then resume with `resume_from_checkpoint=True`."
             ) from error
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
@@ -332,42 +336,6 @@ class CheckpointMixin:
                 use_mtime=True,
             )
         self.accelerator.wait_for_everyone()
-
-    def _stage(self, model, trial, staging_root: Path, staged: Path, final: Path) -> None:
-        """Write the whole checkpoint into `staged`: Transformers' files, the trainer's state, the manifest."""
-        self._checkpoint_staging = str(staging_root)
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._checkpoint_staging = None
-        if self.state.best_model_checkpoint == str(staged):
-            self.state.best_model_checkpoint = str(final)
-            if self.args.should_save:
-                self.state.save_to_json(str(staged / "trainer_state.json"))
-        self._save_resume_state(staged)
-        self.accelerator.wait_for_everyone()  # every rank's files (its `rng_state_<rank>.pth`) are written: list them
-        if self.args.should_save:
-            self._write_manifest(staged, model)
-            for root, _, files in os.walk(staged):  # every file and folder on disk before the rename shows them
-                for name in files:
-                    with open(os.path.join(root, name), "rb") as handle:
-                        os.fsync(handle.fileno())
-                _fsync_dir(Path(root))
-
-    def _write_manifest(self, staged: Path, model) -> None:
-        files = {
-            str(path.relative_to(staged)): {"size": path.stat().st_size, "sha256": _file_sha256(path)}
-            for path in sorted(staged.rglob("*"))
-            if path.is_file() and path.name != MANIFEST_NAME
-        }
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "global_step": self.state.global_step,
-            "settings": self._checkpoint_settings,
-            "model": model_record(self.accelerator.unwrap_model(model)),
-            "files": files,
-        }
-        write_record(staged / MANIFEST_NAME, manifest)
 
     @staticmethod
     def _publish(staged: Path, final: Path) -> None:
