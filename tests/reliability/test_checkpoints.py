@@ -418,3 +418,17 @@ def test_damaged_manifest_entries_read_as_unreadable(tmp_path, files):
     (tmp_path / MANIFEST_NAME).write_text(json.dumps({"files": files}))
     manifest, why = read_manifest(tmp_path, verify=True)
     assert manifest is None and f"its `{MANIFEST_NAME}` is unreadable" in why
+
+
+def test_format_1_manifest_is_checked_by_size(tmp_path):
+    """docs/reliability.md: a checkpoint whose manifest recorded sizes only (format 1) is complete while every file has
+    its recorded size, and is refused when one does not; it has no digest to verify."""
+    from trl_bon.trainer._checkpoint import MANIFEST_NAME, read_manifest
+
+    (tmp_path / "model.safetensors").write_bytes(b"abc")
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"files": {"model.safetensors": 3}}))
+    manifest, why = read_manifest(tmp_path, verify=True)
+    assert why is None and manifest["files"] == {"model.safetensors": 3}
+    (tmp_path / "model.safetensors").write_bytes(b"abcd")
+    manifest, why = read_manifest(tmp_path, verify=True)
+    assert manifest is None and why == "`model.safetensors` has 4 bytes instead of 3 (truncated or overwritten)"
