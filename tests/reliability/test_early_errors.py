@@ -111,6 +111,21 @@ def test_iterable_dataset_without_prompt(kind, tmp_path):
         _trainer(kind, _args(kind, tmp_path, max_steps=1), dataset)
 
 
+def test_jbond_refuses_image_prompts_before_the_model_loads(tmp_path):
+    """J-BOND's slot routing passes no images to generation, so an image column is refused at init (the model path is
+    missing: a later check would name it), in the train and in a named eval dataset alike."""
+    from datasets import Dataset
+
+    images = Dataset.from_dict({"prompt": ["the cat", "a dog"], "images": [[], []]})
+    text = Dataset.from_dict({"prompt": ["the cat", "a dog"]})
+    with pytest.raises(
+        NotImplementedError, match=r"JBondTrainer supports text-only prompts; remove the images from `train_dataset`"
+    ):
+        _trainer("jbond", _args("jbond", tmp_path), images)
+    with pytest.raises(NotImplementedError, match=r"remove the images from `eval_dataset\['pets'\]`"):
+        _trainer("jbond", _args("jbond", tmp_path), text, eval_dataset={"pets": images})
+
+
 @pytest.mark.parametrize("kind", ["jbond", "vbon"])
 def test_dataset_smaller_than_one_batch(kind, tmp_path):
     """J-BOND: 6 rows per device / 3 generations = 2 prompts per batch; vBoN: 4 rows / 2 generations = 2."""

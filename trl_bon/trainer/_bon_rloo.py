@@ -31,6 +31,8 @@ class BoNRLOOTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin
 
     # The name of the trainer's logged win rate against π_ref samples, read by `effective_n_win`; `None`: none.
     _win_rate_vs_ref_metric: str | None = None
+    # Whether RLOO's image inputs reach the trainer's own hooks intact (J-BOND's slot routing drops them).
+    _takes_images: bool = True
 
     def __init__(self, model, reward_funcs, args, **kwargs):
         check_model_inputs(model)  # last before any model loads: the cheaper checks speak first
@@ -43,7 +45,8 @@ class BoNRLOOTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin
 
     def _check_early(self, args, settings: dict, model, peft_config, train_dataset, eval_dataset) -> None:
         """Before any model loads: the prompts, and `settings` against a resumed run's checkpoint ledger."""
-        check_train_prompts(train_dataset, eval_dataset, args.generation_batch_size // args.num_generations)
+        text_only = None if self._takes_images else type(self).__name__
+        check_train_prompts(train_dataset, eval_dataset, args.generation_batch_size // args.num_generations, text_only)
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
 
     @contextmanager

@@ -93,9 +93,10 @@ def check_writable_dir(directory: str) -> None:
         ) from error
 
 
-def check_train_prompts(train_dataset, eval_dataset, prompts_per_batch: int) -> None:
+def check_train_prompts(train_dataset, eval_dataset, prompts_per_batch: int, text_only: str | None = None) -> None:
     """The RLOO-based trainers' one check of their prompt data, before any model loads: a `prompt` column (an
-    `IterableDataset`'s first example), [`~trl_bon.sampling.check_prompts`], and one generation batch's prompts."""
+    `IterableDataset`'s first example), no image column when the trainer named by `text_only` takes text only,
+    [`~trl_bon.sampling.check_prompts`], and one generation batch's prompts."""
     from datasets import Dataset, IterableDataset
 
     from ..sampling import check_prompts  # here, not at import: sampling imports torch
@@ -121,6 +122,8 @@ def check_train_prompts(train_dataset, eval_dataset, prompts_per_batch: int) -> 
                 f"`{name}`{has}. Rename your prompt column to `prompt`, e.g. "
                 "`dataset.rename_column('question', 'prompt')`."
             )
+        if text_only and {"image", "images"} & set(columns):
+            raise NotImplementedError(f"{text_only} supports text-only prompts; remove the images from `{name}`.")
         if isinstance(dataset, Dataset):
             check_prompts(dataset["prompt"], name)
     if isinstance(train_dataset, Dataset) and len(train_dataset) < prompts_per_batch:

@@ -85,6 +85,7 @@ class JBondTrainer(BoNRLOOTrainer):
     """
 
     _tag_names = ["trl", "trl-bon", "j-bond", "bond"]
+    _takes_images = False
     _name = "J-BOND"
     _paper = BOND_PAPER
 
