@@ -1,7 +1,4 @@
-"""Evaluate Best-of-N distillation checkpoints against π_ref and Best-of-N: reward, KL(π‖π_ref) on completion tokens
-(k1, k3), win rates against the reference and the Best-of-N samples, KL to π_BoN in both directions (docs/maths.md §7;
-every metric, and how the reference samples, drawn once, serve them all, in docs/evaluation.md).
-"""
+"""Evaluate Best-of-N distillation checkpoints against π_ref and Best-of-N (docs/evaluation.md, docs/maths.md §7)."""
 
 import csv
 import json
@@ -30,16 +27,8 @@ from .sampling import Sampler, check_prompts, prompts_and_columns, score_samples
 
 @dataclass
 class EvaluationResults:
-    """What [`evaluate_checkpoints`] returns (and writes to `results.json`).
-
-    Attributes:
-        checkpoints: one dict of metrics per checkpoint (keys listed in `docs/evaluation.md`).
-        bon: one dict per N: `n`, `reward`, `win_rate_vs_ref`, `kl_bound`, `kl_estimate`, and the effective N
-            (`effective_n_win`, `effective_n_kl` of the KL estimate; ≈ n, a check of the meters).
-        reference: metrics of π_ref itself (`reward`, `win_rate_vs_ref` = 0.5 up to noise, KL 0, effective N ≈ 1).
-        settings: prompts, sample counts, generation settings and seed the numbers were computed with.
-        files: paths of the files written (empty when `output_dir` is `None`).
-    """
+    """What [`evaluate_checkpoints`] returns and writes to `results.json`: one metrics dict per checkpoint, per
+    Best-of-N point and for π_ref (keys in docs/evaluation.md), the settings, and the files written."""
 
     checkpoints: list[dict]
     bon: list[dict]
@@ -54,19 +43,15 @@ class EvalOptions:
 
     Args:
         bon_ns (`tuple[int]`, *optional*, defaults to `(2, 4, 8, 16)`):
-            The N of the Best-of-N reference points and of the KL-to-π_BoN / win-rate-vs-BoN metrics (N ≥ 2).
+            The N (≥ 2) of the Best-of-N reference points and of the KL-to-π_BoN / win-rate-vs-BoN metrics.
         num_reference_samples (`int`, *optional*, defaults to `32`):
             M reference samples per prompt (BOND evaluates with 32); must exceed `max(bon_ns)`.
-        num_policy_samples (`int`, *optional*, defaults to `1`):
-            Samples per prompt from each checkpoint (more lowers the variance), at least 1.
         quantile_smoothing (`str`, *optional*, defaults to `"clamp"`):
             Smoothing of p̂≤ when a sample is below every reference sample (see `core.empirical_quantile`).
         kl_metric (`str`, *optional*, defaults to `"kl_k1"`):
-            Checkpoint KL drawn on the plots' x axis (`"kl_k1"` or `"kl_k3"`).
+            Checkpoint KL on the plots' x axis (`"kl_k1"` or `"kl_k3"`).
         output_dir (`str`, *optional*):
-            Where to write `results.json`, `results.csv` and the plots; nothing is written when `None`.
-        plot (`bool`, *optional*, defaults to `True`):
-            Write `reward_vs_kl.png` and `win_rate_vs_kl.png` and their SVGs (matplotlib) when `output_dir` is set.
+            Where `results.json`, `results.csv` and the plots go; nothing is written when `None`.
     """
 
     bon_ns: Sequence[int] = (2, 4, 8, 16)
@@ -89,10 +74,7 @@ class EvalOptions:
                 f"`num_reference_samples` to at least {max(2, 2 * largest)} or drop the large N from `bon_ns`."
             )
         if self.num_policy_samples < 1:
-            raise ValueError(
-                f"`num_policy_samples` must be at least 1, got {self.num_policy_samples}: every checkpoint is "
-                "measured on its own samples."
-            )
+            raise ValueError(f"`num_policy_samples` must be at least 1, got {self.num_policy_samples}.")
         if self.kl_metric not in ("kl_k1", "kl_k3"):
             raise ValueError(f"`kl_metric` must be 'kl_k1' or 'kl_k3', got {self.kl_metric!r}.")
         if self.quantile_smoothing not in SMOOTHINGS:
@@ -127,7 +109,7 @@ def _check_checkpoint(name: str, checkpoint, tokenizer) -> None:
             "model is sampled and scored with π_ref's tokenizer, so they must share its vocabulary."
         )
     if local is not None and any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        own = AutoTokenizer.from_pretrained(str(checkpoint))
+        own = AutoTokenizer.from_pretrained(path)
         if own.get_vocab() != tokenizer.get_vocab():
             raise ValueError(
                 f"Checkpoint '{name}' ships a tokenizer with another vocabulary than π_ref's ({len(own)} vs "
@@ -141,25 +123,21 @@ def _mean(values: torch.Tensor) -> float:
 
 
 def _with_sem(key: str, values: torch.Tensor) -> dict:
-    """`{key: mean, f"{key}_sem": standard error}` of `values`."""
     mean, sem = mean_and_sem(values)
     return {key: mean, f"{key}_sem": sem}
 
 
 def _judge(name: str, values: torch.Tensor, wins: torch.Tensor) -> dict:
-    """A judge's mean score and its mean win rate against π_ref's samples (`wins`, from `win_rate`)."""
     return {name: _mean(values), f"{name}_win_rate_vs_ref": _mean(wins)}
 
 
 def _sequence_logps(sampler: Sampler, prompt_ids: list, completion_ids: list) -> torch.Tensor:
-    """Log-probability of each whole completion under `sampler`'s model, float64."""
     logps, mask = sampler.logps(prompt_ids, completion_ids)
     return (logps * mask).sum(-1).double()
 
 
 def _effective_n(win_rate_vs_ref: float, kl: float) -> dict:
-    """`effective_n_win` and `effective_n_kl` (docs/metrics.md): the N of the Best-of-N with this win rate against
-    π_ref samples and this KL(π‖π_ref) (k1 estimate), exact for a continuous reward."""
+    """The N of the Best-of-N with this win rate against π_ref and this KL(π‖π_ref) (docs/metrics.md)."""
     return {
         "effective_n_win": effective_n_from_win_rate(torch.tensor(win_rate_vs_ref, dtype=torch.float64)).item(),
         "effective_n_kl": effective_n_from_kl(torch.tensor(kl, dtype=torch.float64)).item(),
@@ -174,43 +152,19 @@ def evaluate_checkpoints(
     options: EvalOptions | None = None,
     judges: Mapping[str, object] | None = None,
 ) -> EvaluationResults:
-    """Evaluate checkpoints on held-out prompts against π_ref and Best-of-N: docs/evaluation.md defines every metric,
-    docs/maths.md §7 its estimator.
+    """Evaluate checkpoints on held-out prompts against π_ref and Best-of-N; docs/evaluation.md describes the
+    arguments, every metric and a runnable example, docs/maths.md §7 the estimators.
 
     Args:
         checkpoints (`dict[str, str | PreTrainedModel]`):
             Name → model path (full model or LoRA adapter folder) or instance; `"method@step"` names are drawn as one
-            line per method. May be empty (π_ref and Best-of-N alone). Every entry is checked (it exists, loads and
-            shares π_ref's vocabulary) before any sampling.
-        prompts (`list` or `datasets.Dataset`):
-            Held-out prompts (standard or conversational); a dataset's other columns reach reward callables.
-        reward:
-            TRL-style reward functions or a [`~trl_bon.rewards.RewardScorer`] (for weights).
+            line per method. May be empty (π_ref and Best-of-N alone).
         reference ([`~trl_bon.sampling.Sampler`], `str` or model):
-            π_ref with the training's sampling settings; its settings, batch size, seed, progress bar and tokenizer
-            serve every model. A path or instance is wrapped in `Sampler(reference)`.
-        options ([`EvalOptions`], *optional*):
-            N values, sample counts, smoothing, output directory and plots.
+            π_ref with the training's sampling settings, which serve every model; a path or model is wrapped in
+            `Sampler(reference)`.
         judges (`dict[str, reward]`, *optional*):
-            Extra scorers of the very samples the reward scored (e.g. `{"vader": vader_reward}`): each adds `<name>`
-            and `<name>_win_rate_vs_ref` to every checkpoint row, Best-of-N point and π_ref.
-
-    Returns:
-        [`EvaluationResults`].
-
-    Example:
-
-    ```python
-    >>> from trl_bon.evaluation import EvalOptions, evaluate_checkpoints
-    >>> from trl_bon.sampling import GenerationSettings, Sampler
-    >>> from trl_bon.toy import build_one_token_task
-    >>> task = build_one_token_task("/tmp/trl_bon_doc_eval")
-    >>> ref = Sampler(task.model_path, GenerationSettings(max_completion_length=1), progress=False)
-    >>> res = evaluate_checkpoints({"ref": task.model_path}, [task.prompt] * 8, task.reward_func, ref,
-    ...                            EvalOptions(bon_ns=(2, 4), num_reference_samples=16, plot=False))
-    >>> round(res.checkpoints[0]["kl_k1"], 6)
-    0.0
-    ```
+            Extra scorers of the very samples the reward scored: each adds `<name>` and `<name>_win_rate_vs_ref` to
+            every row.
     """
     from .rewards import as_scorer
 
@@ -231,7 +185,7 @@ def evaluate_checkpoints(
     smoothing, num_prompts, progress = options.quantile_smoothing, len(prompts), reference.progress
     dataset = {"prompt": prompts, **columns}
 
-    # ---- reference samples: drawn once, reused for quantiles, win rates and Best-of-N ---------------------------
+    # reference samples: drawn once, reused for quantiles, win rates and Best-of-N
     scored = reference.score(dataset, m, scorer)
     ref, ref_rewards = scored.samples, scored.rewards.double()
     ref_judges = {
@@ -274,7 +228,6 @@ def evaluate_checkpoints(
             point.update(_judge(name, chosen_values, win_rate(chosen_values, values[:, n:])))
         bon.append(point)
 
-    # ---- checkpoints ------------------------------------------------------------------------------------------
     rows = []
     policy_prompt_ids = [ids for ids in prompt_ids for _ in range(k)]
     row_of = torch.arange(num_prompts).repeat_interleave(k)

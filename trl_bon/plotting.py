@@ -1,8 +1,5 @@
-"""Reward-vs-KL and win-rate-vs-KL plots (the papers' Pareto figures), with matplotlib's Agg backend, each written
-as `<name>.png` and `<name>.svg` beside it. `trl-bon plot results.json --log_x` redraws an evaluation's figures.
-
-matplotlib is an optional dependency (`pip install 'trl-bon[plot]'`); everything else in trl-bon works without it.
-"""
+"""Reward-vs-KL and win-rate-vs-KL plots (the papers' Pareto figures), each as `<name>.png` and `<name>.svg`.
+matplotlib is an optional dependency (`pip install 'trl-bon[plot]'`)."""
 
 import math
 from pathlib import Path
@@ -25,13 +22,12 @@ def _pyplot():
 # tab20 reordered: its ten strong shades (tab10's colours) first, then their light partners. Its two greys are left
 # out so that no method can be mistaken for Best-of-N and π_ref, which are drawn in black.
 _TAB20_ORDER = (0, 2, 4, 6, 8, 10, 12, 16, 18, 1, 3, 5, 7, 9, 11, 13, 17, 19)
-#: Marker per method. 13 markers against 18 colours (coprime), so the first 18 methods get 18 colours and the first
-#: 234 get distinct (colour, marker) pairs; neighbours in the list never share a marker or a colour.
+#: 13 markers against 18 colours (coprime): the first 234 methods get distinct (colour, marker) pairs.
 METHOD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*", "d")
 
 
 def method_style(index: int) -> tuple[tuple[float, ...], str]:
-    """`(RGB colour, marker)` of the `index`-th method in a figure: a qualitative colour and a marker of its own."""
+    """`(RGB colour, marker)` of the `index`-th method in a figure."""
     from matplotlib import colormaps
 
     colours = colormaps["tab20"].colors
@@ -42,11 +38,11 @@ PARETO_METRICS = (
     ("reward", "mean reward (reward-model score)", "reward_vs_kl.png"),
     ("win_rate_vs_ref", "win rate vs π_ref (ties count ½)", "win_rate_vs_kl.png"),
 )
-#: Metrics whose value at π_ref is known exactly: π_ref against itself wins half of the time (ties count ½).
+#: Metrics whose value at π_ref is exact: π_ref against itself wins half of the time.
 EXACT_AT_REFERENCE = {"win_rate_vs_ref": 0.5}
-#: With at most this many methods each trajectory's first step is labelled too; beyond, only the last (readability).
+#: With at most this many methods each trajectory's first step is labelled too; beyond, only the last.
 FIRST_STEP_LABELS_UP_TO = 4
-#: Step labels sit on a half-transparent white box, so that they stay legible over error bars and lines.
+#: Step labels sit on a half-transparent white box, to stay legible over error bars and lines.
 LABEL_BACKGROUND = dict(boxstyle="round,pad=0.1", facecolor="white", edgecolor="none", alpha=0.75)
 
 
@@ -64,8 +60,7 @@ def trajectories(checkpoint_rows: list[dict]) -> dict[str, list[tuple[float, dic
 
 
 def _step_markers(ax, xs: list, ys: list, color, marker: str, linewidths: float = 0.4) -> None:
-    """A trajectory's markers in the method's colour, growing (area 14 → 64 points²) and darkening (opacity 0.45 → 1)
-    with the step, so the step reads along the line without a second colour scale fighting the method's colour."""
+    """Markers growing and darkening with the step: no second colour scale to fight the method's colour."""
     ts = [i / (len(xs) - 1) if len(xs) > 1 else 1.0 for i in range(len(xs))]
     sizes = [14.0 + 50.0 * t for t in ts]
     colors = [(*color, 0.45 + 0.55 * t) for t in ts]
@@ -83,22 +78,16 @@ def plot_pareto(
     title: str = "",
     methods: list[str] | None = None,
 ) -> dict:
-    """Draw one metric-vs-KL figure (PNG, and SVG beside it) per `(key, y label, file name[, title])` in `metrics`
-    from an evaluation result dict: by default `reward_vs_kl` and `win_rate_vs_kl`, or any key that the checkpoint
-    rows, Best-of-N points and reference hold (e.g. a judge's score). Each method (`method@step` checkpoints) is one
-    trajectory from π_ref (KL 0) through its steps, with one-standard-error bars where the results hold
-    `<key>_sem`; docs/cli.md (`trl-bon plot`) describes the figure.
+    """Draw one metric-vs-KL figure (PNG and SVG) per `(key, y label, file name[, title])` in `metrics` from an
+    evaluation result dict; docs/cli.md (`trl-bon plot`) describes the figure and the options.
 
     Args:
-        log_x: symmetric-log KL axis (linear below the decade under the smallest positive KL, so π_ref at 0 stays in
-            view), for when one checkpoint's KL dwarfs the others.
-        xlim: `(left, right)` of the KL axis; `None` in either place keeps matplotlib's choice.
-        ylim: `{key: (bottom, top)}` per metric (`None`: matplotlib's choice).
-        title: a heading over every figure (e.g. the task and run).
+        log_x: symmetric-log KL axis, for when one checkpoint's KL dwarfs the others.
+        ylim: `{key: (bottom, top)}` per metric; `None` in `xlim` or `ylim` keeps matplotlib's choice.
         methods: draw only these methods (`method` of `method@step`, or a whole name), in this order.
 
     Returns:
-        `{file name without .png: PNG path}`, e.g. `{"reward_vs_kl": path, "win_rate_vs_kl": path}`.
+        `{file name without .png: PNG path}`.
     """
     plt = _pyplot()
     from matplotlib.lines import Line2D
@@ -191,9 +180,8 @@ def plot_pareto(
 
 
 def _effective_n_axis(ax) -> bool:
-    """Marks along the top edge that read the KL as the effective N (N_KL, docs/metrics.md): one at each N = 2, 4,
-    8, … whose Best-of-N KL bound log N − (N − 1)/N lies in view. Drawn in data coordinates along x, so they sit
-    right on any x scale (a secondary axis would not follow the symlog scale)."""
+    """Marks along the top edge at the Best-of-N KL bound of N = 2, 4, 8, … (effective N, docs/metrics.md); in data
+    coordinates along x, as a secondary axis would not follow the symlog scale."""
     low, high = ax.get_xlim()
     marks, last = [], None
     for n in (2**k for k in range(1, 13)):
@@ -215,13 +203,13 @@ def _effective_n_axis(ax) -> bool:
 
 
 def _sem(row: dict, key: str) -> float:
-    """`row[f"{key}_sem"]`, 0 where absent or not a number (one sample has no standard error)."""
+    """`row[f"{key}_sem"]`, 0 where absent or NaN (one sample has no standard error)."""
     value = row.get(f"{key}_sem")
     return 0.0 if value is None or not math.isfinite(value) else float(value)
 
 
 def _save(fig, path: Path, dpi: int) -> str:
-    """Write `path` (PNG) and the same figure as SVG beside it, and close the figure; return the PNG's path."""
+    """Write `path` (PNG) and an SVG beside it, close the figure, return the PNG's path."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
@@ -233,8 +221,7 @@ def _save(fig, path: Path, dpi: int) -> str:
 
 
 def _hide_overlapping(labels: list, fixed: list = (), avoid_markers: bool = True) -> None:
-    """Hide each label that would overlap a `fixed` one, a label placed before it (pass the labels to keep first:
-    last steps) or, with `avoid_markers`, another point's marker."""
+    """Hide each label that would overlap a `fixed` one, an earlier label or, with `avoid_markers`, a marker."""
     if not labels:
         return
     from matplotlib.collections import PathCollection
@@ -261,30 +248,23 @@ def _hide_overlapping(labels: list, fixed: list = (), avoid_markers: bool = True
 
 
 def clipped_errors(values: list, errors: list, lower: float, upper: float) -> list[list[float]]:
-    """`[below, above]` bar lengths for `errors` around `values`, cut so that no bar leaves [lower, upper] (a KL is
-    ≥ 0, a win rate in [0, 1]: a standard error does not make a negative KL possible). A value already outside the
-    range (a k1 KL estimate can be negative) gets no bar on that side."""
+    """`[below, above]` bar lengths for `errors` around `values`, cut so that no bar leaves [lower, upper]; a value
+    already outside (a k1 KL estimate can be negative) gets no bar on that side."""
     below = [max(0.0, min(e, v - lower)) for v, e in zip(values, errors, strict=True)]
     above = [max(0.0, min(e, upper - v)) for v, e in zip(values, errors, strict=True)]
     return [below, above]
 
 
 def _error_bars(ax, xs: list, ys: list, xerr: list | None, yerr: list, color, y_bounds: tuple) -> None:
-    """One-standard-error bars (`None` or 0: no bar in that direction); KL bars stop at 0, y bars at `y_bounds`."""
+    """One-standard-error bars; KL bars stop at 0, y bars at `y_bounds`."""
     xerr = None if xerr is None else clipped_errors(xs, xerr, 0.0, math.inf)
     yerr = clipped_errors(ys, yerr, *y_bounds)
     ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor=color, alpha=0.6, capsize=2, zorder=2)
 
 
 def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path: str | Path, title: str = "") -> str:
-    """The demo's figure (PNG, and SVG beside it): (left) reward vs exact KL(π‖π_ref) along training against the
-    exact Best-of-N frontier; (right) exact KL(π‖π_BoN) for each N along training.
-
-    Args:
-        history: one dict per logged step with `step`, `reward`, `kl_ref` and `kl_to_bon{N}` keys.
-        bon_points: one dict per N with `n`, `kl_ref`, `reward`.
-        reference: `{"reward": …}` of π_ref.
-    """
+    """The demo's figure (PNG and SVG): reward vs exact KL(π‖π_ref) against the exact Best-of-N points, and exact
+    KL(π‖π_BoN) for each N, along training (`history` rows: `step`, `reward`, `kl_ref`, `kl_to_bon{N}`)."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
     bon_xs = [0.0] + [b["kl_ref"] for b in bon_points]

@@ -1,8 +1,6 @@
-"""Write an offline try-out kit and print the command line of every `trl-bon` command, the `trl-bon kit` subcommand.
+"""Write the offline try-out kit (docs/tryout.md) and print its command lines, the `trl-bon kit` subcommand.
 
-    trl-bon kit trl_bon_kit            # then copy the printed lines, one by one
-
-docs/tryout.md lists what the kit holds; each command runs offline on a CPU in about 10 s and writes to `<kit>/out/`.
+trl-bon kit trl_bon_kit            # then copy the printed lines, one by one
 """
 
 import argparse

@@ -1,9 +1,6 @@
-"""Redraw the figures of an evaluation, the `trl-bon plot` subcommand.
+"""Redraw an evaluation's figures from its `results.json`, without a model, the `trl-bon plot` subcommand.
 
-    trl-bon plot eval-imdb/results.json --log_x --xlim 0 5 --win_rate_ylim 0.4 1
-
-`trl-bon eval` draws `reward_vs_kl.png` and `win_rate_vs_kl.png` with default axes; this redraws them from
-`results.json` (no model is loaded), e.g. with a symmetric-log KL axis when one checkpoint's KL dwarfs the others.
+trl-bon plot eval-imdb/results.json --log_x --xlim 0 5 --win_rate_ylim 0.4 1
 """
 
 import argparse
