@@ -39,7 +39,8 @@ class EvaluationResults:
 
 @dataclass
 class EvalOptions:
-    """What [`evaluate_checkpoints`] measures and writes (the sampling itself is set by the reference [`Sampler`]).
+    """What [`evaluate_checkpoints`] measures and writes (the sampling itself is set by the reference [`Sampler`]);
+    nothing is written without `output_dir`.
 
     Args:
         bon_ns (`tuple[int]`, *optional*, defaults to `(2, 4, 8, 16)`):
@@ -50,8 +51,6 @@ class EvalOptions:
             Smoothing of p̂≤ when a sample is below every reference sample (see `core.empirical_quantile`).
         kl_metric (`str`, *optional*, defaults to `"kl_k1"`):
             Checkpoint KL on the plots' x axis (`"kl_k1"` or `"kl_k3"`).
-        output_dir (`str`, *optional*):
-            Where `results.json`, `results.csv` and the plots go; nothing is written when `None`.
     """
 
     bon_ns: Sequence[int] = (2, 4, 8, 16)
@@ -66,8 +65,8 @@ class EvalOptions:
         self.bon_ns = sorted(set(int(n) for n in self.bon_ns))
         if self.bon_ns and self.bon_ns[0] < 2:
             raise ValueError(f"Best-of-N needs N >= 2 for the reference points, got bon_ns={self.bon_ns}.")
-        if self.num_reference_samples < 2 or self.bon_ns and self.num_reference_samples <= self.bon_ns[-1]:
-            largest = self.bon_ns[-1] if self.bon_ns else 1
+        largest = max(self.bon_ns, default=1)
+        if self.num_reference_samples <= largest:
             raise ValueError(
                 f"`num_reference_samples` ({self.num_reference_samples}) must exceed the largest N ({largest}) and "
                 "be at least 2: Best-of-N draws use the first N reference samples and p̂≤ the other M − N. Set "
@@ -139,8 +138,8 @@ def _sequence_logps(sampler: Sampler, prompt_ids: list, completion_ids: list) ->
 def _effective_n(win_rate_vs_ref: float, kl: float) -> dict:
     """The N of the Best-of-N with this win rate against π_ref and this KL(π‖π_ref) (docs/metrics.md)."""
     return {
-        "effective_n_win": effective_n_from_win_rate(torch.tensor(win_rate_vs_ref, dtype=torch.float64)).item(),
-        "effective_n_kl": effective_n_from_kl(torch.tensor(kl, dtype=torch.float64)).item(),
+        "effective_n_win": effective_n_from_win_rate(win_rate_vs_ref).item(),
+        "effective_n_kl": effective_n_from_kl(kl).item(),
     }
 
 
@@ -162,9 +161,6 @@ def evaluate_checkpoints(
         reference ([`~trl_bon.sampling.Sampler`], `str` or model):
             π_ref with the training's sampling settings, which serve every model; a path or model is wrapped in
             `Sampler(reference)`.
-        judges (`dict[str, reward]`, *optional*):
-            Extra scorers of the very samples the reward scored: each adds `<name>` and `<name>_win_rate_vs_ref` to
-            every row.
     """
     from .rewards import as_scorer
 
@@ -279,28 +275,20 @@ def evaluate_checkpoints(
             "reference_model": reference.model_name,
         },
     )
-    if options.output_dir is not None:
-        results.files = write_results(results, options.output_dir, plot=options.plot, kl_metric=options.kl_metric)
-    return results
-
-
-def write_results(results: EvaluationResults, output_dir: str | Path, plot: bool = True, kl_metric: str = "kl_k1"):
-    """Write `results.json`, `results.csv` (one row per checkpoint, BoN point and π_ref) and, with `plot`, the PNGs."""
-    output_dir = Path(output_dir)
+    if options.output_dir is None:
+        return results
+    output_dir = Path(options.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    files = {"json": str(output_dir / "results.json"), "csv": str(output_dir / "results.csv")}
-    rows = [{"kind": "reference", **results.reference}]
-    rows += [{"kind": "bon", "name": f"BoN-{b['n']}", **b} for b in results.bon]
-    rows += [{"kind": "checkpoint", **c} for c in results.checkpoints]
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(files["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+    results.files = {"json": str(output_dir / "results.json"), "csv": str(output_dir / "results.csv")}
+    table = [{"kind": "reference", **reference_row}, *({"kind": "bon", "name": f"BoN-{b['n']}", **b} for b in bon)]
+    table += [{"kind": "checkpoint", **row} for row in rows]
+    with open(results.files["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in table for key in row)))
         writer.writeheader()
-        writer.writerows(rows)
-    if plot:
+        writer.writerows(table)
+    if options.plot:
         from .plotting import plot_pareto
 
-        files.update(plot_pareto(asdict(results), output_dir, kl_metric=kl_metric))
-    with open(files["json"], "w") as f:
-        json.dump({**asdict(results), "files": files}, f, indent=2, default=str)
-    return files
+        results.files.update(plot_pareto(asdict(results), output_dir, kl_metric=options.kl_metric))
+    Path(results.files["json"]).write_text(json.dumps(asdict(results), indent=2, default=str))
+    return results

@@ -79,15 +79,13 @@ def plot_pareto(
     methods: list[str] | None = None,
 ) -> dict:
     """Draw one metric-vs-KL figure (PNG and SVG) per `(key, y label, file name[, title])` in `metrics` from an
-    evaluation result dict; docs/cli.md (`trl-bon plot`) describes the figure and the options.
+    evaluation result dict; return `{file name without .png: PNG path}`. docs/cli.md (`trl-bon plot`) describes the
+    figure and the options.
 
     Args:
         log_x: symmetric-log KL axis, for when one checkpoint's KL dwarfs the others.
         ylim: `{key: (bottom, top)}` per metric; `None` in `xlim` or `ylim` keeps matplotlib's choice.
         methods: draw only these methods (`method` of `method@step`, or a whole name), in this order.
-
-    Returns:
-        `{file name without .png: PNG path}`.
     """
     plt = _pyplot()
     from matplotlib.lines import Line2D
@@ -140,9 +138,8 @@ def plot_pareto(
                 if last or rank == 0 and len(groups) <= FIRST_STEP_LABELS_UP_TO:
                     label = ax.annotate(
                         f"{step:g}", (xs[i + 1], ys[i + 1]), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                        color=color, zorder=5, bbox=LABEL_BACKGROUND,
+                        color=color, zorder=5, bbox=LABEL_BACKGROUND, in_layout=False,
                     )  # fmt: skip
-                    label.set_in_layout(False)
                     (last_labels if last else first_labels).append(label)
         ax.plot([0.0], [ref_y], "ks", ms=7, label="π_ref", zorder=4)
         if key not in EXACT_AT_REFERENCE:
@@ -160,19 +157,17 @@ def plot_pareto(
             ax.set_ylim(*ylim[key])
         estimator = kl_metric.removeprefix("kl_")
         ax.set(xlabel=f"KL(π‖π_ref) [nats; {estimator} estimate, summed over completion tokens]", ylabel=ylabel)
-        marked = _effective_n_axis(ax)
         name = ylabel.split(" (")[0]
-        default_title = f"{name[0].upper()}{name[1:]} against KL to π_ref"
-        ax.set_title(own_title[0] if own_title else default_title, fontsize=11, pad=18 if marked else 6)
+        own_title = own_title[0] if own_title else f"{name[0].upper()}{name[1:]} against KL to π_ref"
+        ax.set_title(own_title, fontsize=11, pad=18 if _effective_n_axis(ax) else 6)
         if title:
             fig.suptitle(title, fontsize=12)
         ax.grid(alpha=0.3)
         handles, names = ax.get_legend_handles_labels()
         handles = [legend_handles.get(name, handle) for handle, name in zip(handles, names, strict=True)]
         # with trajectories, the legend goes right of the axes and explains the step markers in its title
-        outside = {"title": legend_title, "title_fontsize": 7, "loc": "upper left"}
-        outside.update(bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-        ax.legend(handles, names, fontsize=8, **(outside if groups else {"loc": "best"}))
+        outside = dict(title=legend_title, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        ax.legend(handles, names, fontsize=8, title_fontsize=7, **(outside if groups else {"loc": "best"}))
         fig.canvas.draw()  # lay the figure out, so that the labels' boxes are final
         _hide_overlapping(last_labels + first_labels, fixed_labels)  # last steps first: they are kept on overlaps
         files[filename.removesuffix(".png")] = _save(fig, Path(output_dir) / filename, dpi=150)

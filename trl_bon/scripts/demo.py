@@ -59,16 +59,7 @@ def _rounded(probs) -> list[float]:
     return [round(p, 6) for p in probs.tolist()]
 
 
-def run(
-    steps: int,
-    output_dir: str,
-    seed: int,
-    quick: bool,
-    lr: float,
-    anchor_ema_rate: float,
-    prompts_per_step: int,
-    plot: bool,
-) -> dict:
+def run(options: argparse.Namespace) -> dict:
     """Train J-BOND on the one-token task with `make_parser`'s options; return the results, also in `output_dir`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -85,7 +76,8 @@ def run(
 
     hf_logging.disable_progress_bar()
     start = time.time()
-    output_dir = Path(output_dir)
+    steps, prompts_per_step, seed = options.steps, options.prompts_per_step, options.seed
+    output_dir = Path(options.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     task = build_one_token_task(output_dir / "task", seed=seed)
     bon_targets = {n: bon_probs(task.ref_probs, task.rewards, n) for n in BON_NS}
@@ -107,21 +99,21 @@ def run(
             probs = task.policy_probs(model)
             history.append({"step": step, **exact_metrics(probs, task, bon_targets), "probs": _rounded(probs)})
             if step % (eval_every * 5) == 0 or step == steps:
-                kls = "  ".join(f"N={n}: {history[-1][f'kl_to_bon{n}']:.4f}" for n in BON_NS)
+                row = history[-1]
+                kls = "  ".join(f"N={n}: {row[f'kl_to_bon{n}']:.4f}" for n in BON_NS)
                 print(
-                    f"step {step:4d}  reward {history[-1]['reward']:.3f}  KL(π‖π_ref) {history[-1]['kl_ref']:.3f}  "
-                    f"KL(π‖π_BoN) {kls}",
+                    f"step {step:4d}  reward {row['reward']:.3f}  KL(π‖π_ref) {row['kl_ref']:.3f}  KL(π‖π_BoN) {kls}",
                     flush=True,
                 )
 
-    args = JBondConfig(
+    config = JBondConfig(
         output_dir=str(output_dir / "run"),
         max_completion_length=1,  # one-token completions: the policy is the model's softmax
         max_steps=steps,
-        learning_rate=lr,
+        learning_rate=options.lr,
         lr_scheduler_type="constant",
         per_device_train_batch_size=3 * prompts_per_step,  # 1 policy + 2 anchor completions per prompt
-        anchor_ema_rate=anchor_ema_rate,
+        anchor_ema_rate=options.anchor_ema_rate,
         seed=seed,
         use_cpu=True,
         bf16=False,
@@ -129,19 +121,18 @@ def run(
         save_strategy="no",
         logging_steps=max(1, steps // 10),
         disable_tqdm=True,
-        dataloader_num_workers=0,
     )
     trainer = JBondTrainer(
         model=task.model_path,
         reward_funcs=task.reward_func,
-        args=args,
+        args=config,
         train_dataset=task.dataset(steps * prompts_per_step),
         callbacks=[ExactMetrics()],
     )
     trainer.remove_callback(PrinterCallback)  # the exact-metric lines above replace the raw log dicts
     print(
-        f"J-BOND on the 6-outcome toy task: {steps} steps, {prompts_per_step} prompts/step, lr {lr}, "
-        f"anchor EMA η = {anchor_ema_rate}\nexact Best-of-N points: "
+        f"J-BOND on the 6-outcome toy task: {steps} steps, {prompts_per_step} prompts/step, lr {options.lr}, "
+        f"anchor EMA η = {options.anchor_ema_rate}\nexact Best-of-N points: "
         + "  ".join(f"N={b['n']}: reward {b['reward']:.3f} KL {b['kl_ref']:.3f}" for b in bon_points),
         flush=True,
     )
@@ -149,8 +140,8 @@ def run(
     trainer.train()
     # The Best-of-N the policy is closest to (in KL(π‖π_BoN)), and its distance on the BoN frontier.
     nearest = min(BON_NS, key=lambda n: history[-1][f"kl_to_bon{n}"])
-    settings = dict(steps=steps, prompts_per_step=prompts_per_step, lr=lr, anchor_ema_rate=anchor_ema_rate, seed=seed)
-    settings.update(quick=quick, trainer="JBondTrainer", mode="jbond", fine_tuning="full")
+    settings = {key: value for key, value in vars(options).items() if key not in ("output_dir", "plot")}
+    settings.update(trainer="JBondTrainer", mode="jbond", fine_tuning="full", jeffreys_beta=config.jeffreys_beta)
     results = {
         "task": {
             "ref_probs": task.ref_probs.tolist(),
@@ -161,16 +152,16 @@ def run(
         "bon": bon_points,
         "history": history,
         "final": {**history[-1], "nearest_bon_n": nearest},
-        "settings": {**settings, "jeffreys_beta": args.jeffreys_beta},
+        "settings": settings,
         "files": {},
     }
-    if not quick:
+    if not options.quick:
         trainer.save_model(str(output_dir / "model"))
         results["files"]["model"] = str(output_dir / "model")
-    if plot:
+    if options.plot:
         from trl_bon.plotting import plot_demo
 
-        title = f"J-BOND (EMA anchor η={anchor_ema_rate}) vs exact Best-of-N, 6-outcome toy task"
+        title = f"J-BOND (EMA anchor η={options.anchor_ema_rate}) vs exact Best-of-N, 6-outcome toy task"
         results["files"]["png"] = plot_demo(history, bon_points, reference, output_dir / "demo.png", title=title)
     results["files"]["json"] = str(output_dir / "demo.json")
     results["wall_time_s"] = round(time.time() - start, 1)
@@ -185,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if value < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
         setattr(args, name, value)
-    results = run(**vars(args))
+    results = run(args)
     final, n = results["final"], results["final"]["nearest_bon_n"]
     bon_n = next(b for b in results["bon"] if b["n"] == n)
     print(
