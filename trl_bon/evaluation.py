@@ -136,7 +136,6 @@ def _sequence_logps(sampler: Sampler, prompt_ids: list, completion_ids: list) ->
 
 
 def _effective_n(win_rate_vs_ref: float, kl: float) -> dict:
-    """The N of the Best-of-N with this win rate against π_ref and this KL(π‖π_ref) (docs/metrics.md)."""
     return {
         "effective_n_win": effective_n_from_win_rate(win_rate_vs_ref).item(),
         "effective_n_kl": effective_n_from_kl(kl).item(),
@@ -172,7 +171,7 @@ def evaluate_checkpoints(
             "pass a `Sampler` with `backend='transformers'`."
         )
     prompts, columns = prompts_and_columns(prompts)
-    check_prompts(prompts)
+    check_prompts(prompts)  # before `reference.tokenizer` loads π_ref
     scorer = as_scorer(reward)
     judges = {name: as_scorer(judge) for name, judge in (judges or {}).items()}
     for name, checkpoint in checkpoints.items():  # before any sampling

@@ -114,7 +114,7 @@ def plot_pareto(
             ax.plot([0.0, *bon_xs], ys, "k-o", ms=4, label="Best-of-N (KL bound)")
             if all("kl_estimate" in b for b in bon):  # a table rebuilt from printed bounds may not have it
                 ax.plot([0.0] + [b["kl_estimate"] for b in bon], ys, "k--", alpha=0.5, label="Best-of-N (KL estimate)")
-            _error_bars(ax, bon_xs, ys[1:], None, [_sem(b, key) for b in bon], "k", bounds)
+            _error_bars(ax, bon_xs, ys[1:], bon, key, "k", bounds)
             # N above-left of each point: the region over the Best-of-N curve is where trained policies rarely go
             fixed_labels = [
                 ax.annotate(f"N={b['n']}", (x, y), textcoords="offset points", xytext=(-5, 5), ha="right", fontsize=8)
@@ -127,8 +127,7 @@ def plot_pareto(
             ys = [ref_y] + [row[key] for _, row in points]
             xs_all += xs
             ax.plot(xs, ys, "-", color=color, lw=1.4, alpha=0.8, zorder=2, label=method)
-            xerr = [_sem(row, kl_metric) for _, row in points]
-            _error_bars(ax, xs[1:], ys[1:], xerr, [_sem(row, key) for _, row in points], color, bounds)
+            _error_bars(ax, xs[1:], ys[1:], [row for _, row in points], key, color, bounds, x_key=kl_metric)
             _step_markers(ax, xs[1:], ys[1:], color, marker)
             # the legend shows the method's line with its marker at full size
             legend_handles[method] = Line2D([], [], color=color, marker=marker, ms=6, mec="k", mew=0.4)
@@ -143,7 +142,7 @@ def plot_pareto(
                     (last_labels if last else first_labels).append(label)
         ax.plot([0.0], [ref_y], "ks", ms=7, label="π_ref", zorder=4)
         if key not in EXACT_AT_REFERENCE:
-            _error_bars(ax, [0.0], [ref_y], None, [_sem(reference, key)], "k", bounds)
+            _error_bars(ax, [0.0], [ref_y], [reference], key, "k", bounds)
         if log_x:
             # linear up to the decade below the smallest positive KL, so π_ref at 0 stays on the plot and the ticks
             # fall on powers of ten; no empty negative side when every point has KL >= 0 (a k1 estimate can be < 0)
@@ -245,15 +244,14 @@ def _hide_overlapping(labels: list, fixed: list = (), avoid_markers: bool = True
 def clipped_errors(values: list, errors: list, lower: float, upper: float) -> list[list[float]]:
     """`[below, above]` bar lengths for `errors` around `values`, cut so that no bar leaves [lower, upper]; a value
     already outside (a k1 KL estimate can be negative) gets no bar on that side."""
-    below = [max(0.0, min(e, v - lower)) for v, e in zip(values, errors, strict=True)]
-    above = [max(0.0, min(e, upper - v)) for v, e in zip(values, errors, strict=True)]
-    return [below, above]
+    pairs = list(zip(values, errors, strict=True))
+    return [[max(0.0, min(e, v - lower)) for v, e in pairs], [max(0.0, min(e, upper - v)) for v, e in pairs]]
 
 
-def _error_bars(ax, xs: list, ys: list, xerr: list | None, yerr: list, color, y_bounds: tuple) -> None:
-    """One-standard-error bars; KL bars stop at 0, y bars at `y_bounds`."""
-    xerr = None if xerr is None else clipped_errors(xs, xerr, 0.0, math.inf)
-    yerr = clipped_errors(ys, yerr, *y_bounds)
+def _error_bars(ax, xs: list, ys: list, rows: list, key: str, color, y_bounds: tuple, x_key: str | None = None):
+    """One-standard-error bars of the rows' `key` (and KL `x_key`); KL bars stop at 0, y bars at `y_bounds`."""
+    xerr = None if x_key is None else clipped_errors(xs, [_sem(row, x_key) for row in rows], 0.0, math.inf)
+    yerr = clipped_errors(ys, [_sem(row, key) for row in rows], *y_bounds)
     ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor=color, alpha=0.6, capsize=2, zorder=2)
 
 

@@ -34,14 +34,12 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
         parser.add_argument(*dict.fromkeys([f"--{name}", f"--{name.replace('-', '_')}"]), **kwargs)
 
     flag("steps", type=int, default=None, help="Optimizer steps (default 300, or 40 with --quick).")
-    help_dir = "Directory for demo.json, demo.png, demo.svg and the trained model (default: ./trl_bon_demo)."
-    flag("output-dir", default="trl_bon_demo", help=help_dir)
+    flag("output-dir", default="trl_bon_demo", help="Folder for demo.json/png/svg, the model (default: %(default)s).")
     flag("seed", type=int, default=0, help="Random seed of the model build and of training.")
     flag("quick", action="store_true", help="Reduced size for tests: 40 steps, 8 prompts per step, no model saving.")
     flag("lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3).")
     flag("anchor-ema-rate", type=float, default=0.02, help="Anchor EMA rate η (default 0.02, the paper's value).")
-    help_prompts = "Prompts per optimizer step, 3 completions each (default 16, or 8 with --quick)."
-    flag("prompts-per-step", type=int, default=None, help=help_prompts)
+    flag("prompts-per-step", type=int, default=None, help="Prompts per step, 3 samples each (default 16; --quick: 8).")
     flag("no-plot", dest="plot", action="store_false", help="Skip the PNG.")
     return parser
 
@@ -61,10 +59,9 @@ def _rounded(probs) -> list[float]:
 
 def run(options: argparse.Namespace) -> dict:
     """Train J-BOND on the one-token task with `make_parser`'s options; return the results, also in `output_dir`."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("CI", "true")  # TRL skips telemetry when CI is set
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    quiet = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "CI": "true", "TRANSFORMERS_VERBOSITY": "error"}
+    for name, value in quiet.items():  # offline and quiet; TRL skips telemetry when CI is set
+        os.environ.setdefault(name, value)
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' gradient_checkpointing renames
     import torch
     from transformers import PrinterCallback, TrainerCallback

@@ -76,8 +76,7 @@ def kit_configs(root: Path) -> dict[str, dict]:
     }
 
 
-#: The kit's 0/1 verifier, written next to its YAML files and passed by dotted path (`verifier.says_the`), as a user
-#: passes their own (docs/verifiable_rewards.md).
+#: The 0/1 verifier, passed by dotted path (`verifier.says_the`) as users pass theirs (docs/verifiable_rewards.md).
 VERIFIER = """\"\"\"A 0/1 verifier for the try-out kit: 1.0 if the completion contains the word "the", else 0.0.\"\"\"
 
 
