@@ -112,8 +112,7 @@ def _check_checkpoint(name: str, checkpoint, tokenizer) -> None:
         if own.get_vocab() != tokenizer.get_vocab():
             raise ValueError(
                 f"Checkpoint '{name}' ships a tokenizer with another vocabulary than π_ref's ({len(own)} vs "
-                f"{len(tokenizer)} tokens); every model is sampled and scored with π_ref's tokenizer. Evaluate "
-                "checkpoints trained from this π_ref."
+                f"{len(tokenizer)} tokens); evaluate checkpoints trained from this π_ref."
             )
 
 

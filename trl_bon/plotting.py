@@ -177,23 +177,18 @@ def _effective_n_axis(ax) -> bool:
     """Marks along the top edge at the Best-of-N KL bound of N = 2, 4, 8, … (effective N, docs/metrics.md); in data
     coordinates along x, as a secondary axis would not follow the symlog scale."""
     low, high = ax.get_xlim()
-    marks, last = [], None
+    edge = ax.get_xaxis_transform()  # x in data coordinates, y in axes coordinates
+    last = None  # the previous mark, in axes fractions (which a later resizing of the axes leaves as they are)
     for n in (2**k for k in range(1, 13)):
         x = math.log(n) - (n - 1) / n  # `core.bon_kl_bound`, restated: importing `core` would pull torch
-        if not low <= x <= high:
-            continue
-        # in axes fractions, which a later change of the axes' size (legend, layout) leaves as they are
         fraction = ax.transAxes.inverted().transform(ax.transData.transform((x, 0.0)))[0]
-        if last is None or fraction - last >= 0.09:  # KL grows like log N: on a log axis the large N would crowd
-            marks.append((n, x))
+        if low <= x <= high and (last is None or fraction - last >= 0.09):  # on a log axis the large N would crowd
+            ax.plot([x, x], [1.0, 1.015], color="0.3", lw=0.8, transform=edge, clip_on=False)
+            ax.text(x, 1.02, f"N={n}", transform=edge, ha="center", va="bottom", fontsize=7, color="0.3")
             last = fraction
-    edge = ax.get_xaxis_transform()  # x in data coordinates, y in axes coordinates
-    for n, x in marks:
-        ax.plot([x, x], [1.0, 1.015], color="0.3", lw=0.8, transform=edge, clip_on=False)
-        ax.text(x, 1.02, f"N={n}", transform=edge, ha="center", va="bottom", fontsize=7, color="0.3")
-    if marks:
+    if last is not None:
         ax.set_xlabel(ax.get_xlabel() + "\nmarks on top: the Best-of-N of that KL (effective N, N_KL)")
-    return bool(marks)
+    return last is not None
 
 
 def _sem(row: dict, key: str) -> float:

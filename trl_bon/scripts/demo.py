@@ -24,11 +24,7 @@ BON_NS = (2, 4, 8, 16)
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Offline J-BOND demo on a tiny task with a known exact Best-of-N distribution: trains "
-        "JBondTrainer on CPU and plots reward and KL against the exact Best-of-N points.",
-    )
+    parser = argparse.ArgumentParser(prog=prog, description="Train J-BOND on CPU on a toy task with exact Best-of-N.")
 
     def flag(name: str, **kwargs):  # `--output-dir` and `--output_dir` alike
         parser.add_argument(*dict.fromkeys([f"--{name}", f"--{name.replace('-', '_')}"]), **kwargs)
@@ -135,7 +131,6 @@ def run(options: argparse.Namespace) -> dict:
     )
     torch.manual_seed(seed)
     trainer.train()
-    # The Best-of-N the policy is closest to (in KL(π‖π_BoN)), and its distance on the BoN frontier.
     nearest = min(BON_NS, key=lambda n: history[-1][f"kl_to_bon{n}"])
     settings = {key: value for key, value in vars(options).items() if key not in ("output_dir", "plot")}
     settings.update(trainer="JBondTrainer", mode="jbond", fine_tuning="full", jeffreys_beta=config.jeffreys_beta)

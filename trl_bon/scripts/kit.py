@@ -118,11 +118,7 @@ def write_kit(root: str | Path, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Write a tiny offline model, reward model, prompt dataset and one YAML per command, then print "
-        "the `trl-bon` command lines that run on them on a CPU.",
-    )
+    parser = argparse.ArgumentParser(prog=prog, description="Write the offline try-out kit and print its commands.")
     parser.add_argument("directory", help="Folder to write the kit to (created; existing kit files are replaced).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the tiny models' initialisation.")
     return parser
