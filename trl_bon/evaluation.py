@@ -68,9 +68,8 @@ class EvalOptions:
         largest = max(self.bon_ns, default=1)
         if self.num_reference_samples <= largest:
             raise ValueError(
-                f"`num_reference_samples` ({self.num_reference_samples}) must exceed the largest N ({largest}) and "
-                "be at least 2: Best-of-N draws use the first N reference samples and p̂≤ the other M − N. Set "
-                f"`num_reference_samples` to at least {max(2, 2 * largest)} or drop the large N from `bon_ns`."
+                f"`num_reference_samples` ({self.num_reference_samples}) must exceed the largest N ({largest}): "
+                f"Best-of-N uses the first N samples, p̂≤ the other M − N. Set it to {2 * largest} or drop the large N."
             )
         if self.num_policy_samples < 1:
             raise ValueError(f"`num_policy_samples` must be at least 1, got {self.num_policy_samples}.")
@@ -154,8 +153,7 @@ def evaluate_checkpoints(
 
     Args:
         checkpoints (`dict[str, str | PreTrainedModel]`):
-            Name → model path (full model or LoRA adapter folder) or instance; `"method@step"` names are drawn as one
-            line per method. May be empty (π_ref and Best-of-N alone).
+            Name → model path (model or LoRA adapter folder) or instance; `"method@step"` names share a line in plots.
         reference ([`~trl_bon.sampling.Sampler`], `str` or model):
             π_ref with the training's sampling settings, which serve every model; a path or model is wrapped in
             `Sampler(reference)`.
@@ -164,11 +162,8 @@ def evaluate_checkpoints(
 
     options = options or EvalOptions()
     reference = reference if isinstance(reference, Sampler) else Sampler(reference)
-    if reference.backend != "transformers":
-        raise ValueError(
-            "The evaluation scores every sample with the models' own log-probs, so it samples with transformers: "
-            "pass a `Sampler` with `backend='transformers'`."
-        )
+    if reference.backend != "transformers":  # every sample is scored with the models' own log-probs
+        raise ValueError("The evaluation needs transformers log-probs: pass a `Sampler` with backend='transformers'.")
     prompts, columns = prompts_and_columns(prompts)
     check_prompts(prompts)  # before `reference.tokenizer` loads π_ref
     scorer = as_scorer(reward)

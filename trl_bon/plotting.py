@@ -19,8 +19,7 @@ def _pyplot():
     return plt
 
 
-# tab20 reordered: its ten strong shades (tab10's colours) first, then their light partners. Its two greys are left
-# out so that no method can be mistaken for Best-of-N and π_ref, which are drawn in black.
+# tab20 reordered: its strong shades first, then their light partners; no greys (Best-of-N and π_ref are black).
 _TAB20_ORDER = (0, 2, 4, 6, 8, 10, 12, 16, 18, 1, 3, 5, 7, 9, 11, 13, 17, 19)
 #: 13 markers against 18 colours (coprime): the first 234 methods get distinct (colour, marker) pairs.
 METHOD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*", "d")
@@ -83,7 +82,6 @@ def plot_pareto(
     figure and the options.
 
     Args:
-        log_x: symmetric-log KL axis, for when one checkpoint's KL dwarfs the others.
         ylim: `{key: (bottom, top)}` per metric; `None` in `xlim` or `ylim` keeps matplotlib's choice.
         methods: draw only these methods (`method` of `method@step`, or a whole name), in this order.
     """
@@ -97,7 +95,6 @@ def plot_pareto(
             raise ValueError(f"No checkpoints of {missing} in the results; they hold {sorted(groups)}.")
         groups = {method: groups[method] for method in methods}
     bon, reference = results["bon"], results["reference"]
-    # the legend's title says how the step is drawn, with the step range when every trajectory shares it
     ranges = {(points[0][0], points[-1][0]) for points in groups.values() if points[-1][0] != float("inf")}
     span = " ({:g} → {:g})".format(*next(iter(ranges))) if len(ranges) == 1 else ""
     labelled = "first and last" if len(groups) <= FIRST_STEP_LABELS_UP_TO else "last"
@@ -217,8 +214,7 @@ def _hide_overlapping(labels: list, fixed: list = (), avoid_markers: bool = True
     from matplotlib.transforms import Bbox
 
     ax = labels[0].axes
-    renderer = ax.figure.canvas.get_renderer()
-    placed = [text.get_window_extent(renderer) for text in fixed]
+    placed = [text.get_window_extent() for text in fixed]  # the figure is drawn: the boxes are final
     markers = []  # (data point, display box) of every scattered marker
     for collection in ax.collections:
         scattered = avoid_markers and isinstance(collection, PathCollection)  # markers, not error bars
@@ -228,7 +224,7 @@ def _hide_overlapping(labels: list, fixed: list = (), avoid_markers: bool = True
             x, y = ax.transData.transform(point)
             markers.append((tuple(point), Bbox.from_extents(x - radius, y - radius, x + radius, y + radius)))
     for label in labels:
-        box = label.get_window_extent(renderer)
+        box = label.get_window_extent()
         others = [marker for point, marker in markers if point != tuple(label.xy)]
         if any(box.overlaps(other) for other in placed + others):
             label.set_visible(False)

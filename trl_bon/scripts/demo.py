@@ -71,8 +71,7 @@ def run(options: argparse.Namespace) -> dict:
     start = time.time()
     steps, prompts_per_step, seed = options.steps, options.prompts_per_step, options.seed
     output_dir = Path(options.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    task = build_one_token_task(output_dir / "task", seed=seed)
+    task = build_one_token_task(output_dir / "task", seed=seed)  # creates `output_dir`
     bon_targets = {n: bon_probs(task.ref_probs, task.rewards, n) for n in BON_NS}
     reference = exact_metrics(task.ref_probs, task)
     bon_points = [{"n": n, **exact_metrics(p, task), "kl_bound": bon_kl_bound(n)} for n, p in bon_targets.items()]

@@ -29,8 +29,7 @@ from trl_bon.scripts.utils import (
 
 @dataclass
 class EvalScriptArguments(BoNScriptArguments, GenerationSettings):
-    """Arguments of `trl-bon eval`: dataset, rewards and prompt transform as in the training scripts, sampling settings
-    as [`~trl_bon.sampling.GenerationSettings`] declares them, and the options below (their `help` is `--help`'s)."""
+    """Arguments of `trl-bon eval`: the training scripts' dataset, reward and sampling options, and those below."""
 
     checkpoints: list[str] = field(default_factory=list, metadata={"help": "`NAME=PATH` or `PATH` (docs/cli.md)."})
     output_dir: str = field(default="trl_bon_eval", metadata={"help": "Where results.json/csv and the PNGs go."})
