@@ -45,19 +45,6 @@ FIRST_STEP_LABELS_UP_TO = 4
 LABEL_BACKGROUND = dict(boxstyle="round,pad=0.1", facecolor="white", edgecolor="none", alpha=0.75)
 
 
-def trajectories(checkpoint_rows: list[dict]) -> dict[str, list[tuple[float, dict]]]:
-    """`{method: [(step, row), …]}` in step order; `method@step` names share a method, other names are their own."""
-    groups: dict[str, list] = {}
-    for row in checkpoint_rows:
-        method, _, step = row["name"].partition("@")
-        try:
-            step = float(step)
-        except ValueError:  # no numeric step: last in its trajectory (`run@final`) or a method of its own (a name)
-            method, step = (method if step else row["name"]), float("inf")
-        groups.setdefault(method, []).append((step, row))
-    return {method: sorted(points, key=lambda point: point[0]) for method, points in groups.items()}
-
-
 def _step_markers(ax, xs: list, ys: list, color, marker: str, linewidths: float = 0.4) -> None:
     """Markers growing and darkening with the step: no second colour scale to fight the method's colour."""
     ts = [i / (len(xs) - 1) if len(xs) > 1 else 1.0 for i in range(len(xs))]
@@ -88,7 +75,15 @@ def plot_pareto(
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
-    groups = trajectories(results["checkpoints"])
+    groups: dict[str, list] = {}  # `{method: [(step, row), …]}`: `method@step` names share a method
+    for row in results["checkpoints"]:
+        method, _, step = row["name"].partition("@")
+        try:
+            step = float(step)
+        except ValueError:  # no numeric step: last in its trajectory (`run@final`) or a method of its own (a name)
+            method, step = (method if step else row["name"]), float("inf")
+        groups.setdefault(method, []).append((step, row))
+    groups = {method: sorted(points, key=lambda point: point[0]) for method, points in groups.items()}
     if methods is not None:
         missing = [method for method in methods if method not in groups]
         if missing:

@@ -130,7 +130,6 @@ def run(options: argparse.Namespace) -> dict:
     )
     torch.manual_seed(seed)
     trainer.train()
-    nearest = min(BON_NS, key=lambda n: history[-1][f"kl_to_bon{n}"])
     settings = {key: value for key, value in vars(options).items() if key not in ("output_dir", "plot")}
     settings.update(trainer="JBondTrainer", mode="jbond", fine_tuning="full", jeffreys_beta=config.jeffreys_beta)
     results = {
@@ -142,7 +141,7 @@ def run(options: argparse.Namespace) -> dict:
         "reference": reference,
         "bon": bon_points,
         "history": history,
-        "final": {**history[-1], "nearest_bon_n": nearest},
+        "final": {**history[-1], "nearest_bon_n": min(BON_NS, key=lambda n: history[-1][f"kl_to_bon{n}"])},
         "settings": settings,
         "files": {},
     }
