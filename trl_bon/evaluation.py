@@ -273,7 +273,7 @@ def evaluate_checkpoints(
     output_dir = Path(options.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results.files = {"json": str(output_dir / "results.json"), "csv": str(output_dir / "results.csv")}
-    table = [{"kind": "reference", **reference_row}, *({"kind": "bon", "name": f"BoN-{b['n']}", **b} for b in bon)]
+    table = [{"kind": "reference", **reference_row}] + [{"kind": "bon", "name": f"BoN-{b['n']}", **b} for b in bon]
     table += [{"kind": "checkpoint", **row} for row in rows]
     with open(results.files["csv"], "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in table for key in row)))

@@ -149,8 +149,8 @@ def plot_pareto(
         estimator = kl_metric.removeprefix("kl_")
         ax.set(xlabel=f"KL(π‖π_ref) [nats; {estimator} estimate, summed over completion tokens]", ylabel=ylabel)
         name = ylabel.split(" (")[0]
-        own_title = own_title[0] if own_title else f"{name[0].upper()}{name[1:]} against KL to π_ref"
-        ax.set_title(own_title, fontsize=11, pad=18 if _effective_n_axis(ax) else 6)
+        heading = own_title[0] if own_title else f"{name[0].upper()}{name[1:]} against KL to π_ref"
+        ax.set_title(heading, fontsize=11, pad=18 if _effective_n_axis(ax) else 6)
         if title:
             fig.suptitle(title, fontsize=12)
         ax.grid(alpha=0.3)
@@ -166,8 +166,8 @@ def plot_pareto(
 
 
 def _effective_n_axis(ax) -> bool:
-    """Marks along the top edge at the Best-of-N KL bound of N = 2, 4, 8, … (effective N, docs/metrics.md); in data
-    coordinates along x, as a secondary axis would not follow the symlog scale."""
+    """Marks along the top edge at the Best-of-N KL bound of each N = 2, 4, 8, … in view (effective N,
+    docs/metrics.md), in data coordinates along x: a secondary axis would not follow the symlog scale."""
     low, high = ax.get_xlim()
     edge = ax.get_xaxis_transform()  # x in data coordinates, y in axes coordinates
     last = None  # the previous mark, in axes fractions (which a later resizing of the axes leaves as they are)

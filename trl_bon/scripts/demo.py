@@ -8,7 +8,7 @@
     trl-bon demo [--steps 300] [--output-dir trl_bon_demo] [--seed 0] [--quick]
 
 The one-token task (docs/index.md) makes reward and KLs exact along training. To finish in under a minute on 2 CPUs,
-it departs from the paper's settings: lr 3e-3 instead of 3e-6, 16 prompts per step instead of 128.
+it departs from the paper's settings: lr 3e-3 instead of 3e-6 (constant), 16 prompts per step instead of 128.
 """
 
 import argparse

@@ -17,7 +17,7 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--log_x", action="store_true", help="Symmetric-log KL axis (π_ref at 0 stays visible).")
     parser.add_argument("--xlim", nargs=2, type=float, metavar=("LEFT", "RIGHT"), help="Limits of the KL axis.")
     parser.add_argument("--reward_ylim", nargs=2, type=float, metavar=("BOTTOM", "TOP"), help="Reward axis limits.")
-    parser.add_argument("--methods", nargs="+", metavar="METHOD", help="Draw only these methods (e.g. `jbond`).")
+    parser.add_argument("--methods", nargs="+", metavar="METHOD", help="Only these methods (e.g. `jbond`), in order.")
     parser.add_argument("--title", default="", help="A heading over every figure (e.g. the task and the run).")
     parser.add_argument("--win_rate_ylim", nargs=2, type=float, metavar=("BOTTOM", "TOP"), help="Win-rate limits.")
     return parser
