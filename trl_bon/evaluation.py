@@ -1,7 +1,4 @@
-"""Evaluate Best-of-N distillation checkpoints against π_ref and Best-of-N: reward, KL(π‖π_ref) on completion tokens
-(k1, k3), win rates against the reference and the Best-of-N samples, KL to π_BoN in both directions (docs/maths.md §7;
-every metric, and how the reference samples, drawn once, serve them all, in docs/evaluation.md).
-"""
+"""Evaluate Best-of-N distillation checkpoints against π_ref and Best-of-N (docs/evaluation.md, docs/maths.md §7)."""
 
 import csv
 import json
@@ -30,16 +27,8 @@ from .sampling import Sampler, check_prompts, prompts_and_columns, score_samples
 
 @dataclass
 class EvaluationResults:
-    """What [`evaluate_checkpoints`] returns (and writes to `results.json`).
-
-    Attributes:
-        checkpoints: one dict of metrics per checkpoint (keys listed in `docs/evaluation.md`).
-        bon: one dict per N: `n`, `reward`, `win_rate_vs_ref`, `kl_bound`, `kl_estimate`, and the effective N
-            (`effective_n_win`, `effective_n_kl` of the KL estimate; ≈ n, a check of the meters).
-        reference: metrics of π_ref itself (`reward`, `win_rate_vs_ref` = 0.5 up to noise, KL 0, effective N ≈ 1).
-        settings: prompts, sample counts, generation settings and seed the numbers were computed with.
-        files: paths of the files written (empty when `output_dir` is `None`).
-    """
+    """What [`evaluate_checkpoints`] returns and writes to `results.json`: one metrics dict per checkpoint, per
+    Best-of-N point and for π_ref (keys in docs/evaluation.md), the settings, and the files written."""
 
     checkpoints: list[dict]
     bon: list[dict]
@@ -50,23 +39,18 @@ class EvaluationResults:
 
 @dataclass
 class EvalOptions:
-    """What [`evaluate_checkpoints`] measures and writes (the sampling itself is set by the reference [`Sampler`]).
+    """What [`evaluate_checkpoints`] measures and writes (the sampling itself is set by the reference [`Sampler`]);
+    nothing is written without `output_dir`.
 
     Args:
         bon_ns (`tuple[int]`, *optional*, defaults to `(2, 4, 8, 16)`):
-            The N of the Best-of-N reference points and of the KL-to-π_BoN / win-rate-vs-BoN metrics (N ≥ 2).
+            The N (≥ 2) of the Best-of-N reference points and of the KL-to-π_BoN / win-rate-vs-BoN metrics.
         num_reference_samples (`int`, *optional*, defaults to `32`):
             M reference samples per prompt (BOND evaluates with 32); must exceed `max(bon_ns)`.
-        num_policy_samples (`int`, *optional*, defaults to `1`):
-            Samples per prompt from each checkpoint (more lowers the variance), at least 1.
         quantile_smoothing (`str`, *optional*, defaults to `"clamp"`):
             Smoothing of p̂≤ when a sample is below every reference sample (see `core.empirical_quantile`).
         kl_metric (`str`, *optional*, defaults to `"kl_k1"`):
-            Checkpoint KL drawn on the plots' x axis (`"kl_k1"` or `"kl_k3"`).
-        output_dir (`str`, *optional*):
-            Where to write `results.json`, `results.csv` and the plots; nothing is written when `None`.
-        plot (`bool`, *optional*, defaults to `True`):
-            Write `reward_vs_kl.png` and `win_rate_vs_kl.png` and their SVGs (matplotlib) when `output_dir` is set.
+            Checkpoint KL on the plots' x axis (`"kl_k1"` or `"kl_k3"`).
     """
 
     bon_ns: Sequence[int] = (2, 4, 8, 16)
@@ -81,18 +65,14 @@ class EvalOptions:
         self.bon_ns = sorted(set(int(n) for n in self.bon_ns))
         if self.bon_ns and self.bon_ns[0] < 2:
             raise ValueError(f"Best-of-N needs N >= 2 for the reference points, got bon_ns={self.bon_ns}.")
-        if self.num_reference_samples < 2 or self.bon_ns and self.num_reference_samples <= self.bon_ns[-1]:
-            largest = self.bon_ns[-1] if self.bon_ns else 1
+        largest = max(self.bon_ns, default=1)
+        if self.num_reference_samples <= largest:
             raise ValueError(
-                f"`num_reference_samples` ({self.num_reference_samples}) must exceed the largest N ({largest}) and "
-                "be at least 2: Best-of-N draws use the first N reference samples and p̂≤ the other M − N. Set "
-                f"`num_reference_samples` to at least {max(2, 2 * largest)} or drop the large N from `bon_ns`."
+                f"`num_reference_samples` ({self.num_reference_samples}) must exceed the largest N ({largest}): "
+                f"Best-of-N uses the first N samples, p̂≤ the other M − N. Set it to {2 * largest} or drop the large N."
             )
         if self.num_policy_samples < 1:
-            raise ValueError(
-                f"`num_policy_samples` must be at least 1, got {self.num_policy_samples}: every checkpoint is "
-                "measured on its own samples."
-            )
+            raise ValueError(f"`num_policy_samples` must be at least 1, got {self.num_policy_samples}.")
         if self.kl_metric not in ("kl_k1", "kl_k3"):
             raise ValueError(f"`kl_metric` must be 'kl_k1' or 'kl_k3', got {self.kl_metric!r}.")
         if self.quantile_smoothing not in SMOOTHINGS:
@@ -127,12 +107,11 @@ def _check_checkpoint(name: str, checkpoint, tokenizer) -> None:
             "model is sampled and scored with π_ref's tokenizer, so they must share its vocabulary."
         )
     if local is not None and any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        own = AutoTokenizer.from_pretrained(str(checkpoint))
+        own = AutoTokenizer.from_pretrained(path)
         if own.get_vocab() != tokenizer.get_vocab():
             raise ValueError(
                 f"Checkpoint '{name}' ships a tokenizer with another vocabulary than π_ref's ({len(own)} vs "
-                f"{len(tokenizer)} tokens); every model is sampled and scored with π_ref's tokenizer. Evaluate "
-                "checkpoints trained from this π_ref."
+                f"{len(tokenizer)} tokens); evaluate checkpoints trained from this π_ref."
             )
 
 
@@ -141,28 +120,23 @@ def _mean(values: torch.Tensor) -> float:
 
 
 def _with_sem(key: str, values: torch.Tensor) -> dict:
-    """`{key: mean, f"{key}_sem": standard error}` of `values`."""
     mean, sem = mean_and_sem(values)
     return {key: mean, f"{key}_sem": sem}
 
 
 def _judge(name: str, values: torch.Tensor, wins: torch.Tensor) -> dict:
-    """A judge's mean score and its mean win rate against π_ref's samples (`wins`, from `win_rate`)."""
     return {name: _mean(values), f"{name}_win_rate_vs_ref": _mean(wins)}
 
 
 def _sequence_logps(sampler: Sampler, prompt_ids: list, completion_ids: list) -> torch.Tensor:
-    """Log-probability of each whole completion under `sampler`'s model, float64."""
     logps, mask = sampler.logps(prompt_ids, completion_ids)
     return (logps * mask).sum(-1).double()
 
 
 def _effective_n(win_rate_vs_ref: float, kl: float) -> dict:
-    """`effective_n_win` and `effective_n_kl` (docs/metrics.md): the N of the Best-of-N with this win rate against
-    π_ref samples and this KL(π‖π_ref) (k1 estimate), exact for a continuous reward."""
     return {
-        "effective_n_win": effective_n_from_win_rate(torch.tensor(win_rate_vs_ref, dtype=torch.float64)).item(),
-        "effective_n_kl": effective_n_from_kl(torch.tensor(kl, dtype=torch.float64)).item(),
+        "effective_n_win": effective_n_from_win_rate(win_rate_vs_ref).item(),
+        "effective_n_kl": effective_n_from_kl(kl).item(),
     }
 
 
@@ -174,55 +148,24 @@ def evaluate_checkpoints(
     options: EvalOptions | None = None,
     judges: Mapping[str, object] | None = None,
 ) -> EvaluationResults:
-    """Evaluate checkpoints on held-out prompts against π_ref and Best-of-N: docs/evaluation.md defines every metric,
-    docs/maths.md §7 its estimator.
+    """Evaluate checkpoints on held-out prompts against π_ref and Best-of-N; docs/evaluation.md describes the
+    arguments, every metric and a runnable example, docs/maths.md §7 the estimators.
 
     Args:
         checkpoints (`dict[str, str | PreTrainedModel]`):
-            Name → model path (full model or LoRA adapter folder) or instance; `"method@step"` names are drawn as one
-            line per method. May be empty (π_ref and Best-of-N alone). Every entry is checked (it exists, loads and
-            shares π_ref's vocabulary) before any sampling.
-        prompts (`list` or `datasets.Dataset`):
-            Held-out prompts (standard or conversational); a dataset's other columns reach reward callables.
-        reward:
-            TRL-style reward functions or a [`~trl_bon.rewards.RewardScorer`] (for weights).
+            Name → model path (model or LoRA adapter folder) or instance; `"method@step"` names share a line in plots.
         reference ([`~trl_bon.sampling.Sampler`], `str` or model):
-            π_ref with the training's sampling settings; its settings, batch size, seed, progress bar and tokenizer
-            serve every model. A path or instance is wrapped in `Sampler(reference)`.
-        options ([`EvalOptions`], *optional*):
-            N values, sample counts, smoothing, output directory and plots.
-        judges (`dict[str, reward]`, *optional*):
-            Extra scorers of the very samples the reward scored (e.g. `{"vader": vader_reward}`): each adds `<name>`
-            and `<name>_win_rate_vs_ref` to every checkpoint row, Best-of-N point and π_ref.
-
-    Returns:
-        [`EvaluationResults`].
-
-    Example:
-
-    ```python
-    >>> from trl_bon.evaluation import EvalOptions, evaluate_checkpoints
-    >>> from trl_bon.sampling import GenerationSettings, Sampler
-    >>> from trl_bon.toy import build_one_token_task
-    >>> task = build_one_token_task("/tmp/trl_bon_doc_eval")
-    >>> ref = Sampler(task.model_path, GenerationSettings(max_completion_length=1), progress=False)
-    >>> res = evaluate_checkpoints({"ref": task.model_path}, [task.prompt] * 8, task.reward_func, ref,
-    ...                            EvalOptions(bon_ns=(2, 4), num_reference_samples=16, plot=False))
-    >>> round(res.checkpoints[0]["kl_k1"], 6)
-    0.0
-    ```
+            π_ref with the training's sampling settings, which serve every model; a path or model is wrapped in
+            `Sampler(reference)`.
     """
     from .rewards import as_scorer
 
     options = options or EvalOptions()
     reference = reference if isinstance(reference, Sampler) else Sampler(reference)
-    if reference.backend != "transformers":
-        raise ValueError(
-            "The evaluation scores every sample with the models' own log-probs, so it samples with transformers: "
-            "pass a `Sampler` with `backend='transformers'`."
-        )
+    if reference.backend != "transformers":  # every sample is scored with the models' own log-probs
+        raise ValueError("The evaluation needs transformers log-probs: pass a `Sampler` with backend='transformers'.")
     prompts, columns = prompts_and_columns(prompts)
-    check_prompts(prompts)
+    check_prompts(prompts)  # before `reference.tokenizer` loads π_ref
     scorer = as_scorer(reward)
     judges = {name: as_scorer(judge) for name, judge in (judges or {}).items()}
     for name, checkpoint in checkpoints.items():  # before any sampling
@@ -231,7 +174,7 @@ def evaluate_checkpoints(
     smoothing, num_prompts, progress = options.quantile_smoothing, len(prompts), reference.progress
     dataset = {"prompt": prompts, **columns}
 
-    # ---- reference samples: drawn once, reused for quantiles, win rates and Best-of-N ---------------------------
+    # reference samples: drawn once, reused for quantiles, win rates and Best-of-N
     scored = reference.score(dataset, m, scorer)
     ref, ref_rewards = scored.samples, scored.rewards.double()
     ref_judges = {
@@ -274,7 +217,6 @@ def evaluate_checkpoints(
             point.update(_judge(name, chosen_values, win_rate(chosen_values, values[:, n:])))
         bon.append(point)
 
-    # ---- checkpoints ------------------------------------------------------------------------------------------
     rows = []
     policy_prompt_ids = [ids for ids in prompt_ids for _ in range(k)]
     row_of = torch.arange(num_prompts).repeat_interleave(k)
@@ -326,28 +268,20 @@ def evaluate_checkpoints(
             "reference_model": reference.model_name,
         },
     )
-    if options.output_dir is not None:
-        results.files = write_results(results, options.output_dir, plot=options.plot, kl_metric=options.kl_metric)
-    return results
-
-
-def write_results(results: EvaluationResults, output_dir: str | Path, plot: bool = True, kl_metric: str = "kl_k1"):
-    """Write `results.json`, `results.csv` (one row per checkpoint, BoN point and π_ref) and, with `plot`, the PNGs."""
-    output_dir = Path(output_dir)
+    if options.output_dir is None:
+        return results
+    output_dir = Path(options.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    files = {"json": str(output_dir / "results.json"), "csv": str(output_dir / "results.csv")}
-    rows = [{"kind": "reference", **results.reference}]
-    rows += [{"kind": "bon", "name": f"BoN-{b['n']}", **b} for b in results.bon]
-    rows += [{"kind": "checkpoint", **c} for c in results.checkpoints]
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(files["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+    results.files = {"json": str(output_dir / "results.json"), "csv": str(output_dir / "results.csv")}
+    table = [{"kind": "reference", **reference_row}] + [{"kind": "bon", "name": f"BoN-{b['n']}", **b} for b in bon]
+    table += [{"kind": "checkpoint", **row} for row in rows]
+    with open(results.files["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in table for key in row)))
         writer.writeheader()
-        writer.writerows(rows)
-    if plot:
+        writer.writerows(table)
+    if options.plot:
         from .plotting import plot_pareto
 
-        files.update(plot_pareto(asdict(results), output_dir, kl_metric=kl_metric))
-    with open(files["json"], "w") as f:
-        json.dump({**asdict(results), "files": files}, f, indent=2, default=str)
-    return files
+        results.files.update(plot_pareto(asdict(results), output_dir, kl_metric=options.kl_metric))
+    Path(results.files["json"]).write_text(json.dumps(asdict(results), indent=2, default=str))
+    return results

@@ -1,8 +1,5 @@
-"""Reward-vs-KL and win-rate-vs-KL plots (the papers' Pareto figures), with matplotlib's Agg backend, each written
-as `<name>.png` and `<name>.svg` beside it. `trl-bon plot results.json --log_x` redraws an evaluation's figures.
-
-matplotlib is an optional dependency (`pip install 'trl-bon[plot]'`); everything else in trl-bon works without it.
-"""
+"""Reward-vs-KL and win-rate-vs-KL plots (the papers' Pareto figures), each as `<name>.png` and `<name>.svg`.
+matplotlib is an optional dependency (`pip install 'trl-bon[plot]'`)."""
 
 import math
 from pathlib import Path
@@ -22,16 +19,14 @@ def _pyplot():
     return plt
 
 
-# tab20 reordered: its ten strong shades (tab10's colours) first, then their light partners. Its two greys are left
-# out so that no method can be mistaken for Best-of-N and π_ref, which are drawn in black.
+# tab20 reordered: its strong shades first, then their light partners; no greys (Best-of-N and π_ref are black).
 _TAB20_ORDER = (0, 2, 4, 6, 8, 10, 12, 16, 18, 1, 3, 5, 7, 9, 11, 13, 17, 19)
-#: Marker per method. 13 markers against 18 colours (coprime), so the first 18 methods get 18 colours and the first
-#: 234 get distinct (colour, marker) pairs; neighbours in the list never share a marker or a colour.
+#: 13 markers against 18 colours (coprime): the first 234 methods get distinct (colour, marker) pairs.
 METHOD_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*", "d")
 
 
 def method_style(index: int) -> tuple[tuple[float, ...], str]:
-    """`(RGB colour, marker)` of the `index`-th method in a figure: a qualitative colour and a marker of its own."""
+    """`(RGB colour, marker)` of the `index`-th method in a figure."""
     from matplotlib import colormaps
 
     colours = colormaps["tab20"].colors
@@ -42,30 +37,16 @@ PARETO_METRICS = (
     ("reward", "mean reward (reward-model score)", "reward_vs_kl.png"),
     ("win_rate_vs_ref", "win rate vs π_ref (ties count ½)", "win_rate_vs_kl.png"),
 )
-#: Metrics whose value at π_ref is known exactly: π_ref against itself wins half of the time (ties count ½).
+#: Metrics whose value at π_ref is exact: π_ref against itself wins half of the time.
 EXACT_AT_REFERENCE = {"win_rate_vs_ref": 0.5}
-#: With at most this many methods each trajectory's first step is labelled too; beyond, only the last (readability).
+#: With at most this many methods each trajectory's first step is labelled too; beyond, only the last.
 FIRST_STEP_LABELS_UP_TO = 4
-#: Step labels sit on a half-transparent white box, so that they stay legible over error bars and lines.
+#: Step labels sit on a half-transparent white box, to stay legible over error bars and lines.
 LABEL_BACKGROUND = dict(boxstyle="round,pad=0.1", facecolor="white", edgecolor="none", alpha=0.75)
 
 
-def trajectories(checkpoint_rows: list[dict]) -> dict[str, list[tuple[float, dict]]]:
-    """`{method: [(step, row), …]}` in step order; `method@step` names share a method, other names are their own."""
-    groups: dict[str, list] = {}
-    for row in checkpoint_rows:
-        method, _, step = row["name"].partition("@")
-        try:
-            step = float(step)
-        except ValueError:  # no numeric step: last in its trajectory (`run@final`) or a method of its own (a name)
-            method, step = (method if step else row["name"]), float("inf")
-        groups.setdefault(method, []).append((step, row))
-    return {method: sorted(points, key=lambda point: point[0]) for method, points in groups.items()}
-
-
 def _step_markers(ax, xs: list, ys: list, color, marker: str, linewidths: float = 0.4) -> None:
-    """A trajectory's markers in the method's colour, growing (area 14 → 64 points²) and darkening (opacity 0.45 → 1)
-    with the step, so the step reads along the line without a second colour scale fighting the method's colour."""
+    """Markers growing and darkening with the step: no second colour scale to fight the method's colour."""
     ts = [i / (len(xs) - 1) if len(xs) > 1 else 1.0 for i in range(len(xs))]
     sizes = [14.0 + 50.0 * t for t in ts]
     colors = [(*color, 0.45 + 0.55 * t) for t in ts]
@@ -83,34 +64,32 @@ def plot_pareto(
     title: str = "",
     methods: list[str] | None = None,
 ) -> dict:
-    """Draw one metric-vs-KL figure (PNG, and SVG beside it) per `(key, y label, file name[, title])` in `metrics`
-    from an evaluation result dict: by default `reward_vs_kl` and `win_rate_vs_kl`, or any key that the checkpoint
-    rows, Best-of-N points and reference hold (e.g. a judge's score). Each method (`method@step` checkpoints) is one
-    trajectory from π_ref (KL 0) through its steps, with one-standard-error bars where the results hold
-    `<key>_sem`; docs/cli.md (`trl-bon plot`) describes the figure.
+    """Draw one metric-vs-KL figure (PNG and SVG) per `(key, y label, file name[, title])` in `metrics` from an
+    evaluation result dict; return `{file name without .png: PNG path}`. docs/cli.md (`trl-bon plot`) describes the
+    figure and the options.
 
     Args:
-        log_x: symmetric-log KL axis (linear below the decade under the smallest positive KL, so π_ref at 0 stays in
-            view), for when one checkpoint's KL dwarfs the others.
-        xlim: `(left, right)` of the KL axis; `None` in either place keeps matplotlib's choice.
-        ylim: `{key: (bottom, top)}` per metric (`None`: matplotlib's choice).
-        title: a heading over every figure (e.g. the task and run).
+        ylim: `{key: (bottom, top)}` per metric; `None` in `xlim` or `ylim` keeps matplotlib's choice.
         methods: draw only these methods (`method` of `method@step`, or a whole name), in this order.
-
-    Returns:
-        `{file name without .png: PNG path}`, e.g. `{"reward_vs_kl": path, "win_rate_vs_kl": path}`.
     """
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
-    groups = trajectories(results["checkpoints"])
+    groups: dict[str, list] = {}  # `{method: [(step, row), …]}`: `method@step` names share a method
+    for row in results["checkpoints"]:
+        method, _, step = row["name"].partition("@")
+        try:
+            step = float(step)
+        except ValueError:  # no numeric step: last in its trajectory (`run@final`) or a method of its own (a name)
+            method, step = (method if step else row["name"]), float("inf")
+        groups.setdefault(method, []).append((step, row))
+    groups = {method: sorted(points, key=lambda point: point[0]) for method, points in groups.items()}
     if methods is not None:
         missing = [method for method in methods if method not in groups]
         if missing:
             raise ValueError(f"No checkpoints of {missing} in the results; they hold {sorted(groups)}.")
         groups = {method: groups[method] for method in methods}
     bon, reference = results["bon"], results["reference"]
-    # the legend's title says how the step is drawn, with the step range when every trajectory shares it
     ranges = {(points[0][0], points[-1][0]) for points in groups.values() if points[-1][0] != float("inf")}
     span = " ({:g} → {:g})".format(*next(iter(ranges))) if len(ranges) == 1 else ""
     labelled = "first and last" if len(groups) <= FIRST_STEP_LABELS_UP_TO else "last"
@@ -127,7 +106,7 @@ def plot_pareto(
             ax.plot([0.0, *bon_xs], ys, "k-o", ms=4, label="Best-of-N (KL bound)")
             if all("kl_estimate" in b for b in bon):  # a table rebuilt from printed bounds may not have it
                 ax.plot([0.0] + [b["kl_estimate"] for b in bon], ys, "k--", alpha=0.5, label="Best-of-N (KL estimate)")
-            _error_bars(ax, bon_xs, ys[1:], None, [_sem(b, key) for b in bon], "k", bounds)
+            _error_bars(ax, bon_xs, ys[1:], bon, key, "k", bounds)
             # N above-left of each point: the region over the Best-of-N curve is where trained policies rarely go
             fixed_labels = [
                 ax.annotate(f"N={b['n']}", (x, y), textcoords="offset points", xytext=(-5, 5), ha="right", fontsize=8)
@@ -140,8 +119,7 @@ def plot_pareto(
             ys = [ref_y] + [row[key] for _, row in points]
             xs_all += xs
             ax.plot(xs, ys, "-", color=color, lw=1.4, alpha=0.8, zorder=2, label=method)
-            xerr = [_sem(row, kl_metric) for _, row in points]
-            _error_bars(ax, xs[1:], ys[1:], xerr, [_sem(row, key) for _, row in points], color, bounds)
+            _error_bars(ax, xs[1:], ys[1:], [row for _, row in points], key, color, bounds, x_key=kl_metric)
             _step_markers(ax, xs[1:], ys[1:], color, marker)
             # the legend shows the method's line with its marker at full size
             legend_handles[method] = Line2D([], [], color=color, marker=marker, ms=6, mec="k", mew=0.4)
@@ -151,13 +129,12 @@ def plot_pareto(
                 if last or rank == 0 and len(groups) <= FIRST_STEP_LABELS_UP_TO:
                     label = ax.annotate(
                         f"{step:g}", (xs[i + 1], ys[i + 1]), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                        color=color, zorder=5, bbox=LABEL_BACKGROUND,
+                        color=color, zorder=5, bbox=LABEL_BACKGROUND, in_layout=False,
                     )  # fmt: skip
-                    label.set_in_layout(False)
                     (last_labels if last else first_labels).append(label)
         ax.plot([0.0], [ref_y], "ks", ms=7, label="π_ref", zorder=4)
         if key not in EXACT_AT_REFERENCE:
-            _error_bars(ax, [0.0], [ref_y], None, [_sem(reference, key)], "k", bounds)
+            _error_bars(ax, [0.0], [ref_y], [reference], key, "k", bounds)
         if log_x:
             # linear up to the decade below the smallest positive KL, so π_ref at 0 stays on the plot and the ticks
             # fall on powers of ten; no empty negative side when every point has KL >= 0 (a k1 estimate can be < 0)
@@ -171,19 +148,17 @@ def plot_pareto(
             ax.set_ylim(*ylim[key])
         estimator = kl_metric.removeprefix("kl_")
         ax.set(xlabel=f"KL(π‖π_ref) [nats; {estimator} estimate, summed over completion tokens]", ylabel=ylabel)
-        marked = _effective_n_axis(ax)
         name = ylabel.split(" (")[0]
-        default_title = f"{name[0].upper()}{name[1:]} against KL to π_ref"
-        ax.set_title(own_title[0] if own_title else default_title, fontsize=11, pad=18 if marked else 6)
+        heading = own_title[0] if own_title else f"{name[0].upper()}{name[1:]} against KL to π_ref"
+        ax.set_title(heading, fontsize=11, pad=18 if _effective_n_axis(ax) else 6)
         if title:
             fig.suptitle(title, fontsize=12)
         ax.grid(alpha=0.3)
         handles, names = ax.get_legend_handles_labels()
         handles = [legend_handles.get(name, handle) for handle, name in zip(handles, names, strict=True)]
         # with trajectories, the legend goes right of the axes and explains the step markers in its title
-        outside = {"title": legend_title, "title_fontsize": 7, "loc": "upper left"}
-        outside.update(bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-        ax.legend(handles, names, fontsize=8, **(outside if groups else {"loc": "best"}))
+        outside = dict(title=legend_title, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        ax.legend(handles, names, fontsize=8, title_fontsize=7, **(outside if groups else {"loc": "best"}))
         fig.canvas.draw()  # lay the figure out, so that the labels' boxes are final
         _hide_overlapping(last_labels + first_labels, fixed_labels)  # last steps first: they are kept on overlaps
         files[filename.removesuffix(".png")] = _save(fig, Path(output_dir) / filename, dpi=150)
@@ -191,37 +166,31 @@ def plot_pareto(
 
 
 def _effective_n_axis(ax) -> bool:
-    """Marks along the top edge that read the KL as the effective N (N_KL, docs/metrics.md): one at each N = 2, 4,
-    8, … whose Best-of-N KL bound log N − (N − 1)/N lies in view. Drawn in data coordinates along x, so they sit
-    right on any x scale (a secondary axis would not follow the symlog scale)."""
+    """Marks along the top edge at the Best-of-N KL bound of each N = 2, 4, 8, … in view (effective N,
+    docs/metrics.md), in data coordinates along x: a secondary axis would not follow the symlog scale."""
     low, high = ax.get_xlim()
-    marks, last = [], None
+    edge = ax.get_xaxis_transform()  # x in data coordinates, y in axes coordinates
+    last = None  # the previous mark, in axes fractions (which a later resizing of the axes leaves as they are)
     for n in (2**k for k in range(1, 13)):
         x = math.log(n) - (n - 1) / n  # `core.bon_kl_bound`, restated: importing `core` would pull torch
-        if not low <= x <= high:
-            continue
-        # in axes fractions, which a later change of the axes' size (legend, layout) leaves as they are
         fraction = ax.transAxes.inverted().transform(ax.transData.transform((x, 0.0)))[0]
-        if last is None or fraction - last >= 0.09:  # KL grows like log N: on a log axis the large N would crowd
-            marks.append((n, x))
+        if low <= x <= high and (last is None or fraction - last >= 0.09):  # on a log axis the large N would crowd
+            ax.plot([x, x], [1.0, 1.015], color="0.3", lw=0.8, transform=edge, clip_on=False)
+            ax.text(x, 1.02, f"N={n}", transform=edge, ha="center", va="bottom", fontsize=7, color="0.3")
             last = fraction
-    edge = ax.get_xaxis_transform()  # x in data coordinates, y in axes coordinates
-    for n, x in marks:
-        ax.plot([x, x], [1.0, 1.015], color="0.3", lw=0.8, transform=edge, clip_on=False)
-        ax.text(x, 1.02, f"N={n}", transform=edge, ha="center", va="bottom", fontsize=7, color="0.3")
-    if marks:
+    if last is not None:
         ax.set_xlabel(ax.get_xlabel() + "\nmarks on top: the Best-of-N of that KL (effective N, N_KL)")
-    return bool(marks)
+    return last is not None
 
 
 def _sem(row: dict, key: str) -> float:
-    """`row[f"{key}_sem"]`, 0 where absent or not a number (one sample has no standard error)."""
+    """`row[f"{key}_sem"]`, 0 where absent or NaN (one sample has no standard error)."""
     value = row.get(f"{key}_sem")
     return 0.0 if value is None or not math.isfinite(value) else float(value)
 
 
 def _save(fig, path: Path, dpi: int) -> str:
-    """Write `path` (PNG) and the same figure as SVG beside it, and close the figure; return the PNG's path."""
+    """Write `path` (PNG) and an SVG beside it, close the figure, return the PNG's path."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
@@ -233,16 +202,14 @@ def _save(fig, path: Path, dpi: int) -> str:
 
 
 def _hide_overlapping(labels: list, fixed: list = (), avoid_markers: bool = True) -> None:
-    """Hide each label that would overlap a `fixed` one, a label placed before it (pass the labels to keep first:
-    last steps) or, with `avoid_markers`, another point's marker."""
+    """Hide each label that would overlap a `fixed` one, an earlier label or, with `avoid_markers`, a marker."""
     if not labels:
         return
     from matplotlib.collections import PathCollection
     from matplotlib.transforms import Bbox
 
     ax = labels[0].axes
-    renderer = ax.figure.canvas.get_renderer()
-    placed = [text.get_window_extent(renderer) for text in fixed]
+    placed = [text.get_window_extent() for text in fixed]  # the figure is drawn: the boxes are final
     markers = []  # (data point, display box) of every scattered marker
     for collection in ax.collections:
         scattered = avoid_markers and isinstance(collection, PathCollection)  # markers, not error bars
@@ -252,7 +219,7 @@ def _hide_overlapping(labels: list, fixed: list = (), avoid_markers: bool = True
             x, y = ax.transData.transform(point)
             markers.append((tuple(point), Bbox.from_extents(x - radius, y - radius, x + radius, y + radius)))
     for label in labels:
-        box = label.get_window_extent(renderer)
+        box = label.get_window_extent()
         others = [marker for point, marker in markers if point != tuple(label.xy)]
         if any(box.overlaps(other) for other in placed + others):
             label.set_visible(False)
@@ -261,30 +228,22 @@ def _hide_overlapping(labels: list, fixed: list = (), avoid_markers: bool = True
 
 
 def clipped_errors(values: list, errors: list, lower: float, upper: float) -> list[list[float]]:
-    """`[below, above]` bar lengths for `errors` around `values`, cut so that no bar leaves [lower, upper] (a KL is
-    ≥ 0, a win rate in [0, 1]: a standard error does not make a negative KL possible). A value already outside the
-    range (a k1 KL estimate can be negative) gets no bar on that side."""
-    below = [max(0.0, min(e, v - lower)) for v, e in zip(values, errors, strict=True)]
-    above = [max(0.0, min(e, upper - v)) for v, e in zip(values, errors, strict=True)]
-    return [below, above]
+    """`[below, above]` bar lengths for `errors` around `values`, cut so that no bar leaves [lower, upper]; a value
+    already outside (a k1 KL estimate can be negative) gets no bar on that side."""
+    pairs = list(zip(values, errors, strict=True))
+    return [[max(0.0, min(e, v - lower)) for v, e in pairs], [max(0.0, min(e, upper - v)) for v, e in pairs]]
 
 
-def _error_bars(ax, xs: list, ys: list, xerr: list | None, yerr: list, color, y_bounds: tuple) -> None:
-    """One-standard-error bars (`None` or 0: no bar in that direction); KL bars stop at 0, y bars at `y_bounds`."""
-    xerr = None if xerr is None else clipped_errors(xs, xerr, 0.0, math.inf)
-    yerr = clipped_errors(ys, yerr, *y_bounds)
+def _error_bars(ax, xs: list, ys: list, rows: list, key: str, color, y_bounds: tuple, x_key: str | None = None):
+    """One-standard-error bars of the rows' `key` (and KL `x_key`); KL bars stop at 0, y bars at `y_bounds`."""
+    xerr = None if x_key is None else clipped_errors(xs, [_sem(row, x_key) for row in rows], 0.0, math.inf)
+    yerr = clipped_errors(ys, [_sem(row, key) for row in rows], *y_bounds)
     ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor=color, alpha=0.6, capsize=2, zorder=2)
 
 
 def plot_demo(history: list[dict], bon_points: list[dict], reference: dict, path: str | Path, title: str = "") -> str:
-    """The demo's figure (PNG, and SVG beside it): (left) reward vs exact KL(π‖π_ref) along training against the
-    exact Best-of-N frontier; (right) exact KL(π‖π_BoN) for each N along training.
-
-    Args:
-        history: one dict per logged step with `step`, `reward`, `kl_ref` and `kl_to_bon{N}` keys.
-        bon_points: one dict per N with `n`, `kl_ref`, `reward`.
-        reference: `{"reward": …}` of π_ref.
-    """
+    """The demo's figure (PNG and SVG): reward vs exact KL(π‖π_ref) against the exact Best-of-N points, and exact
+    KL(π‖π_BoN) for each N, along training (`history` rows: `step`, `reward`, `kl_ref`, `kl_to_bon{N}`)."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
     bon_xs = [0.0] + [b["kl_ref"] for b in bon_points]

@@ -7,12 +7,8 @@
 
     trl-bon demo [--steps 300] [--output-dir trl_bon_demo] [--seed 0] [--quick]
 
-The task (`trl_bon.toy.build_one_token_task`, docs/index.md) has one-token completions, so the policy is the model's
-softmax and reward, KL(π‖π_ref) and KL(π‖π_BoN) are exact along training. `JBondTrainer` trains the full model (EMA
-anchor η = 0.02 as in the paper). Departures from the paper's LLM settings, so that it finishes in under a minute on 2
-CPUs: Adam with lr 3e-3 instead of 3e-6, 16 prompts per step instead of 128, a constant learning rate.
-
-Writes `demo.json` (the trajectory, the exact BoN points, the settings), `demo.png` and `demo.svg` to `--output-dir`.
+The one-token task (docs/index.md) makes reward and KLs exact along training. To finish in under a minute on 2 CPUs,
+it departs from the paper's settings: lr 3e-3 instead of 3e-6 (constant), 16 prompts per step instead of 128.
 """
 
 import argparse
@@ -28,24 +24,18 @@ BON_NS = (2, 4, 8, 16)
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Offline J-BOND demo on a tiny task with a known exact Best-of-N distribution: trains "
-        "JBondTrainer on CPU and plots reward and KL against the exact Best-of-N points.",
-    )
+    parser = argparse.ArgumentParser(prog=prog, description="Train J-BOND on CPU on a toy task with exact Best-of-N.")
 
     def flag(name: str, **kwargs):  # `--output-dir` and `--output_dir` alike
         parser.add_argument(*dict.fromkeys([f"--{name}", f"--{name.replace('-', '_')}"]), **kwargs)
 
     flag("steps", type=int, default=None, help="Optimizer steps (default 300, or 40 with --quick).")
-    help_dir = "Directory for demo.json, demo.png, demo.svg and the trained model (default: ./trl_bon_demo)."
-    flag("output-dir", default="trl_bon_demo", help=help_dir)
+    flag("output-dir", default="trl_bon_demo", help="Folder for demo.json/png/svg, the model (default: %(default)s).")
     flag("seed", type=int, default=0, help="Random seed of the model build and of training.")
     flag("quick", action="store_true", help="Reduced size for tests: 40 steps, 8 prompts per step, no model saving.")
     flag("lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3).")
     flag("anchor-ema-rate", type=float, default=0.02, help="Anchor EMA rate η (default 0.02, the paper's value).")
-    help_prompts = "Prompts per optimizer step, 3 completions each (default 16, or 8 with --quick)."
-    flag("prompts-per-step", type=int, default=None, help=help_prompts)
+    flag("prompts-per-step", type=int, default=None, help="Prompts per step, 3 samples each (default 16; --quick: 8).")
     flag("no-plot", dest="plot", action="store_false", help="Skip the PNG.")
     return parser
 
@@ -63,21 +53,11 @@ def _rounded(probs) -> list[float]:
     return [round(p, 6) for p in probs.tolist()]
 
 
-def run(
-    steps: int,
-    output_dir: str,
-    seed: int,
-    quick: bool,
-    lr: float,
-    anchor_ema_rate: float,
-    prompts_per_step: int,
-    plot: bool,
-) -> dict:
+def run(options: argparse.Namespace) -> dict:
     """Train J-BOND on the one-token task with `make_parser`'s options; return the results, also in `output_dir`."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("CI", "true")  # TRL skips telemetry when CI is set
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    quiet = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "CI": "true", "TRANSFORMERS_VERBOSITY": "error"}
+    for name, value in quiet.items():  # offline and quiet; TRL skips telemetry when CI is set
+        os.environ.setdefault(name, value)
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' gradient_checkpointing renames
     import torch
     from transformers import PrinterCallback, TrainerCallback
@@ -89,9 +69,9 @@ def run(
 
     hf_logging.disable_progress_bar()
     start = time.time()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    task = build_one_token_task(output_dir / "task", seed=seed)
+    steps, prompts_per_step, seed = options.steps, options.prompts_per_step, options.seed
+    output_dir = Path(options.output_dir)
+    task = build_one_token_task(output_dir / "task", seed=seed)  # creates `output_dir`
     bon_targets = {n: bon_probs(task.ref_probs, task.rewards, n) for n in BON_NS}
     reference = exact_metrics(task.ref_probs, task)
     bon_points = [{"n": n, **exact_metrics(p, task), "kl_bound": bon_kl_bound(n)} for n, p in bon_targets.items()]
@@ -111,21 +91,21 @@ def run(
             probs = task.policy_probs(model)
             history.append({"step": step, **exact_metrics(probs, task, bon_targets), "probs": _rounded(probs)})
             if step % (eval_every * 5) == 0 or step == steps:
-                kls = "  ".join(f"N={n}: {history[-1][f'kl_to_bon{n}']:.4f}" for n in BON_NS)
+                row = history[-1]
+                kls = "  ".join(f"N={n}: {row[f'kl_to_bon{n}']:.4f}" for n in BON_NS)
                 print(
-                    f"step {step:4d}  reward {history[-1]['reward']:.3f}  KL(π‖π_ref) {history[-1]['kl_ref']:.3f}  "
-                    f"KL(π‖π_BoN) {kls}",
+                    f"step {step:4d}  reward {row['reward']:.3f}  KL(π‖π_ref) {row['kl_ref']:.3f}  KL(π‖π_BoN) {kls}",
                     flush=True,
                 )
 
-    args = JBondConfig(
+    config = JBondConfig(
         output_dir=str(output_dir / "run"),
         max_completion_length=1,  # one-token completions: the policy is the model's softmax
         max_steps=steps,
-        learning_rate=lr,
+        learning_rate=options.lr,
         lr_scheduler_type="constant",
         per_device_train_batch_size=3 * prompts_per_step,  # 1 policy + 2 anchor completions per prompt
-        anchor_ema_rate=anchor_ema_rate,
+        anchor_ema_rate=options.anchor_ema_rate,
         seed=seed,
         use_cpu=True,
         bf16=False,
@@ -133,28 +113,25 @@ def run(
         save_strategy="no",
         logging_steps=max(1, steps // 10),
         disable_tqdm=True,
-        dataloader_num_workers=0,
     )
     trainer = JBondTrainer(
         model=task.model_path,
         reward_funcs=task.reward_func,
-        args=args,
+        args=config,
         train_dataset=task.dataset(steps * prompts_per_step),
         callbacks=[ExactMetrics()],
     )
     trainer.remove_callback(PrinterCallback)  # the exact-metric lines above replace the raw log dicts
     print(
-        f"J-BOND on the 6-outcome toy task: {steps} steps, {prompts_per_step} prompts/step, lr {lr}, "
-        f"anchor EMA η = {anchor_ema_rate}\nexact Best-of-N points: "
+        f"J-BOND on the 6-outcome toy task: {steps} steps, {prompts_per_step} prompts/step, lr {options.lr}, "
+        f"anchor EMA η = {options.anchor_ema_rate}\nexact Best-of-N points: "
         + "  ".join(f"N={b['n']}: reward {b['reward']:.3f} KL {b['kl_ref']:.3f}" for b in bon_points),
         flush=True,
     )
     torch.manual_seed(seed)
     trainer.train()
-    # The Best-of-N the policy is closest to (in KL(π‖π_BoN)), and its distance on the BoN frontier.
-    nearest = min(BON_NS, key=lambda n: history[-1][f"kl_to_bon{n}"])
-    settings = dict(steps=steps, prompts_per_step=prompts_per_step, lr=lr, anchor_ema_rate=anchor_ema_rate, seed=seed)
-    settings.update(quick=quick, trainer="JBondTrainer", mode="jbond", fine_tuning="full")
+    settings = {key: value for key, value in vars(options).items() if key not in ("output_dir", "plot")}
+    settings.update(trainer="JBondTrainer", mode="jbond", fine_tuning="full", jeffreys_beta=config.jeffreys_beta)
     results = {
         "task": {
             "ref_probs": task.ref_probs.tolist(),
@@ -164,17 +141,17 @@ def run(
         "reference": reference,
         "bon": bon_points,
         "history": history,
-        "final": {**history[-1], "nearest_bon_n": nearest},
-        "settings": {**settings, "jeffreys_beta": args.jeffreys_beta},
+        "final": {**history[-1], "nearest_bon_n": min(BON_NS, key=lambda n: history[-1][f"kl_to_bon{n}"])},
+        "settings": settings,
         "files": {},
     }
-    if not quick:
+    if not options.quick:
         trainer.save_model(str(output_dir / "model"))
         results["files"]["model"] = str(output_dir / "model")
-    if plot:
+    if options.plot:
         from trl_bon.plotting import plot_demo
 
-        title = f"J-BOND (EMA anchor η={anchor_ema_rate}) vs exact Best-of-N, 6-outcome toy task"
+        title = f"J-BOND (EMA anchor η={options.anchor_ema_rate}) vs exact Best-of-N, 6-outcome toy task"
         results["files"]["png"] = plot_demo(history, bon_points, reference, output_dir / "demo.png", title=title)
     results["files"]["json"] = str(output_dir / "demo.json")
     results["wall_time_s"] = round(time.time() - start, 1)
@@ -189,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         if value < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {value}.")
         setattr(args, name, value)
-    results = run(**vars(args))
+    results = run(args)
     final, n = results["final"], results["final"]["nearest_bon_n"]
     bon_n = next(b for b in results["bon"] if b["n"] == n)
     print(

@@ -3,13 +3,9 @@
 #     "trl-bon[plot]",
 # ]
 # ///
-"""Evaluate checkpoints against π_ref and Best-of-N, the `trl-bon eval` subcommand (docs/maths.md §7).
+"""Evaluate checkpoints against π_ref and Best-of-N in one process, the `trl-bon eval` subcommand (docs/cli.md).
 
-    trl-bon eval --config recipes/eval/imdb.yaml --checkpoints jbond=outputs/jbond-imdb vbon=outputs/vbon-imdb
-
-`--model_name_or_path` is π_ref; each `--checkpoints` entry is `NAME=PATH` or `PATH` ([`expand_checkpoints`]); the
-sampling options are those of training. Runs in one process on one device. Writes `results.json`, `results.csv` and
-the plots to `--output_dir`.
+trl-bon eval --config recipes/eval/imdb.yaml --checkpoints jbond=outputs/jbond-imdb vbon=outputs/vbon-imdb
 """
 
 import filecmp
@@ -33,34 +29,16 @@ from trl_bon.scripts.utils import (
 
 @dataclass
 class EvalScriptArguments(BoNScriptArguments, GenerationSettings):
-    """Arguments of `trl-bon eval`: dataset, rewards and prompt transform as in the training scripts, sampling settings
-    as [`~trl_bon.sampling.GenerationSettings`] declares them, and the options below (their `help` is `--help`'s)."""
+    """Arguments of `trl-bon eval`: the training scripts' dataset, reward and sampling options, and those below."""
 
-    checkpoints: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Checkpoints to evaluate: `NAME=PATH` or `PATH` (model or LoRA adapter folder); a training "
-            "output_dir expands to its `checkpoint-*` folders as `NAME@<step>`. None: π_ref and Best-of-N alone."
-        },
-    )
+    checkpoints: list[str] = field(default_factory=list, metadata={"help": "`NAME=PATH` or `PATH` (docs/cli.md)."})
     output_dir: str = field(default="trl_bon_eval", metadata={"help": "Where results.json/csv and the PNGs go."})
     num_prompts: int = field(default=64, metadata={"help": "Held-out prompts (first rows of `dataset_test_split`)."})
-    bon_ns: list[int] = field(
-        default_factory=lambda: [2, 4, 8, 16], metadata={"help": "N of the Best-of-N points and metrics."}
-    )
-    num_reference_samples: int = field(
-        default=32, metadata={"help": "Reference samples per prompt (BOND: 32); must exceed max(bon_ns)."}
-    )
+    bon_ns: list[int] = field(default_factory=lambda: [2, 4, 8, 16], metadata={"help": "N of the Best-of-N points."})
+    num_reference_samples: int = field(default=32, metadata={"help": "Reference samples per prompt; > max(bon_ns)."})
     num_policy_samples: int = field(default=1, metadata={"help": "Samples per prompt from each checkpoint."})
     reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
-    judge_funcs: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Judges: TRL-style reward callables, `NAME=dotted.path` or `dotted.path` (NAME: its last part), "
-            "that score the very samples the reward scored; each adds `<NAME>` and `<NAME>_win_rate_vs_ref` to "
-            "every row of results.json."
-        },
-    )
+    judge_funcs: list[str] = field(default_factory=list, metadata={"help": "Extra scorers, `[NAME=]dotted.path`."})
     quantile_smoothing: str = field(default="clamp", metadata={"help": "p̂≤ smoothing: `clamp` or `add_one`."})
     kl_metric: str = field(default="kl_k1", metadata={"help": "KL on the plots' x axis: `kl_k1` or `kl_k3`."})
     batch_size: int = field(default=64, metadata={"help": "Sequences per generate/forward call."})
@@ -74,8 +52,7 @@ _CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")  # as `Trainer` names them
 
 
 def _same_weights(a: Path, b: Path) -> bool:
-    """True if two model folders hold byte-identical weight and config files (the final save of a run whose last
-    checkpoint was written at its last step)."""
+    """True if two model folders hold the same files and byte-identical weights."""
     names = sorted({p.name for pattern in _WEIGHT_PATTERNS for p in a.glob(pattern)})
     if not names or names != sorted({p.name for pattern in _WEIGHT_PATTERNS for p in b.glob(pattern)}):
         return False
@@ -84,11 +61,8 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 
 def expand_checkpoints(entries) -> dict[str, str]:
-    """`NAME=PATH` / `PATH` entries → `{name: path}`, expanding training folders into `NAME@<step>` checkpoints.
-
-    A missing local path is an error here, before any model loads; anything else (a model folder, a Hub id) is
-    checked by [`~trl_bon.evaluation.evaluate_checkpoints`] before it samples.
-    """
+    """`NAME=PATH` / `PATH` entries → `{name: path}`, a training folder expanded into `NAME@<step>` checkpoints
+    (docs/evaluation.md); a missing local path is an error here, before any model loads."""
     from trl_bon.identity import check_model_path
 
     checkpoints = {}
@@ -160,8 +134,7 @@ def run(script_args, model_args, dataset_args):
     return results
 
 
-#: The console table's columns after the name: (header, results key, width). A row fills only the cells it has a
-#: value for.
+#: The console table's columns after the name: (header, results key, width).
 TABLE_KEYS = (
     ("reward", "reward", 9),
     ("KL k1", "kl_k1", 9),
@@ -174,10 +147,8 @@ TABLE_KEYS = (
 
 
 def format_table(results) -> str:
-    """A plain-text summary: one line per checkpoint, π_ref, the Best-of-N points, and a note on the KL columns.
-
-    Every value sits under the header that names it; a cell a row has no value for is blank (a checkpoint has no
-    Best-of-N KL bound, a Best-of-N point no k3 estimate and no win rate against itself)."""
+    """One line per checkpoint, π_ref and Best-of-N point, a cell a row has no value for left blank, and a note on
+    the KL columns."""
     columns = [*TABLE_KEYS, *((f"win/BoN{n}", f"win_rate_vs_bon{n}", 11) for n in results.settings["bon_ns"])]
 
     def line(name: str, row: dict, overrides: dict) -> str:

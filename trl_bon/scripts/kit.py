@@ -1,8 +1,6 @@
-"""Write an offline try-out kit and print the command line of every `trl-bon` command, the `trl-bon kit` subcommand.
+"""Write the offline try-out kit (docs/tryout.md) and print its command lines, the `trl-bon kit` subcommand.
 
-    trl-bon kit trl_bon_kit            # then copy the printed lines, one by one
-
-docs/tryout.md lists what the kit holds; each command runs offline on a CPU in about 10 s and writes to `<kit>/out/`.
+trl-bon kit trl_bon_kit            # then copy the printed lines, one by one
 """
 
 import argparse
@@ -33,8 +31,7 @@ def write_prompts(folder: Path) -> None:
     prefixes = [" ".join(text.split()[:length]) for text in CORPUS for length in (2, 3, 4, 5)]
     folder.mkdir(parents=True, exist_ok=True)
     for split, rows in (("train", prefixes), ("test", prefixes[::3])):
-        with open(folder / f"{split}.jsonl", "w") as f:
-            f.writelines(json.dumps({"prompt": prompt}) + "\n" for prompt in rows)
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps({"prompt": prompt}) + "\n" for prompt in rows))
 
 
 def kit_configs(root: Path) -> dict[str, dict]:
@@ -79,8 +76,7 @@ def kit_configs(root: Path) -> dict[str, dict]:
     }
 
 
-#: The kit's 0/1 verifier, written next to its YAML files and passed by dotted path (`verifier.says_the`), as a user
-#: passes their own (docs/verifiable_rewards.md).
+#: The 0/1 verifier, passed by dotted path (`verifier.says_the`) as users pass theirs (docs/verifiable_rewards.md).
 VERIFIER = """\"\"\"A 0/1 verifier for the try-out kit: 1.0 if the completion contains the word "the", else 0.0.\"\"\"
 
 
@@ -108,10 +104,9 @@ def write_kit(root: str | Path, seed: int = 0) -> list[tuple[str, str]]:
     root = Path(root).resolve()
     build_tiny_kit(root, seed=seed)
     write_prompts(root / "prompts")
-    for stem, config in kit_configs(root).items():
+    for stem, config in {**kit_configs(root), "jbond_verifier": verifier_config(root)}.items():
         (root / f"{stem}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (root / "verifier.py").write_text(VERIFIER)
-    (root / "jbond_verifier.yaml").write_text(yaml.safe_dump(verifier_config(root), sort_keys=False))
     config = {stem: shlex.quote(str(root / f"{stem}.yaml")) for stem in ("jbond", "vbon", "bon_sft", "eval")}
     return [
         ("J-BOND with LoRA, a checkpoint every 4 steps", f"trl-bon jbond --config {config['jbond']}"),
@@ -123,11 +118,7 @@ def write_kit(root: str | Path, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Write a tiny offline model, reward model, prompt dataset and one YAML per command, then print "
-        "the `trl-bon` command lines that run on them on a CPU.",
-    )
+    parser = argparse.ArgumentParser(prog=prog, description="Write the offline try-out kit and print its commands.")
     parser.add_argument("directory", help="Folder to write the kit to (created; existing kit files are replaced).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the tiny models' initialisation.")
     return parser
@@ -146,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "# Optional: a 0/1 verifier (verifier.py, passed by dotted path) instead of the reward model, J-BOND, ties "
         "counted half (docs/verifiable_rewards.md); run from the kit folder so `verifier` imports\n"
-        f"#   cd {shlex.quote(str(root))} && trl-bon jbond --config jbond_verifier.yaml\n"
-    )
-    print(
+        f"#   cd {shlex.quote(str(root))} && trl-bon jbond --config jbond_verifier.yaml\n\n"
         "# Optional: two CPU processes (trl-bon starts them with torchrun; see docs/cli.md, Launching)\n"
         f"#   {commands[0][1]} --num_processes 2 --output_dir {shlex.quote(str(root / 'out' / 'jbond-2proc'))}"
     )

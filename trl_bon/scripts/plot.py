@@ -1,9 +1,6 @@
-"""Redraw the figures of an evaluation, the `trl-bon plot` subcommand.
+"""Redraw an evaluation's figures from its `results.json`, without a model, the `trl-bon plot` subcommand.
 
-    trl-bon plot eval-imdb/results.json --log_x --xlim 0 5 --win_rate_ylim 0.4 1
-
-`trl-bon eval` draws `reward_vs_kl.png` and `win_rate_vs_kl.png` with default axes; this redraws them from
-`results.json` (no model is loaded), e.g. with a symmetric-log KL axis when one checkpoint's KL dwarfs the others.
+trl-bon plot eval-imdb/results.json --log_x --xlim 0 5 --win_rate_ylim 0.4 1
 """
 
 import argparse
@@ -20,9 +17,7 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--log_x", action="store_true", help="Symmetric-log KL axis (π_ref at 0 stays visible).")
     parser.add_argument("--xlim", nargs=2, type=float, metavar=("LEFT", "RIGHT"), help="Limits of the KL axis.")
     parser.add_argument("--reward_ylim", nargs=2, type=float, metavar=("BOTTOM", "TOP"), help="Reward axis limits.")
-    parser.add_argument(
-        "--methods", nargs="+", metavar="METHOD", help="Draw only these methods (`jbond` of `jbond@300`), in order."
-    )
+    parser.add_argument("--methods", nargs="+", metavar="METHOD", help="Only these methods (e.g. `jbond`), in order.")
     parser.add_argument("--title", default="", help="A heading over every figure (e.g. the task and the run).")
     parser.add_argument("--win_rate_ylim", nargs=2, type=float, metavar=("BOTTOM", "TOP"), help="Win-rate limits.")
     return parser
