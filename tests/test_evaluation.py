@@ -209,6 +209,23 @@ def test_bad_checkpoints_fail_before_any_sampling(one_token_task, one_token_samp
     assert judge.calls == 0  # nothing was sampled or scored
 
 
+def test_checkpoint_paths_are_checked_before_the_reference_loads(one_token_task, tmp_path, monkeypatch):
+    """Every checkpoint's files are checked before π_ref loads (its tokenizer comes with the model), not only the
+    first checkpoint's."""
+    import trl_bon.sampling
+    from trl_bon.evaluation import evaluate_checkpoints
+    from trl_bon.sampling import Sampler
+
+    def load_causal_lm(*args, **kwargs):
+        raise AssertionError("π_ref loaded before every checkpoint path was checked")
+
+    monkeypatch.setattr(trl_bon.sampling, "load_causal_lm", load_causal_lm)
+    task = one_token_task
+    checkpoints = {"fine": task.model_path, "gone": str(tmp_path / "no_such_run")}
+    with pytest.raises(FileNotFoundError, match="checkpoint 'gone'.*does not exist"):
+        evaluate_checkpoints(checkpoints, [task.prompt], CountingJudge(1.0, task.rewards), Sampler(task.model_path))
+
+
 def _fake_model_dir(path, weights: bytes):
     path.mkdir(parents=True)
     (path / "config.json").write_text("{}")

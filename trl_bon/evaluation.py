@@ -79,35 +79,41 @@ class EvalOptions:
             raise ValueError(f"Unknown quantile smoothing {self.quantile_smoothing!r}; choose one of {SMOOTHINGS}.")
 
 
-def _check_checkpoint(name: str, checkpoint, tokenizer) -> None:
-    """Fail before any sampling if a checkpoint cannot be loaded or cannot share π_ref's tokenizer."""
-    from transformers import AutoConfig, AutoTokenizer
+def _check_checkpoint(name: str, checkpoint) -> tuple[int | None, str | None]:
+    """Fail before π_ref loads if a checkpoint cannot be loaded; `(its vocabulary size, its own tokenizer's folder)`,
+    each `None` where it has none."""
+    from transformers import AutoConfig
 
-    local = Path(checkpoint) if isinstance(checkpoint, (str, Path)) else None
-    if local is None:
-        vocab = checkpoint.get_input_embeddings().num_embeddings
-    else:
-        path, adapter = str(checkpoint), (local / "adapter_config.json").is_file()
-        check_model_path(path, f"checkpoint '{name}'", model_folder=False)
-        if local.exists() and not (local / "config.json").is_file() and not adapter:
-            raise ValueError(
-                f"Checkpoint '{name}': {path} holds no model (no config.json or adapter_config.json). Pass a folder "
-                "written by `save_pretrained` or a training output_dir with `checkpoint-*` folders."
-            )
-        for weights in sorted(local.glob("*.safetensors")):  # a truncated copy would fail only after the sampling
-            check_safetensors(weights, f"weights of checkpoint '{name}'")
-        try:
-            config = None if adapter else AutoConfig.from_pretrained(path).get_text_config()
-        except OSError as error:
-            raise ValueError(f"Checkpoint '{name}': cannot load a model config from {path!r} ({error}).") from error
-        vocab = getattr(config, "vocab_size", None)
+    if not isinstance(checkpoint, (str, Path)):
+        return checkpoint.get_input_embeddings().num_embeddings, None
+    local, path, adapter = Path(checkpoint), str(checkpoint), (Path(checkpoint) / "adapter_config.json").is_file()
+    check_model_path(path, f"checkpoint '{name}'", model_folder=False)
+    if local.exists() and not (local / "config.json").is_file() and not adapter:
+        raise ValueError(
+            f"Checkpoint '{name}': {path} holds no model (no config.json or adapter_config.json). Pass a folder "
+            "written by `save_pretrained` or a training output_dir with `checkpoint-*` folders."
+        )
+    for weights in sorted(local.glob("*.safetensors")):  # a truncated copy would fail only after the sampling
+        check_safetensors(weights, f"weights of checkpoint '{name}'")
+    try:
+        config = None if adapter else AutoConfig.from_pretrained(path).get_text_config()
+    except OSError as error:
+        raise ValueError(f"Checkpoint '{name}': cannot load a model config from {path!r} ({error}).") from error
+    ships_tokenizer = any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+    return getattr(config, "vocab_size", None), path if ships_tokenizer else None
+
+
+def _check_shares_tokenizer(name: str, vocab: int | None, own_tokenizer: str | None, tokenizer) -> None:
+    """Every model is sampled and scored with π_ref's tokenizer, so a checkpoint must share its vocabulary."""
+    from transformers import AutoTokenizer
+
     if vocab is not None and vocab < len(tokenizer):
         raise ValueError(
             f"Checkpoint '{name}' has a {vocab}-token vocabulary but π_ref's tokenizer has {len(tokenizer)}: every "
             "model is sampled and scored with π_ref's tokenizer, so they must share its vocabulary."
         )
-    if local is not None and any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        own = AutoTokenizer.from_pretrained(path)
+    if own_tokenizer is not None:
+        own = AutoTokenizer.from_pretrained(own_tokenizer)
         if own.get_vocab() != tokenizer.get_vocab():
             raise ValueError(
                 f"Checkpoint '{name}' ships a tokenizer with another vocabulary than π_ref's ({len(own)} vs "
@@ -168,8 +174,9 @@ def evaluate_checkpoints(
     check_prompts(prompts)  # before `reference.tokenizer` loads π_ref
     scorer = as_scorer(reward)
     judges = {name: as_scorer(judge) for name, judge in (judges or {}).items()}
-    for name, checkpoint in checkpoints.items():  # before any sampling
-        _check_checkpoint(name, checkpoint, reference.tokenizer)
+    found = {name: _check_checkpoint(name, checkpoint) for name, checkpoint in checkpoints.items()}
+    for name, (vocab, own_tokenizer) in found.items():  # `reference.tokenizer` loads π_ref: after the paths' checks
+        _check_shares_tokenizer(name, vocab, own_tokenizer, reference.tokenizer)
     bon_ns, m, k = options.bon_ns, options.num_reference_samples, options.num_policy_samples
     smoothing, num_prompts, progress = options.quantile_smoothing, len(prompts), reference.progress
     dataset = {"prompt": prompts, **columns}
