@@ -71,6 +71,8 @@ OVERRIDDEN_TRAINER_METHODS = {
 HF_ARGUMENT_GROUP_ATTRIBUTE = "_argument_group_name"
 # DeepSpeed ZeRO-3 has no public accessors for a partitioned parameter: `trl_bon/anchor` reads its `ds_id`
 # (partitioned), `ds_shape` (whole shape) and `ds_tensor` (this rank's partition), exercised by `tests/engines`.
+# argparse lists no parser's options publicly: `scripts/parser.py` reads `accelerate launch`'s flags from its parser's
+# `_actions` (each an `argparse.Action` with `option_strings` and `nargs`), pinned by the contract tests.
 
 
 def check_trl_version() -> None:

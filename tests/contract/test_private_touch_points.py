@@ -1,6 +1,6 @@
-"""Contract tests for the private `transformers` API listed in `trl_bon._trl_compat.OVERRIDDEN_TRAINER_METHODS`: a
-transformers release that renames one, changes its parameters or stops routing the checkpoint save through it fails
-here, not as a silently non-atomic checkpoint."""
+"""Contract tests for the private API of other libraries that `trl_bon._trl_compat` lists: a transformers, TRL or
+accelerate release that renames one, changes its parameters or stops routing the checkpoint save through it fails
+here, not as a silently non-atomic checkpoint or a misrouted option."""
 
 import inspect
 
@@ -72,3 +72,17 @@ def test_hf_argument_parser_groups_a_dataclass_by_its_group_attribute():
     titles = [g.title for g in HfArgumentParser(group)._action_groups]
     assert "Zeta options" in titles
     assert "Zeta options:\n  --alpha ALPHA" in HfArgumentParser(group).format_help()
+
+
+def test_accelerate_launch_flags_read_from_its_parser_actions():
+    """`trl-bon` tells `accelerate launch` options (and which are switches) from training options through argparse's
+    private `_actions`: a release that renames it, or accelerate options that stop being actions, fails here."""
+    from accelerate.commands.launch import launch_command_parser
+
+    from trl_bon.scripts.parser import accelerate_launch_options
+
+    assert all(hasattr(action, "option_strings") for action in launch_command_parser()._actions)
+    options = accelerate_launch_options()
+    assert options["multi_gpu"] is True and options["cpu"] is True  # switches, given without a value
+    assert options["num_processes"] is False and options["config_file"] is False
+    assert "output_dir" not in options  # a training option is not a launcher's
