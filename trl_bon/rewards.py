@@ -1,16 +1,9 @@
-"""Offline reward scoring with TRL's `reward_funcs` conventions.
-
-`RLOOTrainer._calculate_rewards` needs a live trainer, so the sampler, the vBoN reference-reward cache and the
-evaluation score completions here instead. The conventions are TRL's (a parity test pins them):
-
-- a `str` reward function is a model id or path, loaded with `AutoModelForSequenceClassification(num_labels=1)`;
-- a reward model scores `prompt + completion` (chat-templated when conversational), right-padded, without added
-  special tokens, and the reward is `logits[:, 0]`;
-- a callable gets `prompts=`, `completions=`, `completion_ids=` and every extra dataset column as keyword arguments,
-  may be `async`, and may return `None` for a sample, which becomes NaN (that function is skipped for that sample);
-- the scalar reward is the weighted `nansum` over functions; a sample every function skipped is NaN.
-
-The checks of reward functions and their outputs live here too (listed in docs/reliability.md).
+"""Offline reward scoring (sampler, vBoN reference cache, evaluation), as `RLOOTrainer._calculate_rewards` scores
+without its live trainer; a parity test pins TRL's conventions: a reward model scores `prompt + completion`
+(chat-templated when conversational, right-padded, no added special tokens) as `logits[:, 0]`; a callable gets
+`prompts=`, `completions=`, `completion_ids=` and the extra dataset columns, may be `async` and may return `None`
+(NaN: skipped for that sample); the scalar reward is the weighted `nansum`. Also the checks of reward functions and
+their outputs (docs/reliability.md).
 """
 
 import asyncio
@@ -37,9 +30,7 @@ def reward_func_name(func: RewardFunc) -> str:
 
 def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> None:
     """Refuse, before any reward model loads, a missing reward-model path and a causal LM given as a reward model (by
-    path or instance), which `AutoModelForSequenceClassification` would load with a randomly initialised score head.
-
-    Called by [`RewardScorer`] and by the RLOO-based trainers ahead of `RLOOTrainer.__init__`."""
+    path or instance), which `AutoModelForSequenceClassification` would give a randomly initialised score head."""
     from transformers import AutoConfig, PreTrainedModel
 
     kwargs = model_init_kwargs or {}
@@ -64,11 +55,8 @@ def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> N
 
 
 def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
-    """Refuse a reward model whose tokenizer cannot be its own, and warn when one the user passed looks like another
-    model's (for [`RewardScorer`] and the trainers).
-
-    `tokenizers` are the processing classes in use (one per function, None for callables); `given` those the user
-    passed (None or a list): a tokenizer loaded from the model's own folder is only checked for its size."""
+    """Refuse a reward model whose tokenizer cannot be its own (one per function, None for callables), and warn when
+    one the user passed (`given`, None or a list) looks like another model's."""
     if not isinstance(given, (list, tuple)):
         given = [given] * len(reward_funcs)
     for model, tokenizer, passed in zip(reward_funcs, tokenizers, given, strict=True):
@@ -111,7 +99,7 @@ def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
 
 def reward_values(output, name: str, count: int) -> torch.Tensor:
     """A reward callable's output as a `(count,)` float tensor (None → NaN, booleans 0/1 as TRL takes them), or an
-    error naming `name`: the one check of what a reward function returns, offline and in the trainers."""
+    error naming `name`."""
     if isinstance(output, torch.Tensor) or type(output).__module__.startswith("numpy"):
         shape = tuple(output.shape)
         if len(shape) != 1:
@@ -141,8 +129,8 @@ def reward_values(output, name: str, count: int) -> torch.Tensor:
 
 
 def check_finite_rewards(rewards_per_func: torch.Tensor, names: Sequence[str], why: str = ".") -> None:
-    """The one check of scored rewards, `(samples, functions)`: refuse an infinite reward (naming the function), and
-    a sample every function skipped (None or NaN: its reward would be NaN). `why` ends the message (default ".")."""
+    """Refuse an infinite reward (naming the function) and a sample every function skipped (its reward would be NaN)
+    in `(samples, functions)` rewards; `why` ends the message."""
     infinite = torch.isinf(rewards_per_func).any(dim=0)
     if infinite.any():
         bad = names[int(infinite.nonzero()[0])]
@@ -159,9 +147,8 @@ def check_finite_rewards(rewards_per_func: torch.Tensor, names: Sequence[str], w
 
 
 def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequence) -> dict:
-    """What identifies a weighted set of reward functions for caches: names, weights and content identities
-    (weights fingerprint and tokenizer identity for a model, hash of source, closure and globals for a callable; see
-    `trl_bon.identity`). `tokenizers` are the reward models' tokenizers (None for callables)."""
+    """What identifies weighted reward functions for caches: names, weights and content identities
+    (`trl_bon.identity`); `tokenizers` are the reward models' tokenizers (None for callables)."""
     identities = []
     for func, tokenizer in zip(funcs, tokenizers, strict=True):
         if isinstance(func, nn.Module):  # a reward model reads the tokens of its own tokenizer and chat template
@@ -177,7 +164,6 @@ def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequ
 
 
 def as_scorer(reward, **scorer_kwargs) -> "RewardScorer":
-    """`reward` if it is a [`RewardScorer`], else a `RewardScorer(reward, **scorer_kwargs)`."""
     return reward if isinstance(reward, RewardScorer) else RewardScorer(reward, **scorer_kwargs)
 
 
@@ -189,16 +175,10 @@ class RewardScorer:
             Model ids/paths, `PreTrainedModel` sequence classifiers or callables, as for [`~trl.RLOOTrainer`].
         reward_processing_classes (`PreTrainedTokenizerBase` or `list`, *optional*):
             Tokenizers of the reward models; loaded from the model's path when `None`.
-        reward_weights (`list[float]`, *optional*):
-            Weight of each function in the scalar reward; all ones by default.
         model_init_kwargs (`dict`, *optional*):
             Keyword arguments for loading reward models given as strings.
         batch_size (`int`, *optional*, defaults to `64`):
             Texts per reward-model forward.
-        chat_template_kwargs (`dict`, *optional*):
-            Extra arguments for `apply_chat_template` on conversational samples.
-        device (`str` or `torch.device`, *optional*):
-            Device the reward models are moved to; where they were loaded by default.
 
     Example:
 
@@ -265,7 +245,7 @@ class RewardScorer:
         self._signature = None
 
     def signature(self) -> dict:
-        """What identifies this reward for caches: names, weights and content identities ([`reward_signature`])."""
+        """[`reward_signature`] of these functions, computed once."""
         if self._signature is None:
             self._signature = reward_signature(self.funcs, self.weights.tolist(), self.tokenizers)
         return self._signature
@@ -274,14 +254,11 @@ class RewardScorer:
     def _score_model(self, model, tokenizer, prompts: list, completions: list) -> torch.Tensor:
         from trl import apply_chat_template, is_conversational
 
-        pairs = zip(prompts, completions, strict=True)
+        texts = [p + c for p, c in zip(prompts, completions, strict=True)]  # strings, or lists of messages
         if is_conversational({"prompt": prompts[0]}):
             texts = [
-                apply_chat_template({"messages": p + c}, tokenizer, **self.chat_template_kwargs)["text"]
-                for p, c in pairs
+                apply_chat_template({"messages": m}, tokenizer, **self.chat_template_kwargs)["text"] for m in texts
             ]
-        else:
-            texts = [p + c for p, c in pairs]
         device = next(model.parameters()).device
         scores = []
         for start in range(0, len(texts), self.batch_size):
@@ -298,8 +275,8 @@ class RewardScorer:
     def __call__(
         self, prompts: list, completions: list, completion_ids: list | None = None, **columns
     ) -> torch.Tensor:
-        """Rewards per function, `(len(prompts), num_funcs)` float32 (`None` → NaN); extra keyword arguments are
-        dataset columns (one value per sample), forwarded to callables as TRL does."""
+        """Rewards per function, `(len(prompts), num_funcs)` (`None` → NaN); `columns` (one value per sample) are
+        forwarded to callables as TRL does."""
         if len(prompts) != len(completions):
             raise ValueError(
                 f"Got {len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion."
