@@ -24,19 +24,9 @@ BON_COLUMNS = ("input_ids", "completion_mask", "reward", "candidate_rewards")
 
 
 def bon_sft_dataset(output: BestOfNOutput, tokenizer: PreTrainedTokenizerBase) -> Dataset:
-    """The training set of [`BoNSFTTrainer`]: the chosen completion of each prompt, as the exact sampled token ids.
-
-    SFT runs on the sampled ids, not on re-tokenised text: decoding and re-encoding can merge or split tokens, and
-    `SFTTrainer` would append an EOS to completions cut at `max_completion_length`, which the sampler never produced.
-
-    Args:
-        output ([`~trl_bon.sampling.BestOfNOutput`]): a [`~trl_bon.best_of_n`] result.
-        tokenizer: the tokenizer the samples were drawn with (prompts are tokenised exactly as the sampler did).
-
-    Returns:
-        A `Dataset` with `prompt`, `completion`, `reward`, `candidate_rewards` (the N rewards, for the logs) and the
-        pre-tokenised `input_ids` and `completion_mask` that `SFTTrainer` trains on.
-    """
+    """The training set of [`BoNSFTTrainer`] from a [`~trl_bon.best_of_n`] result sampled with `tokenizer`:
+    `prompt`, `completion`, `reward`, `candidate_rewards` (the N rewards, for the logs), and the sampled token ids as
+    `input_ids` and `completion_mask`, since re-tokenised text can differ from them (docs/bon_sft_trainer.md)."""
     prompt_ids = tokenize_prompts(tokenizer, output.prompts, {})
     pairs = list(zip(prompt_ids, output.completion_ids, strict=True))
     return Dataset.from_dict(
@@ -51,21 +41,6 @@ def bon_sft_dataset(output: BestOfNOutput, tokenizer: PreTrainedTokenizerBase) -
     )
 
 
-def bon_statistics(dataset: Dataset) -> dict[str, float]:
-    """Reward and length statistics of a [`bon_sft_dataset`], logged as `bon_sft/*` at the first logging step."""
-    rewards = torch.tensor(dataset["candidate_rewards"], dtype=torch.float64)
-    chosen = torch.tensor(dataset["reward"], dtype=torch.float64)
-    num_maximal = (rewards == rewards.max(dim=1, keepdim=True).values).sum(dim=1)
-    return {
-        "bon_sft/candidate_reward_mean": rewards.mean().item(),
-        "bon_sft/candidate_reward_std": rewards.std().item() if rewards.numel() > 1 else 0.0,
-        "bon_sft/chosen_reward_mean": chosen.mean().item(),
-        "bon_sft/chosen_reward_std": chosen.std().item() if chosen.numel() > 1 else 0.0,
-        "bon_sft/tie_fraction": (num_maximal > 1).double().mean().item(),
-        "bon_sft/chosen_length_mean": sum(map(sum, dataset["completion_mask"])) / len(dataset),
-    }
-
-
 def bon_data_fingerprint(dataset: Dataset) -> str:
     """Hash of what SFT trains on (token ids, loss mask, rewards): a checkpoint resumes only onto the same data."""
     content = [list(dataset[column]) for column in BON_COLUMNS]
@@ -73,7 +48,6 @@ def bon_data_fingerprint(dataset: Dataset) -> str:
 
 
 def _check_bon_dataset(dataset, args: BoNSFTConfig, name: str) -> None:
-    """Fail before any model is loaded if `dataset` is not Best-of-N data made with `args.num_candidates`."""
     if dataset is None or isinstance(dataset, IterableDataset):
         raise ValueError(
             f"`{name}` is required and must be a `Dataset`: sample it first with "
@@ -104,8 +78,8 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
     It is [`~trl.SFTTrainer`] on a Best-of-N training set: for each prompt, `num_candidates` completions sampled from
     the reference model π_ref with [`~trl_bon.best_of_n`], the best one kept (ties broken uniformly at random,
     seeded), turned into exact token ids by [`bon_sft_dataset`]. The loss is on the completion tokens only: the
-    forward-KL objective `KL(π_BoN‖π_θ)`. The trainer never samples; one trainer trains one round (see
-    `docs/bon_sft_trainer.md` for rounds). The `bon_sft/*` statistics of the data are logged at the first log.
+    forward-KL objective `KL(π_BoN‖π_θ)`. The trainer never samples; one trainer trains one round. The `bon_sft/*`
+    statistics of the data are logged at the first log. Usage and rounds: docs/bon_sft_trainer.md.
 
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
@@ -113,8 +87,6 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
         args ([`BoNSFTConfig`], *optional*):
             Configuration; defaults to `BoNSFTConfig(f"{model_name}-BoN-SFT")`. Its `num_candidates` must be the N of
             the data.
-        data_collator ([`~transformers.DataCollator`], *optional*):
-            As for [`~trl.SFTTrainer`].
         train_dataset ([`~datasets.Dataset`]):
             Best-of-N data from [`bon_sft_dataset`] (columns `input_ids`, `completion_mask`, `reward`,
             `candidate_rewards`, …).
@@ -123,31 +95,9 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
             loss estimates the forward KL to π_BoN).
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
             The tokenizer the data was sampled with; loaded from the model when `None`.
-        compute_metrics, callbacks, optimizers, optimizer_cls_and_kwargs, preprocess_logits_for_metrics,
-        quantization_config, peft_config:
+        data_collator, compute_metrics, callbacks, optimizers, optimizer_cls_and_kwargs,
+        preprocess_logits_for_metrics, quantization_config, peft_config:
             As for [`~trl.SFTTrainer`].
-
-    Example:
-
-    ```python
-    >>> from transformers import AutoTokenizer
-    >>> from trl_bon import BoNSFTConfig, BoNSFTTrainer, best_of_n, bon_sft_dataset
-    >>> from trl_bon.sampling import Sampler
-    >>> from trl_bon.toy import build_one_token_task
-    >>> task = build_one_token_task("/tmp/trl_bon_doc_bon_sft")
-    >>> args = BoNSFTConfig(
-    ...     "/tmp/trl_bon_doc_bon_sft/out", num_candidates=4, max_completion_length=1, use_cpu=True, bf16=False,
-    ...     report_to="none", save_strategy="no", max_steps=2, disable_tqdm=True,
-    ... )
-    >>> tokenizer = AutoTokenizer.from_pretrained(task.model_path)
-    >>> sampler = Sampler(task.model_path, args.generation_settings, tokenizer=tokenizer,
-    ...                   progress=False)
-    >>> bon = best_of_n(sampler, [task.prompt] * 16, task.reward_func, args.num_candidates)
-    >>> trainer = BoNSFTTrainer(task.model_path, args, train_dataset=bon_sft_dataset(bon, tokenizer))
-    >>> trainer.train_dataset.num_rows
-    16
-    >>> _ = trainer.train()
-    ```
     """
 
     _tag_names = ["trl", "trl-bon", "sft", "bon-sft"]
@@ -181,11 +131,8 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
                 f"`args` must be a `BoNSFTConfig`, got `{type(args).__name__}`; build one with the same fields."
             )
         _check_bon_dataset(train_dataset, args, "train_dataset")
-        settings = {
-            "method": "bon_sft",
-            "num_candidates": args.num_candidates,
-            "train_data_sha256": bon_data_fingerprint(train_dataset),
-        }
+        settings = {"method": "bon_sft", "num_candidates": args.num_candidates}
+        settings["train_data_sha256"] = bon_data_fingerprint(train_dataset)
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
         check_model_inputs(model)  # last before any model loads: the cheaper checks above speak first
         super().__init__(
@@ -204,5 +151,16 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
             peft_config=peft_config,
         )
         keep_4bit_weights_trainable(self.model)
-        # Logged (averaged by SFTTrainer.log) at the first logging step.
-        self._metrics["train"].update({key: [value] for key, value in bon_statistics(train_dataset).items()})
+        # The data's statistics, logged (averaged by SFTTrainer.log) at the first logging step.
+        rewards = torch.tensor(train_dataset["candidate_rewards"], dtype=torch.float64)
+        chosen = torch.tensor(train_dataset["reward"], dtype=torch.float64)
+        num_maximal = (rewards == rewards.max(dim=1, keepdim=True).values).sum(dim=1)
+        statistics = {
+            "candidate_reward_mean": rewards.mean().item(),
+            "candidate_reward_std": rewards.std().item() if rewards.numel() > 1 else 0.0,
+            "chosen_reward_mean": chosen.mean().item(),
+            "chosen_reward_std": chosen.std().item() if chosen.numel() > 1 else 0.0,
+            "tie_fraction": (num_maximal > 1).double().mean().item(),
+            "chosen_length_mean": sum(map(sum, train_dataset["completion_mask"])) / len(train_dataset),
+        }
+        self._metrics["train"].update({f"bon_sft/{key}": [value] for key, value in statistics.items()})
