@@ -35,14 +35,8 @@ from trl_bon.trainer._config_checks import require_at_least
 
 @dataclass
 class BoNSFTScriptArguments(BoNScriptArguments):
-    """Script arguments of `trl-bon bon-sft`: the prompt dataset ([`~trl.ScriptArguments`]), the reward(s) that pick
-    the best candidate, the prompt transform (see `BoNScriptArguments`) and the number of rounds.
-
-    Args:
-        num_rounds (`int`, *optional*, defaults to `1`):
-            `1` is BoN-SFT (distil Best-of-N of the reference model). With `R > 1`, each round samples N candidates
-            from the current policy, keeps the best and fine-tunes on it (RAFT / ReST-style iterative distillation).
-    """
+    """Script arguments of `trl-bon bon-sft`: [`BoNScriptArguments`] and `num_rounds` (`1` is BoN-SFT; with `R > 1`,
+    each round samples from the current policy and fine-tunes on the best, RAFT / ReST-style)."""
 
     num_rounds: int = field(
         default=1,
@@ -142,36 +136,29 @@ def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, 
     return dataset
 
 
-def trainable_weights(model) -> tuple[dict, str]:
-    """The trainable tensors of `model` (the adapter under LoRA) and the SHA-256 of their safetensors bytes."""
+def save_trainable(model, path: Path, training_args) -> str:
+    """Save the trainable tensors (the adapter under LoRA) atomically, on the main process; return their SHA-256."""
     from safetensors.torch import save
 
-    weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    return weights, hashlib.sha256(save(weights)).hexdigest()
-
-
-def save_trainable(model, path: Path, training_args) -> str:
-    """Save the trainable weights atomically (on the main process); return their hash."""
-    from safetensors.torch import save_file
-
-    weights, digest = trainable_weights(model)
+    data = save({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad})
     if training_args.process_index == 0:
-        save_file(weights, str(path.with_suffix(".tmp")))
+        path.with_suffix(".tmp").write_bytes(data)
         os.replace(path.with_suffix(".tmp"), path)
-    return digest
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_trainable(model, path: Path) -> str:
-    """Load the weights `save_trainable` saved into `model`; return their hash."""
-    from safetensors.torch import load_file
+    """Load the weights `save_trainable` saved into `model`; return their SHA-256."""
+    from safetensors.torch import load
 
-    unexpected = model.load_state_dict(load_file(str(path)), strict=False).unexpected_keys
+    data = path.read_bytes()
+    unexpected = model.load_state_dict(load(data), strict=False).unexpected_keys
     if unexpected:
         raise ValueError(
             f"{path} holds weights of another model ({unexpected[:3]}…). Delete `_bon_data/` to start over, or use "
             "another `output_dir`."
         )
-    return trainable_weights(model)[1]
+    return hashlib.sha256(data).hexdigest()
 
 
 def main(script_args, training_args, model_args, dataset_args):
