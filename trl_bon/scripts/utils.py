@@ -1,6 +1,5 @@
-"""Helpers of the `trl-bon` scripts, built as TRL's own scripts (`trl/scripts/rloo.py`) build them. Public: recipes
-and your own scripts may import them (e.g. `make_prompts` to build the IMDB prompts of a baseline).
-"""
+"""Helpers of the `trl-bon` scripts, built as TRL's own scripts (`trl/scripts/rloo.py`) build them; public, for
+recipes and your own scripts (e.g. `make_prompts` to build the IMDB prompts of a baseline)."""
 
 import importlib
 import os
@@ -13,22 +12,10 @@ from trl import ScriptArguments
 
 @dataclass
 class BoNScriptArguments(ScriptArguments):
-    """
-    Script arguments shared by the trl-bon training scripts (on top of TRL's [`~trl.ScriptArguments`]).
-
-    Args:
-        reward_model_name_or_path (`list[str]`, *optional*):
-            Reward model id(s) or path(s), loaded as `num_labels=1` sequence classifiers (TRL convention).
-        reward_funcs (`list[str]`, *optional*):
-            Reward callables: a TRL built-in or a dotted import path, resolved from the current directory too.
-        prompt_column (`str`, *optional*):
-            Build the `prompt` column from this text column (e.g. `text` for `stanfordnlp/imdb`).
-        prompt_min_tokens, prompt_max_tokens (`int`, *optional*):
-            Truncate each prompt to its first L tokens (policy tokenizer), L uniform in [min, max] and fixed per row
-            (seeded by `prompt_seed` and the row index, so every rank and rerun sees the same prompts).
-        prompt_seed (`int`, *optional*, defaults to `0`):
-            Seed of the prompt lengths.
-    """
+    """Script arguments shared by the trl-bon scripts (on top of TRL's [`~trl.ScriptArguments`]): the reward(s) and
+    the prompt transform, which cuts each prompt to its first L tokens (policy tokenizer), L uniform in
+    [`prompt_min_tokens`, `prompt_max_tokens`] and fixed per row (seeded by `prompt_seed` and the row index, so every
+    rank and rerun sees the same prompts)."""
 
     reward_model_name_or_path: list[str] | None = field(
         default=None,
@@ -198,9 +185,8 @@ def finish(trainer, training_args, script_args) -> None:
 
 
 def train(trainer_class, script_args, training_args, model_args, dataset_args):
-    """Build `trainer_class` from the parsed arguments as TRL's scripts build theirs (reward(s), π_ref with TRL's
-    `model_init_kwargs`, the train (and, when evaluating, eval) split with the prompt transform, quantization, LoRA),
-    train (resuming from `--resume_from_checkpoint` if set), then [`finish`]; return the trainer."""
+    """Build `trainer_class` from the parsed arguments as TRL's scripts build theirs, train (resuming from
+    `--resume_from_checkpoint` if set), then [`finish`]; return the trainer."""
     from trl import get_peft_config, get_quantization_config
 
     reward_funcs = resolve_reward_funcs(script_args)
