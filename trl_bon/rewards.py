@@ -259,16 +259,10 @@ class RewardScorer:
             texts = [
                 apply_chat_template({"messages": m}, tokenizer, **self.chat_template_kwargs)["text"] for m in texts
             ]
-        device = next(model.parameters()).device
+        encoding = dict(return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
         scores = []
         for start in range(0, len(texts), self.batch_size):
-            inputs = tokenizer(
-                text=texts[start : start + self.batch_size],
-                return_tensors="pt",
-                padding=True,
-                padding_side="right",
-                add_special_tokens=False,
-            ).to(device)
+            inputs = tokenizer(texts[start : start + self.batch_size], **encoding).to(model.device)
             scores.append(model(**inputs).logits[:, 0].float().cpu())
         return torch.cat(scores)
 
