@@ -4,14 +4,13 @@
 #     "peft",
 # ]
 # ///
-"""Fine-tune on Best-of-N samples (`BoNSFTTrainer`), the `trl-bon bon-sft` subcommand.
+"""Fine-tune on Best-of-N samples (`BoNSFTTrainer`), the `trl-bon bon-sft` subcommand (options: docs/cli.md).
 
-    accelerate launch --config_file recipes/accelerate/single_gpu.yaml -m trl_bon.scripts.bon_sft \\
-        --config recipes/bon_sft/imdb_gpt2.yaml
+    trl-bon bon-sft --config recipes/bon_sft/imdb_gpt2.yaml
 
 The dataset is prompt-only: `best_of_n` samples `--num_candidates` completions per prompt and the best one becomes the
-SFT target. `--num_rounds R > 1` repeats sample-then-train R times from the policy trained so far (RAFT / ReST-style);
-docs/bon_sft_trainer.md says where each round's data and weights are kept, reused and refused.
+SFT target. `--num_rounds R > 1` repeats sample-then-train from the policy trained so far (RAFT / ReST-style; rounds:
+docs/bon_sft_trainer.md).
 """
 
 import copy
@@ -22,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trl_bon.scripts.parser import training_parser
 from trl_bon.scripts.utils import (
     BoNScriptArguments,
     check_model_paths,
@@ -234,7 +234,6 @@ def main(script_args, training_args, model_args, dataset_args):
 
 def make_parser(prog: str | None = None):
     from trl_bon import BoNSFTConfig
-    from trl_bon.scripts.parser import training_parser
 
     return training_parser(BoNSFTScriptArguments, BoNSFTConfig, prog)
 
