@@ -47,30 +47,6 @@ def bon_data_fingerprint(dataset: Dataset) -> str:
     return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
 
 
-def _check_bon_dataset(dataset, args: BoNSFTConfig, name: str) -> None:
-    if dataset is None or isinstance(dataset, IterableDataset):
-        raise ValueError(
-            f"`{name}` is required and must be a `Dataset`: sample it first with "
-            "`bon_sft_dataset(best_of_n(Sampler(model), prompts, reward_funcs, args.num_candidates), tokenizer)`."
-        )
-    missing = [column for column in BON_COLUMNS if column not in dataset.column_names]
-    if missing:
-        raise ValueError(
-            f"`{name}` is not Best-of-N data (missing column(s) {missing}; columns: {dataset.column_names}). "
-            "BoNSFTTrainer only trains: build its data before it with `bon_sft_dataset(best_of_n(...), tokenizer)`, "
-            "or train on fixed completions with `trl.SFTTrainer`."
-        )
-    if len(dataset) == 0:
-        raise ValueError(f"`{name}` is empty: BoN-SFT needs at least one prompt.")
-    num_candidates = len(dataset[0]["candidate_rewards"])
-    if num_candidates != args.num_candidates:
-        raise ValueError(
-            f"`{name}` holds Best-of-{num_candidates} data, but `args.num_candidates={args.num_candidates}`. Sample "
-            "the data with the config's `num_candidates`, or set `num_candidates` to the N the data was made with."
-        )
-    check_sft_batches(len(dataset), args, name)
-
-
 class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
     r"""
     Trainer for Best-of-N distillation by supervised fine-tuning (BoN-SFT).
@@ -83,21 +59,17 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
 
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
-            Model id/path or instance, as for [`~trl.SFTTrainer`]; the model the data was sampled from.
+            The model the data was sampled from (id/path or instance).
         args ([`BoNSFTConfig`], *optional*):
-            Configuration; defaults to `BoNSFTConfig(f"{model_name}-BoN-SFT")`. Its `num_candidates` must be the N of
-            the data.
+            Defaults to `BoNSFTConfig(f"{model_name}-BoN-SFT")`; its `num_candidates` must be the N of the data.
         train_dataset ([`~datasets.Dataset`]):
-            Best-of-N data from [`bon_sft_dataset`] (columns `input_ids`, `completion_mask`, `reward`,
-            `candidate_rewards`, …).
-        eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
-            Evaluation data, passed to [`~trl.SFTTrainer`] as is, e.g. [`bon_sft_dataset`] of held-out prompts (its
-            loss estimates the forward KL to π_BoN).
+            Best-of-N data from [`bon_sft_dataset`].
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
             The tokenizer the data was sampled with; loaded from the model when `None`.
-        data_collator, compute_metrics, callbacks, optimizers, optimizer_cls_and_kwargs,
+        data_collator, eval_dataset, compute_metrics, callbacks, optimizers, optimizer_cls_and_kwargs,
         preprocess_logits_for_metrics, quantization_config, peft_config:
-            As for [`~trl.SFTTrainer`].
+            As for [`~trl.SFTTrainer`] (the loss on a [`bon_sft_dataset`] of held-out prompts estimates the forward KL
+            to π_BoN).
     """
 
     _tag_names = ["trl", "trl-bon", "sft", "bon-sft"]
@@ -130,7 +102,28 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
             raise TypeError(
                 f"`args` must be a `BoNSFTConfig`, got `{type(args).__name__}`; build one with the same fields."
             )
-        _check_bon_dataset(train_dataset, args, "train_dataset")
+        if train_dataset is None or isinstance(train_dataset, IterableDataset):
+            raise ValueError(
+                "`train_dataset` is required and must be a `Dataset`: sample it first with `bon_sft_dataset(best_of_n("
+                "Sampler(model), prompts, reward_funcs, args.num_candidates), tokenizer)`."
+            )
+        missing = [column for column in BON_COLUMNS if column not in train_dataset.column_names]
+        if missing:
+            raise ValueError(
+                f"`train_dataset` is not Best-of-N data (missing column(s) {missing}; columns: "
+                f"{train_dataset.column_names}). BoNSFTTrainer only trains: build its data before it with "
+                "`bon_sft_dataset(best_of_n(...), tokenizer)`, or train on fixed completions with `trl.SFTTrainer`."
+            )
+        if len(train_dataset) == 0:
+            raise ValueError("`train_dataset` is empty: BoN-SFT needs at least one prompt.")
+        num_candidates = len(train_dataset[0]["candidate_rewards"])
+        if num_candidates != args.num_candidates:
+            raise ValueError(
+                f"`train_dataset` holds Best-of-{num_candidates} data, but `args.num_candidates={args.num_candidates}"
+                "`. Sample the data with the config's `num_candidates`, or set `num_candidates` to the N the data was "
+                "made with."
+            )
+        check_sft_batches(len(train_dataset), args, "train_dataset")
         settings = {"method": "bon_sft", "num_candidates": args.num_candidates}
         settings["train_data_sha256"] = bon_data_fingerprint(train_dataset)
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
