@@ -168,17 +168,9 @@ def as_scorer(reward, **scorer_kwargs) -> "RewardScorer":
 
 
 class RewardScorer:
-    """Scores prompt/completion pairs with a list of TRL-style reward functions, outside any trainer.
-
-    Args:
-        reward_funcs (`RewardFunc` or `list[RewardFunc]`):
-            Model ids/paths, `PreTrainedModel` sequence classifiers or callables, as for [`~trl.RLOOTrainer`].
-        reward_processing_classes (`PreTrainedTokenizerBase` or `list`, *optional*):
-            Tokenizers of the reward models; loaded from the model's path when `None`.
-        model_init_kwargs (`dict`, *optional*):
-            Keyword arguments for loading reward models given as strings.
-        batch_size (`int`, *optional*, defaults to `64`):
-            Texts per reward-model forward.
+    """Scores prompt/completion pairs outside any trainer with TRL-style `reward_funcs` (model ids/paths,
+    `PreTrainedModel` sequence classifiers or callables, as for [`~trl.RLOOTrainer`]). Reward models given as strings
+    load with `model_init_kwargs`, and their tokenizers from their path unless `reward_processing_classes` gives them.
 
     Example:
 
