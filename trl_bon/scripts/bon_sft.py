@@ -48,8 +48,10 @@ class BoNSFTScriptArguments(BoNScriptArguments):
 
 
 def check_prompt_dataset(dataset, name: str = "train_dataset") -> None:
-    """Fail before any sampling if `dataset` is not a non-empty, prompt-only `Dataset`."""
+    """Fail before any sampling if `dataset` is not a prompt-only `Dataset` of valid prompts."""
     from datasets import IterableDataset
+
+    from trl_bon.sampling import check_prompts
 
     if dataset is None:
         raise ValueError(f"`{name}` is required: pass a prompt-only dataset with a `prompt` column.")
@@ -71,8 +73,7 @@ def check_prompt_dataset(dataset, name: str = "train_dataset") -> None:
             f"the completions itself. Drop them (`dataset.remove_columns({given})`), or train on fixed completions "
             "with `trl.SFTTrainer`."
         )
-    if len(dataset) == 0:
-        raise ValueError(f"`{name}` is empty: BoN-SFT needs at least one prompt.")
+    check_prompts(dataset["prompt"], name)
 
 
 def round_metadata(round_index: int, prompts, scorer, training_args, policy: str) -> dict:
@@ -167,7 +168,6 @@ def main(script_args, training_args, model_args, dataset_args):
     from trl import get_peft_config, get_quantization_config
 
     from trl_bon import BoNSFTTrainer, RewardScorer
-    from trl_bon.sampling import check_prompts
     from trl_bon.trainer._config_checks import check_prompt_lengths, check_sft_batches, check_writable_dir
 
     if training_args.eval_strategy != "no":
@@ -193,7 +193,6 @@ def main(script_args, training_args, model_args, dataset_args):
     if tokenizer.pad_token is None:  # what SFTTrainer would set; the sampler needs it first
         tokenizer.pad_token = training_args.pad_token or tokenizer.eos_token
     prompts = list(prompt_dataset["prompt"])
-    check_prompts(prompts)
     check_prompt_lengths(
         prompts, tokenizer, model_args.model_name_or_path, training_args.max_completion_length, "prompts"
     )
