@@ -1,10 +1,6 @@
-"""Offline reward scoring (sampler, vBoN reference cache, evaluation), as `RLOOTrainer._calculate_rewards` scores
-without its live trainer; a parity test pins TRL's conventions: a reward model scores `prompt + completion`
-(chat-templated when conversational, right-padded, no added special tokens) as `logits[:, 0]`; a callable gets
-`prompts=`, `completions=`, `completion_ids=` and the extra dataset columns, may be `async` and may return `None`
-(NaN: skipped for that sample); the scalar reward is the weighted `nansum`. Also the checks of reward functions and
-their outputs (docs/reliability.md).
-"""
+"""Offline reward scoring for the sampler, the vBoN reference cache and the evaluation, with the conventions of
+`RLOOTrainer._calculate_rewards` (which needs a live trainer; docs/bon_sft_trainer.md lists them, a parity test pins
+them), and the checks of reward functions and their outputs (docs/reliability.md)."""
 
 import asyncio
 import inspect
@@ -170,19 +166,7 @@ def as_scorer(reward, **scorer_kwargs) -> "RewardScorer":
 class RewardScorer:
     """Scores prompt/completion pairs outside any trainer with TRL-style `reward_funcs` (model ids/paths,
     `PreTrainedModel` sequence classifiers or callables, as for [`~trl.RLOOTrainer`]). Reward models given as strings
-    load with `model_init_kwargs`, and their tokenizers from their path unless `reward_processing_classes` gives them.
-
-    Example:
-
-    ```python
-    >>> from trl_bon.rewards import RewardScorer
-    >>> def length_reward(completions, **kwargs):
-    ...     return [float(len(c)) for c in completions]
-    >>> scorer = RewardScorer(length_reward)
-    >>> scorer.weighted(scorer(["a", "b"], ["xy", "xyz"])).tolist()
-    [2.0, 3.0]
-    ```
-    """
+    load with `model_init_kwargs`, their tokenizers from their path unless `reward_processing_classes` gives them."""
 
     def __init__(
         self,
