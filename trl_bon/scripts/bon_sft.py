@@ -8,9 +8,8 @@
 
     trl-bon bon-sft --config recipes/bon_sft/imdb_gpt2.yaml
 
-The dataset is prompt-only: `best_of_n` samples `--num_candidates` completions per prompt and the best one becomes the
-SFT target. `--num_rounds R > 1` repeats sample-then-train from the policy trained so far (RAFT / ReST-style; rounds:
-docs/bon_sft_trainer.md).
+The dataset is prompt-only: the best of `--num_candidates` samples per prompt is the SFT target. `--num_rounds R > 1`
+repeats sample-then-train from the policy trained so far (RAFT / ReST-style; docs/bon_sft_trainer.md).
 """
 
 import copy

@@ -1,9 +1,6 @@
-"""The `trl-bon` command line (`trl` has no plugin hook for new subcommands, so trl-bon ships its own entry point).
-
-Each subcommand is a module `trl_bon.scripts.<module>` with `make_parser(prog=None)` and `main`, imported only when
-it runs, so `trl-bon --help` and `--version` stay fast. Training subcommands parse their arguments once, like `trl
-rloo`; arguments their parser does not know must be flags of `accelerate launch` (`LAUNCH_HELP`, docs/cli.md).
-"""
+"""The `trl-bon` command line (`trl` has no plugin hook for new subcommands). Each subcommand is a module
+`trl_bon.scripts.<module>` with `make_parser(prog=None)` and `main`, imported only when it runs (`--help` stays fast);
+arguments a training subcommand's parser does not know must be flags of `accelerate launch` (docs/cli.md)."""
 
 import argparse
 import importlib
