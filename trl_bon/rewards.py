@@ -159,8 +159,8 @@ def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequ
     }
 
 
-def as_scorer(reward, **scorer_kwargs) -> "RewardScorer":
-    return reward if isinstance(reward, RewardScorer) else RewardScorer(reward, **scorer_kwargs)
+def as_scorer(reward) -> "RewardScorer":
+    return reward if isinstance(reward, RewardScorer) else RewardScorer(reward)
 
 
 class RewardScorer:
