@@ -168,9 +168,8 @@ def load_splits(script_args, dataset_args, training_args, tokenizer_path: str | 
     """Train and (when evaluating) eval splits, as in TRL's scripts, with the prompt transform applied."""
     dataset = load_dataset_dict(script_args, dataset_args)
     train = get_split(dataset, script_args.dataset_train_split, "--dataset_train_split")
-    evaluation = None
-    if training_args.eval_strategy != "no":
-        evaluation = get_split(dataset, script_args.dataset_test_split, "--dataset_test_split")
+    evaluating = training_args.eval_strategy != "no"
+    evaluation = get_split(dataset, script_args.dataset_test_split, "--dataset_test_split") if evaluating else None
     return tuple(apply_prompt_transform(split, script_args, tokenizer_path) for split in (train, evaluation))
 
 
