@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trl_bon import BoNSFTConfig
 from trl_bon.scripts.parser import training_parser
 from trl_bon.scripts.utils import (
     BoNScriptArguments,
@@ -196,11 +197,10 @@ def main(script_args, training_args, model_args, dataset_args):
     )
     scorer = RewardScorer(reward_funcs, reward_weights=training_args.reward_weights, device=training_args.device)
 
-    data_dir = Path(training_args.output_dir) / "_bon_data"
     policy, trainer, resume = model_args.model_name_or_path, None, training_args.resume_from_checkpoint
     policy_name = policy  # in the data's metadata: the model id, then the hash of the weights sampled from
     for round_index in range(1, script_args.num_rounds + 1):
-        directory = data_dir / f"round-{round_index}"
+        directory = Path(training_args.output_dir) / "_bon_data" / f"round-{round_index}"
         metadata = round_metadata(round_index, prompts, scorer, training_args, policy_name)
         dataset = round_data(directory, metadata, policy, prompt_dataset, scorer, tokenizer, training_args)
         round_args = copy.copy(training_args)  # rounds >= 2 keep their checkpoints in output_dir/round-k
@@ -230,8 +230,6 @@ def main(script_args, training_args, model_args, dataset_args):
 
 
 def make_parser(prog: str | None = None):
-    from trl_bon import BoNSFTConfig
-
     return training_parser(BoNSFTScriptArguments, BoNSFTConfig, prog)
 
 

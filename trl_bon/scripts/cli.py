@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None, launch: bool | None = None) -> int:
     if launch is None:
         launch = os.environ.get("TRL_BON_LAUNCH", "1") not in ("0", "false", "False")
     try:
-        return run_command(args.command, rest, allow_launch=launch and args.command in TRAINING_COMMANDS)
+        return run_command(args.command, rest, allow_launch=launch)
     except FileNotFoundError as error:
         # A typo in a model path: one line says it all (`identity` is looked up lazily: it imports torch)
         identity = sys.modules.get("trl_bon.identity")

@@ -4,13 +4,12 @@
 #     "peft",
 # ]
 # ///
-"""Train with J-BOND / BOND (`JBondTrainer`), the `trl-bon jbond` subcommand (options: docs/cli.md).
-
-trl-bon jbond --config recipes/jbond/imdb_gpt2.yaml
-"""
+"""Train with J-BOND / BOND (`JBondTrainer`), the `trl-bon jbond` subcommand (options: docs/cli.md), e.g.
+`trl-bon jbond --config recipes/jbond/imdb_gpt2.yaml`."""
 
 from dataclasses import dataclass
 
+from trl_bon import JBondConfig
 from trl_bon.scripts.parser import training_parser
 from trl_bon.scripts.utils import BoNScriptArguments, train
 
@@ -27,8 +26,6 @@ def main(script_args, training_args, model_args, dataset_args):
 
 
 def make_parser(prog: str | None = None):
-    from trl_bon import JBondConfig
-
     return training_parser(JBondScriptArguments, JBondConfig, prog)
 
 

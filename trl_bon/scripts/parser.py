@@ -1,8 +1,6 @@
 """`BoNParser`: TRL's `TrlParser` with a key check in front, one-line errors and a `--help` that starts with Best-of-N.
-
-`TrlParser` copies `--config` YAML values into the defaults unchecked and drops misspelt keys. Here every key must be
-an option (or a flag of `accelerate launch`) and every value is parsed as the flag `--key=value` would be.
-"""
+`TrlParser` copies `--config` YAML values into the defaults unchecked and drops misspelt keys; here every key must be
+an option (or a flag of `accelerate launch`) and every value is parsed as the flag `--key=value` would be."""
 
 import argparse
 import dataclasses
@@ -31,8 +29,7 @@ MODEL_HELP = (
 
 @functools.cache
 def accelerate_launch_options() -> dict[str, bool]:
-    """The flags of `accelerate launch` (without dashes, `-` read as `_`), each with whether it is a switch (`--cpu`,
-    given without a value)."""
+    """The flags of `accelerate launch` (without dashes, `-` read as `_`), each with whether it takes no value."""
     from accelerate.commands.launch import launch_command_parser
 
     actions = launch_command_parser()._actions

@@ -4,15 +4,16 @@
 #     "peft",
 # ]
 # ///
-"""Train with variational Best-of-N (`VBoNTrainer`), the `trl-bon vbon` subcommand (options: docs/cli.md).
+"""Train with variational Best-of-N (`VBoNTrainer`), the `trl-bon vbon` subcommand (options: docs/cli.md), on the
+reference rewards that `trl-bon cache-ref-rewards` first caches with the same YAML (so the same sampling settings):
 
-# once: M reference rewards per prompt (same YAML, so the cache has the training's sampling settings)
-trl-bon cache-ref-rewards --config recipes/vbon/imdb_gpt2.yaml
-trl-bon vbon --config recipes/vbon/imdb_gpt2.yaml  # trains on the cache in `--reference_cache_dir`
+    trl-bon cache-ref-rewards --config recipes/vbon/imdb_gpt2.yaml
+    trl-bon vbon --config recipes/vbon/imdb_gpt2.yaml
 """
 
 from dataclasses import dataclass
 
+from trl_bon import VBoNConfig
 from trl_bon.scripts.parser import training_parser
 from trl_bon.scripts.utils import BoNScriptArguments, train
 
@@ -29,8 +30,6 @@ def main(script_args, training_args, model_args, dataset_args):
 
 
 def make_parser(prog: str | None = None):
-    from trl_bon import VBoNConfig
-
     return training_parser(VBoNScriptArguments, VBoNConfig, prog)
 
 
