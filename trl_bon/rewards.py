@@ -62,9 +62,7 @@ def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
         size, vocab = len(tokenizer), model.get_input_embeddings().num_embeddings
         problems = [f"{size} tokens but the model embeds only {vocab}:"] if size > vocab else []
         if size * 2 < vocab:  # embeddings are padded to a multiple of 64 or so, never to twice the vocabulary
-            problems.append(
-                f"{size} tokens but the model embeds {vocab}: it uses less than half of the model's vocabulary, so"
-            )
+            problems.append(f"{size} tokens but the model embeds {vocab}: it uses less than half of them, so")
         for special in ("pad_token_id", "eos_token_id", "bos_token_id"):
             token_id = getattr(tokenizer, special, None)
             if isinstance(token_id, int) and not 0 <= token_id < vocab:

@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import safetensors.torch
+
 from trl_bon import BoNSFTConfig
 from trl_bon.scripts.parser import training_parser
 from trl_bon.scripts.utils import (
@@ -34,8 +36,7 @@ from trl_bon.trainer._config_checks import require_at_least
 
 @dataclass
 class BoNSFTScriptArguments(BoNScriptArguments):
-    """Script arguments of `trl-bon bon-sft`: [`BoNScriptArguments`] and `num_rounds` (`1` is BoN-SFT; with `R > 1`,
-    each round samples from the current policy and fine-tunes on the best, RAFT / ReST-style)."""
+    """Script arguments of `trl-bon bon-sft`: [`BoNScriptArguments`] and the number of rounds (RAFT / ReST-style)."""
 
     num_rounds: int = field(
         default=1,
@@ -138,9 +139,8 @@ def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, 
 
 def save_trainable(model, path: Path, training_args) -> str:
     """Save the trainable tensors (the adapter under LoRA) atomically, on the main process; return their SHA-256."""
-    from safetensors.torch import save
-
-    data = save({n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad})
+    trainable = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    data = safetensors.torch.save(trainable)
     if training_args.process_index == 0:
         path.with_suffix(".tmp").write_bytes(data)
         os.replace(path.with_suffix(".tmp"), path)
@@ -149,10 +149,8 @@ def save_trainable(model, path: Path, training_args) -> str:
 
 def load_trainable(model, path: Path) -> str:
     """Load the weights `save_trainable` saved into `model`; return their SHA-256."""
-    from safetensors.torch import load
-
     data = path.read_bytes()
-    unexpected = model.load_state_dict(load(data), strict=False).unexpected_keys
+    unexpected = model.load_state_dict(safetensors.torch.load(data), strict=False).unexpected_keys
     if unexpected:
         raise ValueError(
             f"{path} holds weights of another model ({unexpected[:3]}…). Delete `_bon_data/` to start over, or use "

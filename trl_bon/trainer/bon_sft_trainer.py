@@ -1,6 +1,5 @@
 """[`BoNSFTTrainer`]: supervised fine-tuning on Best-of-N samples (BOND eqs. 12–13, β = 0; docs/maths.md §6), and
-[`bon_sft_dataset`], which turns a [`~trl_bon.best_of_n`] result into its training set. RAFT/ReST-style rounds are an
-outer loop over trainers (`trl_bon/scripts/bon_sft.py`)."""
+[`bon_sft_dataset`], its training set; RAFT/ReST-style rounds loop over trainers (`trl_bon/scripts/bon_sft.py`)."""
 
 import hashlib
 import json
@@ -49,13 +48,11 @@ def bon_data_fingerprint(dataset: Dataset) -> str:
 
 class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
     r"""
-    Trainer for Best-of-N distillation by supervised fine-tuning (BoN-SFT).
-
-    It is [`~trl.SFTTrainer`] on a Best-of-N training set: for each prompt, `num_candidates` completions sampled from
-    the reference model π_ref with [`~trl_bon.best_of_n`], the best one kept (ties broken uniformly at random,
-    seeded), turned into exact token ids by [`bon_sft_dataset`]. The loss is on the completion tokens only: the
-    forward-KL objective `KL(π_BoN‖π_θ)`. The trainer never samples; one trainer trains one round. The `bon_sft/*`
-    statistics of the data are logged at the first log. Usage and rounds: docs/bon_sft_trainer.md.
+    Trainer for Best-of-N distillation by supervised fine-tuning (BoN-SFT): [`~trl.SFTTrainer`] on the best of
+    `num_candidates` completions per prompt, sampled from π_ref with [`~trl_bon.best_of_n`] (ties broken uniformly at
+    random, seeded) and kept as exact token ids by [`bon_sft_dataset`]. The loss on the completion tokens is the
+    forward KL `KL(π_BoN‖π_θ)`. The trainer never samples; one trainer trains one round and logs the `bon_sft/*`
+    statistics of its data at the first log. Usage and rounds: docs/bon_sft_trainer.md.
 
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
