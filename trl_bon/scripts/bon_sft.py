@@ -39,8 +39,7 @@ class BoNSFTScriptArguments(BoNScriptArguments):
     """Script arguments of `trl-bon bon-sft`: [`BoNScriptArguments`] and the number of rounds (RAFT / ReST-style)."""
 
     num_rounds: int = field(
-        default=1,
-        metadata={"help": "1 = BoN-SFT; > 1 = iterative (RAFT-style): each round samples from the current policy."},
+        default=1, metadata={"help": "1 = BoN-SFT; R > 1 = RAFT-style rounds, each sampling from the current policy."}
     )
 
     def __post_init__(self):  # TRL's ScriptArguments has no __post_init__ of its own
@@ -97,9 +96,8 @@ def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, 
     """The round's Best-of-N training set: loaded when saved with the same `metadata`, else one `best_of_n` call."""
     from datasets import load_from_disk
 
-    from trl_bon import best_of_n
     from trl_bon.provenance import read_record, refuse_if_stale, write_record
-    from trl_bon.sampling import Sampler
+    from trl_bon.sampling import Sampler, best_of_n
     from trl_bon.trainer.bon_sft_trainer import bon_sft_dataset
 
     with training_args.main_process_first(local=False, desc=f"Best-of-N data, round {metadata['round']}"):

@@ -19,10 +19,7 @@ class BoNScriptArguments(ScriptArguments):
 
     reward_model_name_or_path: list[str] | None = field(
         default=None,
-        metadata={
-            "help": "Reward model id(s) or local path(s), loaded as num_labels=1 sequence classifiers. Several may "
-            "be given; rewards are summed with `reward_weights`."
-        },
+        metadata={"help": "Reward model ids/paths (num_labels=1 sequence classifiers), summed with `reward_weights`."},
     )
     reward_funcs: list[str] | None = field(
         default=None,
