@@ -123,8 +123,7 @@ def reward_values(output, name: str, count: int) -> torch.Tensor:
 
 
 def check_finite_rewards(rewards_per_func: torch.Tensor, names: Sequence[str], why: str = ".") -> None:
-    """Refuse an infinite reward (naming the function) and a sample every function skipped (its reward would be NaN)
-    in `(samples, functions)` rewards; `why` ends the message."""
+    """Refuse, in `(samples, functions)` rewards, an infinite one and a sample no function scored (its reward: NaN)."""
     infinite = torch.isinf(rewards_per_func).any(dim=0)
     if infinite.any():
         bad = names[int(infinite.nonzero()[0])]
@@ -141,8 +140,7 @@ def check_finite_rewards(rewards_per_func: torch.Tensor, names: Sequence[str], w
 
 
 def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequence) -> dict:
-    """What identifies weighted reward functions for caches: names, weights and content identities
-    (`trl_bon.identity`); `tokenizers` are the reward models' tokenizers (None for callables)."""
+    """What identifies weighted reward functions (and reward models' tokenizers) for caches: see `trl_bon.identity`."""
     identities = []
     for func, tokenizer in zip(funcs, tokenizers, strict=True):
         if isinstance(func, nn.Module):  # a reward model reads the tokens of its own tokenizer and chat template
@@ -192,13 +190,12 @@ class RewardScorer:
             )
         if reward_weights is not None and len(reward_weights) != len(funcs):
             raise ValueError(f"Got {len(reward_weights)} reward weights for {len(funcs)} reward functions.")
+        model_init_kwargs = model_init_kwargs or {}
         check_reward_funcs(funcs, model_init_kwargs)
         self.funcs, self.tokenizers = [], []
         for func, tokenizer in zip(funcs, reward_processing_classes, strict=True):
             if isinstance(func, str):
-                func = AutoModelForSequenceClassification.from_pretrained(
-                    func, num_labels=1, **model_init_kwargs or {}
-                )
+                func = AutoModelForSequenceClassification.from_pretrained(func, num_labels=1, **model_init_kwargs)
             if isinstance(func, PreTrainedModel):
                 func.eval()
                 if device is not None:
@@ -243,8 +240,7 @@ class RewardScorer:
     def __call__(
         self, prompts: list, completions: list, completion_ids: list | None = None, **columns
     ) -> torch.Tensor:
-        """Rewards per function, `(len(prompts), num_funcs)` (`None` → NaN); `columns` (one value per sample) are
-        forwarded to callables as TRL does."""
+        """Rewards per function, `(len(prompts), num_funcs)` (None → NaN); `columns` go to callables, as in TRL."""
         if len(prompts) != len(completions):
             raise ValueError(
                 f"Got {len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion."

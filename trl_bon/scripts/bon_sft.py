@@ -76,8 +76,7 @@ def check_prompt_dataset(dataset, name: str = "train_dataset") -> None:
 
 
 def round_metadata(round_index: int, prompts, scorer, training_args, policy: str) -> dict:
-    """What a round's data depends on; saved data is reused only when this matches. `policy` names the model sampled
-    from: the model id in round 1, then the SHA-256 of the previous round's trained weights."""
+    """What a round's data depends on (`policy`: the model id in round 1, then the hash of the weights sampled)."""
     encoded = json.dumps(list(prompts), sort_keys=True, default=str).encode()
     return {
         "round": round_index,

@@ -181,8 +181,7 @@ def finish(trainer, training_args, script_args) -> None:
 
 
 def train(trainer_class, script_args, training_args, model_args, dataset_args):
-    """Build `trainer_class` from the parsed arguments as TRL's scripts build theirs, train (resuming from
-    `--resume_from_checkpoint` if set), then [`finish`]; return the trainer."""
+    """Build `trainer_class` as TRL's scripts build theirs, train (resuming if asked) and [`finish`]; return it."""
     from trl import get_peft_config, get_quantization_config
 
     reward_funcs = resolve_reward_funcs(script_args)

@@ -26,8 +26,7 @@ def bon_sft_dataset(output: BestOfNOutput, tokenizer: PreTrainedTokenizerBase) -
     """The training set of [`BoNSFTTrainer`] from a [`~trl_bon.best_of_n`] result sampled with `tokenizer`:
     `prompt`, `completion`, `reward`, `candidate_rewards` (the N rewards, for the logs), and the sampled token ids as
     `input_ids` and `completion_mask`, since re-tokenised text can differ from them (docs/bon_sft_trainer.md)."""
-    prompt_ids = tokenize_prompts(tokenizer, output.prompts, {})
-    pairs = list(zip(prompt_ids, output.completion_ids, strict=True))
+    pairs = list(zip(tokenize_prompts(tokenizer, output.prompts, {}), output.completion_ids, strict=True))
     return Dataset.from_dict(
         {
             "prompt": output.prompts,
