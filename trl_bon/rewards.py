@@ -25,8 +25,7 @@ def reward_func_name(func: RewardFunc) -> str:
 
 
 def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> None:
-    """Refuse, before any reward model loads, a missing reward-model path and a causal LM given as a reward model (by
-    path or instance), which `AutoModelForSequenceClassification` would give a randomly initialised score head."""
+    """Refuse early a missing reward-model path and a causal LM as reward model (its score head would be random)."""
     from transformers import AutoConfig, PreTrainedModel
 
     kwargs = model_init_kwargs or {}
@@ -92,8 +91,7 @@ def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
 
 
 def reward_values(output, name: str, count: int) -> torch.Tensor:
-    """A reward callable's output as a `(count,)` float tensor (None → NaN, booleans 0/1 as TRL takes them), or an
-    error naming `name`."""
+    """A reward callable's output as a `(count,)` float tensor (None → NaN, bools 0/1), or an error naming `name`."""
     if isinstance(output, torch.Tensor) or type(output).__module__.startswith("numpy"):
         shape = tuple(output.shape)
         if len(shape) != 1:

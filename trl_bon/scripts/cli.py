@@ -28,7 +28,6 @@ SLOW_IMPORT_COMMANDS = (*TRAINING_COMMANDS, "cache-ref-rewards", "eval")
 #: `accelerate launch` settings that leave a single-process run as it would be in this process.
 SINGLE_PROCESS_SETTINGS = {"num_processes": 1, "num_machines": 1, "mixed_precision": "no", "dynamo_backend": "no"}
 
-
 LAUNCH_HELP = """\
 Launch: flags of `accelerate launch` pass through (`--num_processes 2`, `--config_file
 recipes/accelerate/multi_gpu.yaml`, `--accelerate_config zero3` for a config shipped with TRL). One process runs in

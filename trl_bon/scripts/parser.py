@@ -54,10 +54,9 @@ def _accepts(hint, container: type) -> bool:
 
 
 class BoNParser(TrlParser):
-    """`TrlParser` whose `--config` keys and values are checked like command-line flags, and whose `--help` groups the
-    options by role, Best-of-N first (one dataclass per group, titled by its `_argument_group_name`); parsing still
-    returns the `dataclass_types` given. Abbreviated flags are off: among a thousand options, a prefix silently
-    picking one is a typo waiting to happen."""
+    """`TrlParser` whose `--config` keys and values are checked like flags, and whose `--help` groups the options by
+    role, Best-of-N first (parsing still returns the `dataclass_types` given). Abbreviated flags are off: among a
+    thousand options, a prefix silently picking one is a typo waiting to happen."""
 
     def __init__(self, dataclass_types, **kwargs):
         self.type_hints = {}  # every option (= field) of the parser and its type
@@ -125,8 +124,7 @@ class BoNParser(TrlParser):
                 except argparse.ArgumentError as error:
                     problems.append(f"`{key}: {value!r}` is not a valid {_name(self.type_hints[key])} ({error})")
             elif key not in accelerate_launch_options():
-                names = [*self.type_hints, *accelerate_launch_options()]
-                problems.append(f"unknown key `{key}`{closest(key, names)}")
+                problems.append(f"unknown key `{key}`{closest(key, [*self.type_hints, *accelerate_launch_options()])}")
         if problems:
             raise ValueError("invalid --config file: " + "; ".join(problems))
         flags = []  # the `accelerate launch` keys; a switch stands alone (`cpu: true` is `--cpu`, `cpu: false` none)

@@ -12,10 +12,9 @@ from trl import ScriptArguments
 
 @dataclass
 class BoNScriptArguments(ScriptArguments):
-    """Script arguments shared by the trl-bon scripts (on top of TRL's [`~trl.ScriptArguments`]): the reward(s) and
-    the prompt transform, which cuts each prompt to its first L tokens (policy tokenizer), L uniform in
-    [`prompt_min_tokens`, `prompt_max_tokens`] and fixed per row (seeded by `prompt_seed` and the row index, so every
-    rank and rerun sees the same prompts)."""
+    """TRL's [`~trl.ScriptArguments`] with the reward(s) and the prompt transform, which cuts each prompt to its first
+    L tokens (policy tokenizer), L uniform in [`prompt_min_tokens`, `prompt_max_tokens`] and fixed per row (seeded by
+    `prompt_seed` and the row index, so every rank and rerun sees the same prompts)."""
 
     reward_model_name_or_path: list[str] | None = field(
         default=None,

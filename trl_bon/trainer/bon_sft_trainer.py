@@ -64,8 +64,7 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
             The tokenizer the data was sampled with; loaded from the model when `None`.
         data_collator, eval_dataset, compute_metrics, callbacks, optimizers, optimizer_cls_and_kwargs,
         preprocess_logits_for_metrics, quantization_config, peft_config:
-            As for [`~trl.SFTTrainer`] (the loss on a [`bon_sft_dataset`] of held-out prompts estimates the forward KL
-            to π_BoN).
+            As for [`~trl.SFTTrainer`] (the loss on held-out Best-of-N data estimates the forward KL to π_BoN).
     """
 
     _tag_names = ["trl", "trl-bon", "sft", "bon-sft"]
