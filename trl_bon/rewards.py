@@ -1,6 +1,5 @@
-"""Offline reward scoring for the sampler, the vBoN reference cache and the evaluation, with the conventions of
-`RLOOTrainer._calculate_rewards` (which needs a live trainer; docs/bon_sft_trainer.md lists them, a parity test pins
-them), and the checks of reward functions and their outputs (docs/reliability.md)."""
+"""Offline reward scoring with TRL's `reward_funcs` conventions (docs/bon_sft_trainer.md; a parity test pins them), for
+the sampler, vBoN's reference cache and the evaluation; and the checks of reward functions (docs/reliability.md)."""
 
 import asyncio
 import inspect
@@ -50,8 +49,7 @@ def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> N
 
 
 def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
-    """Refuse a reward model whose tokenizer cannot be its own (one per function, None for callables), and warn when
-    one the user passed (`given`, None or a list) looks like another model's."""
+    """Refuse a reward model's tokenizer that cannot be its own; warn if a passed one (`given`) looks foreign."""
     if not isinstance(given, (list, tuple)):
         given = [given] * len(reward_funcs)
     for model, tokenizer, passed in zip(reward_funcs, tokenizers, given, strict=True):

@@ -104,12 +104,11 @@ def run_command(command: str, argv: list[str], allow_launch: bool) -> int:
         argv, return_remaining_strings=True, separate_remaining_strings=True
     )
     launch_args = resolve_accelerate_config_argument(config_remaining + cli_remaining)
-    script_argv = _subtract_subsequence(argv, cli_remaining)
     route, num_processes = launch_route(launch_args) if allow_launch else ("in_process", 1)
     # `loss` alone can look flat: say where every logged metric is explained
     print(f"trl-bon {command}: the logged metrics are explained in docs/metrics.md", file=sys.stderr, flush=True)
     if route != "in_process":
-        launch(route, num_processes, module_name, launch_args, script_argv)
+        launch(route, num_processes, module_name, launch_args, _subtract_subsequence(argv, cli_remaining))
     else:
         module.main(*parsed)
     return 0

@@ -157,8 +157,7 @@ class BoNParser(TrlParser):
         return getattr(self.parse_known_args(flags)[0], key)
 
     def parse_args_and_config(self, args=None, return_remaining_strings: bool = False, **kwargs):
-        """TRL's `parse_args_and_config`, with the flags checked first: only flags of `accelerate launch` may remain,
-        and only with `return_remaining_strings=True`. Every error, a `__post_init__` check included, is one line."""
+        """TRL's `parse_args_and_config`, flags checked first (only launch flags may remain); errors on one line."""
         import yaml
 
         from trl_bon._trl_compat import check_trl_version
