@@ -49,7 +49,7 @@ def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> N
 
 
 def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
-    """Refuse a reward model's tokenizer that cannot be its own; warn if a passed one (`given`) looks foreign."""
+    """Refuse a reward model's tokenizer that cannot be its own; warn if a `given` one looks like another model's."""
     if not isinstance(given, (list, tuple)):
         given = [given] * len(reward_funcs)
     for model, tokenizer, passed in zip(reward_funcs, tokenizers, given, strict=True):

@@ -99,8 +99,8 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
             )
         if train_dataset is None or isinstance(train_dataset, IterableDataset):
             raise ValueError(
-                "`train_dataset` is required and must be a `Dataset`: sample it first with `bon_sft_dataset(best_of_n("
-                "Sampler(model), prompts, reward_funcs, args.num_candidates), tokenizer)`."
+                "`train_dataset` is required and must be a `Dataset`: sample it first with "
+                "`bon_sft_dataset(best_of_n(Sampler(model), prompts, reward_funcs, args.num_candidates), tokenizer)`."
             )
         missing = [column for column in BON_COLUMNS if column not in train_dataset.column_names]
         if missing:
@@ -114,9 +114,9 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
         num_candidates = len(train_dataset[0]["candidate_rewards"])
         if num_candidates != args.num_candidates:
             raise ValueError(
-                f"`train_dataset` holds Best-of-{num_candidates} data, but `args.num_candidates={args.num_candidates}"
-                "`. Sample the data with the config's `num_candidates`, or set `num_candidates` to the N the data was "
-                "made with."
+                f"`train_dataset` holds Best-of-{num_candidates} data, but "
+                f"`args.num_candidates={args.num_candidates}`. Sample the data with the config's `num_candidates`, or "
+                "set `num_candidates` to the N the data was made with."
             )
         check_sft_batches(len(train_dataset), args, "train_dataset")
         settings = {"method": "bon_sft", "num_candidates": args.num_candidates}
