@@ -1,17 +1,5 @@
-"""Offline reward scoring with TRL's `reward_funcs` conventions.
-
-`RLOOTrainer._calculate_rewards` needs a live trainer, so the sampler, the vBoN reference-reward cache and the
-evaluation score completions here instead. The conventions are TRL's (a parity test pins them):
-
-- a `str` reward function is a model id or path, loaded with `AutoModelForSequenceClassification(num_labels=1)`;
-- a reward model scores `prompt + completion` (chat-templated when conversational), right-padded, without added
-  special tokens, and the reward is `logits[:, 0]`;
-- a callable gets `prompts=`, `completions=`, `completion_ids=` and every extra dataset column as keyword arguments,
-  may be `async`, and may return `None` for a sample, which becomes NaN (that function is skipped for that sample);
-- the scalar reward is the weighted `nansum` over functions; a sample every function skipped is NaN.
-
-The checks of reward functions and their outputs live here too (listed in docs/reliability.md).
-"""
+"""Offline reward scoring with TRL's `reward_funcs` conventions (docs/bon_sft_trainer.md; a parity test pins them), for
+the sampler, vBoN's reference cache and the evaluation; and the checks of reward functions (docs/reliability.md)."""
 
 import asyncio
 import inspect
@@ -36,10 +24,7 @@ def reward_func_name(func: RewardFunc) -> str:
 
 
 def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> None:
-    """Refuse, before any reward model loads, a missing reward-model path and a causal LM given as a reward model (by
-    path or instance), which `AutoModelForSequenceClassification` would load with a randomly initialised score head.
-
-    Called by [`RewardScorer`] and by the RLOO-based trainers ahead of `RLOOTrainer.__init__`."""
+    """Refuse early a missing reward-model path and a causal LM as reward model (its score head would be random)."""
     from transformers import AutoConfig, PreTrainedModel
 
     kwargs = model_init_kwargs or {}
@@ -64,11 +49,7 @@ def check_reward_funcs(reward_funcs, model_init_kwargs: dict | None = None) -> N
 
 
 def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
-    """Refuse a reward model whose tokenizer cannot be its own, and warn when one the user passed looks like another
-    model's (for [`RewardScorer`] and the trainers).
-
-    `tokenizers` are the processing classes in use (one per function, None for callables); `given` those the user
-    passed (None or a list): a tokenizer loaded from the model's own folder is only checked for its size."""
+    """Refuse a reward model's tokenizer that cannot be its own; warn if a `given` one looks like another model's."""
     if not isinstance(given, (list, tuple)):
         given = [given] * len(reward_funcs)
     for model, tokenizer, passed in zip(reward_funcs, tokenizers, given, strict=True):
@@ -78,9 +59,7 @@ def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
         size, vocab = len(tokenizer), model.get_input_embeddings().num_embeddings
         problems = [f"{size} tokens but the model embeds only {vocab}:"] if size > vocab else []
         if size * 2 < vocab:  # embeddings are padded to a multiple of 64 or so, never to twice the vocabulary
-            problems.append(
-                f"{size} tokens but the model embeds {vocab}: it uses less than half of the model's vocabulary, so"
-            )
+            problems.append(f"{size} tokens but the model embeds {vocab}: it uses less than half of them, so")
         for special in ("pad_token_id", "eos_token_id", "bos_token_id"):
             token_id = getattr(tokenizer, special, None)
             if isinstance(token_id, int) and not 0 <= token_id < vocab:
@@ -110,8 +89,7 @@ def check_reward_tokenizers(reward_funcs, tokenizers, given=None) -> None:
 
 
 def reward_values(output, name: str, count: int) -> torch.Tensor:
-    """A reward callable's output as a `(count,)` float tensor (None → NaN, booleans 0/1 as TRL takes them), or an
-    error naming `name`: the one check of what a reward function returns, offline and in the trainers."""
+    """A reward callable's output as a `(count,)` float tensor (None → NaN, bools 0/1), or an error naming `name`."""
     if isinstance(output, torch.Tensor) or type(output).__module__.startswith("numpy"):
         shape = tuple(output.shape)
         if len(shape) != 1:
@@ -141,8 +119,7 @@ def reward_values(output, name: str, count: int) -> torch.Tensor:
 
 
 def check_finite_rewards(rewards_per_func: torch.Tensor, names: Sequence[str], why: str = ".") -> None:
-    """The one check of scored rewards, `(samples, functions)`: refuse an infinite reward (naming the function), and
-    a sample every function skipped (None or NaN: its reward would be NaN). `why` ends the message (default ".")."""
+    """Refuse, in `(samples, functions)` rewards, an infinite one and a sample no function scored (its reward: NaN)."""
     infinite = torch.isinf(rewards_per_func).any(dim=0)
     if infinite.any():
         bad = names[int(infinite.nonzero()[0])]
@@ -159,9 +136,7 @@ def check_finite_rewards(rewards_per_func: torch.Tensor, names: Sequence[str], w
 
 
 def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequence) -> dict:
-    """What identifies a weighted set of reward functions for caches: names, weights and content identities
-    (weights fingerprint and tokenizer identity for a model, hash of source, closure and globals for a callable; see
-    `trl_bon.identity`). `tokenizers` are the reward models' tokenizers (None for callables)."""
+    """What identifies weighted reward functions (and reward models' tokenizers) for caches: see `trl_bon.identity`."""
     identities = []
     for func, tokenizer in zip(funcs, tokenizers, strict=True):
         if isinstance(func, nn.Module):  # a reward model reads the tokens of its own tokenizer and chat template
@@ -176,41 +151,14 @@ def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequ
     }
 
 
-def as_scorer(reward, **scorer_kwargs) -> "RewardScorer":
-    """`reward` if it is a [`RewardScorer`], else a `RewardScorer(reward, **scorer_kwargs)`."""
-    return reward if isinstance(reward, RewardScorer) else RewardScorer(reward, **scorer_kwargs)
+def as_scorer(reward) -> "RewardScorer":
+    return reward if isinstance(reward, RewardScorer) else RewardScorer(reward)
 
 
 class RewardScorer:
-    """Scores prompt/completion pairs with a list of TRL-style reward functions, outside any trainer.
-
-    Args:
-        reward_funcs (`RewardFunc` or `list[RewardFunc]`):
-            Model ids/paths, `PreTrainedModel` sequence classifiers or callables, as for [`~trl.RLOOTrainer`].
-        reward_processing_classes (`PreTrainedTokenizerBase` or `list`, *optional*):
-            Tokenizers of the reward models; loaded from the model's path when `None`.
-        reward_weights (`list[float]`, *optional*):
-            Weight of each function in the scalar reward; all ones by default.
-        model_init_kwargs (`dict`, *optional*):
-            Keyword arguments for loading reward models given as strings.
-        batch_size (`int`, *optional*, defaults to `64`):
-            Texts per reward-model forward.
-        chat_template_kwargs (`dict`, *optional*):
-            Extra arguments for `apply_chat_template` on conversational samples.
-        device (`str` or `torch.device`, *optional*):
-            Device the reward models are moved to; where they were loaded by default.
-
-    Example:
-
-    ```python
-    >>> from trl_bon.rewards import RewardScorer
-    >>> def length_reward(completions, **kwargs):
-    ...     return [float(len(c)) for c in completions]
-    >>> scorer = RewardScorer(length_reward)
-    >>> scorer.weighted(scorer(["a", "b"], ["xy", "xyz"])).tolist()
-    [2.0, 3.0]
-    ```
-    """
+    """Scores prompt/completion pairs outside any trainer with TRL-style `reward_funcs` (model ids/paths,
+    `PreTrainedModel` sequence classifiers or callables, as for [`~trl.RLOOTrainer`]). Reward models given as strings
+    load with `model_init_kwargs`, their tokenizers from their path unless `reward_processing_classes` gives them."""
 
     def __init__(
         self,
@@ -238,13 +186,12 @@ class RewardScorer:
             )
         if reward_weights is not None and len(reward_weights) != len(funcs):
             raise ValueError(f"Got {len(reward_weights)} reward weights for {len(funcs)} reward functions.")
+        model_init_kwargs = model_init_kwargs or {}
         check_reward_funcs(funcs, model_init_kwargs)
         self.funcs, self.tokenizers = [], []
         for func, tokenizer in zip(funcs, reward_processing_classes, strict=True):
             if isinstance(func, str):
-                func = AutoModelForSequenceClassification.from_pretrained(
-                    func, num_labels=1, **model_init_kwargs or {}
-                )
+                func = AutoModelForSequenceClassification.from_pretrained(func, num_labels=1, **model_init_kwargs)
             if isinstance(func, PreTrainedModel):
                 func.eval()
                 if device is not None:
@@ -265,7 +212,7 @@ class RewardScorer:
         self._signature = None
 
     def signature(self) -> dict:
-        """What identifies this reward for caches: names, weights and content identities ([`reward_signature`])."""
+        """[`reward_signature`] of these functions, computed once."""
         if self._signature is None:
             self._signature = reward_signature(self.funcs, self.weights.tolist(), self.tokenizers)
         return self._signature
@@ -274,32 +221,22 @@ class RewardScorer:
     def _score_model(self, model, tokenizer, prompts: list, completions: list) -> torch.Tensor:
         from trl import apply_chat_template, is_conversational
 
-        pairs = zip(prompts, completions, strict=True)
+        texts = [p + c for p, c in zip(prompts, completions, strict=True)]  # strings, or lists of messages
         if is_conversational({"prompt": prompts[0]}):
             texts = [
-                apply_chat_template({"messages": p + c}, tokenizer, **self.chat_template_kwargs)["text"]
-                for p, c in pairs
+                apply_chat_template({"messages": m}, tokenizer, **self.chat_template_kwargs)["text"] for m in texts
             ]
-        else:
-            texts = [p + c for p, c in pairs]
-        device = next(model.parameters()).device
+        encoding = dict(return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
         scores = []
         for start in range(0, len(texts), self.batch_size):
-            inputs = tokenizer(
-                text=texts[start : start + self.batch_size],
-                return_tensors="pt",
-                padding=True,
-                padding_side="right",
-                add_special_tokens=False,
-            ).to(device)
+            inputs = tokenizer(texts[start : start + self.batch_size], **encoding).to(model.device)
             scores.append(model(**inputs).logits[:, 0].float().cpu())
         return torch.cat(scores)
 
     def __call__(
         self, prompts: list, completions: list, completion_ids: list | None = None, **columns
     ) -> torch.Tensor:
-        """Rewards per function, `(len(prompts), num_funcs)` float32 (`None` → NaN); extra keyword arguments are
-        dataset columns (one value per sample), forwarded to callables as TRL does."""
+        """Rewards per function, `(len(prompts), num_funcs)` (None → NaN); `columns` go to callables, as in TRL."""
         if len(prompts) != len(completions):
             raise ValueError(
                 f"Got {len(prompts)} prompts but {len(completions)} completions; pass one prompt per completion."

@@ -4,24 +4,25 @@
 #     "peft",
 # ]
 # ///
-"""Fine-tune on Best-of-N samples (`BoNSFTTrainer`), the `trl-bon bon-sft` subcommand.
+"""Fine-tune on Best-of-N samples (`BoNSFTTrainer`), the `trl-bon bon-sft` subcommand (options: docs/cli.md).
 
-    accelerate launch --config_file recipes/accelerate/single_gpu.yaml -m trl_bon.scripts.bon_sft \\
-        --config recipes/bon_sft/imdb_gpt2.yaml
+    trl-bon bon-sft --config recipes/bon_sft/imdb_gpt2.yaml
 
-The dataset is prompt-only: `best_of_n` samples `--num_candidates` completions per prompt and the best one becomes the
-SFT target. `--num_rounds R > 1` repeats sample-then-train R times from the policy trained so far (RAFT / ReST-style);
-docs/bon_sft_trainer.md says where each round's data and weights are kept, reused and refused.
+The dataset is prompt-only: the best of `--num_candidates` samples per prompt is the SFT target. `--num_rounds R > 1`
+repeats sample-then-train from the policy trained so far (RAFT / ReST-style; docs/bon_sft_trainer.md).
 """
 
 import copy
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import safetensors.torch
+
+from trl_bon import BoNSFTConfig
+from trl_bon.scripts.parser import training_parser
 from trl_bon.scripts.utils import (
     BoNScriptArguments,
     check_model_paths,
@@ -35,18 +36,10 @@ from trl_bon.trainer._config_checks import require_at_least
 
 @dataclass
 class BoNSFTScriptArguments(BoNScriptArguments):
-    """Script arguments of `trl-bon bon-sft`: the prompt dataset ([`~trl.ScriptArguments`]), the reward(s) that pick
-    the best candidate, the prompt transform (see `BoNScriptArguments`) and the number of rounds.
-
-    Args:
-        num_rounds (`int`, *optional*, defaults to `1`):
-            `1` is BoN-SFT (distil Best-of-N of the reference model). With `R > 1`, each round samples N candidates
-            from the current policy, keeps the best and fine-tunes on it (RAFT / ReST-style iterative distillation).
-    """
+    """Script arguments of `trl-bon bon-sft`: [`BoNScriptArguments`] and the number of rounds (RAFT / ReST-style)."""
 
     num_rounds: int = field(
-        default=1,
-        metadata={"help": "1 = BoN-SFT; > 1 = iterative (RAFT-style): each round samples from the current policy."},
+        default=1, metadata={"help": "1 = BoN-SFT; R > 1 = RAFT-style rounds, each sampling from the current policy."}
     )
 
     def __post_init__(self):  # TRL's ScriptArguments has no __post_init__ of its own
@@ -54,8 +47,10 @@ class BoNSFTScriptArguments(BoNScriptArguments):
 
 
 def check_prompt_dataset(dataset, name: str = "train_dataset") -> None:
-    """Fail before any sampling if `dataset` is not a non-empty, prompt-only `Dataset`."""
+    """Fail before any sampling if `dataset` is not a prompt-only `Dataset` of valid prompts."""
     from datasets import IterableDataset
+
+    from trl_bon.sampling import check_prompts
 
     if dataset is None:
         raise ValueError(f"`{name}` is required: pass a prompt-only dataset with a `prompt` column.")
@@ -77,13 +72,11 @@ def check_prompt_dataset(dataset, name: str = "train_dataset") -> None:
             f"the completions itself. Drop them (`dataset.remove_columns({given})`), or train on fixed completions "
             "with `trl.SFTTrainer`."
         )
-    if len(dataset) == 0:
-        raise ValueError(f"`{name}` is empty: BoN-SFT needs at least one prompt.")
+    check_prompts(dataset["prompt"], name)
 
 
 def round_metadata(round_index: int, prompts, scorer, training_args, policy: str) -> dict:
-    """What a round's data depends on; saved data is reused only when this matches. `policy` names the model sampled
-    from: the model id in round 1, then the SHA-256 of the previous round's trained weights."""
+    """What a round's data depends on (`policy`: the model id in round 1, then the hash of the weights sampled)."""
     encoded = json.dumps(list(prompts), sort_keys=True, default=str).encode()
     return {
         "round": round_index,
@@ -102,9 +95,8 @@ def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, 
     """The round's Best-of-N training set: loaded when saved with the same `metadata`, else one `best_of_n` call."""
     from datasets import load_from_disk
 
-    from trl_bon import best_of_n
     from trl_bon.provenance import read_record, refuse_if_stale, write_record
-    from trl_bon.sampling import Sampler
+    from trl_bon.sampling import Sampler, best_of_n
     from trl_bon.trainer.bon_sft_trainer import bon_sft_dataset
 
     with training_args.main_process_first(local=False, desc=f"Best-of-N data, round {metadata['round']}"):
@@ -142,36 +134,26 @@ def round_data(directory: Path, metadata: dict, policy, prompt_dataset, scorer, 
     return dataset
 
 
-def trainable_weights(model) -> tuple[dict, str]:
-    """The trainable tensors of `model` (the adapter under LoRA) and the SHA-256 of their safetensors bytes."""
-    from safetensors.torch import save
-
-    weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    return weights, hashlib.sha256(save(weights)).hexdigest()
-
-
 def save_trainable(model, path: Path, training_args) -> str:
-    """Save the trainable weights atomically (on the main process); return their hash."""
-    from safetensors.torch import save_file
-
-    weights, digest = trainable_weights(model)
+    """Save the trainable tensors (the adapter under LoRA) atomically, on the main process; return their SHA-256."""
+    trainable = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    data = safetensors.torch.save(trainable)
     if training_args.process_index == 0:
-        save_file(weights, str(path.with_suffix(".tmp")))
+        path.with_suffix(".tmp").write_bytes(data)
         os.replace(path.with_suffix(".tmp"), path)
-    return digest
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_trainable(model, path: Path) -> str:
-    """Load the weights `save_trainable` saved into `model`; return their hash."""
-    from safetensors.torch import load_file
-
-    unexpected = model.load_state_dict(load_file(str(path)), strict=False).unexpected_keys
+    """Load the weights `save_trainable` saved into `model`; return their SHA-256."""
+    data = path.read_bytes()
+    unexpected = model.load_state_dict(safetensors.torch.load(data), strict=False).unexpected_keys
     if unexpected:
         raise ValueError(
             f"{path} holds weights of another model ({unexpected[:3]}…). Delete `_bon_data/` to start over, or use "
             "another `output_dir`."
         )
-    return trainable_weights(model)[1]
+    return hashlib.sha256(data).hexdigest()
 
 
 def main(script_args, training_args, model_args, dataset_args):
@@ -180,7 +162,6 @@ def main(script_args, training_args, model_args, dataset_args):
     from trl import get_peft_config, get_quantization_config
 
     from trl_bon import BoNSFTTrainer, RewardScorer
-    from trl_bon.sampling import check_prompts
     from trl_bon.trainer._config_checks import check_prompt_lengths, check_sft_batches, check_writable_dir
 
     if training_args.eval_strategy != "no":
@@ -206,17 +187,15 @@ def main(script_args, training_args, model_args, dataset_args):
     if tokenizer.pad_token is None:  # what SFTTrainer would set; the sampler needs it first
         tokenizer.pad_token = training_args.pad_token or tokenizer.eos_token
     prompts = list(prompt_dataset["prompt"])
-    check_prompts(prompts)
     check_prompt_lengths(
         prompts, tokenizer, model_args.model_name_or_path, training_args.max_completion_length, "prompts"
     )
     scorer = RewardScorer(reward_funcs, reward_weights=training_args.reward_weights, device=training_args.device)
 
-    data_dir = Path(training_args.output_dir) / "_bon_data"
     policy, trainer, resume = model_args.model_name_or_path, None, training_args.resume_from_checkpoint
     policy_name = policy  # in the data's metadata: the model id, then the hash of the weights sampled from
     for round_index in range(1, script_args.num_rounds + 1):
-        directory = data_dir / f"round-{round_index}"
+        directory = Path(training_args.output_dir) / "_bon_data" / f"round-{round_index}"
         metadata = round_metadata(round_index, prompts, scorer, training_args, policy_name)
         dataset = round_data(directory, metadata, policy, prompt_dataset, scorer, tokenizer, training_args)
         round_args = copy.copy(training_args)  # rounds >= 2 keep their checkpoints in output_dir/round-k
@@ -246,9 +225,6 @@ def main(script_args, training_args, model_args, dataset_args):
 
 
 def make_parser(prog: str | None = None):
-    from trl_bon import BoNSFTConfig
-    from trl_bon.scripts.parser import training_parser
-
     return training_parser(BoNSFTScriptArguments, BoNSFTConfig, prog)
 
 
@@ -259,4 +235,4 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    raise SystemExit(cli())

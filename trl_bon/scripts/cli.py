@@ -1,9 +1,6 @@
-"""The `trl-bon` command line (`trl` has no plugin hook for new subcommands, so trl-bon ships its own entry point).
-
-Each subcommand is a module `trl_bon.scripts.<module>` with `make_parser(prog=None)` and `main`, imported only when
-it runs, so `trl-bon --help` and `--version` stay fast. Training subcommands parse their arguments once, like `trl
-rloo`; arguments their parser does not know must be flags of `accelerate launch` (`LAUNCH_HELP`, docs/cli.md).
-"""
+"""The `trl-bon` command line (`trl` has no plugin hook for new subcommands). Each subcommand is a module
+`trl_bon.scripts.<module>` with `make_parser(prog=None)` and `main`, imported only when it runs (`--help` stays fast);
+arguments a training subcommand's parser does not know must be flags of `accelerate launch` (docs/cli.md)."""
 
 import argparse
 import importlib
@@ -30,7 +27,6 @@ TRAINING_COMMANDS = ("jbond", "vbon", "bon-sft")
 SLOW_IMPORT_COMMANDS = (*TRAINING_COMMANDS, "cache-ref-rewards", "eval")
 #: `accelerate launch` settings that leave a single-process run as it would be in this process.
 SINGLE_PROCESS_SETTINGS = {"num_processes": 1, "num_machines": 1, "mixed_precision": "no", "dynamo_backend": "no"}
-
 
 LAUNCH_HELP = """\
 Launch: flags of `accelerate launch` pass through (`--num_processes 2`, `--config_file
@@ -108,12 +104,11 @@ def run_command(command: str, argv: list[str], allow_launch: bool) -> int:
         argv, return_remaining_strings=True, separate_remaining_strings=True
     )
     launch_args = resolve_accelerate_config_argument(config_remaining + cli_remaining)
-    script_argv = _subtract_subsequence(argv, cli_remaining)
     route, num_processes = launch_route(launch_args) if allow_launch else ("in_process", 1)
     # `loss` alone can look flat: say where every logged metric is explained
     print(f"trl-bon {command}: the logged metrics are explained in docs/metrics.md", file=sys.stderr, flush=True)
     if route != "in_process":
-        launch(route, num_processes, module_name, launch_args, script_argv)
+        launch(route, num_processes, module_name, launch_args, _subtract_subsequence(argv, cli_remaining))
     else:
         module.main(*parsed)
     return 0
@@ -146,7 +141,7 @@ def main(argv: list[str] | None = None, launch: bool | None = None) -> int:
     if launch is None:
         launch = os.environ.get("TRL_BON_LAUNCH", "1") not in ("0", "false", "False")
     try:
-        return run_command(args.command, rest, allow_launch=launch and args.command in TRAINING_COMMANDS)
+        return run_command(args.command, rest, allow_launch=launch)
     except FileNotFoundError as error:
         # A typo in a model path: one line says it all (`identity` is looked up lazily: it imports torch)
         identity = sys.modules.get("trl_bon.identity")

@@ -1,9 +1,6 @@
 """`BoNParser`: TRL's `TrlParser` with a key check in front, one-line errors and a `--help` that starts with Best-of-N.
-
-`TrlParser` copies `--config` YAML values into the defaults unchecked and hands misspelt keys back as "remaining
-strings" that TRL's scripts drop. Here every key must be an option (or a flag of `accelerate launch`, which `trl-bon`
-forwards) and every value is parsed as the flag `--key=value` would be, before any model loads.
-"""
+`TrlParser` copies `--config` YAML values into the defaults unchecked and drops misspelt keys; here every key must be
+an option (or a flag of `accelerate launch`) and every value is parsed as the flag `--key=value` would be."""
 
 import argparse
 import dataclasses
@@ -32,8 +29,7 @@ MODEL_HELP = (
 
 @functools.cache
 def accelerate_launch_options() -> dict[str, bool]:
-    """The flags of `accelerate launch` (without dashes, `-` read as `_`), each with whether it is a switch (`--cpu`,
-    given without a value)."""
+    """The flags of `accelerate launch` (without dashes, `-` read as `_`), each with whether it takes no value."""
     from accelerate.commands.launch import launch_command_parser
 
     actions = launch_command_parser()._actions
@@ -58,18 +54,9 @@ def _accepts(hint, container: type) -> bool:
 
 
 class BoNParser(TrlParser):
-    """`TrlParser` whose `--config` keys and values are checked like command-line flags, and whose `--help` groups the
-    options by role, Best-of-N first.
-
-    The options are declared through one dataclass per help group (`HfArgumentParser` titles the group of a dataclass
-    by its `"_argument_group_name"`, listed in `_trl_compat`); parsing still returns the `dataclass_types` given.
-    Parsing (not building) runs the TRL version guard, so `--help` does not import TRL's trainer internals.
-
-    Args:
-        dataclass_types: as for [`~trl.TrlParser`].
-        **kwargs: passed to `argparse.ArgumentParser` (`prog`, …). Abbreviated flags are off: with a thousand
-            options, a prefix silently picking one is a typo waiting to happen.
-    """
+    """`TrlParser` whose `--config` keys and values are checked like flags, and whose `--help` groups the options by
+    role, Best-of-N first (parsing still returns the `dataclass_types` given). Abbreviated flags are off: among a
+    thousand options, a prefix silently picking one is a typo waiting to happen."""
 
     def __init__(self, dataclass_types, **kwargs):
         self.type_hints = {}  # every option (= field) of the parser and its type
@@ -137,8 +124,7 @@ class BoNParser(TrlParser):
                 except argparse.ArgumentError as error:
                     problems.append(f"`{key}: {value!r}` is not a valid {_name(self.type_hints[key])} ({error})")
             elif key not in accelerate_launch_options():
-                names = [*self.type_hints, *accelerate_launch_options()]
-                problems.append(f"unknown key `{key}`{closest(key, names)}")
+                problems.append(f"unknown key `{key}`{closest(key, [*self.type_hints, *accelerate_launch_options()])}")
         if problems:
             raise ValueError("invalid --config file: " + "; ".join(problems))
         flags = []  # the `accelerate launch` keys; a switch stands alone (`cpu: true` is `--cpu`, `cpu: false` none)
@@ -171,12 +157,7 @@ class BoNParser(TrlParser):
         return getattr(self.parse_known_args(flags)[0], key)
 
     def parse_args_and_config(self, args=None, return_remaining_strings: bool = False, **kwargs):
-        """TRL's `parse_args_and_config`, with the flags checked before any config object is built.
-
-        With `return_remaining_strings=True` (how `trl-bon` separates the `accelerate launch` flags), only flags of
-        `accelerate launch` may remain; otherwise none may. Every error, a config's `__post_init__` included, is one
-        line without a traceback.
-        """
+        """TRL's `parse_args_and_config`, flags checked first (only launch flags may remain); errors on one line."""
         import yaml
 
         from trl_bon._trl_compat import check_trl_version

@@ -1,6 +1,5 @@
-"""Helpers of the `trl-bon` scripts, built as TRL's own scripts (`trl/scripts/rloo.py`) build them. Public: recipes
-and your own scripts may import them (e.g. `make_prompts` to build the IMDB prompts of a baseline).
-"""
+"""Helpers of the `trl-bon` scripts, built as TRL's own scripts (`trl/scripts/rloo.py`) build them; public, for
+recipes and your own scripts (e.g. `make_prompts` to build the IMDB prompts of a baseline)."""
 
 import importlib
 import os
@@ -13,29 +12,13 @@ from trl import ScriptArguments
 
 @dataclass
 class BoNScriptArguments(ScriptArguments):
-    """
-    Script arguments shared by the trl-bon training scripts (on top of TRL's [`~trl.ScriptArguments`]).
-
-    Args:
-        reward_model_name_or_path (`list[str]`, *optional*):
-            Reward model id(s) or path(s), loaded as `num_labels=1` sequence classifiers (TRL convention).
-        reward_funcs (`list[str]`, *optional*):
-            Reward callables: a TRL built-in or a dotted import path, resolved from the current directory too.
-        prompt_column (`str`, *optional*):
-            Build the `prompt` column from this text column (e.g. `text` for `stanfordnlp/imdb`).
-        prompt_min_tokens, prompt_max_tokens (`int`, *optional*):
-            Truncate each prompt to its first L tokens (policy tokenizer), L uniform in [min, max] and fixed per row
-            (seeded by `prompt_seed` and the row index, so every rank and rerun sees the same prompts).
-        prompt_seed (`int`, *optional*, defaults to `0`):
-            Seed of the prompt lengths.
-    """
+    """TRL's [`~trl.ScriptArguments`] with the reward(s) and the prompt transform, which cuts each prompt to its first
+    L tokens (policy tokenizer), L uniform in [`prompt_min_tokens`, `prompt_max_tokens`] and fixed per row (seeded by
+    `prompt_seed` and the row index, so every rank and rerun sees the same prompts)."""
 
     reward_model_name_or_path: list[str] | None = field(
         default=None,
-        metadata={
-            "help": "Reward model id(s) or local path(s), loaded as num_labels=1 sequence classifiers. Several may "
-            "be given; rewards are summed with `reward_weights`."
-        },
+        metadata={"help": "Reward model ids/paths (num_labels=1 sequence classifiers), summed with `reward_weights`."},
     )
     reward_funcs: list[str] | None = field(
         default=None,
@@ -181,9 +164,8 @@ def load_splits(script_args, dataset_args, training_args, tokenizer_path: str | 
     """Train and (when evaluating) eval splits, as in TRL's scripts, with the prompt transform applied."""
     dataset = load_dataset_dict(script_args, dataset_args)
     train = get_split(dataset, script_args.dataset_train_split, "--dataset_train_split")
-    evaluation = None
-    if training_args.eval_strategy != "no":
-        evaluation = get_split(dataset, script_args.dataset_test_split, "--dataset_test_split")
+    evaluating = training_args.eval_strategy != "no"
+    evaluation = get_split(dataset, script_args.dataset_test_split, "--dataset_test_split") if evaluating else None
     return tuple(apply_prompt_transform(split, script_args, tokenizer_path) for split in (train, evaluation))
 
 
@@ -198,9 +180,7 @@ def finish(trainer, training_args, script_args) -> None:
 
 
 def train(trainer_class, script_args, training_args, model_args, dataset_args):
-    """Build `trainer_class` from the parsed arguments as TRL's scripts build theirs (reward(s), π_ref with TRL's
-    `model_init_kwargs`, the train (and, when evaluating, eval) split with the prompt transform, quantization, LoRA),
-    train (resuming from `--resume_from_checkpoint` if set), then [`finish`]; return the trainer."""
+    """Build `trainer_class` as TRL's scripts build theirs, train (resuming if asked) and [`finish`]; return it."""
     from trl import get_peft_config, get_quantization_config
 
     reward_funcs = resolve_reward_funcs(script_args)

@@ -13,8 +13,7 @@ _NONE_BASE = "[None](https://huggingface.co/None)"
 
 
 class BoNModelCardMixin:
-    """`create_model_card` with the trainer's method (`_card_method`) and settings table (`_card_settings`, which
-    every trainer defines)."""
+    """`create_model_card` with the trainer's method (`_card_method`) and settings table (`_card_settings`)."""
 
     def _card_method(self) -> str:
         return self._name

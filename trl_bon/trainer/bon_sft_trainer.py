@@ -1,6 +1,5 @@
 """[`BoNSFTTrainer`]: supervised fine-tuning on Best-of-N samples (BOND eqs. 12–13, β = 0; docs/maths.md §6), and
-[`bon_sft_dataset`], which turns a [`~trl_bon.best_of_n`] result into its training set. RAFT/ReST-style rounds are an
-outer loop over trainers (`trl_bon/scripts/bon_sft.py`)."""
+[`bon_sft_dataset`], its training set; RAFT/ReST-style rounds loop over trainers (`trl_bon/scripts/bon_sft.py`)."""
 
 import hashlib
 import json
@@ -24,21 +23,10 @@ BON_COLUMNS = ("input_ids", "completion_mask", "reward", "candidate_rewards")
 
 
 def bon_sft_dataset(output: BestOfNOutput, tokenizer: PreTrainedTokenizerBase) -> Dataset:
-    """The training set of [`BoNSFTTrainer`]: the chosen completion of each prompt, as the exact sampled token ids.
-
-    SFT runs on the sampled ids, not on re-tokenised text: decoding and re-encoding can merge or split tokens, and
-    `SFTTrainer` would append an EOS to completions cut at `max_completion_length`, which the sampler never produced.
-
-    Args:
-        output ([`~trl_bon.sampling.BestOfNOutput`]): a [`~trl_bon.best_of_n`] result.
-        tokenizer: the tokenizer the samples were drawn with (prompts are tokenised exactly as the sampler did).
-
-    Returns:
-        A `Dataset` with `prompt`, `completion`, `reward`, `candidate_rewards` (the N rewards, for the logs) and the
-        pre-tokenised `input_ids` and `completion_mask` that `SFTTrainer` trains on.
-    """
-    prompt_ids = tokenize_prompts(tokenizer, output.prompts, {})
-    pairs = list(zip(prompt_ids, output.completion_ids, strict=True))
+    """The training set of [`BoNSFTTrainer`] from a [`~trl_bon.best_of_n`] result sampled with `tokenizer`:
+    `prompt`, `completion`, `reward`, `candidate_rewards` (the N rewards, for the logs), and the sampled token ids as
+    `input_ids` and `completion_mask`, since re-tokenised text can differ from them (docs/bon_sft_trainer.md)."""
+    pairs = list(zip(tokenize_prompts(tokenizer, output.prompts, {}), output.completion_ids, strict=True))
     return Dataset.from_dict(
         {
             "prompt": output.prompts,
@@ -51,103 +39,32 @@ def bon_sft_dataset(output: BestOfNOutput, tokenizer: PreTrainedTokenizerBase) -
     )
 
 
-def bon_statistics(dataset: Dataset) -> dict[str, float]:
-    """Reward and length statistics of a [`bon_sft_dataset`], logged as `bon_sft/*` at the first logging step."""
-    rewards = torch.tensor(dataset["candidate_rewards"], dtype=torch.float64)
-    chosen = torch.tensor(dataset["reward"], dtype=torch.float64)
-    num_maximal = (rewards == rewards.max(dim=1, keepdim=True).values).sum(dim=1)
-    return {
-        "bon_sft/candidate_reward_mean": rewards.mean().item(),
-        "bon_sft/candidate_reward_std": rewards.std().item() if rewards.numel() > 1 else 0.0,
-        "bon_sft/chosen_reward_mean": chosen.mean().item(),
-        "bon_sft/chosen_reward_std": chosen.std().item() if chosen.numel() > 1 else 0.0,
-        "bon_sft/tie_fraction": (num_maximal > 1).double().mean().item(),
-        "bon_sft/chosen_length_mean": sum(map(sum, dataset["completion_mask"])) / len(dataset),
-    }
-
-
 def bon_data_fingerprint(dataset: Dataset) -> str:
     """Hash of what SFT trains on (token ids, loss mask, rewards): a checkpoint resumes only onto the same data."""
     content = [list(dataset[column]) for column in BON_COLUMNS]
     return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
 
 
-def _check_bon_dataset(dataset, args: BoNSFTConfig, name: str) -> None:
-    """Fail before any model is loaded if `dataset` is not Best-of-N data made with `args.num_candidates`."""
-    if dataset is None or isinstance(dataset, IterableDataset):
-        raise ValueError(
-            f"`{name}` is required and must be a `Dataset`: sample it first with "
-            "`bon_sft_dataset(best_of_n(Sampler(model), prompts, reward_funcs, args.num_candidates), tokenizer)`."
-        )
-    missing = [column for column in BON_COLUMNS if column not in dataset.column_names]
-    if missing:
-        raise ValueError(
-            f"`{name}` is not Best-of-N data (missing column(s) {missing}; columns: {dataset.column_names}). "
-            "BoNSFTTrainer only trains: build its data before it with `bon_sft_dataset(best_of_n(...), tokenizer)`, "
-            "or train on fixed completions with `trl.SFTTrainer`."
-        )
-    if len(dataset) == 0:
-        raise ValueError(f"`{name}` is empty: BoN-SFT needs at least one prompt.")
-    num_candidates = len(dataset[0]["candidate_rewards"])
-    if num_candidates != args.num_candidates:
-        raise ValueError(
-            f"`{name}` holds Best-of-{num_candidates} data, but `args.num_candidates={args.num_candidates}`. Sample "
-            "the data with the config's `num_candidates`, or set `num_candidates` to the N the data was made with."
-        )
-    check_sft_batches(len(dataset), args, name)
-
-
 class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
     r"""
-    Trainer for Best-of-N distillation by supervised fine-tuning (BoN-SFT).
-
-    It is [`~trl.SFTTrainer`] on a Best-of-N training set: for each prompt, `num_candidates` completions sampled from
-    the reference model π_ref with [`~trl_bon.best_of_n`], the best one kept (ties broken uniformly at random,
-    seeded), turned into exact token ids by [`bon_sft_dataset`]. The loss is on the completion tokens only: the
-    forward-KL objective `KL(π_BoN‖π_θ)`. The trainer never samples; one trainer trains one round (see
-    `docs/bon_sft_trainer.md` for rounds). The `bon_sft/*` statistics of the data are logged at the first log.
+    Trainer for Best-of-N distillation by supervised fine-tuning (BoN-SFT): [`~trl.SFTTrainer`] on the best of
+    `num_candidates` completions per prompt, sampled from π_ref with [`~trl_bon.best_of_n`] (ties broken uniformly at
+    random, seeded) and kept as exact token ids by [`bon_sft_dataset`]. The loss on the completion tokens is the
+    forward KL `KL(π_BoN‖π_θ)`. The trainer never samples; one trainer trains one round and logs the `bon_sft/*`
+    statistics of its data at the first log. Usage and rounds: docs/bon_sft_trainer.md.
 
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
-            Model id/path or instance, as for [`~trl.SFTTrainer`]; the model the data was sampled from.
+            The model the data was sampled from (id/path or instance).
         args ([`BoNSFTConfig`], *optional*):
-            Configuration; defaults to `BoNSFTConfig(f"{model_name}-BoN-SFT")`. Its `num_candidates` must be the N of
-            the data.
-        data_collator ([`~transformers.DataCollator`], *optional*):
-            As for [`~trl.SFTTrainer`].
+            Defaults to `BoNSFTConfig(f"{model_name}-BoN-SFT")`; its `num_candidates` must be the N of the data.
         train_dataset ([`~datasets.Dataset`]):
-            Best-of-N data from [`bon_sft_dataset`] (columns `input_ids`, `completion_mask`, `reward`,
-            `candidate_rewards`, …).
-        eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
-            Evaluation data, passed to [`~trl.SFTTrainer`] as is, e.g. [`bon_sft_dataset`] of held-out prompts (its
-            loss estimates the forward KL to π_BoN).
+            Best-of-N data from [`bon_sft_dataset`].
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
             The tokenizer the data was sampled with; loaded from the model when `None`.
-        compute_metrics, callbacks, optimizers, optimizer_cls_and_kwargs, preprocess_logits_for_metrics,
-        quantization_config, peft_config:
-            As for [`~trl.SFTTrainer`].
-
-    Example:
-
-    ```python
-    >>> from transformers import AutoTokenizer
-    >>> from trl_bon import BoNSFTConfig, BoNSFTTrainer, best_of_n, bon_sft_dataset
-    >>> from trl_bon.sampling import Sampler
-    >>> from trl_bon.toy import build_one_token_task
-    >>> task = build_one_token_task("/tmp/trl_bon_doc_bon_sft")
-    >>> args = BoNSFTConfig(
-    ...     "/tmp/trl_bon_doc_bon_sft/out", num_candidates=4, max_completion_length=1, use_cpu=True, bf16=False,
-    ...     report_to="none", save_strategy="no", max_steps=2, disable_tqdm=True,
-    ... )
-    >>> tokenizer = AutoTokenizer.from_pretrained(task.model_path)
-    >>> sampler = Sampler(task.model_path, args.generation_settings, tokenizer=tokenizer,
-    ...                   progress=False)
-    >>> bon = best_of_n(sampler, [task.prompt] * 16, task.reward_func, args.num_candidates)
-    >>> trainer = BoNSFTTrainer(task.model_path, args, train_dataset=bon_sft_dataset(bon, tokenizer))
-    >>> trainer.train_dataset.num_rows
-    16
-    >>> _ = trainer.train()
-    ```
+        data_collator, eval_dataset, compute_metrics, callbacks, optimizers, optimizer_cls_and_kwargs,
+        preprocess_logits_for_metrics, quantization_config, peft_config:
+            As for [`~trl.SFTTrainer`] (the loss on held-out Best-of-N data estimates the forward KL to π_BoN).
     """
 
     _tag_names = ["trl", "trl-bon", "sft", "bon-sft"]
@@ -180,12 +97,30 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
             raise TypeError(
                 f"`args` must be a `BoNSFTConfig`, got `{type(args).__name__}`; build one with the same fields."
             )
-        _check_bon_dataset(train_dataset, args, "train_dataset")
-        settings = {
-            "method": "bon_sft",
-            "num_candidates": args.num_candidates,
-            "train_data_sha256": bon_data_fingerprint(train_dataset),
-        }
+        if train_dataset is None or isinstance(train_dataset, IterableDataset):
+            raise ValueError(
+                "`train_dataset` is required and must be a `Dataset`: sample it first with "
+                "`bon_sft_dataset(best_of_n(Sampler(model), prompts, reward_funcs, args.num_candidates), tokenizer)`."
+            )
+        missing = [column for column in BON_COLUMNS if column not in train_dataset.column_names]
+        if missing:
+            raise ValueError(
+                f"`train_dataset` is not Best-of-N data (missing column(s) {missing}; columns: "
+                f"{train_dataset.column_names}). BoNSFTTrainer only trains: build its data before it with "
+                "`bon_sft_dataset(best_of_n(...), tokenizer)`, or train on fixed completions with `trl.SFTTrainer`."
+            )
+        if len(train_dataset) == 0:
+            raise ValueError("`train_dataset` is empty: BoN-SFT needs at least one prompt.")
+        num_candidates = len(train_dataset[0]["candidate_rewards"])
+        if num_candidates != args.num_candidates:
+            raise ValueError(
+                f"`train_dataset` holds Best-of-{num_candidates} data, but "
+                f"`args.num_candidates={args.num_candidates}`. Sample the data with the config's `num_candidates`, or "
+                "set `num_candidates` to the N the data was made with."
+            )
+        check_sft_batches(len(train_dataset), args, "train_dataset")
+        settings = {"method": "bon_sft", "num_candidates": args.num_candidates}
+        settings["train_data_sha256"] = bon_data_fingerprint(train_dataset)
         self._init_checkpointing(args, {**settings, **finetuning_settings(model, peft_config)})
         check_model_inputs(model)  # last before any model loads: the cheaper checks above speak first
         super().__init__(
@@ -204,5 +139,16 @@ class BoNSFTTrainer(BoNModelCardMixin, CheckpointMixin, SFTTrainer):
             peft_config=peft_config,
         )
         keep_4bit_weights_trainable(self.model)
-        # Logged (averaged by SFTTrainer.log) at the first logging step.
-        self._metrics["train"].update({key: [value] for key, value in bon_statistics(train_dataset).items()})
+        # The data's statistics, logged (averaged by SFTTrainer.log) at the first logging step.
+        rewards = torch.tensor(train_dataset["candidate_rewards"], dtype=torch.float64)
+        chosen = torch.tensor(train_dataset["reward"], dtype=torch.float64)
+        num_maximal = (rewards == rewards.max(dim=1, keepdim=True).values).sum(dim=1)
+        statistics = {
+            "candidate_reward_mean": rewards.mean().item(),
+            "candidate_reward_std": rewards.std().item() if rewards.numel() > 1 else 0.0,
+            "chosen_reward_mean": chosen.mean().item(),
+            "chosen_reward_std": chosen.std().item() if chosen.numel() > 1 else 0.0,
+            "tie_fraction": (num_maximal > 1).double().mean().item(),
+            "chosen_length_mean": sum(map(sum, train_dataset["completion_mask"])) / len(train_dataset),
+        }
+        self._metrics["train"].update({f"bon_sft/{key}": [value] for key, value in statistics.items()})
