@@ -328,7 +328,8 @@ def test_checkpoints_share_the_sampling_seed(one_token_task, one_token_sampler):
 
 
 def test_eval_script_loads_models_with_the_model_options(tiny_kit, tmp_path, monkeypatch):
-    """`trl-bon eval --attn_implementation eager` loads π_ref and the checkpoints with it, as training does."""
+    """`trl-bon eval --attn_implementation eager` loads π_ref, the checkpoints and the reward model with it, as
+    training does."""
     import trl_bon.evaluation
     from trl_bon.scripts.evaluate import make_parser, run
     from trl_bon.scripts.kit import write_prompts
@@ -340,10 +341,10 @@ def test_eval_script_loads_models_with_the_model_options(tiny_kit, tmp_path, mon
     seen = {}
 
     def capture(checkpoints, split, reward, reference, options, judges):
-        seen.update(reference.model_init_kwargs)
+        seen.update(reference.model_init_kwargs, reward_model=reward.funcs[0].config._attn_implementation)
         raise KeyboardInterrupt  # stop before any sampling
 
     monkeypatch.setattr(trl_bon.evaluation, "evaluate_checkpoints", capture)
     with pytest.raises(KeyboardInterrupt):
         run(*make_parser().parse_args_and_config(argv))
-    assert seen["attn_implementation"] == "eager"
+    assert seen["attn_implementation"] == seen["reward_model"] == "eager"

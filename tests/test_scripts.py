@@ -170,11 +170,23 @@ def test_eval_on_trained_checkpoints(jbond_run, common, tiny_kit, tmp_path, caps
     assert "N_win" in out and "N_KL" in out
 
 
-def test_cache_ref_rewards_then_vbon(common, tmp_path):
+def test_cache_ref_rewards_then_vbon(common, tmp_path, monkeypatch):
+    """The cache's reward model loads with the options `VBoNTrainer` (TRL) loads it with: cached and trained-on
+    rewards come from the same model."""
+    from transformers import AutoModelForSequenceClassification
+
     from trl_bon.scripts.cli import main
 
+    loads, load = [], AutoModelForSequenceClassification.from_pretrained
+
+    def recorded(path, **kwargs):
+        loads.append(kwargs)
+        return load(path, **kwargs)
+
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", recorded)
     cache = tmp_path / "cache"
     shared = [*common, *TRAIN, "--reference_cache_dir", str(cache), "--num_reference_samples", "6"]
+    shared += ["--attn_implementation", "eager"]
     assert main(["cache-ref-rewards", *shared, "--output_dir", str(tmp_path / "vbon")]) == 0
     assert (cache / "metadata.json").is_file()
     argv = [
@@ -193,15 +205,29 @@ def test_cache_ref_rewards_then_vbon(common, tmp_path):
     ]
     assert main(argv, launch=False) == 0
     assert (tmp_path / "vbon" / "model.safetensors").is_file()
+    assert len(loads) == 2 and loads[0] == loads[1] and loads[0]["attn_implementation"] == "eager"
 
 
-def test_bon_sft(common, tmp_path):
+def test_bon_sft(common, tmp_path, monkeypatch):
+    """Trains; its reward model loads with the model options (here `--attn_implementation`), as TRL's trainers load
+    theirs."""
+    from transformers import AutoModelForSequenceClassification
+
     from trl_bon.scripts.cli import main
 
+    loads, load = [], AutoModelForSequenceClassification.from_pretrained
+
+    def recorded(path, **kwargs):
+        loads.append(kwargs)
+        return load(path, **kwargs)
+
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", recorded)
     argv = [
         "bon-sft",
         *common,
         *TRAIN,
+        "--attn_implementation",
+        "eager",
         "--output_dir",
         str(tmp_path),
         "--num_candidates",
@@ -213,6 +239,7 @@ def test_bon_sft(common, tmp_path):
     ]
     assert main(argv, launch=False) == 0
     assert (tmp_path / "model.safetensors").is_file()
+    assert len(loads) == 1 and loads[0]["attn_implementation"] == "eager"
 
 
 def test_missing_reward_names_the_fix(common, tmp_path):

@@ -190,7 +190,12 @@ def main(script_args, training_args, model_args, dataset_args):
     check_prompt_lengths(
         prompts, tokenizer, model_args.model_name_or_path, training_args.max_completion_length, "prompts"
     )
-    scorer = RewardScorer(reward_funcs, reward_weights=training_args.reward_weights, device=training_args.device)
+    scorer = RewardScorer(  # reward models load as TRL's trainers load them, with the policy's model options
+        reward_funcs,
+        reward_weights=training_args.reward_weights,
+        model_init_kwargs=training_args.model_init_kwargs,
+        device=training_args.device,
+    )
 
     policy, trainer, resume = model_args.model_name_or_path, None, training_args.resume_from_checkpoint
     policy_name = policy  # in the data's metadata: the model id, then the hash of the weights sampled from

@@ -26,8 +26,10 @@ def run(script_args, training_args, model_args, dataset_args):
     check_model_paths(model_args, script_args)
     output_dir = training_args.reference_cache_dir or os.path.join(training_args.output_dir, "_reference_rewards")
     kwargs = model_init_kwargs(model_args, training_args)
-    if (quantization_config := get_quantization_config(model_args)) is not None:
-        kwargs["quantization_config"] = quantization_config
+    # Reward models load as `VBoNTrainer` (TRL) loads them, so the cached rewards are the ones training compares with.
+    reward = RewardScorer(reward_funcs, reward_weights=training_args.reward_weights, model_init_kwargs=kwargs)
+    if (quantization_config := get_quantization_config(model_args)) is not None:  # the policy's only
+        kwargs = {**kwargs, "quantization_config": quantization_config}
     sampler = Sampler(
         model_args.model_name_or_path,
         training_args.generation_settings,
@@ -42,7 +44,6 @@ def run(script_args, training_args, model_args, dataset_args):
         },
         progress=not training_args.disable_tqdm,
     )
-    reward = RewardScorer(reward_funcs, reward_weights=training_args.reward_weights)
     train, evaluation = load_splits(script_args, dataset_args, training_args, model_args.model_name_or_path)
     num_samples, cache = training_args.num_reference_samples, None
     for name, split in (("train", train), ("eval", evaluation)):

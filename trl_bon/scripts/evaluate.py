@@ -112,6 +112,9 @@ def run(script_args, model_args, dataset_args):
     checkpoints = expand_checkpoints(script_args.checkpoints)
     model_init_kwargs = {"dtype": model_args.dtype, "revision": model_args.model_revision}
     model_init_kwargs["attn_implementation"] = model_args.attn_implementation
+    reward_kwargs = dict(
+        model_init_kwargs
+    )  # reward models load as in training: the policy's options, not its quantization
     if (quantization_config := get_quantization_config(model_args)) is not None:
         model_init_kwargs["quantization_config"] = quantization_config
     reference = Sampler(
@@ -126,7 +129,7 @@ def run(script_args, model_args, dataset_args):
     split = get_split(dataset, script_args.dataset_test_split, "--dataset_test_split")
     split = split.select(range(min(script_args.num_prompts, len(split))))
     split = apply_prompt_transform(split, script_args, model_args.model_name_or_path)
-    reward = RewardScorer(reward_funcs, reward_weights=script_args.reward_weights)
+    reward = RewardScorer(reward_funcs, reward_weights=script_args.reward_weights, model_init_kwargs=reward_kwargs)
     results = evaluate_checkpoints(checkpoints, split, reward, reference, options, judges=judges)
     print(format_table(results))
     for kind, path in results.files.items():
