@@ -383,3 +383,27 @@ def test_script_kill_mid_round_resumes_from_the_round_checkpoint(
     with pytest.raises(ValueError, match="round-2 holds Best-of-N data made with other settings.*'policy'"):
         run_script(tiny_kit, prompt_folder, killed, monkeypatch, KillAtStep(), *saving, "--learning_rate", "0.05")
     assert count_sampler_calls == []
+
+
+def test_round_weights_load_only_onto_the_same_trainable_tensors(tmp_path):
+    """A finished round's weights are loaded back (and their hash names the next round's sampler) only onto a model
+    with exactly the trainable tensors they hold: a file that lacks one, or has one too many, is refused, not half
+    loaded under the recorded hash."""
+    import types
+
+    def model(frozen_bias: bool) -> torch.nn.Module:
+        layer = torch.nn.Linear(3, 2)
+        layer.bias.requires_grad_(not frozen_bias)
+        return layer
+
+    path = tmp_path / "weights.safetensors"
+    saved = model(frozen_bias=True)
+    digest = script.save_trainable(saved, path, types.SimpleNamespace(process_index=0))
+    same = model(frozen_bias=True)
+    assert script.load_trainable(same, path) == digest
+    assert torch.equal(same.weight, saved.weight)
+    with pytest.raises(ValueError, match=r"trainable weights of another model or adapter set-up \(\['bias'\]…\)"):
+        script.load_trainable(model(frozen_bias=False), path)
+    script.save_trainable(model(frozen_bias=False), path, types.SimpleNamespace(process_index=0))
+    with pytest.raises(ValueError, match=r"\(\['bias'\]…\)\. Delete `_bon_data/`"):
+        script.load_trainable(model(frozen_bias=True), path)

@@ -145,14 +145,18 @@ def save_trainable(model, path: Path, training_args) -> str:
 
 
 def load_trainable(model, path: Path) -> str:
-    """Load the weights `save_trainable` saved into `model`; return their SHA-256."""
+    """Load the weights `save_trainable` saved into `model`, which must have exactly those trainable tensors; return
+    their SHA-256."""
     data = path.read_bytes()
-    unexpected = model.load_state_dict(safetensors.torch.load(data), strict=False).unexpected_keys
-    if unexpected:
+    weights = safetensors.torch.load(data)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(weights) != trainable:
+        differ = sorted(set(weights) ^ trainable)
         raise ValueError(
-            f"{path} holds weights of another model ({unexpected[:3]}…). Delete `_bon_data/` to start over, or use "
-            "another `output_dir`."
+            f"{path} holds the trainable weights of another model or adapter set-up ({differ[:3]}…). Delete "
+            "`_bon_data/` to start over, or use another `output_dir`."
         )
+    model.load_state_dict(weights, strict=False)
     return hashlib.sha256(data).hexdigest()
 
 
