@@ -343,3 +343,13 @@ class TestPromptsAndSettings:
             "generation_kwargs": {"no_repeat_ngram_size": 2},
             "chat_template_kwargs": {},
         }
+
+
+def test_weighted_rewards_is_trls_nansum_with_unscored_rows_nan():
+    """The one reduction of `(samples, functions)` rewards the scorer and the trainers share."""
+    from trl_bon.rewards import weighted_rewards
+
+    nan = float("nan")
+    rewards = torch.tensor([[1.0, 2.0], [nan, 3.0], [nan, nan]])
+    total = weighted_rewards(rewards, torch.tensor([0.5, 2.0]))
+    assert total[:2].tolist() == [4.5, 6.0] and torch.isnan(total[2])

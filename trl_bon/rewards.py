@@ -135,6 +135,13 @@ def check_finite_rewards(rewards_per_func: torch.Tensor, names: Sequence[str], w
         )
 
 
+def weighted_rewards(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The scalar reward of each sample as TRL's trainers compute it from `(samples, functions)` rewards: the weighted
+    `nansum` over functions; NaN where every function returned None."""
+    total = (rewards_per_func * weights.to(rewards_per_func.device)).nansum(dim=1)
+    return total.masked_fill(torch.isnan(rewards_per_func).all(dim=1), torch.nan)
+
+
 def reward_signature(funcs: Sequence, weights: Sequence[float], tokenizers: Sequence) -> dict:
     """What identifies weighted reward functions (and reward models' tokenizers) for caches: see `trl_bon.identity`."""
     identities = []
@@ -254,8 +261,7 @@ class RewardScorer:
 
     def weighted(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
         """Scalar reward per sample: weighted nansum over functions; NaN where every function returned None."""
-        total = (rewards_per_func * self.weights).nansum(dim=1)
-        return total.masked_fill(torch.isnan(rewards_per_func).all(dim=1), torch.nan)
+        return weighted_rewards(rewards_per_func, self.weights)
 
     def check_finite(self, rewards_per_func: torch.Tensor) -> None:
         """[`check_finite_rewards`] of these functions' rewards."""

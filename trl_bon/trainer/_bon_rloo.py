@@ -12,7 +12,7 @@ from trl.trainer.utils import nanstd
 from .. import core
 from .._trl_compat import use_adapter
 from ..quantization import keep_4bit_weights_trainable
-from ..rewards import check_reward_funcs, check_reward_tokenizers
+from ..rewards import check_reward_funcs, check_reward_tokenizers, weighted_rewards
 from ._checkpoint import CheckpointMixin, finetuning_settings
 from ._config_checks import (
     RewardOutputChecksMixin,
@@ -75,8 +75,7 @@ class BoNRLOOTrainer(BoNModelCardMixin, CheckpointMixin, RewardOutputChecksMixin
         for i, name in enumerate(self.reward_func_names):
             replace_last_metric(metrics, f"rewards/{name}/mean", torch.nanmean(rewards_per_func[:, i]))
             replace_last_metric(metrics, f"rewards/{name}/std", nanstd(rewards_per_func[:, i]))
-        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
-        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # as RLOO: unscorable rows are left out
+        rewards = weighted_rewards(rewards_per_func, self.reward_weights)  # NaN rows are left out, as in RLOO
         replace_last_metric(metrics, "reward", torch.nanmean(rewards))
         replace_last_metric(metrics, "reward_std", nanstd(rewards))
 

@@ -23,7 +23,7 @@ from .._trl_compat import (
     vllm_engine_kwargs,
 )
 from ..anchor import AnchorCallback, LoraAnchor, ModelAnchor, check_anchor_engine
-from ..rewards import check_finite_rewards
+from ..rewards import check_finite_rewards, weighted_rewards
 from ..sampling import eval_mode
 from ..vllm_adapters import VLLMAdapters, check_adapter_servable
 from ._bon_rloo import BoNRLOOTrainer
@@ -329,8 +329,7 @@ class JBondTrainer(BoNRLOOTrainer):
     @property
     def _stashed_rewards(self) -> torch.Tensor:
         """`(B_global,)` weighted (and clipped) rewards of the last generation batch, as RLOO trains on them."""
-        rewards_per_func = self._stashed_rewards_per_func
-        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+        rewards = weighted_rewards(self._stashed_rewards_per_func, self.reward_weights)
         if self.reward_clip_range:
             rewards = rewards.clamp(min=self.reward_clip_range[0], max=self.reward_clip_range[1])
         return rewards

@@ -21,7 +21,7 @@ from ..ref_cache import (
     load_reference_reward_cache,
     reference_reward_tensor,
 )
-from ..rewards import check_finite_rewards, reward_signature
+from ..rewards import check_finite_rewards, reward_signature, weighted_rewards
 from ._bon_rloo import BoNRLOOTrainer
 from ._papers import VBON_PAPER
 from ._rloo_seams import replace_last_logged
@@ -174,8 +174,7 @@ class VBoNTrainer(BoNRLOOTrainer):
         gathered), spread over the columns as `score·w_j/Σ_k w_k²` so that RLOO's `Σ_j w_j·column_j` is the score."""
         raw = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         check_finite_rewards(raw, self.reward_func_names, ": vBoN places every reward in the reference-reward CDF.")
-        weights = self.reward_weights.to(raw.device)
-        rewards = (raw * weights).nansum(dim=1)
+        rewards = weighted_rewards(raw, self.reward_weights)
         rank = self.accelerator.process_index
         local = slice(rank * len(prompts), (rank + 1) * len(prompts))
         column = self.args.reference_rewards_column
@@ -200,6 +199,7 @@ class VBoNTrainer(BoNRLOOTrainer):
         # Win rate against the prompt's cached π_ref rewards (ties ½), the same quantity as `trl-bon eval`'s.
         metrics["win_rate_vs_ref"].append(gather(core.win_rate(rewards[local], ref_rewards)).mean().item())
         self._vbon_raw_rewards, self._vbon_scores = raw, score
+        weights = self.reward_weights.to(raw.device)
         return score.unsqueeze(1) * weights / (weights**2).sum()
 
     def _generate_and_score_completions(self, inputs):
